@@ -1,0 +1,31 @@
+# Single entry point: `make demo` (main job) and `make test` (test suite).
+# Both create/reuse a local virtual environment in $(VENV) and install the project into it.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rdfm-installed
+
+.PHONY: install demo test speed clean
+
+install: $(STAMP)
+
+# torch is pinned here (not in pyproject) so that this machine takes its local CPU wheel
+# instead of the multi-GB CUDA build; users on GPUs install whatever torch they need.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m benchmarks demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+speed: $(STAMP)
+	$(PY) -m benchmarks speed
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

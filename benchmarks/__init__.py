@@ -1,0 +1,1 @@
+"""Runnable benchmarks and demos on real data: ``python -m benchmarks <name> [...]``."""
