@@ -1,5 +1,37 @@
 """Generator-matching base shared by rfm (flows) and dfm (CTMC jump processes).
 
 Holds kappa_t schedulers, the probability-path and process interfaces, and the one
-simulation loop that both continuous and discrete samplers run on.
+simulation loop that both continuous and discrete samplers run on:
+
+- :mod:`gm.schedulers`: ``LinearScheduler``, ``PolynomialScheduler``, ``CosineScheduler``,
+  ``ExponentialRateScheduler`` (value, derivative, rate, inverse).
+- :mod:`gm.path`: ``ProbPath.sample(x0, x1, t) -> PathSample``.
+- :mod:`gm.process`: ``Process.step(x, t, h, model_output)``, ``JointProcess``.
+- :mod:`gm.simulate`: ``simulate(process, model, x_init, time_grid, steps, ...)``.
 """
+from gm.path import PathSample, ProbPath
+from gm.process import JointProcess, Process
+from gm.schedulers import (
+    CosineScheduler,
+    ExponentialRateScheduler,
+    LinearScheduler,
+    PolynomialScheduler,
+    Scheduler,
+    SchedulerOutput,
+)
+from gm.simulate import make_time_grid, simulate
+
+__all__ = [
+    "PathSample",
+    "ProbPath",
+    "Process",
+    "JointProcess",
+    "Scheduler",
+    "SchedulerOutput",
+    "LinearScheduler",
+    "PolynomialScheduler",
+    "CosineScheduler",
+    "ExponentialRateScheduler",
+    "simulate",
+    "make_time_grid",
+]
