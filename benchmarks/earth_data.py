@@ -1,0 +1,349 @@
+r"""The four Earth event datasets on the sphere S^2: volcano, earthquake, flood, fire.
+
+These are the datasets of Mathieu & Nickel (2020), De Bortoli et al. (2022, RSGM), Rozen et al.
+(2021, Moser Flow) and Chen & Lipman (2024, RFM), as published in the public repository
+``oxcsml/riemannian-score-sde`` (folder ``data/``). Each file holds one event per row as
+``latitude,longitude`` in degrees, after ``#`` comment lines and an optional header line.
+
+Points are returned as unit vectors in R^3 with the geographic convention
+
+.. math::
+
+    x = \cos(\mathrm{lat}) \cos(\mathrm{lon}), \quad
+    y = \cos(\mathrm{lat}) \sin(\mathrm{lon}), \quad
+    z = \sin(\mathrm{lat}),
+
+so the north pole is ``+z`` and (lat, lon) = (0, 0) is ``+x``.
+
+Files are read from ``benchmarks.paths.data_dir() / "earth"`` (``$RDFM_DATA_DIR/earth`` if that
+variable is set). ``python -m benchmarks download`` (or ``python -m benchmarks data earth
+--download``) fetches the same public files there.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.paths import data_dir
+from benchmarks.results import atomic_write
+
+#: dataset name -> file name.
+EARTH_FILES: dict[str, str] = {
+    "volcano": "volerup.csv",
+    "earthquake": "quakes_all.csv",
+    "flood": "flood.csv",
+    "fire": "fire.csv",
+}
+
+#: dataset name -> number of events in the published files.
+EXPECTED_ROWS: dict[str, int] = {
+    "volcano": 827,
+    "earthquake": 6120,
+    "flood": 4875,
+    "fire": 12809,
+}
+
+#: ``<file>`` is appended to this to download one dataset.
+DOWNLOAD_BASE_URL = "https://raw.githubusercontent.com/oxcsml/riemannian-score-sde/main/data/"
+
+_HOW_TO_GET = (
+    "Get the data with `python -m benchmarks download` (fetches the public files from "
+    f"{DOWNLOAD_BASE_URL}<file>), or point the RDFM_DATA_DIR environment variable at a folder "
+    "whose earth/ subfolder holds the four files."
+)
+
+
+_HEADER_FIELD = re.compile(r"[A-Za-z_][A-Za-z_ ]*")
+
+
+def earth_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """Folder holding the Earth files: ``root`` if given, else ``data_dir() / "earth"``."""
+    return Path(root).expanduser() if root is not None else data_dir() / "earth"
+
+
+def _file_name(name: str) -> str:
+    if name not in EARTH_FILES:
+        raise ValueError(f"name must be one of {sorted(EARTH_FILES)}, got {name!r}")
+    return EARTH_FILES[name]
+
+
+def earth_path(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Path of dataset ``name``'s file (which may not exist)."""
+    return earth_dir(root) / _file_name(name)
+
+
+def parse_latlon_text(text: str, source: str = "<text>") -> np.ndarray:
+    """Parse ``lat,lon`` rows in degrees after ``#`` comments and an optional header line.
+
+    Args:
+        text: file contents.
+        source: name used in error messages.
+
+    Returns:
+        ``(n, 2)`` float64 array of (latitude, longitude) in degrees.
+
+    Raises:
+        ValueError: if a row is malformed or a coordinate is out of range
+            (latitude outside [-90, 90], longitude outside [-180, 360]).
+    """
+    rows: list[tuple[float, float]] = []
+    header_allowed = True
+    for line_number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            lat, lon = float(fields[0]), float(fields[1])
+        except ValueError:
+            if header_allowed and all(_HEADER_FIELD.fullmatch(field) for field in fields):
+                header_allowed = False  # e.g. "lat,long" or "LATITUDE,LONGITUDE"
+                continue
+            raise ValueError(
+                f"{source}: line {line_number} is not 'latitude,longitude': {raw!r}"
+            ) from None
+        header_allowed = False
+        rows.append((lat, lon))
+    latlon = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(latlon).all():
+        raise ValueError(f"{source}: non-finite coordinates")
+    if (np.abs(latlon[:, 0]) > 90.0).any():
+        raise ValueError(f"{source}: latitude outside [-90, 90] degrees")
+    if ((latlon[:, 1] < -180.0) | (latlon[:, 1] > 360.0)).any():
+        raise ValueError(f"{source}: longitude outside [-180, 360] degrees")
+    return latlon
+
+
+def _missing_message(name: str, path: Path) -> str:
+    env = os.environ.get("RDFM_DATA_DIR")
+    where = f"RDFM_DATA_DIR={env}" if env else "RDFM_DATA_DIR is not set"
+    return (
+        f"Earth dataset {name!r} is missing: file {path.name} not found.\n"
+        f"Looked in: {path} ({where}).\n{_HOW_TO_GET}"
+    )
+
+
+def load_earth_latlon(name: str, root: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Load dataset ``name`` as an ``(n, 2)`` float64 array of (lat, lon) in degrees.
+
+    Raises:
+        FileNotFoundError: naming the missing file, where it was looked for and how to get it.
+        ValueError: on an unknown ``name`` or a malformed file.
+    """
+    path = earth_path(name, root)
+    if not path.is_file():
+        raise FileNotFoundError(_missing_message(name, path))
+    return parse_latlon_text(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def latlon_to_xyz(latlon: torch.Tensor, degrees: bool = True) -> torch.Tensor:
+    """Map (latitude, longitude) to unit vectors: ``(cos lat cos lon, cos lat sin lon, sin lat)``.
+
+    Args:
+        latlon: ``(..., 2)`` tensor of (latitude, longitude).
+        degrees: whether the angles are in degrees (else radians).
+
+    Returns:
+        ``(..., 3)`` tensor of unit vectors, same dtype and device.
+    """
+    if not isinstance(latlon, torch.Tensor):
+        raise ValueError(f"latlon must be a torch.Tensor, got {type(latlon).__name__}")
+    if latlon.shape[-1:] != (2,):
+        raise ValueError(f"latlon must have shape (..., 2), got {tuple(latlon.shape)}")
+    if degrees:
+        latlon = torch.deg2rad(latlon)
+    lat, lon = latlon.unbind(-1)
+    cos_lat = torch.cos(lat)
+    return torch.stack((cos_lat * torch.cos(lon), cos_lat * torch.sin(lon), torch.sin(lat)), dim=-1)
+
+
+def xyz_to_latlon(xyz: torch.Tensor, degrees: bool = True) -> torch.Tensor:
+    """Inverse of :func:`latlon_to_xyz`: latitude in [-90, 90], longitude in (-180, 180].
+
+    ``lat = atan2(z, sqrt(x^2 + y^2))`` (accurate near the poles, unlike ``asin(z)``) and
+    ``lon = atan2(y, x)``. Inputs need not be exactly unit length: only the direction matters.
+
+    Args:
+        xyz: ``(..., 3)`` tensor of nonzero vectors.
+        degrees: return degrees (else radians).
+
+    Returns:
+        ``(..., 2)`` tensor of (latitude, longitude), same dtype and device.
+    """
+    if not isinstance(xyz, torch.Tensor):
+        raise ValueError(f"xyz must be a torch.Tensor, got {type(xyz).__name__}")
+    if xyz.shape[-1:] != (3,):
+        raise ValueError(f"xyz must have shape (..., 3), got {tuple(xyz.shape)}")
+    x, y, z = xyz.unbind(-1)
+    latlon = torch.stack((torch.atan2(z, torch.hypot(x, y)), torch.atan2(y, x)), dim=-1)
+    return torch.rad2deg(latlon) if degrees else latlon
+
+
+def load_earth(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Load Earth dataset ``name`` as unit vectors on S^2.
+
+    Args:
+        name: one of ``volcano``, ``earthquake``, ``flood``, ``fire``.
+        root: folder holding the files (default ``data_dir() / "earth"``).
+        dtype: floating dtype of the result (default: torch's default dtype). The conversion is
+            done in float64 and the vectors are renormalised after casting.
+
+    Returns:
+        ``(n, 3)`` CPU tensor of unit vectors (convention in the module docstring).
+
+    Raises:
+        FileNotFoundError: naming the missing file, where it was looked for and how to get it.
+        ValueError: on an unknown ``name``, a non-floating ``dtype`` or a malformed file.
+    """
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    xyz = latlon_to_xyz(torch.from_numpy(load_earth_latlon(name, root))).to(dtype)
+    return xyz / xyz.norm(dim=-1, keepdim=True)
+
+
+class DownloadError(RuntimeError):
+    """A dataset file could not be fetched or was not a valid Earth data file."""
+
+
+def download_earth(
+    dest: str | os.PathLike[str] | None = None,
+    names: list[str] | None = None,
+    force: bool = False,
+    timeout: float = 60.0,
+) -> dict[str, Path]:
+    """Download Earth dataset files from the public repository into ``dest``.
+
+    Each file is fetched with ``urllib``, parsed to check it is a valid ``lat,lon`` file, written
+    to a temporary file in ``dest`` and moved into place with ``os.replace``, so an interrupted
+    download never leaves a partial file behind.
+
+    Args:
+        dest: target folder (default ``data_dir() / "earth"``), created if needed.
+        names: datasets to fetch (default: all four).
+        force: re-download files that already exist.
+        timeout: socket timeout in seconds per request.
+
+    Returns:
+        dataset name -> path of its file.
+
+    Raises:
+        DownloadError: on a network failure, an HTTP error or content that does not parse.
+    """
+    target = earth_dir(dest)
+    names = list(EARTH_FILES) if names is None else names
+    for name in names:
+        _file_name(name)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(
+            f"cannot create {target}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a "
+            "writable folder."
+        ) from error
+    paths: dict[str, Path] = {}
+    for name in names:
+        path = target / EARTH_FILES[name]
+        paths[name] = path
+        if path.is_file() and not force:
+            continue
+        url = DOWNLOAD_BASE_URL + EARTH_FILES[name]
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                payload = response.read()
+        except (urllib.error.URLError, OSError) as error:  # HTTPError and timeouts included
+            reason = getattr(error, "reason", None) or error
+            raise DownloadError(
+                f"could not download {url}: {reason}.\n"
+                f"Check the network connection, or fetch the file by other means and save it as "
+                f"{path} (or put the four files in $RDFM_DATA_DIR/earth/)."
+            ) from error
+        try:
+            latlon = parse_latlon_text(payload.decode("utf-8"), source=url)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise DownloadError(f"{url} did not return a valid lat,lon file: {error}") from error
+        if len(latlon) != EXPECTED_ROWS[name]:
+            print(
+                f"warning: {url} has {len(latlon)} rows, the published file has "
+                f"{EXPECTED_ROWS[name]}",
+                file=sys.stderr,
+            )
+        atomic_write(path, payload)
+    return paths
+
+
+def _report(root: Path) -> int:
+    """Print where each dataset is found and its row count; 1 if any is missing or off."""
+    status = 0
+    print(f"Earth data folder: {root}")
+    for name in EARTH_FILES:
+        path = root / EARTH_FILES[name]
+        try:
+            rows = len(load_earth_latlon(name, root))
+        except FileNotFoundError:
+            print(f"  {name:<10} MISSING  {path}")
+            status = 1
+            continue
+        except ValueError as error:
+            print(f"  {name:<10} INVALID  {error}")
+            status = 1
+            continue
+        expected = EXPECTED_ROWS[name]
+        note = "" if rows == expected else f"  (expected {expected})"
+        print(f"  {name:<10} {rows:>6} rows  {path}{note}")
+    if status:
+        print(_HOW_TO_GET)
+    return status
+
+
+def main(argv: list[str]) -> int:
+    """``python -m benchmarks data earth [--download] [--dest DIR] [--force]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks data earth",
+        description="Show where the Earth datasets are found, or download them.",
+    )
+    parser.add_argument("--download", action="store_true", help="fetch the four public files")
+    parser.add_argument(
+        "--dest", type=Path, default=None, help="folder for the files (default: DATA_DIR/earth)"
+    )
+    parser.add_argument("--force", action="store_true", help="re-download existing files")
+    args = parser.parse_args(argv)
+    root = earth_dir(args.dest)
+    if args.download:
+        try:
+            download_earth(root, force=args.force)
+        except DownloadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    return _report(root)
+
+
+__all__ = [
+    "DOWNLOAD_BASE_URL",
+    "DownloadError",
+    "EARTH_FILES",
+    "EXPECTED_ROWS",
+    "download_earth",
+    "earth_dir",
+    "earth_path",
+    "latlon_to_xyz",
+    "load_earth",
+    "load_earth_latlon",
+    "main",
+    "parse_latlon_text",
+    "xyz_to_latlon",
+]
