@@ -1,0 +1,70 @@
+"""Numerically safe scalar functions shared by the manifolds.
+
+Every function takes the *squared* angle where a Taylor branch is needed, so values and
+gradients stay finite at zero, and uses a ``torch.where`` on a safe argument so that the
+unused branch never produces NaN gradients.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def taylor_threshold(dtype: torch.dtype) -> float:
+    """Below this squared angle the 3-term Taylor series is exact to machine precision."""
+    return {torch.float64: 1e-4, torch.float32: 1e-2, torch.float16: 1e-1, torch.bfloat16: 1e-1}.get(dtype, 1e-2)
+
+
+def eps(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps
+
+
+def point_tolerance(dtype: torch.dtype) -> float:
+    """Tolerance for "on the manifold" checks: ~1000 ulps of the dtype."""
+    return 1000.0 * torch.finfo(dtype).eps
+
+
+def safe_sqrt(sq: Tensor) -> Tensor:
+    """sqrt with a zero (not infinite) gradient at 0."""
+    positive = sq > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), torch.zeros_like(sq))
+
+
+def safe_norm(v: Tensor, dim: int | tuple[int, ...] = -1, keepdim: bool = False) -> Tensor:
+    """Euclidean norm with a zero gradient at the zero vector."""
+    return safe_sqrt((v * v).sum(dim=dim, keepdim=keepdim))
+
+
+def _branch(theta_sq: Tensor, series: Tensor, exact_fn) -> Tensor:
+    small = theta_sq < taylor_threshold(theta_sq.dtype)
+    safe = torch.where(small, torch.ones_like(theta_sq), theta_sq)
+    return torch.where(small, series, exact_fn(safe))
+
+
+def sinc_sq(theta_sq: Tensor) -> Tensor:
+    """sin(theta) / theta as a function of theta^2."""
+    t = theta_sq
+    series = 1 - t / 6 + t * t / 120
+    return _branch(t, series, lambda s: torch.sin(torch.sqrt(s)) / torch.sqrt(s))
+
+
+def cos_sq(theta_sq: Tensor) -> Tensor:
+    """cos(theta) as a function of theta^2 (smooth at 0)."""
+    t = theta_sq
+    series = 1 - t / 2 + t * t / 24
+    return _branch(t, series, lambda s: torch.cos(torch.sqrt(s)))
+
+
+def one_minus_cos_over_sq(theta_sq: Tensor) -> Tensor:
+    """(1 - cos(theta)) / theta^2 as a function of theta^2."""
+    t = theta_sq
+    series = 0.5 - t / 24 + t * t / 720
+    # 1 - cos = 2 sin^2(theta/2) avoids cancellation.
+    return _branch(t, series, lambda s: 2 * torch.sin(torch.sqrt(s) / 2) ** 2 / s)
+
+
+def theta_over_sin(theta: Tensor) -> Tensor:
+    """theta / sin(theta) for theta in [0, pi), with a Taylor branch at 0."""
+    t = theta * theta
+    series = 1 + t / 6 + 7 * t * t / 360
+    return _branch(t, series, lambda s: torch.sqrt(s) / torch.sin(torch.sqrt(s)))

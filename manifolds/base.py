@@ -1,0 +1,178 @@
+"""Common base of the rdfm manifolds: a geoopt.Manifold with a fixed point shape,
+intrinsic dimension, base distribution and strict input checking."""
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+
+import geoopt
+import torch
+from torch import Tensor
+
+from manifolds._math import point_tolerance, safe_sqrt
+
+__all__ = ["RiemannianManifold"]
+
+
+class RiemannianManifold(geoopt.Manifold):
+    """A complete Riemannian manifold whose points are tensors of shape ``(*batch, *point_shape)``.
+
+    Subclasses define the geometry (``expmap``, ``logmap``, ``dist``, ``inner``, ``projx``,
+    ``proju``) and a base distribution (``random_base``, ``base_logprob``); ``base_logprob``
+    is a log density with respect to the Riemannian volume measure of the manifold's metric.
+    Tangent vectors are stored in the same shape as points (ambient representation).
+    """
+
+    reversible = True
+    #: trailing shape of a point
+    point_shape: tuple[int, ...] = ()
+    #: intrinsic dimension
+    dim: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ndim = len(self.point_shape)
+
+    # ------------------------------------------------------------------ geometry
+    @abstractmethod
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        """Riemannian exponential map: the geodesic from ``x`` with initial velocity ``u`` at time 1."""
+
+    @abstractmethod
+    def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        """Riemannian logarithm: the tangent vector at ``x`` of the minimising geodesic to ``y``."""
+
+    @abstractmethod
+    def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Geodesic distance."""
+
+    @abstractmethod
+    def inner(self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False) -> Tensor:
+        """Metric ``g_x(u, v)`` (``v`` defaults to ``u``)."""
+
+    def norm(self, x: Tensor, u: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Metric norm of ``u`` at ``x`` (zero gradient at the zero vector)."""
+        return safe_sqrt(self.inner(x, u, keepdim=keepdim))
+
+    def dist2(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        return self.dist(x, y, keepdim=keepdim) ** 2
+
+    def retr(self, x: Tensor, u: Tensor) -> Tensor:
+        return self.expmap(x, u)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        """Vector transport by projection onto the tangent space at ``y``."""
+        return self.proju(y, v)
+
+    def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
+        """Riemannian gradient from a Euclidean (ambient) gradient; assumes the metric is the
+        ambient one unless overridden."""
+        return self.proju(x, u)
+
+    def component_inner(self, x: Tensor, u: Tensor, v: Tensor | None = None) -> Tensor:
+        """``inner`` with the point dims kept as size-1 dims (what geoopt's optimisers expect)."""
+        value = self.inner(x, u, v)
+        return value.reshape(value.shape + (1,) * self.ndim)
+
+    # ------------------------------------------------------------------ distributions
+    @abstractmethod
+    def random_base(
+        self,
+        *batch_shape: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw from the base distribution, shape ``(*batch_shape, *point_shape)``."""
+
+    @abstractmethod
+    def base_logprob(self, x: Tensor) -> Tensor:
+        """Log density of the base distribution w.r.t. the Riemannian volume, shape ``batch``."""
+
+    def random(self, *size, dtype=None, device=None, **kwargs) -> Tensor:
+        """geoopt's sampling hook: ``size`` is the full shape including ``point_shape``."""
+        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+            size = tuple(size[0])
+        batch = size[: len(size) - self.ndim]
+        if tuple(size[len(size) - self.ndim:]) != self.point_shape:
+            raise ValueError(f"size must end with point_shape {self.point_shape}, got {tuple(size)}")
+        return self.random_base(*batch, dtype=dtype, device=device, generator=kwargs.get("generator"))
+
+    # ------------------------------------------------------------------ checks
+    def batch_shape(self, x: Tensor) -> torch.Size:
+        return x.shape[: x.dim() - self.ndim]
+
+    def _check_shape(self, shape, name):
+        shape = tuple(shape)
+        if len(shape) < self.ndim or shape[len(shape) - self.ndim:] != self.point_shape:
+            return False, f"{name} must have trailing shape {self.point_shape} for {self!r}, got shape {shape}"
+        return True, None
+
+    @abstractmethod
+    def _distance_from_manifold(self, x: Tensor) -> Tensor:
+        """A nonnegative per-point violation measure (0 on the manifold), shape ``batch``."""
+
+    @abstractmethod
+    def _distance_from_tangent(self, x: Tensor, u: Tensor) -> Tensor:
+        """A nonnegative per-vector violation of the tangency condition, shape ``batch``."""
+
+    def _check_point_on_manifold(self, x, *, atol=None, rtol=None):
+        tol = point_tolerance(x.dtype) if atol is None else atol
+        err = self._distance_from_manifold(x)
+        if err.numel() and float(err.max()) > tol:
+            return False, f"point is off {self!r} by {float(err.max()):.3g} (tolerance {tol:.3g})"
+        return True, None
+
+    def _check_vector_on_tangent(self, x, u, *, atol=None, rtol=None):
+        tol = point_tolerance(u.dtype) if atol is None else atol
+        err = self._distance_from_tangent(x, u)
+        if err.numel() and float(err.max()) > tol:
+            return False, f"vector is not tangent by {float(err.max()):.3g} (tolerance {tol:.3g})"
+        return True, None
+
+    def check_point(self, x: Tensor, name: str = "x", *, atol: float | None = None) -> None:
+        """Validate ``x`` as a batch of points, raising ``ValueError`` naming ``name``.
+
+        Checks the trailing shape, finiteness, and that every point lies on the manifold
+        within a dtype-aware tolerance (~1000 ulps; pass ``atol`` to override).
+        """
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        ok, reason = self._check_shape(x.shape, name)
+        if not ok:
+            raise ValueError(reason)
+        if not torch.is_floating_point(x):
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+        ok, reason = self._check_point_on_manifold(x, atol=atol)
+        if not ok:
+            raise ValueError(f"{name}: {reason}")
+
+    def check_vector(self, x: Tensor, u: Tensor, name: str = "u", *, atol: float | None = None) -> None:
+        """Validate ``u`` as tangent vectors at ``x``, raising ``ValueError`` naming ``name``."""
+        ok, reason = self._check_shape(u.shape, name)
+        if not ok:
+            raise ValueError(reason)
+        if not bool(torch.isfinite(u).all()):
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+        ok, reason = self._check_vector_on_tangent(x, u, atol=atol)
+        if not ok:
+            raise ValueError(f"{name}: {reason}")
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    # helpers for subclasses
+    @staticmethod
+    def _dtype(dtype: torch.dtype | None) -> torch.dtype:
+        return dtype if dtype is not None else torch.get_default_dtype()
+
+    @staticmethod
+    def _gaussian_logprob(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+        n = math.prod(x.shape[d] for d in dims)
+        return -0.5 * (x * x).sum(dim=dims) - 0.5 * n * math.log(2 * math.pi)

@@ -1,0 +1,109 @@
+"""Riemannian products of the rdfm manifolds."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from manifolds._math import safe_sqrt
+from manifolds.base import RiemannianManifold
+
+__all__ = ["Product"]
+
+
+class Product(RiemannianManifold):
+    r"""The Riemannian product :math:`M_1 \times \dots \times M_k`.
+
+    Conventions:
+        points and tangent vectors: ``(..., sum_i numel(point_shape_i))``, the concatenation of
+        each component's point flattened over its own point dims (``split`` recovers them);
+        metric: sum of the component metrics, so ``dist^2 = sum_i dist_i^2``;
+        base distribution: product of the component bases (log densities add).
+    """
+
+    def __init__(self, *manifolds: RiemannianManifold) -> None:
+        if not manifolds:
+            raise ValueError("Product needs at least one manifold")
+        for i, m in enumerate(manifolds):
+            if not isinstance(m, RiemannianManifold):
+                raise ValueError(f"manifolds[{i}] must be an rdfm manifold, got {type(m).__name__}")
+        self.sizes = [math.prod(m.point_shape) for m in manifolds]
+        self.point_shape = (sum(self.sizes),)
+        self.dim = sum(m.dim for m in manifolds)
+        super().__init__()
+        self.manifolds = torch.nn.ModuleList(manifolds)
+
+    def extra_repr(self) -> str:
+        return ", ".join(repr(m) for m in self.manifolds)
+
+    def split(self, x: Tensor) -> list[Tensor]:
+        """Component points (or tangent vectors) in their own shapes."""
+        if x.shape[-1] != self.point_shape[0]:
+            raise ValueError(f"x must have trailing dim {self.point_shape[0]} for {self!r}, got {tuple(x.shape)}")
+        parts = torch.split(x, self.sizes, dim=-1)
+        return [p.reshape(*p.shape[:-1], *m.point_shape) for p, m in zip(parts, self.manifolds)]
+
+    def join(self, parts: list[Tensor]) -> Tensor:
+        """Inverse of :meth:`split`."""
+        if len(parts) != len(self.manifolds):
+            raise ValueError(f"parts must have {len(self.manifolds)} components, got {len(parts)}")
+        flat = [p.reshape(*p.shape[: p.dim() - m.ndim], -1) for p, m in zip(parts, self.manifolds)]
+        batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
+        return torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1)
+
+    def _map(self, fn: str, *tensors: Tensor) -> Tensor:
+        split = [self.split(t) for t in tensors]
+        return self.join([getattr(m, fn)(*args) for m, *args in zip(self.manifolds, *split)])
+
+    def _sum(self, fn: str, *tensors: Tensor, **kw) -> Tensor:
+        split = [self.split(t) for t in tensors]
+        return sum(getattr(m, fn)(*args, **kw) for m, *args in zip(self.manifolds, *split))
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        return self._map("expmap", x, u)
+
+    def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._map("logmap", x, y)
+
+    def projx(self, x: Tensor) -> Tensor:
+        return self._map("projx", x)
+
+    def proju(self, x: Tensor, u: Tensor) -> Tensor:
+        return self._map("proju", x, u)
+
+    def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
+        return self._map("egrad2rgrad", x, u)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        return self._map("transp", x, y, v)
+
+    def inner(self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False) -> Tensor:
+        out = self._sum("inner", x, u, u if v is None else v)
+        return out[..., None] if keepdim else out
+
+    def component_inner(self, x: Tensor, u: Tensor, v: Tensor | None = None) -> Tensor:
+        v = u if v is None else v
+        parts = [m.component_inner(xi, ui, vi).expand_as(ui)
+                 for m, xi, ui, vi in zip(self.manifolds, self.split(x), self.split(u), self.split(v))]
+        return self.join(parts)
+
+    def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        sq = sum(m.dist(a, b) ** 2 for m, a, b in zip(self.manifolds, self.split(x), self.split(y)))
+        d = safe_sqrt(sq)
+        return d[..., None] if keepdim else d
+
+    def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
+        return self.join([m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator)
+                          for m in self.manifolds])
+
+    def base_logprob(self, x: Tensor) -> Tensor:
+        return self._sum("base_logprob", x)
+
+    def _distance_from_manifold(self, x: Tensor) -> Tensor:
+        errs = [m._distance_from_manifold(p) for m, p in zip(self.manifolds, self.split(x))]
+        return torch.stack(errs, -1).amax(-1)
+
+    def _distance_from_tangent(self, x: Tensor, u: Tensor) -> Tensor:
+        errs = [m._distance_from_tangent(a, b) for m, a, b in zip(self.manifolds, self.split(x), self.split(u))]
+        return torch.stack(errs, -1).amax(-1)

@@ -1,0 +1,111 @@
+"""The unit sphere S^dim embedded in R^(dim+1)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from manifolds._math import cos_sq, safe_norm, sinc_sq, theta_over_sin
+from manifolds.base import RiemannianManifold
+
+__all__ = ["Sphere"]
+
+
+class Sphere(RiemannianManifold):
+    r"""The unit sphere :math:`S^d = \{x \in \mathbb{R}^{d+1} : |x| = 1\}`.
+
+    Conventions:
+        points: unit vectors ``(..., dim + 1)``;
+        tangent vectors at ``x``: ambient vectors ``u`` with :math:`\langle x, u\rangle = 0`;
+        metric: induced from :math:`\mathbb{R}^{d+1}` (round metric), so ``dist`` is the
+        great-circle angle in :math:`[0, \pi]`;
+        base distribution: uniform, density :math:`1/|S^d|` (``-log(4 pi)`` on :math:`S^2`).
+
+    Numerics: distances use :math:`2\,\mathrm{atan2}(|x-y|, |x+y|)`, accurate for close and
+    near-antipodal points in float32; ``logmap`` at an exactly antipodal pair returns a
+    geodesic of length :math:`\pi` in a fixed (deterministic) direction.
+    """
+
+    def __init__(self, dim: int) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.point_shape = (dim + 1,)
+        self.dim = dim
+        super().__init__()
+
+    def extra_repr(self) -> str:
+        return str(self.dim)
+
+    def inner(self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False) -> Tensor:
+        v = u if v is None else v
+        out = (u * v).sum(-1, keepdim=keepdim)
+        return out.expand(torch.broadcast_shapes(out.shape, x.shape[:-1] + ((1,) if keepdim else ())))
+
+    def projx(self, x: Tensor) -> Tensor:
+        """Radial projection; the zero vector maps to the first basis vector."""
+        n = safe_norm(x, keepdim=True)
+        e0 = torch.zeros_like(x)
+        e0[..., 0] = 1
+        return torch.where(n > 0, x / torch.where(n > 0, n, torch.ones_like(n)), e0)
+
+    def proju(self, x: Tensor, u: Tensor) -> Tensor:
+        return u - (x * u).sum(-1, keepdim=True) * x
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        theta_sq = (u * u).sum(-1, keepdim=True)
+        y = cos_sq(theta_sq) * x + sinc_sq(theta_sq) * u
+        # exp stays on the sphere analytically; renormalise away rounding drift.
+        return y / safe_norm(y, keepdim=True)
+
+    def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        return 2 * torch.atan2(safe_norm(x - y, keepdim=keepdim), safe_norm(x + y, keepdim=keepdim))
+
+    def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        d = y - x
+        # Component of y orthogonal to x, written via d = y - x to avoid cancellation.
+        v = d - (x * d).sum(-1, keepdim=True) * x
+        theta = 2 * torch.atan2(safe_norm(d, keepdim=True), safe_norm(x + y, keepdim=True))
+        sin_theta = safe_norm(v, keepdim=True)
+        near_pi = theta > 3.0
+        # Exactly antipodal: every direction is a minimising geodesic; pick a fixed one.
+        degenerate = near_pi & (sin_theta <= 4 * torch.finfo(x.dtype).eps)
+        # Near pi, theta / sin(theta) is large but finite while sin(theta) > 0; the masked
+        # denominators keep unused branches (and their gradients) finite.
+        use_ratio = near_pi & ~degenerate
+        scale = torch.where(
+            use_ratio,
+            theta / torch.where(use_ratio, sin_theta, torch.ones_like(sin_theta)),
+            theta_over_sin(torch.where(near_pi, torch.zeros_like(theta), theta)),
+        )
+        log = scale * v
+        return torch.where(degenerate, theta * self._fixed_unit_tangent(x), log)
+
+    @staticmethod
+    def _fixed_unit_tangent(x: Tensor) -> Tensor:
+        """A deterministic unit tangent at x: the projected basis vector least aligned with x."""
+        idx = x.abs().argmin(-1, keepdim=True)
+        e = torch.zeros_like(x).scatter_(-1, idx, 1.0)
+        t = e - (x * e).sum(-1, keepdim=True) * x
+        return t / safe_norm(t, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        return self.proju(y, v)
+
+    def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
+        g = torch.randn(*batch_shape, self.dim + 1, dtype=self._dtype(dtype), device=device, generator=generator)
+        return self.projx(g)
+
+    def log_volume(self) -> float:
+        """log |S^d| = log(2 pi^((d+1)/2) / Gamma((d+1)/2))."""
+        k = (self.dim + 1) / 2
+        return math.log(2) + k * math.log(math.pi) - math.lgamma(k)
+
+    def base_logprob(self, x: Tensor) -> Tensor:
+        return torch.full(x.shape[:-1], -self.log_volume(), dtype=x.dtype, device=x.device)
+
+    def _distance_from_manifold(self, x: Tensor) -> Tensor:
+        return ((x * x).sum(-1) - 1).abs()
+
+    def _distance_from_tangent(self, x: Tensor, u: Tensor) -> Tensor:
+        return (x * u).sum(-1).abs()
