@@ -318,7 +318,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--download", action="store_true", help="fetch the four public files")
     parser.add_argument(
-        "--dest", type=Path, default=None, help="folder for the files (default: DATA_DIR/earth)"
+        "--dest",
+        type=Path,
+        default=None,
+        help="folder holding the four files (default: $RDFM_DATA_DIR/earth, else "
+        "../shared/data/earth beside the project)",
     )
     parser.add_argument("--force", action="store_true", help="re-download existing files")
     args = parser.parse_args(argv)
@@ -329,7 +333,10 @@ def main(argv: list[str]) -> int:
         except DownloadError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-    return _report(root)
+    status = _report(root)
+    if status == 0 and root.resolve() != earth_dir().resolve():
+        print(f"The benchmarks read {earth_dir()}; to use these files set RDFM_DATA_DIR={root.parent}")
+    return status
 
 
 __all__ = [

@@ -178,6 +178,9 @@ def _to_json(value: Any) -> Any:
 def write_results(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """Validate ``record`` and write it as JSON to ``path`` atomically.
 
+    numpy and torch scalars or arrays are stored as numbers or lists, other objects such as
+    ``torch.dtype`` as their ``str``.
+
     The JSON goes to a temporary file in the same folder which then replaces ``path`` with
     ``os.replace``, so readers never see a partial file. Parent folders are created. Non-finite
     floats are written as ``NaN`` / ``Infinity`` (which :func:`json.load` reads back).
@@ -188,8 +191,8 @@ def write_results(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     Raises:
         ValueError: if the record is invalid (see :func:`validate_record`).
     """
-    validate_record(record)
     text = json.dumps(record, indent=2, default=_to_json) + "\n"
+    validate_record(json.loads(text))  # what will be read back: numpy / torch scalars converted
     return atomic_write(path, text)
 
 

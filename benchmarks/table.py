@@ -70,17 +70,17 @@ class Summary:
     n: int
     n_nonfinite: int = 0
 
-    def format(self, digits: int = 2) -> str:
-        """``"mean ± std (n=k)"``; ``"—"`` when there is no value at all."""
+    def format(self, digits: int = 2, show_n: bool = True) -> str:
+        """``"mean ± std (n=k)"`` (or ``"mean ± std"``); ``"—"`` when there is no value at all."""
         if self.n == 0:
             return "—" if self.n_nonfinite == 0 else f"non-finite (n={self.n_nonfinite})"
         text = f"{self.mean:.{digits}f}"
         if self.n > 1:
             text += f" ± {self.std:.{digits}f}"
-        text += f" (n={self.n}"
+        notes = [f"n={self.n}"] if show_n else []
         if self.n_nonfinite:
-            text += f", {self.n_nonfinite} non-finite"
-        return text + ")"
+            notes.append(f"{self.n_nonfinite} non-finite")
+        return f"{text} ({', '.join(notes)})" if notes else text
 
 
 def summarize(values: Iterable[Any]) -> Summary:
@@ -179,10 +179,10 @@ def _provenance(groups: dict[tuple[str, str], list[dict[str, Any]]], metric: str
             key,
             " ".join(str(r["seed"]) for r in group),
             ", ".join(f"{b:g}" for b in sorted(set(budget))) or "—",
-            summarize(_values(group, "steps")).format(0),
-            summarize(_values(group, "wall_time_s")).format(0),
-            summarize(_values(group, "val_nll")).format(),
-            summarize(_values(group, metric)).format(),
+            summarize(_values(group, "steps")).format(0, show_n=False),
+            summarize(_values(group, "wall_time_s")).format(0, show_n=False),
+            summarize(_values(group, "val_nll")).format(show_n=False),
+            summarize(_values(group, metric)).format(show_n=False),
         ))
     header = ["method", "dataset", "seeds", "budget (min)", "steps", "wall time (s)", "val NLL", metric]
     lines = ["", "<details><summary>runs</summary>", ""]
@@ -267,7 +267,7 @@ def so3_table(records: Sequence[dict[str, Any]]) -> list[str]:
                 summarize(_values(group, "true_test_loglik")).format(),
                 summarize(gaps).format(),
             ])
-    header = ["M", "method", SO3_ANCHOR_NAME, "ours", "true mixture", "gap (true − ours)"]
+    header = ["M", "method", SO3_ANCHOR_NAME, "model", "true mixture", "gap (true − model)"]
     lines = ["## SO(3) mixtures of wrapped normals: test log-likelihood, higher is better", ""]
     lines += _markdown_table(header, rows)
     lines += [
