@@ -74,6 +74,25 @@ class RiemannianManifold(geoopt.Manifold):
         value = self.inner(x, u, v)
         return value.reshape(value.shape + (1,) * self.ndim)
 
+    def geodesic(self, x: Tensor, u: Tensor, s: Tensor | float) -> tuple[Tensor, Tensor]:
+        r"""Point and velocity of the geodesic :math:`\gamma(s) = \exp_x(s u)` at ``s``.
+
+        ``s`` has the batch shape (or broadcasts to it). Subclasses override this with closed
+        forms; this default differentiates ``expmap`` in ``s`` with a forward-mode JVP.
+        """
+        s = self._expand_time(s, x)
+        return torch.func.jvp(lambda s_: self.expmap(x, s_ * u), (s,), (torch.ones_like(s),))
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        """An orthonormal basis (w.r.t. ``inner``) of the tangent space at each ``x``:
+        shape ``(*batch, dim, *point_shape)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define tangent_basis")
+
+    def _expand_time(self, s: Tensor | float, x: Tensor) -> Tensor:
+        """``s`` with ``ndim`` trailing singleton dims so it broadcasts against points."""
+        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
+        return s.reshape(s.shape + (1,) * self.ndim)
+
     # ------------------------------------------------------------------ distributions
     @abstractmethod
     def random_base(

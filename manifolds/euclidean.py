@@ -54,6 +54,14 @@ class Euclidean(RiemannianManifold):
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return v
 
+    def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
+        s = self._expand_time(s, x)
+        return x + s * u, u.expand_as(x + s * u)
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        return eye.expand(*x.shape[:-1], self.dim, self.dim)
+
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         return torch.randn(*batch_shape, self.dim, dtype=self._dtype(dtype), device=device, generator=generator)
 

@@ -93,6 +93,22 @@ class Product(RiemannianManifold):
         d = safe_sqrt(sq)
         return d[..., None] if keepdim else d
 
+    def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
+        pairs = [m.geodesic(a, b, s) for m, a, b in zip(self.manifolds, self.split(x), self.split(u))]
+        return self.join([p for p, _ in pairs]), self.join([v for _, v in pairs])
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        """Block basis: each component's basis, zero in the other components."""
+        blocks = []
+        offset = 0
+        for m, xi, size in zip(self.manifolds, self.split(x), self.sizes):
+            b = m.tangent_basis(xi)
+            b = b.reshape(*b.shape[: b.dim() - m.ndim], size)
+            pad = (offset, self.point_shape[0] - offset - size)
+            blocks.append(torch.nn.functional.pad(b, pad))
+            offset += size
+        return torch.cat(blocks, dim=-2)
+
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         return self.join([m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator)
                           for m in self.manifolds])

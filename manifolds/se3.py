@@ -113,6 +113,23 @@ class SE3(RiemannianManifold):
         d = safe_sqrt(self.so3.dist(r1, r2) ** 2 + ((t2 - t1) ** 2).sum(-1))
         return d[..., None, None] if keepdim else d
 
+    def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
+        r, t = self.to_rt(x)
+        a, v = self.to_rt(u)
+        rot, rot_velocity = self.so3.geodesic(r, a, s)
+        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)[..., None]
+        trans = t + s * v
+        return self.from_rt(rot, trans), self._tangent(rot_velocity, v.expand_as(trans))
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        r, _ = self.to_rt(x)
+        rot = self.so3.tangent_basis(r)  # (..., 3, 3, 3)
+        zeros3 = torch.zeros(*rot.shape[:-1], dtype=x.dtype, device=x.device)
+        rot_part = self._tangent(rot, zeros3)
+        eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(*r.shape[:-2], 3, 3)
+        trans_part = self._tangent(torch.zeros_like(rot), eye)
+        return torch.cat([rot_part, trans_part], dim=-3)
+
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         r = self.so3.random_base(*batch_shape, dtype=dtype, device=device, generator=generator)
         t = torch.randn(*batch_shape, 3, dtype=r.dtype, device=device, generator=generator)

@@ -88,36 +88,53 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
 
 
 class _PolarProjection(torch.autograd.Function):
-    """Nearest rotation ``R`` to ``M`` (``M = R S``, ``S`` symmetric) with a backward that stays
+    """Nearest rotation ``R`` to ``M`` (``M = R S``, ``S`` symmetric) with derivatives that stay
     finite when singular values repeat (e.g. when ``M`` is already a rotation).
 
-    With ``S = V diag(sigma) V^T``, ``dR = R Omega`` where ``S Omega + Omega S = 2 skew(R^T dM)``;
-    hence ``dL/dM = 2 R Y`` with ``S Y + Y S = skew(R^T G)``, solved elementwise in the
-    eigenbasis of S since ``sigma_i + sigma_j > 0`` away from singular M.
+    With ``S = V diag(sigma) V^T``: ``dR = R Omega`` where ``S Omega + Omega S = R^T dM - dM^T R``
+    (forward mode), and ``dL/dM = 2 R Y`` with ``S Y + Y S = skew(R^T G)`` (reverse mode); both
+    Sylvester equations are solved elementwise in the eigenbasis of ``S`` since
+    ``sigma_i + sigma_j > 0`` away from singular ``M``. Supports autograd and torch.func.
     """
 
-    @staticmethod
-    def forward(ctx, m: Tensor) -> Tensor:
-        u, sigma, vh = torch.linalg.svd(m)
-        det = torch.linalg.det(u @ vh)
-        flip = torch.ones_like(sigma)
-        flip[..., -1] = torch.where(det < 0, -1.0, 1.0).to(m.dtype)
-        r = (u * flip[..., None, :]) @ vh
-        ctx.save_for_backward(r, vh, sigma * flip)
-        return r
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        r, vh, sigma = ctx.saved_tensors
-        a = r.transpose(-1, -2) @ grad
-        skew_a = 0.5 * (a - a.transpose(-1, -2))
-        v = vh.transpose(-1, -2)
-        c = vh @ skew_a @ v
+    def forward(m: Tensor) -> Tensor:
+        u, _, vh = torch.linalg.svd(m)
+        det = torch.linalg.det(u @ vh)
+        last = torch.where(det < 0, -1.0, 1.0).to(m.dtype)[..., None]
+        flip = torch.cat([torch.ones_like(u[..., 0, :2]), last], dim=-1)
+        return (u * flip[..., None, :]) @ vh
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+        ctx.save_for_forward(inputs[0], output)
+
+    @staticmethod
+    def _solve_sylvester(m: Tensor, r: Tensor, c: Tensor) -> Tensor:
+        """Y with S Y + Y S = c, for S = R^T M (symmetric, positive for proper inputs)."""
+        s = r.transpose(-1, -2) @ m
+        sigma, v = torch.linalg.eigh(0.5 * (s + s.transpose(-1, -2)))
         denom = sigma[..., :, None] + sigma[..., None, :]
         tiny = torch.finfo(denom.dtype).tiny
         denom = torch.where(denom.abs() > tiny, denom, torch.full_like(denom, tiny))
-        y = v @ (c / denom) @ vh
+        vt = v.transpose(-1, -2)
+        return v @ ((vt @ c @ v) / denom) @ vt
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        m, r = ctx.saved_tensors
+        a = r.transpose(-1, -2) @ grad
+        y = _PolarProjection._solve_sylvester(m, r, 0.5 * (a - a.transpose(-1, -2)))
         return 2 * r @ y
+
+    @staticmethod
+    def jvp(ctx, dm: Tensor) -> Tensor:
+        m, r = ctx.saved_tensors
+        a = r.transpose(-1, -2) @ dm
+        return r @ _PolarProjection._solve_sylvester(m, r, a - a.transpose(-1, -2))
 
 
 class SO3(RiemannianManifold):
@@ -179,6 +196,18 @@ class SO3(RiemannianManifold):
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
         d = rotation_angle(x.transpose(-1, -2) @ y)
         return d[..., None, None] if keepdim else d
+
+    def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
+        """Closed form: gamma(s) = x exp(s hat(w)), gamma'(s) = gamma(s) hat(w), w = vee(x^T u)."""
+        w = self.to_lie(x, u)
+        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)[..., None]
+        point = x @ so3_exp(s * w)
+        return point, point @ hat(w).expand_as(point)
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        """x @ hat(e_i), i = 1..3: orthonormal under 1/2 tr(A^T B)."""
+        generators = hat(torch.eye(3, dtype=x.dtype, device=x.device))
+        return x[..., None, :, :] @ generators
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         # A normalised standard normal quaternion is uniform on S^3, whose image is Haar on SO(3).

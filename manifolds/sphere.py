@@ -89,6 +89,28 @@ class Sphere(RiemannianManifold):
         t = e - (x * e).sum(-1, keepdim=True) * x
         return t / safe_norm(t, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
+    def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
+        """Closed form: gamma(s) = cos(s|u|) x + sin(s|u|)/|u| u,
+        gamma'(s) = cos(s|u|) u - |u|^2 s sinc(s|u|) x (no division by |u|)."""
+        s = self._expand_time(s, x)
+        theta_sq = (u * u).sum(-1, keepdim=True)
+        arg_sq = s * s * theta_sq
+        sinc = sinc_sq(arg_sq)
+        cos = cos_sq(arg_sq)
+        point = cos * x + s * sinc * u
+        velocity = cos * u - theta_sq * s * sinc * x
+        return point / safe_norm(point, keepdim=True), velocity
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        """Rows 1..d of the Householder reflection mapping e_0 to -sign(x_0) x."""
+        n = self.dim + 1
+        sign = torch.where(x[..., :1] >= 0, 1.0, -1.0).to(x.dtype)
+        w = x.clone()
+        w[..., :1] = w[..., :1] + sign
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        h = eye - 2 * w[..., :, None] * w[..., None, :] / (w * w).sum(-1)[..., None, None]
+        return h[..., 1:, :]
+
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return self.proju(y, v)
 

@@ -69,6 +69,15 @@ class FlatTorus(RiemannianManifold):
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
         return safe_norm(self.logmap(x, y), keepdim=keepdim)
 
+    def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
+        s = self._expand_time(s, x)
+        y = x + s * u
+        return wrap_angle(y), u.expand_as(y)
+
+    def tangent_basis(self, x: Tensor) -> Tensor:
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        return eye.expand(*x.shape[:-1], self.dim, self.dim)
+
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         u = torch.rand(*batch_shape, self.dim, dtype=self._dtype(dtype), device=device, generator=generator)
         return wrap_angle(u * TWO_PI)

@@ -406,3 +406,26 @@ def test_many_batch_dims_residues():
     assert m.logmap(x, y).shape == (2, 5, 7, 3, 3)
     assert m.dist(x, y).shape == (2, 5, 7)
     assert m.inner(x, m.logmap(x, y), keepdim=True).shape == (2, 5, 7, 1, 1)
+
+
+@pytest.mark.parametrize("name", MANIFOLDS)
+def test_closed_form_geodesic_matches_jvp_of_expmap_and_basis_is_orthonormal(name):
+    from manifolds.base import RiemannianManifold
+
+    m = MANIFOLDS[name]()
+    gen = torch.Generator().manual_seed(16)
+    x = m.random_base(3, 2, dtype=torch.float64, generator=gen)
+    u = random_tangent(m, x, 3.0, gen)
+    s = torch.rand(3, 2, generator=gen, dtype=torch.float64)
+    point, velocity = m.geodesic(x, u, s)
+    ref_point, ref_velocity = RiemannianManifold.geodesic(m, x, u, s)
+    torch.testing.assert_close(point, ref_point)
+    torch.testing.assert_close(velocity, ref_velocity)
+    torch.testing.assert_close(point, m.expmap(x, s.reshape(s.shape + (1,) * m.ndim) * u))
+    basis = m.tangent_basis(x)
+    assert basis.shape == (3, 2, m.dim, *m.point_shape)
+    xb = x.unsqueeze(-m.ndim - 1)
+    gram = m.inner(xb.unsqueeze(-m.ndim - 1), basis.unsqueeze(-m.ndim - 1), basis.unsqueeze(-m.ndim - 2))
+    torch.testing.assert_close(gram, torch.eye(m.dim, dtype=torch.float64).expand(3, 2, m.dim, m.dim), atol=1e-12, rtol=0)
+    for i in range(m.dim):
+        m.check_vector(x, basis[..., i, :, :] if m.ndim == 2 else basis[..., i, :], "basis", atol=1e-12)

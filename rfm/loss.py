@@ -1,0 +1,44 @@
+r"""The Riemannian flow matching loss."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gm.path import PathSample
+from manifolds.base import RiemannianManifold
+
+__all__ = ["rfm_loss"]
+
+
+def rfm_loss(
+    manifold: RiemannianManifold,
+    v_pred: Tensor,
+    sample: PathSample,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Riemannian conditional flow matching loss
+    :math:`\| v_\theta(x_t, t) - \dot x_t \|^2_{g_{x_t}}`, optionally weighted per sample.
+
+    Args:
+        manifold: the manifold whose metric measures the error.
+        v_pred: predicted velocities at ``sample.x_t`` (tangent vectors, same shape).
+        sample: the :class:`gm.PathSample` from a :class:`rfm.GeodesicPath`.
+        weight: optional per-sample weights of the batch shape (e.g. a function of ``t``).
+        reduction: ``"mean"`` over samples, ``"sum"`` or ``"none"`` (per-sample losses).
+    """
+    if sample.dx_t is None:
+        raise ValueError("sample.dx_t is None: rfm_loss needs a path with a velocity target")
+    if v_pred.shape != sample.dx_t.shape:
+        raise ValueError(f"v_pred shape {tuple(v_pred.shape)} must equal the target shape {tuple(sample.dx_t.shape)}")
+    diff = v_pred - sample.dx_t
+    per_sample = manifold.inner(sample.x_t, diff, diff)
+    if weight is not None:
+        per_sample = per_sample * torch.as_tensor(weight, dtype=per_sample.dtype, device=per_sample.device)
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "none":
+        return per_sample
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
