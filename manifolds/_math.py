@@ -31,8 +31,9 @@ def safe_sqrt(sq: Tensor) -> Tensor:
 
 
 def safe_norm(v: Tensor, dim: int | tuple[int, ...] = -1, keepdim: bool = False) -> Tensor:
-    """Euclidean norm with a zero gradient at the zero vector."""
-    return safe_sqrt((v * v).sum(dim=dim, keepdim=keepdim))
+    """Euclidean norm; torch's norm already has a zero (sub)gradient and a zero JVP at the
+    zero vector."""
+    return torch.linalg.vector_norm(v, dim=dim, keepdim=keepdim)
 
 
 def _branch(theta_sq: Tensor, series: Tensor, exact_fn) -> Tensor:

@@ -44,10 +44,9 @@ class Sphere(RiemannianManifold):
 
     def projx(self, x: Tensor) -> Tensor:
         """Radial projection; the zero vector maps to the first basis vector."""
-        n = safe_norm(x, keepdim=True)
-        e0 = torch.zeros_like(x)
-        e0[..., 0] = 1
-        return torch.where(n > 0, x / torch.where(n > 0, n, torch.ones_like(n)), e0)
+        sq = (x * x).sum(-1, keepdim=True)
+        zero = (sq == 0).to(x.dtype)
+        return (x + torch.nn.functional.pad(zero, (0, x.shape[-1] - 1))) * torch.rsqrt(sq + zero)
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
         return u - (x * u).sum(-1, keepdim=True) * x
@@ -83,11 +82,12 @@ class Sphere(RiemannianManifold):
 
     @staticmethod
     def _fixed_unit_tangent(x: Tensor) -> Tensor:
-        """A deterministic unit tangent at x: the projected basis vector least aligned with x."""
+        """A deterministic unit tangent at x: e_k - x_k x for the coordinate k with the smallest
+        |x_k|, whose norm is sqrt(1 - x_k^2) >= sqrt(1 - 1/n) analytically."""
         idx = x.abs().argmin(-1, keepdim=True)
-        e = torch.zeros_like(x).scatter_(-1, idx, 1.0)
-        t = e - (x * e).sum(-1, keepdim=True) * x
-        return t / safe_norm(t, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        xk = x.gather(-1, idx)
+        t = (-xk * x).scatter_add(-1, idx, torch.ones_like(xk))
+        return t * torch.rsqrt(1 - xk * xk)
 
     def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
         """Closed form: gamma(s) = cos(s|u|) x + sin(s|u|)/|u| u,

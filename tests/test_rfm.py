@@ -57,10 +57,10 @@ def test_geodesic_path_endpoints_manifold_tangent_and_fd(name, scheduler):
 @pytest.mark.parametrize("name", MANIFOLDS)
 def test_geodesic_path_float32_and_gradients_at_endpoints(name):
     m = MANIFOLDS[name]()
-    x0 = m.random_base(5, generator=torch.Generator().manual_seed(1))
+    x0 = m.random_base(5, dtype=torch.float32, generator=torch.Generator().manual_seed(1))
     x1 = x0.clone().requires_grad_(True)  # coincident endpoints
     for tval in (0.0, 1.0, 0.5):
-        s = GeodesicPath(m).sample(x0, x1, torch.full((5,), tval))
+        s = GeodesicPath(m).sample(x0, x1, torch.full((5,), tval, dtype=torch.float32))
         assert s.x_t.dtype == torch.float32 and torch.isfinite(s.dx_t).all()
         (s.x_t.sum() + s.dx_t.sum()).backward()
         assert torch.isfinite(x1.grad).all()
