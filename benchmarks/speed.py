@@ -19,16 +19,18 @@ from manifolds import FlatTorus, Sphere
 from rfm import GeodesicPath, ODESolver, rfm_loss
 
 
-def _timeit(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time in seconds over ``repeats`` calls (after ``warmup`` calls)."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def _timeit_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall times (seconds) of two callables, measured alternately so that load from
+    other processes affects both alike (one warm-up call each)."""
+    ours()
+    theirs()
+    t_ours, t_theirs = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, acc in ((ours, t_ours), (theirs, t_theirs)):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    return statistics.median(t_ours), statistics.median(t_theirs)
 
 
 class TimeMLP(nn.Module):
@@ -70,8 +72,8 @@ def path_speed(batch: int, repeats: int) -> list[dict]:
         else:
             agree = float((a.x_t - b.x_t).abs().max())
         vel_agree = float((a.dx_t - b.dx_t).abs().max())
-        t_ours = _timeit(lambda: our_path.sample(x0, x1, t), repeats)
-        t_theirs = _timeit(lambda: their_path.sample(x_0=x0, x_1=x1, t=t), repeats)
+        t_ours, t_theirs = _timeit_pair(lambda: our_path.sample(x0, x1, t),
+                                        lambda: their_path.sample(x_0=x0, x_1=x1, t=t), repeats)
         rows.append(dict(what=f"GeodesicPath.sample {name} batch {batch}", ours_ms=1e3 * t_ours,
                          theirs_ms=1e3 * t_theirs, ratio=t_theirs / t_ours, max_abs_diff_x_t=agree,
                          max_abs_diff_dx_t=vel_agree, target=">= 3x"))
@@ -86,7 +88,9 @@ def solver_speed(batch: int, steps: int, repeats: int) -> list[dict]:
     torch.manual_seed(0)
     sphere = Sphere(2)
     net = TimeMLP(3)
-    ours = ODESolver(sphere, lambda x, t: sphere.proju(x, net(sphere.projx(x), t)))
+    # The same velocity for both: the raw network projected onto the tangent space (their
+    # solver applies proju itself, ours expects a tangent field).
+    ours = ODESolver(sphere, lambda x, t: sphere.proju(x, net(x, t)))
 
     class Wrapped(ModelWrapper):
         def forward(self, x, t, **extras):
@@ -98,8 +102,8 @@ def solver_speed(batch: int, steps: int, repeats: int) -> list[dict]:
     for method in ("euler", "midpoint", "rk4"):
         a = ours.sample(x0, steps=steps, method=method)
         b = theirs.sample(x0, step_size=1.0 / steps, method=method)
-        t_ours = _timeit(lambda: ours.sample(x0, steps=steps, method=method), repeats)
-        t_theirs = _timeit(lambda: theirs.sample(x0, step_size=1.0 / steps, method=method), repeats)
+        t_ours, t_theirs = _timeit_pair(lambda: ours.sample(x0, steps=steps, method=method),
+                                        lambda: theirs.sample(x0, step_size=1.0 / steps, method=method), repeats)
         rows.append(dict(what=f"ODE sample S^2 {method} {steps} steps batch {batch}", ours_ms=1e3 * t_ours,
                          theirs_ms=1e3 * t_theirs, ratio=t_theirs / t_ours,
                          max_abs_diff=float((a - b).abs().max()), target="not slower (>= 1x)"))
