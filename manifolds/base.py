@@ -138,15 +138,15 @@ class RiemannianManifold(geoopt.Manifold):
     def _check_point_on_manifold(self, x, *, atol=None, rtol=None):
         tol = point_tolerance(x.dtype) if atol is None else atol
         err = self._distance_from_manifold(x)
-        if err.numel() and float(err.max()) > tol:
-            return False, f"point is off {self!r} by {float(err.max()):.3g} (tolerance {tol:.3g})"
+        if err.numel() and float(err.detach().max()) > tol:
+            return False, f"point is off {self!r} by {float(err.detach().max()):.3g} (tolerance {tol:.3g})"
         return True, None
 
     def _check_vector_on_tangent(self, x, u, *, atol=None, rtol=None):
         tol = point_tolerance(u.dtype) if atol is None else atol
         err = self._distance_from_tangent(x, u)
-        if err.numel() and float(err.max()) > tol:
-            return False, f"vector is not tangent by {float(err.max()):.3g} (tolerance {tol:.3g})"
+        if err.numel() and float(err.detach().max()) > tol:
+            return False, f"vector is not tangent by {float(err.detach().max()):.3g} (tolerance {tol:.3g})"
         return True, None
 
     def check_point(self, x: Tensor, name: str = "x", *, atol: float | None = None) -> None:
