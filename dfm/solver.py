@@ -1,0 +1,177 @@
+r"""CTMC sampling for mixture-path discrete flow matching, on :func:`gm.simulate`.
+
+Given posterior logits :math:`p_{1|t}(\cdot \mid x_t)` the marginal generator of a mixture
+path jumps from :math:`x` to :math:`y \ne x` at rate
+:math:`\lambda_t\, p_{1|t}(y \mid x_t)`, :math:`\lambda_t = \dot\kappa_t / (1 - \kappa_t)`.
+An optional corrector adds the path's *noising* generator
+:math:`\tfrac{\dot\kappa_t}{\kappa_t}\,(p_0(y) - \delta_x(y))` with weight :math:`\beta_t` and
+scales the forward rates by :math:`1 + \beta_t`; since the noising generator runs the marginal
+path backwards, the marginals are unchanged while errors get re-noised and corrected.
+
+Only the tokens that jump are touched: their logit rows are gathered and sampled (Gumbel-max),
+so nothing of size batch x length x vocabulary is allocated beyond the model's own logits and
+a per-row normaliser (``logsumexp``) for general sources.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from dfm.path import MixturePath
+from gm.process import Process
+from gm.simulate import make_time_grid, simulate
+
+__all__ = ["CTMCSolver", "MixtureJumpProcess"]
+
+Posterior = Callable[[Tensor, Tensor], Tensor]
+_LAST_STEP_TOL = 1e-6
+
+
+def _gumbel_argmax(logits: Tensor, exclude: Tensor | None, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
+    """One categorical draw per row of ``logits`` (rows, V), optionally never ``exclude``."""
+    z = logits.to(dtype)
+    if exclude is not None:
+        z = z.scatter(-1, exclude[:, None], float("-inf"))
+    u = torch.rand(z.shape, dtype=dtype, device=z.device, generator=generator)
+    tiny = torch.finfo(dtype).tiny
+    neg_log_u = (-torch.log(u.clamp_min(tiny))).clamp_min(tiny)
+    return (z - torch.log(neg_log_u)).argmax(-1)
+
+
+class MixtureJumpProcess(Process):
+    """The CTMC of a :class:`MixturePath` driven by posterior logits (see module docstring)."""
+
+    def __init__(self, path: MixturePath, corrector: float | Callable[[float], float] = 0.0,
+                 dtype_categorical: torch.dtype = torch.float32, padding_mask: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        if dtype_categorical not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype_categorical must be torch.float32 or torch.float64, got {dtype_categorical}")
+        if not callable(corrector) and not (isinstance(corrector, (int, float)) and corrector >= 0):
+            raise ValueError(f"corrector must be a nonnegative float or a function of t, got {corrector!r}")
+        self.path = path
+        self.corrector = corrector
+        self.dtype = dtype_categorical
+        self.padding_mask = padding_mask
+        self.generator = generator
+
+    def _beta(self, t: float) -> float:
+        beta = float(self.corrector(t)) if callable(self.corrector) else float(self.corrector)
+        if not beta >= 0:  # also rejects NaN
+            raise ValueError(f"corrector strength must be a nonnegative number, got {beta} at t={t}")
+        return beta
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor, model_output: Tensor) -> Tensor:
+        path, logits = self.path, model_output
+        if logits.shape[:-1] != x.shape or logits.shape[-1] != path.vocab_size:
+            raise ValueError(f"posterior must return logits of shape {tuple(x.shape) + (path.vocab_size,)}, "
+                             f"got {tuple(logits.shape)}")
+        t_val, h_val = float(t), float(h)
+        last = t_val + h_val >= 1.0 - _LAST_STEP_TOL
+        beta = 0.0 if last else self._beta(t_val)
+        sched = path.scheduler
+        t64 = torch.tensor(t_val, dtype=torch.float64)
+        kappa, d_kappa = float(sched.kappa(t64)), float(sched.d_kappa(t64))
+        # re-noising probability over the step: h * beta * kappa'/kappa (0 when the corrector is off)
+        p_noise = min(1.0, h_val * beta * d_kappa / kappa) if beta > 0 and kappa > 0 else (1.0 if beta > 0 else 0.0)
+        active = torch.ones_like(x, dtype=torch.bool) if self.padding_mask is None else ~self.padding_mask
+        u = torch.rand(x.shape, device=x.device, generator=self.generator, dtype=torch.float64)
+        new = x.clone()
+        if path.kind == "mask":
+            masked = (x == path.mask_id) & active
+            if last:
+                p_unmask = 1.0
+            else:
+                kappa_next = float(sched.kappa(torch.tensor(t_val + h_val, dtype=torch.float64)))
+                p_unmask = min(1.0, (1 + beta) * (kappa_next - kappa) / (1 - kappa))
+            unmask = masked & (u < p_unmask)
+            idx = unmask.nonzero(as_tuple=True)
+            if idx[0].numel():
+                new[idx] = _gumbel_argmax(logits[idx], None, self.dtype, self.generator)
+            if p_noise > 0:
+                new[~masked & active & (u < p_noise)] = path.mask_id
+            return new
+
+        # general sources: Euler jump out of x_t with forward and (optional) noising rates
+        x_in = x.clamp_max(path.vocab_size - 1)
+        log_z = torch.logsumexp(logits, dim=-1)
+        p_stay = torch.exp(logits.gather(-1, x_in[..., None]).squeeze(-1).to(torch.float64) - log_z.to(torch.float64))
+        if last:
+            # exact final draw from p_{1|t}: leave x_t with probability 1 - p(x_t)
+            fwd = 1.0 - p_stay
+        else:
+            lam = d_kappa / (1 - kappa)
+            fwd = h_val * (1 + beta) * lam * (1.0 - p_stay)
+        p0 = path.source_distribution(device=x.device, dtype=torch.float64)
+        if p_noise > 0:
+            p0_x = p0.expand(x.shape + (path.vocab_size,)).gather(-1, x_in[..., None]).squeeze(-1) if p0.dim() == 2 else p0[x_in]
+            noise = p_noise * (1.0 - p0_x)
+        else:
+            noise = torch.zeros_like(fwd)
+        total = fwd + noise
+        jump = active & (u < total.clamp(max=1.0))
+        idx = jump.nonzero(as_tuple=True)
+        if idx[0].numel():
+            current = x_in[idx]
+            forward_share = (fwd[idx] / total[idx]).clamp(0, 1)
+            choose_fwd = torch.rand(current.shape, dtype=torch.float64, device=x.device, generator=self.generator) < forward_share
+            draws = _gumbel_argmax(logits[idx], current, self.dtype, self.generator)
+            if p_noise > 0:
+                rows = p0.expand(len(current), -1) if p0.dim() == 1 else p0[idx[-1]]
+                noise_draws = _gumbel_argmax(torch.log(rows), current, self.dtype, self.generator)
+                draws = torch.where(choose_fwd, draws, noise_draws)
+            new[idx] = draws
+        return new
+
+
+@dataclass
+class CTMCSolver:
+    """Sample a mixture-path discrete flow from a posterior model.
+
+    Args:
+        path: the :class:`MixturePath` the model was trained on.
+        posterior: ``posterior(x_t, t) -> logits (..., L, V)`` over the data vocabulary
+            (``t`` is a 0-dim tensor).
+    """
+
+    path: MixturePath
+    posterior: Posterior
+
+    def sample(
+        self,
+        x0: Tensor,
+        time_grid: Sequence[float] | Tensor = (0.0, 1.0),
+        steps: int | None = None,
+        corrector: float | Callable[[float], float] = 0.0,
+        return_intermediates: bool = False,
+        progress: bool = False,
+        dtype_categorical: torch.dtype = torch.float32,
+        padding_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Simulate the CTMC from ``x0`` at ``time_grid[0]`` to ``time_grid[-1]``.
+
+        Args:
+            x0: tokens ``(..., L)`` (mask ids allowed for the mask source).
+            time_grid: increasing times in [0, 1]; a grid ending at 1 leaves no mask tokens.
+            steps: with a two-point grid, the number of equal steps (default 100).
+            corrector: nonnegative strength :math:`\\beta_t` of the re-noising corrector, a float
+                or a function of ``t`` (not applied on the final step).
+            return_intermediates: stack the states at all grid times on dim 0.
+            progress: tqdm progress bar.
+            dtype_categorical: float32 or float64 for the categorical draws.
+            padding_mask: True at padding positions, which never change.
+            generator: RNG for reproducible sampling.
+        """
+        self.path.check_tokens(x0, "x0", allow_mask=True)
+        if padding_mask is not None and (padding_mask.shape != x0.shape or padding_mask.dtype != torch.bool):
+            raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(x0.shape)}")
+        n_points = torch.as_tensor(time_grid).numel()
+        grid = make_time_grid(time_grid, 100 if steps is None and n_points == 2 else steps, dtype=torch.float64)
+        if not bool(grid[-1] > grid[0]):
+            raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")
+        process = MixtureJumpProcess(self.path, corrector, dtype_categorical, padding_mask, generator)
+        model = lambda x, t: self.posterior(x, t.to(torch.get_default_dtype()))  # noqa: E731
+        return simulate(process, model, x0.long(), grid, return_intermediates=return_intermediates, progress=progress)
