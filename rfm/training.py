@@ -208,7 +208,8 @@ def train(
         ema.update(model)
         step += 1
         elapsed = time.perf_counter() - start
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        loss_value = float(loss.detach())
+        running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", best_val=f"{best_val:.4f}" if best_val is not None else "-")
