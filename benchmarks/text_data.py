@@ -1,0 +1,131 @@
+"""The King James Bible as a character-level (or byte-level BPE) corpus.
+
+Source: ``$RDFM_DATA_DIR/text/kjv.txt`` or ``../shared/data/text/kjv.txt`` (Debian's
+``bible-kjv`` text; Project Gutenberg eBook #10 is the same text for users without it).
+
+Cleaning: chapter heading lines (``Genesis 1``) are dropped, verse numbers are stripped,
+wrapped lines are joined with a space; the result is one verse per line.
+
+Split (deterministic, by chapter, so no verse is shared across splits): chapters are numbered
+0, 1, 2, ... in canonical order; chapter ``k`` goes to test if ``k % 20 == 10``, to validation
+if ``k % 20 == 5``, else to train (~90/5/5, spread over every part of the Bible). The
+character vocabulary is the set of characters of the whole cleaned corpus (an inventory, not
+statistics: no test information leaks into the model).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from benchmarks.paths import cache_dir, data_dir
+
+_HEADING = re.compile(r"^(?:[1-4] )?[A-Z][A-Za-z ]*? \d+$")
+_VERSE = re.compile(r"^\s+(\d+)\s+(.*)$")
+
+
+def kjv_path() -> Path:
+    return data_dir() / "text" / "kjv.txt"
+
+
+def parse_kjv(text: str) -> list[list[str]]:
+    """Chapters, each a list of cleaned verses, from the ``bible-kjv`` print format."""
+    chapters: list[list[str]] = []
+    verse: list[str] | None = None
+    prev_blank = True
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip():
+            prev_blank = True
+            continue
+        if prev_blank and not line.startswith(" ") and _HEADING.match(line):
+            chapters.append([])
+            verse = None
+        elif (m := _VERSE.match(line)) is not None:
+            if not chapters:
+                raise ValueError(f"verse before any chapter heading: {line!r}")
+            verse = [m.group(2).strip()]
+            chapters[-1].append(verse)  # type: ignore[arg-type]
+        else:
+            if verse is None:
+                raise ValueError(f"continuation line outside a verse: {line!r}")
+            verse.append(line.strip())
+        prev_blank = False
+    return [[" ".join(parts) for parts in chapter] for chapter in chapters]  # type: ignore[misc]
+
+
+@dataclass
+class Corpus:
+    train: str
+    val: str
+    test: str
+    chars: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> Tensor:
+        table = {c: i for i, c in enumerate(self.chars)}
+        try:
+            return torch.tensor([table[c] for c in text], dtype=torch.long)
+        except KeyError as err:
+            raise ValueError(f"character {err.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids: Tensor) -> str:
+        return "".join(self.chars[int(i)] for i in ids.reshape(-1))
+
+
+def load_kjv(path: Path | None = None) -> Corpus:
+    """Cleaned, split KJV corpus (see the module docstring for the exact rules)."""
+    path = kjv_path() if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"KJV text not found at {path} (looked in $RDFM_DATA_DIR/text or ../shared/data/text). "
+            "Set RDFM_DATA_DIR to a folder holding text/kjv.txt (Debian package bible-kjv, or "
+            "Project Gutenberg eBook #10 reformatted) ")
+    chapters = parse_kjv(path.read_text(encoding="utf-8"))
+    parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for k, chapter in enumerate(chapters):
+        split = "test" if k % 20 == 10 else "val" if k % 20 == 5 else "train"
+        parts[split].extend(chapter)
+    texts = {name: "\n".join(verses) + "\n" for name, verses in parts.items()}
+    chars = "".join(sorted(set("".join(texts.values()))))
+    return Corpus(texts["train"], texts["val"], texts["test"], chars)
+
+
+def random_crops(data: Tensor, batch: int, length: int, generator: torch.Generator) -> Tensor:
+    """``batch`` random windows of ``length`` tokens from a 1-D token stream."""
+    starts = torch.randint(0, len(data) - length, (batch,), generator=generator)
+    return data[starts[:, None] + torch.arange(length)]
+
+
+def eval_chunks(data: Tensor, length: int, max_chunks: int | None = None) -> Tensor:
+    """Consecutive non-overlapping windows of ``length`` tokens (the tail shorter than
+    ``length`` is dropped), optionally the first ``max_chunks`` of them."""
+    n = len(data) // length
+    if max_chunks is not None:
+        n = min(n, max_chunks)
+    return data[: n * length].reshape(n, length)
+
+
+def train_bpe(corpus: Corpus, vocab_size: int = 1024):
+    """A byte-level BPE tokenizer trained on the training split only, cached on disk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    path = cache_dir() / f"kjv_bpe_{vocab_size}.json"
+    if path.exists():
+        return Tokenizer.from_file(str(path))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus.train.splitlines(keepends=True), trainer=trainer)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)
+    return tok
