@@ -105,8 +105,9 @@ class TokenTransformer(nn.Module):
         self.head = nn.Linear(width, out_vocab)
 
     def _time_features(self, t: Tensor) -> Tensor:
-        freqs = torch.exp(-math.log(1000.0) * torch.arange(32, device=t.device, dtype=torch.float32) / 32)
-        arg = 1000.0 * t.float()[:, None] * freqs[None, :]
+        dtype = self.embed.weight.dtype
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(32, device=t.device, dtype=dtype) / 32)
+        arg = 1000.0 * t.to(dtype)[:, None] * freqs[None, :]
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
     def forward(self, tokens: Tensor, t: Tensor | float | None = None, padding_mask: Tensor | None = None) -> Tensor:
@@ -127,7 +128,7 @@ class TokenTransformer(nn.Module):
         if self.time_mlp is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
-            t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+            t = torch.as_tensor(t, device=x.device, dtype=self.embed.weight.dtype)
             try:
                 t = t.expand(batch_shape).reshape(-1)
             except RuntimeError:
