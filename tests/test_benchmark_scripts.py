@@ -1,0 +1,64 @@
+"""The SO(3) mixture's true density (normalisation, closed form) and tiny end-to-end runs of
+the benchmark scripts (a few seconds each) that must write valid results records."""
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import earth, so3, text
+from benchmarks.earth_data import earth_path
+from benchmarks.results import load_results
+from benchmarks.text_data import kjv_path
+from manifolds import SO3, so3_exp
+
+
+def test_so3_mixture_density_is_normalised_and_matches_closed_form():
+    g = torch.Generator().manual_seed(0)
+    mix = so3.WrappedNormalMixture.random(4, g)
+    assert bool(((mix.sigmas > 0.07) & (mix.sigmas < 0.14)).all())  # tau ~ Gamma(100, 1)
+    r = SO3().random_base(200000, generator=g, dtype=torch.float64)
+    ratio = torch.exp(mix.log_prob(r) + math.log(8 * math.pi**2))  # p / Haar density
+    assert abs(float(ratio.mean()) - 1) < 4 * float(ratio.std()) / math.sqrt(len(ratio))
+    # one component at the identity: p(exp(hat w)) = N(w; 0, s^2) |w|^2 / (2 (1 - cos|w|))
+    one = so3.WrappedNormalMixture(torch.eye(3, dtype=torch.float64)[None], torch.tensor([0.3], dtype=torch.float64))
+    w = torch.tensor([[0.2, -0.1, 0.4], [0.0, 0.0, 1e-6]], dtype=torch.float64)
+    theta = w.norm(dim=-1)
+    expected = (-0.5 * theta**2 / 0.09 - 1.5 * math.log(2 * math.pi * 0.09)
+                + torch.log(theta**2 / (2 * (1 - torch.cos(theta))).clamp_min(1e-300)))
+    expected[1] = -0.5 * theta[1] ** 2 / 0.09 - 1.5 * math.log(2 * math.pi * 0.09)
+    torch.testing.assert_close(one.log_prob(so3_exp(w)), expected, rtol=1e-9, atol=1e-9)
+    # samples concentrate where the density is: mean log-density of samples beats Haar points
+    x = mix.sample(2000, g)
+    assert float(mix.log_prob(x).mean()) > float(mix.log_prob(r[:2000]).mean()) + 5
+
+
+def test_so3_script_tiny_run(tmp_path):
+    cfg = so3.SO3Config(hidden=16, depth=1, batch=32, warmup_steps=2, eval_every_minutes=0.02, val_steps=2, test_steps=2)
+    rec = so3.run(4, 0, 0.03, cfg, tmp_path, sizes=(300, 50, 50), progress=False)
+    assert rec["benchmark"] == "so3" and rec["steps"] > 0
+    assert math.isfinite(rec["test_loglik"]) and math.isfinite(rec["true_test_loglik"])
+    assert load_results(tmp_path)[0]["dataset"] == "M4"
+
+
+@pytest.mark.skipif(not earth_path("volcano").exists(), reason="Earth data not available (set RDFM_DATA_DIR)")
+def test_earth_script_tiny_run(tmp_path):
+    cfg = earth.EarthConfig(hidden=16, depth=1, batch=32, warmup_steps=2, eval_every_minutes=0.02, val_steps=2,
+                            test_steps=2)
+    rec = earth.run("volcano", 0, 0.03, cfg, tmp_path, progress=False, plot=True)
+    assert math.isfinite(rec["test_nll"]) and rec["n_test"] == 82
+    saved = json.loads((tmp_path / "volcano" / "seed0" / "results.json").read_text())
+    assert saved["test_nll"] == rec["test_nll"]
+    assert (tmp_path / "volcano" / "seed0" / "volcano_seed0.png").stat().st_size > 10000
+
+
+@pytest.mark.skipif(not kjv_path().exists(), reason="KJV text not available (set RDFM_DATA_DIR)")
+def test_text_unigram_and_ar_bpc_helpers():
+    ids = torch.tensor([0, 0, 1, 2])
+    # add-one smoothed unigram: counts (3, 2, 2) / 7 on test ids [0, 1]
+    expected = -(math.log2(3 / 7) + math.log2(2 / 7)) / 2
+    assert text.unigram_bpc(ids, torch.tensor([0, 1]), 3) == pytest.approx(expected)
+    model = text.build(text.QUICK, 5, causal=True)
+    chunks = torch.randint(0, 5, (3, 8))
+    # an untrained AR model is close to uniform: ~log2(5) bits
+    assert text.ar_bpc(model, chunks) == pytest.approx(math.log2(5), rel=0.3)
