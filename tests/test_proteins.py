@@ -1,0 +1,82 @@
+"""Protein dihedral dataset builder and the von Mises mixture anchor."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from benchmarks import protein_data as pd
+from benchmarks.vonmises import VonMisesMixture, fit_vonmises_mixture, select_vonmises_mixture
+
+
+def test_dihedral_sign_and_value_against_a_constructed_geometry():
+    for theta in (-2.5, -0.7, 0.0, 0.7, 3.0):
+        p0, p1, p2 = np.array([1.0, 0, 0]), np.zeros(3), np.array([0, 0, 1.5])
+        p3 = np.array([2 * math.cos(theta), 2 * math.sin(theta), 1.5])
+        assert pd.dihedral(p0, p1, p2, p3) == pytest.approx(theta)
+    # invariant under rigid motions
+    q = stats.special_ortho_group.rvs(3, random_state=0)
+    pts = [np.array(v) @ q.T + 3.0 for v in ([1.0, 0, 0], [0, 0, 0], [0, 0, 1.5], [0.3, 1.0, 1.5])]
+    assert pd.dihedral(*pts) == pytest.approx(math.atan2(1.0, 0.3))
+
+
+def _pdb(residues, breaks=()):
+    """A synthetic PDB: an ideal-ish zig-zag backbone; a chain break shifts later residues."""
+    lines, serial = [], 1
+    for i, name in enumerate(residues):
+        shift = 10.0 * sum(i >= b for b in breaks)
+        base = np.array([3.8 * i + shift, 0.0, 0.0])
+        for atom, off in (("N", (0.0, 0.0, 0.0)), ("CA", (1.2, 0.9, 0.3)), ("C", (2.4, 0.2, -0.4))):
+            x, y, z = base + np.array(off)
+            lines.append(f"ATOM  {serial:5d}  {atom:<3s} {name} A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           {atom[0]}")
+            serial += 1
+    return "\n".join(lines + ["END"]) + "\n"
+
+
+def test_segments_breaks_classes_and_dedup(tmp_path):
+    seq = ["ALA", "GLY", "SER", "PRO", "LEU", "ALA", "PRO", "GLY", "VAL", "ILE", "LYS", "GLU"]
+    # consecutive residues 3.8 A apart: C(i) at +2.4, N(i+1) at +3.8 -> 1.4 A peptide bond
+    segs = pd.backbone_segments("a.pdb", _pdb(seq))
+    assert len(segs) == 1 and segs[0][1].shape == (12, 3, 3)
+    assert len(pd.backbone_segments("b.pdb", _pdb(seq, breaks=(5,)))) == 0  # 5 + 7 residues: both < 10
+    names = segs[0][0].split("-")
+    cls = pd.residue_classes(names)
+    # interior residues 1..10: GLY, SER(pre-Pro), PRO, LEU, ALA(pre-Pro), PRO, GLY, VAL, ILE, LYS
+    assert cls.tolist() == [1, 3, 2, 0, 3, 2, 1, 0, 0, 0]
+    (tmp_path / "x.pdb").write_text(_pdb(seq))
+    (tmp_path / "y.pdb").write_text(_pdb(seq))  # duplicate sequence
+    (tmp_path / "z.pdb").write_text("HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00  0.00           O\nEND\n")
+    report = pd.build(pd.iter_folder_structures(tmp_path), tmp_path / "out.npz")
+    assert (report.files, report.unparsed, report.segments_kept, report.segments_duplicate, report.residues) == (3, 1, 1, 1, 10)
+    data = np.load(tmp_path / "out.npz")
+    assert bool(((data["phi"] >= 0) & (data["phi"] < 2 * np.pi)).all())
+    assert data["backbone"].shape == (12, 3, 3)
+    phi, psi, _ = pd.segment_dihedrals(segs[0][1])
+    np.testing.assert_allclose(np.mod(phi, 2 * np.pi), data["phi"])
+
+
+def test_vonmises_single_component_matches_scipy_and_is_normalised():
+    m = VonMisesMixture(np.array([1.0]), np.array([[1.0, 4.0]]), np.array([[2.0, 0.5]]))
+    x = np.array([[0.3, 2.0], [5.0, 6.0]])
+    expected = stats.vonmises.logpdf(x[:, 0], 2.0, loc=1.0) + stats.vonmises.logpdf(x[:, 1], 0.5, loc=4.0)
+    np.testing.assert_allclose(m.log_prob(x), expected, rtol=1e-10)
+    mix = VonMisesMixture(np.array([0.3, 0.7]), np.array([[1.0, 4.0], [3.0, 0.5]]), np.array([[8.0, 3.0], [1.0, 20.0]]))
+    g = (np.arange(400) + 0.5) * 2 * np.pi / 400
+    grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    total = np.exp(mix.log_prob(grid)).sum() * (2 * np.pi / 400) ** 2
+    assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def test_em_recovers_a_synthetic_mixture_and_selects_k():
+    rng = np.random.default_rng(0)
+    truth = VonMisesMixture(np.array([0.4, 0.6]), np.array([[1.0, 5.0], [4.0, 2.0]]), np.array([[6.0, 10.0], [15.0, 4.0]]))
+    x = truth.sample(6000, rng)
+    fit = fit_vonmises_mixture(x, 2, seed=1)
+    order = np.argsort(fit.weights)
+    np.testing.assert_allclose(fit.weights[order], truth.weights, atol=0.03)
+    np.testing.assert_allclose(fit.means[order], truth.means, atol=0.08)
+    np.testing.assert_allclose(fit.kappas[order], truth.kappas, rtol=0.15)
+    x_val = truth.sample(2000, rng)
+    _, k, scores = select_vonmises_mixture(x, x_val, ks=(1, 2, 4))
+    assert k in (2, 4) and scores[2] > scores[1] + 0.1
