@@ -1,5 +1,6 @@
 """``python -m benchmarks demo``: run the README's rfm example (the python block after the
-``<!-- demo`` marker), so the README and the demo cannot drift apart."""
+``<!-- demo`` marker, so the README and the demo cannot drift apart), then the quick Earth
+benchmark (``python -m benchmarks earth --quick``: train, exact test NLL, Mollweide plot)."""
 from __future__ import annotations
 
 import re
@@ -26,7 +27,12 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     exec(compile(code, "README.md:demo", "exec"), {"__name__": "__demo__"})
     print(f"\n(demo example took {time.perf_counter() - start:.0f} s)")
-    return 0
+    if "--skip-earth" in argv:
+        return 0
+    from benchmarks import earth
+
+    print("\nQuick Earth benchmark: python -m benchmarks earth --quick --restart --out runs/demo\n")
+    return earth.main(["--quick", "--restart", "--out", "runs/demo"])
 
 
 if __name__ == "__main__":

@@ -103,12 +103,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
+    for name, default in asdict(TorusConfig()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
+                            help=f"override the default {name} ({default})")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, minutes, ks = TorusConfig(), args.minutes, (1, 2, 4, 8, 16, 32)
     if args.quick:
         cfg, minutes, ks = QUICK, min(args.minutes, 0.3), (1, 4)
+    cfg = replace(cfg, **{k: getattr(args, k) for k in asdict(cfg) if getattr(args, k) is not None})
     rows = []
     for cls in args.classes:
         for seed in args.seeds:

@@ -131,12 +131,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/so3")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
+    for name, default in asdict(SO3Config()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
+                            help=f"override the default {name} ({default})")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, minutes, sizes = SO3Config(), args.minutes, SIZES
     if args.quick:
         cfg, minutes, sizes = QUICK, min(args.minutes, 0.3), (4000, 500, 500)
+    cfg = replace(cfg, **{k: getattr(args, k) for k in asdict(cfg) if getattr(args, k) is not None})
     rows = []
     for m in args.components:
         for seed in args.seeds:

@@ -84,8 +84,9 @@ class Summary:
 
 
 def summarize(values: Iterable[Any]) -> Summary:
-    """:class:`Summary` of ``values``; non-numbers and non-finite values are counted apart."""
-    values = list(values)
+    """:class:`Summary` of ``values``; missing values (``None``) are skipped, non-numbers and
+    non-finite values are counted apart."""
+    values = [v for v in values if v is not None]
     finite = [float(v) for v in values if is_finite_number(v)]
     n_bad = len(values) - len(finite)
     if not finite:

@@ -20,6 +20,7 @@ __all__ = [
     "TimeMLP",
     "IdentityEncoding",
     "TorusEncoding",
+    "FourierEncoding",
     "RotationEncoding",
     "SE3Encoding",
     "ProductEncoding",
@@ -100,6 +101,37 @@ class IdentityEncoding(nn.Module):
         return x
 
 
+class FourierEncoding(nn.Module):
+    r"""Random Fourier features of embedded points (Tancik et al. 2020):
+    :math:`[x, \sin(Bx), \cos(Bx)]` with :math:`B_{ij} \sim \mathcal N(0, \sigma^2)` fixed at
+    construction (seeded, saved with the model).
+
+    On a sphere these are smooth functions of the point (restrictions of ambient ones); a scale
+    :math:`\sigma` of ~10 lets an MLP resolve densities concentrated on a few hundred km of the
+    Earth's surface in minutes of training rather than hours.
+
+    Args:
+        n: ambient size of the points.
+        n_features: rows of :math:`B` (output size ``n + 2 * n_features``).
+        scale: :math:`\sigma`, the standard deviation of :math:`B`'s entries.
+        seed: seed of :math:`B`.
+    """
+
+    def __init__(self, n: int, n_features: int = 64, scale: float = 8.0, seed: int = 0) -> None:
+        super().__init__()
+        if n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", scale * torch.randn(n, n_features, generator=gen, dtype=torch.float64))
+        self.out_features = n + 2 * n_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        arg = x @ self.B.to(x.dtype)
+        return torch.cat([x, torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
 class TorusEncoding(nn.Module):
     r"""Fourier features :math:`[\cos kx, \sin kx]_{k=1..K}` per angle: continuous across the
     :math:`0 / 2\pi` seam."""
@@ -158,8 +190,12 @@ class ProductEncoding(nn.Module):
         return torch.cat([e(p) for e, p in zip(self.encodings, self.manifold.split(x))], dim=-1)
 
 
-def encoding_for(manifold: RiemannianManifold, *, torus_harmonics: int = 1, rotation: str = "matrix") -> nn.Module:
-    """The default input encoding of a manifold's points (``.out_features`` features)."""
+def encoding_for(manifold: RiemannianManifold, *, torus_harmonics: int = 1, rotation: str = "matrix",
+                 fourier_features: int = 0, fourier_scale: float = 8.0) -> nn.Module:
+    """The default input encoding of a manifold's points (``.out_features`` features).
+
+    ``fourier_features > 0`` switches spheres and Euclidean spaces to a :class:`FourierEncoding`.
+    """
     if isinstance(manifold, FlatTorus):
         return TorusEncoding(manifold.dim, torus_harmonics)
     if isinstance(manifold, SO3):
@@ -167,9 +203,12 @@ def encoding_for(manifold: RiemannianManifold, *, torus_harmonics: int = 1, rota
     if isinstance(manifold, SE3):
         return SE3Encoding(rotation)
     if isinstance(manifold, Product):
-        return ProductEncoding(manifold, [encoding_for(m, torus_harmonics=torus_harmonics, rotation=rotation)
+        return ProductEncoding(manifold, [encoding_for(m, torus_harmonics=torus_harmonics, rotation=rotation,
+                                                       fourier_features=fourier_features, fourier_scale=fourier_scale)
                                           for m in manifold.manifolds])
     if isinstance(manifold, (Sphere, Euclidean)):
+        if fourier_features:
+            return FourierEncoding(manifold.point_shape[0], fourier_features, fourier_scale)
         return IdentityEncoding(manifold.point_shape[0])
     raise ValueError(f"no default encoding for {type(manifold).__name__}; pass encoding=...")
 
@@ -230,8 +269,10 @@ class ProjectedVelocity(nn.Module):
 
 
 def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4, *, time_frequencies: int = 8,
-                 layer_norm: bool = False, torus_harmonics: int = 1, rotation: str = "matrix") -> ProjectedVelocity:
-    """A :class:`TimeMLP` velocity field on ``manifold`` with the default encoding."""
-    encoding = encoding_for(manifold, torus_harmonics=torus_harmonics, rotation=rotation)
+                 layer_norm: bool = False, torus_harmonics: int = 1, rotation: str = "matrix",
+                 fourier_features: int = 0, fourier_scale: float = 8.0) -> ProjectedVelocity:
+    """A :class:`TimeMLP` velocity field on ``manifold`` with the :func:`encoding_for` encoding."""
+    encoding = encoding_for(manifold, torus_harmonics=torus_harmonics, rotation=rotation,
+                            fourier_features=fourier_features, fourier_scale=fourier_scale)
     net = TimeMLP(encoding.out_features, output_size(manifold), hidden, depth, time_frequencies, layer_norm)
     return ProjectedVelocity(manifold, net, encoding)

@@ -155,7 +155,12 @@ def train(
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
-        model.load_state_dict(ck["model"])
+        try:
+            model.load_state_dict(ck["model"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"checkpoint_path {checkpoint_path} holds a different model (another architecture or "
+                f"config); delete it, pass resume=False, or write to another folder.\n{err}") from None
         opt.load_state_dict(ck["optimizer"])
         ema.load_state_dict(ck["ema"])
         step, elapsed = ck["step"], ck["elapsed"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from manifolds import SE3, SO3, Euclidean, FlatTorus, Product, Sphere
-from rfm.models import TimeEmbedding, encoding_for, velocity_mlp
+from rfm.models import FourierEncoding, TimeEmbedding, encoding_for, velocity_mlp
 
 MANIFOLDS = [Euclidean(3), Sphere(2), FlatTorus(2), SO3(), SE3(), Product(Sphere(2), SO3(), FlatTorus(1))]
 
@@ -71,3 +71,22 @@ def test_so3_outputs_are_lie_algebra_coordinates():
     torch.testing.assert_close(out, m.from_lie(x, w))
     with pytest.raises(ValueError, match="representation"):
         encoding_for(m, rotation="quaternion")
+
+
+def test_fourier_encoding_values_and_sphere_velocity():
+    enc = FourierEncoding(3, n_features=5, scale=4.0, seed=7)
+    again = FourierEncoding(3, n_features=5, scale=4.0, seed=7)
+    torch.testing.assert_close(enc.B, again.B)  # seeded: a rebuilt model has the same features
+    assert enc.B.std().item() == pytest.approx(4.0, rel=0.6)
+    x = Sphere(2).random_base(2, 3, dtype=torch.float64)
+    out = enc(x)
+    arg = torch.einsum("...i,ij->...j", x, enc.B)
+    torch.testing.assert_close(out, torch.cat([x, arg.sin(), arg.cos()], -1))
+    assert out.shape == (2, 3, enc.out_features) and enc.out_features == 13
+    v = velocity_mlp(Sphere(2), hidden=16, depth=2, fourier_features=5).double()
+    assert isinstance(v.encoding, FourierEncoding)
+    Sphere(2).check_vector(x, v(x, 0.5), "velocity", atol=1e-12)
+    with pytest.raises(ValueError, match="n_features"):
+        FourierEncoding(3, n_features=0)
+    with pytest.raises(ValueError, match="scale"):
+        FourierEncoding(3, scale=0.0)

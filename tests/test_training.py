@@ -109,3 +109,13 @@ def test_resume_after_a_crash_reproduces_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed.final_state[k], v)
     assert resumed.best_val == pytest.approx(full.best_val)
     assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
+
+
+def test_resume_from_another_models_checkpoint_names_the_path(tmp_path):
+    model, loss_fn, _ = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, progress=False, seed=0, max_steps=3)
+    ck = tmp_path / "run.pt"
+    train(model, loss_fn, cfg, checkpoint_path=ck)
+    other = torch.nn.Linear(7, 2)
+    with pytest.raises(ValueError, match="checkpoint_path .*run.pt holds a different model"):
+        train(other, lambda m, s, g: m(torch.zeros(1, 7)).sum(), cfg, checkpoint_path=ck)
