@@ -16,6 +16,7 @@ from benchmarks.protein_data import CLASSES, load_dihedrals
 from benchmarks.results import new_record, write_results
 from benchmarks.splits import split_indices
 from benchmarks.vonmises import select_vonmises_mixture
+from gm import data_end_time_grid
 from manifolds import FlatTorus
 from rfm import GeodesicPath, ODESolver, rfm_loss
 from rfm.models import velocity_mlp
@@ -33,7 +34,8 @@ class TorusConfig:
     torus_harmonics: int = 3
     eval_every_minutes: float = 1.0
     val_steps: int = 16
-    test_steps: int = 32
+    test_steps: int = 128
+    grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
 
 
 QUICK = TorusConfig(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_minutes=0.2, val_steps=4, test_steps=8)
@@ -67,7 +69,8 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
         return rfm_loss(torus, m(s.x_t, s.t), s)
 
     def nll(m, x, steps):
-        return float(-ODESolver(torus, m).log_likelihood(x, steps=steps).mean())
+        grid = data_end_time_grid(steps, cfg.grid_power, backward=True)
+        return float(-ODESolver(torus, m).log_likelihood(x, steps=None, time_grid=grid).mean())
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
                      eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
@@ -81,13 +84,15 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
         with torch.no_grad():
             samples = ODESolver(torus, model).sample(torus.random_base(3000, generator=torch.Generator().manual_seed(seed)),
                                                      steps=64, method="rk4")
-        plot_ramachandran(data, samples, lambda x: ODESolver(torus, model).log_likelihood(x, steps=cfg.val_steps),
+        plot_ramachandran(data, samples, lambda x: ODESolver(torus, model).log_likelihood(
+                              x, steps=None, time_grid=data_end_time_grid(cfg.test_steps // 2, cfg.grid_power, backward=True)),
                           run_dir / f"{residue_class}_seed{seed}.png",
                           title=f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}",
                           grid_size=60)
     rec = new_record("proteins", residue_class, seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
                      wall_time_s=time.perf_counter() - start, val_nll=nll(model, x_val, cfg.test_steps), test_nll=test_nll,
-                     likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "divergence": "exact"},
+                     likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "grid_power": cfg.grid_power,
+                                        "divergence": "exact"},
                      n_train=len(x_train), n_val=len(x_val), n_test=len(x_test))
     write_results(run_dir / "results.json", rec)
     return [vm_record, rec]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.results import new_record, write_results
+from gm import data_end_time_grid
 from manifolds import SO3, hat, so3_exp, so3_log
 from rfm import GeodesicPath, ODESolver, rfm_loss
 from rfm.models import velocity_mlp
@@ -77,7 +78,8 @@ class SO3Config:
     warmup_steps: int = 200
     eval_every_minutes: float = 1.0
     val_steps: int = 16
-    test_steps: int = 32
+    test_steps: int = 128
+    grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
 
 
 QUICK = SO3Config(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_minutes=0.2, val_steps=4, test_steps=8)
@@ -103,7 +105,8 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
         return rfm_loss(so3, m(s.x_t, s.t), s)
 
     def loglik(m, x, steps):
-        return float(ODESolver(so3, m).log_likelihood(so3.projx(x), steps=steps).mean())
+        grid = data_end_time_grid(steps, cfg.grid_power, backward=True)
+        return float(ODESolver(so3, m).log_likelihood(so3.projx(x), steps=None, time_grid=grid).mean())
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
@@ -115,7 +118,8 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     record = new_record("so3", f"M{n_components}", seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
                         wall_time_s=time.perf_counter() - start, val_nll=res.best_val, test_nll=-test_ll,
                         test_loglik=test_ll, true_test_loglik=true_test,
-                        likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "divergence": "exact"},
+                        likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "grid_power": cfg.grid_power,
+                                           "divergence": "exact"},
                         sizes=list(sizes))
     write_results(run_dir / "results.json", record)
     return record

@@ -19,9 +19,10 @@ from gm.schedulers import (
     Scheduler,
     SchedulerOutput,
 )
-from gm.simulate import make_time_grid, simulate
+from gm.simulate import data_end_time_grid, make_time_grid, simulate
 
 __all__ = [
+    "data_end_time_grid",
     "PathSample",
     "ProbPath",
     "Process",

@@ -139,3 +139,15 @@ def test_joint_process_steps_components_with_one_model_call():
     assert torch.equal(traj[1][-1], torch.full((4,), 5))
     with pytest.raises(ValueError, match="model_output must be a tuple of 2"):
         simulate(JointProcess([LinearFlow(), CountingJump()]), lambda s, t: s[0], x0, steps=1)
+
+
+def test_data_end_time_grid_values_and_errors():
+    g = gm.data_end_time_grid(4, 2.0)
+    torch.testing.assert_close(g, torch.tensor([0, 0.4375, 0.75, 0.9375, 1], dtype=torch.float64))
+    torch.testing.assert_close(gm.data_end_time_grid(4, 2.0, backward=True), g.flip(0))
+    torch.testing.assert_close(gm.data_end_time_grid(3, 1.0), torch.linspace(0, 1, 4, dtype=torch.float64))
+    assert bool((gm.data_end_time_grid(100, 3.0).diff() > 0).all())
+    with pytest.raises(ValueError, match="steps"):
+        gm.data_end_time_grid(0)
+    with pytest.raises(ValueError, match="power"):
+        gm.data_end_time_grid(4, 0.5)
