@@ -51,6 +51,7 @@ TEXT_METRICS: tuple[tuple[str, str], ...] = (
     ("masked_bpc", "masked DFM"),
     ("ar_bpc", "autoregressive"),
     ("unigram_bpc", "unigram"),
+    ("ratio", "masked / AR (target <= 1.15)"),
 )
 
 
@@ -291,7 +292,7 @@ def text_table(records: Sequence[dict[str, Any]]) -> list[str]:
             [label, " ".join(str(r["seed"]) for r in group)]
             + [summarize(_values(group, field)).format(3) for field, _ in TEXT_METRICS]
         )
-    header = ["dataset", "seeds"] + [f"{name} (bpc)" for _, name in TEXT_METRICS]
+    header = ["dataset", "seeds"] + [name if field == "ratio" else f"{name} (bpc)" for field, name in TEXT_METRICS]
     lines = ["## Text: bits per character, lower is better", ""]
     lines += _markdown_table(header, rows)
     return lines + _provenance(groups, "masked_bpc")

@@ -375,7 +375,7 @@ def _synthetic_records():
     for seed, (model, truth) in enumerate([(0.5, 1.0), (0.7, 1.1)]):
         records.append(_record(benchmark="so3", dataset="M16", seed=seed, test_loglik=model, true_test_loglik=truth))
     records.append(
-        _record(benchmark="text", dataset="kjv", seed=0, masked_bpc=2.1234, ar_bpc=1.9, unigram_bpc=4.4)
+        _record(benchmark="text", dataset="kjv", seed=0, masked_bpc=2.1234, ar_bpc=1.9, unigram_bpc=4.4, ratio=2.1234 / 1.9)
     )
     return records
 
@@ -396,8 +396,8 @@ def test_tables_from_synthetic_records():
     assert f"| ours (rdfm RFM) | — | — | — | 1.10 ± {np.std([1.0, 1.2], ddof=1):.2f} (n=2) |" in lines
     # SO(3): RSGM anchor, ours, the true mixture and the per-seed gap (0.5 and 0.4).
     assert "| 16 | ours (rdfm RFM) | 0.89 | 0.60 ± 0.14 (n=2) | 1.05 ± 0.07 (n=2) | 0.45 ± 0.07 (n=2) |" in lines
-    # Text: three bpc columns.
-    assert "| kjv | 0 | 2.123 (n=1) | 1.900 (n=1) | 4.400 (n=1) |" in lines
+    # Text: three bpc columns and the ratio.
+    assert "| kjv | 0 | 2.123 (n=1) | 1.900 (n=1) | 4.400 (n=1) | 1.118 (n=1) |" in lines
 
 
 def test_table_deduplicates_by_latest_timestamp():
