@@ -107,7 +107,7 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
                    run_dir / f"{dataset}_seed{seed}.png", title=f"{dataset} (seed {seed}): test NLL {test_nll:.3f}", n_lat=45)
     record = new_record(
         "earth", dataset, seed, config=asdict(cfg), budget_minutes=minutes, steps=result.steps,
-        wall_time_s=time.perf_counter() - start, val_nll=val_nll, test_nll=test_nll,
+        wall_time_s=time.perf_counter() - start + result.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
         likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "grid_power": cfg.grid_power, "divergence": "exact",
                            "stepping": "project"},
         best_step=result.best_step, n_train=len(x_train), n_val=len(x_val), n_test=len(x_test),

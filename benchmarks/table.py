@@ -161,7 +161,7 @@ def _group(records: Iterable[dict[str, Any]], benchmark: str) -> dict[tuple[str,
 
 
 def _values(group: Sequence[dict[str, Any]], field: str) -> list[Any]:
-    return [r.get(field, math.nan) for r in group]
+    return [r.get(field) for r in group]  # a missing field is not a failed run
 
 
 def _provenance(groups: dict[tuple[str, str], list[dict[str, Any]]], metric: str) -> list[str]:

@@ -122,6 +122,7 @@ def main(argv: list[str]) -> int:
         x = random_crops(train_ids, cfg.batch, cfg.length, gen)
         return F.cross_entropy(ar_logits(m, x).flatten(0, 1), x.flatten())
 
+    resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
     for name, causal, loss_fn, val_fn in (("masked", False, masked_loss, masked_val),
                                           ("ar", True, ar_loss, lambda m: ar_bpc(m, val_chunks))):
         torch.manual_seed(args.seed)
@@ -132,6 +133,7 @@ def main(argv: list[str]) -> int:
         print(f"[text] training {name} model ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) "
               f"for {minutes:g} min")
         res = train(model, loss_fn, tc, val_fn=val_fn, checkpoint_path=out / f"{name}_seed{args.seed}.pt")
+        resumed_s += res.resumed_elapsed_s
         model.load_state_dict(res.best_state, strict=False)
         model.eval()
         gen = torch.Generator().manual_seed(args.seed)
@@ -152,7 +154,7 @@ def main(argv: list[str]) -> int:
     uni = unigram_bpc(train_ids, test_chunks.flatten(), vocab)
     ratio = results["masked"]["bpc"] / results["ar"]["bpc"]
     record = new_record("text", "kjv", args.seed, method="dfm-masked vs ar", config=asdict(cfg), budget_minutes=minutes,
-                        steps=results["masked"]["steps"] + results["ar"]["steps"], wall_time_s=time.perf_counter() - start,
+                        steps=results["masked"]["steps"] + results["ar"]["steps"], wall_time_s=time.perf_counter() - start + resumed_s,
                         masked_bpc=results["masked"]["bpc"], ar_bpc=results["ar"]["bpc"], unigram_bpc=uni,
                         masked_bpc_stderr=results["masked"]["stderr"], ratio=ratio, masked_steps=results["masked"]["steps"],
                         ar_steps=results["ar"]["steps"], samples={k: v["samples"] for k, v in results.items()},

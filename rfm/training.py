@@ -100,6 +100,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_state: dict | None = None
     final_state: dict | None = None
+    resumed_elapsed_s: float = 0.0  # training time spent before this call (0 unless resumed)
 
 
 def lr_factor(step: int, progress: float, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -152,6 +153,7 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema_decay)
     step, elapsed, best_val, best_step, best_state, history = 0, 0.0, None, None, None, []
+    resumed_elapsed = 0.0
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
@@ -164,6 +166,7 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         ema.load_state_dict(ck["ema"])
         step, elapsed = ck["step"], ck["elapsed"]
+        resumed_elapsed = elapsed
         best_val, best_step, best_state, history = ck["best_val"], ck["best_step"], ck["best_state"], ck["history"]
         generator.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
@@ -237,4 +240,5 @@ def train(
     if checkpoint_path is not None:
         save_checkpoint(checkpoint_path, snapshot())
     return TrainResult(steps=step, wall_time_s=elapsed, best_val=best_val, best_step=best_step, history=history,
-                       best_state=best_state, final_state=copy.deepcopy(model.state_dict()))
+                       best_state=best_state, final_state=copy.deepcopy(model.state_dict()),
+                       resumed_elapsed_s=resumed_elapsed)

@@ -109,6 +109,7 @@ def test_resume_after_a_crash_reproduces_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed.final_state[k], v)
     assert resumed.best_val == pytest.approx(full.best_val)
     assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
+    assert full.resumed_elapsed_s == 0.0 and 0.0 < resumed.resumed_elapsed_s <= resumed.wall_time_s
 
 
 def test_resume_from_another_models_checkpoint_names_the_path(tmp_path):
