@@ -79,6 +79,8 @@ class SO3Config:
     eval_every_minutes: float = 1.0
     val_steps: int = 16
     selection_points: int = 1024  # validation points used for model selection during training
+    fourier_features: int = 0     # random Fourier features of the matrix entries (0: the 9 entries)
+    fourier_scale: float = 8.0
     test_steps: int = 128
     grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
 
@@ -97,7 +99,8 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     true_test = float(mixture.log_prob(x_test).mean())
     x_train, x_val, x_test = x_train.float(), x_val.float(), x_test.float()
     torch.manual_seed(seed)
-    model = velocity_mlp(so3, hidden=cfg.hidden, depth=cfg.depth)
+    model = velocity_mlp(so3, hidden=cfg.hidden, depth=cfg.depth, fourier_features=cfg.fourier_features,
+                         fourier_scale=cfg.fourier_scale)
     path = GeodesicPath(so3)
 
     def loss_fn(m, step, g):

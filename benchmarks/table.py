@@ -236,7 +236,7 @@ def proteins_table(records: Sequence[dict[str, Any]]) -> list[str]:
     labels = dict(PROTEIN_CLASSES)
     header = ["method"] + [labels.get(k, k) for k in keys]
     lines = ["## Protein backbone dihedrals (torus): test NLL, lower is better", ""]
-    lines += _markdown_table(header, _method_rows(groups, keys, "test_nll", 2))
+    lines += _markdown_table(header, _method_rows(groups, keys, "test_nll", 3))  # classes differ by ~0.01
     lines += ["", "Both rows are measured on the same seeded splits: mean ± std over seeds (n seeds)."]
     return lines + _provenance(groups, "test_nll")
 

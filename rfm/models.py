@@ -21,6 +21,7 @@ __all__ = [
     "IdentityEncoding",
     "TorusEncoding",
     "FourierEncoding",
+    "ComposedEncoding",
     "RotationEncoding",
     "SE3Encoding",
     "ProductEncoding",
@@ -163,6 +164,18 @@ class RotationEncoding(nn.Module):
         return r.flatten(-2)
 
 
+class ComposedEncoding(nn.Module):
+    """``outer(inner(x))``: e.g. random Fourier features of a rotation's matrix entries."""
+
+    def __init__(self, inner: nn.Module, outer: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.outer = inner, outer
+        self.out_features = outer.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.outer(self.inner(x))
+
+
 class SE3Encoding(nn.Module):
     """Rotation features of :class:`RotationEncoding` and the translation, optionally scaled."""
 
@@ -194,11 +207,15 @@ def encoding_for(manifold: RiemannianManifold, *, torus_harmonics: int = 1, rota
                  fourier_features: int = 0, fourier_scale: float = 8.0) -> nn.Module:
     """The default input encoding of a manifold's points (``.out_features`` features).
 
-    ``fourier_features > 0`` switches spheres and Euclidean spaces to a :class:`FourierEncoding`.
+    ``fourier_features > 0`` switches spheres and Euclidean spaces to a :class:`FourierEncoding`
+    of the point, and SO(3) to one of its matrix entries.
     """
     if isinstance(manifold, FlatTorus):
         return TorusEncoding(manifold.dim, torus_harmonics)
     if isinstance(manifold, SO3):
+        if fourier_features:
+            inner = RotationEncoding(rotation)
+            return ComposedEncoding(inner, FourierEncoding(inner.out_features, fourier_features, fourier_scale))
         return RotationEncoding(rotation)
     if isinstance(manifold, SE3):
         return SE3Encoding(rotation)

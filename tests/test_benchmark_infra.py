@@ -392,8 +392,8 @@ def test_tables_from_synthetic_records():
     # Proteins: the von Mises anchor and ours on the Pre-Pro column (names normalised).
     assert "| method | General | Glycine | Proline | Pre-Pro |" in lines
     std_vm = np.std([2.0, 2.4], ddof=1)
-    assert f"| von Mises mixture (EM, K chosen on validation) | — | — | — | 2.20 ± {std_vm:.2f} (n=2) |" in lines
-    assert f"| ours (rdfm RFM) | — | — | — | 1.10 ± {np.std([1.0, 1.2], ddof=1):.2f} (n=2) |" in lines
+    assert f"| von Mises mixture (EM, K chosen on validation) | — | — | — | 2.200 ± {std_vm:.3f} (n=2) |" in lines
+    assert f"| ours (rdfm RFM) | — | — | — | 1.100 ± {np.std([1.0, 1.2], ddof=1):.3f} (n=2) |" in lines
     # SO(3): RSGM anchor, ours, the true mixture and the per-seed gap (0.5 and 0.4).
     assert "| 16 | ours (rdfm RFM) | 0.89 | 0.60 ± 0.14 (n=2) | 1.05 ± 0.07 (n=2) | 0.45 ± 0.07 (n=2) |" in lines
     # Text: three bpc columns and the ratio.

@@ -90,3 +90,19 @@ def test_fourier_encoding_values_and_sphere_velocity():
         FourierEncoding(3, n_features=0)
     with pytest.raises(ValueError, match="scale"):
         FourierEncoding(3, scale=0.0)
+
+
+def test_fourier_features_of_rotations_give_tangent_velocities():
+    so3 = SO3()
+    enc = encoding_for(so3, fourier_features=4, fourier_scale=2.0)
+    r = so3.random_base(2, 3, dtype=torch.float64)
+    flat = r.flatten(-2)
+    arg = flat @ enc.outer.B
+    torch.testing.assert_close(enc.double()(r), torch.cat([flat, arg.sin(), arg.cos()], -1))
+    assert enc.out_features == 9 + 8
+    v = velocity_mlp(so3, hidden=16, depth=2, fourier_features=4).double()
+    out = v(r, torch.full((2, 3), 0.3, dtype=torch.float64))
+    # tangent at R: R^T v is skew-symmetric
+    skew = r.transpose(-1, -2) @ out
+    torch.testing.assert_close(skew, -skew.transpose(-1, -2), atol=1e-12, rtol=0)
+    assert out.abs().max() > 0
