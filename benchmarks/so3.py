@@ -79,7 +79,8 @@ class SO3Config:
     eval_every_minutes: float = 1.0
     val_steps: int = 16
     selection_points: int = 1024  # validation points used for model selection during training
-    fourier_features: int = 0     # random Fourier features of the matrix entries (0: the 9 entries)
+    fourier_features: int = 0     # random Fourier features of the matrix entries (0: the 9 entries);
+    # 128 features at scale 8 (M = 64, 5 min) widened the gap to the truth from 0.17 to 0.43 nats
     fourier_scale: float = 8.0
     test_steps: int = 128
     grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
