@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.cli import add_config_overrides, apply_config_overrides
 from benchmarks.earth_data import EARTH_FILES, load_earth
+from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.results import new_record, write_results
 from benchmarks.splits import split_indices
-from gm import data_end_time_grid
 from manifolds import Sphere
 from rfm import GeodesicPath, ODESolver, rfm_loss
 from rfm.models import velocity_mlp
@@ -86,8 +87,7 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
         return rfm_loss(sphere, m(s.x_t, s.t), s)
 
     def nll(m, x, steps):
-        grid = data_end_time_grid(steps, cfg.grid_power, backward=True)
-        return float(-ODESolver(sphere, m).log_likelihood(x, steps=None, time_grid=grid, method="rk4").mean())
+        return float(-log_likelihood(sphere, m, x, steps, cfg.grid_power).mean())
 
     run_dir = out / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,14 +108,13 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
         with torch.no_grad():
             samples = ODESolver(sphere, model).sample(sphere.random_base(2000, generator=torch.Generator().manual_seed(seed)).to(device),
                                                       steps=64, method="rk4")
-        plot_earth(data.cpu(), samples.cpu(), lambda x: ODESolver(sphere, model).log_likelihood(
-            x.to(device), steps=None, time_grid=data_end_time_grid(cfg.test_steps // 2, cfg.grid_power, backward=True)).cpu(),
+        plot_earth(data.cpu(), samples.cpu(),
+                   lambda x: log_likelihood(sphere, model, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
                    run_dir / f"{dataset}_seed{seed}.png", title=f"{dataset} (seed {seed}): test NLL {test_nll:.3f}", n_lat=45)
     record = new_record(
         "earth", dataset, seed, config=asdict(cfg), budget_minutes=minutes, steps=result.steps,
         wall_time_s=time.perf_counter() - start + result.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
-        likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "grid_power": cfg.grid_power, "divergence": "exact",
-                           "stepping": "project"},
+        likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
         best_step=result.best_step, n_train=len(x_train), n_val=len(x_val), n_test=len(x_test),
     )
     write_results(run_dir / "results.json", record)
@@ -135,9 +134,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    for name, default in asdict(EarthConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
-                            help=f"override the default {name} ({default})")
+    add_config_overrides(parser, EarthConfig())
     args = parser.parse_args(argv)
     datasets = list(DATASETS) if "all" in args.dataset else args.dataset
     cfg, minutes = EarthConfig(), args.minutes
@@ -145,8 +142,7 @@ def main(argv: list[str]) -> int:
         cfg, minutes = QUICK, min(args.minutes, 0.5)
         if args.dataset == ["all"]:
             datasets = ["volcano"]
-    overrides = {k: getattr(args, k) for k in asdict(cfg) if getattr(args, k) is not None}
-    cfg = replace(cfg, **overrides)
+    cfg = apply_config_overrides(cfg, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     records = []

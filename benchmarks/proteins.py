@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from benchmarks.cli import add_config_overrides, apply_config_overrides
+from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.protein_data import CLASSES, load_dihedrals
 from benchmarks.results import new_record, write_results
 from benchmarks.splits import split_indices
 from benchmarks.vonmises import select_vonmises_mixture
-from gm import data_end_time_grid
 from manifolds import FlatTorus
 from rfm import GeodesicPath, ODESolver, rfm_loss
 from rfm.models import velocity_mlp
@@ -70,8 +71,7 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
         return rfm_loss(torus, m(s.x_t, s.t), s)
 
     def nll(m, x, steps):
-        grid = data_end_time_grid(steps, cfg.grid_power, backward=True)
-        return float(-ODESolver(torus, m).log_likelihood(x, steps=None, time_grid=grid).mean())
+        return float(-log_likelihood(torus, m, x, steps, cfg.grid_power).mean())
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
                      eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
@@ -86,15 +86,13 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
         with torch.no_grad():
             samples = ODESolver(torus, model).sample(torus.random_base(3000, generator=torch.Generator().manual_seed(seed)),
                                                      steps=64, method="rk4")
-        plot_ramachandran(data, samples, lambda x: ODESolver(torus, model).log_likelihood(
-                              x, steps=None, time_grid=data_end_time_grid(cfg.test_steps // 2, cfg.grid_power, backward=True)),
+        plot_ramachandran(data, samples, lambda x: log_likelihood(torus, model, x, cfg.test_steps // 2, cfg.grid_power),
                           run_dir / f"{residue_class}_seed{seed}.png",
                           title=f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}",
                           grid_size=60)
     rec = new_record("proteins", residue_class, seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
                      wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
-                     likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "grid_power": cfg.grid_power,
-                                        "divergence": "exact"},
+                     likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
                      n_train=len(x_train), n_val=len(x_val), n_test=len(x_test))
     write_results(run_dir / "results.json", rec)
     return [vm_record, rec]
@@ -110,16 +108,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
-    for name, default in asdict(TorusConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
-                            help=f"override the default {name} ({default})")
+    add_config_overrides(parser, TorusConfig())
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, minutes, ks = TorusConfig(), args.minutes, (1, 2, 4, 8, 16, 32)
     if args.quick:
         cfg, minutes, ks = QUICK, min(args.minutes, 0.3), (1, 4)
-    cfg = replace(cfg, **{k: getattr(args, k) for k in asdict(cfg) if getattr(args, k) is not None})
+    cfg = apply_config_overrides(cfg, args)
     rows = []
     for cls in args.classes:
         for seed in args.seeds:

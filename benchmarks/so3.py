@@ -19,15 +19,16 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from benchmarks.cli import add_config_overrides, apply_config_overrides
+from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.results import new_record, write_results
-from gm import data_end_time_grid
 from manifolds import SO3, hat, so3_exp, so3_log
-from rfm import GeodesicPath, ODESolver, rfm_loss
+from rfm import GeodesicPath, rfm_loss
 from rfm.models import velocity_mlp
 from rfm.training import TrainConfig, train
 
@@ -110,8 +111,7 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
         return rfm_loss(so3, m(s.x_t, s.t), s)
 
     def loglik(m, x, steps):
-        grid = data_end_time_grid(steps, cfg.grid_power, backward=True)
-        return float(ODESolver(so3, m).log_likelihood(so3.projx(x), steps=None, time_grid=grid).mean())
+        return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power).mean())
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
@@ -124,8 +124,7 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     record = new_record("so3", f"M{n_components}", seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
                         wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=-val_ll, test_nll=-test_ll,
                         test_loglik=test_ll, true_test_loglik=true_test,
-                        likelihood_solver={"method": "rk4", "steps": cfg.test_steps, "grid_power": cfg.grid_power,
-                                           "divergence": "exact"},
+                        likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
                         sizes=list(sizes))
     write_results(run_dir / "results.json", record)
     return record
@@ -141,16 +140,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/so3")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
-    for name, default in asdict(SO3Config()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
-                            help=f"override the default {name} ({default})")
+    add_config_overrides(parser, SO3Config())
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, minutes, sizes = SO3Config(), args.minutes, SIZES
     if args.quick:
         cfg, minutes, sizes = QUICK, min(args.minutes, 0.3), (4000, 500, 500)
-    cfg = replace(cfg, **{k: getattr(args, k) for k in asdict(cfg) if getattr(args, k) is not None})
+    cfg = apply_config_overrides(cfg, args)
     rows = []
     for m in args.components:
         for seed in args.seeds:

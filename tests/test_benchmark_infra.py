@@ -482,3 +482,23 @@ def test_plot_ramachandran_writes_png_and_uses_the_model_range(tmp_path):
         [0.0, -math.pi, -math.pi / 2, -1e-9, -math.pi],
         atol=1e-12,
     )
+
+
+def test_config_overrides_replace_only_given_fields():
+    import argparse
+    from dataclasses import dataclass
+
+    from benchmarks.cli import add_config_overrides, apply_config_overrides
+
+    @dataclass
+    class Cfg:
+        hidden: int = 256
+        lr: float = 1e-3
+        fourier_scale: float = 0.0
+
+    parser = argparse.ArgumentParser()
+    add_config_overrides(parser, Cfg())
+    args = parser.parse_args(["--lr", "2e-3", "--fourier-scale", "16"])
+    assert apply_config_overrides(Cfg(hidden=64), args) == Cfg(hidden=64, lr=2e-3, fourier_scale=16.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--hidden", "1.5"])  # typed like the default
