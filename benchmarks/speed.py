@@ -19,18 +19,22 @@ from manifolds import FlatTorus, Sphere
 from rfm import GeodesicPath, ODESolver, rfm_loss
 
 
-def _timeit_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall times (seconds) of two callables, measured alternately so that load from
-    other processes affects both alike (one warm-up call each)."""
+def _timeit_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[float, float, float]:
+    """Median wall times (seconds) of two callables and the median of the per-round ratios
+    theirs/ours. The two are timed back to back in alternating order, so load from other
+    processes (and slow drifts of the clock speed) affects both sides of a round alike; one
+    warm-up call each."""
     ours()
     theirs()
     t_ours, t_theirs = [], []
-    for _ in range(repeats):
-        for fn, acc in ((ours, t_ours), (theirs, t_theirs)):
+    for i in range(repeats):
+        pair = ((ours, t_ours), (theirs, t_theirs))
+        for fn, acc in (pair if i % 2 == 0 else pair[::-1]):
             start = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - start)
-    return statistics.median(t_ours), statistics.median(t_theirs)
+    ratio = statistics.median(b / a for a, b in zip(t_ours, t_theirs))
+    return statistics.median(t_ours), statistics.median(t_theirs), ratio
 
 
 class TimeMLP(nn.Module):
@@ -72,10 +76,10 @@ def path_speed(batch: int, repeats: int) -> list[dict]:
         else:
             agree = float((a.x_t - b.x_t).abs().max())
         vel_agree = float((a.dx_t - b.dx_t).abs().max())
-        t_ours, t_theirs = _timeit_pair(lambda: our_path.sample(x0, x1, t),
-                                        lambda: their_path.sample(x_0=x0, x_1=x1, t=t), repeats)
+        t_ours, t_theirs, ratio = _timeit_pair(lambda: our_path.sample(x0, x1, t),
+                                               lambda: their_path.sample(x_0=x0, x_1=x1, t=t), repeats)
         rows.append(dict(what=f"GeodesicPath.sample {name} batch {batch}", ours_ms=1e3 * t_ours,
-                         theirs_ms=1e3 * t_theirs, ratio=t_theirs / t_ours, max_abs_diff_x_t=agree,
+                         theirs_ms=1e3 * t_theirs, ratio=ratio, max_abs_diff_x_t=agree,
                          max_abs_diff_dx_t=vel_agree, target=">= 3x"))
     return rows
 
@@ -102,10 +106,11 @@ def solver_speed(batch: int, steps: int, repeats: int) -> list[dict]:
     for method in ("euler", "midpoint", "rk4"):
         a = ours.sample(x0, steps=steps, method=method)
         b = theirs.sample(x0, step_size=1.0 / steps, method=method)
-        t_ours, t_theirs = _timeit_pair(lambda: ours.sample(x0, steps=steps, method=method),
-                                        lambda: theirs.sample(x0, step_size=1.0 / steps, method=method), repeats)
+        t_ours, t_theirs, ratio = _timeit_pair(lambda: ours.sample(x0, steps=steps, method=method),
+                                               lambda: theirs.sample(x0, step_size=1.0 / steps, method=method),
+                                               repeats)
         rows.append(dict(what=f"ODE sample S^2 {method} {steps} steps batch {batch}", ours_ms=1e3 * t_ours,
-                         theirs_ms=1e3 * t_theirs, ratio=t_theirs / t_ours,
+                         theirs_ms=1e3 * t_theirs, ratio=ratio,
                          max_abs_diff=float((a - b).abs().max()), target="not slower (>= 1x)"))
     return rows
 
@@ -169,11 +174,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    repeats = 3 if args.quick else 10
+    repeats = 3 if args.quick else 30
     results: dict[str, list[dict] | dict] = {"threads": torch.get_num_threads()}
     print(f"# rdfm vs flow_matching, torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.only in (None, "rfm"):
-        rows = path_speed(4096, repeats) + solver_speed(1024, 100, max(2, repeats // 3))
+        rows = path_speed(4096, repeats) + solver_speed(1024, 100, 3 if args.quick else 9)
         _print_rows(rows)
         lik = likelihood_accuracy(train_seconds=10 if args.quick else 60, n_test=256 if args.quick else 1000)
         _print_rows([lik])

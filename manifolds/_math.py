@@ -36,6 +36,14 @@ def safe_norm(v: Tensor, dim: int | tuple[int, ...] = -1, keepdim: bool = False)
     return torch.linalg.vector_norm(v, dim=dim, keepdim=keepdim)
 
 
+def last_dim_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum(-1, keepdim=True)`` computed as a product with a ones vector: the same
+    sum, but torch's CPU reduction over a short last dim (3 on S^2) is several times slower
+    than a matrix-vector product."""
+    ones = torch.ones(a.shape[-1], 1, dtype=a.dtype, device=a.device)
+    return (a * b) @ ones
+
+
 def _branch(theta_sq: Tensor, series: Tensor, exact_fn) -> Tensor:
     small = theta_sq < taylor_threshold(theta_sq.dtype)
     safe = torch.where(small, torch.ones_like(theta_sq), theta_sq)

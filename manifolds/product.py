@@ -97,6 +97,10 @@ class Product(RiemannianManifold):
         pairs = [m.geodesic(a, b, s) for m, a, b in zip(self.manifolds, self.split(x), self.split(u))]
         return self.join([p for p, _ in pairs]), self.join([v for _, v in pairs])
 
+    def geodesic_between(self, x: Tensor, y: Tensor, s) -> tuple[Tensor, Tensor]:
+        pairs = [m.geodesic_between(a, b, s) for m, a, b in zip(self.manifolds, self.split(x), self.split(y))]
+        return self.join([p for p, _ in pairs]), self.join([v for _, v in pairs])
+
     def tangent_basis(self, x: Tensor) -> Tensor:
         """Block basis: each component's basis, zero in the other components."""
         blocks = []

@@ -20,7 +20,7 @@ class GeodesicPath(ProbPath):
                  = \frac{\dot\kappa_t}{1 - \kappa_t} \log_{x_t}(x_1) \;\; (t < 1),
 
     where :math:`\gamma(s) = \exp_{x_0}(s \log_{x_0} x_1)`. The velocity is evaluated from the
-    manifold's closed-form geodesic derivative (``manifold.geodesic``), which stays finite at
+    manifold's closed-form geodesic derivative (``manifold.geodesic_between``), which stays finite at
     :math:`t = 1` where the :math:`\log_{x_t}(x_1) / (1 - \kappa_t)` form is 0/0.
 
     Args:
@@ -57,6 +57,6 @@ class GeodesicPath(ProbPath):
         except RuntimeError:
             raise ValueError(f"t of shape {tuple(t.shape)} does not broadcast to the batch shape {tuple(batch)}") from None
         sched = self.scheduler(t)
-        x_t, velocity = m.geodesic(x0, m.logmap(x0, x1), sched.kappa)
+        x_t, velocity = m.geodesic_between(x0, x1, sched.kappa)
         dx_t = sched.d_kappa.reshape(batch + (1,) * m.ndim) * velocity
         return PathSample(t=t, x0=x0, x1=x1, x_t=x_t, dx_t=dx_t)

@@ -431,3 +431,56 @@ def test_closed_form_geodesic_matches_jvp_of_expmap_and_basis_is_orthonormal(nam
     torch.testing.assert_close(gram, torch.eye(m.dim, dtype=torch.float64).expand(3, 2, m.dim, m.dim), atol=1e-12, rtol=0)
     for i in range(m.dim):
         m.check_vector(x, basis[..., i, :, :] if m.ndim == 2 else basis[..., i, :], "basis", atol=1e-12)
+
+
+@pytest.mark.parametrize("name", MANIFOLDS)
+def test_geodesic_between_equals_geodesic_of_logmap(name):
+    m = MANIFOLDS[name]()
+    gen = torch.Generator().manual_seed(17)
+    x = m.random_base(3, 2, dtype=torch.float64, generator=gen)
+    y = m.random_base(3, 2, dtype=torch.float64, generator=gen)
+    s = torch.rand(3, 2, generator=gen, dtype=torch.float64)
+    point, velocity = m.geodesic_between(x, y, s)
+    ref_point, ref_velocity = m.geodesic(x, m.logmap(x, y), s)
+    torch.testing.assert_close(point, ref_point, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(velocity, ref_velocity, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sphere_geodesic_between_hard_points(dtype):
+    """Coincident points: constant path, zero velocity, and the gradient of the velocity in y
+    is the tangent projection (the derivative of log_x at x). Antipodal pairs: a half great
+    circle of speed pi ending at y. Near-antipodal float32 agrees with float64."""
+    sph = Sphere(2)
+    gen = torch.Generator().manual_seed(18)
+    x = sph.random_base(6, dtype=dtype, generator=gen)
+    y = x.clone().requires_grad_(True)
+    s = torch.tensor([0.0, 0.3, 0.5, 0.7, 1.0, 1.0], dtype=dtype)
+    point, velocity = sph.geodesic_between(x, y, s)
+    torch.testing.assert_close(point, x, **tol(dtype))
+    assert float(velocity.abs().max()) < 1e-30  # theta is clamped to sqrt(tiny), not 0
+    r = torch.randn(6, 3, generator=gen, dtype=torch.float64).to(dtype)
+    (velocity * r).sum().backward()
+    torch.testing.assert_close(y.grad, sph.proju(x, r), **tol(dtype))
+
+    xa = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.6, 0.8, 0.0]], dtype=dtype, requires_grad=True)
+    ya = (-xa.detach()).clone().requires_grad_(True)
+    s = torch.tensor([0.5, 1.0, 0.25], dtype=dtype)
+    point, velocity = sph.geodesic_between(xa, ya, s)
+    torch.testing.assert_close(sph.norm(xa, velocity), torch.full((3,), math.pi, dtype=dtype), **tol(dtype))
+    torch.testing.assert_close(sph.dist(xa, point), s * math.pi, **tol(dtype))
+    torch.testing.assert_close(point[1], ya[1].detach(), **tol(dtype))
+    sph.check_vector(point, velocity, "velocity", atol=1e-5 if dtype == torch.float32 else 1e-12)
+    (point.sum() + velocity.sum()).backward()
+    assert torch.isfinite(xa.grad).all() and torch.isfinite(ya.grad).all()
+
+    x64 = sph.random_base(256, dtype=torch.float64, generator=gen)
+    u = random_tangent(sph, x64, 1.0, gen)
+    u = u / sph.norm(x64, u)[..., None] * (math.pi - 1e-3)
+    x32, y32 = x64.float(), sph.expmap(x64, u).float()
+    t = torch.rand(256, generator=gen)
+    p32, v32 = sph.geodesic_between(x32, y32, t)
+    p64, v64 = sph.geodesic_between(sph.projx(x32.double()), sph.projx(y32.double()), t.double())
+    assert float((p32.double() - p64).norm(dim=-1).max()) < 5e-3
+    assert float(((v32.double() - v64).norm(dim=-1) / v64.norm(dim=-1)).max()) < 5e-3
+    sph.check_point(p32, "point")
