@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from manifolds._math import cos_sq, last_dim_dot, safe_norm, sinc_sq, theta_over_sin
+from manifolds._math import cos_sq, last_dim_dot, may_contain_true, safe_norm, sinc_sq, theta_over_sin
 from manifolds.base import RiemannianManifold
 
 __all__ = ["Sphere"]
@@ -39,20 +39,24 @@ class Sphere(RiemannianManifold):
 
     def inner(self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False) -> Tensor:
         v = u if v is None else v
-        out = (u * v).sum(-1, keepdim=keepdim)
+        out = last_dim_dot(u, v)
+        out = out if keepdim else out.squeeze(-1)
         return out.expand(torch.broadcast_shapes(out.shape, x.shape[:-1] + ((1,) if keepdim else ())))
 
     def projx(self, x: Tensor) -> Tensor:
         """Radial projection; the zero vector maps to the first basis vector."""
-        sq = (x * x).sum(-1, keepdim=True)
-        zero = (sq == 0).to(x.dtype)
-        return (x + torch.nn.functional.pad(zero, (0, x.shape[-1] - 1))) * torch.rsqrt(sq + zero)
+        sq = last_dim_dot(x, x)
+        zero = sq == 0
+        if may_contain_true(zero):
+            e0 = torch.nn.functional.pad(zero.to(x.dtype), (0, x.shape[-1] - 1))
+            return (x + e0) * torch.rsqrt(sq + e0[..., :1])
+        return x * torch.rsqrt(sq)
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
-        return u - (x * u).sum(-1, keepdim=True) * x
+        return torch.addcmul(u, last_dim_dot(x, u), x, value=-1)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
-        theta_sq = (u * u).sum(-1, keepdim=True)
+        theta_sq = last_dim_dot(u, u)
         y = cos_sq(theta_sq) * x + sinc_sq(theta_sq) * u
         # exp stays on the sphere analytically; renormalise away rounding drift.
         return y / safe_norm(y, keepdim=True)
@@ -63,7 +67,7 @@ class Sphere(RiemannianManifold):
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
         d = y - x
         # Component of y orthogonal to x, written via d = y - x to avoid cancellation.
-        v = d - (x * d).sum(-1, keepdim=True) * x
+        v = torch.addcmul(d, last_dim_dot(x, d), x, value=-1)
         theta = 2 * torch.atan2(safe_norm(d, keepdim=True), safe_norm(x + y, keepdim=True))
         sin_theta = safe_norm(v, keepdim=True)
         near_pi = theta > 3.0
@@ -93,7 +97,7 @@ class Sphere(RiemannianManifold):
         """Closed form: gamma(s) = cos(s|u|) x + sin(s|u|)/|u| u,
         gamma'(s) = cos(s|u|) u - |u|^2 s sinc(s|u|) x (no division by |u|)."""
         s = self._expand_time(s, x)
-        theta_sq = (u * u).sum(-1, keepdim=True)
+        theta_sq = last_dim_dot(u, u)
         arg_sq = s * s * theta_sq
         sinc = sinc_sq(arg_sq)
         cos = cos_sq(arg_sq)
@@ -121,10 +125,7 @@ class Sphere(RiemannianManifold):
         sin = torch.sqrt(last_dim_dot(v, v).clamp_min(torch.finfo(x.dtype).tiny))
         theta = torch.atan2(sin, 1 + cos_minus_one)
         antipodal = (sin <= 4 * torch.finfo(x.dtype).eps) & (cos_minus_one < -1)
-        # Exactly antipodal pairs (every direction minimises) are rare: on CPU checking for
-        # them first is free and skips building the fixed direction; on accelerators the check
-        # would force a host sync, so there the direction is always built.
-        if x.device.type != "cpu" or bool(antipodal.any()):
+        if may_contain_true(antipodal):  # exactly antipodal: every direction minimises
             v = torch.where(antipodal, self._fixed_unit_tangent(x), v)
             sin = torch.where(antipodal, torch.ones_like(sin), sin)
         phi = s * theta

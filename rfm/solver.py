@@ -98,7 +98,10 @@ class ManifoldFlowProcess(Process):
             if self.stepping == "exp" and y is not points:
                 k = self.manifold.transp(y, points, k)
             terms.append(w * k)
-        return sum(terms)
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
 
     def advance(self, x, t, h, model):
         if self.method == "euler":

@@ -484,3 +484,12 @@ def test_sphere_geodesic_between_hard_points(dtype):
     assert float((p32.double() - p64).norm(dim=-1).max()) < 5e-3
     assert float(((v32.double() - v64).norm(dim=-1) / v64.norm(dim=-1)).max()) < 5e-3
     sph.check_point(p32, "point")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sphere_projx_normalises_and_maps_zero_to_first_basis_vector(dtype):
+    sph = Sphere(2)
+    x = torch.tensor([[[0.0, 0.0, 0.0], [3.0, 0.0, 4.0]], [[0.0, -2.0, 0.0], [1e-30, 0.0, 0.0]]], dtype=dtype)
+    expected = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.0, 0.8]], [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]], dtype=dtype)
+    torch.testing.assert_close(sph.projx(x), expected)
+    torch.testing.assert_close(sph.projx(x[:, 1:]), expected[:, 1:])  # no zero rows: the fast branch
