@@ -53,6 +53,19 @@ def _steps_for(time_grid, steps):
     return _DEFAULT_STEPS if steps is None and grid.numel() == 2 else steps
 
 
+def _weighted_sum(terms: list[Tensor], weights: list[float]) -> Tensor:
+    """sum_i w_i t_i, skipping zero weights, one kernel per term."""
+    total = None
+    for w, term in zip(weights, terms):
+        if w == 0.0:
+            continue
+        if total is None:
+            total = term if w == 1.0 else w * term
+        else:
+            total = torch.add(total, term, alpha=w)
+    return total
+
+
 class ManifoldFlowProcess(Process):
     """A flow on a manifold integrated by an explicit Runge-Kutta method.
 
@@ -75,33 +88,26 @@ class ManifoldFlowProcess(Process):
         self.stepping = stepping
         self.a, self.b, self.c = _TABLEAUS[method]
 
-    def _retract(self, x: Tensor, delta: Tensor) -> Tensor:
+    def _retract(self, x: Tensor, h: Tensor, v: Tensor) -> Tensor:
+        """The point reached from ``x`` by the increment ``h * v``."""
         m = self.manifold
         if self.stepping == "project":
-            return m.projx(x + delta)
-        return m.expmap(x, m.proju(x, delta))
+            return m.projx(torch.addcmul(x, h, v))
+        return m.expmap(x, m.proju(x, h * v))
 
     def step(self, x, t, h, model_output):
         """Euler update given the velocity (and optional extra rate) at ``(x, t)``."""
         if isinstance(x, tuple):
             (points, extra), (v, rate) = x, model_output
-            return self._retract(points, h * v), extra + h * rate
-        return self._retract(x, h * model_output)
+            return self._retract(points, h, v), torch.addcmul(extra, h, rate)
+        return self._retract(x, h, model_output)
 
     def _combine(self, points: Tensor, stages: list[Tensor], ks: list[Tensor], weights: list[float]) -> Tensor:
-        """sum_i w_i k_i as an increment at ``points``: ambient for projected stepping; each
+        """sum_i w_i k_i as a velocity at ``points``: ambient for projected stepping; each
         stage velocity transported back to ``points`` (``manifold.transp``) for exp stepping."""
-        terms = []
-        for w, y, k in zip(weights, stages, ks):
-            if w == 0.0:
-                continue
-            if self.stepping == "exp" and y is not points:
-                k = self.manifold.transp(y, points, k)
-            terms.append(w * k)
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        return total
+        if self.stepping == "exp":
+            ks = [k if y is points else self.manifold.transp(y, points, k) for y, k in zip(stages, ks)]
+        return _weighted_sum(ks, weights)
 
     def advance(self, x, t, h, model):
         if self.method == "euler":
@@ -110,16 +116,16 @@ class ManifoldFlowProcess(Process):
         points, extra = x if augmented else (x, None)
         stages, ks, rates = [], [], []
         for a_row, c in zip(self.a, self.c):
-            stage = self._retract(points, h * self._combine(points, stages, ks, a_row)) if ks else points
-            out = model((stage, extra) if augmented else stage, t + c * h)
+            stage = self._retract(points, h, self._combine(points, stages, ks, a_row)) if ks else points
+            out = model((stage, extra) if augmented else stage, t if c == 0.0 else torch.add(t, h, alpha=c))
             v, rate = out if augmented else (out, None)
             stages.append(stage)
             ks.append(v)
             rates.append(rate)
-        new_points = self._retract(points, h * self._combine(points, stages, ks, self.b))
+        new_points = self._retract(points, h, self._combine(points, stages, ks, self.b))
         if not augmented:
             return new_points
-        return new_points, extra + h * sum(b * r for b, r in zip(self.b, rates) if b != 0.0)
+        return new_points, torch.addcmul(extra, h, _weighted_sum(rates, self.b))
 
     def finalize(self, x, t):
         if isinstance(x, tuple):
