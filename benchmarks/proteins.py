@@ -9,6 +9,7 @@ import argparse
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -43,16 +44,14 @@ class TorusConfig:
 QUICK = TorusConfig(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_minutes=0.2, val_steps=4, test_steps=8)
 
 
-def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32)) -> list[dict]:
-    start = time.perf_counter()
-    torus = FlatTorus(2)
+def fit_anchor(residue_class: str, seed: int, out: Path, vonmises_ks=(1, 2, 4, 8, 16, 32)):
+    """Load one class, split it, fit the von Mises mixture anchor (K on validation) and write
+    its record. Returns ``(data, (x_train, x_val, x_test), run_dir, anchor_record)``."""
     data = load_dihedrals(residue_class).float()
     tr, va, te = split_indices(len(data), seed)
     x_train, x_val, x_test = data[tr], data[va], data[te]
     run_dir = out / residue_class / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-
     vm_start = time.perf_counter()
     vm, k, scores = select_vonmises_mixture(x_train.double().numpy(), x_val.double().numpy(), ks=vonmises_ks, seed=seed)
     vm_test = float(-vm.log_prob(x_test.double().numpy()).mean())
@@ -60,6 +59,26 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
                            config={"k": k, "val_loglik_by_k": {str(kk): v for kk, v in scores.items()}},
                            wall_time_s=time.perf_counter() - vm_start)
     write_results(run_dir / "vonmises.json", vm_record)
+    return data, (x_train, x_val, x_test), run_dir, vm_record
+
+
+def _plot(residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path: Path, title: str) -> None:
+    from benchmarks.plotting import plot_ramachandran
+
+    torus = FlatTorus(2)
+    with torch.no_grad():
+        samples = ODESolver(torus, velocity).sample(torus.random_base(3000, generator=torch.Generator().manual_seed(seed)),
+                                                    steps=64, method="rk4")
+    plot_ramachandran(data, samples, lambda x: log_likelihood(torus, velocity, x, cfg.test_steps // 2, cfg.grid_power),
+                      path, title=title, grid_size=60)
+
+
+def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
+        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32)) -> list[dict]:
+    start = time.perf_counter()
+    torus = FlatTorus(2)
+    data, (x_train, x_val, x_test), run_dir, vm_record = fit_anchor(residue_class, seed, out, vonmises_ks)
+    k, vm_test = vm_record["config"]["k"], vm_record["test_nll"]
 
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics)
@@ -81,21 +100,70 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
     test_nll = nll(model, x_test, cfg.test_steps)
     val_nll = nll(model, x_val, cfg.test_steps)
     if plot:
-        from benchmarks.plotting import plot_ramachandran
-
-        with torch.no_grad():
-            samples = ODESolver(torus, model).sample(torus.random_base(3000, generator=torch.Generator().manual_seed(seed)),
-                                                     steps=64, method="rk4")
-        plot_ramachandran(data, samples, lambda x: log_likelihood(torus, model, x, cfg.test_steps // 2, cfg.grid_power),
-                          run_dir / f"{residue_class}_seed{seed}.png",
-                          title=f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}",
-                          grid_size=60)
+        _plot(residue_class, seed, data, model, cfg, run_dir / f"{residue_class}_seed{seed}.png",
+              f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}")
     rec = new_record("proteins", residue_class, seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
                      wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
                      likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
                      n_train=len(x_train), n_val=len(x_val), n_test=len(x_test))
     write_results(run_dir / "results.json", rec)
     return [vm_record, rec]
+
+
+def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
+              plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32)) -> list[dict]:
+    """One class-conditional flow for all ``classes`` (a learned class embedding), trained on
+    the union of their training splits for ``minutes`` x the number of classes, i.e. the same
+    total budget as per-class runs. The small classes (about 1-2k residues) borrow strength
+    from General's 29k. Model selection: mean validation NLL over the classes. Each class's
+    record is written to ``out/<class>/seed<seed>/results.json`` as usual."""
+    start = time.perf_counter()
+    torus = FlatTorus(2)
+    splits, anchors, datas, run_dirs = {}, {}, {}, {}
+    for cls in classes:
+        datas[cls], splits[cls], run_dirs[cls], anchors[cls] = fit_anchor(cls, seed, out, vonmises_ks)
+    x_train = torch.cat([splits[c][0] for c in classes])
+    y_train = torch.cat([torch.full((len(splits[c][0]),), i) for i, c in enumerate(classes)])
+
+    torch.manual_seed(seed)
+    model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics,
+                         num_classes=len(classes))
+    path = GeodesicPath(torus)
+
+    def loss_fn(m, step, g):
+        idx = torch.randint(0, len(x_train), (cfg.batch,), generator=g)
+        s = path.sample(torus.random_base(cfg.batch, generator=g), x_train[idx], torch.rand(cfg.batch, generator=g))
+        return rfm_loss(torus, m(s.x_t, s.t, y_train[idx]), s)
+
+    def nll(m, i, x, steps):
+        return float(-log_likelihood(torus, lambda z, t: m(z, t, torch.tensor(i)), x, steps, cfg.grid_power).mean())
+
+    def mean_val(m):
+        return sum(nll(m, i, splits[c][1][:cfg.selection_points], cfg.val_steps) for i, c in enumerate(classes)) / len(classes)
+
+    total = minutes * len(classes)
+    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=total, ema_decay=cfg.ema_decay,
+                     eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
+    res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt")
+    model.load_state_dict(res.best_state, strict=False)
+    model.eval()
+    records = []
+    for i, cls in enumerate(classes):
+        x_val, x_test = splits[cls][1], splits[cls][2]
+        test_nll, val_nll = nll(model, i, x_test, cfg.test_steps), nll(model, i, x_val, cfg.test_steps)
+        vm = anchors[cls]
+        if plot:
+            _plot(cls, seed, datas[cls], lambda z, t, i=i: model(z, t, torch.tensor(i)), cfg,
+                  run_dirs[cls] / f"{cls}_seed{seed}.png",
+                  f"{cls} (seed {seed}): joint RFM {test_nll:.3f}, von Mises K={vm['config']['k']} {vm['test_nll']:.3f}")
+        rec = new_record("proteins", cls, seed, config={**asdict(cfg), "joint_classes": list(classes)},
+                         budget_minutes=minutes, joint_budget_minutes=total, steps=res.steps,
+                         wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll,
+                         test_nll=test_nll, likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
+                         n_train=len(splits[cls][0]), n_val=len(x_val), n_test=len(x_test))
+        write_results(run_dirs[cls] / "results.json", rec)
+        records += [vm, rec]
+    return records
 
 
 def main(argv: list[str]) -> int:
@@ -108,6 +176,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--joint", action="store_true",
+                        help="one class-conditional flow for all --classes (budget: --minutes per class)")
     add_config_overrides(parser, TorusConfig())
     args = parser.parse_args(argv)
     if args.threads:
@@ -117,14 +187,23 @@ def main(argv: list[str]) -> int:
         cfg, minutes, ks = QUICK, min(args.minutes, 0.3), (1, 4)
     cfg = apply_config_overrides(cfg, args)
     rows = []
-    for cls in args.classes:
-        for seed in args.seeds:
-            print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {minutes:g} min")
-            vm, rfm = run(cls, seed, minutes, cfg, Path(args.out), progress=not args.no_progress, plot=not args.no_plot,
-                          vonmises_ks=ks)
-            print(f"[proteins] {cls} seed {seed}: von Mises (K={vm['config']['k']}) {vm['test_nll']:.3f}, "
+    for seed in args.seeds:
+        if args.joint:
+            print(f"[proteins] joint {'/'.join(args.classes)} seed {seed}: von Mises mixtures, then one "
+                  f"class-conditional RFM for {minutes * len(args.classes):g} min")
+            recs = run_joint(args.classes, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
+                             plot=not args.no_plot, vonmises_ks=ks)
+            pairs = [(recs[i], recs[i + 1]) for i in range(0, len(recs), 2)]
+        else:
+            pairs = []
+            for cls in args.classes:
+                print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {minutes:g} min")
+                pairs.append(tuple(run(cls, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
+                                       plot=not args.no_plot, vonmises_ks=ks)))
+        for vm, rfm in pairs:
+            print(f"[proteins] {rfm['dataset']} seed {seed}: von Mises (K={vm['config']['k']}) {vm['test_nll']:.3f}, "
                   f"RFM {rfm['test_nll']:.3f} ({rfm['steps']} steps)")
-            rows.append((cls, seed, vm["test_nll"], rfm["test_nll"]))
+            rows.append((rfm["dataset"], seed, vm["test_nll"], rfm["test_nll"]))
     print("\n| class | seed | von Mises mixture | rdfm RFM |\n|---|---|---|---|")
     for cls, seed, v, r in rows:
         print(f"| {cls} | {seed} | {v:.3f} | {r:.3f} |")

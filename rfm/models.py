@@ -262,34 +262,68 @@ class ProjectedVelocity(nn.Module):
 
     Inputs are projected onto the manifold (``projx``) and encoded; the network's raw output
     is mapped to a tangent vector at the projected point (Lie-algebra outputs on SO(3)/SE(3),
-    tangent projection elsewhere).
+    tangent projection elsewhere). With ``num_classes > 0`` the field is class-conditional,
+    ``v(x, t, label)``: a learned embedding of the integer label is appended to the encoded
+    point (bind the labels for the solvers, e.g. ``lambda x, t: model(x, t, labels)``).
 
     Args:
         manifold: the state space.
-        net: a module ``net(features, t) -> raw`` with ``raw.shape[-1] == output_size(manifold)``.
+        net: a module ``net(features, t) -> raw`` with ``raw.shape[-1] == output_size(manifold)``
+            and ``features`` = encoding (+ ``label_dim`` embedding features).
         encoding: input encoding (default :func:`encoding_for`).
+        num_classes: number of labels (0: unconditional).
+        label_dim: size of the label embedding.
     """
 
-    def __init__(self, manifold: RiemannianManifold, net: nn.Module, encoding: nn.Module | None = None) -> None:
+    def __init__(self, manifold: RiemannianManifold, net: nn.Module, encoding: nn.Module | None = None,
+                 num_classes: int = 0, label_dim: int = 16) -> None:
         super().__init__()
         self.manifold = manifold
         self.net = net
         self.encoding = encoding if encoding is not None else encoding_for(manifold)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.label_embedding = nn.Embedding(num_classes, label_dim) if num_classes else None
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, label: Tensor | None = None) -> Tensor:
         ok, reason = self.manifold._check_shape(x.shape, "x")
         if not ok:
             raise ValueError(reason)
         x = self.manifold.projx(x)
-        raw = self.net(self.encoding(x), t)
+        features = self.encoding(x)
+        if self.label_embedding is not None:
+            features = torch.cat([features, self._label_features(label, features.shape[:-1])], dim=-1)
+        elif label is not None:
+            raise ValueError("label given, but the model is unconditional (num_classes=0)")
+        raw = self.net(features, t)
         return raw_to_tangent(self.manifold, x, raw)
+
+    def _label_features(self, label: Tensor | None, batch_shape: torch.Size) -> Tensor:
+        if label is None:
+            raise ValueError(f"label is required: the model is conditional on {self.num_classes} classes")
+        label = torch.as_tensor(label, device=self.label_embedding.weight.device)
+        if label.is_floating_point() or label.is_complex():
+            raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
+        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.num_classes):
+            raise ValueError(f"label values must be in [0, {self.num_classes}), got "
+                             f"[{int(label.min())}, {int(label.max())}]")
+        emb = self.label_embedding(label)
+        try:
+            return emb.expand(*batch_shape, emb.shape[-1])
+        except RuntimeError:
+            raise ValueError(f"label of shape {tuple(label.shape)} does not broadcast to the batch shape "
+                             f"{tuple(batch_shape)}") from None
 
 
 def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4, *, time_frequencies: int = 8,
                  layer_norm: bool = False, torus_harmonics: int = 1, rotation: str = "matrix",
-                 fourier_features: int = 0, fourier_scale: float = 8.0) -> ProjectedVelocity:
-    """A :class:`TimeMLP` velocity field on ``manifold`` with the :func:`encoding_for` encoding."""
+                 fourier_features: int = 0, fourier_scale: float = 8.0, num_classes: int = 0,
+                 label_dim: int = 16) -> ProjectedVelocity:
+    """A :class:`TimeMLP` velocity field on ``manifold`` with the :func:`encoding_for` encoding
+    (class-conditional when ``num_classes > 0``, see :class:`ProjectedVelocity`)."""
     encoding = encoding_for(manifold, torus_harmonics=torus_harmonics, rotation=rotation,
                             fourier_features=fourier_features, fourier_scale=fourier_scale)
-    net = TimeMLP(encoding.out_features, output_size(manifold), hidden, depth, time_frequencies, layer_norm)
-    return ProjectedVelocity(manifold, net, encoding)
+    in_features = encoding.out_features + (label_dim if num_classes else 0)
+    net = TimeMLP(in_features, output_size(manifold), hidden, depth, time_frequencies, layer_norm)
+    return ProjectedVelocity(manifold, net, encoding, num_classes=num_classes, label_dim=label_dim)

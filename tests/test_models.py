@@ -106,3 +106,42 @@ def test_fourier_features_of_rotations_give_tangent_velocities():
     skew = r.transpose(-1, -2) @ out
     torch.testing.assert_close(skew, -skew.transpose(-1, -2), atol=1e-12, rtol=0)
     assert out.abs().max() > 0
+
+
+def test_class_conditional_velocity_labels_broadcast_through_likelihood_and_errors():
+    from manifolds import FlatTorus
+    from rfm import ODESolver
+    from rfm.models import velocity_mlp
+
+    torch.manual_seed(0)
+    torus = FlatTorus(2)
+    model = velocity_mlp(torus, hidden=32, depth=2, torus_harmonics=2, num_classes=3, label_dim=4).double()
+    for p in model.parameters():  # a non-trivial field
+        torch.nn.init.normal_(p, std=0.5)
+    x = torus.random_base(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    t = torch.tensor(0.3, dtype=torch.float64)
+    v = model(x, t, labels)
+    # wiring: the label embedding is appended to the encoded point
+    features = torch.cat([model.encoding(x), model.label_embedding.weight[labels]], dim=-1)
+    torch.testing.assert_close(v, model.net(features, t))
+    assert not torch.allclose(model(x, t, torch.zeros_like(labels)), v)
+    # a mixed-label batch through the exact likelihood (whose divergence adds a leading dim)
+    # equals the likelihood of each label's points on their own
+    mixed = ODESolver(torus, lambda z, s: model(z, s, labels)).log_likelihood(x, steps=8)
+    for c in range(3):
+        sel = labels == c
+        alone = ODESolver(torus, lambda z, s: model(z, s, torch.tensor(c))).log_likelihood(x[sel], steps=8)
+        torch.testing.assert_close(mixed[sel], alone)
+    with pytest.raises(ValueError, match="label is required"):
+        model(x, t)
+    with pytest.raises(ValueError, match=r"label values must be in \[0, 3\)"):
+        model(x, t, torch.full((6,), 3))
+    with pytest.raises(ValueError, match="integer class ids"):
+        model(x, t, torch.zeros(6))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        model(x, t, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="unconditional"):
+        velocity_mlp(torus, hidden=8, depth=1)(x.float(), 0.5, labels)
+    with pytest.raises(ValueError, match="num_classes"):
+        velocity_mlp(torus, hidden=8, depth=1, num_classes=-1)
