@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.cli import add_config_overrides, apply_config_overrides
 from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, random_crops
 from dfm import CTMCSolver, MixturePath, mask_elbo, masked_cross_entropy
@@ -34,6 +35,7 @@ class TextConfig:
     eval_chunks: int = 256        # test windows of `length` characters (256 x 128 = 32k chars)
     elbo_draws: int = 8           # time draws per window for the masked ELBO
     sample_steps: int = 128
+    time_conditioning: bool = True  # the masked model's adaLN time input (MDLM drops it for the mask source)
 
 
 QUICK = TextConfig(length=64, width=64, depth=2, heads=2, batch=16, warmup_steps=20, eval_chunks=32, elbo_draws=2,
@@ -49,7 +51,7 @@ def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int) -> 
 def build(cfg: TextConfig, vocab: int, causal: bool) -> TokenTransformer:
     # masked: ids 0..V-1 plus mask V; AR: ids 0..V-1 plus BOS V. Both output V logits.
     return TokenTransformer(vocab + 1, vocab, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
-                            max_len=cfg.length, causal=causal, time_conditioning=not causal)
+                            max_len=cfg.length, causal=causal, time_conditioning=cfg.time_conditioning and not causal)
 
 
 def ar_logits(model: TokenTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +87,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/text")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--models", nargs="+", default=["masked", "ar"], choices=["masked", "ar"],
+                        help="which models to train (the ratio needs both)")
+    add_config_overrides(parser, TextConfig())
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, minutes = (QUICK, min(args.minutes, 0.4)) if args.quick else (TextConfig(), args.minutes)
+    cfg = apply_config_overrides(cfg, args)
     start = time.perf_counter()
     corpus = load_kjv()
     vocab = corpus.vocab_size
@@ -125,6 +131,8 @@ def main(argv: list[str]) -> int:
     resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
     for name, causal, loss_fn, val_fn in (("masked", False, masked_loss, masked_val),
                                           ("ar", True, ar_loss, lambda m: ar_bpc(m, val_chunks))):
+        if name not in args.models:
+            continue
         torch.manual_seed(args.seed)
         model = build(cfg, vocab, causal)
         tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
@@ -152,22 +160,27 @@ def main(argv: list[str]) -> int:
                              sample_steps=sample_steps)
         print(f"[text] {name}: {res.steps} steps, test bpc {bpc:.3f}" + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
     uni = unigram_bpc(train_ids, test_chunks.flatten(), vocab)
-    ratio = results["masked"]["bpc"] / results["ar"]["bpc"]
+    masked, ar = results.get("masked", {}), results.get("ar", {})
+    ratio = masked["bpc"] / ar["bpc"] if masked and ar else None
+    metrics = dict(masked_bpc=masked.get("bpc"), ar_bpc=ar.get("bpc"), masked_bpc_stderr=masked.get("stderr"),
+                   ratio=ratio, masked_steps=masked.get("steps"), ar_steps=ar.get("steps"))
     record = new_record("text", "kjv", args.seed, method="dfm-masked vs ar", config=asdict(cfg), budget_minutes=minutes,
-                        steps=results["masked"]["steps"] + results["ar"]["steps"], wall_time_s=time.perf_counter() - start + resumed_s,
-                        masked_bpc=results["masked"]["bpc"], ar_bpc=results["ar"]["bpc"], unigram_bpc=uni,
-                        masked_bpc_stderr=results["masked"]["stderr"], ratio=ratio, masked_steps=results["masked"]["steps"],
-                        ar_steps=results["ar"]["steps"], samples={k: v["samples"] for k, v in results.items()},
+                        steps=sum(r["steps"] for r in results.values()), wall_time_s=time.perf_counter() - start + resumed_s,
+                        unigram_bpc=uni, models=list(results), samples={k: v["samples"] for k, v in results.items()},
                         sample_steps={k: v["sample_steps"] for k, v in results.items()},
-                        test_chars=int(test_chunks.numel()))
+                        test_chars=int(test_chunks.numel()),
+                        **{k: v for k, v in metrics.items() if v is not None})  # a model not trained has no entry
     write_results(out / f"results_seed{args.seed}.json", record)
     print(f"\n| model | test bpc | steps in {minutes:g} min |\n|---|---|---|")
-    print(f"| masked DFM (ELBO bound) | {results['masked']['bpc']:.3f} ± {results['masked']['stderr']:.3f} | {results['masked']['steps']} |")
-    print(f"| autoregressive (exact) | {results['ar']['bpc']:.3f} | {results['ar']['steps']} |")
+    if masked:
+        print(f"| masked DFM (ELBO bound) | {masked['bpc']:.3f} ± {masked['stderr']:.3f} | {masked['steps']} |")
+    if ar:
+        print(f"| autoregressive (exact) | {ar['bpc']:.3f} | {ar['steps']} |")
     print(f"| unigram | {uni:.3f} | - |")
-    print(f"masked / AR = {ratio:.3f} (target <= 1.15)")
-    for name in ("masked", "ar"):
-        print(f"\n{name} samples ({results[name]['sample_steps']} steps):")
-        for text in results[name]["samples"]:
+    if ratio is not None:
+        print(f"masked / AR = {ratio:.3f} (target <= 1.15)")
+    for name, res in results.items():
+        print(f"\n{name} samples ({res['sample_steps']} steps):")
+        for text in res["samples"]:
             print("  " + text.replace("\n", " | "))
     return 0

@@ -495,6 +495,7 @@ def test_config_overrides_replace_only_given_fields():
         hidden: int = 256
         lr: float = 1e-3
         fourier_scale: float = 0.0
+        time_conditioning: bool = True
 
     parser = argparse.ArgumentParser()
     add_config_overrides(parser, Cfg())
@@ -502,3 +503,8 @@ def test_config_overrides_replace_only_given_fields():
     assert apply_config_overrides(Cfg(hidden=64), args) == Cfg(hidden=64, lr=2e-3, fourier_scale=16.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--hidden", "1.5"])  # typed like the default
+    # bool("false") would be True: booleans are parsed, not cast
+    assert apply_config_overrides(Cfg(), parser.parse_args(["--time-conditioning", "false"])).time_conditioning is False
+    assert apply_config_overrides(Cfg(), parser.parse_args(["--time-conditioning", "1"])).time_conditioning is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--time-conditioning", "maybe"])

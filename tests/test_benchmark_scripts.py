@@ -62,3 +62,19 @@ def test_text_unigram_and_ar_bpc_helpers():
     chunks = torch.randint(0, 5, (3, 8))
     # an untrained AR model is close to uniform: ~log2(5) bits
     assert text.ar_bpc(model, chunks) == pytest.approx(math.log2(5), rel=0.3)
+
+
+def test_text_script_trains_only_the_requested_model(tmp_path, monkeypatch):
+    from benchmarks.text_data import Corpus
+
+    body = "in the beginning god created the heaven and the earth. " * 40
+    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
+    argv = ["--quick", "--minutes", "0.03", "--models", "masked", "--time-conditioning", "false", "--threads", "1",
+            "--no-progress", "--out", str(tmp_path)]
+    assert text.main(argv) == 0
+    record = json.loads((tmp_path / "results_seed0.json").read_text())
+    assert record["models"] == ["masked"] and record["config"]["time_conditioning"] is False
+    assert "ar_bpc" not in record and "ratio" not in record  # nothing invented for the model not trained
+    # the bound of a barely trained model sits between the data's entropy and the uniform code
+    assert 1.0 < record["masked_bpc"] < 1.5 * math.log2(18)
+    assert record["masked_steps"] > 0 and record["steps"] == record["masked_steps"]
