@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from benchmarks.cli import add_config_overrides, apply_config_overrides
 from benchmarks.results import new_record, write_results
-from benchmarks.text_data import eval_chunks, load_kjv, random_crops
+from benchmarks.text_data import eval_chunks, load_kjv, random_crops, tokenize_corpus
 from dfm import CTMCSolver, MixturePath, mask_elbo, masked_cross_entropy
 from dfm.transformer import TokenTransformer
 from rfm.training import TrainConfig, train
@@ -36,16 +36,21 @@ class TextConfig:
     elbo_draws: int = 8           # time draws per window for the masked ELBO
     sample_steps: int = 128
     time_conditioning: bool = True  # the masked model's adaLN time input (MDLM drops it for the mask source)
+    tokenizer: str = "char"         # "char" or "bpe" (byte-level, trained on the training split)
+    bpe_vocab_size: int = 1024
 
 
 QUICK = TextConfig(length=64, width=64, depth=2, heads=2, batch=16, warmup_steps=20, eval_chunks=32, elbo_draws=2,
                    sample_steps=32)
 
 
-def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int) -> float:
-    counts = torch.bincount(train_ids, minlength=vocab).double() + 1.0  # add-one smoothing
+def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_chars: int | None = None) -> float:
+    """Bits per character of the add-one-smoothed unigram of the training tokens on ``test_ids``
+    (``n_chars``: characters they encode, default one per token)."""
+    counts = torch.bincount(train_ids, minlength=vocab).double() + 1.0
     logp = torch.log(counts / counts.sum())
-    return float(-logp[test_ids].mean() / math.log(2))
+    n_chars = test_ids.numel() if n_chars is None else n_chars
+    return float(-logp[test_ids].sum() / n_chars / math.log(2))
 
 
 def build(cfg: TextConfig, vocab: int, causal: bool) -> TokenTransformer:
@@ -61,12 +66,14 @@ def ar_logits(model: TokenTransformer, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ar_bpc(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64) -> float:
+def ar_bpc(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64, n_chars: int | None = None) -> float:
+    """Exact bits per character of ``chunks`` (``n_chars``: characters they encode, default one
+    per token)."""
     total = 0.0
     for i in range(0, len(chunks), batch):
         x = chunks[i:i + batch]
         total += float(F.cross_entropy(ar_logits(model, x).flatten(0, 1), x.flatten(), reduction="sum"))
-    return total / chunks.numel() / math.log(2)
+    return total / (chunks.numel() if n_chars is None else n_chars) / math.log(2)
 
 
 @torch.no_grad()
@@ -96,11 +103,11 @@ def main(argv: list[str]) -> int:
     cfg, minutes = (QUICK, min(args.minutes, 0.4)) if args.quick else (TextConfig(), args.minutes)
     cfg = apply_config_overrides(cfg, args)
     start = time.perf_counter()
-    corpus = load_kjv()
-    vocab = corpus.vocab_size
-    train_ids, val_ids, test_ids = corpus.encode(corpus.train), corpus.encode(corpus.val), corpus.encode(corpus.test)
-    test_chunks = eval_chunks(test_ids, cfg.length, cfg.eval_chunks)
-    val_chunks = eval_chunks(val_ids, cfg.length, max(8, cfg.eval_chunks // 4))
+    streams = tokenize_corpus(load_kjv(), cfg.tokenizer, cfg.bpe_vocab_size)
+    vocab, train_ids = streams.vocab_size, streams.train
+    test_chunks = eval_chunks(streams.test, cfg.length, cfg.eval_chunks)
+    val_chunks = eval_chunks(streams.val, cfg.length, max(8, cfg.eval_chunks // 4))
+    test_chars, val_chars = streams.n_chars(test_chunks), streams.n_chars(val_chunks)
     path = MixturePath(vocab, "mask")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +128,7 @@ def main(argv: list[str]) -> int:
         return (weight * masked * nll).sum() / x1.numel()
 
     def masked_val(m):
-        est = mask_elbo(m, path, val_chunks, n_draws=2, generator=torch.Generator().manual_seed(1))
+        est = mask_elbo(m, path, val_chunks, n_draws=2, n_chars=val_chars, generator=torch.Generator().manual_seed(1))
         return est.bits_per_char
 
     def ar_loss(m, step, gen):
@@ -130,7 +137,7 @@ def main(argv: list[str]) -> int:
 
     resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
     for name, causal, loss_fn, val_fn in (("masked", False, masked_loss, masked_val),
-                                          ("ar", True, ar_loss, lambda m: ar_bpc(m, val_chunks))):
+                                          ("ar", True, ar_loss, lambda m: ar_bpc(m, val_chunks, n_chars=val_chars))):
         if name not in args.models:
             continue
         torch.manual_seed(args.seed)
@@ -146,20 +153,20 @@ def main(argv: list[str]) -> int:
         model.eval()
         gen = torch.Generator().manual_seed(args.seed)
         if name == "masked":
-            est = mask_elbo(model, path, test_chunks, n_draws=cfg.elbo_draws, generator=gen)
+            est = mask_elbo(model, path, test_chunks, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen)
             bpc, stderr = est.bits_per_char, est.stderr_bits_per_char
             samples = CTMCSolver(path, model).sample(path.sample_source((3, cfg.length)), steps=cfg.sample_steps,
                                                      generator=gen)
             sample_steps = cfg.sample_steps
         else:
-            bpc, stderr = ar_bpc(model, test_chunks), 0.0
+            bpc, stderr = ar_bpc(model, test_chunks, n_chars=test_chars), 0.0
             samples = ar_sample(model, 3, cfg.length, gen)
             sample_steps = cfg.length
-        texts = [corpus.decode(s) for s in samples]
+        texts = [streams.decode(s) for s in samples]
         results[name] = dict(bpc=bpc, stderr=stderr, steps=res.steps, best_val=res.best_val, samples=texts,
                              sample_steps=sample_steps)
         print(f"[text] {name}: {res.steps} steps, test bpc {bpc:.3f}" + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
-    uni = unigram_bpc(train_ids, test_chunks.flatten(), vocab)
+    uni = unigram_bpc(train_ids, test_chunks.flatten(), vocab, n_chars=test_chars)
     masked, ar = results.get("masked", {}), results.get("ar", {})
     ratio = masked["bpc"] / ar["bpc"] if masked and ar else None
     metrics = dict(masked_bpc=masked.get("bpc"), ar_bpc=ar.get("bpc"), masked_bpc_stderr=masked.get("stderr"),
@@ -168,7 +175,7 @@ def main(argv: list[str]) -> int:
                         steps=sum(r["steps"] for r in results.values()), wall_time_s=time.perf_counter() - start + resumed_s,
                         unigram_bpc=uni, models=list(results), samples={k: v["samples"] for k, v in results.items()},
                         sample_steps={k: v["sample_steps"] for k, v in results.items()},
-                        test_chars=int(test_chunks.numel()),
+                        test_chars=test_chars, test_tokens=int(test_chunks.numel()),
                         **{k: v for k, v in metrics.items() if v is not None})  # a model not trained has no entry
     write_results(out / f"results_seed{args.seed}.json", record)
     print(f"\n| model | test bpc | steps in {minutes:g} min |\n|---|---|---|")

@@ -14,9 +14,11 @@ statistics: no test information leaks into the model).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -116,7 +118,9 @@ def train_bpe(corpus: Corpus, vocab_size: int = 1024):
     """A byte-level BPE tokenizer trained on the training split only, cached on disk."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    path = cache_dir() / f"kjv_bpe_{vocab_size}.json"
+    # keyed by the training text too: another corpus must never pick up this one's merges
+    digest = hashlib.sha256(corpus.train.encode("utf-8")).hexdigest()[:12]
+    path = cache_dir() / f"kjv_bpe_{vocab_size}_{digest}.json"
     if path.exists():
         return Tokenizer.from_file(str(path))
     tok = Tokenizer(models.BPE())
@@ -129,3 +133,47 @@ def train_bpe(corpus: Corpus, vocab_size: int = 1024):
     tok.save(str(tmp))
     tmp.replace(path)
     return tok
+
+
+@dataclass
+class TokenStreams:
+    """The three splits as token-id streams, with what is needed to score them per character.
+
+    Attributes:
+        train, val, test: 1-D ``long`` tensors of token ids.
+        vocab_size: number of token ids.
+        chars_per_token: ``(vocab_size,)`` characters each id stands for (all ones for
+            characters; bytes of the token for byte-level BPE, equal to characters on ASCII text
+            such as the KJV), so a window's character count is ``chars_per_token[ids].sum()``.
+        decode: ids -> text.
+    """
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    vocab_size: int
+    chars_per_token: Tensor
+    decode: Callable[[Tensor], str]
+
+    def n_chars(self, ids: Tensor) -> int:
+        return int(self.chars_per_token[ids].sum())
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer: str = "char", bpe_vocab_size: int = 1024) -> TokenStreams:
+    """Token streams of the corpus: ``"char"`` (one id per character of ``corpus.chars``) or
+    ``"bpe"`` (a byte-level BPE of ``bpe_vocab_size`` ids trained on the training split only)."""
+    if tokenizer == "char":
+        return TokenStreams(corpus.encode(corpus.train), corpus.encode(corpus.val), corpus.encode(corpus.test),
+                            corpus.vocab_size, torch.ones(corpus.vocab_size, dtype=torch.long), corpus.decode)
+    if tokenizer != "bpe":
+        raise ValueError(f"tokenizer must be 'char' or 'bpe', got {tokenizer!r}")
+    tok = train_bpe(corpus, bpe_vocab_size)
+    vocab = tok.get_vocab_size()
+    # the byte-level alphabet spells every byte as one symbol, so a token's length is its byte count
+    chars = torch.tensor([len(tok.id_to_token(i)) for i in range(vocab)], dtype=torch.long)
+
+    def encode(text: str) -> Tensor:
+        return torch.tensor(tok.encode(text).ids, dtype=torch.long)
+
+    return TokenStreams(encode(corpus.train), encode(corpus.val), encode(corpus.test), vocab, chars,
+                        lambda ids: tok.decode([int(i) for i in ids.reshape(-1)]))

@@ -78,3 +78,20 @@ def test_text_script_trains_only_the_requested_model(tmp_path, monkeypatch):
     # the bound of a barely trained model sits between the data's entropy and the uniform code
     assert 1.0 < record["masked_bpc"] < 1.5 * math.log2(18)
     assert record["masked_steps"] > 0 and record["steps"] == record["masked_steps"]
+
+
+def test_text_script_scores_bpe_models_per_character(tmp_path, monkeypatch):
+    from benchmarks.text_data import Corpus
+
+    monkeypatch.setenv("RDFM_CACHE_DIR", str(tmp_path / "cache"))
+    body = "in the beginning god created the heaven and the earth. " * 40
+    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
+    argv = ["--quick", "--minutes", "0.03", "--models", "ar", "--tokenizer", "bpe", "--bpe-vocab-size", "300",
+            "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    assert text.main(argv) == 0
+    record = json.loads((tmp_path / "results_seed0.json").read_text())
+    assert record["models"] == ["ar"] and "masked_bpc" not in record
+    # 32 windows of 64 BPE tokens cover several characters per token on this repetitive text
+    assert record["test_chars"] > 2 * record["test_tokens"]
+    # per character, and better than the unigram of the same tokens
+    assert 0 < record["ar_bpc"] < record["unigram_bpc"] < math.log2(300)

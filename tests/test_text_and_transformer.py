@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from benchmarks.text_data import Corpus, eval_chunks, kjv_path, load_kjv, parse_kjv, random_crops, train_bpe
+from benchmarks.text_data import (Corpus, eval_chunks, kjv_path, load_kjv, parse_kjv, random_crops, tokenize_corpus,
+                                  train_bpe)
 from dfm.transformer import TokenTransformer, apply_rotary
 
 SNIPPET = """
@@ -72,6 +73,26 @@ def test_bpe_roundtrip(tmp_path, monkeypatch):
     assert tok.decode(enc.ids) == "And there was light."
     assert len(enc.ids) < len("And there was light.")
     assert any(p.name.startswith("kjv_bpe_300") for p in tmp_path.iterdir())
+    # another training text never reuses the cached merges
+    other = train_bpe(Corpus(train="zebra quartz " * 200, val="", test="", chars=""), vocab_size=300)
+    assert other.get_vocab() != tok.get_vocab()
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_token_streams_count_characters_exactly(kind, tmp_path, monkeypatch):
+    monkeypatch.setenv("RDFM_CACHE_DIR", str(tmp_path))
+    verses = ["In the beginning God created the heaven and the earth.", "And the earth was without form, and void;"]
+    train = "\n".join(verses * 40) + "\n"
+    test = "And God said, Let there be light: and there was light.\n"
+    corpus = Corpus(train=train, val=train[:200], test=test, chars="".join(sorted(set(train + test))))
+    streams = tokenize_corpus(corpus, kind, bpe_vocab_size=300)
+    assert streams.decode(streams.test) == test and streams.decode(streams.train) == train
+    assert streams.n_chars(streams.test) == len(test) and streams.n_chars(streams.train) == len(train)
+    assert streams.chars_per_token.shape == (streams.vocab_size,)
+    if kind == "bpe":
+        assert len(streams.train) < len(train) / 2  # merges learned on the repetitive text
+    with pytest.raises(ValueError, match="tokenizer"):
+        tokenize_corpus(corpus, "words")
 
 
 def small(causal=False, time=True, positions="rotary"):
