@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.cli import add_config_overrides, apply_config_overrides
-from benchmarks.earth_data import EARTH_FILES, load_earth
+from benchmarks.earth_data import load_earth
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.results import new_record, write_results
 from benchmarks.splits import split_indices

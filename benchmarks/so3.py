@@ -27,7 +27,7 @@ import torch
 from benchmarks.cli import add_config_overrides, apply_config_overrides
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.results import new_record, write_results
-from manifolds import SO3, hat, so3_exp, so3_log
+from manifolds import SO3, so3_exp, so3_log
 from rfm import GeodesicPath, rfm_loss
 from rfm.models import velocity_mlp
 from rfm.training import TrainConfig, train

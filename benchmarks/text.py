@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from benchmarks.cli import add_config_overrides, apply_config_overrides
 from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, random_crops, tokenize_corpus
-from dfm import CTMCSolver, MixturePath, mask_elbo, masked_cross_entropy
+from dfm import CTMCSolver, MixturePath, mask_elbo
 from dfm.transformer import TokenTransformer
 from rfm.training import TrainConfig, train
 

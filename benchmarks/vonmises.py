@@ -9,7 +9,6 @@ uniform density is :math:`-d \log 2\pi`). The classical anchor of the protein to
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
