@@ -62,32 +62,41 @@ def fit_anchor(residue_class: str, seed: int, out: Path, vonmises_ks=(1, 2, 4, 8
     return data, (x_train, x_val, x_test), run_dir, vm_record
 
 
-def _plot(residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path: Path, title: str) -> None:
+def _plot(residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path: Path, title: str,
+          device: str = "cpu") -> None:
     from benchmarks.plotting import plot_ramachandran
 
     torus = FlatTorus(2)
     with torch.no_grad():
-        samples = ODESolver(torus, velocity).sample(torus.random_base(3000, generator=torch.Generator().manual_seed(seed)),
-                                                    steps=64, method="rk4")
-    plot_ramachandran(data, samples, lambda x: log_likelihood(torus, velocity, x, cfg.test_steps // 2, cfg.grid_power),
+        x0 = torus.random_base(3000, generator=torch.Generator().manual_seed(seed)).to(device)
+        samples = ODESolver(torus, velocity).sample(x0, steps=64, method="rk4").cpu()
+    plot_ramachandran(data, samples,
+                      lambda x: log_likelihood(torus, velocity, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
                       path, title=title, grid_size=60)
 
 
+def _loss(torus: FlatTorus, path: GeodesicPath, x_train: torch.Tensor, batch: int, device: str, labels=None):
+    """The RFM loss on a random batch of ``x_train`` (on ``device``); draws on the CPU generator."""
+    def loss_fn(m, step, g):
+        idx = torch.randint(0, len(x_train), (batch,), generator=g).to(device)
+        x0 = torus.random_base(batch, generator=g).to(device)
+        s = path.sample(x0, x_train[idx], torch.rand(batch, generator=g).to(device))
+        v = m(s.x_t, s.t) if labels is None else m(s.x_t, s.t, labels[idx])
+        return rfm_loss(torus, v, s)
+    return loss_fn
+
+
 def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32)) -> list[dict]:
+        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu") -> list[dict]:
     start = time.perf_counter()
     torus = FlatTorus(2)
-    data, (x_train, x_val, x_test), run_dir, vm_record = fit_anchor(residue_class, seed, out, vonmises_ks)
+    data, splits, run_dir, vm_record = fit_anchor(residue_class, seed, out, vonmises_ks)
+    x_train, x_val, x_test = (x.to(device) for x in splits)
     k, vm_test = vm_record["config"]["k"], vm_record["test_nll"]
 
     torch.manual_seed(seed)
-    model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics)
-    path = GeodesicPath(torus)
-
-    def loss_fn(m, step, g):
-        idx = torch.randint(0, len(x_train), (cfg.batch,), generator=g)
-        s = path.sample(torus.random_base(cfg.batch, generator=g), x_train[idx], torch.rand(cfg.batch, generator=g))
-        return rfm_loss(torus, m(s.x_t, s.t), s)
+    model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics).to(device)
+    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device)
 
     def nll(m, x, steps):
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power).mean())
@@ -101,7 +110,7 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
     val_nll = nll(model, x_val, cfg.test_steps)
     if plot:
         _plot(residue_class, seed, data, model, cfg, run_dir / f"{residue_class}_seed{seed}.png",
-              f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}")
+              f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}", device)
     rec = new_record("proteins", residue_class, seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
                      wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
                      likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
@@ -111,7 +120,7 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
 
 
 def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-              plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32)) -> list[dict]:
+              plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu") -> list[dict]:
     """One class-conditional flow for all ``classes`` (a learned class embedding), trained on
     the union of their training splits for ``minutes`` x the number of classes, i.e. the same
     total budget as per-class runs. The small classes (about 1-2k residues) borrow strength
@@ -121,22 +130,22 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
     torus = FlatTorus(2)
     splits, anchors, datas, run_dirs = {}, {}, {}, {}
     for cls in classes:
-        datas[cls], splits[cls], run_dirs[cls], anchors[cls] = fit_anchor(cls, seed, out, vonmises_ks)
+        datas[cls], cpu_splits, run_dirs[cls], anchors[cls] = fit_anchor(cls, seed, out, vonmises_ks)
+        splits[cls] = tuple(x.to(device) for x in cpu_splits)
     x_train = torch.cat([splits[c][0] for c in classes])
-    y_train = torch.cat([torch.full((len(splits[c][0]),), i) for i, c in enumerate(classes)])
+    y_train = torch.cat([torch.full((len(splits[c][0]),), i, device=device) for i, c in enumerate(classes)])
 
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics,
-                         num_classes=len(classes))
-    path = GeodesicPath(torus)
+                         num_classes=len(classes)).to(device)
+    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device, labels=y_train)
 
-    def loss_fn(m, step, g):
-        idx = torch.randint(0, len(x_train), (cfg.batch,), generator=g)
-        s = path.sample(torus.random_base(cfg.batch, generator=g), x_train[idx], torch.rand(cfg.batch, generator=g))
-        return rfm_loss(torus, m(s.x_t, s.t, y_train[idx]), s)
+    def conditioned(m, i):
+        label = torch.tensor(i, device=device)
+        return lambda z, t: m(z, t, label)
 
     def nll(m, i, x, steps):
-        return float(-log_likelihood(torus, lambda z, t: m(z, t, torch.tensor(i)), x, steps, cfg.grid_power).mean())
+        return float(-log_likelihood(torus, conditioned(m, i), x, steps, cfg.grid_power).mean())
 
     def mean_val(m):
         return sum(nll(m, i, splits[c][1][:cfg.selection_points], cfg.val_steps) for i, c in enumerate(classes)) / len(classes)
@@ -153,9 +162,9 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
         test_nll, val_nll = nll(model, i, x_test, cfg.test_steps), nll(model, i, x_val, cfg.test_steps)
         vm = anchors[cls]
         if plot:
-            _plot(cls, seed, datas[cls], lambda z, t, i=i: model(z, t, torch.tensor(i)), cfg,
-                  run_dirs[cls] / f"{cls}_seed{seed}.png",
-                  f"{cls} (seed {seed}): joint RFM {test_nll:.3f}, von Mises K={vm['config']['k']} {vm['test_nll']:.3f}")
+            _plot(cls, seed, datas[cls], conditioned(model, i), cfg, run_dirs[cls] / f"{cls}_seed{seed}.png",
+                  f"{cls} (seed {seed}): joint RFM {test_nll:.3f}, von Mises K={vm['config']['k']} {vm['test_nll']:.3f}",
+                  device)
         rec = new_record("proteins", cls, seed, config={**asdict(cfg), "joint_classes": list(classes)},
                          budget_minutes=minutes, joint_budget_minutes=total, steps=res.steps,
                          wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll,
@@ -174,6 +183,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="runs/proteins")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--joint", action="store_true",
@@ -192,14 +202,14 @@ def main(argv: list[str]) -> int:
             print(f"[proteins] joint {'/'.join(args.classes)} seed {seed}: von Mises mixtures, then one "
                   f"class-conditional RFM for {minutes * len(args.classes):g} min")
             recs = run_joint(args.classes, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
-                             plot=not args.no_plot, vonmises_ks=ks)
+                             plot=not args.no_plot, vonmises_ks=ks, device=args.device)
             pairs = [(recs[i], recs[i + 1]) for i in range(0, len(recs), 2)]
         else:
             pairs = []
             for cls in args.classes:
                 print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {minutes:g} min")
                 pairs.append(tuple(run(cls, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
-                                       plot=not args.no_plot, vonmises_ks=ks)))
+                                       plot=not args.no_plot, vonmises_ks=ks, device=args.device)))
         for vm, rfm in pairs:
             print(f"[proteins] {rfm['dataset']} seed {seed}: von Mises (K={vm['config']['k']}) {vm['test_nll']:.3f}, "
                   f"RFM {rfm['test_nll']:.3f} ({rfm['steps']} steps)")

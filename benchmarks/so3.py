@@ -91,7 +91,7 @@ QUICK = SO3Config(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_min
 
 
 def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path, sizes=SIZES,
-        progress: bool = True) -> dict:
+        progress: bool = True, device: str = "cpu") -> dict:
     start = time.perf_counter()
     so3 = SO3()
     gen = torch.Generator().manual_seed(1000 * n_components + seed)
@@ -99,15 +99,16 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     data = mixture.sample(sum(sizes), gen)
     x_train, x_val, x_test = torch.split(data, list(sizes))
     true_test = float(mixture.log_prob(x_test).mean())
-    x_train, x_val, x_test = x_train.float(), x_val.float(), x_test.float()
+    x_train, x_val, x_test = x_train.float().to(device), x_val.float().to(device), x_test.float().to(device)
     torch.manual_seed(seed)
     model = velocity_mlp(so3, hidden=cfg.hidden, depth=cfg.depth, fourier_features=cfg.fourier_features,
-                         fourier_scale=cfg.fourier_scale)
+                         fourier_scale=cfg.fourier_scale).to(device)
     path = GeodesicPath(so3)
 
     def loss_fn(m, step, g):
-        idx = torch.randint(0, len(x_train), (cfg.batch,), generator=g)
-        s = path.sample(so3.random_base(cfg.batch, generator=g), x_train[idx], torch.rand(cfg.batch, generator=g))
+        idx = torch.randint(0, len(x_train), (cfg.batch,), generator=g).to(device)
+        x0 = so3.random_base(cfg.batch, generator=g).to(device)
+        s = path.sample(x0, x_train[idx], torch.rand(cfg.batch, generator=g).to(device))
         return rfm_loss(so3, m(s.x_t, s.t), s)
 
     def loglik(m, x, steps):
@@ -139,6 +140,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="runs/so3")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true")
     add_config_overrides(parser, SO3Config())
     args = parser.parse_args(argv)
@@ -152,7 +154,7 @@ def main(argv: list[str]) -> int:
     for m in args.components:
         for seed in args.seeds:
             print(f"[so3] M={m} seed {seed}: training for {minutes:g} min")
-            rec = run(m, seed, minutes, cfg, Path(args.out), sizes, progress=not args.no_progress)
+            rec = run(m, seed, minutes, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device)
             print(f"[so3] M={m} seed {seed}: {rec['steps']} steps, test log-lik {rec['test_loglik']:.3f}, "
                   f"true mixture {rec['true_test_loglik']:.3f}")
             rows.append(rec)

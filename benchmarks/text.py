@@ -78,9 +78,10 @@ def ar_bpc(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64, n_cha
 
 @torch.no_grad()
 def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Generator) -> torch.Tensor:
-    x = torch.empty(n, 0, dtype=torch.long)
+    """``n`` sequences of ``length`` tokens drawn left to right (on the generator's device)."""
+    x = torch.empty(n, 0, dtype=torch.long, device=generator.device)
     for _ in range(length):
-        logits = ar_logits(model, torch.cat([x, torch.zeros(n, 1, dtype=torch.long)], dim=-1))[:, -1]
+        logits = ar_logits(model, torch.cat([x, x.new_zeros(n, 1)], dim=-1))[:, -1]
         nxt = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=generator)
         x = torch.cat([x, nxt], dim=-1)
     return x
@@ -93,6 +94,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/text")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--models", nargs="+", default=["masked", "ar"], choices=["masked", "ar"],
                         help="which models to train (the ratio needs both)")
@@ -108,6 +110,8 @@ def main(argv: list[str]) -> int:
     test_chunks = eval_chunks(streams.test, cfg.length, cfg.eval_chunks)
     val_chunks = eval_chunks(streams.val, cfg.length, max(8, cfg.eval_chunks // 4))
     test_chars, val_chars = streams.n_chars(test_chunks), streams.n_chars(val_chunks)
+    device = torch.device(args.device)
+    test_on_device, val_on_device = test_chunks.to(device), val_chunks.to(device)
     path = MixturePath(vocab, "mask")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,30 +122,31 @@ def main(argv: list[str]) -> int:
         # stratified times (one per 1/batch stratum, shuffled): the same expectation as uniform
         # draws with a lower-variance estimate of the 1/(1-t)-weighted objective
         t = (torch.randperm(cfg.batch, generator=gen) + torch.rand(cfg.batch, generator=gen)) / cfg.batch
-        s = path.sample(None, x1, t, generator=gen)
+        s = path.sample(None, x1, t, generator=gen)  # drawn on the CPU generator, then moved
+        x1, x_t, t = x1.to(device), s.x_t.to(device), t.to(device)
         # ELBO weighting kappa'/(1-kappa) (= 1/(1-t) for the linear schedule) of the masked CE,
         # normalised per token: the training objective is the bound that is reported.
-        logits = m(s.x_t, t)
+        logits = m(x_t, t)
         nll = F.cross_entropy(logits.flatten(0, 1), x1.flatten(), reduction="none").view_as(x1)
-        masked = (s.x_t == path.mask_id).float()
+        masked = (x_t == path.mask_id).float()
         weight = path.scheduler.rate(t).clamp(max=1e3)[:, None]
         return (weight * masked * nll).sum() / x1.numel()
 
     def masked_val(m):
-        est = mask_elbo(m, path, val_chunks, n_draws=2, n_chars=val_chars, generator=torch.Generator().manual_seed(1))
+        est = mask_elbo(m, path, val_on_device, n_draws=2, n_chars=val_chars, generator=torch.Generator().manual_seed(1))
         return est.bits_per_char
 
     def ar_loss(m, step, gen):
-        x = random_crops(train_ids, cfg.batch, cfg.length, gen)
+        x = random_crops(train_ids, cfg.batch, cfg.length, gen).to(device)
         return F.cross_entropy(ar_logits(m, x).flatten(0, 1), x.flatten())
 
     resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
     for name, causal, loss_fn, val_fn in (("masked", False, masked_loss, masked_val),
-                                          ("ar", True, ar_loss, lambda m: ar_bpc(m, val_chunks, n_chars=val_chars))):
+                                          ("ar", True, ar_loss, lambda m: ar_bpc(m, val_on_device, n_chars=val_chars))):
         if name not in args.models:
             continue
         torch.manual_seed(args.seed)
-        model = build(cfg, vocab, causal)
+        model = build(cfg, vocab, causal).to(device)
         tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
                          eval_every_minutes=max(minutes / 5, 0.1), checkpoint_every_minutes=1.0, seed=args.seed,
                          progress=not args.no_progress, weight_decay=0.01)
@@ -151,18 +156,19 @@ def main(argv: list[str]) -> int:
         resumed_s += res.resumed_elapsed_s
         model.load_state_dict(res.best_state, strict=False)
         model.eval()
-        gen = torch.Generator().manual_seed(args.seed)
+        gen = torch.Generator().manual_seed(args.seed)  # the ELBO's time and mask draws (CPU)
+        sample_gen = torch.Generator(device=device).manual_seed(args.seed)
         if name == "masked":
-            est = mask_elbo(model, path, test_chunks, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen)
+            est = mask_elbo(model, path, test_on_device, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen)
             bpc, stderr = est.bits_per_char, est.stderr_bits_per_char
-            samples = CTMCSolver(path, model).sample(path.sample_source((3, cfg.length)), steps=cfg.sample_steps,
-                                                     generator=gen)
+            samples = CTMCSolver(path, model).sample(path.sample_source((3, cfg.length), device=device),
+                                                     steps=cfg.sample_steps, generator=sample_gen)
             sample_steps = cfg.sample_steps
         else:
-            bpc, stderr = ar_bpc(model, test_chunks, n_chars=test_chars), 0.0
-            samples = ar_sample(model, 3, cfg.length, gen)
+            bpc, stderr = ar_bpc(model, test_on_device, n_chars=test_chars), 0.0
+            samples = ar_sample(model, 3, cfg.length, sample_gen)
             sample_steps = cfg.length
-        texts = [streams.decode(s) for s in samples]
+        texts = [streams.decode(s) for s in samples.cpu()]
         results[name] = dict(bpc=bpc, stderr=stderr, steps=res.steps, best_val=res.best_val, samples=texts,
                              sample_steps=sample_steps)
         print(f"[text] {name}: {res.steps} steps, test bpc {bpc:.3f}" + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
