@@ -186,7 +186,9 @@ def _provenance(groups: dict[tuple[str, str], list[dict[str, Any]]], metric: str
             summarize(_values(group, "val_nll")).format(show_n=False),
             summarize(_values(group, metric)).format(show_n=False),
         ))
-    header = ["method", "dataset", "seeds", "budget (min)", "steps", "wall time (s)", "val NLL", metric]
+    metric_names = {"test_nll": "test NLL", "masked_bpc": "masked bpc"}
+    header = ["method", "dataset", "seeds", "budget (min)", "steps", "wall time (s)", "val NLL",
+              metric_names.get(metric, metric)]
     lines = ["", "<details><summary>runs</summary>", ""]
     lines += _markdown_table(header, rows)
     if len(budgets) > 1:
