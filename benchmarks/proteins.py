@@ -39,6 +39,7 @@ class TorusConfig:
     selection_points: int = 1024  # validation points used for model selection during training
     test_steps: int = 128
     grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
+    data_noise: float = 0.0      # std (radians) of Gaussian jitter of the training angles, a smoothing regulariser
 
 
 QUICK = TorusConfig(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_minutes=0.2, val_steps=4, test_steps=8)
@@ -75,12 +76,17 @@ def _plot(residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path:
                       path, title=title, grid_size=60)
 
 
-def _loss(torus: FlatTorus, path: GeodesicPath, x_train: torch.Tensor, batch: int, device: str, labels=None):
-    """The RFM loss on a random batch of ``x_train`` (on ``device``); draws on the CPU generator."""
+def _loss(torus: FlatTorus, path: GeodesicPath, x_train: torch.Tensor, batch: int, device: str, labels=None,
+          data_noise: float = 0.0):
+    """The RFM loss on a random batch of ``x_train`` (on ``device``), each angle jittered by
+    ``N(0, data_noise^2)`` on the torus; draws on the CPU generator."""
     def loss_fn(m, step, g):
         idx = torch.randint(0, len(x_train), (batch,), generator=g).to(device)
         x0 = torus.random_base(batch, generator=g).to(device)
-        s = path.sample(x0, x_train[idx], torch.rand(batch, generator=g).to(device))
+        x1 = x_train[idx]
+        if data_noise:
+            x1 = torus.expmap(x1, data_noise * torch.randn(x1.shape, generator=g).to(device))
+        s = path.sample(x0, x1, torch.rand(batch, generator=g).to(device))
         v = m(s.x_t, s.t) if labels is None else m(s.x_t, s.t, labels[idx])
         return rfm_loss(torus, v, s)
     return loss_fn
@@ -96,7 +102,7 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
 
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics).to(device)
-    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device)
+    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device, data_noise=cfg.data_noise)
 
     def nll(m, x, steps):
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power).mean())
@@ -138,7 +144,7 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics,
                          num_classes=len(classes)).to(device)
-    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device, labels=y_train)
+    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device, labels=y_train, data_noise=cfg.data_noise)
 
     def conditioned(m, i):
         label = torch.tensor(i, device=device)
