@@ -508,3 +508,17 @@ def test_config_overrides_replace_only_given_fields():
     assert apply_config_overrides(Cfg(), parser.parse_args(["--time-conditioning", "1"])).time_conditioning is True
     with pytest.raises(SystemExit):
         parser.parse_args(["--time-conditioning", "maybe"])
+
+
+def test_proteins_table_pairs_methods_by_seed():
+    from benchmarks.table import proteins_table
+
+    rows = []
+    for seed, (vm, ours) in enumerate([(1.30, 1.28), (1.10, 1.11), (1.50, 1.44)]):
+        rows.append(_record(benchmark="proteins", dataset="Pre-Pro", seed=seed, method="vonmises", test_nll=vm))
+        rows.append(_record(benchmark="proteins", dataset="Pre-Pro", seed=seed, method="rfm", test_nll=ours))
+    rows.append(_record(benchmark="proteins", dataset="Pre-Pro", seed=3, method="rfm", test_nll=0.0))  # unpaired
+    text = "\n".join(proteins_table(rows))
+    diffs = [-0.02, 0.01, -0.06]
+    expected = f"{np.mean(diffs):.3f} ± {np.std(diffs, ddof=1):.3f} (2/3 lower)"
+    assert expected in text
