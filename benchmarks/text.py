@@ -35,7 +35,10 @@ class TextConfig:
     eval_chunks: int = 256        # test windows of `length` characters (256 x 128 = 32k chars)
     elbo_draws: int = 8           # time draws per window for the masked ELBO
     sample_steps: int = 128
-    time_conditioning: bool = True  # the masked model's adaLN time input (MDLM drops it for the mask source)
+    # The masked model's adaLN time input. Off: with the mask source, p(x1^i | x_t) does not depend
+    # on t given x_t (which tokens are masked is independent of the data), so t only costs time.
+    # 10-minute runs (seed 0, 1 thread): with t 2.697 bpc (1161 steps), without 2.585 (1445 steps).
+    time_conditioning: bool = False
     tokenizer: str = "char"         # "char" or "bpe" (byte-level, trained on the training split)
     bpe_vocab_size: int = 1024
 
