@@ -1,9 +1,10 @@
-"""``--<field>`` command-line overrides of a benchmark's config dataclass."""
+"""``--<field>`` command-line overrides of a benchmark's config dataclass, and the part of a
+config that a resumed checkpoint must match."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
-from typing import TypeVar
+from dataclasses import asdict, fields, replace
+from typing import Any, TypeVar
 
 Config = TypeVar("Config")
 
@@ -31,3 +32,16 @@ def apply_config_overrides(config: Config, args: argparse.Namespace) -> Config:
     """``config`` with every field given on the command line replaced."""
     return replace(config, **{f.name: getattr(args, f.name) for f in fields(config)
                               if getattr(args, f.name, None) is not None})
+
+
+# Config fields that only say how a run is evaluated or reported; changing them must not stop a
+# run from resuming its checkpoint.
+EVALUATION_FIELDS = frozenset({"eval_every_minutes", "val_steps", "selection_points", "test_steps", "grid_power",
+                               "eval_chunks", "elbo_draws", "sample_steps"})
+
+
+def training_settings(config: object, **extra: Any) -> dict[str, Any]:
+    """The fields of the dataclass ``config`` that define a training run (all but
+    :data:`EVALUATION_FIELDS`), plus ``extra`` (dataset, device-independent choices); passed as
+    ``rfm.training.train(run_config=...)`` so a checkpoint only resumes under the same settings."""
+    return {**{k: v for k, v in asdict(config).items() if k not in EVALUATION_FIELDS}, **extra}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides
+from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
 from benchmarks.earth_data import load_earth
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.results import new_record, write_results
@@ -100,7 +100,7 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
                             max_minutes=minutes, ema_decay=cfg.ema_decay, eval_every_minutes=cfg.eval_every_minutes,
                             checkpoint_every_minutes=1.0, seed=seed, progress=progress)
     result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps),
-                   checkpoint_path=run_dir / "checkpoint.pt")
+                   checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, dataset=dataset))
     model.load_state_dict(result.best_state, strict=False)
     model.eval()
     val_nll = nll(model, x_val, cfg.test_steps)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides
+from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.protein_data import CLASSES, load_dihedrals
 from benchmarks.results import new_record, write_results
@@ -93,7 +93,7 @@ def _loss(torus: FlatTorus, path: GeodesicPath, x_train: torch.Tensor, batch: in
 
 
 def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu") -> list[dict]:
+        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu", restart: bool = False) -> list[dict]:
     start = time.perf_counter()
     torus = FlatTorus(2)
     data, splits, run_dir, vm_record = fit_anchor(residue_class, seed, out, vonmises_ks)
@@ -109,7 +109,9 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
                      eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
-    res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps), checkpoint_path=run_dir / "checkpoint.pt")
+    res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps),
+                checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, residue_class=residue_class),
+                resume=not restart)
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_nll = nll(model, x_test, cfg.test_steps)
@@ -126,7 +128,8 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
 
 
 def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-              plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu") -> list[dict]:
+              plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu",
+              restart: bool = False) -> list[dict]:
     """One class-conditional flow for all ``classes`` (a learned class embedding), trained on
     the union of their training splits for ``minutes`` x the number of classes, i.e. the same
     total budget as per-class runs. The small classes (about 1-2k residues) borrow strength
@@ -159,7 +162,8 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
     total = minutes * len(classes)
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=total, ema_decay=cfg.ema_decay,
                      eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
-    res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt")
+    res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt",
+                run_config=training_settings(cfg, classes=list(classes)), resume=not restart)
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     records = []
@@ -191,6 +195,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--joint", action="store_true",
                         help="one class-conditional flow for all --classes (budget: --minutes per class)")
@@ -208,14 +213,14 @@ def main(argv: list[str]) -> int:
             print(f"[proteins] joint {'/'.join(args.classes)} seed {seed}: von Mises mixtures, then one "
                   f"class-conditional RFM for {minutes * len(args.classes):g} min")
             recs = run_joint(args.classes, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
-                             plot=not args.no_plot, vonmises_ks=ks, device=args.device)
+                             plot=not args.no_plot, vonmises_ks=ks, device=args.device, restart=args.restart)
             pairs = [(recs[i], recs[i + 1]) for i in range(0, len(recs), 2)]
         else:
             pairs = []
             for cls in args.classes:
                 print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {minutes:g} min")
                 pairs.append(tuple(run(cls, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
-                                       plot=not args.no_plot, vonmises_ks=ks, device=args.device)))
+                                       plot=not args.no_plot, vonmises_ks=ks, device=args.device, restart=args.restart)))
         for vm, rfm in pairs:
             print(f"[proteins] {rfm['dataset']} seed {seed}: von Mises (K={vm['config']['k']}) {vm['test_nll']:.3f}, "
                   f"RFM {rfm['test_nll']:.3f} ({rfm['steps']} steps)")

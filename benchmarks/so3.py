@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides
+from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.results import new_record, write_results
 from manifolds import SO3, so3_exp, so3_log
@@ -91,7 +91,7 @@ QUICK = SO3Config(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_min
 
 
 def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path, sizes=SIZES,
-        progress: bool = True, device: str = "cpu") -> dict:
+        progress: bool = True, device: str = "cpu", restart: bool = False) -> dict:
     start = time.perf_counter()
     so3 = SO3()
     gen = torch.Generator().manual_seed(1000 * n_components + seed)
@@ -117,7 +117,9 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     run_dir = out / f"M{n_components}" / f"seed{seed}"
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
                      eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
-    res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps), checkpoint_path=run_dir / "checkpoint.pt")
+    res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps),
+                checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, n_components=n_components),
+                resume=not restart)
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_ll = loglik(model, x_test, cfg.test_steps)
@@ -142,6 +144,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
     add_config_overrides(parser, SO3Config())
     args = parser.parse_args(argv)
     if args.threads:
@@ -154,7 +157,8 @@ def main(argv: list[str]) -> int:
     for m in args.components:
         for seed in args.seeds:
             print(f"[so3] M={m} seed {seed}: training for {minutes:g} min")
-            rec = run(m, seed, minutes, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device)
+            rec = run(m, seed, minutes, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device,
+                      restart=args.restart)
             print(f"[so3] M={m} seed {seed}: {rec['steps']} steps, test log-lik {rec['test_loglik']:.3f}, "
                   f"true mixture {rec['true_test_loglik']:.3f}")
             rows.append(rec)

@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -130,6 +130,28 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(Path(path), map_location="cpu", weights_only=False)
 
 
+# Fields that may change between a run and its resumption: the budget (extending a run is what
+# resuming is for) and what is only reported or how often it is done.
+_RESUMABLE_FIELDS = ("max_steps", "max_minutes", "eval_every", "eval_every_minutes", "checkpoint_every_minutes",
+                     "progress")
+
+
+def _config_mismatch(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
+    if saved is None:  # checkpoints written before configs were recorded
+        return []
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k, '<unset>')!r}, now {current.get(k, '<unset>')!r}"
+            for k in keys if _comparable(saved.get(k)) != _comparable(current.get(k))]
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _optimisation_fields(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_FIELDS}
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, int, torch.Generator], torch.Tensor],
@@ -138,6 +160,7 @@ def train(
     val_fn: Callable[[nn.Module], float] | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = True,
+    run_config: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, step, generator)`` (which draws its own batch).
 
@@ -146,6 +169,11 @@ def train(
     in ``TrainResult.best_state``. With ``checkpoint_path``, the full state (model, EMA,
     optimiser, step, elapsed time, RNG states, best validation) is saved atomically every
     ``checkpoint_every_minutes`` and at the end, and a run resumes from it when ``resume``.
+
+    A checkpoint records ``config`` and ``run_config`` (the caller's settings that define the
+    run: data, model, loss). Resuming with different values raises ``ValueError`` listing them,
+    so a changed setting never silently continues an old run; the budget (``max_steps``,
+    ``max_minutes``) and the evaluation/checkpoint frequencies may change, to extend a run.
     """
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
@@ -157,6 +185,15 @@ def train(
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
+        changed = _config_mismatch(
+            None if ck.get("config") is None else {k: v for k, v in ck["config"].items() if k not in _RESUMABLE_FIELDS},
+            _optimisation_fields(config))
+        if run_config is not None:
+            changed += _config_mismatch(ck.get("run_config"), dict(run_config))
+        if changed:
+            raise ValueError(
+                f"checkpoint_path {checkpoint_path} was made with other settings ({'; '.join(changed)}); "
+                "delete it, pass resume=False, or write to another folder.")
         try:
             model.load_state_dict(ck["model"])
         except RuntimeError as err:
@@ -175,7 +212,8 @@ def train(
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
                 "step": step, "elapsed": elapsed, "best_val": best_val, "best_step": best_step,
                 "best_state": best_state, "history": history, "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "config": asdict(config)}
+                "torch_rng": torch.get_rng_state(), "config": asdict(config),
+                "run_config": None if run_config is None else dict(run_config)}
 
     def validate() -> None:
         nonlocal best_val, best_step, best_state

@@ -2,6 +2,7 @@
 the benchmark scripts (a few seconds each) that must write valid results records."""
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -39,6 +40,11 @@ def test_so3_script_tiny_run(tmp_path):
     assert rec["benchmark"] == "so3" and rec["steps"] > 0
     assert math.isfinite(rec["test_loglik"]) and math.isfinite(rec["true_test_loglik"])
     assert load_results(tmp_path)[0]["dataset"] == "M4"
+    # the checkpoint resumes under a longer budget or more test steps, never under another model
+    longer = so3.run(4, 0, 0.04, replace(cfg, test_steps=4), tmp_path, sizes=(300, 50, 50), progress=False)
+    assert longer["steps"] >= rec["steps"]
+    with pytest.raises(ValueError, match="hidden: checkpoint 16, now 32"):
+        so3.run(4, 0, 0.04, replace(cfg, hidden=32), tmp_path, sizes=(300, 50, 50), progress=False)
 
 
 @pytest.mark.skipif(not earth_path("volcano").exists(), reason="Earth data not available (set RDFM_DATA_DIR)")

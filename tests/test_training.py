@@ -1,5 +1,6 @@
 """rfm.training: the schedule, EMA arithmetic, atomic checkpoints and exact resume."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -120,3 +121,18 @@ def test_resume_from_another_models_checkpoint_names_the_path(tmp_path):
     other = torch.nn.Linear(7, 2)
     with pytest.raises(ValueError, match="checkpoint_path .*run.pt holds a different model"):
         train(other, lambda m, s, g: m(torch.zeros(1, 7)).sum(), cfg, checkpoint_path=ck)
+
+
+def test_resume_with_changed_settings_names_them_and_budget_may_grow(tmp_path):
+    model, loss_fn, _ = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, progress=False, seed=0, max_steps=3)
+    ck = tmp_path / "run.pt"
+    train(model, loss_fn, cfg, checkpoint_path=ck, run_config={"hidden": 7, "scale": 16.0})
+    with pytest.raises(ValueError, match=r"run.pt was made with other settings \(lr: checkpoint 0.02, now 0.01\)"):
+        train(regression_problem()[0], loss_fn, replace(cfg, lr=0.01), checkpoint_path=ck,
+              run_config={"hidden": 7, "scale": 16.0})
+    with pytest.raises(ValueError, match="scale: checkpoint 16.0, now 8.0"):
+        train(regression_problem()[0], loss_fn, cfg, checkpoint_path=ck, run_config={"hidden": 7, "scale": 8.0})
+    longer = train(regression_problem()[0], loss_fn, replace(cfg, max_steps=5, eval_every=2), checkpoint_path=ck,
+                   run_config={"hidden": 7, "scale": 16.0})
+    assert longer.steps == 5 and longer.resumed_elapsed_s > 0
