@@ -15,12 +15,13 @@ import torch
 
 from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
 from benchmarks.likelihood import log_likelihood, solver_settings
+from benchmarks.objective import dataset_rfm_loss
 from benchmarks.protein_data import CLASSES, load_dihedrals
 from benchmarks.results import new_record, write_results
 from benchmarks.splits import split_indices
 from benchmarks.vonmises import select_vonmises_mixture
 from manifolds import FlatTorus
-from rfm import GeodesicPath, ODESolver, rfm_loss
+from rfm import ODESolver
 from rfm.models import velocity_mlp
 from rfm.training import TrainConfig, train
 
@@ -76,22 +77,6 @@ def _plot(residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path:
                       path, title=title, grid_size=60)
 
 
-def _loss(torus: FlatTorus, path: GeodesicPath, x_train: torch.Tensor, batch: int, device: str, labels=None,
-          data_noise: float = 0.0):
-    """The RFM loss on a random batch of ``x_train`` (on ``device``), each angle jittered by
-    ``N(0, data_noise^2)`` on the torus; draws on the CPU generator."""
-    def loss_fn(m, step, g):
-        idx = torch.randint(0, len(x_train), (batch,), generator=g).to(device)
-        x0 = torus.random_base(batch, generator=g).to(device)
-        x1 = x_train[idx]
-        if data_noise:
-            x1 = torus.expmap(x1, data_noise * torch.randn(x1.shape, generator=g).to(device))
-        s = path.sample(x0, x1, torch.rand(batch, generator=g).to(device))
-        v = m(s.x_t, s.t) if labels is None else m(s.x_t, s.t, labels[idx])
-        return rfm_loss(torus, v, s)
-    return loss_fn
-
-
 def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
         plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu", restart: bool = False) -> list[dict]:
     start = time.perf_counter()
@@ -102,7 +87,7 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
 
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics).to(device)
-    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device, data_noise=cfg.data_noise)
+    loss_fn = dataset_rfm_loss(torus, x_train, cfg.batch, device, data_noise=cfg.data_noise)
 
     def nll(m, x, steps):
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power).mean())
@@ -147,7 +132,7 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics,
                          num_classes=len(classes)).to(device)
-    loss_fn = _loss(torus, GeodesicPath(torus), x_train, cfg.batch, device, labels=y_train, data_noise=cfg.data_noise)
+    loss_fn = dataset_rfm_loss(torus, x_train, cfg.batch, device, labels=y_train, data_noise=cfg.data_noise)
 
     def conditioned(m, i):
         label = torch.tensor(i, device=device)

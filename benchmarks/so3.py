@@ -26,9 +26,9 @@ import torch
 
 from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
 from benchmarks.likelihood import log_likelihood, solver_settings
+from benchmarks.objective import dataset_rfm_loss
 from benchmarks.results import new_record, write_results
 from manifolds import SO3, so3_exp, so3_log
-from rfm import GeodesicPath, rfm_loss
 from rfm.models import velocity_mlp
 from rfm.training import TrainConfig, train
 
@@ -103,13 +103,7 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     torch.manual_seed(seed)
     model = velocity_mlp(so3, hidden=cfg.hidden, depth=cfg.depth, fourier_features=cfg.fourier_features,
                          fourier_scale=cfg.fourier_scale).to(device)
-    path = GeodesicPath(so3)
-
-    def loss_fn(m, step, g):
-        idx = torch.randint(0, len(x_train), (cfg.batch,), generator=g).to(device)
-        x0 = so3.random_base(cfg.batch, generator=g).to(device)
-        s = path.sample(x0, x_train[idx], torch.rand(cfg.batch, generator=g).to(device))
-        return rfm_loss(so3, m(s.x_t, s.t), s)
+    loss_fn = dataset_rfm_loss(so3, x_train, cfg.batch, device)
 
     def loglik(m, x, steps):
         return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power).mean())

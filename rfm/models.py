@@ -129,8 +129,11 @@ class FourierEncoding(nn.Module):
         self.out_features = n + 2 * n_features
 
     def forward(self, x: Tensor) -> Tensor:
-        arg = x @ self.B.to(x.dtype)
-        return torch.cat([x, torch.sin(arg), torch.cos(arg)], dim=-1)
+        # Full precision even under autocast: in bfloat16 a coordinate carries ~3 significant
+        # digits, and sigma * x would lose the fine position information the features exist for.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            arg = x @ self.B.to(x.dtype)
+            return torch.cat([x, torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
 class TorusEncoding(nn.Module):

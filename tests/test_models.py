@@ -145,3 +145,13 @@ def test_class_conditional_velocity_labels_broadcast_through_likelihood_and_erro
         velocity_mlp(torus, hidden=8, depth=1)(x.float(), 0.5, labels)
     with pytest.raises(ValueError, match="num_classes"):
         velocity_mlp(torus, hidden=8, depth=1, num_classes=-1)
+
+
+def test_fourier_encoding_keeps_full_precision_under_autocast():
+    # bfloat16 keeps ~3 digits: at scale 32 the phase of a point would be off by ~0.1 rad
+    enc = FourierEncoding(3, n_features=64, scale=32.0, seed=0)
+    x = Sphere(2).random_base(256)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = enc(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, enc(x))

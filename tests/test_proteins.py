@@ -106,31 +106,3 @@ def test_joint_class_conditional_run_writes_a_record_per_class(tmp_path, monkeyp
         assert math.isfinite(rec["test_nll"]) and rec["n_train"] == 240
         # far better than the uniform density (log (2 pi)^2 = 3.68) for a 0.3-rad cluster
         assert rec["test_nll"] < 3.0
-
-
-@pytest.mark.parametrize("sigma", [0.0, 0.1])
-def test_training_jitter_is_wrapped_gaussian_with_the_configured_std(sigma):
-    from benchmarks.proteins import _loss
-    from manifolds import FlatTorus
-    from manifolds.torus import wrap_difference
-    from rfm import GeodesicPath
-
-    torus, seen = FlatTorus(2), []
-
-    class RecordingPath(GeodesicPath):
-        def sample(self, x0, x1, t):
-            seen.append(x1)
-            return super().sample(x0, x1, t)
-
-    point = torch.tensor([[0.02, 6.25]])  # next to the seam, so jitter must wrap
-    loss_fn = _loss(torus, RecordingPath(torus), point, 20000, "cpu", data_noise=sigma)
-    loss = loss_fn(lambda x, t: torch.zeros_like(x), 0, torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss)
-    x1 = seen[0]
-    assert bool(((x1 >= 0) & (x1 < 2 * torch.pi)).all())
-    d = wrap_difference(x1 - point)
-    if sigma == 0:
-        assert torch.equal(x1, point.expand_as(x1))
-    else:
-        assert abs(float(d.mean())) < 4 * sigma / 20000**0.5 * 2
-        assert float(d.std()) == pytest.approx(sigma, rel=0.03)
