@@ -524,8 +524,9 @@ def test_proteins_table_pairs_methods_by_seed():
     assert expected in text
 
 
-def _recorded_targets(monkeypatch, manifold, point, batch, sigma):
-    """x1 as the shared benchmark objective hands it to the path, and the loss it returns."""
+def _recorded_targets(monkeypatch, manifold, point, batch, sigma, **options):
+    """x1 as the shared benchmark objective hands it to the path, and the loss it returns
+    (the times it drew are appended to ``_recorded_targets.times``)."""
     from benchmarks import objective
     from rfm import GeodesicPath
 
@@ -534,10 +535,11 @@ def _recorded_targets(monkeypatch, manifold, point, batch, sigma):
     class RecordingPath(GeodesicPath):
         def sample(self, x0, x1, t):
             seen.append(x1)
+            _recorded_targets.times = t
             return super().sample(x0, x1, t)
 
     monkeypatch.setattr(objective, "GeodesicPath", RecordingPath)
-    loss_fn = objective.dataset_rfm_loss(manifold, point, batch, "cpu", data_noise=sigma)
+    loss_fn = objective.dataset_rfm_loss(manifold, point, batch, "cpu", data_noise=sigma, **options)
     loss = loss_fn(lambda x, t: torch.zeros_like(x), 0, torch.Generator().manual_seed(0))
     return seen[0], loss
 
@@ -581,6 +583,18 @@ def test_dataset_rfm_loss_rejects_bad_settings():
         dataset_rfm_loss(Sphere(2), torch.zeros(3, 3), 0)
     with pytest.raises(ValueError, match="data_noise must be >= 0"):
         dataset_rfm_loss(Sphere(2), torch.zeros(3, 3), 4, data_noise=-0.1)
+    with pytest.raises(ValueError, match="time_power must be > 0"):
+        dataset_rfm_loss(Sphere(2), torch.zeros(3, 3), 4, time_power=0.0)
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_dataset_rfm_loss_draws_times_with_density_a_t_to_the_a_minus_1(monkeypatch, power):
+    from manifolds import FlatTorus
+
+    _recorded_targets(monkeypatch, FlatTorus(2), torch.tensor([[1.0, 2.0]]), 5000, 0.0, time_power=power)
+    t = _recorded_targets.times.numpy()
+    assert stats.kstest(t, stats.beta(power, 1.0).cdf).pvalue > 1e-3
+    assert stats.kstest(t, stats.beta(3.0 - power, 1.0).cdf).pvalue < 1e-6  # the test can tell them apart
 
 
 def test_dataset_rfm_loss_in_bfloat16_autocast_matches_float32():
