@@ -103,13 +103,12 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
 
     run_dir = out / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    if restart:
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     train_cfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                             max_minutes=minutes, ema_decay=cfg.ema_decay, eval_every_minutes=cfg.eval_every_minutes,
                             checkpoint_every_minutes=1.0, seed=seed, progress=progress)
     result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps),
-                   checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, dataset=dataset))
+                   checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, dataset=dataset),
+                   resume=not restart)
     model.load_state_dict(result.best_state, strict=False)
     model.eval()
     val_nll = nll(model, x_val, cfg.test_steps)
@@ -142,7 +141,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="small model, 0.5 min per run, volcano only unless --dataset")
     parser.add_argument("--out", default="runs/earth")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--restart", action="store_true", help="ignore (delete) existing checkpoints instead of resuming")
+    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -148,8 +148,8 @@ def _comparable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _optimisation_fields(config: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_FIELDS}
+def _optimisation_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _RESUMABLE_FIELDS}
 
 
 def train(
@@ -185,9 +185,8 @@ def train(
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
-        changed = _config_mismatch(
-            None if ck.get("config") is None else {k: v for k, v in ck["config"].items() if k not in _RESUMABLE_FIELDS},
-            _optimisation_fields(config))
+        changed = _config_mismatch(None if ck.get("config") is None else _optimisation_fields(ck["config"]),
+                                   _optimisation_fields(asdict(config)))
         if run_config is not None:
             changed += _config_mismatch(ck.get("run_config"), dict(run_config))
         if changed:

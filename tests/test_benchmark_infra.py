@@ -525,8 +525,7 @@ def test_proteins_table_pairs_methods_by_seed():
 
 
 def _recorded_targets(monkeypatch, manifold, point, batch, sigma, **options):
-    """x1 as the shared benchmark objective hands it to the path, and the loss it returns
-    (the times it drew are appended to ``_recorded_targets.times``)."""
+    """x1 and t as the shared benchmark objective hands them to the path, and the loss it returns."""
     from benchmarks import objective
     from rfm import GeodesicPath
 
@@ -534,14 +533,13 @@ def _recorded_targets(monkeypatch, manifold, point, batch, sigma, **options):
 
     class RecordingPath(GeodesicPath):
         def sample(self, x0, x1, t):
-            seen.append(x1)
-            _recorded_targets.times = t
+            seen.append((x1, t))
             return super().sample(x0, x1, t)
 
     monkeypatch.setattr(objective, "GeodesicPath", RecordingPath)
     loss_fn = objective.dataset_rfm_loss(manifold, point, batch, "cpu", data_noise=sigma, **options)
     loss = loss_fn(lambda x, t: torch.zeros_like(x), 0, torch.Generator().manual_seed(0))
-    return seen[0], loss
+    return (*seen[0], loss)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.1])
@@ -550,7 +548,7 @@ def test_torus_training_jitter_is_wrapped_gaussian_with_the_configured_std(monke
     from manifolds.torus import wrap_difference
 
     point = torch.tensor([[0.02, 6.25]])  # next to the seam, so jitter must wrap
-    x1, loss = _recorded_targets(monkeypatch, FlatTorus(2), point, 20000, sigma)
+    x1, _, loss = _recorded_targets(monkeypatch, FlatTorus(2), point, 20000, sigma)
     assert torch.isfinite(loss)
     assert bool(((x1 >= 0) & (x1 < 2 * torch.pi)).all())
     d = wrap_difference(x1 - point)
@@ -568,7 +566,7 @@ def test_sphere_training_jitter_is_tangent_gaussian(monkeypatch):
 
     sphere, sigma = Sphere(2), 0.05
     point = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64)
-    x1, loss = _recorded_targets(monkeypatch, sphere, point, 20000, sigma)
+    x1, _, loss = _recorded_targets(monkeypatch, sphere, point, 20000, sigma)
     assert torch.isfinite(loss)
     torch.testing.assert_close(x1.norm(dim=-1), torch.ones(20000, dtype=torch.float64))
     d = sphere.dist(point, x1)
@@ -591,8 +589,8 @@ def test_dataset_rfm_loss_rejects_bad_settings():
 def test_dataset_rfm_loss_draws_times_with_density_a_t_to_the_a_minus_1(monkeypatch, power):
     from manifolds import FlatTorus
 
-    _recorded_targets(monkeypatch, FlatTorus(2), torch.tensor([[1.0, 2.0]]), 5000, 0.0, time_power=power)
-    t = _recorded_targets.times.numpy()
+    _, t, _ = _recorded_targets(monkeypatch, FlatTorus(2), torch.tensor([[1.0, 2.0]]), 5000, 0.0, time_power=power)
+    t = t.numpy()
     assert stats.kstest(t, stats.beta(power, 1.0).cdf).pvalue > 1e-3
     assert stats.kstest(t, stats.beta(3.0 - power, 1.0).cdf).pvalue < 1e-6  # the test can tell them apart
 
