@@ -21,6 +21,10 @@ _MAX_RATE = 1e4
 
 
 def _check_logits(logits: Tensor, x1: Tensor, vocab_size: int) -> None:
+    if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
+        raise ValueError(f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits).__name__)}")
+    if x1.numel() == 0:
+        raise ValueError(f"x1 is an empty batch (shape {tuple(x1.shape)}): the loss of no tokens is undefined")
     if logits.shape[:-1] != x1.shape or logits.shape[-1] != vocab_size:
         raise ValueError(f"logits must have shape {tuple(x1.shape) + (vocab_size,)}, got {tuple(logits.shape)}")
 
@@ -42,7 +46,8 @@ def masked_cross_entropy(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixtureP
                          padding_mask: Tensor | None = None) -> Tensor:
     """Mean cross-entropy :math:`-\\log p_{1|t}(x_1^i \\mid x_t)` over the positions that count:
     masked positions for the mask source (unmasked ones are given), every non-padding position
-    otherwise. Returns 0 (with a gradient path) if no position counts."""
+    otherwise. Returns 0 (with a gradient path) if no position counts; an empty batch raises
+    ``ValueError``."""
     _check_logits(logits, x1, path.vocab_size)
     counted = _counted(x1, padding_mask)
     if path.kind == "mask":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gm.checks import broadcast_time, describe_time_range, time_out_of_range
 from gm.path import PathSample, ProbPath
 from gm.schedulers import LinearScheduler, Scheduler
 
@@ -30,10 +31,12 @@ class MixturePath(ProbPath):
         scheduler: the :math:`\\kappa_t` schedule (linear by default).
     """
 
-    def __init__(self, vocab_size: int, source: str | Tensor = "mask", scheduler: Scheduler | None = None) -> None:
+    def __init__(self, vocab_size: int, source: str | Tensor = "mask", scheduler: Scheduler | None = None, *,
+                 validate: bool = True) -> None:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
         self.vocab_size = vocab_size
+        self.validate = bool(validate)  # check token ranges and times in sample (one host read-back each)
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
         self.source_probs: Tensor | None = None
         if isinstance(source, Tensor):
@@ -100,24 +103,23 @@ class MixturePath(ProbPath):
         Args:
             x0: source tokens (``None``: drawn with :meth:`sample_source`).
             x1: data tokens ``(*batch, L)``.
-            t: times in [0, 1] of shape ``batch`` (broadcast over the sequence).
+            t: times in [0, 1], a float or a tensor whose shape is a prefix of the batch shape
+                ``x1.shape[:-1]`` (one time per sample; broadcast over the sequence).
             padding_mask: boolean ``(*batch, L)``, True at padding; those positions keep ``x1``.
         """
         self.check_tokens(x1, "x1", allow_mask=False)
         if x0 is None:
             x0 = self.sample_source(x1.shape, device=x1.device, generator=generator)
-        elif x0.shape != x1.shape:
-            raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-        t = torch.as_tensor(t, device=x1.device)
-        if not t.is_floating_point():
-            raise ValueError(f"t must be a floating-point tensor, got dtype {t.dtype}")
-        if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
-            raise ValueError("t must lie in [0, 1]")
-        try:
-            t = t.expand(x1.shape[:-1])
-        except RuntimeError:
-            raise ValueError(f"t of shape {tuple(t.shape)} does not broadcast to the batch shape {tuple(x1.shape[:-1])}") from None
-        kappa = self.scheduler.kappa(t)[..., None]
+        else:
+            if not isinstance(x0, Tensor) or x0.shape != x1.shape:
+                raise ValueError(f"x0 and x1 must have the same shape, got {tuple(getattr(x0, 'shape', ()))} and "
+                                 f"{tuple(x1.shape)}")
+            self.check_tokens(x0, "x0", allow_mask=True)
+        t = broadcast_time(t, x1.shape[:-1], dtype=t.dtype if isinstance(t, Tensor) and t.is_floating_point()
+                           else torch.get_default_dtype(), device=x1.device)
+        if self.validate and bool(time_out_of_range(t)):
+            raise ValueError(describe_time_range(t))
+        kappa = self.scheduler.kappa(t, validate=False)[..., None]
         keep = torch.rand(x1.shape, device=x1.device, generator=generator, dtype=kappa.dtype) < kappa
         if padding_mask is not None:
             if padding_mask.shape != x1.shape or padding_mask.dtype != torch.bool:

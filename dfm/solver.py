@@ -41,6 +41,16 @@ def _gumbel_argmax(logits: Tensor, exclude: Tensor | None, dtype: torch.dtype, g
     return (z - torch.log(neg_log_u)).argmax(-1)
 
 
+def _check_logit_rows(rows: Tensor) -> None:
+    """A ``ValueError`` unless every row of posterior logits defines a distribution: no NaN, no
+    +inf, not all -inf (one fused reduction: the row maximum propagates NaN)."""
+    if rows.numel() and not bool(torch.isfinite(rows.amax(-1)).all()):
+        peak = rows.amax(-1)
+        raise ValueError(f"posterior returned logits that are not a distribution: {int(torch.isnan(peak).sum())} row(s) "
+                         f"with NaN, {int((peak == float('inf')).sum())} with +inf, "
+                         f"{int((peak == float('-inf')).sum())} all -inf (of {peak.numel()} rows sampled)")
+
+
 class MixtureJumpProcess(Process):
     """The CTMC of a :class:`MixturePath` driven by posterior logits (see module docstring)."""
 
@@ -89,7 +99,9 @@ class MixtureJumpProcess(Process):
             unmask = masked & (u < p_unmask)
             idx = unmask.nonzero(as_tuple=True)
             if idx[0].numel():
-                new[idx] = _gumbel_argmax(logits[idx], None, self.dtype, self.generator)
+                rows = logits[idx]
+                _check_logit_rows(rows)
+                new[idx] = _gumbel_argmax(rows, None, self.dtype, self.generator)
             if p_noise > 0:
                 new[~masked & active & (u < p_noise)] = path.mask_id
             return new
@@ -97,6 +109,8 @@ class MixtureJumpProcess(Process):
         # general sources: Euler jump out of x_t with forward and (optional) noising rates
         x_in = x.clamp_max(path.vocab_size - 1)
         log_z = torch.logsumexp(logits, dim=-1)
+        if not bool(torch.isfinite(log_z).all()):
+            _check_logit_rows(logits[~torch.isfinite(log_z)])
         p_stay = torch.exp(logits.gather(-1, x_in[..., None]).squeeze(-1).to(torch.float64) - log_z.to(torch.float64))
         if last:
             # exact final draw from p_{1|t}: leave x_t with probability 1 - p(x_t)

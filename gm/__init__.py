@@ -8,6 +8,10 @@ simulation loop that both continuous and discrete samplers run on:
 - :mod:`gm.path`: ``ProbPath.sample(x0, x1, t) -> PathSample``.
 - :mod:`gm.process`: ``Process.step(x, t, h, model_output)``, ``JointProcess``.
 - :mod:`gm.simulate`: ``simulate(process, model, x_init, time_grid, steps, ...)``.
+- :mod:`gm.times`: ``training_times`` (uniform, power-law towards t = 1, stratified).
+- :mod:`gm.precision`: ``resolve_precision("auto" | "bf16" | "off", device)``: bfloat16
+  autocast only where the hardware runs it natively.
+- :mod:`gm.checks`: the shared input checks (one host read-back per call).
 """
 from gm.path import PathSample, ProbPath
 from gm.process import JointProcess, Process
@@ -19,7 +23,9 @@ from gm.schedulers import (
     Scheduler,
     SchedulerOutput,
 )
+from gm.precision import PrecisionChoice, native_bfloat16, resolve_precision
 from gm.simulate import data_end_time_grid, make_time_grid, simulate
+from gm.times import training_times
 
 __all__ = [
     "data_end_time_grid",
@@ -35,4 +41,8 @@ __all__ = [
     "ExponentialRateScheduler",
     "simulate",
     "make_time_grid",
+    "training_times",
+    "resolve_precision",
+    "native_bfloat16",
+    "PrecisionChoice",
 ]

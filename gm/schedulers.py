@@ -43,53 +43,94 @@ class SchedulerOutput:
     d_kappa: Tensor
 
 
-def _as_tensor(t: Tensor | float) -> Tensor:
+def _as_tensor(t: Tensor | float, name: str = "t") -> Tensor:
     if isinstance(t, Tensor):
         if not torch.is_floating_point(t):
-            raise ValueError(f"t must be a floating-point tensor, got dtype {t.dtype}")
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
         return t
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise ValueError(f"{name} must be a float or a floating-point tensor, got {type(t).__name__}")
     return torch.as_tensor(float(t), dtype=torch.get_default_dtype())
 
 
 class Scheduler(ABC):
     r"""A differentiable, increasing schedule :math:`\kappa: [0, 1] \to [0, 1]` with
-    :math:`\kappa_0 = 0`."""
+    :math:`\kappa_0 = 0`.
 
-    def __call__(self, t: Tensor | float) -> SchedulerOutput:
-        t = _as_tensor(t)
-        return SchedulerOutput(t=t, kappa=self.kappa(t), d_kappa=self.d_kappa(t))
+    The public methods check their argument (a float or floating-point tensor, finite, in
+    [0, 1]: a scheduler never extrapolates) and raise ``ValueError`` naming it; callers that
+    have checked their times already pass ``validate=False`` to skip the host read-back.
+    Subclasses implement the unchecked ``_kappa``, ``_d_kappa`` and ``_inverse`` (and ``_rate``
+    where a closed form is more accurate than :math:`\dot\kappa/(1-\kappa)`).
+    """
 
-    @abstractmethod
-    def kappa(self, t: Tensor) -> Tensor:
+    def __call__(self, t: Tensor | float, *, validate: bool = True) -> SchedulerOutput:
+        t = self._times(t, validate)
+        return SchedulerOutput(t=t, kappa=self._kappa(t), d_kappa=self._d_kappa(t))
+
+    def kappa(self, t: Tensor | float, *, validate: bool = True) -> Tensor:
         r""":math:`\kappa_t`."""
+        return self._kappa(self._times(t, validate))
 
-    @abstractmethod
-    def d_kappa(self, t: Tensor) -> Tensor:
+    def d_kappa(self, t: Tensor | float, *, validate: bool = True) -> Tensor:
         r""":math:`\dot\kappa_t`."""
+        return self._d_kappa(self._times(t, validate))
+
+    def rate(self, t: Tensor | float, *, validate: bool = True) -> Tensor:
+        r""":math:`\dot\kappa_t / (1 - \kappa_t)`; ``inf`` where :math:`\kappa_t = 1`."""
+        return self._rate(self._times(t, validate))
+
+    def inverse(self, kappa: Tensor | float, *, validate: bool = True) -> Tensor:
+        r"""The time :math:`t \in [0, 1]` with :math:`\kappa_t = \kappa`."""
+        kappa = _as_tensor(kappa, "kappa")
+        if validate:
+            low, high = float(self._kappa(torch.zeros((), dtype=torch.float64))), float(
+                self._kappa(torch.ones((), dtype=torch.float64)))
+            if kappa.numel() and not bool(((kappa >= low) & (kappa <= high)).all()):
+                raise ValueError(f"kappa must lie in [{low:.6g}, {high:.6g}] (the range of {self!r} on [0, 1]), got "
+                                 f"values in [{float(kappa.min()):.6g}, {float(kappa.max()):.6g}]"
+                                 + (" and NaN" if bool(torch.isnan(kappa).any()) else ""))
+        return self._inverse(kappa)
+
+    @staticmethod
+    def _times(t: Tensor | float, validate: bool) -> Tensor:
+        t = _as_tensor(t)
+        if validate and t.numel() and not bool(((t >= 0) & (t <= 1)).all()):
+            if bool(torch.isnan(t).any()):
+                raise ValueError(f"t contains {int(torch.isnan(t).sum())} NaN value(s); times must lie in [0, 1]")
+            raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
+                             "(schedulers do not extrapolate)")
+        return t
 
     @abstractmethod
-    def inverse(self, kappa: Tensor) -> Tensor:
-        r"""The time :math:`t` with :math:`\kappa_t = \kappa`."""
+    def _kappa(self, t: Tensor) -> Tensor:
+        """Unchecked :math:`\kappa_t`."""
 
-    def rate(self, t: Tensor | float) -> Tensor:
-        r""":math:`\dot\kappa_t / (1 - \kappa_t)`; ``inf`` where :math:`\kappa_t = 1`."""
-        t = _as_tensor(t)
-        return self.d_kappa(t) / (1.0 - self.kappa(t))
+    @abstractmethod
+    def _d_kappa(self, t: Tensor) -> Tensor:
+        """Unchecked :math:`\dot\kappa_t`."""
+
+    @abstractmethod
+    def _inverse(self, kappa: Tensor) -> Tensor:
+        """Unchecked inverse."""
+
+    def _rate(self, t: Tensor) -> Tensor:
+        return self._d_kappa(t) / (1.0 - self._kappa(t))
 
 
 class LinearScheduler(Scheduler):
     r""":math:`\kappa_t = t`, the optimal-transport / geodesic default."""
 
-    def kappa(self, t: Tensor) -> Tensor:
+    def _kappa(self, t: Tensor) -> Tensor:
         return _as_tensor(t).clone()
 
-    def d_kappa(self, t: Tensor) -> Tensor:
+    def _d_kappa(self, t: Tensor) -> Tensor:
         return torch.ones_like(_as_tensor(t))
 
-    def inverse(self, kappa: Tensor) -> Tensor:
+    def _inverse(self, kappa: Tensor) -> Tensor:
         return _as_tensor(kappa).clone()
 
-    def rate(self, t: Tensor | float) -> Tensor:
+    def _rate(self, t: Tensor) -> Tensor:
         return 1.0 / (1.0 - _as_tensor(t))
 
     def __repr__(self) -> str:
@@ -104,22 +145,22 @@ class PolynomialScheduler(Scheduler):
             raise ValueError(f"n must be a positive finite number, got {n!r}")
         self.n = float(n)
 
-    def kappa(self, t: Tensor) -> Tensor:
+    def _kappa(self, t: Tensor) -> Tensor:
         return _as_tensor(t) ** self.n
 
-    def d_kappa(self, t: Tensor) -> Tensor:
+    def _d_kappa(self, t: Tensor) -> Tensor:
         t = _as_tensor(t)
         if self.n == 1.0:
             return torch.ones_like(t)
         return self.n * t ** (self.n - 1.0)
 
-    def inverse(self, kappa: Tensor) -> Tensor:
+    def _inverse(self, kappa: Tensor) -> Tensor:
         return _as_tensor(kappa) ** (1.0 / self.n)
 
-    def rate(self, t: Tensor | float) -> Tensor:
+    def _rate(self, t: Tensor) -> Tensor:
         t = _as_tensor(t)
         # 1 - t^n = -expm1(n log t) keeps precision for t close to 1.
-        return self.d_kappa(t) / -torch.expm1(self.n * torch.log(t))
+        return self._d_kappa(t) / -torch.expm1(self.n * torch.log(t))
 
     def __repr__(self) -> str:
         return f"PolynomialScheduler(n={self.n:g})"
@@ -129,18 +170,18 @@ class CosineScheduler(Scheduler):
     r""":math:`\kappa_t = 1 - \cos(\pi t / 2)`: slow start, fast finish;
     :math:`\dot\kappa_t / (1-\kappa_t) = \frac{\pi}{2}\tan(\pi t/2)`."""
 
-    def kappa(self, t: Tensor) -> Tensor:
+    def _kappa(self, t: Tensor) -> Tensor:
         # 1 - cos(a) = 2 sin^2(a/2) avoids cancellation for small t.
         return 2.0 * torch.sin(_as_tensor(t) * (math.pi / 4.0)) ** 2
 
-    def d_kappa(self, t: Tensor) -> Tensor:
+    def _d_kappa(self, t: Tensor) -> Tensor:
         return (math.pi / 2.0) * torch.sin(_as_tensor(t) * (math.pi / 2.0))
 
-    def inverse(self, kappa: Tensor) -> Tensor:
+    def _inverse(self, kappa: Tensor) -> Tensor:
         kappa = _as_tensor(kappa)
         return (4.0 / math.pi) * torch.asin(torch.sqrt((kappa / 2.0).clamp(0.0, 0.5)))
 
-    def rate(self, t: Tensor | float) -> Tensor:
+    def _rate(self, t: Tensor) -> Tensor:
         t = _as_tensor(t)
         return (math.pi / 2.0) * torch.tan(t * (math.pi / 2.0))
 
@@ -162,19 +203,17 @@ class ExponentialRateScheduler(Scheduler):
             raise ValueError(f"rate must be a positive finite number, got {rate!r}")
         self.r = float(rate)
 
-    def kappa(self, t: Tensor) -> Tensor:
+    def _kappa(self, t: Tensor) -> Tensor:
         return -torch.expm1(-self.r * _as_tensor(t))
 
-    def d_kappa(self, t: Tensor) -> Tensor:
+    def _d_kappa(self, t: Tensor) -> Tensor:
         return self.r * torch.exp(-self.r * _as_tensor(t))
 
-    def inverse(self, kappa: Tensor) -> Tensor:
+    def _inverse(self, kappa: Tensor) -> Tensor:
         kappa = _as_tensor(kappa)
-        if bool((kappa >= 1.0).any()):
-            raise ValueError("kappa must be < 1 for ExponentialRateScheduler.inverse")
         return -torch.log1p(-kappa) / self.r
 
-    def rate(self, t: Tensor | float) -> Tensor:
+    def _rate(self, t: Tensor) -> Tensor:
         return torch.full_like(_as_tensor(t), self.r)
 
     def __repr__(self) -> str:

@@ -148,21 +148,39 @@ class RiemannianManifold(geoopt.Manifold):
         tol = point_tolerance(x.dtype) if atol is None else atol
         err = self._distance_from_manifold(x)
         if err.numel() and float(err.detach().max()) > tol:
-            return False, f"point is off {self!r} by {float(err.detach().max()):.3g} (tolerance {tol:.3g})"
+            return False, self._off_manifold_message(float(err.detach().max()), tol, x.dtype)
         return True, None
 
     def _check_vector_on_tangent(self, x, u, *, atol=None, rtol=None):
         tol = point_tolerance(u.dtype) if atol is None else atol
         err = self._distance_from_tangent(x, u)
         if err.numel() and float(err.detach().max()) > tol:
-            return False, f"vector is not tangent by {float(err.detach().max()):.3g} (tolerance {tol:.3g})"
+            return False, (f"vector is not tangent by {float(err.detach().max()):.3g} (tolerance {tol:.3g}); "
+                           "project it with `manifold.proju(x, u)`")
         return True, None
+
+    def _off_manifold_message(self, err: float, tol: float, dtype: torch.dtype, name: str = "x") -> str:
+        message = (f"point is off {self!r} by {err:.3g} (tolerance {tol:.3g} for {str(dtype).replace('torch.', '')}); "
+                   f"project it with `manifold.projx({name})`")
+        if dtype == torch.float64 and err <= point_tolerance(torch.float32):
+            message += (" (an error of float32 rounding: data stored in float32 and cast to float64? "
+                        "project after the cast)")
+        return message
+
+    def point_violation(self, x: Tensor) -> Tensor:
+        """Per-point distance from the manifold (0 on it, ``inf`` for non-finite points), shape
+        ``batch``; what :meth:`check_point` compares with its tolerance, for fused checks."""
+        point_dims = tuple(range(x.dim() - self.ndim, x.dim()))
+        finite = torch.isfinite(x).all(dim=point_dims) if point_dims else torch.isfinite(x)
+        err = self._distance_from_manifold(torch.where(torch.isfinite(x), x, torch.zeros_like(x)))
+        return torch.where(finite, err, torch.full_like(err, float("inf")))
 
     def check_point(self, x: Tensor, name: str = "x", *, atol: float | None = None) -> None:
         """Validate ``x`` as a batch of points, raising ``ValueError`` naming ``name``.
 
         Checks the trailing shape, finiteness, and that every point lies on the manifold
-        within a dtype-aware tolerance (~1000 ulps; pass ``atol`` to override).
+        within a dtype-aware tolerance (~1000 ulps; pass ``atol`` to override). The message of
+        a point off the manifold says how far off it is and how to fix it (``projx``).
         """
         if not isinstance(x, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -174,9 +192,13 @@ class RiemannianManifold(geoopt.Manifold):
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
-        ok, reason = self._check_point_on_manifold(x, atol=atol)
-        if not ok:
-            raise ValueError(f"{name}: {reason}")
+        tol = point_tolerance(x.dtype) if atol is None else atol
+        err = self._distance_from_manifold(x)
+        if err.numel() and float(err.detach().max()) > tol:
+            worst = float(err.detach().max())
+            count = int((err > tol).sum())
+            raise ValueError(f"{name}: {count} of {err.numel()} points off the manifold; "
+                             + self._off_manifold_message(worst, tol, x.dtype, name))
 
     def check_vector(self, x: Tensor, u: Tensor, name: str = "u", *, atol: float | None = None) -> None:
         """Validate ``u`` as tangent vectors at ``x``, raising ``ValueError`` naming ``name``."""

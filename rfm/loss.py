@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gm.checks import check_floating, check_same_dtype
 from gm.path import PathSample
 from manifolds.base import RiemannianManifold
 
@@ -29,12 +30,21 @@ def rfm_loss(
     """
     if sample.dx_t is None:
         raise ValueError("sample.dx_t is None: rfm_loss needs a path with a velocity target")
+    check_floating(v_pred, "v_pred")
     if v_pred.shape != sample.dx_t.shape:
         raise ValueError(f"v_pred shape {tuple(v_pred.shape)} must equal the target shape {tuple(sample.dx_t.shape)}")
+    check_same_dtype(sample.dx_t, "sample.dx_t", v_pred, "v_pred")
+    if v_pred.numel() == 0:
+        raise ValueError(f"v_pred is an empty batch (shape {tuple(v_pred.shape)}): the loss of no samples is undefined")
     diff = v_pred - sample.dx_t
     per_sample = manifold.inner(sample.x_t, diff, diff)
     if weight is not None:
-        per_sample = per_sample * torch.as_tensor(weight, dtype=per_sample.dtype, device=per_sample.device)
+        weight = torch.as_tensor(weight, dtype=per_sample.dtype, device=per_sample.device)
+        try:
+            per_sample = per_sample * weight.reshape(weight.shape + (1,) * (per_sample.dim() - weight.dim()))
+        except RuntimeError:
+            raise ValueError(f"weight of shape {tuple(weight.shape)} must be a prefix of the batch shape "
+                             f"{tuple(per_sample.shape)}") from None
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":

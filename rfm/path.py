@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gm.checks import Checks, broadcast_time, check_floating, check_same_dtype, describe_time_range, time_out_of_range
 from gm.path import PathSample, ProbPath
 from gm.schedulers import LinearScheduler, Scheduler
+from manifolds._math import point_tolerance
 from manifolds.base import RiemannianManifold
 
 __all__ = ["GeodesicPath"]
@@ -26,37 +28,75 @@ class GeodesicPath(ProbPath):
     Args:
         manifold: any :mod:`manifolds` manifold (products and batch dims included).
         scheduler: the :math:`\kappa_t` schedule (linear by default).
+        validate: check point and time values in :meth:`sample` (see there).
     """
 
-    def __init__(self, manifold: RiemannianManifold, scheduler: Scheduler | None = None) -> None:
+    def __init__(self, manifold: RiemannianManifold, scheduler: Scheduler | None = None, *, validate: bool = True) -> None:
         if not isinstance(manifold, RiemannianManifold):
             raise ValueError(f"manifold must be an rdfm manifold, got {type(manifold).__name__}")
+        if scheduler is not None and not isinstance(scheduler, Scheduler):
+            raise ValueError(f"scheduler must be a gm.Scheduler, got {type(scheduler).__name__}")
         self.manifold = manifold
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
+        self.validate = bool(validate)
 
-    def sample(self, x0: Tensor | None, x1: Tensor, t: Tensor) -> PathSample:
+    def sample(self, x0: Tensor | None, x1: Tensor, t: Tensor | float) -> PathSample:
         """Draw :math:`x_t` and its conditional velocity :math:`\\dot x_t`.
 
         Args:
             x0: source points (``None``: draw from ``manifold.random_base``).
-            x1: data points, shape ``(*batch, *point_shape)``.
-            t: times in [0, 1], shape ``batch`` (or broadcastable to it).
+            x1: data points, shape ``(*batch, *point_shape)``, floating point.
+            t: times in [0, 1]: a float, or a tensor whose shape is a prefix of the batch shape
+                (one time per sample, e.g. ``(B,)`` for ``B`` proteins of ``N`` residues).
+
+        Raises:
+            ValueError: naming the argument, for a wrong shape or dtype (integer points, mixed
+                float32/float64), and, when the path validates (``validate=True``, the default),
+                for NaN/inf points, points off the manifold, and times that are NaN or outside
+                [0, 1]. Points within float32 rounding of the manifold (data stored in float32 and
+                cast to float64) are accepted and projected onto it. The value checks cost one
+                host read-back; turn them off (``path.validate = False``) in loops over data that
+                was checked once, e.g. with ``manifold.check_point``.
         """
         m = self.manifold
+        check_floating(x1, "x1")
         ok, reason = m._check_shape(x1.shape, "x1")
         if not ok:
             raise ValueError(reason)
         batch = m.batch_shape(x1)
+        if x0 is not None:
+            check_floating(x0, "x0")
+            if x0.shape != x1.shape:
+                raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+            check_same_dtype(x1, "x1", x0, "x0")
+        t = broadcast_time(t, batch, dtype=x1.dtype, device=x1.device)
+        if self.validate:
+            x0, x1 = self._checked(x0, x1, t)
         if x0 is None:
             x0 = m.random_base(*batch, dtype=x1.dtype, device=x1.device)
-        elif x0.shape != x1.shape:
-            raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-        t = torch.as_tensor(t, dtype=x1.dtype, device=x1.device)
-        try:
-            t = t.expand(batch)
-        except RuntimeError:
-            raise ValueError(f"t of shape {tuple(t.shape)} does not broadcast to the batch shape {tuple(batch)}") from None
-        sched = self.scheduler(t)
+        sched = self.scheduler(t, validate=False)
         x_t, velocity = m.geodesic_between(x0, x1, sched.kappa)
         dx_t = sched.d_kappa.reshape(batch + (1,) * m.ndim) * velocity
         return PathSample(t=t, x0=x0, x1=x1, x_t=x_t, dx_t=dx_t)
+
+    def _checked(self, x0: Tensor | None, x1: Tensor, t: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Check points and times with one host read-back; snap points that are off the manifold
+        only by float32 rounding onto it."""
+        m = self.manifold
+        strict = point_tolerance(x1.dtype)
+        data_tol = max(strict, point_tolerance(torch.float32))  # data come in at float32 precision or better
+        checks, worst = Checks(), []
+        for name, x in (("x0", x0), ("x1", x1)):
+            if x is None:
+                continue
+            v = m.point_violation(x)
+            err = v.amax() if v.numel() else v.new_zeros(())
+            checks.add(~(err <= data_tol), lambda x=x, name=name: m.check_point(x, name, atol=data_tol))
+            worst.append((name, err))
+        checks.add(time_out_of_range(t), lambda: describe_time_range(t))
+        errors = checks.run(*(err for _, err in worst))
+        points = {"x0": x0, "x1": x1}
+        for (name, _), err in zip(worst, errors):
+            if err > strict:
+                points[name] = m.projx(points[name])
+        return points["x0"], points["x1"]

@@ -368,7 +368,8 @@ def test_check_point_errors(name):
         m.check_point(bad)
     if name != "euclidean3":
         off = x.clone() + 0.1
-        with pytest.raises(ValueError, match=r"^start: point is off"):
+        with pytest.raises(ValueError, match=r"^start: 3 of 3 points off the manifold; point is off .*"
+                                             r"project it with `manifold.projx\(start\)`"):
             m.check_point(off if name != "torus3" else x - 7.0, "start")
     with pytest.raises(ValueError, match="floating-point"):
         m.check_point(x.long())
@@ -493,3 +494,31 @@ def test_sphere_projx_normalises_and_maps_zero_to_first_basis_vector(dtype):
     expected = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.0, 0.8]], [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]], dtype=dtype)
     torch.testing.assert_close(sph.projx(x), expected)
     torch.testing.assert_close(sph.projx(x[:, 1:]), expected[:, 1:])  # no zero rows: the fast branch
+
+
+def test_off_manifold_error_recognises_float32_data_cast_to_float64():
+    s2 = Sphere(2)
+    x32 = s2.random_base(100, dtype=torch.float32, generator=torch.Generator().manual_seed(3))
+    x64 = x32.double()
+    err = float(s2.point_violation(x64).max())
+    assert 1e-9 < err < 1e-6  # float32 rounding, far above float64's tolerance
+    with pytest.raises(ValueError, match=r"x1: \d+ of 100 points off the manifold; point is off Sphere\(2\) by "
+                                         r".*float64.*projx\(x1\).*float32 rounding"):
+        s2.check_point(x64, "x1")
+    s2.check_point(s2.projx(x64), "x1")  # the fix the message gives works
+    with pytest.raises(ValueError) as info:
+        s2.check_point(x64 * 1.1, "x1")
+    assert "float32 rounding" not in str(info.value)  # a real error is not blamed on rounding
+
+
+@pytest.mark.parametrize("name", sorted(MANIFOLDS))
+def test_point_violation_is_inf_for_non_finite_points_and_zero_on_the_manifold(name):
+    m = MANIFOLDS[name]()
+    x = m.random_base(4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    v = m.point_violation(x)
+    assert v.shape == (4,) and float(v.max()) <= 1e-12
+    bad = x.clone()
+    bad.view(4, -1)[1, 0] = float("nan")
+    bad.view(4, -1)[2, 0] = float("inf")
+    v = m.point_violation(bad)
+    assert torch.isinf(v[1]) and torch.isinf(v[2]) and float(v[0]) <= 1e-12 and float(v[3]) <= 1e-12

@@ -74,7 +74,7 @@ def test_geodesic_path_draws_source_and_validates():
     m.check_point(s.x0)
     with pytest.raises(ValueError, match="trailing shape"):
         GeodesicPath(m).sample(None, torch.zeros(7, 4), torch.rand(7))
-    with pytest.raises(ValueError, match="does not broadcast"):
+    with pytest.raises(ValueError, match="must be a prefix of the batch shape"):
         GeodesicPath(m).sample(None, x1, torch.rand(3))
     with pytest.raises(ValueError, match="same shape"):
         GeodesicPath(m).sample(m.random_base(6), x1, torch.rand(7))

@@ -1,0 +1,111 @@
+r"""Input checks shared by paths, schedulers, losses and solvers.
+
+Every public entry point raises ``ValueError`` naming the argument and the problem, never a
+raw torch error, a silent NaN or an extrapolation. Value checks are collected in a
+:class:`Checks` and read back with ONE host synchronisation (a single fused ``any``), so they
+stay cheap inside training loops; on accelerators, where even that one read-back stalls the
+pipeline, paths take ``validate=False`` once their data has been checked.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Checks", "check_floating", "check_same_dtype", "broadcast_time", "time_out_of_range"]
+
+
+class Checks:
+    """Deferred value checks read back with one host synchronisation.
+
+    ``add(bad, explain)`` records a 0-dim boolean tensor that is True when the check fails and a
+    function that raises (or returns the message of) the ``ValueError`` to report; ``run()``
+    reads all flags at once and, only if one is set, explains the first failing check.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Tensor, Callable[[], str | None]]] = []
+
+    def add(self, bad: Tensor, explain: Callable[[], str | None]) -> None:
+        self._items.append((bad.reshape(()), explain))
+
+    def run(self, *values: Tensor) -> list[float]:
+        """Raise for the first failing check; return ``values`` (0-dim tensors the caller also
+        needs on the host) as floats, read in the same synchronisation."""
+        if not self._items and not values:
+            return []
+        device = (self._items[0][0] if self._items else values[0]).device
+        packed = torch.stack([bad.to(device=device, dtype=torch.float64) for bad, _ in self._items]
+                             + [v.reshape(()).to(device=device, dtype=torch.float64) for v in values]).tolist()
+        n = len(self._items)
+        if any(packed[:n]):
+            for (bad, explain), flag in zip(self._items, packed[:n]):
+                if flag:
+                    message = explain()  # may raise its own, more specific ValueError
+                    raise ValueError(message)
+        return packed[n:]
+
+
+def check_floating(x: object, name: str) -> Tensor:
+    """``x`` as it is, if it is a floating-point tensor; else a ``ValueError`` naming ``name``."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with "
+                         f"{name}.float() (or .double())")
+    return x
+
+
+def check_same_dtype(reference: Tensor, reference_name: str, other: Tensor, other_name: str) -> None:
+    """A ``ValueError`` when two tensors that are combined have different dtypes or devices."""
+    if other.dtype != reference.dtype:
+        raise ValueError(f"{other_name} has dtype {other.dtype} but {reference_name} has {reference.dtype}; "
+                         f"cast one of them, e.g. {other_name}.to({reference_name}.dtype)")
+    if other.device != reference.device:
+        raise ValueError(f"{other_name} is on {other.device} but {reference_name} is on {reference.device}; "
+                         f"move it with {other_name}.to({reference_name}.device)")
+
+
+def broadcast_time(t: Tensor | float, batch_shape: tuple[int, ...] | torch.Size, *, dtype: torch.dtype,
+                   device: torch.device, name: str = "t") -> Tensor:
+    """Per-sample times ``t`` expanded to ``batch_shape``.
+
+    ``t`` is a python number, a 0-dim tensor, or a tensor whose shape is a PREFIX of the batch
+    shape (``t`` of shape ``(B,)`` with points of batch shape ``(B, N)``: one time per sample,
+    shared by its ``N`` residues or tokens); size-1 dims broadcast. Shape and dtype problems
+    raise here; the value range is checked by :func:`time_out_of_range`.
+    """
+    if isinstance(t, Tensor):
+        if not torch.is_floating_point(t):
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        t = t.to(dtype=dtype, device=device)
+    elif isinstance(t, (int, float)) and not isinstance(t, bool):
+        t = torch.tensor(float(t), dtype=dtype, device=device)
+    else:
+        raise ValueError(f"{name} must be a float or a floating-point tensor, got {type(t).__name__}")
+    batch_shape = tuple(batch_shape)
+    if t.dim() > len(batch_shape):
+        raise ValueError(f"{name} of shape {tuple(t.shape)} has more dims than the batch shape {batch_shape}")
+    aligned = t.reshape(tuple(t.shape) + (1,) * (len(batch_shape) - t.dim()))
+    try:
+        return aligned.expand(batch_shape)
+    except RuntimeError:
+        raise ValueError(f"{name} of shape {tuple(t.shape)} must be a prefix of the batch shape {batch_shape} "
+                         "(one time per sample)") from None
+
+
+def time_out_of_range(t: Tensor) -> Tensor:
+    """0-dim bool: some time is NaN or outside [0, 1] (for :class:`Checks`)."""
+    if t.numel() == 0:
+        return torch.zeros((), dtype=torch.bool, device=t.device)
+    return ~((t >= 0) & (t <= 1)).all()
+
+
+def describe_time_range(t: Tensor, name: str = "t") -> str:
+    """The message for times that failed :func:`time_out_of_range`."""
+    nan = int(torch.isnan(t).sum())
+    if nan:
+        return f"{name} contains {nan} NaN value(s); times must lie in [0, 1]"
+    return (f"{name} must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
+            "(paths and schedulers do not extrapolate)")
