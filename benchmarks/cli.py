@@ -1,9 +1,11 @@
-"""``--<field>`` command-line overrides of a benchmark's config dataclass, and the part of a
-config that a resumed checkpoint must match."""
+"""What the benchmark scripts share on the command line: ``--<field>`` overrides of a config
+dataclass, the part of a config that a resumed checkpoint must match, the run options and the
+training budget (``--minutes`` / ``--steps``), and errors reported as one line."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, fields, replace
+import math
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypeVar
 
 Config = TypeVar("Config")
@@ -45,3 +47,97 @@ def training_settings(config: object, **extra: Any) -> dict[str, Any]:
     :data:`EVALUATION_FIELDS`), plus ``extra`` (dataset, device-independent choices); passed as
     ``rfm.training.train(run_config=...)`` so a checkpoint only resumes under the same settings."""
     return {**{k: v for k, v in asdict(config).items() if k not in EVALUATION_FIELDS}, **extra}
+
+
+class CommandLineError(Exception):
+    """A problem with what the user asked for, reported as one line and exit code 2 by
+    ``python -m benchmarks`` (no traceback)."""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, minutes: float, out: str) -> None:
+    """The options every benchmark script shares: the budget (``--minutes``, ``--steps``), where
+    results go, the device and threads, resuming and progress output."""
+    parser.add_argument("--minutes", type=float, default=None,
+                        help=f"wall-clock training budget per run (default {minutes:g}; with --steps: no time limit "
+                             "unless given)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimiser-step budget per run: the same result on every machine for a given seed "
+                             "(validation then runs every steps/evaluations steps instead of every minute)")
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start afresh, ignoring existing checkpoints, instead of resuming")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A run's training budget and evaluation cadence, for :class:`rfm.training.TrainConfig`.
+
+    With a step budget, validation (and so model selection) happens every ``eval_every`` steps,
+    not every so many minutes, so the whole run is independent of the machine's speed."""
+
+    max_minutes: float | None
+    max_steps: int | None
+    eval_every: int | None
+    eval_every_minutes: float | None
+
+    def train_fields(self) -> dict[str, Any]:
+        return {"max_minutes": self.max_minutes, "max_steps": self.max_steps, "eval_every": self.eval_every,
+                "eval_every_minutes": self.eval_every_minutes}
+
+    def record_fields(self) -> dict[str, Any]:
+        """``budget_minutes`` / ``budget_steps`` for the results record (only those set)."""
+        fields_ = {}
+        if self.max_minutes is not None:
+            fields_["budget_minutes"] = self.max_minutes
+        if self.max_steps is not None:
+            fields_["budget_steps"] = self.max_steps
+        return fields_
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_steps is not None:
+            parts.append(f"{self.max_steps} steps")
+        if self.max_minutes is not None:
+            parts.append(f"{self.max_minutes:g} min")
+        return " or ".join(parts)
+
+    def scaled(self, factor: int) -> "Budget":
+        """The budget of ``factor`` runs in one (e.g. a joint model of several classes)."""
+        return Budget(None if self.max_minutes is None else self.max_minutes * factor,
+                      None if self.max_steps is None else self.max_steps * factor,
+                      None if self.eval_every is None else self.eval_every * factor, self.eval_every_minutes)
+
+
+def run_budget(minutes: float | None, steps: int | None, *, default_minutes: float,
+               eval_every_minutes: float) -> Budget:
+    """The budget of ``--minutes`` / ``--steps``: minutes alone (default ``default_minutes``),
+    steps alone, or both (whichever ends first). With steps, validation runs as many times as
+    a time budget of ``minutes`` (or ``default_minutes``) would have run it."""
+    if minutes is not None and not minutes > 0:
+        raise CommandLineError(f"--minutes must be > 0, got {minutes:g}")
+    if steps is None:
+        return Budget(default_minutes if minutes is None else minutes, None, None, eval_every_minutes)
+    if steps < 1:
+        raise CommandLineError(f"--steps must be >= 1, got {steps}")
+    nominal = default_minutes if minutes is None else minutes
+    evaluations = max(1, round(nominal / eval_every_minutes))
+    return Budget(minutes, steps, max(1, math.ceil(steps / evaluations)), None)
+
+
+def check_device(device: str) -> None:
+    """A :class:`CommandLineError` for ``--device cuda`` where torch sees no CUDA GPU."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        reason = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise CommandLineError(f"--device cuda: {reason} (torch {torch.__version__}); use --device cpu")
+
+
+def as_budget(budget: "Budget | float", eval_every_minutes: float) -> Budget:
+    """A :class:`Budget` from itself or from a number of minutes."""
+    if isinstance(budget, Budget):
+        return budget
+    return Budget(float(budget), None, None, eval_every_minutes)

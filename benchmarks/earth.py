@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
+from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget, check_device,
+                            run_budget, training_settings)
 from benchmarks.earth_data import load_earth
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
@@ -24,6 +25,7 @@ from benchmarks.splits import split_indices
 from manifolds import Sphere
 from rfm import ODESolver
 from rfm.models import velocity_mlp
+from gm.precision import resolve_precision
 from rfm.training import TrainConfig, train
 
 DATASETS = ("volcano", "earthquake", "flood", "fire")
@@ -59,9 +61,11 @@ class EarthConfig:
     time_frequencies: int = 8
     fourier_features: int = 128  # random Fourier features of the point (0: raw coordinates)
     fourier_scale: float = 0.0   # std of the Fourier frequencies; 0: the per-dataset FOURIER_SCALE
-    # bfloat16 autocast of the network in training (likelihoods stay float32): 1.4x the steps in
-    # a budget; fire seed 0: 62k steps, test -1.107 vs -1.102 in float32.
-    mixed_precision: bool = True
+    # bfloat16 autocast of the network in training (likelihoods stay float32): "auto" uses it only
+    # where the CPU/GPU runs bfloat16 natively (gm.precision): with AVX512-BF16 a step takes 7 ms
+    # instead of 12 (fire seed 0: 62k steps, test -1.107 vs -1.102 in float32); emulated on an
+    # AVX2-only CPU it takes 95 ms, 8x slower than float32. "bf16" / "off" force it.
+    mixed_precision: str = "auto"
     # training times t = u^(1/a), density a t^(a-1) (benchmarks.objective); 0: the per-dataset
     # TIME_POWER.
     time_power: float = 0.0
@@ -80,10 +84,13 @@ TIME_POWER = {"volcano": 1.0, "earthquake": 2.0, "flood": 1.0, "fire": 2.0}
 QUICK = EarthConfig(hidden=128, depth=3, batch=256, lr=2e-3, warmup_steps=50, eval_every_minutes=0.25, val_steps=8)
 
 
-def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, device: str = "cpu",
+def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: Path, device: str = "cpu",
         progress: bool = True, plot: bool = True, restart: bool = False) -> dict:
-    """Train and evaluate one (dataset, seed) run; returns the results record."""
+    """Train and evaluate one (dataset, seed) run for ``budget`` (a :class:`Budget` or minutes);
+    returns the results record."""
     start = time.perf_counter()
+    budget = as_budget(budget, cfg.eval_every_minutes)
+    precision = resolve_precision(cfg.mixed_precision, device)
     sphere = Sphere(2)
     data = load_earth(dataset, dtype=torch.float32).to(device)
     train_idx, val_idx, test_idx = split_indices(len(data), seed)
@@ -95,8 +102,8 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
     torch.manual_seed(seed)
     model = velocity_mlp(sphere, hidden=cfg.hidden, depth=cfg.depth, time_frequencies=cfg.time_frequencies,
                          fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale).to(device)
-    loss_fn = dataset_rfm_loss(sphere, x_train, cfg.batch, device,
-                               autocast_dtype=torch.bfloat16 if cfg.mixed_precision else None, time_power=cfg.time_power)
+    loss_fn = dataset_rfm_loss(sphere, x_train, cfg.batch, device, autocast_dtype=precision.autocast_dtype,
+                               time_power=cfg.time_power)
 
     def nll(m, x, steps):
         return float(-log_likelihood(sphere, m, x, steps, cfg.grid_power).mean())
@@ -104,10 +111,11 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
     run_dir = out / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                            max_minutes=minutes, ema_decay=cfg.ema_decay, eval_every_minutes=cfg.eval_every_minutes,
-                            checkpoint_every_minutes=1.0, seed=seed, progress=progress)
+                            ema_decay=cfg.ema_decay, checkpoint_every_minutes=1.0, seed=seed, progress=progress,
+                            **budget.train_fields())
     result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps),
-                   checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, dataset=dataset),
+                   checkpoint_path=run_dir / "checkpoint.pt",
+                   run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
                    resume=not restart)
     model.load_state_dict(result.best_state, strict=False)
     model.eval()
@@ -123,7 +131,8 @@ def run(dataset: str, seed: int, minutes: float, cfg: EarthConfig, out: Path, de
                    lambda x: log_likelihood(sphere, model, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
                    run_dir / f"{dataset}_seed{seed}.png", title=f"{dataset} (seed {seed}): test NLL {test_nll:.3f}", n_lat=45)
     record = new_record(
-        "earth", dataset, seed, config=asdict(cfg), budget_minutes=minutes, steps=result.steps,
+        "earth", dataset, seed, config=asdict(cfg), **budget.record_fields(), steps=result.steps,
+        precision=precision.name, precision_reason=precision.reason,
         wall_time_s=time.perf_counter() - start + result.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
         likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
         best_step=result.best_step, n_train=len(x_train), n_val=len(x_val), n_test=len(x_test),
@@ -137,30 +146,33 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", nargs="+", default=["all"], choices=[*DATASETS, "all"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per run (wall clock)")
     parser.add_argument("--quick", action="store_true", help="small model, 0.5 min per run, volcano only unless --dataset")
-    parser.add_argument("--out", default="runs/earth")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
+    add_run_arguments(parser, minutes=15.0, out="runs/earth")
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     add_config_overrides(parser, EarthConfig())
     args = parser.parse_args(argv)
     datasets = list(DATASETS) if "all" in args.dataset else args.dataset
-    cfg, minutes = EarthConfig(), args.minutes
+    cfg, default_minutes = EarthConfig(), 15.0
     if args.quick:
-        cfg, minutes = QUICK, min(args.minutes, 0.5)
+        cfg, default_minutes = QUICK, 0.5
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, 0.5)
         if args.dataset == ["all"]:
             datasets = ["volcano"]
     cfg = apply_config_overrides(cfg, args)
+    resolve_precision(cfg.mixed_precision)  # a bad --mixed-precision fails before any work
+    check_device(args.device)
+    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
+                        eval_every_minutes=cfg.eval_every_minutes)
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"[earth] {resolve_precision(cfg.mixed_precision, args.device).describe()}; "
+          f"{torch.get_num_threads()} CPU thread(s)")
     records = []
     for dataset in datasets:
         for seed in args.seeds:
-            print(f"[earth] {dataset} seed {seed}: training for {minutes:g} min")
-            rec = run(dataset, seed, minutes, cfg, Path(args.out), args.device, progress=not args.no_progress,
+            print(f"[earth] {dataset} seed {seed}: training for {budget.describe()}")
+            rec = run(dataset, seed, budget, cfg, Path(args.out), args.device, progress=not args.no_progress,
                       plot=not args.no_plot, restart=args.restart)
             print(f"[earth] {dataset} seed {seed}: {rec['steps']} steps, val NLL {rec['val_nll']:.3f}, "
                   f"TEST NLL {rec['test_nll']:.3f} ({rec['wall_time_s']:.0f} s)")
@@ -181,5 +193,5 @@ def main(argv: list[str]) -> int:
             mean = sum(vals) / len(vals)
             std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
             cells.append(f"{mean:.2f} ± {std:.2f}")
-    print(f"| rdfm RFM ({minutes:g} min/run, this machine) | " + " | ".join(cells) + " |")
+    print(f"| rdfm RFM ({budget.describe()} per run, this machine) | " + " | ".join(cells) + " |")
     return 0
