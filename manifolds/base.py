@@ -102,6 +102,52 @@ class RiemannianManifold(geoopt.Manifold):
         s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
         return s.reshape(s.shape + (1,) * self.ndim)
 
+    # ------------------------------------------------------------------ what networks need
+    #: names of the keyword options :meth:`embed` takes (e.g. ``("harmonics",)`` on the torus)
+    embedding_options: tuple[str, ...] = ()
+
+    def embedding_size(self, **options) -> int:
+        """Number of features :meth:`embed` returns per point with these ``options``."""
+        self._check_embedding_options(options)
+        return math.prod(self.point_shape)
+
+    def embed(self, x: Tensor, **options) -> Tensor:
+        """Features of points for a network's input, shape ``(*batch, embedding_size)``.
+
+        A continuous map of the manifold into R^n that separates points (a network of these
+        features is a continuous function on the manifold, seams included). The default is
+        the flattened ambient coordinates, right for manifolds embedded in R^n (spheres,
+        Euclidean spaces, matrix groups); manifolds whose coordinates are not continuous
+        (angles on the torus) override it. ``options`` tune it where a manifold declares them
+        in :attr:`embedding_options`; others raise ``ValueError``.
+        """
+        self._check_embedding_options(options)
+        return x.reshape(*x.shape[: x.dim() - self.ndim], -1)
+
+    @property
+    def raw_tangent_size(self) -> int:
+        """Number of raw network outputs that :meth:`raw_to_tangent` turns into a tangent
+        vector. The default is the ambient size (one output per coordinate)."""
+        return math.prod(self.point_shape)
+
+    def raw_to_tangent(self, x: Tensor, raw: Tensor) -> Tensor:
+        """Tangent vectors at ``x`` from raw network outputs ``(*batch, raw_tangent_size)``.
+
+        The default reads ``raw`` as an ambient vector and projects it onto the tangent space
+        (``proju``); manifolds with a cheaper exact parametrisation (Lie-algebra coordinates
+        on SO(3) and SE(3)) override it.
+        """
+        if raw.shape[-1] != self.raw_tangent_size:
+            raise ValueError(f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape "
+                             f"{tuple(raw.shape)}")
+        return self.proju(x, raw.reshape(*raw.shape[:-1], *self.point_shape))
+
+    def _check_embedding_options(self, options: dict) -> None:
+        unknown = sorted(set(options) - set(self.embedding_options))
+        if unknown:
+            takes = ", ".join(self.embedding_options) if self.embedding_options else "none"
+            raise ValueError(f"unknown embedding option(s) {', '.join(unknown)} for {self!r} (it takes: {takes})")
+
     # ------------------------------------------------------------------ distributions
     @abstractmethod
     def random_base(

@@ -52,6 +52,35 @@ class Product(RiemannianManifold):
         batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
         return torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1)
 
+    @property
+    def embedding_options(self) -> tuple[str, ...]:
+        return tuple(sorted({name for m in self.manifolds for name in m.embedding_options}))
+
+    def _component_options(self, m: RiemannianManifold, options: dict) -> dict:
+        return {k: v for k, v in options.items() if k in m.embedding_options}
+
+    def embedding_size(self, **options) -> int:
+        self._check_embedding_options(options)
+        return sum(m.embedding_size(**self._component_options(m, options)) for m in self.manifolds)
+
+    def embed(self, x: Tensor, **options) -> Tensor:
+        """The components' embeddings side by side; each option goes to the components that take
+        it (``harmonics`` to tori, ``rotation`` to SO(3)/SE(3) factors)."""
+        self._check_embedding_options(options)
+        return torch.cat([m.embed(p, **self._component_options(m, options))
+                          for m, p in zip(self.manifolds, self.split(x))], dim=-1)
+
+    @property
+    def raw_tangent_size(self) -> int:
+        return sum(m.raw_tangent_size for m in self.manifolds)
+
+    def raw_to_tangent(self, x: Tensor, raw: Tensor) -> Tensor:
+        if raw.shape[-1] != self.raw_tangent_size:
+            raise ValueError(f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape "
+                             f"{tuple(raw.shape)}")
+        parts = torch.split(raw, [m.raw_tangent_size for m in self.manifolds], dim=-1)
+        return self.join([m.raw_to_tangent(p, r) for m, p, r in zip(self.manifolds, self.split(x), parts)])
+
     def _map(self, fn: str, *tensors: Tensor) -> Tensor:
         split = [self.split(t) for t in tensors]
         return self.join([getattr(m, fn)(*args) for m, *args in zip(self.manifolds, *split)])

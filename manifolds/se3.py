@@ -8,7 +8,7 @@ from torch import Tensor
 
 from manifolds._math import safe_sqrt
 from manifolds.base import RiemannianManifold
-from manifolds.so3 import SO3
+from manifolds.so3 import SO3, hat
 
 __all__ = ["SE3"]
 
@@ -58,6 +58,29 @@ class SE3(RiemannianManifold):
     def _tangent(a: Tensor, v: Tensor) -> Tensor:
         top = torch.cat([a, v[..., None]], dim=-1)
         return torch.cat([top, torch.zeros_like(top[..., :1, :])], dim=-2)
+
+    embedding_options = ("rotation", "translation_scale")
+
+    def embedding_size(self, *, rotation: str = "matrix", translation_scale: float = 1.0) -> int:
+        return self.so3.embedding_size(rotation=rotation) + 3
+
+    def embed(self, x: Tensor, *, rotation: str = "matrix", translation_scale: float = 1.0) -> Tensor:
+        """The rotation's features (:meth:`SO3.embed`) and the translation times
+        ``translation_scale`` (e.g. 1/10 for coordinates in Angstrom)."""
+        r, t = self.to_rt(x)
+        return torch.cat([self.so3.embed(r, rotation=rotation), t * translation_scale], dim=-1)
+
+    @property
+    def raw_tangent_size(self) -> int:
+        return 6
+
+    def raw_to_tangent(self, x: Tensor, raw: Tensor) -> Tensor:
+        """``[[R hat(w), v], [0, 0]]`` for ``raw = (w, v)``: body angular velocity and the
+        translation velocity (exactly tangent)."""
+        if raw.shape[-1] != 6:
+            raise ValueError(f"raw must have trailing size 6 (angular, translational), got shape {tuple(raw.shape)}")
+        r, _ = self.to_rt(x)
+        return self._tangent(r @ hat(raw[..., :3]), raw[..., 3:])
 
     def inner(self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False) -> Tensor:
         v = u if v is None else v

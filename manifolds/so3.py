@@ -137,6 +137,12 @@ class _PolarProjection(torch.autograd.Function):
         return r @ _PolarProjection._solve_sylvester(m, r, a - a.transpose(-1, -2))
 
 
+def _rotation_representation(rotation: str) -> str:
+    if rotation not in ("matrix", "6d"):
+        raise ValueError(f"rotation representation must be 'matrix' or '6d', got {rotation!r}")
+    return rotation
+
+
 class SO3(RiemannianManifold):
     r"""The rotation group :math:`SO(3)`.
 
@@ -178,6 +184,28 @@ class SO3(RiemannianManifold):
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """Left-invariant transport: ``x @ hat(w)`` goes to ``y @ hat(w)``."""
         return y @ (x.transpose(-1, -2) @ v)
+
+    embedding_options = ("rotation",)
+
+    def embedding_size(self, *, rotation: str = "matrix") -> int:
+        return 9 if _rotation_representation(rotation) == "matrix" else 6
+
+    def embed(self, x: Tensor, *, rotation: str = "matrix") -> Tensor:
+        """Rotation features: the 9 matrix entries (``rotation="matrix"``) or the continuous
+        6-D representation of its first two columns (``"6d"``, Zhou et al. 2019)."""
+        if _rotation_representation(rotation) == "6d":
+            x = x[..., :, :2]
+        return x.flatten(-2)
+
+    @property
+    def raw_tangent_size(self) -> int:
+        return 3
+
+    def raw_to_tangent(self, x: Tensor, raw: Tensor) -> Tensor:
+        """``x @ hat(w)`` for body angular velocities ``w = raw`` (exactly tangent)."""
+        if raw.shape[-1] != 3:
+            raise ValueError(f"raw must have trailing size 3 (Lie-algebra coordinates), got shape {tuple(raw.shape)}")
+        return x @ hat(raw)
 
     def to_lie(self, x: Tensor, u: Tensor) -> Tensor:
         """Body angular velocity ``w`` of a tangent vector ``u = x @ hat(w)``."""

@@ -85,6 +85,25 @@ class FlatTorus(RiemannianManifold):
     def base_logprob(self, x: Tensor) -> Tensor:
         return torch.full(x.shape[:-1], -self.dim * math.log(TWO_PI), dtype=x.dtype, device=x.device)
 
+    embedding_options = ("harmonics",)
+
+    def embedding_size(self, *, harmonics: int = 1) -> int:
+        self._check_harmonics(harmonics)
+        return 2 * self.dim * harmonics
+
+    def embed(self, x: Tensor, *, harmonics: int = 1) -> Tensor:
+        r"""Fourier features :math:`[\cos kx, \sin kx]_{k=1..K}` of every angle (``K = harmonics``):
+        continuous across the :math:`0 / 2\pi` seam, where the angles themselves jump."""
+        self._check_harmonics(harmonics)
+        k = torch.arange(1, harmonics + 1, dtype=x.dtype, device=x.device)
+        arg = (x[..., None] * k).flatten(-2)
+        return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
+
+    @staticmethod
+    def _check_harmonics(harmonics: int) -> None:
+        if isinstance(harmonics, bool) or not isinstance(harmonics, int) or harmonics < 1:
+            raise ValueError(f"harmonics must be a positive integer, got {harmonics!r}")
+
     def _distance_from_manifold(self, x: Tensor) -> Tensor:
         below = (-x).clamp_min(0)
         above = (x - TWO_PI).clamp_min(0)

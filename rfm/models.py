@@ -11,20 +11,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from manifolds import SE3, SO3, Euclidean, FlatTorus, Product, Sphere
+from gm.checks import broadcast_time
 from manifolds.base import RiemannianManifold
-from manifolds.so3 import hat
 
 __all__ = [
     "TimeEmbedding",
     "TimeMLP",
-    "IdentityEncoding",
-    "TorusEncoding",
+    "ManifoldEncoding",
     "FourierEncoding",
     "ComposedEncoding",
-    "RotationEncoding",
-    "SE3Encoding",
-    "ProductEncoding",
     "encoding_for",
     "ProjectedVelocity",
     "velocity_mlp",
@@ -32,12 +27,9 @@ __all__ = [
 
 
 def _time_like(t: Tensor | float, batch_shape: torch.Size, ref: Tensor) -> Tensor:
-    """``t`` (python float, 0-dim or batch-shaped tensor) broadcast to ``batch_shape``."""
-    t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
-    try:
-        return t.expand(batch_shape)
-    except RuntimeError:
-        raise ValueError(f"t of shape {tuple(t.shape)} does not broadcast to the batch shape {tuple(batch_shape)}") from None
+    """``t`` (a float, a 0-dim tensor, or per-sample times whose shape is a prefix of
+    ``batch_shape``) expanded to ``batch_shape``, in ``ref``'s dtype and device."""
+    return broadcast_time(t, batch_shape, dtype=ref.dtype, device=ref.device)
 
 
 class TimeEmbedding(nn.Module):
@@ -91,15 +83,20 @@ class TimeMLP(nn.Module):
         return self.out(h)
 
 
-class IdentityEncoding(nn.Module):
-    """Points as they are (Euclidean coordinates, unit vectors on spheres)."""
+class ManifoldEncoding(nn.Module):
+    """The manifold's own embedding of its points (``manifold.embed(x, **options)``): ambient
+    coordinates on spheres, Euclidean spaces and matrix groups, ``[cos kx, sin kx]`` on tori,
+    the components side by side on products. A new manifold brings its embedding with it."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, manifold: RiemannianManifold, **options) -> None:
         super().__init__()
-        self.out_features = n
+        manifold._check_embedding_options(options)
+        self.manifold = manifold
+        self.options = dict(options)
+        self.out_features = manifold.embedding_size(**options)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x
+        return self.manifold.embed(x, **self.options)
 
 
 class FourierEncoding(nn.Module):
@@ -136,37 +133,6 @@ class FourierEncoding(nn.Module):
             return torch.cat([x, torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
-class TorusEncoding(nn.Module):
-    r"""Fourier features :math:`[\cos kx, \sin kx]_{k=1..K}` per angle: continuous across the
-    :math:`0 / 2\pi` seam."""
-
-    def __init__(self, dim: int, n_harmonics: int = 1) -> None:
-        super().__init__()
-        self.register_buffer("k", torch.arange(1, n_harmonics + 1, dtype=torch.get_default_dtype()), persistent=False)
-        self.out_features = 2 * dim * n_harmonics
-
-    def forward(self, x: Tensor) -> Tensor:
-        arg = (x[..., None] * self.k.to(x.dtype)).flatten(-2)
-        return torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
-
-
-class RotationEncoding(nn.Module):
-    """Rotation matrices as features: all 9 entries, or the continuous 6-D representation
-    (first two columns)."""
-
-    def __init__(self, representation: str = "matrix") -> None:
-        super().__init__()
-        if representation not in ("matrix", "6d"):
-            raise ValueError(f"representation must be 'matrix' or '6d', got {representation!r}")
-        self.representation = representation
-        self.out_features = 9 if representation == "matrix" else 6
-
-    def forward(self, r: Tensor) -> Tensor:
-        if self.representation == "6d":
-            r = r[..., :, :2]
-        return r.flatten(-2)
-
-
 class ComposedEncoding(nn.Module):
     """``outer(inner(x))``: e.g. random Fourier features of a rotation's matrix entries."""
 
@@ -179,85 +145,17 @@ class ComposedEncoding(nn.Module):
         return self.outer(self.inner(x))
 
 
-class SE3Encoding(nn.Module):
-    """Rotation features of :class:`RotationEncoding` and the translation, optionally scaled."""
-
-    def __init__(self, representation: str = "matrix", translation_scale: float = 1.0) -> None:
-        super().__init__()
-        self.rotation = RotationEncoding(representation)
-        self.translation_scale = translation_scale
-        self.out_features = self.rotation.out_features + 3
-
-    def forward(self, x: Tensor) -> Tensor:
-        r, t = SE3.to_rt(x)
-        return torch.cat([self.rotation(r), t * self.translation_scale], dim=-1)
-
-
-class ProductEncoding(nn.Module):
-    """Concatenation of the component encodings of a :class:`manifolds.Product`."""
-
-    def __init__(self, manifold: Product, encodings: list[nn.Module]) -> None:
-        super().__init__()
-        self.manifold = manifold
-        self.encodings = nn.ModuleList(encodings)
-        self.out_features = sum(e.out_features for e in encodings)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([e(p) for e, p in zip(self.encodings, self.manifold.split(x))], dim=-1)
-
-
-def encoding_for(manifold: RiemannianManifold, *, torus_harmonics: int = 1, rotation: str = "matrix",
-                 fourier_features: int = 0, fourier_scale: float = 8.0) -> nn.Module:
-    """The default input encoding of a manifold's points (``.out_features`` features).
-
-    ``fourier_features > 0`` switches spheres and Euclidean spaces to a :class:`FourierEncoding`
-    of the point, and SO(3) to one of its matrix entries.
+def encoding_for(manifold: RiemannianManifold, *, fourier_features: int = 0, fourier_scale: float = 8.0,
+                 **embed_options) -> nn.Module:
+    """The default input encoding of a manifold's points (``.out_features`` features): the
+    manifold's :meth:`~manifolds.base.RiemannianManifold.embed` with ``embed_options`` (e.g.
+    ``harmonics=3`` on a torus, ``rotation="6d"`` on SO(3)), followed by a
+    :class:`FourierEncoding` of the embedding when ``fourier_features > 0``.
     """
-    if isinstance(manifold, FlatTorus):
-        return TorusEncoding(manifold.dim, torus_harmonics)
-    if isinstance(manifold, SO3):
-        if fourier_features:
-            inner = RotationEncoding(rotation)
-            return ComposedEncoding(inner, FourierEncoding(inner.out_features, fourier_features, fourier_scale))
-        return RotationEncoding(rotation)
-    if isinstance(manifold, SE3):
-        return SE3Encoding(rotation)
-    if isinstance(manifold, Product):
-        return ProductEncoding(manifold, [encoding_for(m, torus_harmonics=torus_harmonics, rotation=rotation,
-                                                       fourier_features=fourier_features, fourier_scale=fourier_scale)
-                                          for m in manifold.manifolds])
-    if isinstance(manifold, (Sphere, Euclidean)):
-        if fourier_features:
-            return FourierEncoding(manifold.point_shape[0], fourier_features, fourier_scale)
-        return IdentityEncoding(manifold.point_shape[0])
-    raise ValueError(f"no default encoding for {type(manifold).__name__}; pass encoding=...")
-
-
-def output_size(manifold: RiemannianManifold) -> int:
-    """Raw network outputs needed for a tangent vector: Lie-algebra coordinates on SO(3)
-    (3) and SE(3) (6), ambient coordinates otherwise."""
-    if isinstance(manifold, SO3):
-        return 3
-    if isinstance(manifold, SE3):
-        return 6
-    if isinstance(manifold, Product):
-        return sum(output_size(m) for m in manifold.manifolds)
-    return math.prod(manifold.point_shape)
-
-
-def raw_to_tangent(manifold: RiemannianManifold, x: Tensor, raw: Tensor) -> Tensor:
-    """Map raw outputs ``(..., output_size)`` to tangent vectors at ``x``: ``x @ hat(w)`` on SO(3)
-    (exactly tangent), ``proju`` of the ambient vector elsewhere."""
-    if isinstance(manifold, SO3):
-        return x @ hat(raw)
-    if isinstance(manifold, SE3):
-        r, _ = SE3.to_rt(x)
-        return SE3._tangent(r @ hat(raw[..., :3]), raw[..., 3:])
-    if isinstance(manifold, Product):
-        sizes = [output_size(m) for m in manifold.manifolds]
-        parts = torch.split(raw, sizes, dim=-1)
-        return manifold.join([raw_to_tangent(m, xi, p) for m, xi, p in zip(manifold.manifolds, manifold.split(x), parts)])
-    return manifold.proju(x, raw.reshape(raw.shape[:-1] + manifold.point_shape))
+    encoding = ManifoldEncoding(manifold, **embed_options)
+    if fourier_features:
+        return ComposedEncoding(encoding, FourierEncoding(encoding.out_features, fourier_features, fourier_scale))
+    return encoding
 
 
 class ProjectedVelocity(nn.Module):
@@ -271,7 +169,7 @@ class ProjectedVelocity(nn.Module):
 
     Args:
         manifold: the state space.
-        net: a module ``net(features, t) -> raw`` with ``raw.shape[-1] == output_size(manifold)``
+        net: a module ``net(features, t) -> raw`` with ``raw.shape[-1] == manifold.raw_tangent_size``
             and ``features`` = encoding (+ ``label_dim`` embedding features).
         encoding: input encoding (default :func:`encoding_for`).
         num_classes: number of labels (0: unconditional).
@@ -300,7 +198,7 @@ class ProjectedVelocity(nn.Module):
         elif label is not None:
             raise ValueError("label given, but the model is unconditional (num_classes=0)")
         raw = self.net(features, t)
-        return raw_to_tangent(self.manifold, x, raw)
+        return self.manifold.raw_to_tangent(x, raw)
 
     def _label_features(self, label: Tensor | None, batch_shape: torch.Size) -> Tensor:
         if label is None:
@@ -322,11 +220,20 @@ class ProjectedVelocity(nn.Module):
 def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4, *, time_frequencies: int = 8,
                  layer_norm: bool = False, torus_harmonics: int = 1, rotation: str = "matrix",
                  fourier_features: int = 0, fourier_scale: float = 8.0, num_classes: int = 0,
-                 label_dim: int = 16) -> ProjectedVelocity:
+                 label_dim: int = 16, embed_options: dict | None = None) -> ProjectedVelocity:
     """A :class:`TimeMLP` velocity field on ``manifold`` with the :func:`encoding_for` encoding
-    (class-conditional when ``num_classes > 0``, see :class:`ProjectedVelocity`)."""
-    encoding = encoding_for(manifold, torus_harmonics=torus_harmonics, rotation=rotation,
-                            fourier_features=fourier_features, fourier_scale=fourier_scale)
+    (class-conditional when ``num_classes > 0``, see :class:`ProjectedVelocity`).
+
+    ``torus_harmonics`` and ``rotation`` are the ``harmonics`` / ``rotation`` embedding options
+    of tori and SO(3)/SE(3) factors (given only when they differ from the defaults, so they
+    raise for a manifold without such a factor); ``embed_options`` passes any other
+    option a manifold's ``embed`` declares."""
+    options = dict(embed_options or {})
+    if torus_harmonics != 1:
+        options["harmonics"] = torus_harmonics
+    if rotation != "matrix":
+        options["rotation"] = rotation
+    encoding = encoding_for(manifold, fourier_features=fourier_features, fourier_scale=fourier_scale, **options)
     in_features = encoding.out_features + (label_dim if num_classes else 0)
-    net = TimeMLP(in_features, output_size(manifold), hidden, depth, time_frequencies, layer_norm)
+    net = TimeMLP(in_features, manifold.raw_tangent_size, hidden, depth, time_frequencies, layer_norm)
     return ProjectedVelocity(manifold, net, encoding, num_classes=num_classes, label_dim=label_dim)

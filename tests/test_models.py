@@ -17,14 +17,14 @@ def test_velocity_is_tangent_with_batch_dims_and_time_forms(m):
     v = velocity_mlp(m, hidden=32, depth=3).double()
     x = m.random_base(4, 5, dtype=torch.float64)
     for t in (0.3, torch.tensor(0.3, dtype=torch.float64), torch.full((4, 5), 0.3, dtype=torch.float64),
-              torch.full((5,), 0.3, dtype=torch.float64)):
+              torch.full((4,), 0.3, dtype=torch.float64)):  # per-sample times: a prefix of the batch shape
         out = v(x, t)
         assert out.shape == x.shape
         m.check_vector(x, out, "velocity", atol=1e-12)
     torch.testing.assert_close(v(x, 0.3), v(x, torch.full((4, 5), 0.3, dtype=torch.float64)))
     assert not torch.allclose(v(x, 0.1), v(x, 0.9))  # time conditioning matters
-    with pytest.raises(ValueError, match="does not broadcast"):
-        v(x, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="must be a prefix of the batch shape"):
+        v(x, torch.zeros(5, dtype=torch.float64))
     with pytest.raises(ValueError, match="trailing shape"):
         v(torch.zeros(4, 7, dtype=torch.float64), 0.3)
 
@@ -50,7 +50,7 @@ def test_torus_encoding_is_continuous_across_the_seam():
     a = torch.tensor([[1e-9, 1.0]], dtype=torch.float64)
     b = torch.tensor([[2 * math.pi - 1e-9, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(v(a, 0.5), v(b, 0.5), atol=1e-7, rtol=0)
-    assert encoding_for(m, torus_harmonics=3).out_features == 12
+    assert encoding_for(m, harmonics=3).out_features == 12
 
 
 def test_time_embedding_values():
@@ -71,6 +71,8 @@ def test_so3_outputs_are_lie_algebra_coordinates():
     torch.testing.assert_close(out, m.from_lie(x, w))
     with pytest.raises(ValueError, match="representation"):
         encoding_for(m, rotation="quaternion")
+    with pytest.raises(ValueError, match=r"unknown embedding option\(s\) harmonics for SO3\(\) \(it takes: rotation\)"):
+        velocity_mlp(m, hidden=8, depth=1, torus_harmonics=3)
 
 
 def test_fourier_encoding_values_and_sphere_velocity():
@@ -84,7 +86,7 @@ def test_fourier_encoding_values_and_sphere_velocity():
     torch.testing.assert_close(out, torch.cat([x, arg.sin(), arg.cos()], -1))
     assert out.shape == (2, 3, enc.out_features) and enc.out_features == 13
     v = velocity_mlp(Sphere(2), hidden=16, depth=2, fourier_features=5).double()
-    assert isinstance(v.encoding, FourierEncoding)
+    assert isinstance(v.encoding.outer, FourierEncoding)
     Sphere(2).check_vector(x, v(x, 0.5), "velocity", atol=1e-12)
     with pytest.raises(ValueError, match="n_features"):
         FourierEncoding(3, n_features=0)
@@ -155,3 +157,106 @@ def test_fourier_encoding_keeps_full_precision_under_autocast():
         out = enc(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, enc(x))
+
+
+def _make_circle():
+    """A manifold built in the test from the base class alone: the unit circle as an angle in
+    [0, 2 pi), i.e. FlatTorus(1) written from scratch, with its own embedding."""
+    from manifolds.base import RiemannianManifold
+    from manifolds.torus import wrap_angle, wrap_difference
+
+    class Circle(RiemannianManifold):
+        point_shape, dim = (1,), 1
+
+        def expmap(self, x, u):
+            return wrap_angle(x + u)
+
+        def logmap(self, x, y):
+            return wrap_difference(y - x)
+
+        def dist(self, x, y, *, keepdim=False):
+            return self.logmap(x, y).abs().sum(-1, keepdim=keepdim)
+
+        def inner(self, x, u, v=None, *, keepdim=False):
+            return (u * (u if v is None else v)).sum(-1, keepdim=keepdim)
+
+        def projx(self, x):
+            return wrap_angle(x)
+
+        def proju(self, x, u):
+            return u
+
+        def tangent_basis(self, x):
+            return torch.ones(*x.shape[:-1], 1, 1, dtype=x.dtype, device=x.device)
+
+        def random_base(self, *batch_shape, dtype=None, device=None, generator=None):
+            return 2 * math.pi * torch.rand(*batch_shape, 1, dtype=self._dtype(dtype), device=device, generator=generator)
+
+        def base_logprob(self, x):
+            return torch.full(x.shape[:-1], -math.log(2 * math.pi), dtype=x.dtype, device=x.device)
+
+        def _distance_from_manifold(self, x):
+            return ((-x).clamp_min(0) + (x - 2 * math.pi).clamp_min(0)).amax(-1)
+
+        def _distance_from_tangent(self, x, u):
+            return torch.zeros(u.shape[:-1], dtype=u.dtype, device=u.device)
+
+        def embedding_size(self, **options):
+            return 2
+
+        def embed(self, x, **options):
+            return torch.cat([torch.cos(x), torch.sin(x)], dim=-1)  # continuous across the seam
+
+    return Circle()
+
+
+def test_a_new_manifold_needs_no_edits_outside_its_file():
+    # models, the path, the objective and the solvers work from the manifold's own hooks:
+    # the same weights give the same velocities and likelihoods as the library's FlatTorus(1)
+    from rfm import GeodesicPath, ODESolver, RFMObjective
+
+    circle, torus = _make_circle(), FlatTorus(1)
+    torch.manual_seed(0)
+    v_circle = velocity_mlp(circle, hidden=16, depth=2).double()
+    v_torus = velocity_mlp(torus, hidden=16, depth=2).double()
+    v_torus.load_state_dict(v_circle.state_dict())
+    x = circle.random_base(50, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(v_circle(x, 0.3), v_torus(x, 0.3))
+    ll_circle = ODESolver(circle, v_circle).log_likelihood(x, steps=8)
+    ll_torus = ODESolver(torus, v_torus).log_likelihood(x, steps=8)
+    torch.testing.assert_close(ll_circle, ll_torus)
+    s = GeodesicPath(circle).sample(None, x, torch.rand(50, dtype=torch.float64))
+    circle.check_point(s.x_t)
+    loss = RFMObjective(circle)(v_circle, x, generator=torch.Generator().manual_seed(2))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in v_circle.parameters())
+    with pytest.raises(ValueError, match=r"unknown embedding option\(s\) harmonics"):
+        velocity_mlp(circle, hidden=8, depth=1, torus_harmonics=2)
+
+
+@pytest.mark.parametrize("m", MANIFOLDS, ids=repr)
+def test_manifold_raw_outputs_give_tangent_vectors_and_embeddings_have_their_size(m):
+    x = m.random_base(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    raw = torch.randn(3, 2, m.raw_tangent_size, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    u = m.raw_to_tangent(x, raw)
+    m.check_vector(x, u, "u", atol=1e-12)
+    assert m.embed(x).shape == (3, 2, m.embedding_size())
+    with pytest.raises(ValueError, match="raw must have trailing size"):
+        m.raw_to_tangent(x, raw[..., :-1] if m.raw_tangent_size > 1 else torch.cat([raw, raw], -1))
+    # the embedding separates points: two different points never share features
+    y = m.random_base(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    assert bool(((m.embed(x) - m.embed(y)).abs().amax(-1) > 1e-6).all())
+
+
+def test_so3_raw_outputs_are_body_angular_velocities():
+    so3 = SO3()
+    r = so3.random_base(4, dtype=torch.float64)
+    w = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(so3.to_lie(r, so3.raw_to_tangent(r, w)), w)
+    se3 = SE3()
+    x = se3.random_base(4, dtype=torch.float64)
+    raw = torch.randn(4, 6, dtype=torch.float64)
+    u = se3.raw_to_tangent(x, raw)
+    rot, _ = SE3.to_rt(x)
+    torch.testing.assert_close(so3.to_lie(rot, u[..., :3, :3]), raw[..., :3])
+    torch.testing.assert_close(u[..., :3, 3], raw[..., 3:])
