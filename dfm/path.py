@@ -117,7 +117,7 @@ class MixturePath(ProbPath):
             self.check_tokens(x0, "x0", allow_mask=True)
         t = broadcast_time(t, x1.shape[:-1], dtype=t.dtype if isinstance(t, Tensor) and t.is_floating_point()
                            else torch.get_default_dtype(), device=x1.device)
-        if self.validate and bool(time_out_of_range(t)):
+        if self.validate and not float(time_out_of_range(t)) <= 0:
             raise ValueError(describe_time_range(t))
         kappa = self.scheduler.kappa(t, validate=False)[..., None]
         keep = torch.rand(x1.shape, device=x1.device, generator=generator, dtype=kappa.dtype) < kappa

@@ -19,31 +19,31 @@ __all__ = ["Checks", "check_floating", "check_same_dtype", "broadcast_time", "ti
 class Checks:
     """Deferred value checks read back with one host synchronisation.
 
-    ``add(bad, explain)`` records a 0-dim boolean tensor that is True when the check fails and a
-    function that raises (or returns the message of) the ``ValueError`` to report; ``run()``
-    reads all flags at once and, only if one is set, explains the first failing check.
+    ``add(excess, explain)`` records a 0-dim tensor that is ``<= 0`` when the check passes
+    (positive or NaN when it fails, e.g. ``worst_violation - tolerance``) and a function that
+    raises (or returns the message of) the ``ValueError`` to report. ``run()`` stacks all of
+    them into one tensor and reads it once; only if a check failed does it explain the first.
     """
 
     def __init__(self) -> None:
         self._items: list[tuple[Tensor, Callable[[], str | None]]] = []
 
-    def add(self, bad: Tensor, explain: Callable[[], str | None]) -> None:
-        self._items.append((bad.reshape(()), explain))
+    def add(self, excess: Tensor, explain: Callable[[], str | None]) -> None:
+        self._items.append((excess, explain))
 
     def run(self, *values: Tensor) -> list[float]:
         """Raise for the first failing check; return ``values`` (0-dim tensors the caller also
         needs on the host) as floats, read in the same synchronisation."""
-        if not self._items and not values:
+        tensors = [excess for excess, _ in self._items] + list(values)
+        if not tensors:
             return []
-        device = (self._items[0][0] if self._items else values[0]).device
-        packed = torch.stack([bad.to(device=device, dtype=torch.float64) for bad, _ in self._items]
-                             + [v.reshape(()).to(device=device, dtype=torch.float64) for v in values]).tolist()
+        dtype = torch.promote_types(tensors[0].dtype, torch.float32)
+        packed = torch.stack([v.reshape(()).to(dtype) for v in tensors]).tolist()
         n = len(self._items)
-        if any(packed[:n]):
-            for (bad, explain), flag in zip(self._items, packed[:n]):
-                if flag:
-                    message = explain()  # may raise its own, more specific ValueError
-                    raise ValueError(message)
+        for (_, explain), excess in zip(self._items, packed[:n]):
+            if not excess <= 0:  # also NaN
+                message = explain()  # may raise its own, more specific ValueError
+                raise ValueError(message)
         return packed[n:]
 
 
@@ -96,10 +96,12 @@ def broadcast_time(t: Tensor | float, batch_shape: tuple[int, ...] | torch.Size,
 
 
 def time_out_of_range(t: Tensor) -> Tensor:
-    """0-dim bool: some time is NaN or outside [0, 1] (for :class:`Checks`)."""
+    """0-dim excess for :class:`Checks`: how far the times reach outside [0, 1] (<= 0 when all
+    are inside; NaN when one is NaN)."""
     if t.numel() == 0:
-        return torch.zeros((), dtype=torch.bool, device=t.device)
-    return ~((t >= 0) & (t <= 1)).all()
+        return torch.zeros((), dtype=t.dtype, device=t.device)
+    low, high = torch.aminmax(t)
+    return torch.maximum(-low, high - 1)
 
 
 def describe_time_range(t: Tensor, name: str = "t") -> str:

@@ -221,6 +221,15 @@ class RiemannianManifold(geoopt.Manifold):
         err = self._distance_from_manifold(torch.where(torch.isfinite(x), x, torch.zeros_like(x)))
         return torch.where(finite, err, torch.full_like(err, float("inf")))
 
+    def worst_violation(self, x: Tensor) -> Tensor:
+        """0-dim: the largest :meth:`point_violation` of the batch (0 when empty), computed with
+        full-tensor reductions only: the cheap form for checks inside training loops."""
+        if x.numel() == 0:
+            return torch.zeros((), dtype=x.dtype, device=x.device)
+        err = self._distance_from_manifold(x)
+        worst = err.amax() if err.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(torch.isfinite(x).all(), worst, torch.full_like(worst, float("inf")))
+
     def check_point(self, x: Tensor, name: str = "x", *, atol: float | None = None) -> None:
         """Validate ``x`` as a batch of points, raising ``ValueError`` naming ``name``.
 

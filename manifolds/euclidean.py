@@ -68,6 +68,12 @@ class Euclidean(RiemannianManifold):
     def base_logprob(self, x: Tensor) -> Tensor:
         return -0.5 * (x * x).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
 
+    def worst_violation(self, x: Tensor) -> Tensor:
+        # every finite vector is a point: 0, or NaN when some entry is NaN/inf (0 * inf = NaN)
+        if x.numel() == 0:
+            return torch.zeros((), dtype=x.dtype, device=x.device)
+        return (x * 0).amax()
+
     def _distance_from_manifold(self, x: Tensor) -> Tensor:
         return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
 

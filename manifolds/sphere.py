@@ -161,8 +161,16 @@ class Sphere(RiemannianManifold):
     def base_logprob(self, x: Tensor) -> Tensor:
         return torch.full(x.shape[:-1], -self.log_volume(), dtype=x.dtype, device=x.device)
 
+    def worst_violation(self, x: Tensor) -> Tensor:
+        # squared norms by a matrix-vector product, then one full-tensor min/max (NaN and inf
+        # propagate to a NaN/inf violation)
+        if x.numel() == 0:
+            return torch.zeros((), dtype=x.dtype, device=x.device)
+        low, high = torch.aminmax(last_dim_dot(x, x))
+        return torch.maximum(high - 1, 1 - low)
+
     def _distance_from_manifold(self, x: Tensor) -> Tensor:
-        return ((x * x).sum(-1) - 1).abs()
+        return (last_dim_dot(x, x)[..., 0] - 1).abs()
 
     def _distance_from_tangent(self, x: Tensor, u: Tensor) -> Tensor:
         return (x * u).sum(-1).abs()

@@ -89,9 +89,8 @@ class GeodesicPath(ProbPath):
         for name, x in (("x0", x0), ("x1", x1)):
             if x is None:
                 continue
-            v = m.point_violation(x)
-            err = v.amax() if v.numel() else v.new_zeros(())
-            checks.add(~(err <= data_tol), lambda x=x, name=name: m.check_point(x, name, atol=data_tol))
+            err = m.worst_violation(x)
+            checks.add(err - data_tol, lambda x=x, name=name: m.check_point(x, name, atol=data_tol))
             worst.append((name, err))
         checks.add(time_out_of_range(t), lambda: describe_time_range(t))
         errors = checks.run(*(err for _, err in worst))
