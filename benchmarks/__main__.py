@@ -1,8 +1,13 @@
-"""Dispatch ``python -m benchmarks <name> [args...]`` to ``benchmarks.<module>.main(args)``."""
+"""Dispatch ``python -m benchmarks <name> [args...]`` to ``benchmarks.<module>.main(args)``.
+
+Problems the user can fix (a bad option, missing data, a checkpoint made under other
+settings) are reported as a short message on stderr with exit code 2, not as a traceback."""
 from __future__ import annotations
 
 import importlib
 import sys
+
+from benchmarks.cli import CommandLineError
 
 # name -> (module, one-line description). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,7 +29,22 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _refused_resume_message(error: ValueError) -> str | None:
+    """The message for ``rfm.training.CheckpointMismatchError``, or ``None`` for another error.
+
+    ``rfm.training`` is looked up, not imported: if no command has imported it, it cannot have
+    raised, and commands such as ``table`` then start without importing torch."""
+    training = sys.modules.get("rfm.training")
+    if training is None or not isinstance(error, training.CheckpointMismatchError):
+        return None
+    lines = [f"error: {error.checkpoint_path} was made with other settings:"]
+    lines += [f"  {name}: checkpoint {saved!r}, now {now!r}" for name, saved, now in error.differences]
+    lines.append("rerun with --restart to start afresh, or pick a new --out to keep both runs")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (2 for the user's errors, see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -36,7 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     if name == "download":
         rest = ["earth", "--download", *rest]
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except CommandLineError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except FileNotFoundError as error:
+        # The data loaders' messages say which file is missing, where they looked and how to
+        # get it; a traceback would bury that.
+        print(f"error: {error}", file=sys.stderr)
+    except ValueError as error:
+        message = _refused_resume_message(error)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

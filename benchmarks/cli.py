@@ -84,6 +84,7 @@ class Budget:
     eval_every_minutes: float | None
 
     def train_fields(self) -> dict[str, Any]:
+        """The budget and validation cadence as keyword arguments of ``TrainConfig``."""
         return {"max_minutes": self.max_minutes, "max_steps": self.max_steps, "eval_every": self.eval_every,
                 "eval_every_minutes": self.eval_every_minutes}
 
@@ -97,6 +98,7 @@ class Budget:
         return fields_
 
     def describe(self) -> str:
+        """``"2000 steps"``, ``"10 min"`` or ``"2000 steps or 10 min"``, for log lines."""
         parts = []
         if self.max_steps is not None:
             parts.append(f"{self.max_steps} steps")
@@ -112,19 +114,28 @@ class Budget:
 
 
 def run_budget(minutes: float | None, steps: int | None, *, default_minutes: float,
-               eval_every_minutes: float) -> Budget:
+               eval_every_minutes: float, evaluations: int | None = None) -> Budget:
     """The budget of ``--minutes`` / ``--steps``: minutes alone (default ``default_minutes``),
-    steps alone, or both (whichever ends first). With steps, validation runs as many times as
-    a time budget of ``minutes`` (or ``default_minutes``) would have run it."""
+    steps alone, or both (whichever ends first).
+
+    With steps, validation runs ``evaluations`` times, by default as many times as a time
+    budget of ``minutes`` (or ``default_minutes``) would have run it every
+    ``eval_every_minutes``; a script whose cadence is a fixed count of evaluations (text: 5)
+    passes it instead.
+
+    Raises:
+        CommandLineError: for a budget that is not positive.
+    """
     if minutes is not None and not minutes > 0:
         raise CommandLineError(f"--minutes must be > 0, got {minutes:g}")
     if steps is None:
         return Budget(default_minutes if minutes is None else minutes, None, None, eval_every_minutes)
     if steps < 1:
         raise CommandLineError(f"--steps must be >= 1, got {steps}")
-    nominal = default_minutes if minutes is None else minutes
-    evaluations = max(1, round(nominal / eval_every_minutes))
-    return Budget(minutes, steps, max(1, math.ceil(steps / evaluations)), None)
+    if evaluations is None:
+        nominal = default_minutes if minutes is None else minutes
+        evaluations = round(nominal / eval_every_minutes)
+    return Budget(minutes, steps, max(1, math.ceil(steps / max(1, evaluations))), None)
 
 
 def check_device(device: str) -> None:

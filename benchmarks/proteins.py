@@ -13,7 +13,8 @@ from typing import Sequence
 
 import torch
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
+from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
+                            check_device, run_budget, training_settings)
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.protein_data import CLASSES, load_dihedrals
@@ -77,9 +78,13 @@ def _plot(residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path:
                       path, title=title, grid_size=60)
 
 
-def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-        plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu", restart: bool = False) -> list[dict]:
+def run(residue_class: str, seed: int, budget: Budget | float, cfg: TorusConfig, out: Path, progress: bool = True,
+        plot: bool = True, vonmises_ks: Sequence[int] = (1, 2, 4, 8, 16, 32), device: str = "cpu",
+        restart: bool = False) -> list[dict]:
+    """The von Mises anchor and one RFM run on ``residue_class`` for ``budget`` (a
+    :class:`~benchmarks.cli.Budget` or minutes); writes and returns both records."""
     start = time.perf_counter()
+    budget = as_budget(budget, cfg.eval_every_minutes)
     torus = FlatTorus(2)
     data, splits, run_dir, vm_record = fit_anchor(residue_class, seed, out, vonmises_ks)
     x_train, x_val, x_test = (x.to(device) for x in splits)
@@ -92,8 +97,8 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
     def nll(m, x, steps):
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power).mean())
 
-    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
-                     eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
+    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, residue_class=residue_class),
                 resume=not restart)
@@ -104,7 +109,7 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
     if plot:
         _plot(residue_class, seed, data, model, cfg, run_dir / f"{residue_class}_seed{seed}.png",
               f"{residue_class} (seed {seed}): RFM {test_nll:.3f}, von Mises K={k} {vm_test:.3f}", device)
-    rec = new_record("proteins", residue_class, seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
+    rec = new_record("proteins", residue_class, seed, config=asdict(cfg), **budget.record_fields(), steps=res.steps,
                      wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
                      likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
                      n_train=len(x_train), n_val=len(x_val), n_test=len(x_test))
@@ -112,15 +117,18 @@ def run(residue_class: str, seed: int, minutes: float, cfg: TorusConfig, out: Pa
     return [vm_record, rec]
 
 
-def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfig, out: Path, progress: bool = True,
-              plot: bool = True, vonmises_ks=(1, 2, 4, 8, 16, 32), device: str = "cpu",
-              restart: bool = False) -> list[dict]:
+def run_joint(classes: Sequence[str], seed: int, budget: Budget | float, cfg: TorusConfig, out: Path,
+              progress: bool = True, plot: bool = True, vonmises_ks: Sequence[int] = (1, 2, 4, 8, 16, 32),
+              device: str = "cpu", restart: bool = False) -> list[dict]:
     """One class-conditional flow for all ``classes`` (a learned class embedding), trained on
-    the union of their training splits for ``minutes`` x the number of classes, i.e. the same
-    total budget as per-class runs. The small classes (about 1-2k residues) borrow strength
+    the union of their training splits for the per-class ``budget`` (a
+    :class:`~benchmarks.cli.Budget` or minutes) x the number of classes, i.e. the same total
+    budget as per-class runs. The small classes (about 1-2k residues) borrow strength
     from General's 29k. Model selection: mean validation NLL over the classes. Each class's
     record is written to ``out/<class>/seed<seed>/results.json`` as usual."""
     start = time.perf_counter()
+    budget = as_budget(budget, cfg.eval_every_minutes)
+    joint = budget.scaled(len(classes))
     torus = FlatTorus(2)
     splits, anchors, datas, run_dirs = {}, {}, {}, {}
     for cls in classes:
@@ -144,9 +152,8 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
     def mean_val(m):
         return sum(nll(m, i, splits[c][1][:cfg.selection_points], cfg.val_steps) for i, c in enumerate(classes)) / len(classes)
 
-    total = minutes * len(classes)
-    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=total, ema_decay=cfg.ema_decay,
-                     eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
+    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     **joint.train_fields())
     res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt",
                 run_config=training_settings(cfg, classes=list(classes)), resume=not restart)
     model.load_state_dict(res.best_state, strict=False)
@@ -161,7 +168,9 @@ def run_joint(classes: Sequence[str], seed: int, minutes: float, cfg: TorusConfi
                   f"{cls} (seed {seed}): joint RFM {test_nll:.3f}, von Mises K={vm['config']['k']} {vm['test_nll']:.3f}",
                   device)
         rec = new_record("proteins", cls, seed, config={**asdict(cfg), "joint_classes": list(classes)},
-                         budget_minutes=minutes, joint_budget_minutes=total, steps=res.steps,
+                         # joint_budget_minutes / joint_budget_steps: what the one joint run had
+                         **budget.record_fields(), **{f"joint_{k}": v for k, v in joint.record_fields().items()},
+                         steps=res.steps,
                          wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=val_nll,
                          test_nll=test_nll, likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
                          n_train=len(splits[cls][0]), n_val=len(x_val), n_test=len(x_test))
@@ -174,37 +183,37 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks proteins", description=__doc__)
     parser.add_argument("--classes", nargs="+", default=list(CLASSES), choices=CLASSES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="runs/proteins")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
+    parser.add_argument("--quick", action="store_true", help="small model, at most 0.3 min per run, K in (1, 4)")
+    add_run_arguments(parser, minutes=10.0, out="runs/proteins")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--joint", action="store_true",
-                        help="one class-conditional flow for all --classes (budget: --minutes per class)")
+                        help="one class-conditional flow for all --classes (budget: --minutes / --steps per class)")
     add_config_overrides(parser, TorusConfig())
     args = parser.parse_args(argv)
+    check_device(args.device)
+    cfg, default_minutes, ks = TorusConfig(), 10.0, (1, 2, 4, 8, 16, 32)
+    if args.quick:
+        cfg, default_minutes, ks = QUICK, 0.3, (1, 4)
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, 0.3)
+    cfg = apply_config_overrides(cfg, args)
+    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
+                        eval_every_minutes=cfg.eval_every_minutes)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, minutes, ks = TorusConfig(), args.minutes, (1, 2, 4, 8, 16, 32)
-    if args.quick:
-        cfg, minutes, ks = QUICK, min(args.minutes, 0.3), (1, 4)
-    cfg = apply_config_overrides(cfg, args)
     rows = []
     for seed in args.seeds:
         if args.joint:
             print(f"[proteins] joint {'/'.join(args.classes)} seed {seed}: von Mises mixtures, then one "
-                  f"class-conditional RFM for {minutes * len(args.classes):g} min")
-            recs = run_joint(args.classes, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
+                  f"class-conditional RFM for {budget.scaled(len(args.classes)).describe()}")
+            recs = run_joint(args.classes, seed, budget, cfg, Path(args.out), progress=not args.no_progress,
                              plot=not args.no_plot, vonmises_ks=ks, device=args.device, restart=args.restart)
             pairs = [(recs[i], recs[i + 1]) for i in range(0, len(recs), 2)]
         else:
             pairs = []
             for cls in args.classes:
-                print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {minutes:g} min")
-                pairs.append(tuple(run(cls, seed, minutes, cfg, Path(args.out), progress=not args.no_progress,
+                print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {budget.describe()}")
+                pairs.append(tuple(run(cls, seed, budget, cfg, Path(args.out), progress=not args.no_progress,
                                        plot=not args.no_plot, vonmises_ks=ks, device=args.device, restart=args.restart)))
         for vm, rfm in pairs:
             print(f"[proteins] {rfm['dataset']} seed {seed}: von Mises (K={vm['config']['k']}) {vm['test_nll']:.3f}, "

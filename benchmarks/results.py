@@ -15,7 +15,9 @@ field                        meaning
 ``method``                   ``"rfm"`` (default, this library's model) or an anchor computed on the
                              same splits, e.g. ``"vonmises"`` for the proteins' von Mises mixture
 ``config``                   dict of every setting needed to rerun (network, optimiser, batch ...)
-``budget_minutes``           wall-clock training budget per run, in minutes
+``budget_minutes``           wall-clock training budget per run, in minutes (absent for a run with
+                             a step budget and no time limit)
+``budget_steps``             optimiser-step budget per run (``--steps``), if one was set
 ``steps``                    optimiser steps actually done
 ``wall_time_s``              wall-clock seconds of the whole run (training + evaluation)
 ``val_nll``                  validation negative log-likelihood (nats per point) of the selected
@@ -60,6 +62,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,),
     "config": (dict,),
     "budget_minutes": (int, float),
+    "budget_steps": (int,),
     "steps": (int,),
     "wall_time_s": (int, float),
     "val_nll": (int, float),

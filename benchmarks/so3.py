@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
+from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
+                            check_device, run_budget, training_settings)
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.results import new_record, write_results
@@ -90,9 +91,13 @@ class SO3Config:
 QUICK = SO3Config(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_minutes=0.2, val_steps=4, test_steps=8)
 
 
-def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path, sizes=SIZES,
-        progress: bool = True, device: str = "cpu", restart: bool = False) -> dict:
+def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, out: Path,
+        sizes: tuple[int, int, int] = SIZES, progress: bool = True, device: str = "cpu", restart: bool = False) -> dict:
+    """Train and evaluate RFM on one mixture of ``n_components`` wrapped normals (drawn from
+    ``seed``) for ``budget`` (a :class:`~benchmarks.cli.Budget` or minutes); writes and returns
+    the results record."""
     start = time.perf_counter()
+    budget = as_budget(budget, cfg.eval_every_minutes)
     so3 = SO3()
     gen = torch.Generator().manual_seed(1000 * n_components + seed)
     mixture = WrappedNormalMixture.random(n_components, gen)
@@ -109,8 +114,8 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
         return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power).mean())
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
-    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
-                     eval_every_minutes=cfg.eval_every_minutes, seed=seed, progress=progress)
+    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, n_components=n_components),
                 resume=not restart)
@@ -118,7 +123,7 @@ def run(n_components: int, seed: int, minutes: float, cfg: SO3Config, out: Path,
     model.eval()
     test_ll = loglik(model, x_test, cfg.test_steps)
     val_ll = loglik(model, x_val, cfg.test_steps)
-    record = new_record("so3", f"M{n_components}", seed, config=asdict(cfg), budget_minutes=minutes, steps=res.steps,
+    record = new_record("so3", f"M{n_components}", seed, config=asdict(cfg), **budget.record_fields(), steps=res.steps,
                         wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=-val_ll, test_nll=-test_ll,
                         test_loglik=test_ll, true_test_loglik=true_test,
                         likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
@@ -132,26 +137,26 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--components", nargs="+", type=int, default=[16, 32, 64])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="runs/so3")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
+    parser.add_argument("--quick", action="store_true", help="small model and data, at most 0.3 min per run")
+    add_run_arguments(parser, minutes=10.0, out="runs/so3")
     add_config_overrides(parser, SO3Config())
     args = parser.parse_args(argv)
+    check_device(args.device)
+    cfg, default_minutes, sizes = SO3Config(), 10.0, SIZES
+    if args.quick:
+        cfg, default_minutes, sizes = QUICK, 0.3, (4000, 500, 500)
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, 0.3)
+    cfg = apply_config_overrides(cfg, args)
+    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
+                        eval_every_minutes=cfg.eval_every_minutes)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, minutes, sizes = SO3Config(), args.minutes, SIZES
-    if args.quick:
-        cfg, minutes, sizes = QUICK, min(args.minutes, 0.3), (4000, 500, 500)
-    cfg = apply_config_overrides(cfg, args)
     rows = []
     for m in args.components:
         for seed in args.seeds:
-            print(f"[so3] M={m} seed {seed}: training for {minutes:g} min")
-            rec = run(m, seed, minutes, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device,
+            print(f"[so3] M={m} seed {seed}: training for {budget.describe()}")
+            rec = run(m, seed, budget, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device,
                       restart=args.restart)
             print(f"[so3] M={m} seed {seed}: {rec['steps']} steps, test log-lik {rec['test_loglik']:.3f}, "
                   f"true mixture {rec['true_test_loglik']:.3f}")

@@ -164,35 +164,70 @@ def _values(group: Sequence[dict[str, Any]], field: str) -> list[Any]:
     return [r.get(field) for r in group]  # a missing field is not a failed run
 
 
+def _budget(record: dict[str, Any]) -> tuple[float | None, int | None] | None:
+    """``(minutes, steps)`` of a record's training budget (either may be ``None``: a record of a
+    step budget has no time limit); ``None`` for a record without one (an anchor's)."""
+    minutes = float(record["budget_minutes"]) if is_finite_number(record.get("budget_minutes")) else None
+    steps = int(record["budget_steps"]) if is_finite_number(record.get("budget_steps")) else None
+    return None if minutes is None and steps is None else (minutes, steps)
+
+
+def _budget_label(budget: tuple[float | None, int | None]) -> str:
+    minutes, steps = budget
+    parts = ([] if steps is None else [f"{steps} steps"]) + ([] if minutes is None else [f"{minutes:g} min"])
+    return " or ".join(parts)
+
+
+def _budget_order(budget: tuple[float | None, int | None]) -> tuple[float, float]:
+    minutes, steps = budget
+    return (math.inf if steps is None else steps, math.inf if minutes is None else minutes)
+
+
 def _provenance(groups: dict[tuple[str, str], list[dict[str, Any]]], metric: str) -> list[str]:
-    """Run details (seeds, budget, steps, time) and the commands that produced the records."""
-    rows = []
-    budgets: set[float] = set()
+    """Run details (seeds, budget, steps, time) and the commands that produced the records.
+
+    Budgets are shown in minutes (column "budget (min)") while every record has a wall-clock
+    budget only; once a record has a step budget (``budget_steps``), each cell names its unit
+    ("2000 steps", "15 min", "2000 steps or 15 min")."""
+    budgets_by_group: dict[tuple[str, str], set[tuple[float | None, int | None]]] = {}
     commands: list[str] = []
-    for (method, key), group in sorted(groups.items()):
-        budget = [r["budget_minutes"] for r in group if is_finite_number(r.get("budget_minutes"))]
-        budgets.update(budget)
+    for key, group in sorted(groups.items()):
+        budgets_by_group[key] = {b for b in map(_budget, group) if b is not None}
         for record in group:
             command = record.get("command")
             if command and command not in commands:
                 commands.append(command)
+    budgets = set().union(*budgets_by_group.values())
+    minutes_only = all(steps is None for _, steps in budgets)
+
+    def cell(group_budgets: set[tuple[float | None, int | None]]) -> str:
+        if minutes_only:
+            return ", ".join(f"{m:g}" for m in sorted(m for m, _ in group_budgets)) or "—"
+        return ", ".join(_budget_label(b) for b in sorted(group_budgets, key=_budget_order)) or "—"
+
+    rows = []
+    for (method, key), group in sorted(groups.items()):
         rows.append((
             method,
             key,
             " ".join(str(r["seed"]) for r in group),
-            ", ".join(f"{b:g}" for b in sorted(set(budget))) or "—",
+            cell(budgets_by_group[(method, key)]),
             summarize(_values(group, "steps")).format(0, show_n=False),
             summarize(_values(group, "wall_time_s")).format(0, show_n=False),
             summarize(_values(group, "val_nll")).format(show_n=False),
             summarize(_values(group, metric)).format(show_n=False),
         ))
     metric_names = {"test_nll": "test NLL", "masked_bpc": "masked bpc"}
-    header = ["method", "dataset", "seeds", "budget (min)", "steps", "wall time (s)", "val NLL",
-              metric_names.get(metric, metric)]
+    header = ["method", "dataset", "seeds", "budget (min)" if minutes_only else "budget", "steps", "wall time (s)",
+              "val NLL", metric_names.get(metric, metric)]
     lines = ["", "<details><summary>runs</summary>", ""]
     lines += _markdown_table(header, rows)
     if len(budgets) > 1:
-        lines += ["", f"Note: these records mix budgets of {sorted(budgets)} minutes."]
+        if minutes_only:
+            lines += ["", f"Note: these records mix budgets of {sorted(m for m, _ in budgets)} minutes."]
+        else:
+            labels = ", ".join(_budget_label(b) for b in sorted(budgets, key=_budget_order))
+            lines += ["", f"Note: these records mix budgets: {labels}."]
     if commands:
         lines += ["", "Commands:", ""] + [f"    {c}" for c in commands]
     lines += ["", "</details>"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cli import add_config_overrides, apply_config_overrides, training_settings
+from benchmarks.cli import (add_config_overrides, add_run_arguments, apply_config_overrides, check_device, run_budget,
+                            training_settings)
 from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, random_crops, tokenize_corpus
 from dfm import CTMCSolver, MixturePath, mask_elbo
@@ -97,24 +98,29 @@ def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Gen
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks text", description=__doc__)
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget PER MODEL (wall clock)")
-    parser.add_argument("--quick", action="store_true", help="tiny models, ~0.4 min each (smoke test / demo)")
+    parser.add_argument("--quick", action="store_true", help="tiny models, at most 0.4 min each (smoke test / demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/text")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming")
+    add_run_arguments(parser, minutes=10.0, out="runs/text")  # the budget is PER MODEL
     parser.add_argument("--models", nargs="+", default=["masked", "ar"], choices=["masked", "ar"],
                         help="which models to train (the ratio needs both)")
     add_config_overrides(parser, TextConfig())
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg, minutes = (QUICK, min(args.minutes, 0.4)) if args.quick else (TextConfig(), args.minutes)
+    check_device(args.device)
+    cfg, default_minutes = TextConfig(), 10.0
+    if args.quick:
+        cfg, default_minutes = QUICK, 0.4
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, 0.4)
     cfg = apply_config_overrides(cfg, args)
     if cfg.masked_loss not in ("elbo", "mean"):
         parser.error(f"--masked-loss must be 'elbo' or 'mean', got {cfg.masked_loss!r}")
+    # Five validations per model: every fifth of the time budget (at least every 6 s), or every
+    # fifth of the step budget.
+    nominal_minutes = default_minutes if args.minutes is None else args.minutes
+    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
+                        eval_every_minutes=max(nominal_minutes / 5, 0.1), evaluations=5)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     streams = tokenize_corpus(load_kjv(), cfg.tokenizer, cfg.bpe_vocab_size)
     vocab, train_ids = streams.vocab_size, streams.train
@@ -160,11 +166,10 @@ def main(argv: list[str]) -> int:
             continue
         torch.manual_seed(args.seed)
         model = build(cfg, vocab, causal).to(device)
-        tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=minutes, ema_decay=cfg.ema_decay,
-                         eval_every_minutes=max(minutes / 5, 0.1), checkpoint_every_minutes=1.0, seed=args.seed,
-                         progress=not args.no_progress, weight_decay=0.01)
+        tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, checkpoint_every_minutes=1.0,
+                         seed=args.seed, progress=not args.no_progress, weight_decay=0.01, **budget.train_fields())
         print(f"[text] training {name} model ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) "
-              f"for {minutes:g} min")
+              f"for {budget.describe()}")
         res = train(model, loss_fn, tc, val_fn=val_fn, checkpoint_path=out / f"{name}_seed{args.seed}.pt",
                     run_config=training_settings(cfg, model=name), resume=not args.restart)
         resumed_s += res.resumed_elapsed_s
@@ -191,14 +196,14 @@ def main(argv: list[str]) -> int:
     ratio = masked["bpc"] / ar["bpc"] if masked and ar else None
     metrics = dict(masked_bpc=masked.get("bpc"), ar_bpc=ar.get("bpc"), masked_bpc_stderr=masked.get("stderr"),
                    ratio=ratio, masked_steps=masked.get("steps"), ar_steps=ar.get("steps"))
-    record = new_record("text", "kjv", args.seed, method="dfm-masked vs ar", config=asdict(cfg), budget_minutes=minutes,
+    record = new_record("text", "kjv", args.seed, method="dfm-masked vs ar", config=asdict(cfg), **budget.record_fields(),
                         steps=sum(r["steps"] for r in results.values()), wall_time_s=time.perf_counter() - start + resumed_s,
                         unigram_bpc=uni, models=list(results), samples={k: v["samples"] for k, v in results.items()},
                         sample_steps={k: v["sample_steps"] for k, v in results.items()},
                         test_chars=test_chars, test_tokens=int(test_chunks.numel()),
                         **{k: v for k, v in metrics.items() if v is not None})  # a model not trained has no entry
     write_results(out / f"results_seed{args.seed}.json", record)
-    print(f"\n| model | test bpc | steps in {minutes:g} min |\n|---|---|---|")
+    print(f"\n| model | test bpc | steps (budget {budget.describe()}) |\n|---|---|---|")
     if masked:
         print(f"| masked DFM (ELBO bound) | {masked['bpc']:.3f} ± {masked['stderr']:.3f} | {masked['steps']} |")
     if ar:

@@ -1,7 +1,9 @@
 """Training utilities shared by the benchmarks and users: seeded runs, AdamW with linear
 warmup + cosine decay (by steps or by the elapsed fraction of a wall-clock budget), gradient
-clipping, EMA weights, periodic validation with best-EMA model selection, a tqdm progress bar
-with the running loss, and atomic checkpoints that resume exactly where a run stopped."""
+clipping, EMA weights, periodic validation with best-EMA model selection, progress output with
+the running loss (a tqdm bar on a terminal, a plain line every few seconds in logs and pipes),
+and atomic checkpoints that resume exactly where a run stopped (and refuse, with
+:class:`CheckpointMismatchError`, to resume under other settings)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,17 +11,18 @@ import copy
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TextIO
 
 import numpy as np
 import torch
 from torch import nn
 
 __all__ = ["seed_everything", "EMA", "TrainConfig", "TrainResult", "train", "lr_factor",
-           "save_checkpoint", "load_checkpoint"]
+           "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -73,7 +76,13 @@ class EMA:
 @dataclass
 class TrainConfig:
     """Optimisation settings. Training stops at ``max_steps`` or ``max_minutes`` (wall clock,
-    including validation), whichever comes first; at least one must be set."""
+    including validation), whichever comes first; at least one must be set.
+
+    Progress output goes to stderr when ``progress``: a tqdm bar where stderr is a terminal (or
+    a Jupyter kernel), otherwise a plain line every ``progress_every_s`` seconds, so logs of
+    ``nohup`` runs, CI and pipes get no carriage-return flood. ``progress_bar`` overrides the
+    choice (``True``: always the bar, ``False``: always plain lines, ``None``: automatic).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -89,6 +98,8 @@ class TrainConfig:
     checkpoint_every_minutes: float = 2.0
     seed: int = 0
     progress: bool = True
+    progress_bar: bool | None = None
+    progress_every_s: float = 10.0
 
 
 @dataclass
@@ -133,15 +144,42 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # Fields that may change between a run and its resumption: the budget (extending a run is what
 # resuming is for) and what is only reported or how often it is done.
 _RESUMABLE_FIELDS = ("max_steps", "max_minutes", "eval_every", "eval_every_minutes", "checkpoint_every_minutes",
-                     "progress")
+                     "progress", "progress_bar", "progress_every_s")
 
 
-def _config_mismatch(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
+class _Unset:
+    """Stands for a setting that one side of a comparison does not record."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET = _Unset()  # in CheckpointMismatchError.differences: the setting is not recorded on that side
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was made under other settings than the run asked to resume it.
+
+    Attributes:
+        checkpoint_path: the checkpoint that was not resumed.
+        differences: ``(field, saved, now)`` per differing setting, each field once, sorted by
+            name; a setting recorded on one side only has :data:`UNSET` on the other.
+    """
+
+    def __init__(self, checkpoint_path: str | os.PathLike, differences: list[tuple[str, Any, Any]]) -> None:
+        self.checkpoint_path = Path(checkpoint_path)
+        self.differences = list(differences)
+        listed = "; ".join(f"{name}: checkpoint {saved!r}, now {now!r}" for name, saved, now in self.differences)
+        super().__init__(f"checkpoint_path {self.checkpoint_path} was made with other settings ({listed}); "
+                         "delete it, pass resume=False, or write to another folder.")
+
+
+def _config_mismatch(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``field -> (saved, now)`` for every field whose values differ."""
     if saved is None:  # checkpoints written before configs were recorded
-        return []
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: checkpoint {saved.get(k, '<unset>')!r}, now {current.get(k, '<unset>')!r}"
-            for k in keys if _comparable(saved.get(k)) != _comparable(current.get(k))]
+        return {}
+    return {k: (saved.get(k, UNSET), current.get(k, UNSET)) for k in sorted(set(saved) | set(current))
+            if _comparable(saved.get(k, UNSET)) != _comparable(current.get(k, UNSET))}
 
 
 def _comparable(value: Any) -> Any:
@@ -150,6 +188,125 @@ def _comparable(value: Any) -> Any:
 
 def _optimisation_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in _RESUMABLE_FIELDS}
+
+
+def _clock(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour on."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _budget_text(config: TrainConfig) -> str:
+    parts = []
+    if config.max_steps is not None:
+        parts.append(f"{config.max_steps} steps")
+    if config.max_minutes is not None:
+        parts.append(f"{config.max_minutes:g} min")
+    return " or ".join(parts)
+
+
+def _is_interactive(stream: TextIO) -> bool:
+    """Whether ``stream`` shows a live display: a terminal, or a Jupyter kernel's output (not a
+    tty, but rendered as a widget by ``tqdm.auto``)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # a file-like object without isatty, or a closed one
+        tty = False
+    return tty or "ipykernel" in sys.modules
+
+
+class _Progress:
+    """How :func:`train` reports on stderr. This base class prints only one-off messages (such
+    as a resumption), for ``progress=False``; subclasses add the running progress."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.stream = sys.stderr  # looked up now: test harnesses and notebooks replace it
+
+    def message(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start(self, step: int, elapsed: float) -> None:
+        """Training begins (or resumes) at ``step`` with ``elapsed`` seconds already spent."""
+
+    def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
+        """``step`` is done; ``fraction``: the share of the budget used, as the lr schedule sees it."""
+
+    def close(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
+        """Training has ended."""
+
+
+class _BarProgress(_Progress):
+    """A tqdm bar with the running loss and the best validation value, for terminals."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.bar = None
+
+    def message(self, text: str) -> None:
+        if self.bar is None:
+            super().message(text)
+        else:
+            self.bar.write(text, file=self.stream)
+
+    def start(self, step: int, elapsed: float) -> None:
+        # Imported here so that progress=False needs no tqdm.
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.config.max_steps, initial=step, desc="train", leave=False, dynamic_ncols=True,
+                        file=self.stream)
+
+    def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}",
+                             best_val="-" if best_val is None else f"{best_val:.4f}", refresh=False)
+
+    def close(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
+        self.bar.close()
+
+
+class _LineProgress(_Progress):
+    """A plain line every ``config.progress_every_s`` seconds, for logs and pipes where a bar's
+    carriage returns would pile up as one enormous line; plus a first and a last line."""
+
+    def start(self, step: int, elapsed: float) -> None:
+        self.first_step, self.first_elapsed = step, elapsed
+        self.last_step, self.last_elapsed = step, elapsed
+        where = "starting" if step == 0 else f"continuing from step {step}"
+        self.message(f"train: {where}, budget {_budget_text(self.config)}")
+
+    def _line(self, step: int, elapsed: float, fraction: float, rate: float, loss: float | None,
+              best_val: float | None) -> str:
+        c = self.config
+        if c.max_steps is not None:
+            where = f"step {step}/{c.max_steps} ({100 * fraction:.1f}%)"
+        else:
+            where = f"step {step} ({100 * fraction:.1f}% of {c.max_minutes:g} min)"
+        return (f"{where}, {rate:.1f} it/s, loss {'-' if loss is None else f'{loss:.4f}'}, "
+                f"best val {'-' if best_val is None else f'{best_val:.4f}'}, {_clock(elapsed)} elapsed")
+
+    def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
+        window = elapsed - self.last_elapsed
+        if window < self.config.progress_every_s:
+            return
+        # The rate over the last window, not since the start: it shows slow-downs (validation,
+        # a busy machine) when they happen.
+        rate = (step - self.last_step) / window
+        self.message("train: " + self._line(step, elapsed, fraction, rate, loss, best_val))
+        self.last_step, self.last_elapsed = step, elapsed
+
+    def close(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
+        spent = elapsed - self.first_elapsed
+        rate = (step - self.first_step) / spent if spent > 0 else 0.0
+        self.message("train: done, " + self._line(step, elapsed, fraction, rate, loss, best_val))
+
+
+def _progress_reporter(config: TrainConfig) -> _Progress:
+    if not config.progress:
+        return _Progress(config)
+    bar = _is_interactive(sys.stderr) if config.progress_bar is None else config.progress_bar
+    return _BarProgress(config) if bar else _LineProgress(config)
 
 
 def train(
@@ -171,9 +328,12 @@ def train(
     ``checkpoint_every_minutes`` and at the end, and a run resumes from it when ``resume``.
 
     A checkpoint records ``config`` and ``run_config`` (the caller's settings that define the
-    run: data, model, loss). Resuming with different values raises ``ValueError`` listing them,
-    so a changed setting never silently continues an old run; the budget (``max_steps``,
-    ``max_minutes``) and the evaluation/checkpoint frequencies may change, to extend a run.
+    run: data, model, loss). Resuming with different values raises
+    :class:`CheckpointMismatchError` (a ``ValueError``) listing each differing field once, so a
+    changed setting never silently continues an old run; the budget (``max_steps``,
+    ``max_minutes``), the evaluation/checkpoint frequencies and the progress output may change,
+    to extend a run. A resumed run says so on stderr (``resuming from step N (M.M minutes
+    done)``), also without ``progress``: a run that starts part-way is worth one line.
     """
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
@@ -181,18 +341,19 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema_decay)
     step, elapsed, best_val, best_step, best_state, history = 0, 0.0, None, None, None, []
-    resumed_elapsed = 0.0
+    resumed_elapsed, resumed = 0.0, False
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
         changed = _config_mismatch(None if ck.get("config") is None else _optimisation_fields(ck["config"]),
                                    _optimisation_fields(asdict(config)))
         if run_config is not None:
-            changed += _config_mismatch(ck.get("run_config"), dict(run_config))
+            # The caller's run_config usually repeats optimiser settings (lr, ema_decay ...): one
+            # entry per field, and the caller's own record of it wins.
+            changed.update(_config_mismatch(ck.get("run_config"), dict(run_config)))
         if changed:
-            raise ValueError(
-                f"checkpoint_path {checkpoint_path} was made with other settings ({'; '.join(changed)}); "
-                "delete it, pass resume=False, or write to another folder.")
+            raise CheckpointMismatchError(checkpoint_path,
+                                          [(k, saved, now) for k, (saved, now) in sorted(changed.items())])
         try:
             model.load_state_dict(ck["model"])
         except RuntimeError as err:
@@ -206,6 +367,7 @@ def train(
         best_val, best_step, best_state, history = ck["best_val"], ck["best_step"], ck["best_state"], ck["history"]
         generator.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
+        resumed = True
 
     def snapshot() -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
@@ -225,21 +387,24 @@ def train(
             best_val, best_step = val, step
             best_state = copy.deepcopy(ema.shadow)
 
+    def budget_fraction(step: int, elapsed: float) -> float:
+        """The share of the budget used: steps or time, whichever is further along."""
+        return max(step / config.max_steps if config.max_steps else 0.0,
+                   elapsed / (60 * config.max_minutes) if config.max_minutes else 0.0)
+
     def done() -> bool:
         return (config.max_steps is not None and step >= config.max_steps) or (
             config.max_minutes is not None and elapsed >= 60 * config.max_minutes)
 
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.max_steps, initial=step, desc="train", leave=False, dynamic_ncols=True)
+    reporter = _progress_reporter(config)
+    if resumed:
+        reporter.message(f"train: {checkpoint_path}: resuming from step {step} ({elapsed / 60:.1f} minutes done)")
+    reporter.start(step, elapsed)
     start = time.perf_counter() - elapsed
     last_eval, last_ckpt, running = elapsed, elapsed, None
     model.train()
     while not done():
-        progress = max(step / config.max_steps if config.max_steps else 0.0,
-                       elapsed / (60 * config.max_minutes) if config.max_minutes else 0.0)
+        progress = budget_fraction(step, elapsed)
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, progress, config.warmup_steps, config.min_lr_ratio)
         loss = loss_fn(model, step, generator)
@@ -255,9 +420,7 @@ def train(
         elapsed = time.perf_counter() - start
         loss_value = float(loss.detach())
         running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", best_val=f"{best_val:.4f}" if best_val is not None else "-")
+        reporter.update(step, elapsed, budget_fraction(step, elapsed), running, best_val)
         if val_fn is not None and (
             (config.eval_every and step % config.eval_every == 0)
             or (config.eval_every_minutes and elapsed - last_eval >= 60 * config.eval_every_minutes)
@@ -267,13 +430,12 @@ def train(
         if checkpoint_path is not None and elapsed - last_ckpt >= 60 * config.checkpoint_every_minutes:
             save_checkpoint(checkpoint_path, snapshot())
             last_ckpt = elapsed
-    if bar is not None:
-        bar.close()
     if val_fn is not None and (not history or history[-1]["step"] != step):
         validate()
     if best_state is None:
         best_state = copy.deepcopy(ema.shadow)
     elapsed = time.perf_counter() - start
+    reporter.close(step, elapsed, budget_fraction(step, elapsed), running, best_val)
     if checkpoint_path is not None:
         save_checkpoint(checkpoint_path, snapshot())
     return TrainResult(steps=step, wall_time_s=elapsed, best_val=best_val, best_step=best_step, history=history,

@@ -111,3 +111,34 @@ def test_text_script_scores_bpe_models_per_character(tmp_path, monkeypatch):
     per_token = text.ar_bpc(model, chunks)
     assert record["ar_bpc"] == pytest.approx(per_token * record["test_tokens"] / record["test_chars"], rel=1e-5)
     assert record["unigram_bpc"] < math.log2(300) * record["test_tokens"] / record["test_chars"]
+
+
+def test_so3_script_makes_exactly_the_steps_asked_for(tmp_path):
+    argv = ["--quick", "--steps", "7", "--components", "4", "--hidden", "8", "--depth", "1", "--batch", "16",
+            "--val-steps", "1", "--test-steps", "2", "--eval-every-minutes", "0.1", "--threads", "1", "--no-progress",
+            "--out", str(tmp_path)]
+    assert so3.main(argv) == 0
+    record = json.loads((tmp_path / "M4" / "seed0" / "results.json").read_text())
+    assert record["steps"] == 7 and record["budget_steps"] == 7
+    assert "budget_minutes" not in record  # no time limit was set
+    # validated as often as the time budget would have (--quick: 0.3 min, every 0.1 min: 3 times),
+    # every ceil(7 / 3) steps, and at the end
+    history = torch.load(tmp_path / "M4" / "seed0" / "checkpoint.pt", weights_only=False)["history"]
+    assert [h["step"] for h in history] == [3, 6, 7]
+
+
+def test_text_script_makes_exactly_the_steps_asked_for_per_model(tmp_path, monkeypatch):
+    from benchmarks.text_data import Corpus
+
+    body = "in the beginning god created the heaven and the earth. " * 40
+    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
+    argv = ["--quick", "--steps", "10", "--minutes", "5", "--width", "16", "--depth", "1", "--heads", "1",
+            "--eval-chunks", "8", "--sample-steps", "2", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    assert text.main(argv) == 0
+    record = json.loads((tmp_path / "results_seed0.json").read_text())
+    assert record["masked_steps"] == 10 and record["ar_steps"] == 10 and record["steps"] == 20
+    # --quick caps the minutes at 0.4; the steps end the runs first
+    assert record["budget_steps"] == 10 and record["budget_minutes"] == 0.4
+    for name in ("masked", "ar"):  # five validations, every ceil(10 / 5) steps
+        history = torch.load(tmp_path / f"{name}_seed0.pt", weights_only=False)["history"]
+        assert [h["step"] for h in history] == [2, 4, 6, 8, 10]

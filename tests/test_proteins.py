@@ -82,6 +82,13 @@ def test_em_recovers_a_synthetic_mixture_and_selects_k():
     assert k in (2, 4) and scores[2] > scores[1] + 0.1
 
 
+def fake_dihedrals(residue_class):
+    """300 angles in a 0.3-rad cluster, at a place that depends on the class."""
+    gen = torch.Generator().manual_seed(len(residue_class))
+    centre = torch.tensor([1.0, 4.0]) if residue_class == "general" else torch.tensor([4.0, 1.0])
+    return (centre + 0.3 * torch.randn(300, 2, generator=gen, dtype=torch.float64)) % (2 * math.pi)
+
+
 def test_joint_class_conditional_run_writes_a_record_per_class(tmp_path, monkeypatch):
     """The joint mode on two synthetic classes (no data files needed): one conditional flow,
     one anchor and one results record per class, the budget shared."""
@@ -89,11 +96,6 @@ def test_joint_class_conditional_run_writes_a_record_per_class(tmp_path, monkeyp
     import json
 
     from benchmarks import proteins
-
-    def fake_dihedrals(residue_class):
-        gen = torch.Generator().manual_seed(len(residue_class))
-        centre = torch.tensor([1.0, 4.0]) if residue_class == "general" else torch.tensor([4.0, 1.0])
-        return (centre + 0.3 * torch.randn(300, 2, generator=gen, dtype=torch.float64)) % (2 * math.pi)
 
     monkeypatch.setattr(proteins, "load_dihedrals", fake_dihedrals)
     cfg = dataclasses.replace(proteins.QUICK, eval_every_minutes=0.01)
@@ -107,3 +109,25 @@ def test_joint_class_conditional_run_writes_a_record_per_class(tmp_path, monkeyp
         # better than the uniform density (log (2 pi)^2 = 3.68) for a 0.3-rad cluster; the margin
         # stays loose because the run is seconds long (3.07 when the machine was loaded)
         assert rec["test_nll"] < math.log(4 * math.pi**2) - 0.2
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_proteins_script_makes_exactly_the_steps_asked_for(tmp_path, monkeypatch, joint):
+    """``--steps N``: N steps per class, or N x classes for the one joint model; the records
+    say so (and have no time budget: none was given)."""
+    import json
+
+    from benchmarks import proteins
+
+    monkeypatch.setattr(proteins, "load_dihedrals", fake_dihedrals)
+    argv = ["--quick", "--steps", "6", "--classes", "general", "glycine", "--hidden", "8", "--depth", "1",
+            "--batch", "16", "--val-steps", "1", "--test-steps", "2", "--threads", "1", "--no-progress", "--no-plot",
+            "--out", str(tmp_path)] + (["--joint"] if joint else [])
+    assert proteins.main(argv) == 0
+    for cls in ("general", "glycine"):
+        rec = json.loads((tmp_path / cls / "seed0" / "results.json").read_text())
+        assert rec["budget_steps"] == 6 and "budget_minutes" not in rec
+        if joint:
+            assert rec["steps"] == 12 and rec["joint_budget_steps"] == 12 and "joint_budget_minutes" not in rec
+        else:
+            assert rec["steps"] == 6

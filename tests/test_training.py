@@ -1,5 +1,9 @@
-"""rfm.training: the schedule, EMA arithmetic, atomic checkpoints and exact resume."""
+"""rfm.training: the schedule, EMA arithmetic, atomic checkpoints, exact resume, refused
+resumes and progress output."""
+import io
 import math
+import re
+import sys
 from dataclasses import replace
 
 import pytest
@@ -7,7 +11,7 @@ import torch
 from torch import nn
 
 from rfm import training
-from rfm.training import EMA, TrainConfig, lr_factor, save_checkpoint, train
+from rfm.training import UNSET, EMA, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
 
 
 def regression_problem():
@@ -136,3 +140,78 @@ def test_resume_with_changed_settings_names_them_and_budget_may_grow(tmp_path):
     longer = train(regression_problem()[0], loss_fn, replace(cfg, max_steps=5, eval_every=2), checkpoint_path=ck,
                    run_config={"hidden": 7, "scale": 16.0})
     assert longer.steps == 5 and longer.resumed_elapsed_s > 0
+
+
+def test_refused_resume_lists_each_difference_once(tmp_path):
+    model, loss_fn, _ = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, progress=False, seed=0, max_steps=3)
+    ck = tmp_path / "run.pt"
+    # like the benchmark scripts, the run settings repeat the optimiser's lr and warmup
+    settings = {"hidden": 7, "lr": 0.02, "warmup_steps": 1}
+    train(model, loss_fn, cfg, checkpoint_path=ck, run_config=settings)
+    with pytest.raises(CheckpointMismatchError) as refused:
+        train(regression_problem()[0], loss_fn, replace(cfg, lr=0.01, seed=4), checkpoint_path=ck,
+              run_config={**settings, "lr": 0.01, "dataset": "new"})
+    error = refused.value
+    assert isinstance(error, ValueError) and error.checkpoint_path == ck
+    assert error.differences == [("dataset", UNSET, "new"), ("lr", 0.02, 0.01), ("seed", 0, 4)]
+    assert str(error).count("lr: checkpoint") == 1 and "dataset: checkpoint <unset>, now 'new'" in str(error)
+    # progress settings, like the budget, may change on resuming
+    resumed = train(regression_problem()[0], loss_fn, replace(cfg, progress_every_s=1.0, progress_bar=False),
+                    checkpoint_path=ck, run_config=settings)
+    assert resumed.steps == 3
+
+
+def test_resumed_run_says_from_which_step(tmp_path, capsys):
+    model, loss_fn, _ = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, progress=False, seed=0, max_steps=4)
+    ck = tmp_path / "run.pt"
+    train(model, loss_fn, cfg, checkpoint_path=ck)
+    assert capsys.readouterr().err == ""  # a fresh run with progress off is silent
+    train(regression_problem()[0], loss_fn, replace(cfg, max_steps=6), checkpoint_path=ck)
+    assert capsys.readouterr().err == f"train: {ck}: resuming from step 4 (0.0 minutes done)\n"
+
+
+def test_progress_in_a_log_is_plain_lines(capsys):
+    """Under pytest stderr is not a terminal, as in a CI log or under nohup: no tqdm bar and no
+    carriage returns, but a first line, a line per progress_every_s and a last line."""
+    model, loss_fn, val_fn = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, max_steps=4, eval_every=2, progress_every_s=0.0)
+    train(model, loss_fn, cfg, val_fn=val_fn)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0] == "train: starting, budget 4 steps"
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "train: step 1/4 (25.0%)", "train: step 2/4 (50.0%)", "train: step 3/4 (75.0%)", "train: step 4/4 (100.0%)",
+        "train: done"]
+    assert lines[1].startswith("train: step 1/4 (25.0%), ") and " it/s, loss " in lines[1]
+    assert re.search(r", best val -, \d\d:\d\d elapsed$", lines[1])  # no validation yet
+    assert "best val " in lines[3] and "best val -" not in lines[3]  # validated at step 2
+    # the default cadence (10 s): a short run prints only its first and last lines
+    train(model, loss_fn, replace(cfg, progress_every_s=10.0, max_steps=None, max_minutes=0.001))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "train: starting, budget 0.001 min" and len(lines) == 2
+    assert lines[1].startswith("train: done, step ") and "% of 0.001 min), " in lines[1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_and_the_choice_can_be_forced(monkeypatch, capsys):
+    model, loss_fn, _ = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, max_steps=3, progress_every_s=0.0)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train(model, loss_fn, cfg)
+    assert "\r" in terminal.getvalue() and "train: step" not in terminal.getvalue()
+    # forced plain lines on a terminal
+    terminal.seek(0), terminal.truncate()
+    train(model, loss_fn, replace(cfg, progress_bar=False))
+    assert "\r" not in terminal.getvalue() and "train: step 3/3 (100.0%)" in terminal.getvalue()
+    monkeypatch.undo()
+    # forced bar off a terminal (pytest's stderr)
+    train(model, loss_fn, replace(cfg, progress_bar=True))
+    assert "\r" in capsys.readouterr().err
