@@ -20,6 +20,7 @@ from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, random_crops, tokenize_corpus
 from dfm import CTMCSolver, MixturePath, mask_elbo
 from dfm.transformer import TokenTransformer
+from gm import training_times
 from rfm.training import TrainConfig, train
 
 
@@ -138,7 +139,7 @@ def main(argv: list[str]) -> int:
         x1 = random_crops(train_ids, cfg.batch, cfg.length, gen)
         # stratified times (one per 1/batch stratum, shuffled): the same expectation as uniform
         # draws with a lower-variance estimate of the 1/(1-t)-weighted objective
-        t = (torch.randperm(cfg.batch, generator=gen) + torch.rand(cfg.batch, generator=gen)) / cfg.batch
+        t = training_times(cfg.batch, stratified=True, generator=gen)
         s = path.sample(None, x1, t, generator=gen)  # drawn on the CPU generator, then moved
         x1, x_t, t = x1.to(device), s.x_t.to(device), t.to(device)
         # ELBO weighting kappa'/(1-kappa) (= 1/(1-t) for the linear schedule) of the masked CE,
@@ -148,7 +149,7 @@ def main(argv: list[str]) -> int:
         masked = (x_t == path.mask_id).float()
         if cfg.masked_loss == "mean":
             return ((masked * nll).sum(1) / masked.sum(1).clamp(min=1)).mean()
-        weight = path.scheduler.rate(t).clamp(max=1e3)[:, None]
+        weight = path.scheduler.rate(t, validate=False).clamp(max=1e3)[:, None]  # t drawn in [0, 1) above
         return (weight * masked * nll).sum() / x1.numel()
 
     def masked_val(m):
