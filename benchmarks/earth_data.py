@@ -15,9 +15,10 @@ Points are returned as unit vectors in R^3 with the geographic convention
 
 so the north pole is ``+z`` and (lat, lon) = (0, 0) is ``+x``.
 
-Files are read from ``benchmarks.paths.data_dir() / "earth"`` (``$RDFM_DATA_DIR/earth`` if that
-variable is set). ``python -m benchmarks download`` (or ``python -m benchmarks data earth
---download``) fetches the same public files there.
+Files are read from ``benchmarks.paths.data_dir() / "earth"``: ``$RDFM_DATA_DIR/earth`` if that
+variable is set, else ``../shared/data/earth`` beside a source checkout, else the user data folder
+(``~/.local/share/rdfm/earth`` on Linux; see :mod:`benchmarks.paths`). ``python -m benchmarks
+download`` (or ``python -m benchmarks data earth --download``) fetches the same public files there.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.paths import data_dir
+from benchmarks.paths import data_dir, describe_data_dir
 from benchmarks.results import atomic_write
 
 #: dataset name -> file name.
@@ -54,11 +55,13 @@ EXPECTED_ROWS: dict[str, int] = {
 #: ``<file>`` is appended to this to download one dataset.
 DOWNLOAD_BASE_URL = "https://raw.githubusercontent.com/oxcsml/riemannian-score-sde/main/data/"
 
-_HOW_TO_GET = (
-    "Get the data with `python -m benchmarks download` (fetches the public files from "
-    f"{DOWNLOAD_BASE_URL}<file>), or point the RDFM_DATA_DIR environment variable at a folder "
-    "whose earth/ subfolder holds the four files."
-)
+def _how_to_get() -> str:
+    # Built on demand: where `download` writes depends on RDFM_DATA_DIR at the time of the error.
+    return (
+        f"Get the data with `python -m benchmarks download` (fetches the public files from "
+        f"{DOWNLOAD_BASE_URL}<file> into {earth_dir()}), or point the RDFM_DATA_DIR environment "
+        "variable at a folder whose earth/ subfolder holds the four files."
+    )
 
 
 _HEADER_FIELD = re.compile(r"[A-Za-z_][A-Za-z_ ]*")
@@ -124,12 +127,11 @@ def parse_latlon_text(text: str, source: str = "<text>") -> np.ndarray:
     return latlon
 
 
-def _missing_message(name: str, path: Path) -> str:
-    env = os.environ.get("RDFM_DATA_DIR")
-    where = f"RDFM_DATA_DIR={env}" if env else "RDFM_DATA_DIR is not set"
+def _missing_message(name: str, path: Path, root_given: bool) -> str:
+    where = "the folder given as root / --dest" if root_given else describe_data_dir()
     return (
         f"Earth dataset {name!r} is missing: file {path.name} not found.\n"
-        f"Looked in: {path} ({where}).\n{_HOW_TO_GET}"
+        f"Looked in: {path} ({where}).\n{_how_to_get()}"
     )
 
 
@@ -142,7 +144,7 @@ def load_earth_latlon(name: str, root: str | os.PathLike[str] | None = None) -> 
     """
     path = earth_path(name, root)
     if not path.is_file():
-        raise FileNotFoundError(_missing_message(name, path))
+        raise FileNotFoundError(_missing_message(name, path, root_given=root is not None))
     return parse_latlon_text(path.read_text(encoding="utf-8"), source=str(path))
 
 
@@ -282,7 +284,13 @@ def download_earth(
                 f"{EXPECTED_ROWS[name]}",
                 file=sys.stderr,
             )
-        atomic_write(path, payload)
+        try:
+            atomic_write(path, payload)
+        except OSError as error:
+            raise DownloadError(
+                f"cannot write {path}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a "
+                "writable folder."
+            ) from error
     return paths
 
 
@@ -306,7 +314,7 @@ def _report(root: Path) -> int:
         note = "" if rows == expected else f"  (expected {expected})"
         print(f"  {name:<10} {rows:>6} rows  {path}{note}")
     if status:
-        print(_HOW_TO_GET)
+        print(_how_to_get())
     return status
 
 
@@ -321,8 +329,8 @@ def main(argv: list[str]) -> int:
         "--dest",
         type=Path,
         default=None,
-        help="folder holding the four files (default: $RDFM_DATA_DIR/earth, else "
-        "../shared/data/earth beside the project)",
+        # argparse %-formats help strings; a '%' in a user's path must not break --help
+        help=f"folder holding the four files (default: {earth_dir()}; {describe_data_dir()})".replace("%", "%%"),
     )
     parser.add_argument("--force", action="store_true", help="re-download existing files")
     args = parser.parse_args(argv)

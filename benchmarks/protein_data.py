@@ -15,8 +15,9 @@
 4. Residue class (Lovell et al. 2003, as in Chen & Lipman's torus benchmark): Glycine (GLY),
    Proline (PRO), Pre-Pro (a non-Gly, non-Pro residue followed by PRO), General (the rest).
 
-The cache (``.cache/proteins.npz``) also holds every kept segment's N/CA/C coordinates for
-SE(3) backbone work.
+The cache (``proteins.npz`` in ``benchmarks.paths.cache_dir()``: ``$RDFM_CACHE_DIR``, else the
+user cache folder such as ``~/.cache/rdfm``) also holds every kept segment's N/CA/C coordinates
+for SE(3) backbone work; the downloaded source archives are kept beside it in ``protein_sources/``.
 """
 from __future__ import annotations
 
@@ -253,6 +254,7 @@ def build(structures, out: Path) -> BuildReport:
 
 
 def cache_path() -> Path:
+    """The cached dihedral set built from the default sources (in :func:`cache_dir`)."""
     return cache_dir() / "proteins.npz"
 
 

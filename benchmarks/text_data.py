@@ -1,7 +1,10 @@
 """The King James Bible as a character-level (or byte-level BPE) corpus.
 
-Source: ``$RDFM_DATA_DIR/text/kjv.txt`` or ``../shared/data/text/kjv.txt`` (Debian's
-``bible-kjv`` text; Project Gutenberg eBook #10 is the same text for users without it).
+Source: ``benchmarks.paths.data_dir() / "text" / "kjv.txt"``, that is ``$RDFM_DATA_DIR/text/kjv.txt``
+if the variable is set, else ``../shared/data/text/kjv.txt`` beside a source checkout, else the
+user data folder (``~/.local/share/rdfm/text/kjv.txt`` on Linux). The file is Debian's
+``bible-kjv`` text (Project Gutenberg eBook #10 is the same text for users without it). BPE
+tokenizers trained on it are cached in ``benchmarks.paths.cache_dir()``.
 
 Cleaning: chapter heading lines (``Genesis 1``) are dropped, verse numbers are stripped,
 wrapped lines are joined with a space; the result is one verse per line.
@@ -23,13 +26,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from benchmarks.paths import cache_dir, data_dir
+from benchmarks.paths import cache_dir, data_dir, describe_data_dir
 
 _HEADING = re.compile(r"^(?:[1-4] )?[A-Z][A-Za-z ]*? \d+$")
 _VERSE = re.compile(r"^\s+(\d+)\s+(.*)$")
 
 
 def kjv_path() -> Path:
+    """Where :func:`load_kjv` reads the text by default (the file may not exist)."""
     return data_dir() / "text" / "kjv.txt"
 
 
@@ -82,13 +86,23 @@ class Corpus:
 
 
 def load_kjv(path: Path | None = None) -> Corpus:
-    """Cleaned, split KJV corpus (see the module docstring for the exact rules)."""
+    """Cleaned, split KJV corpus (see the module docstring for the exact rules).
+
+    Args:
+        path: the text file (default :func:`kjv_path`).
+
+    Raises:
+        FileNotFoundError: naming where the file was looked for and how to get it.
+    """
+    where = describe_data_dir() if path is None else "the path given to load_kjv"
     path = kjv_path() if path is None else Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(
-            f"KJV text not found at {path} (looked in $RDFM_DATA_DIR/text or ../shared/data/text). "
-            "Set RDFM_DATA_DIR to a folder holding text/kjv.txt (Debian package bible-kjv, or "
-            "Project Gutenberg eBook #10 reformatted) ")
+            f"KJV text not found: looked for {path} ({where}). To get it, install Debian's "
+            "bible-kjv package and print the whole Bible with `bible \"Genesis1:1-Revelation22:21\" "
+            "> kjv.txt` (Project Gutenberg eBook #10 is the same text, but must be reformatted to "
+            f"that layout), then put it at {kjv_path()} or set RDFM_DATA_DIR to a folder whose "
+            "text/ subfolder holds kjv.txt.")
     chapters = parse_kjv(path.read_text(encoding="utf-8"))
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for k, chapter in enumerate(chapters):
