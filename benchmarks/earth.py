@@ -105,15 +105,15 @@ def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: 
     loss_fn = dataset_rfm_loss(sphere, x_train, cfg.batch, device, autocast_dtype=precision.autocast_dtype,
                                time_power=cfg.time_power)
 
-    def nll(m, x, steps):
-        return float(-log_likelihood(sphere, m, x, steps, cfg.grid_power).mean())
+    def nll(m, x, steps, validate=True):
+        return float(-log_likelihood(sphere, m, x, steps, cfg.grid_power, validate=validate).mean())
 
     run_dir = out / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                             ema_decay=cfg.ema_decay, checkpoint_every_minutes=1.0, seed=seed, progress=progress,
                             **budget.train_fields())
-    result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps),
+    result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps, validate=False),
                    checkpoint_path=run_dir / "checkpoint.pt",
                    run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
                    resume=not restart)

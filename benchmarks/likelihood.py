@@ -12,10 +12,16 @@ from rfm import ODESolver
 from rfm.solver import Velocity
 
 
-def log_likelihood(manifold: RiemannianManifold, model: Velocity, x: Tensor, steps: int, grid_power: float) -> Tensor:
-    """Per-point exact log-likelihood of ``x`` under the flow ``model`` (shape: ``x``'s batch)."""
+def log_likelihood(manifold: RiemannianManifold, model: Velocity, x: Tensor, steps: int, grid_power: float, *,
+                   validate: bool = True) -> Tensor:
+    """Per-point exact log-likelihood of ``x`` under the flow ``model`` (shape: ``x``'s batch).
+
+    ``validate=False`` returns NaN instead of raising when the model's flow is not finite: what
+    model selection during training wants (a diverged evaluation is simply not selected, the
+    run goes on), where reported numbers keep the default and raise."""
     grid = data_end_time_grid(steps, grid_power, backward=True)
-    return ODESolver(manifold, model).log_likelihood(x, steps=None, time_grid=grid, method="rk4", divergence="exact")
+    return ODESolver(manifold, model).log_likelihood(x, steps=None, time_grid=grid, method="rk4", divergence="exact",
+                                                     validate=validate)
 
 
 def solver_settings(steps: int, grid_power: float) -> dict:

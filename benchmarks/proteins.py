@@ -94,12 +94,12 @@ def run(residue_class: str, seed: int, budget: Budget | float, cfg: TorusConfig,
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics).to(device)
     loss_fn = dataset_rfm_loss(torus, x_train, cfg.batch, device, data_noise=cfg.data_noise)
 
-    def nll(m, x, steps):
-        return float(-log_likelihood(torus, m, x, steps, cfg.grid_power).mean())
+    def nll(m, x, steps, validate=True):
+        return float(-log_likelihood(torus, m, x, steps, cfg.grid_power, validate=validate).mean())
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      **budget.train_fields())
-    res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps),
+    res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, residue_class=residue_class),
                 resume=not restart)
     model.load_state_dict(res.best_state, strict=False)
@@ -146,11 +146,12 @@ def run_joint(classes: Sequence[str], seed: int, budget: Budget | float, cfg: To
         label = torch.tensor(i, device=device)
         return lambda z, t: m(z, t, label)
 
-    def nll(m, i, x, steps):
-        return float(-log_likelihood(torus, conditioned(m, i), x, steps, cfg.grid_power).mean())
+    def nll(m, i, x, steps, validate=True):
+        return float(-log_likelihood(torus, conditioned(m, i), x, steps, cfg.grid_power, validate=validate).mean())
 
     def mean_val(m):
-        return sum(nll(m, i, splits[c][1][:cfg.selection_points], cfg.val_steps) for i, c in enumerate(classes)) / len(classes)
+        return sum(nll(m, i, splits[c][1][:cfg.selection_points], cfg.val_steps, validate=False)
+                   for i, c in enumerate(classes)) / len(classes)
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      **joint.train_fields())

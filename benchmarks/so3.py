@@ -110,13 +110,13 @@ def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, ou
                          fourier_scale=cfg.fourier_scale).to(device)
     loss_fn = dataset_rfm_loss(so3, x_train, cfg.batch, device)
 
-    def loglik(m, x, steps):
-        return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power).mean())
+    def loglik(m, x, steps, validate=True):
+        return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power, validate=validate).mean())
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      **budget.train_fields())
-    res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps),
+    res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, n_components=n_components),
                 resume=not restart)
     model.load_state_dict(res.best_state, strict=False)

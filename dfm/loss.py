@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dfm.path import MixturePath
+from gm.checks import (Checks, broadcast_time, check_callable, check_generator, check_positive_int,
+                       describe_index_range, describe_time_range, index_out_of_range, time_out_of_range)
 
 __all__ = ["masked_cross_entropy", "mixture_generalized_kl", "ELBOEstimate", "mask_elbo"]
 
@@ -20,13 +22,47 @@ __all__ = ["masked_cross_entropy", "mixture_generalized_kl", "ELBOEstimate", "ma
 _MAX_RATE = 1e4
 
 
+def _check_path(path: object) -> None:
+    if not isinstance(path, MixturePath):
+        raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
+
+
+def _check_token_tensor(x: object, name: str) -> None:
+    if not isinstance(x, Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor of token ids, got "
+                         f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+    if x.dim() < 1:
+        raise ValueError(f"{name} must have a sequence dimension, got a scalar")
+
+
 def _check_logits(logits: Tensor, x1: Tensor, vocab_size: int) -> None:
+    _check_token_tensor(x1, "x1")
     if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
         raise ValueError(f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits).__name__)}")
     if x1.numel() == 0:
         raise ValueError(f"x1 is an empty batch (shape {tuple(x1.shape)}): the loss of no tokens is undefined")
     if logits.shape[:-1] != x1.shape or logits.shape[-1] != vocab_size:
         raise ValueError(f"logits must have shape {tuple(x1.shape) + (vocab_size,)}, got {tuple(logits.shape)}")
+
+
+def _check_loss_inputs(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixturePath) -> None:
+    """Types and shapes of a loss's inputs (no host read-back)."""
+    _check_path(path)
+    _check_logits(logits, x1, path.vocab_size)
+    _check_token_tensor(x_t, "x_t")
+    if x_t.shape != x1.shape:
+        raise ValueError(f"x_t must have the shape of x1 {tuple(x1.shape)}, got {tuple(x_t.shape)}")
+
+
+def _check_token_values(x1: Tensor, x_t: Tensor, path: MixturePath, t: Tensor | None = None) -> None:
+    """Token ranges (and times) of a loss's inputs, in one host read-back."""
+    checks = Checks()
+    checks.add(index_out_of_range(x1, path.vocab_size), lambda: describe_index_range(x1, path.vocab_size, "x1"))
+    high = path.input_vocab_size
+    checks.add(index_out_of_range(x_t, high), lambda: describe_index_range(x_t, high, "x_t"))
+    if t is not None:
+        checks.add(time_out_of_range(t), lambda: describe_time_range(t))
+    checks.run()
 
 
 def _counted(x1: Tensor, padding_mask: Tensor | None) -> Tensor:
@@ -43,13 +79,22 @@ def _token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
 
 
 def masked_cross_entropy(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixturePath,
-                         padding_mask: Tensor | None = None) -> Tensor:
+                         padding_mask: Tensor | None = None, *, validate: bool = True) -> Tensor:
     """Mean cross-entropy :math:`-\\log p_{1|t}(x_1^i \\mid x_t)` over the positions that count:
     masked positions for the mask source (unmasked ones are given), every non-padding position
-    otherwise. Returns 0 (with a gradient path) if no position counts; an empty batch raises
-    ``ValueError``."""
-    _check_logits(logits, x1, path.vocab_size)
+    otherwise. Returns 0 (with a gradient path) if no position counts.
+
+    Raises:
+        ValueError: naming the argument, for an empty batch, a wrong type, dtype or shape
+            (``x_t`` must have ``x1``'s shape, ``padding_mask`` is boolean), and, with
+            ``validate=True`` (the default), for token ids out of range: ``x1`` in ``[0, V)``,
+            ``x_t`` in ``[0, path.input_vocab_size)`` (one host read-back; pass
+            ``validate=False`` for tokens checked once, e.g. by ``MixturePath.sample``).
+    """
+    _check_loss_inputs(logits, x1, x_t, path)
     counted = _counted(x1, padding_mask)
+    if validate:
+        _check_token_values(x1, x_t, path)
     if path.kind == "mask":
         counted = counted & (x_t == path.mask_id)
     nll = -_token_log_probs(logits, x1)
@@ -57,8 +102,8 @@ def masked_cross_entropy(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixtureP
     return torch.where(counted, nll, torch.zeros_like(nll)).sum() / n.clamp_min(1)
 
 
-def mixture_generalized_kl(logits: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, path: MixturePath,
-                           padding_mask: Tensor | None = None) -> Tensor:
+def mixture_generalized_kl(logits: Tensor, x1: Tensor, x_t: Tensor, t: Tensor | float, path: MixturePath,
+                           padding_mask: Tensor | None = None, *, validate: bool = True) -> Tensor:
     r"""Generalized KL (Bregman) loss between the conditional and the model's jump rates.
 
     The conditional rate of the mixture path is :math:`u(y) = \lambda_t \delta_{x_1}(y)` and the
@@ -72,11 +117,19 @@ def mixture_generalized_kl(logits: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, p
 
     averaged over non-padding positions. For the mask source :math:`p_{1|t}(\text{mask}) = 0`, so
     masked positions contribute the rate-weighted cross-entropy of the ELBO.
+
+    ``t`` is a float or per-sample times whose shape is a prefix of the batch shape
+    ``x1.shape[:-1]``. Raises ``ValueError`` as :func:`masked_cross_entropy` does, and, with
+    ``validate=True``, for times that are NaN or outside [0, 1] (in the same host read-back).
     """
-    _check_logits(logits, x1, path.vocab_size)
+    _check_loss_inputs(logits, x1, x_t, path)
     counted = _counted(x1, padding_mask)
-    t = torch.as_tensor(t, dtype=logits.dtype, device=logits.device).expand(x1.shape[:-1])
-    rate = path.scheduler.rate(t).clamp(max=_MAX_RATE)[..., None]
+    given = t
+    t = broadcast_time(t, x1.shape[:-1], dtype=logits.dtype, device=logits.device)
+    if validate:  # the times as given (not expanded), so that a message counts them right
+        given = t if not isinstance(given, Tensor) else given.to(dtype=t.dtype, device=t.device)
+        _check_token_values(x1, x_t, path, given)
+    rate = path.scheduler.rate(t, validate=False).clamp(max=_MAX_RATE)[..., None]
     log_z = torch.logsumexp(logits, dim=-1)
     log_p_x1 = logits.gather(-1, x1[..., None]).squeeze(-1) - log_z
     in_vocab = x_t < path.vocab_size
@@ -141,21 +194,32 @@ def mask_elbo(
         x1: data ``(B, L)``.
         n_draws: independent time draws per sequence.
         padding_mask: True at padding (never masked, never counted).
-        n_chars: characters encoded by the counted tokens (defaults to the token count).
+        n_chars: characters encoded by the counted tokens, a positive integer (defaults to the
+            token count).
         generator: RNG.
+
+    The standard errors are NaN when they cannot be estimated (one sequence and one draw).
+
+    Raises:
+        ValueError: naming the argument, for a wrong type, shape or option value, token ids out
+            of range, and posterior logits that are not a distribution (NaN, +inf, or a row of
+            -inf), which would make the estimate NaN; the logits are checked in the host
+            read-back each draw already makes.
     """
+    _check_path(path)
     if path.kind != "mask":
         raise ValueError("mask_elbo needs a MixturePath with source='mask'")
+    check_callable(posterior, "posterior")
+    check_generator(generator)
     path.check_tokens(x1, "x1", allow_mask=False)
     if x1.dim() != 2:
         raise ValueError(f"x1 must have shape (B, L), got {tuple(x1.shape)}")
-    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
+    n_draws = check_positive_int(n_draws, "n_draws")
     counted = _counted(x1, padding_mask)
     n_tokens = int(counted.sum())
     if n_tokens == 0:
         raise ValueError("x1 has no non-padding tokens")
-    n_chars = n_tokens if n_chars is None else int(n_chars)
+    n_chars = n_tokens if n_chars is None else check_positive_int(n_chars, "n_chars")
     batch = x1.shape[0]
     values = torch.empty(batch, n_draws, dtype=torch.float64)
     for d in range(n_draws):
@@ -170,6 +234,10 @@ def mask_elbo(
         masked = (x_t == path.mask_id) & counted
         per_seq = torch.where(masked, nll, torch.zeros_like(nll)).sum(-1) / (1 - kappa.to(x1.device))
         values[:, d] = per_seq.cpu()
+        bad = torch.isnan(values[:, d])  # on the host already: no extra read-back
+        if bool(bad.any()):
+            raise ValueError(f"posterior returned logits that are not a distribution (NaN, +inf or a row of -inf) "
+                             f"for {int(bad.sum())} of {batch} sequences: the ELBO estimate would be NaN")
     total_nats = float(values.mean(1).sum())
     if n_draws > 1:
         var = float((values.var(1, unbiased=True) / n_draws).sum())

@@ -14,6 +14,7 @@ a per-row normaliser (``logsumexp``) for general sources.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from dfm.path import MixturePath
+from gm.checks import check_callable, check_generator
 from gm.process import Process
 from gm.simulate import make_time_grid, simulate
 
@@ -57,10 +59,14 @@ class MixtureJumpProcess(Process):
     def __init__(self, path: MixturePath, corrector: float | Callable[[float], float] = 0.0,
                  dtype_categorical: torch.dtype = torch.float32, padding_mask: Tensor | None = None,
                  generator: torch.Generator | None = None) -> None:
+        if not isinstance(path, MixturePath):
+            raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
         if dtype_categorical not in (torch.float32, torch.float64):
             raise ValueError(f"dtype_categorical must be torch.float32 or torch.float64, got {dtype_categorical}")
-        if not callable(corrector) and not (isinstance(corrector, (int, float)) and corrector >= 0):
-            raise ValueError(f"corrector must be a nonnegative float or a function of t, got {corrector!r}")
+        if not callable(corrector) and (isinstance(corrector, bool) or not isinstance(corrector, (int, float))
+                                        or not (math.isfinite(corrector) and corrector >= 0)):
+            raise ValueError(f"corrector must be a finite nonnegative float or a function of t, got {corrector!r}")
+        check_generator(generator)
         self.path = path
         self.corrector = corrector
         self.dtype = dtype_categorical
@@ -68,13 +74,22 @@ class MixtureJumpProcess(Process):
         self.generator = generator
 
     def _beta(self, t: float) -> float:
-        beta = float(self.corrector(t)) if callable(self.corrector) else float(self.corrector)
-        if not beta >= 0:  # also rejects NaN
-            raise ValueError(f"corrector strength must be a nonnegative number, got {beta} at t={t}")
+        if not callable(self.corrector):
+            return float(self.corrector)
+        value = self.corrector(t)
+        try:
+            beta = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"corrector strength must be a nonnegative number, got {value!r} at t={t}") from None
+        if not (beta >= 0 and math.isfinite(beta)):  # also rejects NaN
+            raise ValueError(f"corrector strength must be a finite nonnegative number, got {beta} at t={t}")
         return beta
 
     def step(self, x: Tensor, t: Tensor, h: Tensor, model_output: Tensor) -> Tensor:
         path, logits = self.path, model_output
+        if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
+            raise ValueError("posterior must return floating-point logits, got "
+                             + (f"dtype {logits.dtype}" if isinstance(logits, Tensor) else type(logits).__name__))
         if logits.shape[:-1] != x.shape or logits.shape[-1] != path.vocab_size:
             raise ValueError(f"posterior must return logits of shape {tuple(x.shape) + (path.vocab_size,)}, "
                              f"got {tuple(logits.shape)}")
@@ -153,6 +168,11 @@ class CTMCSolver:
     path: MixturePath
     posterior: Posterior
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, MixturePath):
+            raise ValueError(f"path must be a dfm.MixturePath, got {type(self.path).__name__}")
+        check_callable(self.posterior, "posterior")
+
     def sample(
         self,
         x0: Tensor,
@@ -178,11 +198,19 @@ class CTMCSolver:
             dtype_categorical: float32 or float64 for the categorical draws.
             padding_mask: True at padding positions, which never change.
             generator: RNG for reproducible sampling.
+
+        Raises:
+            ValueError: naming the argument, for tokens that are not integer ids in range, a
+                padding mask that is not boolean of ``x0``'s shape, a bad ``time_grid``, ``steps``,
+                ``corrector`` (negative, NaN, inf, or a function returning no such number),
+                ``dtype_categorical`` or ``generator``, and posterior outputs that are not
+                floating-point logits of shape ``(*x0.shape, V)`` or not a distribution.
         """
         self.path.check_tokens(x0, "x0", allow_mask=True)
-        if padding_mask is not None and (padding_mask.shape != x0.shape or padding_mask.dtype != torch.bool):
+        if padding_mask is not None and (not isinstance(padding_mask, Tensor) or padding_mask.shape != x0.shape
+                                         or padding_mask.dtype != torch.bool):
             raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(x0.shape)}")
-        n_points = torch.as_tensor(time_grid).numel()
+        n_points = make_time_grid(time_grid, dtype=torch.float64).numel()  # a ValueError for a bad grid
         grid = make_time_grid(time_grid, 100 if steps is None and n_points == 2 else steps, dtype=torch.float64)
         if not bool(grid[-1] > grid[0]):
             raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
+                       time_out_of_range)
+
 __all__ = ["TokenTransformer", "apply_rotary"]
 
 
@@ -90,6 +93,12 @@ class TokenTransformer(nn.Module):
                  max_len: int = 1024, dropout: float = 0.0, causal: bool = False, time_conditioning: bool = True,
                  positions: str = "rotary") -> None:
         super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("out_vocab", out_vocab), ("width", width), ("depth", depth),
+                            ("heads", heads), ("max_len", max_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}")
         if positions not in ("rotary", "learned"):
@@ -111,32 +120,47 @@ class TokenTransformer(nn.Module):
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
     def forward(self, tokens: Tensor, t: Tensor | float | None = None, padding_mask: Tensor | None = None) -> Tensor:
-        if tokens.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"tokens must be integer ids, got {tokens.dtype}")
+        """Logits ``(*batch, L, out_vocab)`` of token ids ``tokens`` ``(*batch, L)`` (int64 or int32,
+        in ``[0, vocab_size)``) at times ``t`` in [0, 1]: a float, or per-sequence times whose
+        shape is a prefix of the batch shape (``(B,)`` for tokens ``(B, C, L)``: one time per
+        sample). ``padding_mask`` is boolean ``(*batch, L)``, True at padding.
+
+        Raises ``ValueError`` naming the argument for a wrong type, dtype or shape, ids out of
+        range and times that are NaN or outside [0, 1] (ids and times in one host read-back).
+        """
+        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"tokens must be integer ids (an int64 or int32 tensor), got "
+                             f"{tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}")
         if tokens.dim() < 1:
             raise ValueError("tokens must have a sequence dimension")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
         batch_shape, length = tokens.shape[:-1], tokens.shape[-1]
+        if length == 0:
+            raise ValueError(f"tokens must hold at least one position, got shape {tuple(tokens.shape)}")
         if self.pos is not None and length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
+        checks = Checks()
+        checks.add(index_out_of_range(tokens, self.vocab_size),
+                   lambda: describe_index_range(tokens, self.vocab_size, "token"))
+        if self.time_mlp is not None:
+            if t is None:
+                raise ValueError("this model is time-conditioned: pass t")
+            given = t
+            t = broadcast_time(t, batch_shape, dtype=self.embed.weight.dtype, device=tokens.device)
+            # the times as given (not expanded), so that a message counts them right
+            given = t if not isinstance(given, Tensor) else given.to(dtype=t.dtype, device=t.device)
+            checks.add(time_out_of_range(given), lambda: describe_time_range(given))
+        checks.run()  # one host read-back for ids and times
         x = tokens.reshape(-1, length)
         h = self.embed(x)
         if self.pos is not None:
             h = h + self.pos(torch.arange(length, device=x.device))
         cond = None
         if self.time_mlp is not None:
-            if t is None:
-                raise ValueError("this model is time-conditioned: pass t")
-            t = torch.as_tensor(t, device=x.device, dtype=self.embed.weight.dtype)
-            try:
-                t = t.expand(batch_shape).reshape(-1)
-            except RuntimeError:
-                raise ValueError(f"t of shape {tuple(t.shape)} does not broadcast to {tuple(batch_shape)}") from None
-            cond = self.time_mlp(self._time_features(t))
+            cond = self.time_mlp(self._time_features(t.reshape(-1)))
         attn_mask = None
         if padding_mask is not None:
-            if padding_mask.shape != tokens.shape or padding_mask.dtype != torch.bool:
+            if (not isinstance(padding_mask, Tensor) or padding_mask.shape != tokens.shape
+                    or padding_mask.dtype != torch.bool):
                 raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(tokens.shape)}")
             keep = ~padding_mask.reshape(-1, length)
             attn_mask = keep[:, None, None, :]

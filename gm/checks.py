@@ -111,3 +111,44 @@ def describe_time_range(t: Tensor, name: str = "t") -> str:
         return f"{name} contains {nan} NaN value(s); times must lie in [0, 1]"
     return (f"{name} must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
             "(paths and schedulers do not extrapolate)")
+
+
+# ---------------------------------------------------------------- helpers added for the solvers,
+# losses and models (argument checks without a host read-back, and index excesses for Checks)
+__all__ += ["check_generator", "check_positive_int", "check_callable", "index_out_of_range", "describe_index_range"]
+
+
+def check_generator(generator: object, name: str = "generator") -> None:
+    """A ``ValueError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1 (numpy integers included, bools not)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_callable(value: object, name: str) -> None:
+    """A ``ValueError`` unless ``value`` can be called."""
+    if not callable(value):
+        raise ValueError(f"{name} must be callable, got {type(value).__name__}")
+
+
+def index_out_of_range(x: Tensor, high: int) -> Tensor:
+    """0-dim excess for :class:`Checks`: how far the integer ids ``x`` reach outside
+    ``[0, high)`` (<= 0 when all are inside, 0 for an empty tensor)."""
+    if x.numel() == 0:
+        return torch.zeros((), dtype=torch.long, device=x.device)
+    low, top = torch.aminmax(x)
+    low, top = low.long(), top.long()  # uint8 would wrap around on negation
+    return torch.maximum(-low, top - (high - 1))
+
+
+def describe_index_range(x: Tensor, high: int, name: str) -> str:
+    """The message for ids that failed :func:`index_out_of_range`."""
+    return f"{name} ids must be in [0, {high}), got range [{int(x.min())}, {int(x.max())}]"

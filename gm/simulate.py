@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
+from gm.checks import check_callable, check_positive_int
 from gm.process import Model, Process
 
 __all__ = ["simulate", "make_time_grid", "data_end_time_grid"]
@@ -15,11 +18,31 @@ __all__ = ["simulate", "make_time_grid", "data_end_time_grid"]
 def _reference_tensor(x: Any) -> Tensor:
     """The tensor of a (possibly tuple) state that fixes the time grid's dtype and device."""
     leaves = list(x) if isinstance(x, (tuple, list)) else [x]
+    if not leaves:
+        raise ValueError("x_init is an empty tuple: the state needs at least one tensor")
     for leaf in leaves:
         if not isinstance(leaf, Tensor):
             raise ValueError(f"x_init components must be tensors, got {type(leaf).__name__}")
     floating = [leaf for leaf in leaves if torch.is_floating_point(leaf)]
     return floating[0] if floating else leaves[0]
+
+
+def _grid_values(time_grid: Sequence[float] | Tensor) -> Tensor:
+    """``time_grid`` as a 1-D float64 CPU tensor, or a ``ValueError`` saying what it is instead."""
+    if isinstance(time_grid, Tensor):
+        if time_grid.is_complex() or time_grid.dtype == torch.bool:
+            raise ValueError(f"time_grid must hold real times, got a tensor of dtype {time_grid.dtype}")
+        grid = time_grid.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        try:
+            grid = torch.as_tensor(time_grid, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"time_grid must be a sequence of times in [0, 1] or a 1-D tensor, "
+                             f"got {time_grid!r}") from None
+    if grid.dim() != 1:
+        raise ValueError(f"time_grid must be 1-D (a sequence of times), got shape {tuple(grid.shape)}"
+                         + (f": {grid.tolist()}" if grid.numel() <= 8 else ""))
+    return grid
 
 
 def make_time_grid(
@@ -32,23 +55,38 @@ def make_time_grid(
     """Validate a time grid and optionally subdivide it uniformly.
 
     Args:
-        time_grid: strictly monotone times in ``[0, 1]`` (increasing or decreasing), at least two.
+        time_grid: strictly monotone times in ``[0, 1]`` (increasing or decreasing), at least two,
+            as a sequence or a 1-D tensor.
         steps: if given, ``time_grid`` must be ``(t_start, t_end)`` and is split into ``steps``
             equal intervals.
-        dtype, device: of the returned grid (float dtype; defaults to torch's default dtype).
+        dtype, device: of the returned grid (a floating dtype; ``None`` for torch's default
+            dtype). The grid must stay strictly monotone in ``dtype``: steps below its resolution
+            (e.g. thousands of steps in bfloat16) raise instead of collapsing into zero steps.
 
     Returns:
         1-D tensor of times, the first being the start and the last the end of the simulation.
+
+    Raises:
+        ValueError: for a grid that is not a 1-D sequence of real times, has fewer than two
+            times, is not finite, leaves [0, 1] or is not strictly monotone (in ``dtype`` too),
+            and for bad ``steps``, ``dtype`` or ``device``.
     """
-    dtype = dtype if dtype is not None and dtype.is_floating_point else torch.get_default_dtype()
-    grid = torch.as_tensor(time_grid, dtype=torch.float64).detach().cpu().flatten()
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch.device or a device string, got {device!r}") from None
+    grid = _grid_values(time_grid)
     if grid.numel() < 2:
         raise ValueError(f"time_grid must contain at least 2 times, got {grid.tolist()}")
     if not bool(torch.isfinite(grid).all()) or bool((grid < 0).any() | (grid > 1).any()):
         raise ValueError(f"time_grid values must be finite and in [0, 1], got {grid.tolist()}")
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        steps = check_positive_int(steps, "steps")
         if grid.numel() != 2:
             raise ValueError(
                 f"steps={steps} needs time_grid=(t_start, t_end), got {grid.numel()} times; "
@@ -58,7 +96,13 @@ def make_time_grid(
     diffs = grid.diff()
     if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
         raise ValueError("time_grid must be strictly increasing or strictly decreasing")
-    return grid.to(dtype=dtype, device=device)
+    cast = grid.to(dtype)  # on the CPU: no device synchronisation
+    cast_diffs = cast.diff()
+    if not (bool((cast_diffs > 0).all()) or bool((cast_diffs < 0).all())):
+        raise ValueError(f"time_grid has repeated times in {dtype}: its smallest step "
+                         f"{float(diffs.abs().min()):.3g} is below the resolution of {dtype}; take fewer "
+                         "steps or simulate in a wider dtype")
+    return cast.to(device=device) if device is not None else cast
 
 
 def data_end_time_grid(steps: int, power: float = 2.0, *, backward: bool = False) -> Tensor:
@@ -73,16 +117,24 @@ def data_end_time_grid(steps: int, power: float = 2.0, *, backward: bool = False
 
     Args:
         steps: number of intervals N (>= 1).
-        power: p >= 1 (1 gives the uniform grid).
+        power: finite p >= 1 (1 gives the uniform grid).
         backward: return the grid from 1 down to 0 (for likelihoods).
+
+    Raises:
+        ValueError: for bad ``steps`` or ``power``, and for a ``power`` so large for ``steps``
+            that times round to 1 in float64 before the last one (the grid would repeat times).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if not power >= 1:
-        raise ValueError(f"power must be >= 1, got {power}")
+    steps = check_positive_int(steps, "steps")
+    if isinstance(power, Tensor) and power.numel() == 1 and not power.is_complex():
+        power = float(power)
+    if isinstance(power, bool) or not isinstance(power, numbers.Real) or not math.isfinite(power) or not power >= 1:
+        raise ValueError(f"power must be a finite number >= 1, got {power!r}")
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     grid = 1.0 - (1.0 - u) ** power
     grid[-1] = 1.0
+    if not bool((grid.diff() > 0).all()):
+        raise ValueError(f"power={power} is too large for steps={steps}: the grid's times round to 1 in float64 "
+                         "before its last step (repeated times); use a smaller power")
     return grid.flip(0) if backward else grid
 
 
@@ -116,8 +168,10 @@ def simulate(
     """
     if not isinstance(process, Process):
         raise ValueError(f"process must be a gm.Process, got {type(process).__name__}")
+    check_callable(model, "model")
     ref = _reference_tensor(x_init)
-    grid = make_time_grid(time_grid, steps, dtype=ref.dtype, device=ref.device)
+    # integer states (tokens) take the grid's default floating dtype
+    grid = make_time_grid(time_grid, steps, dtype=ref.dtype if ref.is_floating_point() else None, device=ref.device)
 
     # One call each for all starts and widths (instead of three tensor ops per step).
     starts, widths = grid[:-1].unbind(), grid.diff().unbind()

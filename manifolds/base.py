@@ -3,6 +3,7 @@ intrinsic dimension, base distribution and strict input checking."""
 from __future__ import annotations
 
 import math
+import numbers
 from abc import abstractmethod
 
 import geoopt
@@ -97,10 +98,62 @@ class RiemannianManifold(geoopt.Manifold):
         shape ``(*batch, dim, *point_shape)``."""
         raise NotImplementedError(f"{type(self).__name__} does not define tangent_basis")
 
-    def _expand_time(self, s: Tensor | float, x: Tensor) -> Tensor:
-        """``s`` with ``ndim`` trailing singleton dims so it broadcasts against points."""
-        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
-        return s.reshape(s.shape + (1,) * self.ndim)
+    def _expand_time(self, s: Tensor | float, x: Tensor, name: str = "s") -> Tensor:
+        """Per-sample times ``s`` aligned with the points ``x``: a float, a 0-dim tensor, or a
+        floating-point tensor whose shape is a PREFIX of the batch shape (one time per sample,
+        shared by its trailing batch dims; size-1 dims broadcast), returned with trailing
+        singleton dims up to ``x.dim()`` so it broadcasts against points. A ``ValueError`` naming
+        ``name`` otherwise (metadata checks only, no host read-back)."""
+        if isinstance(s, Tensor):
+            if not torch.is_floating_point(s):
+                raise ValueError(f"{name} must be a floating-point tensor, got dtype {s.dtype}")
+            s = s.to(dtype=x.dtype, device=x.device)
+        elif isinstance(s, (int, float)) and not isinstance(s, bool):
+            s = torch.tensor(float(s), dtype=x.dtype, device=x.device)
+        else:
+            raise ValueError(f"{name} must be a float or a floating-point tensor, got {type(s).__name__}")
+        batch = tuple(x.shape[: x.dim() - self.ndim])
+        if s.dim() > len(batch) or any(a != 1 and a != b for a, b in zip(s.shape, batch)):
+            raise ValueError(f"{name} of shape {tuple(s.shape)} must be a prefix of the batch shape {batch} "
+                             "(one time per sample)")
+        return s.reshape(s.shape + (1,) * (x.dim() - s.dim()))
+
+    def _check_args(self, *, shape: bool = True, **tensors: Tensor) -> None:
+        """What the public methods combine, checked without a host read-back: tensors, of a
+        floating dtype, with the trailing ``point_shape`` (unless ``shape=False``, for elementwise
+        maps that broadcast coordinates), all of one dtype (e.g. ``self._check_args(x=x, u=u)``);
+        a ``ValueError`` naming the argument otherwise."""
+        first = None
+        for name, x in tensors.items():
+            if not isinstance(x, Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+            if not torch.is_floating_point(x):
+                raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+            if shape:
+                ok, reason = self._check_shape(x.shape, name)
+                if not ok:
+                    raise ValueError(reason)
+            if first is None:
+                first = (name, x)
+            elif x.dtype != first[1].dtype:
+                raise ValueError(f"{name} has dtype {x.dtype} but {first[0]} has {first[1].dtype}; cast one of them, "
+                                 f"e.g. {name}.to({first[0]}.dtype)")
+
+    def _base_args(self, batch_shape: tuple, dtype: torch.dtype | None,
+                   generator: object) -> tuple[tuple[int, ...], torch.dtype]:
+        """``random_base``'s arguments checked: the batch shape (ints >= 0, or one tuple of them),
+        a floating dtype (default: torch's) and the generator; a ``ValueError`` otherwise."""
+        if len(batch_shape) == 1 and isinstance(batch_shape[0], (tuple, list, torch.Size)):
+            batch_shape = tuple(batch_shape[0])
+        for n in batch_shape:
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+                raise ValueError(f"batch_shape must be nonnegative integers, got {tuple(batch_shape)}")
+        dtype = self._dtype(dtype)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        return tuple(int(n) for n in batch_shape), dtype
 
     # ------------------------------------------------------------------ what networks need
     #: names of the keyword options :meth:`embed` takes (e.g. ``("harmonics",)`` on the torus)
@@ -257,9 +310,14 @@ class RiemannianManifold(geoopt.Manifold):
 
     def check_vector(self, x: Tensor, u: Tensor, name: str = "u", *, atol: float | None = None) -> None:
         """Validate ``u`` as tangent vectors at ``x``, raising ``ValueError`` naming ``name``."""
+        if not isinstance(u, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
         ok, reason = self._check_shape(u.shape, name)
         if not ok:
             raise ValueError(reason)
+        if not torch.is_floating_point(u):
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {u.dtype}")
+        self._check_args(x=x)
         if not bool(torch.isfinite(u).all()):
             raise ValueError(f"{name} contains non-finite values (NaN or inf)")
         ok, reason = self._check_vector_on_tangent(x, u, atol=atol)

@@ -32,12 +32,15 @@ class Euclidean(RiemannianManifold):
         return str(self.dim)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        self._check_args(x=x, u=u)
         return x + u
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check_args(x=x, y=y)
         return y - x
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        self._check_args(x=x, y=y)
         return safe_norm(y - x, keepdim=keepdim)
 
     def inner(self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False) -> Tensor:
@@ -59,13 +62,16 @@ class Euclidean(RiemannianManifold):
         return x + s * u, u.expand_as(x + s * u)
 
     def tangent_basis(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
         return eye.expand(*x.shape[:-1], self.dim, self.dim)
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
-        return torch.randn(*batch_shape, self.dim, dtype=self._dtype(dtype), device=device, generator=generator)
+        batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
+        return torch.randn(*batch_shape, self.dim, dtype=dtype, device=device, generator=generator)
 
     def base_logprob(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         return -0.5 * (x * x).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
 
     def worst_violation(self, x: Tensor) -> Tensor:

@@ -143,6 +143,7 @@ class Product(RiemannianManifold):
         return torch.cat(blocks, dim=-2)
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
+        batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
         return self.join([m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator)
                           for m in self.manifolds])
 

@@ -121,16 +121,19 @@ class SE3(RiemannianManifold):
         return self._tangent(self.so3.transp(self.to_rt(x)[0], self.to_rt(y)[0], a), b)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        self._check_args(x=x, u=u)
         r, t = self.to_rt(x)
         a, v = self.to_rt(u)
         return self.from_rt(self.so3.expmap(r, a), t + v)
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check_args(x=x, y=y)
         r1, t1 = self.to_rt(x)
         r2, t2 = self.to_rt(y)
         return self._tangent(self.so3.logmap(r1, r2), t2 - t1)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        self._check_args(x=x, y=y)
         r1, t1 = self.to_rt(x)
         r2, t2 = self.to_rt(y)
         d = safe_sqrt(self.so3.dist(r1, r2) ** 2 + ((t2 - t1) ** 2).sum(-1))
@@ -140,11 +143,12 @@ class SE3(RiemannianManifold):
         r, t = self.to_rt(x)
         a, v = self.to_rt(u)
         rot, rot_velocity = self.so3.geodesic(r, a, s)
-        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)[..., None]
+        s = self._expand_time(s, x)[..., 0]  # per-sample times (a prefix of the batch shape), (..., 1)
         trans = t + s * v
         return self.from_rt(rot, trans), self._tangent(rot_velocity, v.expand_as(trans))
 
     def tangent_basis(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         r, _ = self.to_rt(x)
         rot = self.so3.tangent_basis(r)  # (..., 3, 3, 3)
         zeros3 = torch.zeros(*rot.shape[:-1], dtype=x.dtype, device=x.device)
@@ -154,11 +158,13 @@ class SE3(RiemannianManifold):
         return torch.cat([rot_part, trans_part], dim=-3)
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
+        batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
         r = self.so3.random_base(*batch_shape, dtype=dtype, device=device, generator=generator)
         t = torch.randn(*batch_shape, 3, dtype=r.dtype, device=device, generator=generator)
         return self.from_rt(r, t)
 
     def base_logprob(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         r, t = self.to_rt(x)
         return self.so3.base_logprob(r) - 0.5 * (t * t).sum(-1) - 1.5 * math.log(2 * math.pi)
 

@@ -137,6 +137,14 @@ class _PolarProjection(torch.autograd.Function):
         return r @ _PolarProjection._solve_sylvester(m, r, a - a.transpose(-1, -2))
 
 
+def _same_dtype(x: Tensor, u: Tensor, name: str = "u") -> None:
+    """Matrix products of mixed float dtypes are a raw torch error: name both dtypes instead
+    (except under autocast, which casts them)."""
+    if (isinstance(u, Tensor) and isinstance(x, Tensor) and u.dtype != x.dtype
+            and not torch.is_autocast_enabled(x.device.type)):
+        raise ValueError(f"{name} has dtype {u.dtype} but x has {x.dtype}; cast one of them, e.g. {name}.to(x.dtype)")
+
+
 def _rotation_representation(rotation: str) -> str:
     if rotation not in ("matrix", "6d"):
         raise ValueError(f"rotation representation must be 'matrix' or '6d', got {rotation!r}")
@@ -171,9 +179,11 @@ class SO3(RiemannianManifold):
 
     def projx(self, x: Tensor) -> Tensor:
         """Nearest rotation in Frobenius norm (polar factor with determinant +1)."""
+        self._check_args(x=x)
         return _PolarProjection.apply(x)
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
+        _same_dtype(x, u)
         a = x.transpose(-1, -2) @ u
         return x @ (0.5 * (a - a.transpose(-1, -2)))
 
@@ -183,6 +193,8 @@ class SO3(RiemannianManifold):
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """Left-invariant transport: ``x @ hat(w)`` goes to ``y @ hat(w)``."""
+        _same_dtype(x, v, "v")
+        _same_dtype(x, y, "y")
         return y @ (x.transpose(-1, -2) @ v)
 
     embedding_options = ("rotation",)
@@ -216,33 +228,40 @@ class SO3(RiemannianManifold):
         return x @ hat(w)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        self._check_args(x=x, u=u)
         return x @ so3_exp(self.to_lie(x, u))
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check_args(x=x, y=y)
         return x @ hat(so3_log(x.transpose(-1, -2) @ y))
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        self._check_args(x=x, y=y)
         d = rotation_angle(x.transpose(-1, -2) @ y)
         return d[..., None, None] if keepdim else d
 
     def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
         """Closed form: gamma(s) = x exp(s hat(w)), gamma'(s) = gamma(s) hat(w), w = vee(x^T u)."""
+        self._check_args(x=x, u=u)
         w = self.to_lie(x, u)
-        s = torch.as_tensor(s, dtype=x.dtype, device=x.device)[..., None]
+        s = self._expand_time(s, x)[..., 0]  # per-sample times (a prefix of the batch shape), (..., 1)
         point = x @ so3_exp(s * w)
         return point, point @ hat(w).expand_as(point)
 
     def tangent_basis(self, x: Tensor) -> Tensor:
         """x @ hat(e_i), i = 1..3: orthonormal under 1/2 tr(A^T B)."""
+        self._check_args(x=x)
         generators = hat(torch.eye(3, dtype=x.dtype, device=x.device))
         return x[..., None, :, :] @ generators
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         # A normalised standard normal quaternion is uniform on S^3, whose image is Haar on SO(3).
-        q = torch.randn(*batch_shape, 4, dtype=self._dtype(dtype), device=device, generator=generator)
+        batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
+        q = torch.randn(*batch_shape, 4, dtype=dtype, device=device, generator=generator)
         return quaternion_to_matrix(q)
 
     def base_logprob(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         return torch.full(x.shape[:-2], -math.log(8 * math.pi**2), dtype=x.dtype, device=x.device)
 
     def _distance_from_manifold(self, x: Tensor) -> Tensor:

@@ -56,15 +56,18 @@ class Sphere(RiemannianManifold):
         return torch.addcmul(u, last_dim_dot(x, u), x, value=-1)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        self._check_args(x=x, u=u)
         theta_sq = last_dim_dot(u, u)
         y = cos_sq(theta_sq) * x + sinc_sq(theta_sq) * u
         # exp stays on the sphere analytically; renormalise away rounding drift.
         return y / safe_norm(y, keepdim=True)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        self._check_args(x=x, y=y)
         return 2 * torch.atan2(safe_norm(x - y, keepdim=keepdim), safe_norm(x + y, keepdim=keepdim))
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check_args(x=x, y=y)
         d = y - x
         # Component of y orthogonal to x, written via d = y - x to avoid cancellation.
         v = torch.addcmul(d, last_dim_dot(x, d), x, value=-1)
@@ -138,6 +141,7 @@ class Sphere(RiemannianManifold):
 
     def tangent_basis(self, x: Tensor) -> Tensor:
         """Rows 1..d of the Householder reflection mapping e_0 to -sign(x_0) x."""
+        self._check_args(x=x)
         n = self.dim + 1
         sign = torch.where(x[..., :1] >= 0, 1.0, -1.0).to(x.dtype)
         w = x.clone()
@@ -150,7 +154,8 @@ class Sphere(RiemannianManifold):
         return self.proju(y, v)
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
-        g = torch.randn(*batch_shape, self.dim + 1, dtype=self._dtype(dtype), device=device, generator=generator)
+        batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
+        g = torch.randn(*batch_shape, self.dim + 1, dtype=dtype, device=device, generator=generator)
         return self.projx(g)
 
     def log_volume(self) -> float:
@@ -159,6 +164,7 @@ class Sphere(RiemannianManifold):
         return math.log(2) + k * math.log(math.pi) - math.lgamma(k)
 
     def base_logprob(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         return torch.full(x.shape[:-1], -self.log_volume(), dtype=x.dtype, device=x.device)
 
     def worst_violation(self, x: Tensor) -> Tensor:

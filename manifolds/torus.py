@@ -61,9 +61,11 @@ class FlatTorus(RiemannianManifold):
         return v
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        self._check_args(x=x, u=u, shape=False)  # elementwise in the angles
         return wrap_angle(x + u)
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check_args(x=x, y=y, shape=False)  # elementwise in the angles
         return wrap_difference(y - x)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
@@ -75,14 +77,17 @@ class FlatTorus(RiemannianManifold):
         return wrap_angle(y), u.expand_as(y)
 
     def tangent_basis(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
         return eye.expand(*x.shape[:-1], self.dim, self.dim)
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
-        u = torch.rand(*batch_shape, self.dim, dtype=self._dtype(dtype), device=device, generator=generator)
+        batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
+        u = torch.rand(*batch_shape, self.dim, dtype=dtype, device=device, generator=generator)
         return wrap_angle(u * TWO_PI)
 
     def base_logprob(self, x: Tensor) -> Tensor:
+        self._check_args(x=x)
         return torch.full(x.shape[:-1], -self.dim * math.log(TWO_PI), dtype=x.dtype, device=x.device)
 
     embedding_options = ("harmonics",)

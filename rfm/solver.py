@@ -17,14 +17,18 @@ ambient Jacobian, computed with one batched forward-mode JVP over all basis vect
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from gm.checks import (Checks, broadcast_time, check_callable, check_floating, check_generator, check_positive_int,
+                       check_same_dtype, describe_time_range, time_out_of_range)
 from gm.process import Process
 from gm.simulate import make_time_grid, simulate
+from manifolds._math import point_tolerance
 from manifolds.base import RiemannianManifold
 
 __all__ = ["ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]
@@ -49,8 +53,81 @@ def _check_method(method: str, stepping: str) -> None:
 
 
 def _steps_for(time_grid, steps):
-    grid = torch.as_tensor(time_grid).flatten()
-    return _DEFAULT_STEPS if steps is None and grid.numel() == 2 else steps
+    n_times = make_time_grid(time_grid, dtype=torch.float64).numel()  # also a ValueError for a bad grid
+    return _DEFAULT_STEPS if steps is None and n_times == 2 else steps
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def _check_points(m: RiemannianManifold, x: Tensor, name: str, *, validate: bool) -> None:
+    """Type, shape and dtype of points (no host read-back); with ``validate`` also their values
+    (finite, on the manifold) with one read-back."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    ok, reason = m._check_shape(x.shape, name)
+    if not ok:
+        raise ValueError(reason)
+    check_floating(x, name)
+    if validate:
+        checks = Checks()
+        checks.add(m.worst_violation(x) - point_tolerance(x.dtype),
+                   lambda: m.check_point(x, name) or f"{name}: points off {m!r}")
+        checks.run()
+
+
+# A RuntimeError of a model fed points of another dtype than its parameters ("mat1 and mat2 must
+# have the same dtype", "expected scalar type Double but found Float", "Input type (double) and
+# bias type (float) should be the same", ...).
+_DTYPE_CLASH = re.compile(r"dtype|scalar type|\btype \(\w+\) and \w+ type")
+
+
+def _parameter_dtype(model: Any) -> torch.dtype | None:
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return None
+
+
+def _guarded(velocity: Velocity, name: str) -> Velocity:
+    """``velocity`` with a dtype clash between the points and the model turned into a
+    ``ValueError`` naming both dtypes (no cost unless the model raises)."""
+
+    def call(x, t):
+        try:
+            return velocity(x, t)
+        except RuntimeError as error:
+            if not _DTYPE_CLASH.search(str(error)):
+                raise
+            params = _parameter_dtype(velocity)
+            raise ValueError(
+                f"velocity(x, t) failed on points of dtype {x.dtype} ({name}'s dtype)"
+                + (f" with a model whose parameters are {params}" if params is not None else "")
+                + f" ({error}); the points and the model must share a dtype: cast the points "
+                f"({name}.to({params if params is not None else 'dtype'})) or the model "
+                f"(model.to({x.dtype}))") from error
+
+    return call
+
+
+def _check_finite_flow(out: Tensor, times: Tensor, stacked: bool, batch_dims: int) -> None:
+    """A ``ValueError`` if the solve produced non-finite points (one host read-back)."""
+    if bool(torch.isfinite(out).all()):
+        return
+    final = out[-1] if stacked else out
+    per_sample = ~torch.isfinite(final.reshape(*final.shape[:batch_dims], -1)).all(-1)
+    message = (f"the flow produced non-finite points: {int(per_sample.sum())} of {per_sample.numel()} samples are "
+               f"NaN/inf at t={float(times[-1]):.6g}")
+    if stacked:
+        finite_at = torch.isfinite(out.reshape(out.shape[0], -1)).all(-1)
+        first = int((~finite_at).nonzero()[0, 0])
+        message += f" (first at t={float(times[first]):.6g})"
+    raise ValueError(message + "; the velocity returned NaN/inf or the solve diverged: check the model, or take "
+                     "smaller steps")
 
 
 def _weighted_sum(terms: list[Tensor], weights: list[float]) -> Tensor:
@@ -82,11 +159,39 @@ class ManifoldFlowProcess(Process):
     """
 
     def __init__(self, manifold: RiemannianManifold, method: str = "euler", stepping: str = "project") -> None:
+        if not isinstance(manifold, RiemannianManifold):
+            raise ValueError(f"manifold must be an rdfm manifold, got {type(manifold).__name__}")
         _check_method(method, stepping)
         self.manifold = manifold
         self.method = method
         self.stepping = stepping
         self.a, self.b, self.c = _TABLEAUS[method]
+        self.stages = len(self.b)
+
+    @staticmethod
+    def _unpack(out: Any, points: Tensor, extra: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The model's velocity (and rate, for a ``(points, extra)`` state), checked: a
+        floating-point tensor of the points' shape (metadata only, no host read-back), cast to the
+        points' dtype (e.g. from bfloat16 under autocast) so the state keeps its dtype."""
+        rate = None
+        if extra is not None:
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise ValueError("with a (points, extra) state the model must return a pair (velocity, rate), got "
+                                 + _describe(out))
+            out, rate = out
+            if not isinstance(rate, Tensor) or not torch.is_floating_point(rate) or rate.shape != extra.shape:
+                raise ValueError(f"the model's rate must be a floating-point tensor of the extra state's shape "
+                                 f"{tuple(extra.shape)}, got {_describe(rate)}")
+            if rate.dtype != extra.dtype:
+                rate = rate.to(extra.dtype)
+        if not isinstance(out, Tensor) or not torch.is_floating_point(out):
+            raise ValueError(f"the velocity must be a floating-point tensor, got {_describe(out)}")
+        if out.shape != points.shape:
+            raise ValueError(f"the velocity has shape {tuple(out.shape)} but the points have shape "
+                             f"{tuple(points.shape)}: return one tangent vector per point")
+        if out.dtype != points.dtype:
+            out = out.to(points.dtype)
+        return out, rate
 
     def _retract(self, x: Tensor, h: Tensor, v: Tensor) -> Tensor:
         """The point reached from ``x`` by the increment ``h * v``."""
@@ -98,9 +203,11 @@ class ManifoldFlowProcess(Process):
     def step(self, x, t, h, model_output):
         """Euler update given the velocity (and optional extra rate) at ``(x, t)``."""
         if isinstance(x, tuple):
-            (points, extra), (v, rate) = x, model_output
+            points, extra = x
+            v, rate = self._unpack(model_output, points, extra)
             return self._retract(points, h, v), torch.addcmul(extra, h, rate)
-        return self._retract(x, h, model_output)
+        v, _ = self._unpack(model_output, x, None)
+        return self._retract(x, h, v)
 
     def _combine(self, points: Tensor, stages: list[Tensor], ks: list[Tensor], weights: list[float]) -> Tensor:
         """sum_i w_i k_i as a velocity at ``points``: ambient for projected stepping; each
@@ -118,7 +225,7 @@ class ManifoldFlowProcess(Process):
         for a_row, c in zip(self.a, self.c):
             stage = self._retract(points, h, self._combine(points, stages, ks, a_row)) if ks else points
             out = model((stage, extra) if augmented else stage, t if c == 0.0 else torch.add(t, h, alpha=c))
-            v, rate = out if augmented else (out, None)
+            v, rate = self._unpack(out, stage, extra)
             stages.append(stage)
             ks.append(v)
             rates.append(rate)
@@ -137,7 +244,7 @@ def riemannian_divergence(
     manifold: RiemannianManifold,
     velocity: Velocity,
     x: Tensor,
-    t: Tensor,
+    t: Tensor | float,
     probes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Velocity and its Riemannian divergence at ``x`` in one batched forward-mode JVP.
@@ -146,16 +253,52 @@ def riemannian_divergence(
         manifold: the manifold.
         velocity: ``velocity(x, t)`` returning tangent vectors; must support torch.func.jvp
             and any number of leading batch dims.
-        x: points ``(*batch, *point_shape)``.
-        t: time (0-dim tensor).
+        x: points ``(*batch, *point_shape)`` on the manifold, floating point.
+        t: time in [0, 1]: a float, a 0-dim tensor, or per-sample times whose shape is a prefix
+            of the batch shape (``velocity`` then sees them with a leading probe dim, ``(k, *t.shape)``,
+            a prefix of its points' batch shape ``(k, *batch)``).
         probes: ``None`` for the exact divergence over an orthonormal tangent basis, or
-            intrinsic probe coordinates ``(n_probes, *batch, dim)`` for Hutchinson's
+            intrinsic probe coordinates ``(n_probes, *batch, dim)`` (``x``'s dtype) for Hutchinson's
             estimator ``mean_k g(z_k, J z_k)`` with ``z_k = sum_i probes[k, i] e_i``.
 
     Returns:
         ``(v, div)`` with ``v`` of the shape of ``x`` and ``div`` of the batch shape.
+
+    Raises:
+        ValueError: naming the argument, for a wrong type, shape or dtype (integer points, probes
+            of another dtype, a velocity of the wrong shape or a model of another dtype), for
+            non-finite points or points off the manifold, and for times that are NaN or outside
+            [0, 1] (the value checks cost one host read-back; :meth:`ODESolver.log_likelihood`
+            checks once per solve instead of once per evaluation).
     """
+    if not isinstance(manifold, RiemannianManifold):
+        raise ValueError(f"manifold must be an rdfm manifold, got {type(manifold).__name__}")
+    check_callable(velocity, "velocity")
     m = manifold
+    _check_points(m, x, "x", validate=False)
+    batch = m.batch_shape(x)
+    if isinstance(t, Tensor) and t.dim() > 0:
+        broadcast_time(t, batch, dtype=x.dtype, device=x.device)  # shape and dtype checks
+        t = t.to(dtype=x.dtype, device=x.device)
+    else:
+        t = broadcast_time(t, (), dtype=x.dtype, device=x.device)
+    if probes is not None:
+        check_floating(probes, "probes")
+        check_same_dtype(x, "x", probes, "probes")
+        expected = (*batch, m.dim)
+        if probes.dim() != len(expected) + 1 or tuple(probes.shape[1:]) != expected or probes.shape[0] < 1:
+            raise ValueError(f"probes must have shape (n_probes, *batch, dim) = (n, {', '.join(map(str, expected))}) "
+                             f"with n >= 1, got {tuple(probes.shape)}")
+    checks = Checks()
+    checks.add(m.worst_violation(x) - point_tolerance(x.dtype), lambda: m.check_point(x, "x") or f"x: points off {m!r}")
+    checks.add(time_out_of_range(t), lambda: describe_time_range(t))
+    checks.run()
+    return _divergence(m, _guarded(velocity, "x"), x, t, probes)
+
+
+def _divergence(m: RiemannianManifold, velocity: Velocity, x: Tensor, t: Tensor, probes: Tensor | None
+                ) -> tuple[Tensor, Tensor]:
+    """:func:`riemannian_divergence` without its argument checks (the solver's inner loop)."""
     basis = m.tangent_basis(x)  # (*batch, dim, *point_shape)
     basis = torch.movedim(basis, -m.ndim - 1, 0)  # (dim, *batch, *point_shape)
     if probes is None:
@@ -165,9 +308,14 @@ def riemannian_divergence(
         tangents = (torch.movedim(coords, -m.ndim - 1, 1) * basis.unsqueeze(0)).sum(1)
     k = tangents.shape[0]
     x_rep = x.unsqueeze(0).expand(k, *x.shape).contiguous()
+    t_rep = t if t.dim() == 0 else t.unsqueeze(0).expand(k, *t.shape)  # per-sample times: a prefix again
 
     def field(z: Tensor) -> Tensor:
-        return m.proju(z, velocity(z, t))
+        v = velocity(z, t_rep)
+        if not isinstance(v, Tensor) or not torch.is_floating_point(v) or v.shape != z.shape:
+            raise ValueError(f"the velocity must be a floating-point tensor of the points' shape {tuple(z.shape)}, "
+                             f"got {_describe(v)}")
+        return m.proju(z, v if v.dtype == z.dtype else v.to(z.dtype))  # e.g. bfloat16 under autocast
 
     v_rep, jv = torch.func.jvp(field, (x_rep,), (tangents.contiguous(),))
     terms = m.inner(x_rep, tangents, jv)
@@ -182,10 +330,25 @@ class ODESolver:
     Args:
         manifold: the state space.
         velocity: callable ``(x, t) -> tangent vector at x``; ``t`` is a 0-dim tensor.
+
+    Inputs are checked as everywhere in rdfm: a ``ValueError`` naming the argument for a wrong
+    type, shape or dtype, bad options (``steps``, ``method``, ``stepping``, ``time_grid``,
+    ``divergence``, ``n_probes``, ``generator``), and, with ``validate=True`` (the default), for
+    non-finite points or points off the manifold. Points and a model of different floating
+    dtypes (float64 points, a float32 network) raise a ``ValueError`` naming both; velocities
+    the model returns in another floating dtype (e.g. bfloat16 under autocast) are cast to the
+    points' dtype. With ``validate=True`` a solve that ends in NaN/inf (a model returning NaN,
+    or a diverging solve) raises instead of returning NaN samples or log-likelihoods: one
+    host read-back at the start and one at the end of a solve, none per step.
     """
 
     manifold: RiemannianManifold
     velocity: Velocity
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.manifold, RiemannianManifold):
+            raise ValueError(f"manifold must be an rdfm manifold, got {type(self.manifold).__name__}")
+        check_callable(self.velocity, "velocity")
 
     def sample(
         self,
@@ -197,6 +360,8 @@ class ODESolver:
         return_intermediates: bool = False,
         progress: bool = False,
         enable_grad: bool = False,
+        *,
+        validate: bool = True,
     ) -> Tensor:
         """Integrate the flow from ``x0`` along ``time_grid``.
 
@@ -210,13 +375,23 @@ class ODESolver:
             return_intermediates: return the states at every grid time, stacked on dim 0.
             progress: tqdm progress bar.
             enable_grad: keep the autograd graph.
+            validate: check that ``x0`` is finite and on the manifold, and that the samples are
+                finite (one host read-back each; see the class docstring).
+
+        Raises:
+            ValueError: see the class docstring.
         """
-        self.manifold.check_point(x0, "x0")
-        process = ManifoldFlowProcess(self.manifold, method, stepping)
-        return simulate(
-            process, self.velocity, x0, time_grid, _steps_for(time_grid, steps),
+        m = self.manifold
+        _check_points(m, x0, "x0", validate=validate)
+        process = ManifoldFlowProcess(m, method, stepping)
+        grid = make_time_grid(time_grid, _steps_for(time_grid, steps), dtype=x0.dtype)  # CPU: no sync
+        out = simulate(
+            process, _guarded(self.velocity, "x0"), x0, grid,
             return_intermediates=return_intermediates, progress=progress, enable_grad=enable_grad,
         )
+        if validate:
+            _check_finite_flow(out, grid, return_intermediates, len(m.batch_shape(x0)))
+        return out
 
     def log_likelihood(
         self,
@@ -230,6 +405,8 @@ class ODESolver:
         generator: torch.Generator | None = None,
         progress: bool = False,
         return_source: bool = False,
+        *,
+        validate: bool = True,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Exact (or Hutchinson) log-density :math:`\\log p_1(x_1)` of the flow's endpoint.
 
@@ -244,41 +421,53 @@ class ODESolver:
             divergence: ``"exact"`` (trace over an orthonormal tangent basis, ``dim`` JVPs
                 batched into one call) or ``"hutchinson"`` (``n_probes`` Rademacher probes in
                 intrinsic coordinates, drawn once per solve).
-            n_probes: number of Hutchinson probes.
+            n_probes: number of Hutchinson probes (a positive integer; unused by ``"exact"``).
             time_grid: from 1 (data) down to 0 (base). For sharply concentrated data
                 densities pass ``steps=None, time_grid=gm.data_end_time_grid(N, 2,
                 backward=True)``: the flow contracts near t = 1 and equal steps are biased there
                 (the benchmarks' setting, N = 128).
             stepping: as in :meth:`sample`.
-            generator: RNG for the Hutchinson probes.
+            generator: RNG for the Hutchinson probes (drawn on its device).
             progress: tqdm progress bar.
             return_source: also return the integrated source points ``x_0``.
+            validate: check that ``x1`` is finite and on the manifold, and that the
+                log-likelihoods (and ``x_0``) are finite (one host read-back each).
 
         Returns:
             log-likelihoods of shape ``batch`` (and ``x_0`` if ``return_source``).
+
+        Raises:
+            ValueError: see the class docstring.
         """
         m = self.manifold
-        m.check_point(x1, "x1")
+        _check_points(m, x1, "x1", validate=validate)
         if divergence not in ("exact", "hutchinson"):
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-        grid = make_time_grid(time_grid, steps, dtype=x1.dtype, device=x1.device)
+        n_probes = check_positive_int(n_probes, "n_probes")
+        check_generator(generator)
+        grid = make_time_grid(time_grid, steps, dtype=x1.dtype)  # on the CPU: no sync for the direction
         if not bool(grid[0] > grid[-1]):
             raise ValueError("log_likelihood integrates backwards: time_grid must decrease (e.g. (1.0, 0.0))")
+        process = ManifoldFlowProcess(m, method, stepping)
+        batch = m.batch_shape(x1)
         probes = None
         if divergence == "hutchinson":
-            if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
-                raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
-            batch = m.batch_shape(x1)
-            signs = torch.randint(0, 2, (n_probes, *batch, m.dim), generator=generator, device="cpu")
+            draw_device = generator.device if generator is not None else "cpu"
+            signs = torch.randint(0, 2, (n_probes, *batch, m.dim), generator=generator, device=draw_device)
             probes = (2 * signs - 1).to(dtype=x1.dtype, device=x1.device)
+        velocity = _guarded(self.velocity, "x1")
 
         def augmented_field(state, t):
             x, _ = state
-            return riemannian_divergence(m, self.velocity, x, t, probes)
+            return _divergence(m, velocity, x, t, probes)
 
-        process = ManifoldFlowProcess(m, method, stepping)
-        zeros = torch.zeros(m.batch_shape(x1), dtype=x1.dtype, device=x1.device)
+        zeros = torch.zeros(batch, dtype=x1.dtype, device=x1.device)
         x0, integral = simulate(process, augmented_field, (x1, zeros), grid, progress=progress)
         # integral = int_1^0 div dt = -int_0^1 div dt
         logp = m.base_logprob(x0) + integral
+        if validate and not bool(torch.isfinite(logp).all() & torch.isfinite(x0).all()):
+            bad = ~torch.isfinite(logp) | ~torch.isfinite(x0.reshape(*batch, -1)).all(-1)
+            raise ValueError(f"log_likelihood is not finite for {int(bad.sum())} of {bad.numel()} points: the velocity "
+                             "or its divergence returned NaN/inf, or the solve diverged; check the model, or take "
+                             "smaller steps")
         return (logp, x0) if return_source else logp
