@@ -99,12 +99,9 @@ class Budget:
 
     def describe(self) -> str:
         """``"2000 steps"``, ``"10 min"`` or ``"2000 steps or 10 min"``, for log lines."""
-        parts = []
-        if self.max_steps is not None:
-            parts.append(f"{self.max_steps} steps")
-        if self.max_minutes is not None:
-            parts.append(f"{self.max_minutes:g} min")
-        return " or ".join(parts)
+        from rfm.training import describe_budget
+
+        return describe_budget(self.max_steps, self.max_minutes)
 
     def scaled(self, factor: int) -> "Budget":
         """The budget of ``factor`` runs in one (e.g. a joint model of several classes)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gm.checks import check_floating
 from gm.schedulers import Scheduler
 from gm.times import training_times
 from manifolds.base import RiemannianManifold
@@ -82,10 +81,7 @@ class RFMObjective:
             generator: RNG of the source points, jitter and times.
         """
         m = self.manifold
-        check_floating(x1, "x1")
-        ok, reason = m._check_shape(x1.shape, "x1")
-        if not ok:
-            raise ValueError(reason)
+        m._check_args(x1=x1)  # a floating-point tensor of points (metadata only)
         batch = m.batch_shape(x1)
         if len(batch) == 0 or batch[0] == 0:
             raise ValueError(f"x1 must hold a non-empty batch of points, got shape {tuple(x1.shape)}")

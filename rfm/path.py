@@ -59,10 +59,7 @@ class GeodesicPath(ProbPath):
                 was checked once, e.g. with ``manifold.check_point``.
         """
         m = self.manifold
-        check_floating(x1, "x1")
-        ok, reason = m._check_shape(x1.shape, "x1")
-        if not ok:
-            raise ValueError(reason)
+        m._check_args(x1=x1)  # a floating-point tensor of points (metadata only)
         batch = m.batch_shape(x1)
         if x0 is not None:
             check_floating(x0, "x0")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 __all__ = ["seed_everything", "EMA", "TrainConfig", "TrainResult", "train", "lr_factor",
-           "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET"]
+           "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET", "describe_budget"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -197,13 +197,18 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def _budget_text(config: TrainConfig) -> str:
+def describe_budget(max_steps: int | None, max_minutes: float | None) -> str:
+    """``"2000 steps"``, ``"10 min"`` or ``"2000 steps or 10 min"``, for log lines."""
     parts = []
-    if config.max_steps is not None:
-        parts.append(f"{config.max_steps} steps")
-    if config.max_minutes is not None:
-        parts.append(f"{config.max_minutes:g} min")
+    if max_steps is not None:
+        parts.append(f"{max_steps} steps")
+    if max_minutes is not None:
+        parts.append(f"{max_minutes:g} min")
     return " or ".join(parts)
+
+
+def _budget_text(config: TrainConfig) -> str:
+    return describe_budget(config.max_steps, config.max_minutes)
 
 
 def _is_interactive(stream: TextIO) -> bool:
