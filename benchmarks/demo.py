@@ -64,9 +64,10 @@ def example_code(steps: int | None = None) -> str:
     return EXAMPLE_CODE.replace(loop, f"range({steps})")
 
 
-def earth_argv(steps: int = EARTH_STEPS) -> list[str]:
+def earth_argv(steps: int = EARTH_STEPS, threads: int = 1) -> list[str]:
     """The ``python -m benchmarks earth`` arguments of the demo's quick Earth run."""
-    return ["--quick", "--steps", str(steps), "--mixed-precision", "off", "--restart", "--out", EARTH_OUT]
+    return ["--quick", "--steps", str(steps), "--mixed-precision", "off", "--threads", str(threads), "--restart",
+            "--out", EARTH_OUT]
 
 
 def _positive_int(text: str) -> int:
@@ -93,7 +94,13 @@ def main(argv: list[str]) -> int:
                         help=f"train both parts for N steps instead of {EXAMPLE_STEPS} (README example) "
                              f"and {EARTH_STEPS} (quick Earth run)")
     parser.add_argument("--skip-earth", action="store_true", help="run the README example only")
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="torch threads (default 1: these small models gain little from more, and on a busy "
+                             "machine extra threads that wait for each other made the demo 5x slower)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     # Imported here so that `--help` answers without importing torch.
     from benchmarks.earth_data import load_earth_latlon
@@ -118,7 +125,7 @@ def main(argv: list[str]) -> int:
     from benchmarks import earth
 
     earth_steps = EARTH_STEPS if args.steps is None else args.steps
-    earth_args = earth_argv(earth_steps)
+    earth_args = earth_argv(earth_steps, args.threads)
     print(f"\nQuick Earth benchmark: python -m benchmarks earth {' '.join(earth_args)}")
     seconds = max(1, round(earth_steps / _EARTH_STEPS_PER_SECOND))
     print(f"(a 128x3 MLP flow on volcano for {earth_steps} steps in float32, about {seconds} s of training on one "

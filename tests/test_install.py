@@ -57,6 +57,7 @@ def test_demo_earth_run_is_a_float32_step_budget_with_progress():
     assert argv[argv.index("--mixed-precision") + 1] == "off"
     assert argv[argv.index("--out") + 1] == EARTH_OUT and "--quick" in argv and "--restart" in argv
     assert "--no-progress" not in argv  # the ~30 s of training must show progress
+    assert argv[argv.index("--threads") + 1] == "1"  # robust on a busy machine, same numbers everywhere
 
 
 # --------------------------------------------------------------------------------------------
