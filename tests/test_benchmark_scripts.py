@@ -56,6 +56,22 @@ def test_earth_script_tiny_run(tmp_path):
     saved = json.loads((tmp_path / "volcano" / "seed0" / "results.json").read_text())
     assert saved["test_nll"] == rec["test_nll"]
     assert (tmp_path / "volcano" / "seed0" / "volcano_seed0.png").stat().st_size > 10000
+    # the default mixed precision is resolved for this machine and recorded with its reason
+    from gm import resolve_precision
+
+    expected = resolve_precision("auto", "cpu")
+    assert saved["config"]["mixed_precision"] == "auto"
+    assert saved["precision"] == expected.name and saved["precision_reason"] == expected.reason
+
+
+def test_earth_main_logs_the_precision_choice_and_a_forced_float32_run(tmp_path, capsys):
+    argv = ["--quick", "--steps", "30", "--mixed-precision", "off", "--hidden", "8", "--depth", "1",
+            "--no-plot", "--no-progress", "--out", str(tmp_path)]
+    assert earth.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "[earth] mixed precision off -> float32 (float32 requested)" in out
+    saved = json.loads((tmp_path / "volcano" / "seed0" / "results.json").read_text())
+    assert saved["precision"] == "float32" and saved["steps"] == 30 and saved["budget_steps"] == 30
 
 
 @pytest.mark.skipif(not kjv_path().exists(), reason="KJV text not available (set RDFM_DATA_DIR)")
