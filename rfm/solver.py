@@ -63,9 +63,11 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _check_points(m: RiemannianManifold, x: Tensor, name: str, *, validate: bool) -> None:
+def _check_points(m: RiemannianManifold, x: Tensor, name: str, *, validate: bool, data: bool = False) -> Tensor:
     """Type, shape and dtype of points (no host read-back); with ``validate`` also their values
-    (finite, on the manifold) with one read-back."""
+    (finite, on the manifold) with one read-back. ``data`` points are accepted within float32
+    rounding of the manifold (data stored in float32 and cast to float64) and returned projected
+    onto it, as :class:`rfm.GeodesicPath` does; other points must be on it to their own dtype."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     ok, reason = m._check_shape(x.shape, name)
@@ -73,10 +75,15 @@ def _check_points(m: RiemannianManifold, x: Tensor, name: str, *, validate: bool
         raise ValueError(reason)
     check_floating(x, name)
     if validate:
+        strict = point_tolerance(x.dtype)
+        tol = max(strict, point_tolerance(torch.float32)) if data else strict
         checks = Checks()
-        checks.add(m.worst_violation(x) - point_tolerance(x.dtype),
-                   lambda: m.check_point(x, name) or f"{name}: points off {m!r}")
-        checks.run()
+        worst = m.worst_violation(x)
+        checks.add(worst - tol, lambda: m.check_point(x, name, atol=tol) or f"{name}: points off {m!r}")
+        (err,) = checks.run(worst)
+        if err > strict:
+            return m.projx(x)
+    return x
 
 
 # A RuntimeError of a model fed points of another dtype than its parameters ("mat1 and mat2 must
@@ -415,7 +422,8 @@ class ODESolver:
         ``manifold.base_logprob(x_0)``.
 
         Args:
-            x1: points ``(*batch, *point_shape)``.
+            x1: points ``(*batch, *point_shape)``; data within float32 rounding of the manifold
+                (float32 data cast to float64) are accepted and projected onto it.
             steps: number of equal steps (``None`` to use ``time_grid`` as given).
             method: ``"euler"``, ``"midpoint"`` or ``"rk4"``.
             divergence: ``"exact"`` (trace over an orthonormal tangent basis, ``dim`` JVPs
@@ -440,7 +448,7 @@ class ODESolver:
             ValueError: see the class docstring.
         """
         m = self.manifold
-        _check_points(m, x1, "x1", validate=validate)
+        x1 = _check_points(m, x1, "x1", validate=validate, data=True)
         if divergence not in ("exact", "hutchinson"):
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
         n_probes = check_positive_int(n_probes, "n_probes")

@@ -201,3 +201,19 @@ def test_checks_read_back_once_and_explain_the_first_failure():
     ok.add(torch.tensor(0.0), lambda: "never")
     assert ok.run(torch.tensor(3.5)) == [3.5]
     assert math.isinf(Sphere(2).worst_violation(torch.tensor([[float("inf"), 0.0, 0.0]])))
+
+
+def test_log_likelihood_accepts_float32_data_cast_to_float64_like_the_path():
+    from rfm.models import velocity_mlp
+
+    m = Sphere(2)
+    torch.manual_seed(0)
+    model = velocity_mlp(m, hidden=8, depth=1).double()
+    x32 = _points(m, 16, torch.float32)
+    ll = ODESolver(m, model).log_likelihood(x32.double(), steps=4)
+    ll_projected = ODESolver(m, model).log_likelihood(m.projx(x32.double()), steps=4)
+    torch.testing.assert_close(ll, ll_projected)
+    with pytest.raises(ValueError, match=r"x1: .*off the manifold"):
+        ODESolver(m, model).log_likelihood(1.01 * x32.double(), steps=4)
+    with pytest.raises(ValueError, match=r"x0: .*off the manifold"):  # a source is not data: strict
+        ODESolver(m, model).sample(x32.double(), steps=2)
