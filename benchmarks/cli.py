@@ -61,8 +61,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, minutes: float, out: s
                         help=f"wall-clock training budget per run (default {minutes:g}; with --steps: no time limit "
                              "unless given)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="optimiser-step budget per run: the same result on every machine for a given seed "
-                             "(validation then runs every steps/evaluations steps instead of every minute)")
+                        help="optimiser-step budget per run: a result that does not depend on the machine's speed "
+                             "(validation then runs every steps/evaluations steps instead of every minute); with "
+                             "float32 (earth: --mixed-precision off) the same on every machine up to rounding")
     parser.add_argument("--out", default=out)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget, check_device,
+from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget, check_device,
                             run_budget, training_settings)
 from benchmarks.earth_data import load_earth
 from benchmarks.likelihood import log_likelihood, solver_settings
@@ -160,7 +160,10 @@ def main(argv: list[str]) -> int:
         if args.dataset == ["all"]:
             datasets = ["volcano"]
     cfg = apply_config_overrides(cfg, args)
-    resolve_precision(cfg.mixed_precision)  # a bad --mixed-precision fails before any work
+    try:
+        resolve_precision(cfg.mixed_precision)  # a bad --mixed-precision fails before any work
+    except ValueError as error:
+        raise CommandLineError(f"--mixed-precision: {error}") from None
     check_device(args.device)
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
                         eval_every_minutes=cfg.eval_every_minutes)

@@ -98,6 +98,7 @@ def run(residue_class: str, seed: int, budget: Budget | float, cfg: TorusConfig,
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power, validate=validate).mean())
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     checkpoint_every_minutes=1.0,
                      **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, residue_class=residue_class),
@@ -154,6 +155,7 @@ def run_joint(classes: Sequence[str], seed: int, budget: Budget | float, cfg: To
                    for i, c in enumerate(classes)) / len(classes)
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     checkpoint_every_minutes=1.0,
                      **joint.train_fields())
     res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt",
                 run_config=training_settings(cfg, classes=list(classes)), resume=not restart)

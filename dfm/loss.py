@@ -222,6 +222,10 @@ def mask_elbo(
     n_chars = n_tokens if n_chars is None else check_positive_int(n_chars, "n_chars")
     batch = x1.shape[0]
     values = torch.empty(batch, n_draws, dtype=torch.float64)
+    kappa_end = float(path.scheduler.kappa(torch.ones((), dtype=torch.float64)))
+    if kappa_end < 1 - 1e-9:
+        raise ValueError(f"mask_elbo needs a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
+                         f"kappa_1 = {kappa_end:.6g}")
     for d in range(n_draws):
         u = torch.rand(batch, generator=generator, dtype=torch.float64)
         kappa = ((torch.randperm(batch, generator=generator).to(torch.float64) + u) / batch).clamp(max=1 - 1e-7)
@@ -234,10 +238,10 @@ def mask_elbo(
         masked = (x_t == path.mask_id) & counted
         per_seq = torch.where(masked, nll, torch.zeros_like(nll)).sum(-1) / (1 - kappa.to(x1.device))
         values[:, d] = per_seq.cpu()
-        bad = torch.isnan(values[:, d])  # on the host already: no extra read-back
+        bad = ~torch.isfinite(values[:, d])  # on the host already: no extra read-back
         if bool(bad.any()):
             raise ValueError(f"posterior returned logits that are not a distribution (NaN, +inf or a row of -inf) "
-                             f"for {int(bad.sum())} of {batch} sequences: the ELBO estimate would be NaN")
+                             f"for {int(bad.sum())} of {batch} sequences: the ELBO estimate would not be finite")
     total_nats = float(values.mean(1).sum())
     if n_draws > 1:
         var = float((values.var(1, unbiased=True) / n_draws).sum())

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gm.checks import broadcast_time, describe_time_range, time_out_of_range
+from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
+                       time_out_of_range)
 from gm.path import PathSample, ProbPath
 from gm.schedulers import LinearScheduler, Scheduler
 
@@ -36,7 +37,7 @@ class MixturePath(ProbPath):
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
         self.vocab_size = vocab_size
-        self.validate = bool(validate)  # check token ranges and times in sample (one host read-back each)
+        self.validate = bool(validate)  # check token ranges and times in sample (one host read-back)
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
         self.source_probs: Tensor | None = None
         if isinstance(source, Tensor):
@@ -87,14 +88,19 @@ class MixturePath(ProbPath):
         draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # (L, n)
         return draws.T.reshape(shape)
 
-    def check_tokens(self, x: Tensor, name: str, *, allow_mask: bool) -> None:
+    def check_tokens(self, x: Tensor, name: str, *, allow_mask: bool, checks: Checks | None = None) -> None:
+        """A ``ValueError`` naming ``name`` unless ``x`` holds integer token ids with a sequence dim
+        in ``[0, V)`` (``[0, V]`` with the mask when ``allow_mask``). With ``checks`` the range check
+        is added there (read back later with the others) instead of read back now."""
         if not isinstance(x, Tensor) or x.dtype not in (torch.long, torch.int32, torch.int64, torch.int16, torch.uint8):
             raise ValueError(f"{name} must be an integer tensor of token ids, got {getattr(x, 'dtype', type(x))}")
         if x.dim() < 1:
             raise ValueError(f"{name} must have a sequence dimension, got a scalar")
         high = self.input_vocab_size if allow_mask else self.vocab_size
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= high):
-            raise ValueError(f"{name} ids must be in [0, {high}), got range [{int(x.min())}, {int(x.max())}]")
+        own = Checks() if checks is None else checks
+        own.add(index_out_of_range(x, high), lambda: describe_index_range(x, high, name))
+        if checks is None:
+            own.run()
 
     def sample(self, x0: Tensor | None, x1: Tensor, t: Tensor, padding_mask: Tensor | None = None,
                generator: torch.Generator | None = None) -> PathSample:
@@ -107,18 +113,23 @@ class MixturePath(ProbPath):
                 ``x1.shape[:-1]`` (one time per sample; broadcast over the sequence).
             padding_mask: boolean ``(*batch, L)``, True at padding; those positions keep ``x1``.
         """
-        self.check_tokens(x1, "x1", allow_mask=False)
+        checks = Checks() if self.validate else None
+        self.check_tokens(x1, "x1", allow_mask=False, checks=checks or Checks())
         if x0 is None:
             x0 = self.sample_source(x1.shape, device=x1.device, generator=generator)
         else:
             if not isinstance(x0, Tensor) or x0.shape != x1.shape:
                 raise ValueError(f"x0 and x1 must have the same shape, got {tuple(getattr(x0, 'shape', ()))} and "
                                  f"{tuple(x1.shape)}")
-            self.check_tokens(x0, "x0", allow_mask=True)
+            self.check_tokens(x0, "x0", allow_mask=True, checks=checks or Checks())
+        given = t
         t = broadcast_time(t, x1.shape[:-1], dtype=t.dtype if isinstance(t, Tensor) and t.is_floating_point()
                            else torch.get_default_dtype(), device=x1.device)
-        if self.validate and not float(time_out_of_range(t)) <= 0:
-            raise ValueError(describe_time_range(t))
+        if checks is not None:
+            # the times as given, not expanded over the sequence dims, so messages count them right
+            given = given.to(dtype=t.dtype, device=t.device) if isinstance(given, Tensor) else t
+            checks.add(time_out_of_range(given), lambda: describe_time_range(given))
+            checks.run()  # ids and times: one host read-back
         kappa = self.scheduler.kappa(t, validate=False)[..., None]
         keep = torch.rand(x1.shape, device=x1.device, generator=generator, dtype=kappa.dtype) < kappa
         if padding_mask is not None:

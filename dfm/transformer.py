@@ -86,12 +86,14 @@ class TokenTransformer(nn.Module):
         dropout: dropout rate.
         causal: causal self-attention (autoregressive baseline).
         time_conditioning: adaLN conditioning on ``t`` (required input then).
+        validate: check id ranges and time values in ``forward`` (one host read-back per call;
+            shapes and dtypes are always checked).
         positions: ``"rotary"`` or ``"learned"``.
     """
 
     def __init__(self, vocab_size: int, out_vocab: int, width: int = 256, depth: int = 4, heads: int = 4,
                  max_len: int = 1024, dropout: float = 0.0, causal: bool = False, time_conditioning: bool = True,
-                 positions: str = "rotary") -> None:
+                 positions: str = "rotary", validate: bool = True) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("out_vocab", out_vocab), ("width", width), ("depth", depth),
                             ("heads", heads), ("max_len", max_len)):
@@ -104,6 +106,8 @@ class TokenTransformer(nn.Module):
         if positions not in ("rotary", "learned"):
             raise ValueError(f"positions must be 'rotary' or 'learned', got {positions!r}")
         self.vocab_size, self.out_vocab, self.causal, self.max_len = vocab_size, out_vocab, causal, max_len
+        # check id and time values in forward (one host read-back); off for loops over checked data on GPUs
+        self.validate = bool(validate)
         self.embed = nn.Embedding(vocab_size, width)
         self.pos = nn.Embedding(max_len, width) if positions == "learned" else None
         self.rope = _RotaryCache(width // heads) if positions == "rotary" else None
@@ -149,7 +153,8 @@ class TokenTransformer(nn.Module):
             # the times as given (not expanded), so that a message counts them right
             given = t if not isinstance(given, Tensor) else given.to(dtype=t.dtype, device=t.device)
             checks.add(time_out_of_range(given), lambda: describe_time_range(given))
-        checks.run()  # one host read-back for ids and times
+        if self.validate:
+            checks.run()  # one host read-back for ids and times
         x = tokens.reshape(-1, length)
         h = self.embed(x)
         if self.pos is not None:

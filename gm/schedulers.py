@@ -83,13 +83,14 @@ class Scheduler(ABC):
     def inverse(self, kappa: Tensor | float, *, validate: bool = True) -> Tensor:
         r"""The time :math:`t \in [0, 1]` with :math:`\kappa_t = \kappa`."""
         kappa = _as_tensor(kappa, "kappa")
-        if validate:
-            low, high = float(self._kappa(torch.zeros((), dtype=torch.float64))), float(
-                self._kappa(torch.ones((), dtype=torch.float64)))
-            if kappa.numel() and not bool(((kappa >= low) & (kappa <= high)).all()):
+        if validate and kappa.numel():
+            low, high = (float(self._kappa(torch.tensor(v, dtype=torch.float64))) for v in (0.0, 1.0))
+            slack = 4 * torch.finfo(kappa.dtype).eps  # kappa computed in kappa's dtype may round past the ends
+            if not bool(((kappa >= low - slack) & (kappa <= high + slack)).all()):
                 raise ValueError(f"kappa must lie in [{low:.6g}, {high:.6g}] (the range of {self!r} on [0, 1]), got "
                                  f"values in [{float(kappa.min()):.6g}, {float(kappa.max()):.6g}]"
                                  + (" and NaN" if bool(torch.isnan(kappa).any()) else ""))
+            kappa = kappa.clamp(low, high)
         return self._inverse(kappa)
 
     @staticmethod

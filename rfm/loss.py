@@ -25,7 +25,8 @@ def rfm_loss(
         manifold: the manifold whose metric measures the error.
         v_pred: predicted velocities at ``sample.x_t`` (tangent vectors, same shape).
         sample: the :class:`gm.PathSample` from a :class:`rfm.GeodesicPath`.
-        weight: optional per-sample weights of the batch shape (e.g. a function of ``t``).
+        weight: optional per-sample weights whose shape is a prefix of the batch shape (like the
+            times: ``(B,)`` for points of batch shape ``(B, N)``), e.g. a function of ``t``.
         reduction: ``"mean"`` over samples, ``"sum"`` or ``"none"`` (per-sample losses).
     """
     if sample.dx_t is None:
@@ -40,11 +41,11 @@ def rfm_loss(
     per_sample = manifold.inner(sample.x_t, diff, diff)
     if weight is not None:
         weight = torch.as_tensor(weight, dtype=per_sample.dtype, device=per_sample.device)
-        try:
-            per_sample = per_sample * weight.reshape(weight.shape + (1,) * (per_sample.dim() - weight.dim()))
-        except RuntimeError:
-            raise ValueError(f"weight of shape {tuple(weight.shape)} must be a prefix of the batch shape "
-                             f"{tuple(per_sample.shape)}") from None
+        batch = tuple(per_sample.shape)
+        if weight.dim() > len(batch) or any(w != 1 and w != b for w, b in zip(weight.shape, batch)):
+            raise ValueError(f"weight of shape {tuple(weight.shape)} must be a prefix of the batch shape {batch} "
+                             "(one weight per sample, like the times)")
+        per_sample = per_sample * weight.reshape(weight.shape + (1,) * (len(batch) - weight.dim()))
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":

@@ -53,8 +53,9 @@ class GeodesicPath(ProbPath):
             ValueError: naming the argument, for a wrong shape or dtype (integer points, mixed
                 float32/float64), and, when the path validates (``validate=True``, the default),
                 for NaN/inf points, points off the manifold, and times that are NaN or outside
-                [0, 1]. Points within float32 rounding of the manifold (data stored in float32 and
-                cast to float64) are accepted and projected onto it. The value checks cost one
+                [0, 1]. Data points ``x1`` within float32 rounding of the manifold (data stored in
+                float32 and cast to float64) are accepted and projected onto it; sources ``x0`` must
+                be on it to their dtype's precision. The value checks cost one
                 host read-back; turn them off (``path.validate = False``) in loops over data that
                 was checked once, e.g. with ``manifold.check_point``.
         """
@@ -66,9 +67,11 @@ class GeodesicPath(ProbPath):
             if x0.shape != x1.shape:
                 raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
             check_same_dtype(x1, "x1", x0, "x0")
+        given = t
         t = broadcast_time(t, batch, dtype=x1.dtype, device=x1.device)
         if self.validate:
-            x0, x1 = self._checked(x0, x1, t)
+            given = given.to(dtype=t.dtype, device=t.device) if isinstance(given, Tensor) else t
+            x0, x1 = self._checked(x0, x1, given)
         if x0 is None:
             x0 = m.random_base(*batch, dtype=x1.dtype, device=x1.device)
         sched = self.scheduler(t, validate=False)
@@ -77,17 +80,17 @@ class GeodesicPath(ProbPath):
         return PathSample(t=t, x0=x0, x1=x1, x_t=x_t, dx_t=dx_t)
 
     def _checked(self, x0: Tensor | None, x1: Tensor, t: Tensor) -> tuple[Tensor | None, Tensor]:
-        """Check points and times with one host read-back; snap points that are off the manifold
-        only by float32 rounding onto it."""
+        """Check points and the times as given with one host read-back; snap data points that
+        are off the manifold only by float32 rounding onto it (sources must be on it)."""
         m = self.manifold
         strict = point_tolerance(x1.dtype)
         data_tol = max(strict, point_tolerance(torch.float32))  # data come in at float32 precision or better
         checks, worst = Checks(), []
-        for name, x in (("x0", x0), ("x1", x1)):
+        for name, x, tol in (("x0", x0, strict), ("x1", x1, data_tol)):
             if x is None:
                 continue
             err = m.worst_violation(x)
-            checks.add(err - data_tol, lambda x=x, name=name: m.check_point(x, name, atol=data_tol))
+            checks.add(err - tol, lambda x=x, name=name, tol=tol: m.check_point(x, name, atol=tol))
             worst.append((name, err))
         checks.add(time_out_of_range(t), lambda: describe_time_range(t))
         errors = checks.run(*(err for _, err in worst))

@@ -108,15 +108,14 @@ def _guarded(velocity: Velocity, name: str) -> Velocity:
         try:
             return velocity(x, t)
         except RuntimeError as error:
-            if not _DTYPE_CLASH.search(str(error)):
-                raise
             params = _parameter_dtype(velocity)
+            # only a clash between the points and the model's parameters is ours to explain
+            if not _DTYPE_CLASH.search(str(error)) or params is None or params == x.dtype:
+                raise
             raise ValueError(
                 f"velocity(x, t) failed on points of dtype {x.dtype} ({name}'s dtype)"
-                + (f" with a model whose parameters are {params}" if params is not None else "")
-                + f" ({error}); the points and the model must share a dtype: cast the points "
-                f"({name}.to({params if params is not None else 'dtype'})) or the model "
-                f"(model.to({x.dtype}))") from error
+                + f" with a model whose parameters are {params} ({error}); the points and the model must "
+                f"share a dtype: cast the points ({name}.to({params})) or the model (model.to({x.dtype}))") from error
 
     return call
 

@@ -217,3 +217,54 @@ def test_log_likelihood_accepts_float32_data_cast_to_float64_like_the_path():
         ODESolver(m, model).log_likelihood(1.01 * x32.double(), steps=4)
     with pytest.raises(ValueError, match=r"x0: .*off the manifold"):  # a source is not data: strict
         ODESolver(m, model).sample(x32.double(), steps=2)
+
+
+def test_path_sources_are_strict_and_time_messages_count_the_times_given():
+    se3 = SE3()
+    x1 = se3.random_base(4, 5, dtype=torch.float64)
+    x0_rounded = se3.random_base(4, 5, dtype=torch.float32).double()
+    with pytest.raises(ValueError, match=r"^x0: .*off the manifold"):
+        GeodesicPath(se3).sample(x0_rounded, x1, torch.rand(4, dtype=torch.float64))
+    t = torch.tensor([0.1, float("nan"), 0.2, 0.3], dtype=torch.float64)
+    with pytest.raises(ValueError, match="^t contains 1 NaN"):  # one per sample, not per residue
+        GeodesicPath(se3).sample(None, x1, t)
+    path = MixturePath(5, "mask")
+    with pytest.raises(ValueError, match="^t contains 1 NaN"):
+        path.sample(None, torch.zeros(4, 3, 6, dtype=torch.long), torch.tensor([0.1, float("nan"), 0.2, 0.3]))
+
+
+def test_validate_false_skips_the_read_back_of_token_paths_and_transformers():
+    from dfm.transformer import TokenTransformer
+
+    path = MixturePath(5, "mask", validate=False)
+    s = path.sample(None, torch.zeros(2, 6, dtype=torch.long), torch.tensor([2.0, 0.5]))  # not checked: promised
+    assert s.x_t.shape == (2, 6)
+    model = TokenTransformer(6, 5, width=16, depth=1, heads=2, max_len=8, validate=False)
+    assert model(torch.zeros(2, 6, dtype=torch.long), torch.tensor([0.2, 0.4])).shape == (2, 6, 5)
+    model.validate = True
+    with pytest.raises(ValueError, match="t must lie in"):
+        model(torch.zeros(2, 6, dtype=torch.long), torch.tensor([0.2, 1.4]))
+
+
+def test_rfm_loss_weights_are_per_sample_like_times():
+    se3 = SE3()
+    s = GeodesicPath(se3).sample(None, se3.random_base(3, 3, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
+    v = torch.zeros_like(s.dx_t)
+    per = rfm_loss(se3, v, s, reduction="none")
+    w = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(rfm_loss(se3, v, s, weight=w, reduction="none"), per * w[:, None])
+    with pytest.raises(ValueError, match="weight of shape"):
+        rfm_loss(se3, v, s, weight=torch.ones(1, 3, 3, dtype=torch.float64))
+
+
+def test_scheduler_inverse_accepts_its_own_end_values_and_mask_elbo_needs_kappa_one():
+    from dfm import mask_elbo
+
+    s = ExponentialRateScheduler(0.3)
+    torch.testing.assert_close(s.inverse(s.kappa(torch.ones(3))), torch.ones(3))
+    path = MixturePath(4, "mask", scheduler=ExponentialRateScheduler(2.0))
+    with pytest.raises(ValueError, match="mask_elbo needs a scheduler that reaches the data"):
+        mask_elbo(lambda x, t: torch.zeros(*x.shape, 4), path, torch.zeros(2, 5, dtype=torch.long))
+    inf_logits = lambda x, t: torch.zeros(*x.shape, 4).index_fill(-1, torch.tensor([0]), float("inf"))  # noqa: E731
+    with pytest.raises(ValueError, match="not a distribution"):
+        mask_elbo(inf_logits, MixturePath(4, "mask"), torch.ones(2, 5, dtype=torch.long))
