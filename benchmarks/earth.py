@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
             datasets = ["volcano"]
     cfg = apply_config_overrides(cfg, args)
     try:
-        resolve_precision(cfg.mixed_precision)  # a bad --mixed-precision fails before any work
+        precision = resolve_precision(cfg.mixed_precision, args.device)  # a bad value fails before any work
     except ValueError as error:
         raise CommandLineError(f"--mixed-precision: {error}") from None
     check_device(args.device)
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> int:
                         eval_every_minutes=cfg.eval_every_minutes)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"[earth] {resolve_precision(cfg.mixed_precision, args.device).describe()}; "
+    print(f"[earth] {precision.describe()}; "
           f"{torch.get_num_threads()} CPU thread(s)")
     records = []
     for dataset in datasets:

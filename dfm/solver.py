@@ -210,8 +210,7 @@ class CTMCSolver:
         if padding_mask is not None and (not isinstance(padding_mask, Tensor) or padding_mask.shape != x0.shape
                                          or padding_mask.dtype != torch.bool):
             raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(x0.shape)}")
-        n_points = make_time_grid(time_grid, dtype=torch.float64).numel()  # a ValueError for a bad grid
-        grid = make_time_grid(time_grid, 100 if steps is None and n_points == 2 else steps, dtype=torch.float64)
+        grid = make_time_grid(time_grid, steps, default_steps=100, dtype=torch.float64)
         if not bool(grid[-1] > grid[0]):
             raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")
         process = MixtureJumpProcess(self.path, corrector, dtype_categorical, padding_mask, generator)

@@ -8,12 +8,14 @@ pipeline, paths take ``validate=False`` once their data has been checked.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Checks", "check_floating", "check_same_dtype", "broadcast_time", "time_out_of_range"]
+__all__ = ["Checks", "check_floating", "check_same_dtype", "broadcast_time", "time_out_of_range", "describe_time_range",
+           "check_generator", "check_positive_int", "check_callable", "index_out_of_range", "describe_index_range"]
 
 
 class Checks:
@@ -113,9 +115,8 @@ def describe_time_range(t: Tensor, name: str = "t") -> str:
             "(paths and schedulers do not extrapolate)")
 
 
-# ---------------------------------------------------------------- helpers added for the solvers,
-# losses and models (argument checks without a host read-back, and index excesses for Checks)
-__all__ += ["check_generator", "check_positive_int", "check_callable", "index_out_of_range", "describe_index_range"]
+# ---------------------------------------------------------------- argument checks without a host
+# read-back, and index excesses for Checks
 
 
 def check_generator(generator: object, name: str = "generator") -> None:
@@ -126,8 +127,6 @@ def check_generator(generator: object, name: str = "generator") -> None:
 
 def check_positive_int(value: object, name: str) -> int:
     """``value`` as an ``int`` if it is an integer >= 1 (numpy integers included, bools not)."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)

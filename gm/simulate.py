@@ -49,6 +49,7 @@ def make_time_grid(
     time_grid: Sequence[float] | Tensor,
     steps: int | None = None,
     *,
+    default_steps: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
@@ -59,6 +60,8 @@ def make_time_grid(
             as a sequence or a 1-D tensor.
         steps: if given, ``time_grid`` must be ``(t_start, t_end)`` and is split into ``steps``
             equal intervals.
+        default_steps: the ``steps`` of a two-point ``time_grid`` when ``steps`` is ``None`` (a
+            solver's default resolution); a longer grid is used as given.
         dtype, device: of the returned grid (a floating dtype; ``None`` for torch's default
             dtype). The grid must stay strictly monotone in ``dtype``: steps below its resolution
             (e.g. thousands of steps in bfloat16) raise instead of collapsing into zero steps.
@@ -85,6 +88,8 @@ def make_time_grid(
         raise ValueError(f"time_grid must contain at least 2 times, got {grid.tolist()}")
     if not bool(torch.isfinite(grid).all()) or bool((grid < 0).any() | (grid > 1).any()):
         raise ValueError(f"time_grid values must be finite and in [0, 1], got {grid.tolist()}")
+    if steps is None and default_steps is not None and grid.numel() == 2:
+        steps = default_steps
     if steps is not None:
         steps = check_positive_int(steps, "steps")
         if grid.numel() != 2:

@@ -1,6 +1,8 @@
 r"""Geodesic conditional probability paths on Riemannian manifolds (Chen & Lipman, 2024)."""
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 from torch import Tensor
 
@@ -10,7 +12,28 @@ from gm.schedulers import LinearScheduler, Scheduler
 from manifolds._math import point_tolerance
 from manifolds.base import RiemannianManifold
 
-__all__ = ["GeodesicPath"]
+__all__ = ["GeodesicPath", "checked_points"]
+
+
+def checked_points(manifold: RiemannianManifold, points: Sequence[tuple[str, Tensor, bool]],
+                   then: Sequence[tuple[Tensor, Callable[[], str | None]]] = ()) -> list[Tensor]:
+    """Value checks of point sets (and the further ``then`` checks) in one host read-back.
+
+    Each entry of ``points`` is ``(name, x, is_data)``. Sources must lie on the manifold to their
+    dtype's precision; data may be off by float32 rounding (data stored in float32 and cast to
+    float64: "a tolerance tied to the precision they came in") and come back projected onto it.
+    Returns the points in order; raises the ``ValueError`` of the first failing check.
+    """
+    checks, worst = Checks(), []
+    for name, x, is_data in points:
+        tol = max(point_tolerance(x.dtype), point_tolerance(torch.float32)) if is_data else point_tolerance(x.dtype)
+        err = manifold.worst_violation(x)
+        checks.add(err - tol, lambda x=x, name=name, tol=tol: manifold.check_point(x, name, atol=tol))
+        worst.append(err)
+    for excess, explain in then:
+        checks.add(excess, explain)
+    errors = checks.run(*worst)
+    return [manifold.projx(x) if err > point_tolerance(x.dtype) else x for (_, x, _), err in zip(points, errors)]
 
 
 class GeodesicPath(ProbPath):
@@ -71,7 +94,10 @@ class GeodesicPath(ProbPath):
         t = broadcast_time(t, batch, dtype=x1.dtype, device=x1.device)
         if self.validate:
             given = given.to(dtype=t.dtype, device=t.device) if isinstance(given, Tensor) else t
-            x0, x1 = self._checked(x0, x1, given)
+            sources = [] if x0 is None else [("x0", x0, False)]
+            checked = checked_points(m, [*sources, ("x1", x1, True)],
+                                     then=[(time_out_of_range(given), lambda: describe_time_range(given))])
+            x0, x1 = (checked[0] if x0 is not None else None), checked[-1]
         if x0 is None:
             x0 = m.random_base(*batch, dtype=x1.dtype, device=x1.device)
         sched = self.scheduler(t, validate=False)
@@ -79,23 +105,3 @@ class GeodesicPath(ProbPath):
         dx_t = sched.d_kappa.reshape(batch + (1,) * m.ndim) * velocity
         return PathSample(t=t, x0=x0, x1=x1, x_t=x_t, dx_t=dx_t)
 
-    def _checked(self, x0: Tensor | None, x1: Tensor, t: Tensor) -> tuple[Tensor | None, Tensor]:
-        """Check points and the times as given with one host read-back; snap data points that
-        are off the manifold only by float32 rounding onto it (sources must be on it)."""
-        m = self.manifold
-        strict = point_tolerance(x1.dtype)
-        data_tol = max(strict, point_tolerance(torch.float32))  # data come in at float32 precision or better
-        checks, worst = Checks(), []
-        for name, x, tol in (("x0", x0, strict), ("x1", x1, data_tol)):
-            if x is None:
-                continue
-            err = m.worst_violation(x)
-            checks.add(err - tol, lambda x=x, name=name, tol=tol: m.check_point(x, name, atol=tol))
-            worst.append((name, err))
-        checks.add(time_out_of_range(t), lambda: describe_time_range(t))
-        errors = checks.run(*(err for _, err in worst))
-        points = {"x0": x0, "x1": x1}
-        for (name, _), err in zip(worst, errors):
-            if err > strict:
-                points[name] = m.projx(points[name])
-        return points["x0"], points["x1"]

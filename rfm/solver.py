@@ -24,12 +24,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gm.checks import (Checks, broadcast_time, check_callable, check_floating, check_generator, check_positive_int,
+from gm.checks import (broadcast_time, check_callable, check_floating, check_generator, check_positive_int,
                        check_same_dtype, describe_time_range, time_out_of_range)
 from gm.process import Process
 from gm.simulate import make_time_grid, simulate
-from manifolds._math import point_tolerance
 from manifolds.base import RiemannianManifold
+from rfm.path import checked_points
 
 __all__ = ["ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]
 
@@ -52,11 +52,6 @@ def _check_method(method: str, stepping: str) -> None:
         raise ValueError(f"stepping must be one of {_STEPPINGS}, got {stepping!r}")
 
 
-def _steps_for(time_grid, steps):
-    n_times = make_time_grid(time_grid, dtype=torch.float64).numel()  # also a ValueError for a bad grid
-    return _DEFAULT_STEPS if steps is None and n_times == 2 else steps
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
@@ -65,25 +60,10 @@ def _describe(value: Any) -> str:
 
 def _check_points(m: RiemannianManifold, x: Tensor, name: str, *, validate: bool, data: bool = False) -> Tensor:
     """Type, shape and dtype of points (no host read-back); with ``validate`` also their values
-    (finite, on the manifold) with one read-back. ``data`` points are accepted within float32
-    rounding of the manifold (data stored in float32 and cast to float64) and returned projected
-    onto it, as :class:`rfm.GeodesicPath` does; other points must be on it to their own dtype."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    ok, reason = m._check_shape(x.shape, name)
-    if not ok:
-        raise ValueError(reason)
-    check_floating(x, name)
-    if validate:
-        strict = point_tolerance(x.dtype)
-        tol = max(strict, point_tolerance(torch.float32)) if data else strict
-        checks = Checks()
-        worst = m.worst_violation(x)
-        checks.add(worst - tol, lambda: m.check_point(x, name, atol=tol) or f"{name}: points off {m!r}")
-        (err,) = checks.run(worst)
-        if err > strict:
-            return m.projx(x)
-    return x
+    (finite, on the manifold; ``data`` within float32 rounding, then projected: see
+    :func:`rfm.path.checked_points`) with one read-back."""
+    m._check_args(**{name: x})
+    return checked_points(m, [(name, x, data)])[0] if validate else x
 
 
 # A RuntimeError of a model fed points of another dtype than its parameters ("mat1 and mat2 must
@@ -295,10 +275,7 @@ def riemannian_divergence(
         if probes.dim() != len(expected) + 1 or tuple(probes.shape[1:]) != expected or probes.shape[0] < 1:
             raise ValueError(f"probes must have shape (n_probes, *batch, dim) = (n, {', '.join(map(str, expected))}) "
                              f"with n >= 1, got {tuple(probes.shape)}")
-    checks = Checks()
-    checks.add(m.worst_violation(x) - point_tolerance(x.dtype), lambda: m.check_point(x, "x") or f"x: points off {m!r}")
-    checks.add(time_out_of_range(t), lambda: describe_time_range(t))
-    checks.run()
+    checked_points(m, [("x", x, False)], then=[(time_out_of_range(t), lambda: describe_time_range(t))])
     return _divergence(m, _guarded(velocity, "x"), x, t, probes)
 
 
@@ -390,7 +367,7 @@ class ODESolver:
         m = self.manifold
         _check_points(m, x0, "x0", validate=validate)
         process = ManifoldFlowProcess(m, method, stepping)
-        grid = make_time_grid(time_grid, _steps_for(time_grid, steps), dtype=x0.dtype)  # CPU: no sync
+        grid = make_time_grid(time_grid, steps, default_steps=_DEFAULT_STEPS, dtype=x0.dtype)  # CPU: no sync
         out = simulate(
             process, _guarded(self.velocity, "x0"), x0, grid,
             return_intermediates=return_intermediates, progress=progress, enable_grad=enable_grad,

@@ -207,9 +207,6 @@ def describe_budget(max_steps: int | None, max_minutes: float | None) -> str:
     return " or ".join(parts)
 
 
-def _budget_text(config: TrainConfig) -> str:
-    return describe_budget(config.max_steps, config.max_minutes)
-
 
 def _is_interactive(stream: TextIO) -> bool:
     """Whether ``stream`` shows a live display: a terminal, or a Jupyter kernel's output (not a
@@ -279,7 +276,7 @@ class _LineProgress(_Progress):
         self.first_step, self.first_elapsed = step, elapsed
         self.last_step, self.last_elapsed = step, elapsed
         where = "starting" if step == 0 else f"continuing from step {step}"
-        self.message(f"train: {where}, budget {_budget_text(self.config)}")
+        self.message(f"train: {where}, budget {describe_budget(self.config.max_steps, self.config.max_minutes)}")
 
     def _line(self, step: int, elapsed: float, fraction: float, rate: float, loss: float | None,
               best_val: float | None) -> str:
