@@ -95,8 +95,13 @@ class RiemannianManifold(geoopt.Manifold):
 
     def tangent_basis(self, x: Tensor) -> Tensor:
         """An orthonormal basis (w.r.t. ``inner``) of the tangent space at each ``x``:
-        shape ``(*batch, dim, *point_shape)``."""
-        raise NotImplementedError(f"{type(self).__name__} does not define tangent_basis")
+        shape ``(*batch, dim, *point_shape)``.
+
+        Optional for a new manifold: only the divergence of exact likelihoods
+        (``ODESolver.log_likelihood``, both estimators) needs it; training and sampling do not."""
+        raise NotImplementedError(f"{type(self).__name__} does not define tangent_basis, which log-likelihoods need "
+                                  "(the divergence is taken in an orthonormal tangent basis); implement it to use "
+                                  "ODESolver.log_likelihood on this manifold")
 
     def _expand_time(self, s: Tensor | float, x: Tensor, name: str = "s") -> Tensor:
         """Per-sample times ``s`` aligned with the points ``x``: a float, a 0-dim tensor, or a
