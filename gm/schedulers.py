@@ -105,11 +105,11 @@ class Scheduler(ABC):
 
     @abstractmethod
     def _kappa(self, t: Tensor) -> Tensor:
-        """Unchecked :math:`\kappa_t`."""
+        r"""Unchecked :math:`\kappa_t`."""
 
     @abstractmethod
     def _d_kappa(self, t: Tensor) -> Tensor:
-        """Unchecked :math:`\dot\kappa_t`."""
+        r"""Unchecked :math:`\dot\kappa_t`."""
 
     @abstractmethod
     def _inverse(self, kappa: Tensor) -> Tensor:

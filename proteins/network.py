@@ -1,0 +1,237 @@
+r"""The SE(3)-equivariant backbone network: Invariant Point Attention over residue frames.
+
+:class:`BackboneNetwork` maps noisy frames :math:`x_t` (``(B, N, 4, 4)``, translations in
+nanometres), the time ``t`` (``(B,)``), a residue mask and optionally a self-conditioning
+prediction to predicted clean frames :math:`\hat x_1`. Every input feature is invariant (time,
+sequence position, distances between CA atoms) and every frame update is expressed in the
+residue's own frame, so a global rigid motion :math:`g` of the input gives :math:`g \hat x_1`
+(equivariance), and padded residues never reach real ones (attention masks their keys).
+
+Layers (AlphaFold2 supplement, Jumper et al. 2021; FrameFlow, Yim et al. 2023):
+
+- node features: sinusoidal embeddings of the time and of the residue index;
+- pair features: the clipped relative sequence position (one-hot, :math:`|i - j| \le 32`), radial
+  basis functions of CA distances of :math:`x_t`, and of the self-conditioning prediction (zeros
+  without one);
+- blocks of Invariant Point Attention (Algorithm 22), a node transition, a backbone update
+  (Algorithm 23: a quaternion ``(1, b, c, d)`` and a translation in the residue's frame,
+  composed on the right) and a pair update from the new node features.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from manifolds.se3 import SE3
+
+__all__ = ["BackboneNetwork", "InvariantPointAttention", "quaternion_to_rotation"]
+
+
+def sinusoidal(x: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
+    """``2 * (dim // 2)`` sinusoidal features ``(..., dim)`` of ``x`` (any shape) with periods
+    spaced geometrically from ``min_period`` to ``max_period`` (in units of ``x``)."""
+    half = dim // 2
+    periods = torch.logspace(math.log10(min_period), math.log10(max_period), half, dtype=x.dtype, device=x.device)
+    angles = x[..., None] * (2 * math.pi / periods)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def rbf(d: Tensor, count: int, max_value: float) -> Tensor:
+    """Gaussian radial basis features ``(..., count)`` of distances ``d`` on [0, max_value]."""
+    centres = torch.linspace(0.0, max_value, count, dtype=d.dtype, device=d.device)
+    width = max_value / count
+    return torch.exp(-(((d[..., None] - centres) / width) ** 2))
+
+
+def quaternion_to_rotation(q: Tensor) -> Tensor:
+    """Rotation matrices ``(..., 3, 3)`` of (not necessarily unit) quaternions ``(..., 4)``
+    ``(w, x, y, z)``; the quaternion is normalised first."""
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+
+
+class InvariantPointAttention(nn.Module):
+    r"""Invariant Point Attention (AlphaFold2 supplement, Algorithm 22).
+
+    For each head, the attention logit of residue ``i`` to ``j`` combines the scalar query-key
+    product, a bias from the pair features and the squared distance between query points of
+    ``i`` and key points of ``j`` placed by their frames in the global frame:
+
+    .. math::
+        a_{ij} = \mathrm{softmax}_j\Big(w_L\big(\tfrac{1}{\sqrt{c}} q_i^\top k_j + b_{ij}
+                 - \tfrac{\gamma w_C}{2}\textstyle\sum_p \|T_i \vec q_{ip} - T_j \vec k_{jp}\|^2\big)\Big),
+
+    with :math:`w_L = \sqrt{1/3}`, :math:`w_C = \sqrt{2 / (9 P_q)}` and a learned softplus
+    weight :math:`\gamma` per head. Outputs: attended values, attended value points brought back
+    into ``i``'s frame (and their norms), and attended pair features — all invariant.
+    """
+
+    def __init__(self, node_dim: int, pair_dim: int, heads: int = 8, head_dim: int = 16, query_points: int = 4,
+                 value_points: int = 8) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.query_points, self.value_points = heads, head_dim, query_points, value_points
+        self.to_qkv = nn.Linear(node_dim, 3 * heads * head_dim, bias=False)
+        self.to_qk_points = nn.Linear(node_dim, 2 * heads * query_points * 3)
+        self.to_v_points = nn.Linear(node_dim, heads * value_points * 3)
+        self.to_bias = nn.Linear(pair_dim, heads, bias=False)
+        # softplus(0.541) = 1: every head starts with unit point weight
+        self.point_weight = nn.Parameter(torch.full((heads,), 0.541324854612918))
+        out_features = heads * (head_dim + value_points * 4 + pair_dim)
+        self.to_out = nn.Linear(out_features, node_dim)
+
+    def forward(self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor) -> Tensor:
+        h = self.heads
+        q, k, v = rearrange(self.to_qkv(s), "b n (three h c) -> three b h n c", three=3, h=h)
+        qk_points = rearrange(self.to_qk_points(s), "b n (two h p x) -> two b n h p x", two=2, h=h, x=3)
+        v_points = rearrange(self.to_v_points(s), "b n (h p x) -> b n h p x", h=h, x=3)
+
+        def to_global(p: Tensor) -> Tensor:  # (b, n, h, p, 3) local -> global
+            return torch.einsum("bnij,bnhpj->bnhpi", rot, p) + trans[:, :, None, None, :]
+
+        q_pts, k_pts, v_pts = to_global(qk_points[0]), to_global(qk_points[1]), to_global(v_points)
+        w_l, w_c = math.sqrt(1 / 3), math.sqrt(2 / (9 * self.query_points))
+        scalar = torch.einsum("bhic,bhjc->bhij", q, k) / math.sqrt(self.head_dim)
+        bias = rearrange(self.to_bias(z), "b i j h -> b h i j")
+        q_flat = rearrange(q_pts, "b n h p x -> b h n (p x)")
+        k_flat = rearrange(k_pts, "b n h p x -> b h n (p x)")
+        sq_dist = (q_flat.pow(2).sum(-1)[..., :, None] + k_flat.pow(2).sum(-1)[..., None, :]
+                   - 2 * torch.einsum("bhic,bhjc->bhij", q_flat, k_flat))
+        gamma = nn.functional.softplus(self.point_weight)[None, :, None, None]
+        logits = w_l * (scalar + bias - 0.5 * w_c * gamma * sq_dist)
+        logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
+        attn = torch.softmax(logits, dim=-1)
+
+        out_scalar = rearrange(torch.einsum("bhij,bhjc->bhic", attn, v), "b h n c -> b n (h c)")
+        out_points = torch.einsum("bhij,bjhpx->bihpx", attn, v_pts) - trans[:, :, None, None, :]
+        out_points = torch.einsum("bnji,bnhpj->bnhpi", rot, out_points)  # R^T: back into i's frame
+        norms = torch.sqrt(out_points.pow(2).sum(-1) + 1e-8)
+        out_pair = rearrange(torch.einsum("bhij,bijc->bihc", attn, z), "b n h c -> b n (h c)")
+        features = torch.cat([out_scalar, rearrange(out_points, "b n h p x -> b n (h p x)"),
+                              rearrange(norms, "b n h p -> b n (h p)"), out_pair], dim=-1)
+        return self.to_out(features)
+
+
+class _Block(nn.Module):
+    def __init__(self, node_dim: int, pair_dim: int, heads: int, head_dim: int, query_points: int,
+                 value_points: int) -> None:
+        super().__init__()
+        self.ipa = InvariantPointAttention(node_dim, pair_dim, heads, head_dim, query_points, value_points)
+        self.ipa_norm = nn.LayerNorm(node_dim)
+        self.transition = nn.Sequential(nn.Linear(node_dim, 2 * node_dim), nn.ReLU(), nn.Linear(2 * node_dim, node_dim))
+        self.transition_norm = nn.LayerNorm(node_dim)
+        self.frame_update = nn.Linear(node_dim, 6)
+        nn.init.zeros_(self.frame_update.weight)  # start at the identity update: x1_hat = x_t
+        nn.init.zeros_(self.frame_update.bias)
+        self.pair_update = nn.Sequential(nn.Linear(2 * node_dim + pair_dim, pair_dim), nn.ReLU(),
+                                         nn.Linear(pair_dim, pair_dim))
+        self.pair_norm = nn.LayerNorm(pair_dim)
+        self.node_to_pair = nn.Linear(node_dim, node_dim)
+
+    def forward(self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        real = mask[..., None].to(s.dtype)
+        s = self.ipa_norm(s + self.ipa(s, z, rot, trans, mask)) * real
+        s = self.transition_norm(s + self.transition(s)) * real
+        update = self.frame_update(s) * real
+        delta_rot = quaternion_to_rotation(torch.cat([torch.ones_like(update[..., :1]), update[..., :3]], dim=-1))
+        trans = trans + torch.einsum("bnij,bnj->bni", rot, update[..., 3:])
+        rot = rot @ delta_rot
+        p = self.node_to_pair(s)
+        n = s.shape[1]
+        pair_in = torch.cat([z, p[:, :, None, :].expand(-1, -1, n, -1), p[:, None, :, :].expand(-1, n, -1, -1)], -1)
+        z = self.pair_norm(z + self.pair_update(pair_in))
+        return s, z, rot, trans
+
+
+class BackboneNetwork(nn.Module):
+    """Predicts clean residue frames from noisy ones, SE(3)-equivariantly (see the module doc).
+
+    Args:
+        node_dim, pair_dim: widths of the node and pair features.
+        blocks: number of IPA blocks (each with its own weights).
+        heads, head_dim, query_points, value_points: IPA sizes.
+        max_relative_position: relative sequence offsets beyond it share one bin.
+        distance_bins, max_distance: radial basis of CA distances (nanometres).
+        self_condition: accept a previous prediction as input (FrameFlow's self-conditioning).
+
+    Call ``network(x_t, t, mask, self_condition=None)`` with frames ``(B, N, 4, 4)``
+    (translations in nm), times ``(B,)``, a bool mask ``(B, N)`` and an optional earlier
+    prediction ``(B, N, 4, 4)``; returns predicted frames ``(B, N, 4, 4)`` (padding: identity).
+    """
+
+    def __init__(self, node_dim: int = 128, pair_dim: int = 64, blocks: int = 4, heads: int = 8, head_dim: int = 16,
+                 query_points: int = 4, value_points: int = 8, max_relative_position: int = 32,
+                 distance_bins: int = 22, max_distance: float = 2.0, self_condition: bool = True) -> None:
+        super().__init__()
+        for name, value in (("node_dim", node_dim), ("pair_dim", pair_dim), ("blocks", blocks), ("heads", heads),
+                            ("head_dim", head_dim), ("query_points", query_points), ("value_points", value_points),
+                            ("max_relative_position", max_relative_position), ("distance_bins", distance_bins)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if node_dim % 2:
+            raise ValueError(f"node_dim must be even (sinusoidal embeddings come in sin/cos pairs), got {node_dim}")
+        if not max_distance > 0:
+            raise ValueError(f"max_distance must be positive (nanometres), got {max_distance!r}")
+        self.node_dim, self.max_relative_position = node_dim, max_relative_position
+        self.distance_bins, self.max_distance, self.self_condition = distance_bins, max_distance, self_condition
+        self.node_embed = nn.Sequential(nn.Linear(2 * node_dim, node_dim), nn.ReLU(), nn.Linear(node_dim, node_dim),
+                                        nn.LayerNorm(node_dim))
+        pair_in = 2 * max_relative_position + 1 + distance_bins * (2 if self_condition else 1)
+        self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim),
+                                        nn.LayerNorm(pair_dim))
+        self.blocks = nn.ModuleList(_Block(node_dim, pair_dim, heads, head_dim, query_points, value_points)
+                                    for _ in range(blocks))
+
+    def _check(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None) -> None:
+        if not isinstance(x_t, Tensor) or x_t.dim() != 4 or x_t.shape[-2:] != (4, 4):
+            raise ValueError(f"x_t must be frames of shape (B, N, 4, 4), got "
+                             f"{tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__}")
+        batch = tuple(x_t.shape[:2])
+        if not isinstance(t, Tensor) or tuple(t.shape) != batch[:1]:
+            raise ValueError(f"t must have shape (B,) = ({batch[0]},), one time per protein, got "
+                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != batch:
+            raise ValueError(f"mask must be a bool tensor of shape (B, N) = {batch}, got "
+                             f"{(mask.dtype, tuple(mask.shape)) if isinstance(mask, Tensor) else type(mask).__name__}")
+        if self_condition is not None:
+            if not self.self_condition:
+                raise ValueError("self_condition was given but the network was built with self_condition=False")
+            if not isinstance(self_condition, Tensor) or self_condition.shape != x_t.shape:
+                raise ValueError(f"self_condition must have the shape of x_t {tuple(x_t.shape)}, got "
+                                 f"{tuple(self_condition.shape) if isinstance(self_condition, Tensor) else None}")
+
+    def _distance_features(self, frames: Tensor) -> Tensor:
+        ca = frames[..., :3, 3]
+        d = torch.sqrt((ca[:, :, None, :] - ca[:, None, :, :]).pow(2).sum(-1) + 1e-10)
+        return rbf(d, self.distance_bins, self.max_distance)
+
+    def forward(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None = None) -> Tensor:
+        self._check(x_t, t, mask, self_condition)
+        b, n = x_t.shape[:2]
+        dtype = x_t.dtype
+        index = torch.arange(n, device=x_t.device)
+        time = sinusoidal(t.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(b, n, -1)
+        position = sinusoidal(index.to(dtype), self.node_dim, 2.5, 1e4)[None].expand(b, n, -1)
+        s = self.node_embed(torch.cat([time, position], dim=-1)) * mask[..., None].to(dtype)
+        offset = (index[None, :] - index[:, None]).clamp(-self.max_relative_position, self.max_relative_position)
+        relative = nn.functional.one_hot(offset + self.max_relative_position, 2 * self.max_relative_position + 1)
+        pair = [relative.to(dtype)[None].expand(b, n, n, -1), self._distance_features(x_t)]
+        if self.self_condition:
+            pair.append(torch.zeros_like(pair[-1]) if self_condition is None
+                        else self._distance_features(self_condition.to(dtype)))
+        z = self.pair_embed(torch.cat(pair, dim=-1))
+        rot, trans = x_t[..., :3, :3], x_t[..., :3, 3]
+        for block in self.blocks:
+            s, z, rot, trans = block(s, z, rot, trans, mask)
+        eye = torch.eye(3, dtype=dtype, device=x_t.device)
+        rot = torch.where(mask[..., None, None], rot, eye)
+        trans = trans * mask[..., None].to(dtype)
+        return SE3.from_rt(rot, trans)
