@@ -169,7 +169,10 @@ class BackboneFlow:
              ) -> Tensor:
         """Draws ``(B, N, 4, 4)`` from the base: Haar rotations, centred Gaussian translations (nm);
         padding residues are identity frames."""
-        check_mask(mask, tuple(mask.shape) if isinstance(mask, Tensor) and mask.dim() == 2 else (-1, -1))
+        if not isinstance(mask, Tensor) or mask.dim() != 2:
+            raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
+                             f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
+        check_mask(mask, tuple(mask.shape))
         check_generator(generator, mask.device)
         rot = SO3().random_base(*mask.shape, dtype=dtype, device=mask.device, generator=generator)
         trans = self.translation_std * torch.randn(*mask.shape, 3, dtype=dtype, device=mask.device,
@@ -190,8 +193,8 @@ class BackboneFlow:
 
     def loss(self, model: FrameModel, x1: Tensor, mask: Tensor, *, generator: torch.Generator | None = None,
              t: Tensor | None = None, self_condition: bool | None = None) -> BackboneLoss:
-        """The loss of ``model`` on centred data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
-        :meth:`frames_from_atoms`) with residue ``mask`` ``(B, N)``.
+        """The loss of ``model`` on data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
+        :meth:`frames_from_atoms`; centred here if they are not) with residue ``mask`` ``(B, N)``.
 
         Args:
             t: times ``(B,)`` (default: drawn by :meth:`training_times`).
@@ -202,6 +205,7 @@ class BackboneFlow:
             raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
                              f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
         check_mask(mask, tuple(x1.shape[:2]))
+        x1 = centre_translations(x1, mask)  # a no-op for frames_from_atoms' output
         batch, dtype = x1.shape[0], x1.dtype
         if t is None:
             t = self.training_times(batch, generator=generator, dtype=dtype, device=x1.device)

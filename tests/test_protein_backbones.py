@@ -400,3 +400,19 @@ def test_backbone_log_likelihood_of_a_contracting_flow_matches_the_closed_form()
     x0[..., :3, 3] *= math.exp(alpha)
     expected = m.base_logprob(x0) + 3 * (n - 1) * alpha
     torch.testing.assert_close(ll, expected, atol=1e-5, rtol=0)
+
+
+def test_flow_rejects_bad_masks_and_shapes():
+    flow = BackboneFlow()
+    atoms = ideal_chain(*_random_dihedrals((2, 6), seed=12))
+    with pytest.raises(ValueError, match=r"mask must have shape \(B, N\) = \(2, 6\)"):
+        flow.frames_from_atoms(atoms, torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask has a protein with no real residue"):
+        flow.base(torch.zeros(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(B, N\)"):
+        flow.base(torch.ones(6, dtype=torch.bool))
+    x1 = flow.frames_from_atoms(atoms, torch.ones(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="x1 must be frames"):
+        flow.loss(lambda *a: x1, x1[..., :3, :], torch.ones(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="steps must be"):
+        flow.sample(lambda *a: x1, torch.ones(2, 6, dtype=torch.bool), steps=0)
