@@ -166,7 +166,7 @@ ROWS = ("model", "real (held out)", "untrained network", "random walk")
 
 
 def evaluate(model, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed: int, device: str = "cpu",
-             novelty_top_k: int = 5) -> dict:
+             novelty_top_k: int = 25) -> dict:
     """Samples of every row at each length, their statistics, distances to the held-out real
     crops (with the real-vs-real noise floor), diversity and novelty of the model's samples,
     PDB files and plots; returns the record fields (incl. a markdown ``table``)."""

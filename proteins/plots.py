@@ -1,141 +1,330 @@
-"""Figures of generated backbones against real ones (matplotlib, written as PNG files).
+"""Figures of the backbone benchmark, written as PNG files.
 
-Every function takes backbone atoms ``(B, L, 4, 3)`` (Angstrom) with optional masks, so it
-plots samples, held-out structures and baselines alike.
+Figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (as in
+:mod:`benchmarks.plotting`), so plotting needs no display and leaves pyplot's global backend
+and state alone. Every function takes plain arrays or tensors, writes ``path`` (parent folders
+are created) and returns it as a :class:`pathlib.Path`.
+
+- :func:`plot_ramachandran_pair`: (phi, psi) histograms of samples and real residues side by
+  side, on one colour scale, with the Jensen--Shannon divergence of :mod:`proteins.metrics`.
+- :func:`plot_rg_vs_length`: radius of gyration against chain length for several sets, with
+  the fit :math:`R_g = a L^{0.4}` to the real chains as a reference curve.
+- :func:`plot_ss_composition`: helix / strand / coil fractions as stacked bars, one bar per
+  row (model, real, baselines).
+- :func:`plot_ca_traces`: 3-D CA traces of a few structures coloured by secondary structure.
+- :func:`write_benchmark_plots`: all of the above from the benchmark's sets of backbones.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
-from proteins import metrics
+from proteins.metrics import (SS_COIL, SS_HELIX, SS_STRAND, phi_psi, radius_of_gyration, ramachandran_histogram,
+                              ramachandran_js, secondary_structure, ss_fractions)
 
-__all__ = ["ramachandran", "radius_of_gyration_vs_length", "secondary_structure_bars", "ca_traces",
-           "write_benchmark_plots"]
+__all__ = ["SS_COLOURS", "RG_EXPONENT", "fit_rg_prefactor", "plot_ramachandran_pair", "plot_rg_vs_length",
+           "plot_ss_composition", "plot_ca_traces", "write_benchmark_plots"]
 
-SS_COLOURS = {0: "0.6", 1: "tab:red", 2: "tab:blue"}  # coil, helix, strand
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+#: colours of the three secondary-structure states (coil, helix, strand), PyMOL-like
+SS_COLOURS = {SS_COIL: "#9e9e9e", SS_HELIX: "#d62728", SS_STRAND: "#f2b701"}
+#: exponent of the reference curve R_g = a L^nu (compact globular chains: about 0.4)
+RG_EXPONENT = 0.4
 
 
-def _save(fig, path: Path) -> Path:
+def _numpy(x, name: str, dtype=np.float64) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be array-like of {np.dtype(dtype).name}: {err}") from None
+
+
+def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    _pyplot().close(fig)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=dpi)
     return path
 
 
-def ramachandran(sets: dict[str, tuple[Tensor, Tensor | None]], path: str | Path, *, bins: int = 72,
-                 title: str = "") -> Path:
-    """Side-by-side (phi, psi) histograms (log density) of each named set ``{name: (atoms, mask)}``."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.6), squeeze=False)
-    edges = np.linspace(-180, 180, bins + 1)
-    for ax, (name, (atoms, mask)) in zip(axes[0], sets.items()):
-        angles = np.degrees(metrics.phi_psi(atoms, mask).numpy())
-        hist, _, _ = np.histogram2d(angles[:, 0], angles[:, 1], bins=[edges, edges], density=True)
-        ax.imshow(np.log(hist.T + 1e-6), origin="lower", extent=(-180, 180, -180, 180), cmap="viridis",
-                  vmin=math.log(1e-6), aspect="equal")
-        ax.set_title(f"{name} ({len(angles)} residues)", fontsize=9)
-        ax.set_xlabel("phi (deg)")
-        ax.set_ylabel("psi (deg)")
-    fig.suptitle(title or "Ramachandran (log density)", fontsize=10)
-    return _save(fig, path)
+def plot_ramachandran_pair(samples: torch.Tensor | np.ndarray, real: torch.Tensor | np.ndarray,
+                           path: str | Path, *, bins: int = 72, js_bins: int = 36,
+                           labels: tuple[str, str] = ("samples", "real"), title: str | None = None,
+                           dpi: int = 150) -> Path:
+    """Side-by-side 2-D (phi, psi) histograms in degrees, on a shared logarithmic colour scale.
+
+    Args:
+        samples, real: ``(n, 2)`` (phi, psi) in radians, e.g. from
+            :func:`proteins.metrics.phi_psi`.
+        path: output PNG.
+        bins: cells per angle of the drawn histograms (72 = 5 degrees).
+        js_bins: cells per angle of the Jensen--Shannon divergence quoted in the title (the
+            benchmark's setting, :func:`proteins.metrics.ramachandran_js`).
+        labels: panel titles.
+        title: figure title (the JS divergence is appended).
+    """
+    hists = [ramachandran_histogram(a, bins) for a in (samples, real)]
+    counts = [len(_numpy(a, "angles")) for a in (samples, real)]
+    js = ramachandran_js(samples, real, js_bins) if min(counts) > 0 else math.nan
+    positive = [h[h > 0] for h in hists if (h > 0).any()]
+    low = min(float(p.min()) for p in positive) if positive else 1e-6
+    high = max(float(p.max()) for p in positive) if positive else 1.0
+    norm = LogNorm(vmin=low, vmax=max(high, low * 1.0001))
+    figure = Figure(figsize=(10.5, 4.6))
+    axes = figure.subplots(1, 2, sharey=True)
+    edges = np.linspace(-180.0, 180.0, bins + 1)
+    mesh = None
+    for ax, hist, label, n in zip(axes, hists, labels, counts):
+        shown = np.ma.masked_where(hist <= 0, hist)  # empty cells stay white
+        mesh = ax.pcolormesh(edges, edges, shown.T, norm=norm, cmap="viridis", rasterized=True)
+        ax.set_title(f"{label} (n = {n})")
+        ax.set_xlabel(r"$\phi$ (deg)")
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-180, 180)
+        ax.set_xticks(range(-180, 181, 90))
+        ax.set_yticks(range(-180, 181, 90))
+        ax.set_aspect("equal")
+    axes[0].set_ylabel(r"$\psi$ (deg)")
+    figure.colorbar(mesh, ax=list(axes), label="fraction of residues", shrink=0.9)
+    figure.suptitle(f"{title + ': ' if title else ''}Jensen-Shannon divergence {js:.3f} nats ({js_bins}x{js_bins} cells)")
+    return _save(figure, path, dpi)
 
 
-def radius_of_gyration_vs_length(sets: dict[str, tuple[Tensor, Tensor | None]], path: str | Path, *,
-                                 reference: str | None = None, title: str = "") -> Path:
-    """Scatter of CA radius of gyration against length per set, with the fit ``a L^0.4`` to
-    ``reference`` (a key of ``sets``, e.g. the real structures) drawn as a line."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    fitted = None
-    for name, (atoms, mask) in sets.items():
-        rg = metrics.radius_of_gyration(atoms, mask).numpy()
-        lengths = (mask.sum(-1) if mask is not None else torch.full((atoms.shape[0],), atoms.shape[1])).numpy()
-        jitter = np.random.default_rng(0).uniform(-1.5, 1.5, len(lengths))
-        ax.scatter(lengths + jitter, rg, s=10, alpha=0.6, label=name)
-        if name == reference:
-            fitted = float(np.mean(rg / lengths**0.4))
-    if fitted is not None:
-        grid = np.linspace(30, 300, 100)
-        ax.plot(grid, fitted * grid**0.4, "k--", lw=1, label=f"{reference}: {fitted:.2f} L^0.4")
-    ax.set_xlabel("length (residues)")
-    ax.set_ylabel("radius of gyration (A)")
-    ax.legend(fontsize=8)
-    ax.set_title(title or "compactness", fontsize=10)
-    return _save(fig, path)
+def fit_rg_prefactor(lengths: torch.Tensor | np.ndarray, rg: torch.Tensor | np.ndarray,
+                     exponent: float = RG_EXPONENT) -> float:
+    r"""Least-squares prefactor :math:`a = \sum_i R_i L_i^\nu / \sum_i L_i^{2\nu}` of
+    :math:`R_g = a L^\nu` (fixed exponent), e.g. about 2.2 A for compact real domains."""
+    lengths, rg = _numpy(lengths, "lengths"), _numpy(rg, "rg")
+    if lengths.shape != rg.shape or lengths.ndim != 1 or len(lengths) == 0:
+        raise ValueError(f"lengths and rg must be non-empty 1-D arrays of the same shape, got {lengths.shape} "
+                         f"and {rg.shape}")
+    keep = np.isfinite(rg) & (lengths > 0)
+    if not keep.any():
+        raise ValueError("rg has no finite value for a positive length")
+    powered = lengths[keep] ** exponent
+    return float((rg[keep] * powered).sum() / (powered ** 2).sum())
 
 
-def secondary_structure_bars(fractions: dict[str, dict[str, float]], path: str | Path, *, title: str = "") -> Path:
-    """Stacked bars of helix / strand / coil fractions per set ``{name: {"helix": ., ...}}``."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.4 * len(fractions) + 2, 3.5))
-    names = list(fractions)
-    bottom = np.zeros(len(names))
-    for key, colour in (("helix", SS_COLOURS[1]), ("strand", SS_COLOURS[2]), ("coil", SS_COLOURS[0])):
-        values = np.array([fractions[n][key] for n in names])
-        ax.bar(names, values, bottom=bottom, color=colour, label=key)
-        bottom += values
-    ax.set_ylabel("fraction of residues (pydssp)")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.tick_params(axis="x", labelsize=8, rotation=15)
-    ax.set_title(title or "secondary structure", fontsize=10)
-    return _save(fig, path)
+def plot_rg_vs_length(sets: Mapping[str, tuple], path: str | Path, *, reference: str = "real",
+                      exponent: float = RG_EXPONENT, title: str | None = None, dpi: int = 150) -> Path:
+    """Radius of gyration against chain length, one scatter per set, and the reference curve
+    :math:`R_g = a L^{0.4}` fitted (:func:`fit_rg_prefactor`) to the set named ``reference``.
+
+    Args:
+        sets: ``{name: (lengths, rg)}`` with two ``(n,)`` arrays each (real residue counts and
+            :func:`proteins.metrics.radius_of_gyration` in Angstrom); the order is the legend's.
+        path: output PNG.
+        reference: the set the curve is fitted to (no curve if absent).
+        exponent: the fixed exponent of the curve.
+    """
+    if not sets:
+        raise ValueError("sets must contain at least one (lengths, rg) pair")
+    figure = Figure(figsize=(6.4, 4.8))
+    ax = figure.subplots()
+    markers = "os^Dv<>p"
+    all_lengths = []
+    for k, (name, pair) in enumerate(sets.items()):
+        if len(pair) != 2:
+            raise ValueError(f"sets[{name!r}] must be a (lengths, rg) pair")
+        lengths, rg = _numpy(pair[0], f"sets[{name!r}] lengths"), _numpy(pair[1], f"sets[{name!r}] rg")
+        if lengths.shape != rg.shape or lengths.ndim != 1:
+            raise ValueError(f"sets[{name!r}] lengths and rg must be 1-D of the same shape, got {lengths.shape} "
+                             f"and {rg.shape}")
+        # equal lengths overlap exactly: a small horizontal jitter keeps the points visible
+        jitter = np.random.default_rng(k).uniform(-0.8, 0.8, len(lengths))
+        ax.scatter(lengths + jitter, rg, s=14, alpha=0.6, marker=markers[k % len(markers)], label=name,
+                   linewidths=0)
+        all_lengths.append(lengths)
+    if reference in sets:
+        a = fit_rg_prefactor(*sets[reference], exponent=exponent)
+        span = np.concatenate(all_lengths)
+        grid = np.linspace(max(1.0, span.min() * 0.9), span.max() * 1.1, 200)
+        ax.plot(grid, a * grid ** exponent, "k--", lw=1.2,
+                label=rf"{reference} fit $R_g = {a:.2f}\,L^{{{exponent:g}}}$")
+    ax.set_xlabel("length L (residues)")
+    ax.set_ylabel(r"$R_g$ of CA ($\AA$)")
+    ax.legend(frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path, dpi)
 
 
-def ca_traces(atoms: Tensor, path: str | Path, *, count: int = 4, title: str = "") -> Path:
-    """3-D CA traces of the first ``count`` structures, segments coloured by secondary
-    structure (helix red, strand blue, coil grey)."""
-    plt = _pyplot()
-    count = min(count, atoms.shape[0])
-    codes = metrics.secondary_structure(atoms[:count]).numpy()
-    fig = plt.figure(figsize=(3.4 * count, 3.4))
-    for k in range(count):
-        ax = fig.add_subplot(1, count, k + 1, projection="3d")
-        ca = atoms[k, :, 1].numpy()
-        for i in range(len(ca) - 1):  # a plotting loop: one line segment per residue pair
-            ax.plot(*ca[i:i + 2].T, color=SS_COLOURS.get(int(codes[k, i]), "0.6"), lw=2)
+def plot_ss_composition(rows: Mapping[str, Mapping[str, float]], path: str | Path, *,
+                        title: str | None = None, dpi: int = 150) -> Path:
+    """Stacked horizontal bars of helix / strand / coil fractions, one bar per row.
+
+    Args:
+        rows: ``{row name: {"helix": f, "strand": f, "coil": f}}`` (e.g. model, real,
+            baselines), as returned by :func:`proteins.metrics.ss_fractions`; drawn top to
+            bottom in the given order.
+        path: output PNG.
+    """
+    if not rows:
+        raise ValueError("rows must contain at least one composition")
+    names = list(rows)
+    states = (("helix", SS_HELIX), ("strand", SS_STRAND), ("coil", SS_COIL))
+    values = np.array([[float(rows[name].get(state, math.nan)) for state, _ in states] for name in names])
+    if not np.isfinite(values).all():
+        bad = names[int(np.argwhere(~np.isfinite(values))[0, 0])]
+        raise ValueError(f"rows[{bad!r}] must give finite 'helix', 'strand' and 'coil' fractions")
+    figure = Figure(figsize=(6.4, 0.6 * len(names) + 1.4))
+    ax = figure.subplots()
+    y = np.arange(len(names))[::-1]
+    left = np.zeros(len(names))
+    for column, (state, code) in enumerate(states):
+        ax.barh(y, values[:, column], left=left, color=SS_COLOURS[code], label=state, edgecolor="white")
+        for yy, lo, v in zip(y, left, values[:, column]):
+            if v >= 0.06:  # label segments wide enough to hold the text
+                ax.text(lo + v / 2, yy, f"{v:.2f}", ha="center", va="center", fontsize=8)
+        left += values[:, column]
+    ax.set_yticks(y, names)
+    ax.set_xlim(0, max(1.0, float(left.max())))
+    ax.set_xlabel("fraction of residues (DSSP, 3 states)")
+    ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title, pad=22)
+    figure.tight_layout()
+    return _save(figure, path, dpi)
+
+
+def plot_ca_traces(atoms: torch.Tensor | np.ndarray, codes: torch.Tensor | np.ndarray, path: str | Path, *,
+                   mask: torch.Tensor | np.ndarray | None = None, count: int = 4,
+                   titles: Sequence[str] | None = None, dpi: int = 150) -> Path:
+    """3-D CA traces of the first ``count`` structures, each bond coloured by the secondary
+    structure of its first residue (helix red, strand yellow, coil grey).
+
+    Args:
+        atoms: ``(B, L, A, 3)`` backbone atoms (CA = atom 1) or ``(B, L, 3)`` CA traces.
+        codes: ``(B, L)`` codes from :func:`proteins.metrics.secondary_structure`.
+        path: output PNG.
+        mask: optional bool ``(B, L)``; bonds touching padding are not drawn.
+        count: number of structures drawn (at most B), in a row.
+        titles: optional panel titles.
+    """
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+    x = _numpy(atoms, "atoms")
+    if x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] == 3:
+        ca = x[:, :, 1]
+    elif x.ndim == 3 and x.shape[2] == 3:
+        ca = x
+    else:
+        raise ValueError(f"atoms must have shape (B, L, A, 3) or (B, L, 3), got {x.shape}")
+    codes = _numpy(codes, "codes", np.int64)
+    if codes.shape != ca.shape[:2]:
+        raise ValueError(f"codes must have shape {ca.shape[:2]}, got {codes.shape}")
+    real = np.ones(ca.shape[:2], dtype=bool) if mask is None else _numpy(mask, "mask", bool)
+    if real.shape != ca.shape[:2]:
+        raise ValueError(f"mask must have shape {ca.shape[:2]}, got {real.shape}")
+    count = min(count, len(ca))
+    if count < 1:
+        raise ValueError("count must be >= 1 and atoms must hold at least one structure")
+    figure = Figure(figsize=(3.2 * count, 3.4))
+    for b in range(count):
+        ax = figure.add_subplot(1, count, b + 1, projection="3d")
+        bond = real[b, :-1] & real[b, 1:]
+        points = ca[b] - ca[b][real[b]].mean(0)
+        segments = np.stack([points[:-1], points[1:]], axis=1)[bond]
+        colours = [SS_COLOURS.get(int(c), SS_COLOURS[SS_COIL]) for c in codes[b, :-1][bond]]
+        ax.add_collection3d(Line3DCollection(segments, colors=colours, linewidths=2.0))
+        shown = points[real[b]]
+        half = float(np.abs(shown).max()) if len(shown) else 1.0
+        for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+            setter(-half, half)  # equal scales on all axes: no distortion
+        ax.set_box_aspect((1, 1, 1), zoom=1.25)
         ax.set_axis_off()
-        ax.set_title(f"sample {k} (L = {len(ca)})", fontsize=9)
-    fig.suptitle(title or "CA traces by secondary structure", fontsize=10)
-    return _save(fig, path)
+        ax.set_title(titles[b] if titles is not None and b < len(titles) else f"#{b} (L = {int(real[b].sum())})",
+                     fontsize=9)
+    figure.subplots_adjust(left=0.0, right=1.0, bottom=0.06, top=0.94, wspace=0.0)
+    figure.legend(handles=[_patch(SS_COLOURS[c], n) for c, n in ((SS_HELIX, "helix"), (SS_STRAND, "strand"),
+                                                                 (SS_COIL, "coil"))],
+                  loc="lower center", ncols=3, frameon=False, fontsize=8)
+    return _save(figure, path, dpi)
 
 
-def write_benchmark_plots(sets: dict[str, list[tuple[Tensor, Tensor]]], out: str | Path, *, title: str = "",
-                          model: str = "model", real: str = "real (held out)") -> list[Path]:
-    """The backbone benchmark's figures from ``{row: [(atoms, mask) per length]}``:
-    ``ramachandran.png`` (model vs real), ``radius_of_gyration.png``, ``secondary_structure.png``
-    and ``ca_traces.png`` (a few model samples of the longest length)."""
-    out = Path(out)
+def _patch(colour: str, label: str):
+    from matplotlib.lines import Line2D
 
-    def pooled(row):
-        parts = sets[row]
-        longest = max(a.shape[1] for a, _ in parts)
-        atoms = torch.cat([torch.nn.functional.pad(a, (0, 0, 0, 0, 0, longest - a.shape[1])) for a, _ in parts])
-        mask = torch.cat([torch.nn.functional.pad(m, (0, longest - m.shape[1])) for _, m in parts])
-        return atoms, mask
+    return Line2D([0], [0], color=colour, lw=3, label=label)
 
-    everything = {row: pooled(row) for row in sets}
-    paths = [ramachandran({row: everything[row] for row in (model, real) if row in everything},
-                          out / "ramachandran.png", title=title),
-             radius_of_gyration_vs_length(everything, out / "radius_of_gyration.png", reference=real, title=title)]
-    fractions = {row: metrics.ss_fractions(metrics.secondary_structure(*everything[row])) for row in everything}
-    paths.append(secondary_structure_bars(fractions, out / "secondary_structure.png", title=title))
-    longest_model = max(sets[model], key=lambda part: part[0].shape[1])[0]
-    paths.append(ca_traces(longest_model, out / "ca_traces.png", title=title))
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def write_benchmark_plots(sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor | None]]],
+                          out_dir: str | Path, *, title: str | None = None, real: str = "real (held out)",
+                          model: str = "model", traces: int = 4, dpi: int = 150) -> list[Path]:
+    """The benchmark's figures from its sets of backbones.
+
+    Args:
+        sets: ``{row name: [(atoms, mask), ...]}``, one ``(B, L, 4, 3)`` batch (Angstrom) and
+            bool ``(B, L)`` mask (or None) per evaluated length, e.g. the model, the held-out
+            real crops and the baselines.
+        out_dir: folder of the PNG files (created).
+        title: prefix of the figure titles.
+        real: the row of real structures (Ramachandran reference, R_g fit).
+        model: the row whose CA traces are drawn.
+        traces: number of traces (taken round-robin over the lengths).
+
+    Writes ``ramachandran_<row>.png`` for every row other than ``real`` (that row against
+    ``real``), ``rg_vs_length.png``, ``ss_composition.png`` and, if ``model`` is a row,
+    ``ca_traces.png``; returns their paths.
+    """
+    if real not in sets:
+        raise ValueError(f"sets must contain the real row {real!r}, got rows {list(sets)}")
+    out_dir = Path(out_dir)
+    prefix = f"{title}: " if title else ""
+    angles, rg, codes_by_row = {}, {}, {}
+    for row, batches in sets.items():
+        row_angles, lengths, radii, codes = [], [], [], []
+        for atoms, mask in batches:
+            full = torch.ones(atoms.shape[:2], dtype=torch.bool) if mask is None else mask
+            row_angles.append(phi_psi(atoms, mask).detach().cpu().double())
+            lengths.append(full.sum(-1).double().cpu())
+            radii.append(radius_of_gyration(atoms, mask).detach().cpu().double())
+            codes.append(secondary_structure(atoms, mask))
+        angles[row] = torch.cat(row_angles) if row_angles else torch.zeros(0, 2, dtype=torch.float64)
+        rg[row] = (torch.cat(lengths).numpy(), torch.cat(radii).numpy()) if lengths else (np.zeros(0), np.zeros(0))
+        codes_by_row[row] = codes
+    paths = []
+    for row in sets:
+        if row != real and len(angles[row]) and len(angles[real]):
+            paths.append(plot_ramachandran_pair(angles[row], angles[real], out_dir / f"ramachandran_{_slug(row)}.png",
+                                                labels=(row, real), title=f"{prefix}{row}", dpi=dpi))
+    paths.append(plot_rg_vs_length({row: pair for row, pair in rg.items() if len(pair[0])}, out_dir / "rg_vs_length.png",
+                                   reference=real, title=f"{prefix}radius of gyration", dpi=dpi))
+    compositions = {}
+    for row, codes in codes_by_row.items():
+        flat = torch.cat([c.reshape(-1) for c in codes]) if codes else torch.zeros(0, dtype=torch.long)
+        if bool((flat >= 0).any()):
+            compositions[row] = ss_fractions(flat)
+    paths.append(plot_ss_composition(compositions, out_dir / "ss_composition.png",
+                                     title=f"{prefix}secondary structure", dpi=dpi))
+    if model in sets and sets[model]:
+        batches = sets[model]
+        picks = [(k % len(batches), k // len(batches)) for k in range(traces)]
+        picks = [(b, i) for b, i in picks if i < len(batches[b][0])]
+        if picks:
+            length = max(batches[b][0].shape[1] for b, _ in picks)
+            atoms = torch.full((len(picks), length, 3), math.nan, dtype=torch.float64)
+            codes = torch.full((len(picks), length), -1, dtype=torch.long)
+            mask = torch.zeros(len(picks), length, dtype=torch.bool)
+            for k, (b, i) in enumerate(picks):
+                batch_atoms, batch_mask = batches[b]
+                n = batch_atoms.shape[1]
+                atoms[k, :n] = batch_atoms[i, :, 1].detach().cpu().double()
+                codes[k, :n] = codes_by_row[model][b][i]
+                mask[k, :n] = True if batch_mask is None else batch_mask[i].cpu()
+            paths.append(plot_ca_traces(atoms, codes, out_dir / "ca_traces.png", mask=mask, count=len(picks),
+                                        titles=[f"{model} L = {int(m.sum())}" for m in mask], dpi=dpi))
     return paths

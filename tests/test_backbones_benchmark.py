@@ -56,7 +56,7 @@ def test_backbones_script_trains_samples_writes_pdbs_and_a_record(small_dataset,
     st = gemmi.read_structure(str(pdbs[0]))
     assert len(st[0]) == 1 and st[0][0].name == "A" and len(st[0][0]) == 40
     assert [a.name for a in st[0][0][0]] == ["N", "CA", "C", "O"]
-    for figure in ("ramachandran", "radius_of_gyration", "secondary_structure", "ca_traces"):
+    for figure in ("ramachandran_model", "ramachandran_random_walk", "rg_vs_length", "ss_composition", "ca_traces"):
         assert (tmp_path / "seed0" / f"{figure}.png").stat().st_size > 1000
     # resuming a finished run evaluates again without training
     assert main(argv) == 0

@@ -321,3 +321,25 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         M.clash_rate(x, min_separation=0)
     with pytest.raises(ValueError, match="top_k"):
         M.max_tm_to([x[0]], [x[0]], top_k=0)
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def test_benchmark_plots_write_pngs(tmp_path):
+    from proteins import plots
+
+    helix, pin = chain(HELIX, 20), hairpin()
+    real = pad([helix, random_coil(18, seed=1)], 20)
+    sets = {"model": [(torch.stack([helix, rigid_motion(helix, 1)]), None), pad([pin], 18)],
+            "real (held out)": [real]}
+    paths = plots.write_benchmark_plots(sets, tmp_path / "figs", title="test", traces=3)
+    names = sorted(p.name for p in paths)
+    assert names == ["ca_traces.png", "ramachandran_model.png", "rg_vs_length.png", "ss_composition.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the reference curve's prefactor is the least-squares one: exact for R_g = 2.2 L^0.4
+    lengths = np.array([50.0, 80.0, 120.0])
+    assert plots.fit_rg_prefactor(lengths, 2.2 * lengths ** 0.4) == pytest.approx(2.2)
+    with pytest.raises(ValueError, match="rows"):
+        plots.plot_ss_composition({"model": {"helix": 0.5}}, tmp_path / "bad.png")
