@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from proteins.data import ArchiveSource, _read_chain_residues, _segments, _write_npz_atomically
+from proteins.frames import backbone_dihedrals
 
 #: Ramachandran residue classes, in the order of the ``residue_class`` codes.
 CLASSES = ("general", "glycine", "proline", "prepro")
@@ -75,31 +76,11 @@ def backbone_segments(name: str, text: str) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def dihedral(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> np.ndarray:
-    """Signed dihedral angles of point quadruples.
-
-    IUPAC sign: positive when, looking along p1 -> p2, the bond p1-p0 turns clockwise onto p2-p3.
-
-    Args:
-        p0, p1, p2, p3: points (..., 3).
-
-    Returns:
-        Angles in radians, (-pi, pi], shape (...).
-    """
-    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
-    b1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
-    v = b0 - (b0 * b1).sum(-1, keepdims=True) * b1  # components orthogonal to the axis
-    w = b2 - (b2 * b1).sum(-1, keepdims=True) * b1
-    return np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
-
-
 def segment_dihedrals(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """phi, psi, omega (radians, (-pi, pi]) of the interior residues 1..n-2 of a segment (n, 3, 3)."""
-    n_at, ca, c = coords[:, 0], coords[:, 1], coords[:, 2]
-    phi = dihedral(c[:-2], n_at[1:-1], ca[1:-1], c[1:-1])
-    psi = dihedral(n_at[1:-1], ca[1:-1], c[1:-1], n_at[2:])
-    omega = dihedral(ca[1:-1], c[1:-1], n_at[2:], ca[2:])
-    return phi, psi, omega
+    """phi, psi, omega (radians, (-pi, pi]) of the interior residues 1..n-2 of a segment (n, 3, 3),
+    by :func:`proteins.frames.backbone_dihedrals` (IUPAC sign)."""
+    angles = backbone_dihedrals(torch.from_numpy(np.asarray(coords, dtype=np.float64)))
+    return tuple(a[1:-1].numpy() for a in angles)
 
 
 def residue_classes(names: list[str]) -> np.ndarray:
@@ -213,6 +194,6 @@ def load_backbones(path: str | Path) -> list[torch.Tensor]:
 
 __all__ = [
     "CLASSES", "DIHEDRAL_FILE_PATTERN", "DIHEDRAL_SOURCES", "MAX_PEPTIDE_BOND", "MIN_LENGTH", "DihedralBuildReport",
-    "backbone_segments", "build_dihedral_dataset", "dihedral", "load_backbones", "load_dihedrals",
+    "backbone_segments", "build_dihedral_dataset", "load_backbones", "load_dihedrals",
     "residue_classes", "segment_dihedrals",
 ]
