@@ -47,7 +47,7 @@ from gm.schedulers import ExponentialRateScheduler, LinearScheduler, Scheduler
 from gm.simulate import simulate
 from manifolds.se3 import SE3
 from manifolds.so3 import SO3, so3_log
-from proteins.frames import backbone_atoms, frames_from_backbone, ideal_frame_atoms
+from proteins.frames import backbone_atoms, frames_from_backbone, ideal_ncac
 from proteins.manifold import CentredFrames
 from rfm.path import GeodesicPath
 from rfm.solver import ManifoldFlowProcess, ODESolver
@@ -81,6 +81,13 @@ def centre_translations(x: Tensor, mask: Tensor) -> Tensor:
     mean = (trans * weights).sum(-2, keepdim=True) / weights.sum(-2, keepdim=True).clamp_min(1)
     out = x.clone()
     out[..., :3, 3] = (trans - mean) * weights
+    return out
+
+
+def _scale_translations(frames: Tensor, factor: float) -> Tensor:
+    """A copy of ``frames`` with translations times ``factor`` (Angstrom <-> nm)."""
+    out = frames.clone()
+    out[..., :3, 3] = out[..., :3, 3] * factor
     return out
 
 
@@ -153,17 +160,12 @@ class BackboneFlow:
     def frames_from_atoms(atoms: Tensor, mask: Tensor) -> Tensor:
         """Centred frames (nm) ``(B, N, 4, 4)`` of backbone atoms ``(B, N, A >= 3, 3)`` in Angstrom."""
         check_mask(mask, tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (), "mask")
-        frames = frames_from_backbone(atoms, mask)
-        frames = frames.clone()
-        frames[..., :3, 3] = frames[..., :3, 3] * NM_PER_ANGSTROM
-        return centre_translations(frames, mask)
+        return centre_translations(_scale_translations(frames_from_backbone(atoms, mask), NM_PER_ANGSTROM), mask)
 
     @staticmethod
     def atoms_from_frames(frames: Tensor, mask: Tensor) -> Tensor:
         """Ideal backbone atoms N, CA, C, O ``(B, N, 4, 3)`` in Angstrom from frames in nm."""
-        frames = frames.clone()
-        frames[..., :3, 3] = frames[..., :3, 3] / NM_PER_ANGSTROM
-        return backbone_atoms(frames, mask)
+        return backbone_atoms(_scale_translations(frames, 1 / NM_PER_ANGSTROM), mask)
 
     def base(self, mask: Tensor, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
              ) -> Tensor:
@@ -239,11 +241,8 @@ class BackboneFlow:
     def _auxiliary(x1: Tensor, x1_hat: Tensor, mask: Tensor, active: Tensor) -> Tensor:
         """Atom position and local pairwise-distance errors (nm^2) of the ideal N, CA, C atoms,
         over the proteins where ``active`` ``(B,)``."""
-        local = ideal_frame_atoms(x1.dtype, x1.device) * NM_PER_ANGSTROM
-
         def atoms(frames: Tensor) -> Tensor:  # (B, N * 3, 3)
-            at = torch.einsum("bnij,aj->bnai", frames[..., :3, :3], local) + frames[..., None, :3, 3]
-            return at.reshape(at.shape[0], -1, 3)
+            return ideal_ncac(frames, length_scale=NM_PER_ANGSTROM).flatten(1, 2)
 
         a, a_hat = atoms(x1), atoms(x1_hat)
         atom_mask = (mask & active[:, None]).repeat_interleave(3, dim=1).to(x1.dtype)
@@ -327,9 +326,7 @@ class BackboneFlow:
             last = model(final, torch.ones(final.shape[0], dtype=dtype, device=mask.device), mask,
                          previous[0] if self_condition else None)
             out = torch.cat([out, last[None]]) if return_trajectory else last
-        out = out.clone()
-        out[..., :3, 3] = out[..., :3, 3] / NM_PER_ANGSTROM
-        return out
+        return _scale_translations(out, 1 / NM_PER_ANGSTROM)
 
     def log_likelihood(self, model: FrameModel, x1: Tensor, *, steps: int = 32, method: str = "rk4",
                        divergence: str = "exact", n_probes: int = 1, rotation_scheduler: Scheduler | None = None,

@@ -28,7 +28,7 @@ from torch import Tensor
 from manifolds.se3 import SE3
 
 __all__ = [
-    "IDEAL", "dihedral", "place_atom", "frames_from_backbone", "ideal_frame_atoms", "backbone_atoms",
+    "IDEAL", "dihedral", "place_atom", "frames_from_backbone", "ideal_frame_atoms", "ideal_ncac", "backbone_atoms",
     "beta_carbons", "backbone_dihedrals", "ideal_chain",
 ]
 
@@ -145,6 +145,18 @@ def ideal_frame_atoms(dtype: torch.dtype = torch.float32, device: torch.device |
                          [IDEAL.CA_C, 0.0, 0.0]], dtype=dtype, device=device)
 
 
+def ideal_ncac(frames: Tensor, *, length_scale: float = 1.0) -> Tensor:
+    """Ideal N, CA, C ``(..., L, 3, 3)`` placed by residue frames ``(..., L, 4, 4)``.
+
+    Args:
+        frames: residue frames (not checked: callers check them once).
+        length_scale: the frames' length unit per Angstrom (0.1 for translations in nanometres).
+    """
+    rot, trans = SE3.to_rt(frames)
+    local = ideal_frame_atoms(frames.dtype, frames.device) * length_scale
+    return torch.einsum("...ij,aj->...ai", rot, local) + trans[..., None, :]
+
+
 def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: Tensor | float | None = None
                    ) -> Tensor:
     r"""Ideal backbone atoms N, CA, C, O ``(..., L, 4, 3)`` from residue frames ``(..., L, 4, 4)``.
@@ -166,10 +178,7 @@ def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: 
         raise ValueError(f"frames must be a floating-point tensor of shape (..., L, 4, 4), got "
                          f"{tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__}")
     mask = _check_mask(mask, frames.shape[:-2])
-    rot, trans = SE3.to_rt(frames)
-    local = ideal_frame_atoms(frames.dtype, frames.device)
-    ncac = torch.einsum("...ij,aj->...ai", rot, local) + trans[..., None, :]  # (..., L, 3, 3)
-    n, ca, c = ncac.unbind(-2)
+    n, ca, c = ideal_ncac(frames).unbind(-2)
     length = frames.shape[-3]
     real = torch.ones(frames.shape[:-2], dtype=torch.bool, device=frames.device) if mask is None else mask
     has_next = torch.zeros_like(real)
