@@ -15,9 +15,7 @@ evaluated offline against held-out real crops of the same lengths.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -358,7 +356,12 @@ def speed(cfg: BackboneConfig, device: str, lengths=(64, 128, 256), batch: int =
         if device == "cuda":
             peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (CUDA allocator)"
         else:
-            peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
+            try:
+                import resource  # Unix only; ru_maxrss is in KiB on Linux
+            except ImportError:
+                peak = "n/a (no resource module on this platform)"
+            else:
+                peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
         print(f"| {n} | {train_s:.2f} s | {sample_s:.1f} s | {peak} |", flush=True)
     return 0
 
