@@ -64,6 +64,7 @@ def test_earth_script_tiny_run(tmp_path):
     assert saved["precision"] == expected.name and saved["precision_reason"] == expected.reason
 
 
+@pytest.mark.skipif(not earth_path("volcano").exists(), reason="Earth data not available (set RDFM_DATA_DIR)")
 def test_earth_main_logs_the_precision_choice_and_a_forced_float32_run(tmp_path, capsys):
     argv = ["--quick", "--steps", "30", "--mixed-precision", "off", "--hidden", "8", "--depth", "1",
             "--no-plot", "--no-progress", "--out", str(tmp_path)]
