@@ -53,12 +53,43 @@ def _check_logit_rows(rows: Tensor) -> None:
                          f"{int((peak == float('-inf')).sum())} all -inf (of {peak.numel()} rows sampled)")
 
 
+def _most_confident(logits: Tensor, masked: Tensor, counts: Tensor) -> Tensor:
+    """Per sequence, the ``counts`` masked positions whose posterior is most confident (largest
+    top probability, :math:`\max_y p_{1|t}(y)`), as a boolean tensor of ``masked``'s shape."""
+    confidence = logits.amax(-1) - torch.logsumexp(logits, dim=-1)  # log of the top probability
+    confidence = confidence.masked_fill(~masked, float("-inf"))
+    order = confidence.argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
+                                            .expand_as(order).contiguous())
+    return masked & (rank < counts[..., None])
+
+
+UNMASKING = ("random", "confidence")
+
+
 class MixtureJumpProcess(Process):
-    """The CTMC of a :class:`MixturePath` driven by posterior logits (see module docstring)."""
+    """The CTMC of a :class:`MixturePath` driven by posterior logits (see module docstring).
+
+    Args:
+        path: the mixture path.
+        corrector: strength :math:`\beta_t` of the re-noising corrector (a float or a function of t).
+        dtype_categorical: float32 or float64 for the categorical draws.
+        padding_mask: True at positions that never change.
+        generator: RNG for the draws.
+        temperature: the posterior's logits are divided by it before every draw (below 1:
+            sharper, fewer rare tokens; 1 is the exact CTMC).
+        unmasking: for the mask source, which masked positions are revealed in a step:
+            ``"random"`` (each with the CTMC's probability, the exact sampler) or
+            ``"confidence"`` (purity sampling, Campbell et al. 2024: as many positions per
+            sequence as the random rule would reveal, but those whose posterior is most
+            confident; biased towards high-likelihood sequences, as MaskGIT's low-confidence
+            remasking).
+    """
 
     def __init__(self, path: MixturePath, corrector: float | Callable[[float], float] = 0.0,
                  dtype_categorical: torch.dtype = torch.float32, padding_mask: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, *, temperature: float = 1.0,
+                 unmasking: str = "random") -> None:
         if not isinstance(path, MixturePath):
             raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
         if dtype_categorical not in (torch.float32, torch.float64):
@@ -67,6 +98,15 @@ class MixtureJumpProcess(Process):
                                         or not (math.isfinite(corrector) and corrector >= 0)):
             raise ValueError(f"corrector must be a finite nonnegative float or a function of t, got {corrector!r}")
         check_generator(generator)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+                math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+        if unmasking not in UNMASKING:
+            raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
+        if unmasking != "random" and path.kind != "mask":
+            raise ValueError(f"unmasking={unmasking!r} needs the mask source, the path's source is {path.kind!r}")
+        self.temperature = float(temperature)
+        self.unmasking = unmasking
         self.path = path
         self.corrector = corrector
         self.dtype = dtype_categorical
@@ -93,6 +133,8 @@ class MixtureJumpProcess(Process):
         if logits.shape[:-1] != x.shape or logits.shape[-1] != path.vocab_size:
             raise ValueError(f"posterior must return logits of shape {tuple(x.shape) + (path.vocab_size,)}, "
                              f"got {tuple(logits.shape)}")
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         t_val, h_val = float(t), float(h)
         last = t_val + h_val >= 1.0 - _LAST_STEP_TOL
         beta = 0.0 if last else self._beta(t_val)
@@ -112,6 +154,8 @@ class MixtureJumpProcess(Process):
                 kappa_next = float(sched.kappa(torch.tensor(t_val + h_val, dtype=torch.float64)))
                 p_unmask = min(1.0, (1 + beta) * (kappa_next - kappa) / (1 - kappa))
             unmask = masked & (u < p_unmask)
+            if self.unmasking == "confidence" and p_unmask < 1.0:
+                unmask = _most_confident(logits, masked, unmask.sum(-1))
             idx = unmask.nonzero(as_tuple=True)
             if idx[0].numel():
                 rows = logits[idx]
@@ -184,6 +228,8 @@ class CTMCSolver:
         dtype_categorical: torch.dtype = torch.float32,
         padding_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        unmasking: str = "random",
     ) -> Tensor:
         """Simulate the CTMC from ``x0`` at ``time_grid[0]`` to ``time_grid[-1]``.
 
@@ -198,13 +244,16 @@ class CTMCSolver:
             dtype_categorical: float32 or float64 for the categorical draws.
             padding_mask: True at padding positions, which never change.
             generator: RNG for reproducible sampling.
+            temperature: divide the posterior's logits by it before each draw (1: exact).
+            unmasking: ``"random"`` (exact) or ``"confidence"`` (purity sampling, mask source
+                only): see :class:`MixtureJumpProcess`.
 
         Raises:
             ValueError: naming the argument, for tokens that are not integer ids in range, a
                 padding mask that is not boolean of ``x0``'s shape, a bad ``time_grid``, ``steps``,
                 ``corrector`` (negative, NaN, inf, or a function returning no such number),
-                ``dtype_categorical`` or ``generator``, and posterior outputs that are not
-                floating-point logits of shape ``(*x0.shape, V)`` or not a distribution.
+                ``dtype_categorical``, ``generator``, ``temperature`` or ``unmasking``, and posterior
+                outputs that are not floating-point logits of shape ``(*x0.shape, V)`` or not a distribution.
         """
         self.path.check_tokens(x0, "x0", allow_mask=True)
         if padding_mask is not None and (not isinstance(padding_mask, Tensor) or padding_mask.shape != x0.shape
@@ -213,6 +262,7 @@ class CTMCSolver:
         grid = make_time_grid(time_grid, steps, default_steps=100, dtype=torch.float64)
         if not bool(grid[-1] > grid[0]):
             raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")
-        process = MixtureJumpProcess(self.path, corrector, dtype_categorical, padding_mask, generator)
+        process = MixtureJumpProcess(self.path, corrector, dtype_categorical, padding_mask, generator,
+                                     temperature=temperature, unmasking=unmasking)
         model = lambda x, t: self.posterior(x, t.to(torch.get_default_dtype()))  # noqa: E731
         return simulate(process, model, x0.long(), grid, return_intermediates=return_intermediates, progress=progress)

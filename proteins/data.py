@@ -51,6 +51,7 @@ import torch
 
 __all__ = [
     "BACKBONE_ATOMS", "FORMAT_VERSION", "IDENTITY_DEFINITION", "STRUCTURE_FILE_PATTERN", "STRUCTURE_SOURCES",
+    "AMINO_ACIDS", "THREE_LETTER_CODES", "UNKNOWN_RESIDUE", "encode_sequence", "decode_residues",
     "ArchiveSource", "BackboneChain", "BuildReport", "StructureChain", "StructureDataset", "build_from_folders",
     "build_structure_dataset", "cluster_sequences", "fetch_sources", "iter_archive_structures",
     "iter_folder_structures", "read_backbone_chains", "sequence_identity",
@@ -58,6 +59,51 @@ __all__ = [
 
 #: Atom order of the ``atoms`` arrays: backbone N, C-alpha, carbonyl C and carbonyl O.
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
+
+#: The 20 standard amino acids in one-letter code; residue type ``k`` is ``AMINO_ACIDS[k]``.
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+
+#: Three-letter names of :data:`AMINO_ACIDS`, in the same order (for PDB files).
+THREE_LETTER_CODES = ("ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU", "MET", "ASN", "PRO",
+                      "GLN", "ARG", "SER", "THR", "VAL", "TRP", "TYR")
+
+#: Residue type of letters outside :data:`AMINO_ACIDS` (``X``, modified residues without a parent).
+UNKNOWN_RESIDUE = -1
+
+_LETTER_INDEX = np.full(128, UNKNOWN_RESIDUE, dtype=np.int64)
+_LETTER_INDEX[np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)] = np.arange(len(AMINO_ACIDS))
+
+
+def encode_sequence(sequence: str) -> torch.Tensor:
+    """Residue types (int64 ``(L,)``, indices into :data:`AMINO_ACIDS`) of a one-letter sequence;
+    letters that are not standard amino acids (``X``, ``B``, ``U``, ...) become
+    :data:`UNKNOWN_RESIDUE`. Case-insensitive.
+
+    Raises:
+        ValueError: if ``sequence`` is not a string of ASCII letters.
+    """
+    if not isinstance(sequence, str) or not (sequence.isascii() and (sequence.isalpha() or sequence == "")):
+        raise ValueError(f"sequence must be a string of one-letter residue codes, got {sequence!r:.60}")
+    codes = np.frombuffer(sequence.upper().encode(), dtype=np.uint8)
+    return torch.from_numpy(_LETTER_INDEX[codes].copy())
+
+
+def decode_residues(residues: torch.Tensor) -> str:
+    """The one-letter sequence of residue types ``(L,)`` (``X`` for :data:`UNKNOWN_RESIDUE`).
+
+    Raises:
+        ValueError: for a tensor that is not 1-D integer types in ``[-1, 20)``.
+    """
+    if not isinstance(residues, torch.Tensor) or residues.dim() != 1 or residues.is_floating_point():
+        raise ValueError(f"residues must be a 1-D integer tensor, got "
+                         f"{tuple(residues.shape) if isinstance(residues, torch.Tensor) else type(residues).__name__}")
+    values = residues.detach().cpu().numpy()
+    if values.size and (values.min() < UNKNOWN_RESIDUE or values.max() >= len(AMINO_ACIDS)):
+        raise ValueError(f"residues must be residue types in [{UNKNOWN_RESIDUE}, {len(AMINO_ACIDS)}), got values in "
+                         f"[{values.min()}, {values.max()}]")
+    letters = np.frombuffer((AMINO_ACIDS + "X").encode(), dtype=np.uint8)
+    return letters[values].tobytes().decode()
+
 
 #: File names read as structures: PDB, mmCIF and PDBQT, optionally gzip- or bzip2-compressed.
 STRUCTURE_FILE_PATTERN = r"\.(pdb|ent|pdbqt|cif|mmcif)(\.gz|\.bz2)?$"
@@ -840,9 +886,13 @@ class StructureDataset:
             raise ValueError("sequences: lengths differ from the chain lengths given by chain_offsets")
         self._init(atoms, torch.from_numpy(begin), torch.from_numpy(length), fields, info or {})
 
-    def _init(self, atoms: torch.Tensor, begin: torch.Tensor, length: torch.Tensor, fields: dict, info: dict) -> None:
+    def _init(self, atoms: torch.Tensor, begin: torch.Tensor, length: torch.Tensor, fields: dict, info: dict,
+              residues: torch.Tensor | None = None) -> None:
         self._atoms, self._begin, self._length = atoms, begin, length
         self._fields, self.info = fields, info
+        if residues is None:  # from __init__: the chains tile the atom tensor in order
+            residues = encode_sequence("".join(fields["sequences"].tolist()))
+        self._residues = residues
 
     @classmethod
     def load(cls, path: str | Path) -> StructureDataset:
@@ -876,7 +926,7 @@ class StructureDataset:
         out = StructureDataset.__new__(StructureDataset)
         t = torch.from_numpy(index)
         out._init(self._atoms, self._begin[t], self._length[t],
-                  {key: value[index] for key, value in self._fields.items()}, self.info)
+                  {key: value[index] for key, value in self._fields.items()}, self.info, self._residues)
         return out
 
     def __len__(self) -> int:
@@ -991,6 +1041,32 @@ class StructureDataset:
         Raises:
             ValueError: for ``batch_size`` < 1, ``min_length`` < 1 or ``max_length`` < ``min_length``.
         """
+        index, mask = self._crop_index(batch_size, generator, min_length, max_length)
+        return self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0), mask
+
+    def sample_sequence_crops(self, batch_size: int, generator: torch.Generator | None = None, min_length: int = 64,
+                              max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`sample_crops` with the crops' residue types (the same crops for the same
+        generator state).
+
+        Returns:
+            ``atoms`` (B, Lmax, 4, 3), ``residues`` int64 (B, Lmax) indices into
+            :data:`AMINO_ACIDS` (:data:`UNKNOWN_RESIDUE` for non-standard letters and at
+            padding) and ``mask`` bool (B, Lmax).
+        """
+        index, mask = self._crop_index(batch_size, generator, min_length, max_length)
+        atoms = self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0)
+        return atoms, self._residues[index].masked_fill(~mask, UNKNOWN_RESIDUE), mask
+
+    def residue_types(self, index: int) -> torch.Tensor:
+        """Residue types ``(L,)`` of chain ``index`` (indices into :data:`AMINO_ACIDS`)."""
+        i = range(len(self))[index]
+        begin = int(self._begin[i])
+        return self._residues[begin:begin + int(self._length[i])]
+
+    def _crop_index(self, batch_size: int, generator: torch.Generator | None, min_length: int, max_length: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of the atom tensor ``(B, Lmax)`` of random crops, and their mask."""
         batch_size = _check_int("batch_size", batch_size, 1)
         min_length = _check_int("min_length", min_length, 1)
         max_length = _check_int("max_length", max_length, min_length)
@@ -1001,10 +1077,8 @@ class StructureDataset:
         start = self._random_starts(length - crop + 1, generator)
         positions = torch.arange(int(crop.max()))
         mask = positions < crop[:, None]
-        # Padding positions read the crop's first residue, then are zeroed: one gather, no loop.
-        index = self._begin[chain, None] + start[:, None] + torch.where(mask, positions, 0)
-        atoms = self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0)
-        return atoms, mask
+        # Padding positions read the crop's first residue (zeroed by the callers): one gather, no loop.
+        return self._begin[chain, None] + start[:, None] + torch.where(mask, positions, 0), mask
 
     def crops_of_length(self, length: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``count`` crops of exactly ``length`` residues from chains at least that long.

@@ -220,7 +220,15 @@ class BackboneFlow:
             with torch.no_grad():
                 previous = model(x_t, t, mask, None).detach()
         x1_hat = model(x_t, t, mask, previous)
+        return self.prediction_loss(x1, x_t, x1_hat, t, mask)
 
+    def prediction_loss(self, x1: Tensor, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor) -> BackboneLoss:
+        """The loss of a prediction ``x1_hat`` of the centred data frames ``x1`` from ``x_t`` at
+        times ``t`` ``(B,)``, over the residues where ``mask``: the weighted translation and
+        rotation-vector errors and, for ``t > auxiliary_min_time``, the atom terms (see the
+        module doc). Residues outside ``mask`` (padding, or whole proteins left out of the
+        structure loss, e.g. those whose structure was given) do not count."""
+        dtype = x1.dtype
         real = mask.to(dtype)
         count = real.sum().clamp_min(1)
         nu = 1 - torch.clamp(t, max=1 - self.normaliser_clip)

@@ -20,6 +20,7 @@ Layers (AlphaFold2 supplement, Jumper et al. 2021; FrameFlow, Yim et al. 2023):
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 
 from manifolds.se3 import SE3
 
-__all__ = ["BackboneNetwork", "InvariantPointAttention", "quaternion_to_rotation"]
+__all__ = ["BackboneNetwork", "CodesignNetwork", "CodesignPrediction", "InvariantPointAttention",
+           "quaternion_to_rotation"]
 
 
 def sinusoidal(x: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
@@ -161,6 +163,8 @@ class BackboneNetwork(nn.Module):
         max_relative_position: relative sequence offsets beyond it share one bin.
         distance_bins, max_distance: radial basis of CA distances (nanometres).
         self_condition: accept a previous prediction as input (FrameFlow's self-conditioning).
+        extra_node_features: width of further per-residue input features that :meth:`trunk`
+            takes (0 here; :class:`CodesignNetwork` feeds residue types through them).
 
     Call ``network(x_t, t, mask, self_condition=None)`` with frames ``(B, N, 4, 4)``
     (translations in nm), times ``(B,)``, a bool mask ``(B, N)`` and an optional earlier
@@ -169,7 +173,8 @@ class BackboneNetwork(nn.Module):
 
     def __init__(self, node_dim: int = 128, pair_dim: int = 64, blocks: int = 4, heads: int = 8, head_dim: int = 16,
                  query_points: int = 4, value_points: int = 8, max_relative_position: int = 32,
-                 distance_bins: int = 22, max_distance: float = 2.0, self_condition: bool = True) -> None:
+                 distance_bins: int = 22, max_distance: float = 2.0, self_condition: bool = True,
+                 extra_node_features: int = 0) -> None:
         super().__init__()
         for name, value in (("node_dim", node_dim), ("pair_dim", pair_dim), ("blocks", blocks), ("heads", heads),
                             ("head_dim", head_dim), ("query_points", query_points), ("value_points", value_points),
@@ -178,11 +183,14 @@ class BackboneNetwork(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if node_dim % 2:
             raise ValueError(f"node_dim must be even (sinusoidal embeddings come in sin/cos pairs), got {node_dim}")
+        if isinstance(extra_node_features, bool) or not isinstance(extra_node_features, int) or extra_node_features < 0:
+            raise ValueError(f"extra_node_features must be an integer >= 0, got {extra_node_features!r}")
         if not max_distance > 0:
             raise ValueError(f"max_distance must be positive (nanometres), got {max_distance!r}")
         self.node_dim, self.max_relative_position = node_dim, max_relative_position
         self.distance_bins, self.max_distance, self.self_condition = distance_bins, max_distance, self_condition
-        self.node_embed = nn.Sequential(nn.Linear(2 * node_dim, node_dim), nn.ReLU(), nn.Linear(node_dim, node_dim),
+        self.extra_node_features = extra_node_features
+        self.node_embed = nn.Sequential(nn.Linear(2 * node_dim + extra_node_features, node_dim), nn.ReLU(), nn.Linear(node_dim, node_dim),
                                         nn.LayerNorm(node_dim))
         pair_in = 2 * max_relative_position + 1 + distance_bins * (2 if self_condition else 1)
         self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim),
@@ -214,13 +222,27 @@ class BackboneNetwork(nn.Module):
         return rbf(d, self.distance_bins, self.max_distance)
 
     def forward(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None = None) -> Tensor:
+        return self.trunk(x_t, t, mask, self_condition)[0]
+
+    def trunk(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None = None,
+              node_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The predicted frames ``(B, N, 4, 4)`` and the final node features ``(B, N, node_dim)``
+        (invariant; zero at padding), given optional extra invariant node inputs
+        ``node_features`` ``(B, N, extra_node_features)``."""
         self._check(x_t, t, mask, self_condition)
         b, n = x_t.shape[:2]
         dtype = x_t.dtype
+        if (node_features is None) != (self.extra_node_features == 0) or (
+                node_features is not None and tuple(node_features.shape) != (b, n, self.extra_node_features)):
+            raise ValueError(f"node_features must be {'None' if self.extra_node_features == 0 else 'a tensor'} of "
+                             f"shape {(b, n, self.extra_node_features)} (extra_node_features="
+                             f"{self.extra_node_features}), got "
+                             f"{None if node_features is None else tuple(node_features.shape)}")
         index = torch.arange(n, device=x_t.device)
         time = sinusoidal(t.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(b, n, -1)
         position = sinusoidal(index.to(dtype), self.node_dim, 2.5, 1e4)[None].expand(b, n, -1)
-        s = self.node_embed(torch.cat([time, position], dim=-1)) * mask[..., None].to(dtype)
+        inputs = [time, position] + ([] if node_features is None else [node_features.to(dtype)])
+        s = self.node_embed(torch.cat(inputs, dim=-1)) * mask[..., None].to(dtype)
         offset = (index[None, :] - index[:, None]).clamp(-self.max_relative_position, self.max_relative_position)
         relative = nn.functional.one_hot(offset + self.max_relative_position, 2 * self.max_relative_position + 1)
         pair = [relative.to(dtype)[None].expand(b, n, n, -1), self._distance_features(x_t)]
@@ -234,4 +256,86 @@ class BackboneNetwork(nn.Module):
         eye = torch.eye(3, dtype=dtype, device=x_t.device)
         rot = torch.where(mask[..., None, None], rot, eye)
         trans = trans * mask[..., None].to(dtype)
-        return SE3.from_rt(rot, trans)
+        return SE3.from_rt(rot, trans), s
+
+
+class CodesignPrediction(NamedTuple):
+    """A co-design network's output: predicted clean frames ``(B, N, 4, 4)`` (nm) and posterior
+    logits ``(B, N, 20)`` over the residue types of :data:`proteins.data.AMINO_ACIDS`."""
+
+    frames: Tensor
+    logits: Tensor
+
+
+class CodesignNetwork(nn.Module):
+    r"""One network for structure and sequence (Multiflow-class co-design, Campbell et al. 2024).
+
+    The trunk is :class:`BackboneNetwork`'s IPA stack; each residue's node input gains an
+    embedding of its current residue type (20 amino acids plus the mask token, id 20), a
+    sinusoidal embedding of the sequence's own time :math:`t_{seq}` beside the structure's
+    :math:`t_{str}`, and (self-conditioning) the previous step's residue-type probabilities. A
+    head on the final node features gives the amino-acid logits beside the frame prediction. All
+    sequence inputs are per-residue invariants, so the frames stay SE(3)-equivariant and the
+    logits invariant.
+
+    Args:
+        node_dim, pair_dim, blocks, heads, head_dim, query_points, value_points,
+            max_relative_position, distance_bins, max_distance, self_condition: as
+            :class:`BackboneNetwork`.
+        residue_types: number of residue types (20).
+
+    Call ``network(x_t, t_structure, residues_t, t_sequence, mask, self_condition=None)`` with
+    frames ``(B, N, 4, 4)`` (nm), times ``(B,)`` each, residue types ``(B, N)`` (ids in
+    ``[0, residue_types]``, the last being the mask; anything at padding) and a bool mask; the
+    optional self-conditioning input is an earlier :class:`CodesignPrediction`. Returns a
+    :class:`CodesignPrediction`.
+    """
+
+    def __init__(self, node_dim: int = 128, pair_dim: int = 64, blocks: int = 4, heads: int = 8, head_dim: int = 16,
+                 query_points: int = 4, value_points: int = 8, max_relative_position: int = 32,
+                 distance_bins: int = 22, max_distance: float = 2.0, self_condition: bool = True,
+                 residue_types: int = 20) -> None:
+        super().__init__()
+        if isinstance(residue_types, bool) or not isinstance(residue_types, int) or residue_types < 2:
+            raise ValueError(f"residue_types must be an integer >= 2, got {residue_types!r}")
+        if isinstance(node_dim, bool) or not isinstance(node_dim, int) or node_dim < 2:
+            raise ValueError(f"node_dim must be a positive even integer, got {node_dim!r}")
+        self.residue_types, self.node_dim, self.self_condition = residue_types, node_dim, self_condition
+        extra = 2 * node_dim + (residue_types if self_condition else 0)
+        self.backbone = BackboneNetwork(node_dim, pair_dim, blocks, heads, head_dim, query_points, value_points,
+                                        max_relative_position, distance_bins, max_distance, self_condition,
+                                        extra_node_features=extra)
+        self.residue_embed = nn.Embedding(residue_types + 1, node_dim)
+        self.sequence_head = nn.Sequential(nn.Linear(node_dim, node_dim), nn.ReLU(), nn.LayerNorm(node_dim),
+                                           nn.Linear(node_dim, residue_types))
+
+    def forward(self, x_t: Tensor, t_structure: Tensor, residues_t: Tensor, t_sequence: Tensor, mask: Tensor,
+                self_condition: CodesignPrediction | None = None) -> CodesignPrediction:
+        batch = tuple(x_t.shape[:2]) if isinstance(x_t, Tensor) else ()
+        if not isinstance(residues_t, Tensor) or residues_t.is_floating_point() or tuple(residues_t.shape) != batch:
+            raise ValueError(f"residues_t must be integer residue types of shape (B, N) = {batch}, got "
+                             f"{tuple(residues_t.shape) if isinstance(residues_t, Tensor) else type(residues_t).__name__}")
+        if not isinstance(t_sequence, Tensor) or tuple(t_sequence.shape) != batch[:1]:
+            raise ValueError(f"t_sequence must have shape (B,) = {batch[:1]}, one time per protein, got "
+                             f"{tuple(t_sequence.shape) if isinstance(t_sequence, Tensor) else type(t_sequence).__name__}")
+        previous_frames = None
+        if self_condition is not None:
+            if not self.self_condition:
+                raise ValueError("self_condition was given but the network was built with self_condition=False")
+            if not isinstance(self_condition, CodesignPrediction):
+                raise ValueError(f"self_condition must be a CodesignPrediction, got {type(self_condition).__name__}")
+            previous_frames = self_condition.frames
+        dtype = x_t.dtype
+        # padding may hold any id (e.g. UNKNOWN_RESIDUE = -1): embed the mask token there
+        ids = torch.where(mask, residues_t, self.residue_types)
+        if bool(((ids < 0) | (ids > self.residue_types)).any()):
+            raise ValueError(f"residues_t must hold residue types in [0, {self.residue_types}] (the last is the mask) "
+                             f"at real residues, got values in [{int(ids.min())}, {int(ids.max())}]")
+        n = x_t.shape[1]
+        features = [self.residue_embed(ids).to(dtype),
+                    sinusoidal(t_sequence.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(-1, n, -1)]
+        if self.self_condition:
+            features.append(torch.zeros(*batch, self.residue_types, dtype=dtype, device=x_t.device)
+                            if self_condition is None else torch.softmax(self_condition.logits.to(dtype), dim=-1))
+        frames, s = self.backbone.trunk(x_t, t_structure, mask, previous_frames, torch.cat(features, dim=-1))
+        return CodesignPrediction(frames, self.sequence_head(s))

@@ -127,7 +127,8 @@ def test_joint_process_steps_components_with_one_model_call():
     calls = []
 
     def model(state, t):
-        calls.append(float(t))
+        assert isinstance(t, tuple) and len(t) == 2 and float(t[0]) == float(t[1])  # each component's time
+        calls.append(float(t[0]))
         flow_x, counts = state
         return (-flow_x, torch.ones_like(counts))
 

@@ -1,0 +1,357 @@
+r"""Structure and sequence together: co-design, inverse folding and folding with one model
+(Multiflow-class; Campbell et al. 2024, "Generative flows on discrete state-spaces").
+
+State: backbone frames :math:`T` ``(B, N, 4, 4)`` (the SE(3)^N flow of
+:class:`proteins.BackboneFlow`) and residue types :math:`a` ``(B, N)`` (the mask-source
+:class:`dfm.MixturePath` over the 20 amino acids, mask id 20). The two components have their
+own times :math:`t_{str}` and :math:`t_{seq}`; the conditional path factorises,
+
+.. math:: p_t(T, a \mid T_1, a_1) = p_{t_{str}}(T \mid T_1)\; p_{t_{seq}}(a \mid a_1),
+
+and one network (:class:`proteins.CodesignNetwork`) predicts both the clean frames
+:math:`\hat T_1` and the posterior :math:`p_{1|t}(a_1^i \mid T, a)` of each masked residue from
+the joint noisy state.
+
+**Training** draws the two times independently for a share of the batch, and sets one of them
+to 1 (its component given at the data value) for the rest, so one model learns
+
+- co-generation (both from noise),
+- inverse folding (:math:`t_{str} = 1`: the structure given, the sequence generated),
+- folding (:math:`t_{seq} = 1`: the sequence given, the structure generated).
+
+The loss is the backbone flow's frame loss (over proteins whose structure is not given) plus
+``sequence_weight`` times the mean cross-entropy of the masked residues.
+
+**Sampling** runs :func:`gm.simulate` with a :class:`gm.JointProcess` of the frames' Euler
+step on SE(3)^N and the mask CTMC (:class:`dfm.MixtureJumpProcess`, with temperature and
+purity/confidence unmasking), one network call per step for both; a given component is held
+fixed at its data value (``times=1``) and never changes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from dfm.loss import ELBOEstimate, mask_elbo, masked_cross_entropy
+from dfm.path import MixturePath
+from dfm.solver import MixtureJumpProcess
+from gm.checks import check_generator, check_positive_int
+from gm.process import JointProcess
+from gm.simulate import simulate
+from proteins.data import AMINO_ACIDS, UNKNOWN_RESIDUE
+from proteins.flow import NM_PER_ANGSTROM, BackboneFlow, _scale_translations, centre_translations, check_mask
+from proteins.network import CodesignPrediction
+from rfm.solver import ManifoldFlowProcess
+
+__all__ = ["CodesignFlow", "CodesignLoss", "CodesignSample", "RESIDUE_TYPES", "MASK_RESIDUE"]
+
+#: Residue types generated (the 20 standard amino acids of :data:`proteins.data.AMINO_ACIDS`).
+RESIDUE_TYPES = len(AMINO_ACIDS)
+#: Id of the mask token (the source of the sequence path).
+MASK_RESIDUE = RESIDUE_TYPES
+
+#: ``model(x_t, t_structure, residues_t, t_sequence, mask, self_condition) -> CodesignPrediction``
+CodesignModel = Callable[..., CodesignPrediction]
+
+
+@dataclass
+class CodesignLoss:
+    """The parts of one co-design loss evaluation (detached floats except ``total``)."""
+
+    total: Tensor
+    translation: float
+    rotation: float
+    auxiliary: float
+    sequence: float
+
+
+@dataclass
+class CodesignSample:
+    """Generated proteins.
+
+    Attributes:
+        frames: ``(B, N, 4, 4)`` with translations in Angstrom (padding: identity), ready for
+            :func:`proteins.frames.backbone_atoms`.
+        residues: int64 ``(B, N)`` residue types, indices into :data:`proteins.data.AMINO_ACIDS`
+            (:data:`proteins.data.UNKNOWN_RESIDUE` at padding).
+    """
+
+    frames: Tensor
+    residues: Tensor
+
+
+def _check_probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass
+class CodesignFlow:
+    """Joint flow of backbone frames and residue types (see the module doc).
+
+    Args:
+        backbone: the SE(3)^N backbone flow (base, path, frame loss, velocity).
+        sequence_weight: weight of the sequence cross-entropy beside the frame loss.
+        inverse_folding_prob: share of training proteins with the structure given (``t_str = 1``).
+        folding_prob: share with the sequence given (``t_seq = 1``); the remaining
+            ``1 - inverse_folding_prob - folding_prob`` draw both times independently.
+    """
+
+    backbone: BackboneFlow = field(default_factory=BackboneFlow)
+    sequence_weight: float = 1.0
+    inverse_folding_prob: float = 0.25
+    folding_prob: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, BackboneFlow):
+            raise ValueError(f"backbone must be a proteins.BackboneFlow, got {type(self.backbone).__name__}")
+        if isinstance(self.sequence_weight, bool) or not isinstance(self.sequence_weight, (int, float)) or not (
+                math.isfinite(self.sequence_weight) and self.sequence_weight >= 0):
+            raise ValueError(f"sequence_weight must be a finite number >= 0, got {self.sequence_weight!r}")
+        given = _check_probability("inverse_folding_prob", self.inverse_folding_prob) + _check_probability(
+            "folding_prob", self.folding_prob)
+        if given > 1:
+            raise ValueError(f"inverse_folding_prob + folding_prob must be at most 1, got {given}")
+        self.sequence_path = MixturePath(RESIDUE_TYPES, "mask", validate=False)
+
+    # ---------------------------------------------------------------------------------------
+    # state
+
+    def _check_residues(self, residues: Tensor, mask: Tensor, name: str, *, allow_mask: bool) -> None:
+        if not isinstance(residues, Tensor) or residues.is_floating_point() or residues.dtype == torch.bool:
+            raise ValueError(f"{name} must be an integer tensor of residue types, got "
+                             f"{residues.dtype if isinstance(residues, Tensor) else type(residues).__name__}")
+        if residues.shape != mask.shape:
+            raise ValueError(f"{name} must have the mask's shape (B, N) = {tuple(mask.shape)}, got "
+                             f"{tuple(residues.shape)}")
+        high = MASK_RESIDUE if allow_mask else RESIDUE_TYPES - 1
+        bad = mask & ((residues < UNKNOWN_RESIDUE) | (residues > high))
+        if bool(bad.any()):
+            raise ValueError(f"{name} must hold residue types in [{UNKNOWN_RESIDUE}, {high}] at real residues "
+                             f"({UNKNOWN_RESIDUE}: unknown), got {int(residues[bad][0])}")
+
+    def training_times(self, batch: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                       device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """``(t_structure, t_sequence)``, each ``(batch,)``: the structure's time from
+        :meth:`BackboneFlow.training_times`, the sequence's uniform on [0, 1]; then a share
+        ``inverse_folding_prob`` of the proteins gets ``t_structure = 1`` and a share
+        ``folding_prob`` ``t_sequence = 1`` (disjoint)."""
+        batch = check_positive_int(batch, "batch")
+        t_structure = self.backbone.training_times(batch, generator=generator, dtype=dtype, device=device)
+        t_sequence = torch.rand(batch, generator=generator, dtype=dtype, device=device)
+        mode = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
+        structure_given = mode < self.inverse_folding_prob
+        sequence_given = ~structure_given & (mode < self.inverse_folding_prob + self.folding_prob)
+        one = torch.ones((), dtype=dtype, device=device)
+        return torch.where(structure_given, one, t_structure), torch.where(sequence_given, one, t_sequence)
+
+    def noisy_residues(self, residues: Tensor, t_sequence: Tensor, mask: Tensor, *,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """Draw residue types at ``t_sequence`` ``(B,)`` from data ``residues`` ``(B, N)``: each
+        real residue kept with probability :math:`\\kappa_t = t`, else the mask id. Unknown
+        residues (:data:`proteins.data.UNKNOWN_RESIDUE`) are always masked (never revealed
+        as data); padding holds the mask id."""
+        known = mask & (residues >= 0)
+        x1 = torch.where(known, residues, torch.zeros_like(residues))
+        x_t = self.sequence_path.sample(None, x1, t_sequence, generator=generator).x_t
+        return torch.where(known, x_t, torch.full_like(x_t, MASK_RESIDUE))
+
+    # ---------------------------------------------------------------------------------------
+    # training
+
+    def loss(self, model: CodesignModel, x1: Tensor, residues: Tensor, mask: Tensor, *,
+             generator: torch.Generator | None = None, t: tuple[Tensor, Tensor] | None = None,
+             self_condition: bool | None = None) -> CodesignLoss:
+        """The joint loss of ``model`` on data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
+        :meth:`BackboneFlow.frames_from_atoms`) with residue types ``residues`` ``(B, N)`` and
+        residue ``mask`` ``(B, N)``.
+
+        Args:
+            t: ``(t_structure, t_sequence)`` (default: :meth:`training_times`); a time of 1
+                gives that component at its data value and drops it from the loss.
+            self_condition: force (True) or skip (False) the self-conditioning pass; ``None``
+                draws it with the backbone flow's ``self_condition_prob``.
+
+        Raises:
+            ValueError: for frames, residues, mask or times of the wrong shape, type or range.
+        """
+        if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
+            raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
+                             f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
+        check_mask(mask, tuple(x1.shape[:2]))
+        self._check_residues(residues, mask, "residues", allow_mask=False)
+        x1 = centre_translations(x1, mask)
+        batch, dtype = x1.shape[0], x1.dtype
+        if t is None:
+            t = self.training_times(batch, generator=generator, dtype=dtype, device=x1.device)
+        t_structure, t_sequence = self._check_times(t, batch)
+        structure_given = t_structure >= 1
+
+        x0 = self.backbone.base(mask, generator=generator, dtype=dtype)
+        x_t = self.backbone.path.sample(x0, x1, t_structure.clamp(max=1)).x_t
+        x_t = torch.where(structure_given[:, None, None, None], x1, x_t)  # given: exactly the data
+        residues_t = self.noisy_residues(residues, t_sequence, mask, generator=generator)
+
+        if self_condition is None:
+            self_condition = bool(torch.rand((), generator=generator) < self.backbone.self_condition_prob)
+        previous = None
+        if self_condition:
+            with torch.no_grad():
+                first = model(x_t, t_structure, residues_t, t_sequence, mask, None)
+                previous = CodesignPrediction(first.frames.detach(), first.logits.detach())
+        prediction = model(x_t, t_structure, residues_t, t_sequence, mask, previous)
+
+        frames = self.backbone.prediction_loss(x1, x_t, prediction.frames, t_structure,
+                                               mask & ~structure_given[:, None])
+        known = mask & (residues >= 0)
+        sequence = masked_cross_entropy(prediction.logits, torch.where(known, residues, 0), residues_t,
+                                        self.sequence_path, padding_mask=~known, validate=False)
+        total = frames.total + self.sequence_weight * sequence
+        return CodesignLoss(total, frames.translation, frames.rotation, frames.auxiliary, float(sequence.detach()))
+
+    @staticmethod
+    def _check_times(t: object, batch: int) -> tuple[Tensor, Tensor]:
+        if not isinstance(t, (tuple, list)) or len(t) != 2:
+            raise ValueError(f"t must be a pair (t_structure, t_sequence), got {type(t).__name__}")
+        for name, value in zip(("t_structure", "t_sequence"), t):
+            if not isinstance(value, Tensor) or not value.is_floating_point() or tuple(value.shape) != (batch,):
+                raise ValueError(f"{name} must be a floating-point tensor of shape ({batch},), got "
+                                 f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}")
+            if not bool(((value >= 0) & (value <= 1)).all()):
+                raise ValueError(f"{name} must be times in [0, 1], got values in "
+                                 f"[{float(value.min()):.4g}, {float(value.max()):.4g}]")
+        return t[0], t[1]
+
+    def objective(self, dataset, *, batch_size: int, min_length: int = 64, max_length: int = 128,
+                  device: torch.device | str = "cpu") -> Callable[[nn.Module, int, torch.Generator], Tensor]:
+        """A ``loss_fn(model, step, generator)`` for the shared trainer: random crops of
+        ``dataset`` with their sequences (``sample_sequence_crops(batch, generator, min_length,
+        max_length) -> (atoms, residues, mask)``, e.g. :class:`proteins.data.StructureDataset`)."""
+        check_positive_int(batch_size, "batch_size")
+
+        def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
+            atoms, residues, mask = dataset.sample_sequence_crops(batch_size, generator, min_length=min_length,
+                                                                  max_length=max_length)
+            atoms, residues, mask = atoms.to(device), residues.to(device), mask.to(device)
+            x1 = self.backbone.frames_from_atoms(atoms, mask)
+            return self.loss(model, x1, residues, mask, generator=generator if str(device) == "cpu" else None).total
+
+        return loss_fn
+
+    # ---------------------------------------------------------------------------------------
+    # sampling
+
+    def sample(self, model: CodesignModel, mask: Tensor, *, structure: Tensor | None = None,
+               sequence: Tensor | None = None, steps: int = 100, temperature: float = 1.0,
+               unmasking: str = "random", corrector: float = 0.0, self_condition: bool = True,
+               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+               dtype_categorical: torch.dtype = torch.float32) -> CodesignSample:
+        """Generate proteins: co-generation, inverse folding (``structure`` given) or folding
+        (``sequence`` given), with one model call per Euler step for both components.
+
+        Args:
+            model: the co-design network (e.g. :class:`proteins.CodesignNetwork` in eval mode).
+            mask: bool ``(B, N)``; real residues first, padding after.
+            structure: backbone atoms ``(B, N, >= 3, 3)`` N, CA, C[, O] in Angstrom to hold
+                fixed (inverse folding).
+            sequence: residue types ``(B, N)`` to hold fixed (folding); unknown residues
+                (:data:`proteins.data.UNKNOWN_RESIDUE`) stay masked for the model.
+            steps: Euler steps on the uniform grid from 0 to 1.
+            temperature: divides the sequence posterior's logits before every draw (1: exact).
+            unmasking: ``"random"`` (the CTMC) or ``"confidence"`` (purity sampling).
+            corrector: re-masking corrector strength of the sequence CTMC (0: none).
+            self_condition: feed each step the previous step's prediction.
+            generator: RNG of the base and the draws (on the mask's device).
+            dtype: of the frames; dtype_categorical: of the categorical draws.
+
+        Returns:
+            :class:`CodesignSample`: frames in Angstrom (for a generated structure, the model's
+            prediction of the clean frames at t = 1 as in FrameFlow; a given one unchanged) and
+            residue types (a given sequence unchanged).
+
+        Raises:
+            ValueError: for both components given, a bad mask, structure, sequence or option.
+        """
+        steps = check_positive_int(steps, "steps")
+        if not isinstance(mask, Tensor) or mask.dim() != 2:
+            raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
+                             f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
+        check_mask(mask, tuple(mask.shape))
+        check_generator(generator, mask.device)
+        if structure is not None and sequence is not None:
+            raise ValueError("structure and sequence are both given: nothing is left to generate")
+        batch = mask.shape[0]
+        if structure is not None:
+            if not isinstance(structure, Tensor) or structure.dim() != 4 or tuple(structure.shape[:2]) != tuple(
+                    mask.shape) or structure.shape[-1] != 3 or structure.shape[2] < 3:
+                raise ValueError(f"structure must be backbone atoms (B, N, >= 3, 3) with (B, N) = {tuple(mask.shape)}, "
+                                 f"got {tuple(structure.shape) if isinstance(structure, Tensor) else type(structure).__name__}")
+            frames0 = self.backbone.frames_from_atoms(structure.to(dtype), mask)
+        else:
+            frames0 = self.backbone.base(mask, generator=generator, dtype=dtype)
+        if sequence is not None:
+            self._check_residues(sequence, mask, "sequence", allow_mask=False)
+            residues0 = torch.where(mask & (sequence >= 0), sequence.long(), MASK_RESIDUE)
+        else:
+            residues0 = torch.full(mask.shape, MASK_RESIDUE, dtype=torch.long, device=mask.device)
+        residues0 = torch.where(mask, residues0, 0)  # padding: any valid id, never changed
+
+        jump = MixtureJumpProcess(self.sequence_path, corrector, dtype_categorical, padding_mask=~mask,
+                                  generator=generator, temperature=temperature, unmasking=unmasking)
+        process = JointProcess([ManifoldFlowProcess(self.backbone.manifold, "euler", "exp"), jump],
+                               times=(1.0 if structure is not None else None, 1.0 if sequence is not None else None))
+        previous: list[CodesignPrediction | None] = [None]
+
+        def joint_model(state: tuple[Tensor, Tensor], times: tuple[Tensor, Tensor]) -> tuple:
+            frames, residues = state
+            t_structure, t_sequence = (time.to(dtype).expand(batch) for time in times)
+            prediction = model(frames, t_structure, residues, t_sequence, mask,
+                               previous[0] if self_condition else None)
+            previous[0] = prediction
+            velocity = None if structure is not None else self.backbone.velocity(frames, prediction.frames,
+                                                                                  t_structure, mask)
+            return velocity, prediction.logits
+
+        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype, device=mask.device)
+        with torch.no_grad():
+            frames, residues = simulate(process, joint_model, (frames0, residues0), grid)
+            if structure is None:  # FrameFlow's last step: the prediction of the clean frames at t = 1
+                one = torch.ones(batch, dtype=dtype, device=mask.device)
+                frames = model(frames, one, residues, one, mask, previous[0] if self_condition else None).frames
+        residues = torch.where(mask, residues, UNKNOWN_RESIDUE)
+        if sequence is not None:  # unknown residues of a given sequence stay unknown
+            residues = torch.where(mask & (sequence < 0), UNKNOWN_RESIDUE, residues)
+        return CodesignSample(_scale_translations(frames, 1 / NM_PER_ANGSTROM), residues)
+
+    # ---------------------------------------------------------------------------------------
+    # likelihood
+
+    def sequence_elbo(self, model: CodesignModel, structure: Tensor, residues: Tensor, mask: Tensor, *,
+                      n_draws: int = 1, generator: torch.Generator | None = None) -> ELBOEstimate:
+        """The discrete ELBO of ``residues`` given the backbone ``structure`` (inverse folding):
+        an upper bound on :math:`-\\log p(a \\mid T)` per residue (``exp(nats_per_token)`` is the
+        per-residue perplexity), by :func:`dfm.mask_elbo` with the structure held at t = 1 and
+        no self-conditioning. Unknown residues and padding do not count.
+
+        Args:
+            structure: backbone atoms ``(B, N, >= 3, 3)`` in Angstrom.
+            residues: residue types ``(B, N)``; mask: bool ``(B, N)``.
+            n_draws: time draws per protein.
+        """
+        check_mask(mask, tuple(residues.shape) if isinstance(residues, Tensor) else ())
+        self._check_residues(residues, mask, "residues", allow_mask=False)
+        frames = self.backbone.frames_from_atoms(structure, mask)
+        one = torch.ones(mask.shape[0], dtype=frames.dtype, device=mask.device)
+        known = mask & (residues >= 0)
+
+        def posterior(x_t: Tensor, t: Tensor) -> Tensor:  # unknown residues stay masked, as in training
+            x_t = torch.where(known, x_t, MASK_RESIDUE)
+            return model(frames, one, x_t, t.to(frames.dtype), mask, None).logits
+
+        return mask_elbo(posterior, self.sequence_path, torch.where(known, residues, 0).long(), n_draws=n_draws,
+                         padding_mask=~known, generator=generator)
