@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "earth": ("benchmarks.earth", "Earth event datasets on S^2"),
     "proteins": ("benchmarks.proteins", "protein backbone dihedrals on the torus"),
     "backbones": ("benchmarks.backbones", "protein backbone generation on SE(3)^N (structures, PDB output)"),
+    "codesign": ("benchmarks.codesign", "structure and sequence together: co-design, inverse folding, folding"),
     "so3": ("benchmarks.so3", "mixtures of wrapped normals on SO(3)"),
     "text": ("benchmarks.text", "masked discrete flow matching vs autoregressive on text"),
     "data": ("benchmarks.datasets", "build / download datasets (`data proteins`, `data earth`)"),

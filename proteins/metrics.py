@@ -72,7 +72,7 @@ __all__ = [
     "ca_bond_lengths", "ca_bond_fraction", "clash_counts", "clash_rate", "radius_of_gyration",
     "phi_psi", "ramachandran_histogram", "ramachandran_js",
     "ca_distances_at_separation", "ca_distance_wasserstein",
-    "tm_d0", "backbone_atom_array", "tm_score", "pairwise_tm", "max_tm_to", "diversity", "novelty",
+    "tm_d0", "backbone_atom_array", "tm_score", "ca_rmsd", "pairwise_tm", "max_tm_to", "diversity", "novelty",
 ]
 
 #: secondary-structure codes returned by :func:`secondary_structure`
@@ -817,6 +817,29 @@ def tm_score(reference: Tensor | np.ndarray, model: Tensor | np.ndarray, *, alig
         raise ValueError(f"aligned=True needs equal numbers of real residues, got reference {len(ref)} and "
                          f"model {len(mod)}")
     return _pair_scores(ref, mod, aligned, both=False)[0]
+
+
+def ca_rmsd(reference: Tensor | np.ndarray, model: Tensor | np.ndarray, *, reference_mask: Tensor | None = None,
+            model_mask: Tensor | None = None) -> float:
+    """CA RMSD (Angstrom) of ``model`` to ``reference`` after their optimal superposition
+    (Kabsch), residue i against residue i (e.g. a structure and its prediction).
+
+    Args:
+        reference, model: ``(L, A, 3)`` backbone atoms (CA is atom 1) or CA traces ``(L, 3)``.
+        reference_mask, model_mask: optional bool ``(L,)`` of real residues.
+
+    Raises:
+        ValueError: for wrong shapes or masks, non-finite real coordinates, or different
+            numbers of real residues.
+    """
+    ref = _single(reference, reference_mask, "reference")
+    mod = _single(model, model_mask, "model")
+    if len(ref) != len(mod):
+        raise ValueError(f"ca_rmsd needs equal numbers of real residues, got reference {len(ref)} and model {len(mod)}")
+    ref, mod = (x[:, 1] if x.ndim == 3 else x for x in (ref, mod))  # CA traces
+    rot, shift = _kabsch(ref, mod, np.ones(len(ref)))
+    moved = mod @ rot.T + shift
+    return float(np.sqrt(((moved - ref) ** 2).sum(-1).mean()))
 
 
 # ----------------------------------------------------------------------------------------------

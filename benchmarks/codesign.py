@@ -1,0 +1,534 @@
+"""``python -m benchmarks codesign``: structure and sequence with one generator-matching model
+(Multiflow-class): co-generation, inverse folding and folding, trained on the backbone set.
+
+1. Data: the backbone structure set with its sequences (``python -m benchmarks data backbones``),
+   split by sequence cluster (50% identity) into train / validation / test by the run's seed,
+   exactly as ``python -m benchmarks backbones``.
+2. Training: random crops of 64-128 residues; per protein, independent structure and sequence
+   times, or one of them given (t = 1): ``proteins.CodesignFlow`` (frame loss + masked
+   cross-entropy), the shared trainer (EMA, checkpoints, resume, validation-loss selection).
+3. Evaluation on held-out chains (crops of at most ``max_length`` residues):
+
+   - inverse folding: sequence recovery and per-residue perplexity (discrete ELBO) of the
+     model, against the most frequent amino acid and an MLP on local structure features
+     (phi, psi, DSSP state, neighbour counts; trained on the same split);
+   - folding: TM-score and CA RMSD of structures generated from the native sequence, against
+     the model's unconditional samples of the same lengths (no sequence information);
+   - co-generation: amino-acid composition (Jensen-Shannon to the held-out chains), helix vs
+     strand propensities of residue types in generated helices and strands (log-odds) beside
+     the real ones, and the backbone metrics of the co-generated structures;
+   - PDB files of every generated protein with its residue names.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.backbones import _with_ideal_o, load_splits
+from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
+                            check_device, run_budget, training_settings)
+from benchmarks.results import new_record, write_results
+from proteins.codesign import CodesignFlow
+from proteins.data import AMINO_ACIDS, THREE_LETTER_CODES, StructureDataset
+from proteins.flow import BackboneFlow
+from proteins.network import CodesignNetwork
+from rfm.training import TrainConfig, train
+
+
+@dataclass
+class CodesignConfig:
+    node_dim: int = 96
+    pair_dim: int = 48
+    blocks: int = 4
+    heads: int = 8
+    head_dim: int = 12
+    batch: int = 4
+    min_crop: int = 64
+    max_crop: int = 128
+    lr: float = 5e-4
+    ema_decay: float = 0.999
+    warmup_steps: int = 200
+    sequence_weight: float = 1.0
+    inverse_folding_prob: float = 0.25
+    folding_prob: float = 0.25
+    eval_every_minutes: float = 5.0
+    val_crops: int = 24            # validation crops (fixed) for model selection
+    sample_steps: int = 100
+    rotation_rate: float = 10.0
+    eval_chains: int = 32          # held-out chains evaluated
+    eval_max_length: int = 128     # their crops' length cap
+    elbo_draws: int = 4            # time draws per chain for the inverse-folding ELBO
+    eval_batch: int = 8            # proteins per sampling batch
+
+
+QUICK = CodesignConfig(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8, batch=2, min_crop=40, max_crop=48,
+                       warmup_steps=5, eval_every_minutes=0.2, val_crops=4, sample_steps=10, eval_chains=4,
+                       eval_max_length=48, elbo_draws=1, eval_batch=4)
+
+# fields that only change the evaluation: a checkpoint resumes across them
+_EVALUATION_ONLY = ("eval_chains", "eval_max_length", "elbo_draws", "eval_batch")
+
+
+def network(cfg: CodesignConfig) -> CodesignNetwork:
+    return CodesignNetwork(node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads,
+                           head_dim=cfg.head_dim)
+
+
+def codesign_flow(cfg: CodesignConfig) -> CodesignFlow:
+    from gm.schedulers import ExponentialRateScheduler
+
+    return CodesignFlow(BackboneFlow(rotation_scheduler=ExponentialRateScheduler(cfg.rotation_rate)),
+                        sequence_weight=cfg.sequence_weight, inverse_folding_prob=cfg.inverse_folding_prob,
+                        folding_prob=cfg.folding_prob)
+
+
+def validation_loss(flow: CodesignFlow, val: StructureDataset, cfg: CodesignConfig, device: str):
+    """``val_fn(model)``: the joint loss on fixed validation crops at fixed, evenly spread times
+    (structure and sequence times in opposite orders, neither given), no self-conditioning."""
+    g = torch.Generator().manual_seed(12345)
+    atoms, residues, mask = val.sample_sequence_crops(cfg.val_crops, g, min_length=cfg.min_crop,
+                                                      max_length=cfg.max_crop)
+    atoms, residues, mask = atoms.to(device), residues.to(device), mask.to(device)
+    x1 = flow.backbone.frames_from_atoms(atoms, mask)
+    t = (torch.arange(cfg.val_crops, dtype=torch.float32, device=device) + 0.5) / cfg.val_crops
+
+    def val_fn(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            noise = torch.Generator().manual_seed(6789)
+            return float(flow.loss(model, x1, residues, mask, t=(t, t.flip(0)), self_condition=False,
+                                   generator=noise).total)
+
+    return val_fn
+
+
+def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Path, *, progress: bool = True,
+                device: str = "cpu", restart: bool = False, dataset: Path | None = None):
+    """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
+    budget = as_budget(budget, cfg.eval_every_minutes)
+    train_set, val_set, test_set = load_splits(seed, dataset)
+    flow = codesign_flow(cfg)
+    torch.manual_seed(seed)
+    model = network(cfg).to(device)
+    loss_fn = flow.objective(train_set, batch_size=cfg.batch, min_length=cfg.min_crop, max_length=cfg.max_crop,
+                             device=device)
+    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
+                     checkpoint_every_minutes=2.0, **budget.train_fields())
+    settings = {k: v for k, v in training_settings(cfg, dataset=str(dataset) if dataset else "default").items()
+                if k not in _EVALUATION_ONLY}
+    res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
+                checkpoint_path=out / f"seed{seed}" / "checkpoint.pt", run_config=settings, resume=not restart)
+    model.load_state_dict(res.best_state, strict=False)
+    model.eval()
+    return model, res, (train_set, val_set, test_set)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation data
+
+
+@dataclass
+class HeldOut:
+    """Held-out crops, padded: atoms (B, L, 4, 3) Angstrom, residues (B, L), mask (B, L)."""
+
+    atoms: torch.Tensor
+    residues: torch.Tensor
+    mask: torch.Tensor
+    names: list[str]
+
+
+def held_out_crops(test: StructureDataset, count: int, max_length: int, seed: int) -> HeldOut:
+    """``count`` test chains (distinct, random), each cropped to at most ``max_length`` residues
+    at a random start; ordered by length (batches of similar lengths pad little)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(test), generator=g)[:count].tolist()
+    items = []
+    for i in order:
+        chain, residues = test[i], test.residue_types(i)
+        length = min(len(chain), max_length)
+        start = int(torch.randint(len(chain) - length + 1, (), generator=g))
+        items.append((chain.atoms[start:start + length], residues[start:start + length],
+                      f"{Path(chain.source).name}:{chain.chain_id}:{chain.start + start}"))
+    items.sort(key=lambda item: len(item[1]))
+    longest = max(len(r) for _, r, _ in items)
+    atoms = torch.zeros(len(items), longest, 4, 3)
+    residues = torch.full((len(items), longest), -1, dtype=torch.long)
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for k, (a, r, _) in enumerate(items):
+        atoms[k, :len(r)], residues[k, :len(r)], mask[k, :len(r)] = a, r, True
+    return HeldOut(_with_ideal_o(atoms, mask), residues, mask, [name for _, _, name in items])
+
+
+def _batches(n: int, size: int):
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _trim(sl: slice, *tensors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """The rows ``sl`` of each tensor, cut to the longest real length among them."""
+    longest = int(mask[sl].sum(-1).max())
+    return [t[sl, :longest] for t in tensors]
+
+
+# ------------------------------------------------------------------------------------------------
+# inverse-folding baselines
+
+
+def structure_features(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-residue local structure features ``(B, L, F)`` from backbone atoms (Angstrom): sin/cos
+    of phi, psi, omega of the residue and its two neighbours (0 where undefined), the DSSP
+    state (one-hot helix / strand / coil) and the numbers of CB atoms within 6, 8, 10 and 12 A
+    of its CB (ideal CB from N, CA, C), scaled."""
+    from proteins.frames import backbone_dihedrals, beta_carbons
+    from proteins.metrics import secondary_structure
+
+    phi, psi, omega = backbone_dihedrals(atoms[..., :3, :], mask)
+    angles = torch.stack([phi, psi, omega], dim=-1)  # (B, L, 3)
+    trig = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).nan_to_num(0.0)
+    window = []
+    for shift in (-1, 0, 1):  # a fixed window of three residues: three rolls, not a loop over residues
+        rolled = torch.roll(trig, shifts=-shift, dims=1)
+        valid = torch.roll(mask, shifts=-shift, dims=1)
+        index = torch.arange(mask.shape[1]) + shift
+        valid = valid & (index >= 0) & (index < mask.shape[1])
+        window.append(rolled * valid[..., None])
+    ss = secondary_structure(atoms, mask).clamp_min(0)
+    ss_onehot = torch.nn.functional.one_hot(ss.long(), 3).to(atoms.dtype)
+    cb = beta_carbons(atoms[..., :3, :])
+    d = torch.cdist(cb, cb)
+    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool)
+    counts = torch.stack([((d < r) & pair).sum(-1) for r in (6.0, 8.0, 10.0, 12.0)], dim=-1).to(atoms.dtype)
+    return torch.cat(window + [ss_onehot, counts / 10.0], dim=-1) * mask[..., None]
+
+
+def _residue_table(dataset: StructureDataset, max_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and residue types of every residue of ``dataset``'s chains (chains longer than
+    ``max_length`` in pieces of at most that length), flattened over real, known residues."""
+    feats, types = [], []
+    pieces = []
+    for i in range(len(dataset)):
+        chain, residues = dataset[i], dataset.residue_types(i)
+        for s in range(0, len(chain), max_length):
+            pieces.append((chain.atoms[s:s + max_length], residues[s:s + max_length]))
+    pieces.sort(key=lambda p: len(p[1]))
+    for sl in _batches(len(pieces), 32):
+        group = pieces[sl]
+        longest = max(len(r) for _, r in group)
+        atoms = torch.zeros(len(group), longest, 4, 3)
+        residues = torch.full((len(group), longest), -1, dtype=torch.long)
+        mask = torch.zeros(len(group), longest, dtype=torch.bool)
+        for k, (a, r) in enumerate(group):
+            atoms[k, :len(r)], residues[k, :len(r)], mask[k, :len(r)] = a, r, True
+        atoms = _with_ideal_o(atoms, mask)
+        f = structure_features(atoms, mask)
+        keep = mask & (residues >= 0)
+        feats.append(f[keep])
+        types.append(residues[keep])
+    return torch.cat(feats), torch.cat(types)
+
+
+def train_feature_classifier(train_set: StructureDataset, val_set: StructureDataset, *, seed: int,
+                             epochs: int = 30, hidden: int = 128) -> torch.nn.Module:
+    """The per-residue MLP baseline: residue type from :func:`structure_features`, trained with
+    Adam on every training residue, the epoch with the lowest validation cross-entropy kept."""
+    x, y = _residue_table(train_set)
+    xv, yv = _residue_table(val_set)
+    torch.manual_seed(seed)
+    mlp = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                              torch.nn.ReLU(), torch.nn.Linear(hidden, len(AMINO_ACIDS)))
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3, weight_decay=1e-5)
+    g = torch.Generator().manual_seed(seed)
+    best, best_state = math.inf, None
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for sl in _batches(len(x), 512):
+            idx = perm[sl]
+            loss = torch.nn.functional.cross_entropy(mlp(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            val = float(torch.nn.functional.cross_entropy(mlp(xv), yv))
+        if val < best:
+            best, best_state = val, {k: v.clone() for k, v in mlp.state_dict().items()}
+    mlp.load_state_dict(best_state)
+    return mlp.eval()
+
+
+def residue_frequencies(dataset: StructureDataset) -> torch.Tensor:
+    """Frequencies ``(20,)`` of the residue types of ``dataset`` (float64)."""
+    residues = torch.cat([dataset.residue_types(i) for i in range(len(dataset))])
+    counts = torch.bincount(residues[residues >= 0], minlength=len(AMINO_ACIDS)).to(torch.float64)
+    return counts / counts.sum()
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _recovery(designed: torch.Tensor, native: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-protein fraction of known native residues recovered, ``(B,)``."""
+    known = mask & (native >= 0)
+    return ((designed == native) & known).sum(-1) / known.sum(-1).clamp_min(1)
+
+
+def _mean_ci(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def _js(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (nats) of two distributions."""
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float((a[nz] * np.log(a[nz] / m[nz])).sum())
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def propensity_log_odds(residues: torch.Tensor, ss: torch.Tensor, mask: torch.Tensor, *, pseudo: float = 1.0
+                        ) -> np.ndarray:
+    """Per residue type, ``log P(type | helix) / P(type | strand)`` ``(20,)`` over the real
+    residues (``ss``: 1 helix, 2 strand), with ``pseudo`` counts added to every type."""
+    known = mask & (residues >= 0)
+    counts = []
+    for state in (1, 2):
+        sel = known & (ss == state)
+        counts.append(torch.bincount(residues[sel], minlength=len(AMINO_ACIDS)).to(torch.float64) + pseudo)
+    helix, strand = (c / c.sum() for c in counts)
+    return torch.log(helix / strand).numpy()
+
+
+def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, device: str = "cpu") -> dict:
+    """Inverse folding, folding and co-generation on held-out crops; returns the record fields
+    (with a markdown ``table``) and writes PDB files of every generated protein."""
+    from proteins import evaluation, metrics
+    from proteins.frames import backbone_atoms
+    from proteins.pdb import write_pdb
+
+    train_set, val_set, test_set = splits
+    flow = codesign_flow(cfg)
+    held = held_out_crops(test_set, cfg.eval_chains, cfg.eval_max_length, seed=seed + 101)
+    n = len(held.names)
+    batches = _batches(n, cfg.eval_batch)
+    timings: dict[str, float] = {}
+
+    def run(name: str, given: str | None = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples for every held-out crop, in batches, with the native ``"structure"`` or
+        ``"sequence"`` given (or neither): atoms (B, L, 4, 3) and residues (B, L)."""
+        t0 = time.perf_counter()
+        atoms = torch.zeros_like(held.atoms)
+        residues = torch.full_like(held.residues, -1)
+        for k, sl in enumerate(batches):
+            native_atoms, native_res, mask = _trim(sl, held.atoms, held.residues, held.mask, mask=held.mask)
+            g = torch.Generator(device=device).manual_seed(seed * 1000 + 17 * k + len(name))
+            fixed = {} if given is None else {given: (native_atoms if given == "structure" else native_res).to(device)}
+            out = flow.sample(model, mask.to(device), steps=cfg.sample_steps, generator=g, **fixed, **options)
+            length = mask.shape[1]
+            atoms[sl, :length] = backbone_atoms(out.frames, mask.to(device)).cpu()
+            residues[sl, :length] = out.residues.cpu()
+        timings[name] = time.perf_counter() - t0
+        print(f"[codesign] {name}: {n} proteins in {timings[name]:.0f} s", flush=True)
+        return atoms, residues
+
+    # inverse folding: the model (exact CTMC, and purity sampling at low temperature) ------------
+    inverse = {}
+    for label, options in (("model, CTMC (T = 1)", {}),
+                           ("model, purity (T = 0.1)", {"temperature": 0.1, "unmasking": "confidence"})):
+        inverse[label] = run(f"inverse folding, {label}", "structure", **options)[1]
+    # the one-shot posterior argmax from the fully masked sequence (one network call)
+    one_shot = torch.full_like(held.residues, -1)
+    elbo_nats = []
+    with torch.no_grad():
+        for sl in batches:
+            native_atoms, native_res, mask = _trim(sl, held.atoms, held.residues, held.mask, mask=held.mask)
+            frames = flow.backbone.frames_from_atoms(native_atoms.to(device), mask.to(device))
+            one = torch.ones(mask.shape[0], device=device)
+            masked = torch.full(mask.shape, 20, dtype=torch.long, device=device)
+            logits = model(frames, one, masked, torch.zeros_like(one), mask.to(device), None).logits
+            one_shot[sl, :mask.shape[1]] = torch.where(mask, logits.argmax(-1).cpu(), -1)
+            est = flow.sequence_elbo(model, native_atoms.to(device), native_res.to(device), mask.to(device),
+                                     n_draws=cfg.elbo_draws, generator=torch.Generator(device=device).manual_seed(seed))
+            elbo_nats.append((est.nats_per_token * est.n_tokens, est.n_tokens, est.stderr_bits_per_token))
+    inverse["model, one-shot argmax"] = one_shot
+    tokens = sum(k for _, k, _ in elbo_nats)
+    model_nats = sum(v for v, _, _ in elbo_nats) / tokens
+    model_nats_se = math.sqrt(sum((s * math.log(2) * k) ** 2 for _, k, s in elbo_nats)) / tokens
+
+    # baselines: most frequent residue type, and the feature MLP
+    freq = residue_frequencies(train_set)
+    most = int(freq.argmax())
+    inverse[f"most frequent ({AMINO_ACIDS[most]})"] = torch.where(held.mask, most, -1)
+    t0 = time.perf_counter()
+    mlp = train_feature_classifier(train_set, val_set, seed=seed)
+    timings["feature MLP training"] = time.perf_counter() - t0
+    with torch.no_grad():
+        feats = structure_features(held.atoms, held.mask)
+        mlp_logits = mlp(feats)
+    inverse["feature MLP"] = torch.where(held.mask, mlp_logits.argmax(-1), -1)
+    known = held.mask & (held.residues >= 0)
+    native_known = held.residues[known]
+    unigram_nats = float(-torch.log(freq[native_known]).mean())
+    mlp_nats = float(torch.nn.functional.cross_entropy(mlp_logits[known], native_known))
+    perplexity = {"model, CTMC (T = 1)": (math.exp(model_nats), model_nats_se * math.exp(model_nats)),
+                  f"most frequent ({AMINO_ACIDS[most]})": (math.exp(unigram_nats), 0.0),
+                  "feature MLP": (math.exp(mlp_nats), 0.0)}
+    recovery = {label: _mean_ci(_recovery(designed, held.residues, held.mask).tolist())
+                for label, designed in inverse.items()}
+    # pooled over residues too (the per-protein mean weights short chains more)
+    recovery_pooled = {label: float(((designed == held.residues) & known).sum() / known.sum())
+                       for label, designed in inverse.items()}
+
+    # folding vs the unconditional model of the same lengths ----------------------------------
+    folded = run("folding", "sequence")[0]
+    cogen_atoms, cogen_res = run("co-generation")
+    fold_tm, fold_rmsd, base_tm, base_rmsd = [], [], [], []
+    for k in range(n):
+        m = held.mask[k]
+        native = held.atoms[k][m][:, :3]
+        fold_tm.append(metrics.tm_score(native, folded[k][m][:, :3], aligned=True))
+        base_tm.append(metrics.tm_score(native, cogen_atoms[k][m][:, :3], aligned=True))
+        fold_rmsd.append(metrics.ca_rmsd(native, folded[k][m]))
+        base_rmsd.append(metrics.ca_rmsd(native, cogen_atoms[k][m]))
+    folding = {"tm": _mean_ci(fold_tm), "tm_std": float(np.std(fold_tm, ddof=1)) if n > 1 else float("nan"),
+               "rmsd": _mean_ci(fold_rmsd), "baseline_tm": _mean_ci(base_tm),
+               "baseline_tm_std": float(np.std(base_tm, ddof=1)) if n > 1 else float("nan"),
+               "baseline_rmsd": _mean_ci(base_rmsd), "per_protein_tm": fold_tm, "per_protein_baseline_tm": base_tm}
+    folding["target_met"] = bool(folding["tm"][0] - folding["baseline_tm"][0] > folding["baseline_tm_std"])
+
+    # co-generation -----------------------------------------------------------------------------
+    def composition(res: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        r = res[mask & (res >= 0)]
+        c = torch.bincount(r, minlength=len(AMINO_ACIDS)).to(torch.float64)
+        return (c / c.sum()).numpy()
+
+    real_comp = composition(held.residues, held.mask)
+    cogen_comp = composition(cogen_res, held.mask)
+    train_comp = freq.numpy()
+    real_ss = metrics.secondary_structure(held.atoms, held.mask)
+    cogen_ss = metrics.secondary_structure(cogen_atoms, held.mask)
+    real_lo = propensity_log_odds(held.residues, real_ss, held.mask)
+    cogen_lo = propensity_log_odds(cogen_res, cogen_ss, held.mask)
+    # the real log-odds from every training residue as well (a low-noise reference)
+    stats = {"co-generated": evaluation.structure_statistics(cogen_atoms, held.mask),
+             "folded": evaluation.structure_statistics(folded, held.mask),
+             "real (held out)": evaluation.structure_statistics(held.atoms, held.mask)}
+    distances = {"co-generated": evaluation.distribution_distances(cogen_atoms, held.mask, held.atoms, held.mask),
+                 "folded": evaluation.distribution_distances(folded, held.mask, held.atoms, held.mask)}
+    cogen = {"composition_js": _js(cogen_comp, real_comp), "composition_js_train_vs_test": _js(train_comp, real_comp),
+             "composition": dict(zip(AMINO_ACIDS, cogen_comp.tolist())),
+             "real_composition": dict(zip(AMINO_ACIDS, real_comp.tolist())),
+             "helix_strand_log_odds": dict(zip(AMINO_ACIDS, cogen_lo.tolist())),
+             "real_helix_strand_log_odds": dict(zip(AMINO_ACIDS, real_lo.tolist())),
+             "log_odds_correlation": float(np.corrcoef(cogen_lo, real_lo)[0, 1]),
+             "statistics": stats, "distances": distances}
+
+    # PDB files ------------------------------------------------------------------------------------
+    def names(res: torch.Tensor) -> list[str]:
+        return [THREE_LETTER_CODES[int(r)] if r >= 0 else "UNK" for r in res]
+
+    for k in range(n):
+        m = held.mask[k]
+        tag = held.names[k].replace(":", "_")
+        write_pdb(run_dir / "samples" / f"cogen_{k:03d}_len{int(m.sum())}.pdb", cogen_atoms[k], m,
+                  residue_names=names(cogen_res[k][m]), title=f"rdfm codesign seed {seed}: co-generated")
+        write_pdb(run_dir / "samples" / f"folded_{k:03d}_{tag}.pdb", folded[k], m,
+                  residue_names=names(held.residues[k][m]), title=f"rdfm codesign seed {seed}: folded {held.names[k]}")
+        write_pdb(run_dir / "samples" / f"designed_{k:03d}_{tag}.pdb", held.atoms[k], m,
+                  residue_names=names(inverse["model, purity (T = 0.1)"][k][m]),
+                  title=f"rdfm codesign seed {seed}: inverse folding of {held.names[k]} (purity, T = 0.1)")
+
+    best_model = max(recovery[label][0] for label in recovery if label.startswith("model"))
+    record = {"n_chains": n, "max_length": cfg.eval_max_length, "chains": held.names,
+              "recovery": recovery, "recovery_pooled": recovery_pooled, "perplexity": perplexity,
+              "elbo_nats_per_residue": model_nats, "folding": folding, "cogeneration": cogen, "timings_s": timings,
+              "n_train_chains": len(train_set), "n_test_chains": len(test_set)}
+    record["floors"] = {
+        "inverse folding: model recovery >= feature MLP + 0.05": best_model >= recovery["feature MLP"][0] + 0.05,
+        "folding: TM gain over unconditional > its spread": folding["target_met"],
+    }
+    record["table"] = _table(record)
+    return record
+
+
+def _table(r: dict) -> str:
+    lines = [f"Inverse folding ({r['n_chains']} held-out chains, crops of <= {r['max_length']} residues):", "",
+             "| method | recovery (mean per chain, 95% CI) | recovery (pooled) | perplexity |", "|---|---|---|---|"]
+    for label, (mean, ci) in r["recovery"].items():
+        ppl = r["perplexity"].get(label)
+        ppl_text = "—" if ppl is None else (f"{ppl[0]:.2f} ± {1.96 * ppl[1]:.2f} (ELBO bound)" if ppl[1] else
+                                             f"{ppl[0]:.2f}")
+        lines.append(f"| {label} | {mean:.3f} ± {ci:.3f} | {r['recovery_pooled'][label]:.3f} | {ppl_text} |")
+    f = r["folding"]
+    lines += ["", "Folding (structure from the native sequence) vs unconditional samples of the same lengths:", "",
+              "| method | TM-score (mean ± 95% CI) | TM std | CA RMSD (A) |", "|---|---|---|---|",
+              f"| model, sequence given | {f['tm'][0]:.3f} ± {f['tm'][1]:.3f} | {f['tm_std']:.3f} | "
+              f"{f['rmsd'][0]:.1f} ± {f['rmsd'][1]:.1f} |",
+              f"| model, unconditional | {f['baseline_tm'][0]:.3f} ± {f['baseline_tm'][1]:.3f} | "
+              f"{f['baseline_tm_std']:.3f} | {f['baseline_rmsd'][0]:.1f} ± {f['baseline_rmsd'][1]:.1f} |"]
+    c = r["cogeneration"]
+    s, d = c["statistics"], c["distances"]
+    lines += ["", f"Co-generation: composition JS to held-out chains {c['composition_js']:.4f} nats (training vs "
+              f"held-out chains: {c['composition_js_train_vs_test']:.4f}); helix/strand log-odds correlation with "
+              f"the real chains {c['log_odds_correlation']:.2f}", "",
+              "| set | CA-CA within 0.1 A | clash rate | helix | strand | R_g / L^0.4 | Rama JS |", "|---|---|---|---|---|---|---|"]
+    for row in ("co-generated", "folded", "real (held out)"):
+        js = d[row]["ramachandran_js"] if row in d else 0.0
+        lines.append(f"| {row} | {s[row]['ca_ca_within_0.1']:.3f} | {s[row]['clash_rate']:.4f} | {s[row]['helix']:.2f} | "
+                     f"{s[row]['strand']:.2f} | {s[row]['rg_over_l_0.4']:.2f} | {js:.3f} |")
+    lines.append("")
+    lines.append("Targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["floors"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks codesign", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, 40-48 residue crops, at most 0.3 min")
+    parser.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
+                             "set of `python -m benchmarks data backbones`)")
+    add_run_arguments(parser, minutes=60.0, out="runs/codesign")
+    add_config_overrides(parser, CodesignConfig())
+    args = parser.parse_args(argv)
+    check_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, default_minutes = CodesignConfig(), 60.0
+    if args.quick:
+        cfg, default_minutes = QUICK, 0.3
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, 0.3)
+    cfg = apply_config_overrides(cfg, args)
+    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
+                        eval_every_minutes=cfg.eval_every_minutes)
+    out = Path(args.out)
+    for seed in args.seeds:
+        print(f"[codesign] seed {seed}: training for {budget.describe()}")
+        start = time.perf_counter()
+        model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
+                                         restart=args.restart, dataset=args.dataset)
+        print(f"[codesign] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
+              f"(step {res.best_step})")
+        if args.train_only:
+            continue
+        record = evaluate(model, splits, cfg, out / f"seed{seed}", seed=seed, device=args.device)
+        record = new_record("codesign", "structures", seed, config=asdict(cfg), **budget.record_fields(),
+                            steps=res.steps, best_step=res.best_step, best_val=res.best_val,
+                            wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, **record)
+        write_results(out / f"seed{seed}" / "results.json", record)
+        print(record["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
