@@ -54,7 +54,7 @@ def _check_logit_rows(rows: Tensor) -> None:
 
 
 def _most_confident(logits: Tensor, masked: Tensor, counts: Tensor) -> Tensor:
-    """Per sequence, the ``counts`` masked positions whose posterior is most confident (largest
+    r"""Per sequence, the ``counts`` masked positions whose posterior is most confident (largest
     top probability, :math:`\max_y p_{1|t}(y)`), as a boolean tensor of ``masked``'s shape."""
     confidence = logits.amax(-1) - torch.logsumexp(logits, dim=-1)  # log of the top probability
     confidence = confidence.masked_fill(~masked, float("-inf"))
