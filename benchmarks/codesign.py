@@ -488,10 +488,107 @@ def _table(r: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------------
+# using a trained model: design a sequence for a structure file, fold a sequence, generate proteins
+
+
+def load_trained(checkpoint: Path, device: str = "cpu") -> tuple[CodesignNetwork, CodesignConfig]:
+    """The best (EMA, validation-selected) model of a training checkpoint of this script, with
+    the settings it was trained under."""
+    from benchmarks.cli import CommandLineError
+
+    if not checkpoint.is_file():
+        raise CommandLineError(f"no trained model at {checkpoint}: train one first (python -m benchmarks codesign "
+                               "--train-only ...) or pass --checkpoint")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    settings = state.get("run_config") or {}
+    fields = CodesignConfig.__dataclass_fields__
+    cfg = CodesignConfig(**{k: v for k, v in settings.items() if k in fields})
+    model = network(cfg)
+    model.load_state_dict(state["best_state"] if state.get("best_state") is not None else state["ema"], strict=False)
+    return model.to(device).eval(), cfg
+
+
+def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
+    """``--design FILE`` / ``--fold SEQUENCE`` / ``--generate COUNT``: sample with a trained model,
+    write PDB files with residue names to ``--out/<mode>/`` and print the sequences."""
+    from benchmarks.cli import CommandLineError
+    from proteins.data import decode_residues, encode_sequence, read_backbone_chains
+    from proteins.frames import backbone_atoms
+    from proteins.pdb import write_pdb
+
+    if args.samples < 1:
+        raise CommandLineError(f"--samples must be at least 1, got {args.samples}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise CommandLineError(f"--temperature must be a positive number, got {args.temperature}")
+    seed = args.seeds[0]
+    out = Path(args.out)
+    checkpoint = args.checkpoint or out / f"seed{seed}" / "checkpoint.pt"
+    model, trained = load_trained(Path(checkpoint), args.device)
+    flow = codesign_flow(trained)
+    options = dict(steps=cfg.sample_steps, temperature=args.temperature, unmasking=args.unmasking)
+    g = torch.Generator(device=args.device).manual_seed(seed)
+    count = args.samples
+    if args.design is not None:
+        try:
+            chains = read_backbone_chains(args.design)
+        except (ValueError, OSError) as error:
+            raise CommandLineError(str(error)) from None
+        chain = chains[0]
+        atoms = torch.as_tensor(chain.atoms[:, :3], dtype=torch.float32)[None].expand(count, -1, -1, -1)
+        mask = torch.ones(atoms.shape[:2], dtype=torch.bool)
+        result = flow.sample(model, mask.to(args.device), structure=atoms.to(args.device), generator=g, **options)
+        native = encode_sequence(chain.sequence)
+        mode, label = "design", Path(args.design).name.split(".")[0]
+        print(f"native     {chain.sequence}")
+    elif args.fold is not None:
+        try:
+            native = encode_sequence(args.fold)
+        except ValueError as error:
+            raise CommandLineError(f"--fold: {error}") from None
+        mask = torch.ones(count, len(native), dtype=torch.bool)
+        result = flow.sample(model, mask.to(args.device), sequence=native.expand(count, -1).to(args.device),
+                             generator=g, **options)
+        mode, label = "fold", f"len{len(native)}"
+    else:
+        if args.length is None or args.length < 1:
+            raise CommandLineError("--generate needs --length L (residues per protein)")
+        mask = torch.ones(count, args.length, dtype=torch.bool)
+        result = flow.sample(model, mask.to(args.device), generator=g, **options)
+        native, mode, label = None, "generate", f"len{args.length}"
+    atoms = backbone_atoms(result.frames.cpu())
+    residues = result.residues.cpu()
+    for k in range(count):
+        sequence = decode_residues(residues[k])
+        path = write_pdb(out / mode / f"{label}_{k:03d}.pdb", atoms[k],
+                         residue_names=[THREE_LETTER_CODES[int(r)] if r >= 0 else "UNK" for r in residues[k]],
+                         title=f"rdfm codesign {mode} {label} sample {k}")
+        extra = ""
+        if native is not None and mode == "design":
+            known = native >= 0
+            extra = f"  recovery {float(((residues[k] == native) & known).sum() / known.sum()):.2f}"
+        print(f"sample {k:<3} {sequence}{extra}  -> {path}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks codesign", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    use = parser.add_argument_group("using a trained model (no training)")
+    modes = use.add_mutually_exclusive_group()
+    modes.add_argument("--design", metavar="FILE", help="inverse folding: design sequences for the first chain of "
+                       "a PDB/mmCIF file")
+    modes.add_argument("--fold", metavar="SEQUENCE", help="folding: generate structures for a one-letter sequence")
+    modes.add_argument("--generate", action="store_true", help="co-generation: structures and sequences together")
+    use.add_argument("--length", type=int, default=None, help="residues per protein for --generate")
+    use.add_argument("--samples", type=int, default=4, help="proteins per request (default 4)")
+    use.add_argument("--temperature", type=float, default=1.0, help="sequence sampling temperature (default 1)")
+    use.add_argument("--unmasking", choices=("random", "confidence"), default="random",
+                     help="which masked residues a step reveals: random (the exact CTMC) or the most confident "
+                     "(purity sampling)")
+    use.add_argument("--checkpoint", type=Path, default=None,
+                     help="a training checkpoint of this script (default: OUT/seed<seed>/checkpoint.pt)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 40-48 residue crops, at most 0.3 min")
     parser.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
     parser.add_argument("--dataset", type=Path, default=None,
@@ -509,6 +606,8 @@ def main(argv: list[str]) -> int:
         if args.minutes is not None:
             args.minutes = min(args.minutes, 0.3)
     cfg = apply_config_overrides(cfg, args)
+    if args.design is not None or args.fold is not None or args.generate:
+        return use_model(args, cfg)
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
                         eval_every_minutes=cfg.eval_every_minutes)
     out = Path(args.out)
