@@ -194,14 +194,14 @@ def structure_features(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     for shift in (-1, 0, 1):  # a fixed window of three residues: three rolls, not a loop over residues
         rolled = torch.roll(trig, shifts=-shift, dims=1)
         valid = torch.roll(mask, shifts=-shift, dims=1)
-        index = torch.arange(mask.shape[1]) + shift
+        index = torch.arange(mask.shape[1], device=mask.device) + shift
         valid = valid & (index >= 0) & (index < mask.shape[1])
         window.append(rolled * valid[..., None])
     ss = secondary_structure(atoms, mask).clamp_min(0)
     ss_onehot = torch.nn.functional.one_hot(ss.long(), 3).to(atoms.dtype)
     cb = beta_carbons(atoms[..., :3, :])
     d = torch.cdist(cb, cb)
-    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool)
+    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
     counts = torch.stack([((d < r) & pair).sum(-1) for r in (6.0, 8.0, 10.0, 12.0)], dim=-1).to(atoms.dtype)
     return torch.cat(window + [ss_onehot, counts / 10.0], dim=-1) * mask[..., None]
 
@@ -427,7 +427,9 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
              "real_composition": dict(zip(AMINO_ACIDS, real_comp.tolist())),
              "helix_strand_log_odds": dict(zip(AMINO_ACIDS, cogen_lo.tolist())),
              "real_helix_strand_log_odds": dict(zip(AMINO_ACIDS, real_lo.tolist())),
-             "log_odds_correlation": float(np.corrcoef(cogen_lo, real_lo)[0, 1]),
+             # undefined (NaN) when the generated set has no helix or no strand residues
+             "log_odds_correlation": (float(np.corrcoef(cogen_lo, real_lo)[0, 1])
+                                      if cogen_lo.std() > 0 and real_lo.std() > 0 else float("nan")),
              "statistics": stats, "distances": distances}
 
     # PDB files ------------------------------------------------------------------------------------
@@ -436,7 +438,8 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
 
     for k in range(n):
         m = held.mask[k]
-        tag = held.names[k].replace(":", "_")
+        source, chain_id, first = held.names[k].rsplit(":", 2)
+        tag = f"{source.split('.')[0]}_{chain_id}_{first}"  # 1A0J_A.pdb.gz:A:203 -> 1A0J_A_A_203
         write_pdb(run_dir / "samples" / f"cogen_{k:03d}_len{int(m.sum())}.pdb", cogen_atoms[k], m,
                   residue_names=names(cogen_res[k][m]), title=f"rdfm codesign seed {seed}: co-generated")
         write_pdb(run_dir / "samples" / f"folded_{k:03d}_{tag}.pdb", folded[k], m,

@@ -94,7 +94,8 @@ def decode_residues(residues: torch.Tensor) -> str:
     Raises:
         ValueError: for a tensor that is not 1-D integer types in ``[-1, 20)``.
     """
-    if not isinstance(residues, torch.Tensor) or residues.dim() != 1 or residues.is_floating_point():
+    if (not isinstance(residues, torch.Tensor) or residues.dim() != 1 or residues.is_floating_point()
+            or residues.is_complex() or residues.dtype == torch.bool):
         raise ValueError(f"residues must be a 1-D integer tensor, got "
                          f"{tuple(residues.shape) if isinstance(residues, torch.Tensor) else type(residues).__name__}")
     values = residues.detach().cpu().numpy()
@@ -891,7 +892,13 @@ class StructureDataset:
         self._atoms, self._begin, self._length = atoms, begin, length
         self._fields, self.info = fields, info
         if residues is None:  # from __init__: the chains tile the atom tensor in order
-            residues = encode_sequence("".join(fields["sequences"].tolist()))
+            sequences = fields["sequences"].tolist()
+            try:
+                residues = encode_sequence("".join(sequences))
+            except ValueError:
+                bad = next(i for i, s in enumerate(sequences) if not (s.isascii() and s.isalpha()))
+                raise ValueError(f"sequences: chain {bad} has a sequence that is not one-letter residue codes: "
+                                 f"{sequences[bad]!r:.60}") from None
         self._residues = residues
 
     @classmethod
