@@ -16,21 +16,8 @@ needs_theseus = pytest.mark.skipif(not THESEUS.is_dir(), reason="needs proteins/
 
 
 @pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory) -> Path:
-    """Ten cytochromes, two trypsins and two dehydrogenases: three families, so three
-    clusters at least, and chains long enough for 40-residue crops."""
-    from proteins.data import build_structure_dataset, iter_folder_structures
-
-    files = []
-    for family, count in (("cytochromes", 10), ("trypsins", 2), ("ldh", 2)):
-        files += sorted((THESEUS / family).glob("*.pdb*"))[:count]
-    folder = tmp_path_factory.mktemp("structures")
-    for f in files:
-        (folder / f.name).write_bytes(f.read_bytes())
-    out = folder / "small.npz"
-    report = build_structure_dataset(iter_folder_structures(folder), out)
-    assert report.clusters >= 3
-    return out
+def small_dataset(small_structure_set) -> Path:
+    return small_structure_set
 
 
 @needs_theseus

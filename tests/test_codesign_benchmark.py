@@ -30,25 +30,14 @@ THREE = dict(zip(AMINO, ["ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE",
 
 
 @pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory) -> Path:
-    """Ten cytochromes, two trypsins and two dehydrogenases (as in test_backbones_benchmark),
-    rewritten with every chain in its own cluster: with the real clusters the 10 % test split
-    holds a single chain, this way it holds two (fewer than the three chains asked for)."""
-    from proteins.data import build_structure_dataset, iter_folder_structures
-
-    files = []
-    for family, count in (("cytochromes", 10), ("trypsins", 2), ("ldh", 2)):
-        files += sorted((THESEUS / family).glob("*.pdb*"))[:count]
-    folder = tmp_path_factory.mktemp("structures")
-    for f in files:
-        (folder / f.name).write_bytes(f.read_bytes())
-    built = folder / "small.npz"
-    report = build_structure_dataset(iter_folder_structures(folder), built)
-    assert report.clusters >= 3
-    with np.load(built, allow_pickle=False) as z:
+def small_dataset(small_structure_set) -> Path:
+    """The shared small structure set (conftest), rewritten with every chain in its own
+    cluster: with the real clusters the 10 % test split holds a single chain, this way it holds
+    two (fewer than the three chains asked for)."""
+    with np.load(small_structure_set, allow_pickle=False) as z:
         arrays = {key: z[key] for key in z.files}
     arrays["cluster"] = np.arange(len(arrays["cluster"]))
-    out = folder / "one_cluster_per_chain.npz"
+    out = small_structure_set.parent / "one_cluster_per_chain.npz"
     np.savez(out, **arrays)
     return out
 
