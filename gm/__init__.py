@@ -6,7 +6,8 @@ simulation loop that both continuous and discrete samplers run on:
 - :mod:`gm.schedulers`: ``LinearScheduler``, ``PolynomialScheduler``, ``CosineScheduler``,
   ``ExponentialRateScheduler`` (value, derivative, rate, inverse).
 - :mod:`gm.path`: ``ProbPath.sample(x0, x1, t) -> PathSample``.
-- :mod:`gm.process`: ``Process.step(x, t, h, model_output)``, ``JointProcess``.
+- :mod:`gm.process`: ``Process.step(x, t, h, model_output)``, ``JointProcess`` (several
+  components from one model call, each on its own clock: shared, fixed or mapped).
 - :mod:`gm.simulate`: ``simulate(process, model, x_init, time_grid, steps, ...)``.
 - :mod:`gm.times`: ``training_times`` (uniform, power-law towards t = 1, stratified).
 - :mod:`gm.precision`: ``resolve_precision("auto" | "bf16" | "off", device)``: bfloat16
