@@ -86,7 +86,7 @@ def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConf
 
     def val_fn(model: torch.nn.Module) -> float:
         with torch.no_grad():
-            noise = torch.Generator().manual_seed(6789)
+            noise = torch.Generator(device=device).manual_seed(6789)
             return float(flow.loss(model, x1, mask, t=t, self_condition=False, generator=noise).total)
 
     return val_fn

@@ -119,10 +119,14 @@ def describe_time_range(t: Tensor, name: str = "t") -> str:
 # read-back, and index excesses for Checks
 
 
-def check_generator(generator: object, name: str = "generator") -> None:
-    """A ``ValueError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
+def check_generator(generator: object, name: str = "generator", *, device: torch.device | str | None = None) -> None:
+    """A ``ValueError`` unless ``generator`` is ``None`` or a ``torch.Generator`` (on the type of
+    ``device``, when given: a CPU generator cannot draw CUDA tensors, nor the reverse)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and device is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"{name} is on {generator.device.type} but draws for tensors on {torch.device(device).type}: "
+                         f"use torch.Generator(device={torch.device(device).type!r})")
 
 
 def check_positive_int(value: object, name: str) -> int:

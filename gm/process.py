@@ -63,6 +63,8 @@ class JointProcess(Process):
       non-decreasing along the clock (a component on its own schedule, e.g. ``lambda s:
       torch.clamp(2 * s, max=1)`` finishes the sequence by mid-way); the component takes the
       step :math:`\tau_k(s + h) - \tau_k(s)` from :math:`\tau_k(s)`, and none where that is 0.
+      The simulation ends where the clock's grid ends: a map that has not reached 1 by then
+      leaves its component unfinished (e.g. mask tokens left), as a shorter grid would.
 
     The model is called as ``model(x, times)`` with ``times`` the tuple of the components'
     0-dim times :math:`(\tau_1(s), \dots, \tau_k(s))`, so a network can condition on each

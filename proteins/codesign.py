@@ -44,15 +44,19 @@ from gm.process import JointProcess
 from gm.simulate import simulate
 from proteins.data import AMINO_ACIDS, UNKNOWN_RESIDUE
 from proteins.flow import NM_PER_ANGSTROM, BackboneFlow, _scale_translations, centre_translations, check_mask
+from proteins.frames import frames_from_backbone
 from proteins.network import CodesignPrediction
 from rfm.solver import ManifoldFlowProcess
 
-__all__ = ["CodesignFlow", "CodesignLoss", "CodesignSample", "RESIDUE_TYPES", "MASK_RESIDUE"]
+__all__ = ["CodesignFlow", "CodesignLoss", "CodesignSample", "RESIDUE_TYPES", "MASK_RESIDUE", "FINAL_STRUCTURE_TIME"]
 
 #: Residue types generated (the 20 standard amino acids of :data:`proteins.data.AMINO_ACIDS`).
 RESIDUE_TYPES = len(AMINO_ACIDS)
 #: Id of the mask token (the source of the sequence path).
 MASK_RESIDUE = RESIDUE_TYPES
+
+#: structure time of the final frame prediction (t = 1 is reserved for a given structure)
+FINAL_STRUCTURE_TIME = 1 - 1e-3
 
 #: ``model(x_t, t_structure, residues_t, t_sequence, mask, self_condition) -> CodesignPrediction``
 CodesignModel = Callable[..., CodesignPrediction]
@@ -198,7 +202,8 @@ class CodesignFlow:
         residues_t = self.noisy_residues(residues, t_sequence, mask, generator=generator)
 
         if self_condition is None:
-            self_condition = bool(torch.rand((), generator=generator) < self.backbone.self_condition_prob)
+            self_condition = bool(torch.rand((), generator=generator, device=x1.device)
+                                  < self.backbone.self_condition_prob)
         previous = None
         if self_condition:
             with torch.no_grad():
@@ -270,9 +275,10 @@ class CodesignFlow:
             dtype: of the frames; dtype_categorical: of the categorical draws.
 
         Returns:
-            :class:`CodesignSample`: frames in Angstrom (for a generated structure, the model's
-            prediction of the clean frames at t = 1 as in FrameFlow; a given one unchanged) and
-            residue types (a given sequence unchanged).
+            :class:`CodesignSample`: frames in Angstrom (for a generated structure, centred, the
+            model's prediction of the clean frames from the final state as in FrameFlow; for a
+            given one, its frames in the input's coordinates) and residue types (a given
+            sequence unchanged).
 
         Raises:
             ValueError: for both components given, a bad mask, structure, sequence or option.
@@ -282,7 +288,7 @@ class CodesignFlow:
             raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
                              f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
         check_mask(mask, tuple(mask.shape))
-        check_generator(generator, mask.device)
+        check_generator(generator, device=mask.device)
         if structure is not None and sequence is not None:
             raise ValueError("structure and sequence are both given: nothing is left to generate")
         batch = mask.shape[0]
@@ -320,12 +326,19 @@ class CodesignFlow:
         grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype, device=mask.device)
         with torch.no_grad():
             frames, residues = simulate(process, joint_model, (frames0, residues0), grid)
-            if structure is None:  # FrameFlow's last step: the prediction of the clean frames at t = 1
+            if structure is None:
+                # FrameFlow's last step: the prediction of the clean frames from the final state,
+                # with the whole sequence now revealed (t_seq = 1). The structure's time is set
+                # just below 1: t_str = 1 exactly marks a *given* structure in training, where
+                # the frame head is not trained.
+                t_last = torch.full((batch,), FINAL_STRUCTURE_TIME, dtype=dtype, device=mask.device)
                 one = torch.ones(batch, dtype=dtype, device=mask.device)
-                frames = model(frames, one, residues, one, mask, previous[0] if self_condition else None).frames
+                frames = model(frames, t_last, residues, one, mask, previous[0] if self_condition else None).frames
         residues = torch.where(mask, residues, UNKNOWN_RESIDUE)
         if sequence is not None:  # unknown residues of a given sequence stay unknown
             residues = torch.where(mask & (sequence < 0), UNKNOWN_RESIDUE, residues)
+        if structure is not None:  # the given structure's frames where it was (not centred)
+            return CodesignSample(frames_from_backbone(structure.to(dtype), mask), residues)
         return CodesignSample(_scale_translations(frames, 1 / NM_PER_ANGSTROM), residues)
 
     # ---------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ class BackboneFlow:
             raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
                              f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
         check_mask(mask, tuple(mask.shape))
-        check_generator(generator, mask.device)
+        check_generator(generator, device=mask.device)
         rot = SO3().random_base(*mask.shape, dtype=dtype, device=mask.device, generator=generator)
         trans = self.translation_std * torch.randn(*mask.shape, 3, dtype=dtype, device=mask.device,
                                                    generator=generator)
@@ -214,7 +214,7 @@ class BackboneFlow:
         x0 = self.base(mask, generator=generator, dtype=dtype)
         x_t = self.path.sample(x0, x1, t).x_t
         if self_condition is None:
-            self_condition = bool(torch.rand((), generator=generator) < self.self_condition_prob)
+            self_condition = bool(torch.rand((), generator=generator, device=x1.device) < self.self_condition_prob)
         previous = None
         if self_condition:
             with torch.no_grad():

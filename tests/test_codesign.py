@@ -9,9 +9,9 @@ import torch
 
 from manifolds.se3 import SE3
 from proteins import CodesignFlow, CodesignNetwork, CodesignPrediction
-from proteins.codesign import MASK_RESIDUE, RESIDUE_TYPES
+from proteins.codesign import FINAL_STRUCTURE_TIME, MASK_RESIDUE, RESIDUE_TYPES
 from proteins.data import UNKNOWN_RESIDUE
-from proteins.frames import ideal_chain
+from proteins.frames import frames_from_backbone, ideal_chain
 
 
 def helix(batch=2, n=12, seed=0, dtype=torch.float64):
@@ -154,20 +154,30 @@ def test_sampling_keeps_given_components_and_calls_the_model_once_per_step():
     mask = torch.ones(2, 9, dtype=torch.bool)
     mask[1, 6:] = False
     atoms = atoms.masked_fill(~mask[..., None, None], 0.0)
-    # inverse folding: the structure comes back unchanged (centred, in Angstrom)
+    # inverse folding: the structure comes back unchanged (its frames where it was, Angstrom),
+    # and the model saw it at t_str = 1 centred in nm at every step
     model = CountingModel(logits)
-    out = flow.sample(model, mask, structure=atoms, steps=7, generator=torch.Generator().manual_seed(1))
+    atoms = atoms + torch.tensor([5.0, -3.0, 2.0]) * mask[..., None, None]
+    seen = []
+    model_with_check = lambda x, ts, r, tq, m, sc=None: (seen.append((x.clone(), ts.clone())), model(x, ts, r, tq, m))[1]  # noqa: E731
+    out = flow.sample(model_with_check, mask, structure=atoms, steps=7, generator=torch.Generator().manual_seed(1))
     assert model.calls == 7
-    expected = flow.backbone.frames_from_atoms(atoms, mask)
-    torch.testing.assert_close(out.frames[..., :3, 3], 10 * expected[..., :3, 3], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.frames[..., :3, :3], expected[..., :3, :3])
+    torch.testing.assert_close(out.frames, frames_from_backbone(atoms, mask))
+    centred = flow.backbone.frames_from_atoms(atoms, mask)
+    assert all(torch.equal(x, centred) and bool((ts == 1).all()) for x, ts in seen)
     assert bool(((out.residues >= 0) & (out.residues < 20))[mask].all()) and bool((out.residues[~mask] == -1).all())
     # folding: the sequence comes back unchanged, unknown residues stay unknown
     sequence = torch.randint(0, 20, (2, 9), generator=torch.Generator().manual_seed(2))
     sequence[0, 4] = UNKNOWN_RESIDUE
     model = CountingModel(logits)
-    out = flow.sample(model, mask, sequence=sequence, steps=5)
-    assert model.calls == 5 + 1  # one per step, and the final prediction of the frames at t = 1
+    times = []
+    model_with_times = lambda x, ts, r, tq, m, sc=None: (times.append((float(ts[0]), float(tq[0]))), model(x, ts, r, tq, m))[1]  # noqa: E731
+    out = flow.sample(model_with_times, mask, sequence=sequence, steps=5)
+    assert model.calls == 5 + 1  # one per step, and the final prediction of the frames
+    # the clock for the structure, 1 for the given sequence; the final prediction just below
+    # t_str = 1, which marks a given structure in training
+    expected = [(k / 5, 1.0) for k in range(5)] + [(FINAL_STRUCTURE_TIME, 1.0)]
+    assert [t for pair in times for t in pair] == pytest.approx([t for pair in expected for t in pair], abs=1e-6)
     assert torch.equal(out.residues[mask], sequence[mask]) and bool((out.residues[~mask] == -1).all())
     assert out.frames.shape == (2, 9, 4, 4) and bool(torch.isfinite(out.frames).all())
     # co-generation with confidence unmasking at low temperature: every real residue generated
@@ -180,6 +190,9 @@ def test_sampling_keeps_given_components_and_calls_the_model_once_per_step():
         flow.sample(model, mask, sequence=sequence[:, :5])
     with pytest.raises(ValueError, match=r"structure must be backbone atoms \(B, N, >= 3, 3\)"):
         flow.sample(model, mask, structure=atoms[:, :, :2])
+    if torch.cuda.is_available():  # a generator must live where the draws are made
+        with pytest.raises(ValueError, match="generator is on cpu but draws for tensors on cuda"):
+            flow.sample(model, mask.cuda(), generator=torch.Generator())
 
 
 def test_sampling_with_the_exact_factorised_posterior_draws_its_marginal():
