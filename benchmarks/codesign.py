@@ -431,7 +431,8 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
              # undefined (NaN) when the generated set has no helix or no strand residues
              "log_odds_correlation": (float(np.corrcoef(cogen_lo, real_lo)[0, 1])
                                       if cogen_lo.std() > 0 and real_lo.std() > 0 else float("nan")),
-             "statistics": stats, "distances": distances}
+             "statistics": stats, "distances": distances,
+             "diversity": metrics.diversity(cogen_atoms[:, :, :3], held.mask)}
 
     # PDB files ------------------------------------------------------------------------------------
     def names(res: torch.Tensor) -> list[str]:
@@ -484,7 +485,9 @@ def _table(r: dict) -> str:
     s, d = c["statistics"], c["distances"]
     lines += ["", f"Co-generation: composition JS to held-out chains {c['composition_js']:.4f} nats (training vs "
               f"held-out chains: {c['composition_js_train_vs_test']:.4f}); helix/strand log-odds correlation with "
-              f"the real chains {c['log_odds_correlation']:.2f}", "",
+              f"the real chains {c['log_odds_correlation']:.2f}; mean pairwise TM of the co-generated backbones "
+              f"{c['diversity']['mean_pairwise_tm']:.3f}, {c['diversity']['clusters_at_0_5']} clusters at TM 0.5 of "
+              f"{c['diversity']['n']}", "",
               "| set | CA-CA within 0.1 A | clash rate | helix | strand | R_g / L^0.4 | Rama JS |", "|---|---|---|---|---|---|---|"]
     for row in ("co-generated", "folded", "real (held out)"):
         js = d[row]["ramachandran_js"] if row in d else 0.0
