@@ -122,9 +122,13 @@ class InvariantPointAttention(nn.Module):
 
 
 class _Block(nn.Module):
+    """IPA, transition, frame update, then (unless ``update_pair`` is false: the last block,
+    whose pair features nothing reads) the pair update from the new node features."""
+
     def __init__(self, node_dim: int, pair_dim: int, heads: int, head_dim: int, query_points: int,
-                 value_points: int) -> None:
+                 value_points: int, update_pair: bool = True) -> None:
         super().__init__()
+        self.update_pair = update_pair
         self.ipa = InvariantPointAttention(node_dim, pair_dim, heads, head_dim, query_points, value_points)
         self.ipa_norm = nn.LayerNorm(node_dim)
         self.transition = nn.Sequential(nn.Linear(node_dim, 2 * node_dim), nn.ReLU(), nn.Linear(2 * node_dim, node_dim))
@@ -132,10 +136,11 @@ class _Block(nn.Module):
         self.frame_update = nn.Linear(node_dim, 6)
         nn.init.zeros_(self.frame_update.weight)  # start at the identity update: x1_hat = x_t
         nn.init.zeros_(self.frame_update.bias)
-        self.pair_update = nn.Sequential(nn.Linear(2 * node_dim + pair_dim, pair_dim), nn.ReLU(),
-                                         nn.Linear(pair_dim, pair_dim))
-        self.pair_norm = nn.LayerNorm(pair_dim)
-        self.node_to_pair = nn.Linear(node_dim, node_dim)
+        if update_pair:
+            self.pair_update = nn.Sequential(nn.Linear(2 * node_dim + pair_dim, pair_dim), nn.ReLU(),
+                                             nn.Linear(pair_dim, pair_dim))
+            self.pair_norm = nn.LayerNorm(pair_dim)
+            self.node_to_pair = nn.Linear(node_dim, node_dim)
 
     def forward(self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -146,6 +151,8 @@ class _Block(nn.Module):
         delta_rot = quaternion_to_rotation(torch.cat([torch.ones_like(update[..., :1]), update[..., :3]], dim=-1))
         trans = trans + torch.einsum("bnij,bnj->bni", rot, update[..., 3:])
         rot = rot @ delta_rot
+        if not self.update_pair:
+            return s, z, rot, trans
         p = self.node_to_pair(s)
         n = s.shape[1]
         pair_in = torch.cat([z, p[:, :, None, :].expand(-1, -1, n, -1), p[:, None, :, :].expand(-1, n, -1, -1)], -1)
@@ -195,8 +202,8 @@ class BackboneNetwork(nn.Module):
         pair_in = 2 * max_relative_position + 1 + distance_bins * (2 if self_condition else 1)
         self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim),
                                         nn.LayerNorm(pair_dim))
-        self.blocks = nn.ModuleList(_Block(node_dim, pair_dim, heads, head_dim, query_points, value_points)
-                                    for _ in range(blocks))
+        self.blocks = nn.ModuleList(_Block(node_dim, pair_dim, heads, head_dim, query_points, value_points,
+                                           update_pair=i < blocks - 1) for i in range(blocks))
 
     def _check(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None) -> None:
         if not isinstance(x_t, Tensor) or x_t.dim() != 4 or x_t.shape[-2:] != (4, 4):
