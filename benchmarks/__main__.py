@@ -5,6 +5,7 @@ settings) are reported as a short message on stderr with exit code 2, not as a t
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from benchmarks.cli import CommandLineError
@@ -32,11 +33,11 @@ def _usage() -> str:
 
 
 def _refused_resume_message(error: ValueError) -> str | None:
-    """The message for ``rfm.training.CheckpointMismatchError``, or ``None`` for another error.
+    """The message for ``gm.training.CheckpointMismatchError``, or ``None`` for another error.
 
-    ``rfm.training`` is looked up, not imported: if no command has imported it, it cannot have
+    ``gm.training`` is looked up, not imported: if no command has imported it, it cannot have
     raised, and commands such as ``table`` then start without importing torch."""
-    training = sys.modules.get("rfm.training")
+    training = sys.modules.get("gm.training")
     if training is None or not isinstance(error, training.CheckpointMismatchError):
         return None
     lines = [f"error: {error.checkpoint_path} was made with other settings:"]
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", "0") != "0":
+        # A data-parallel run under torchrun: rank 0 prints the run's output, the other ranks
+        # only their errors (stderr).
+        sys.stdout = open(os.devnull, "w")
     module = importlib.import_module(COMMANDS[name][0])
     if name == "download":
         rest = ["earth", "--download", *rest]

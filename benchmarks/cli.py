@@ -45,7 +45,7 @@ EVALUATION_FIELDS = frozenset({"eval_every_minutes", "val_steps", "selection_poi
 def training_settings(config: object, **extra: Any) -> dict[str, Any]:
     """The fields of the dataclass ``config`` that define a training run (all but
     :data:`EVALUATION_FIELDS`), plus ``extra`` (dataset, device-independent choices); passed as
-    ``rfm.training.train(run_config=...)`` so a checkpoint only resumes under the same settings."""
+    ``gm.training.train(run_config=...)`` so a checkpoint only resumes under the same settings."""
     return {**{k: v for k, v in asdict(config).items() if k not in EVALUATION_FIELDS}, **extra}
 
 
@@ -74,7 +74,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, minutes: float, out: s
 
 @dataclass(frozen=True)
 class Budget:
-    """A run's training budget and evaluation cadence, for :class:`rfm.training.TrainConfig`.
+    """A run's training budget and evaluation cadence, for :class:`gm.training.TrainConfig`.
 
     With a step budget, validation (and so model selection) happens every ``eval_every`` steps,
     not every so many minutes, so the whole run is independent of the machine's speed."""
@@ -100,7 +100,7 @@ class Budget:
 
     def describe(self) -> str:
         """``"2000 steps"``, ``"10 min"`` or ``"2000 steps or 10 min"``, for log lines."""
-        from rfm.training import describe_budget
+        from gm.training import describe_budget
 
         return describe_budget(self.max_steps, self.max_minutes)
 
@@ -137,12 +137,34 @@ def run_budget(minutes: float | None, steps: int | None, *, default_minutes: flo
 
 
 def check_device(device: str) -> None:
-    """A :class:`CommandLineError` for ``--device cuda`` where torch sees no CUDA GPU."""
+    """A :class:`CommandLineError` for ``--device cuda`` where torch sees no CUDA GPU (or, under
+    ``torchrun``, fewer GPUs than local ranks). Under ``torchrun`` it makes this rank's GPU
+    (``LOCAL_RANK``) the current device, so that ``"cuda"`` means one GPU per rank."""
     import torch
+
+    from gm.distributed import launched_by_torchrun, local_device
 
     if device == "cuda" and not torch.cuda.is_available():
         reason = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
         raise CommandLineError(f"--device cuda: {reason} (torch {torch.__version__}); use --device cpu")
+    if device == "cuda" and launched_by_torchrun():
+        index = local_device(device).index
+        if index >= torch.cuda.device_count():
+            raise CommandLineError(f"--device cuda: local rank {index} needs a GPU of its own, but "
+                                   f"{torch.cuda.device_count()} are visible; lower --nproc_per_node")
+        torch.cuda.set_device(index)
+
+
+def rank_batch(batch: int) -> int:
+    """This process's share of the global ``--batch`` (all of it unless under ``torchrun``):
+    the batch size of a run does not depend on how many processes train it."""
+    from gm.distributed import rank_batch_size, world
+
+    try:
+        return rank_batch_size(batch)
+    except ValueError:
+        raise CommandLineError(f"--batch {batch} must be a multiple of the number of processes "
+                               f"({world().size})") from None
 
 
 def as_budget(budget: "Budget | float", eval_every_minutes: float) -> Budget:

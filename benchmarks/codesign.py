@@ -33,13 +33,13 @@ import torch
 
 from benchmarks.backbones import _with_ideal_o, load_splits
 from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
-                            check_device, run_budget, training_settings)
+                            check_device, rank_batch, run_budget, training_settings)
 from benchmarks.results import new_record, write_results
 from proteins.codesign import CodesignFlow
 from proteins.data import AMINO_ACIDS, THREE_LETTER_CODES, StructureDataset
 from proteins.flow import BackboneFlow
 from proteins.network import CodesignNetwork
-from rfm.training import TrainConfig, train
+from gm.training import TrainConfig, train
 
 
 @dataclass
@@ -116,7 +116,7 @@ def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Pat
     flow = codesign_flow(cfg)
     torch.manual_seed(seed)
     model = network(cfg).to(device)
-    loss_fn = flow.objective(train_set, batch_size=cfg.batch, min_length=cfg.min_crop, max_length=cfg.max_crop,
+    loss_fn = flow.objective(train_set, batch_size=rank_batch(cfg.batch), min_length=cfg.min_crop, max_length=cfg.max_crop,
                              device=device)
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      checkpoint_every_minutes=2.0, **budget.train_fields())
@@ -124,7 +124,8 @@ def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Pat
                 if k not in _EVALUATION_ONLY}
     res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
                 checkpoint_path=out / f"seed{seed}" / "checkpoint.pt", run_config=settings, resume=not restart)
-    model.load_state_dict(res.best_state, strict=False)
+    if res.rank == 0:  # the other ranks of a data-parallel run hold no EMA weights
+        model.load_state_dict(res.best_state, strict=False)
     model.eval()
     return model, res, (train_set, val_set, test_set)
 
@@ -634,6 +635,8 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
                                          restart=args.restart, dataset=args.dataset)
+        if res.rank != 0:
+            continue  # data-parallel run: rank 0 evaluates and writes
         print(f"[codesign] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
               f"(step {res.best_step})")
         if args.train_only:

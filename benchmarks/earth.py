@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget, check_device,
+from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget, check_device, rank_batch,
                             run_budget, training_settings)
 from benchmarks.earth_data import load_earth
 from benchmarks.likelihood import log_likelihood, solver_settings
@@ -26,7 +26,7 @@ from manifolds import Sphere
 from rfm import ODESolver
 from rfm.models import velocity_mlp
 from gm.precision import resolve_precision
-from rfm.training import TrainConfig, train
+from gm.training import TrainConfig, train
 
 DATASETS = ("volcano", "earthquake", "flood", "fire")
 # Published test NLL (lower is better), Chen & Lipman 2024, Table 2.
@@ -102,7 +102,7 @@ def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: 
     torch.manual_seed(seed)
     model = velocity_mlp(sphere, hidden=cfg.hidden, depth=cfg.depth, time_frequencies=cfg.time_frequencies,
                          fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale).to(device)
-    loss_fn = dataset_rfm_loss(sphere, x_train, cfg.batch, device, autocast_dtype=precision.autocast_dtype,
+    loss_fn = dataset_rfm_loss(sphere, x_train, rank_batch(cfg.batch), device, autocast_dtype=precision.autocast_dtype,
                                time_power=cfg.time_power)
 
     def nll(m, x, steps, validate=True):
@@ -117,6 +117,8 @@ def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: 
                    checkpoint_path=run_dir / "checkpoint.pt",
                    run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
                    resume=not restart)
+    if result.rank != 0:
+        return None  # data-parallel run: rank 0 evaluates and writes
     model.load_state_dict(result.best_state, strict=False)
     model.eval()
     val_nll = nll(model, x_val, cfg.test_steps)
@@ -177,6 +179,8 @@ def main(argv: list[str]) -> int:
             print(f"[earth] {dataset} seed {seed}: training for {budget.describe()}")
             rec = run(dataset, seed, budget, cfg, Path(args.out), args.device, progress=not args.no_progress,
                       plot=not args.no_plot, restart=args.restart)
+            if rec is None:
+                continue
             print(f"[earth] {dataset} seed {seed}: {rec['steps']} steps, val NLL {rec['val_nll']:.3f}, "
                   f"TEST NLL {rec['test_nll']:.3f} ({rec['wall_time_s']:.0f} s)")
             records.append(rec)

@@ -14,7 +14,7 @@ from rfm.objective import RFMObjective
 def dataset_rfm_loss(manifold: RiemannianManifold, x_train: torch.Tensor, batch: int, device: str | torch.device = "cpu", *,
                      labels: torch.Tensor | None = None, data_noise: float = 0.0,
                      autocast_dtype: torch.dtype | None = None, time_power: float = 1.0) -> Callable[[nn.Module, int, torch.Generator], torch.Tensor]:
-    """``loss_fn(model, step, generator)`` for :func:`rfm.training.train`: draws ``batch`` training
+    """``loss_fn(model, step, generator)`` for :func:`gm.training.train`: draws ``batch`` training
     points (with replacement, on the CPU ``generator``) and returns the :class:`rfm.RFMObjective`
     (``time_power``, ``data_noise``, ``autocast_dtype``) of ``model`` on them (``model(x_t, t,
     labels)`` when ``labels`` of the training points are given).

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
-                            check_device, run_budget, training_settings)
+                            check_device, rank_batch, run_budget, training_settings)
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.protein_data import CLASSES, load_dihedrals
@@ -24,7 +24,7 @@ from benchmarks.vonmises import select_vonmises_mixture
 from manifolds import FlatTorus
 from rfm import ODESolver
 from rfm.models import velocity_mlp
-from rfm.training import TrainConfig, train
+from gm.training import TrainConfig, train
 
 
 @dataclass
@@ -92,7 +92,7 @@ def run(residue_class: str, seed: int, budget: Budget | float, cfg: TorusConfig,
 
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics).to(device)
-    loss_fn = dataset_rfm_loss(torus, x_train, cfg.batch, device, data_noise=cfg.data_noise)
+    loss_fn = dataset_rfm_loss(torus, x_train, rank_batch(cfg.batch), device, data_noise=cfg.data_noise)
 
     def nll(m, x, steps, validate=True):
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power, validate=validate).mean())
@@ -103,6 +103,8 @@ def run(residue_class: str, seed: int, budget: Budget | float, cfg: TorusConfig,
     res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, residue_class=residue_class),
                 resume=not restart)
+    if res.rank != 0:
+        return []  # data-parallel run: rank 0 evaluates and writes
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_nll = nll(model, x_test, cfg.test_steps)
@@ -141,7 +143,7 @@ def run_joint(classes: Sequence[str], seed: int, budget: Budget | float, cfg: To
     torch.manual_seed(seed)
     model = velocity_mlp(torus, hidden=cfg.hidden, depth=cfg.depth, torus_harmonics=cfg.torus_harmonics,
                          num_classes=len(classes)).to(device)
-    loss_fn = dataset_rfm_loss(torus, x_train, cfg.batch, device, labels=y_train, data_noise=cfg.data_noise)
+    loss_fn = dataset_rfm_loss(torus, x_train, rank_batch(cfg.batch), device, labels=y_train, data_noise=cfg.data_noise)
 
     def conditioned(m, i):
         label = torch.tensor(i, device=device)
@@ -159,6 +161,8 @@ def run_joint(classes: Sequence[str], seed: int, budget: Budget | float, cfg: To
                      **joint.train_fields())
     res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt",
                 run_config=training_settings(cfg, classes=list(classes)), resume=not restart)
+    if res.rank != 0:
+        return []
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     records = []
@@ -216,8 +220,10 @@ def main(argv: list[str]) -> int:
             pairs = []
             for cls in args.classes:
                 print(f"[proteins] {cls} seed {seed}: von Mises mixture EM, then RFM for {budget.describe()}")
-                pairs.append(tuple(run(cls, seed, budget, cfg, Path(args.out), progress=not args.no_progress,
-                                       plot=not args.no_plot, vonmises_ks=ks, device=args.device, restart=args.restart)))
+                recs = run(cls, seed, budget, cfg, Path(args.out), progress=not args.no_progress,
+                           plot=not args.no_plot, vonmises_ks=ks, device=args.device, restart=args.restart)
+                if recs:  # empty on ranks other than 0 of a data-parallel run
+                    pairs.append(tuple(recs))
         for vm, rfm in pairs:
             print(f"[proteins] {rfm['dataset']} seed {seed}: von Mises (K={vm['config']['k']}) {vm['test_nll']:.3f}, "
                   f"RFM {rfm['test_nll']:.3f} ({rfm['steps']} steps)")

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
-                            check_device, run_budget, training_settings)
+                            check_device, rank_batch, run_budget, training_settings)
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.results import new_record, write_results
 from manifolds import SO3, so3_exp, so3_log
 from rfm.models import velocity_mlp
-from rfm.training import TrainConfig, train
+from gm.training import TrainConfig, train
 
 RSGM = {16: 0.89, 32: 0.20, 64: -0.49}  # published test log-likelihoods (higher is better)
 SIZES = (20000, 2500, 2500)
@@ -108,7 +108,7 @@ def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, ou
     torch.manual_seed(seed)
     model = velocity_mlp(so3, hidden=cfg.hidden, depth=cfg.depth, fourier_features=cfg.fourier_features,
                          fourier_scale=cfg.fourier_scale).to(device)
-    loss_fn = dataset_rfm_loss(so3, x_train, cfg.batch, device)
+    loss_fn = dataset_rfm_loss(so3, x_train, rank_batch(cfg.batch), device)
 
     def loglik(m, x, steps, validate=True):
         return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power, validate=validate).mean())
@@ -120,6 +120,8 @@ def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, ou
     res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, n_components=n_components),
                 resume=not restart)
+    if res.rank != 0:
+        return None  # data-parallel run: rank 0 evaluates and writes
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_ll = loglik(model, x_test, cfg.test_steps)
@@ -159,6 +161,8 @@ def main(argv: list[str]) -> int:
             print(f"[so3] M={m} seed {seed}: training for {budget.describe()}")
             rec = run(m, seed, budget, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device,
                       restart=args.restart)
+            if rec is None:
+                continue
             print(f"[so3] M={m} seed {seed}: {rec['steps']} steps, test log-lik {rec['test_loglik']:.3f}, "
                   f"true mixture {rec['true_test_loglik']:.3f}")
             rows.append(rec)

@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cli import (add_config_overrides, add_run_arguments, apply_config_overrides, check_device, run_budget,
+from benchmarks.cli import (add_config_overrides, add_run_arguments, apply_config_overrides, check_device, rank_batch, run_budget,
                             training_settings)
 from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, random_crops, tokenize_corpus
 from dfm import CTMCSolver, MixturePath, mask_elbo
 from dfm.transformer import TokenTransformer
 from gm import training_times
-from rfm.training import TrainConfig, train
+from gm.distributed import is_main_process
+from gm.training import TrainConfig, train
 
 
 @dataclass
@@ -134,12 +135,13 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    batch = rank_batch(cfg.batch)  # this process's share (all of it unless under torchrun)
 
     def masked_loss(m, step, gen):
-        x1 = random_crops(train_ids, cfg.batch, cfg.length, gen)
+        x1 = random_crops(train_ids, batch, cfg.length, gen)
         # stratified times (one per 1/batch stratum, shuffled): the same expectation as uniform
         # draws with a lower-variance estimate of the 1/(1-t)-weighted objective
-        t = training_times(cfg.batch, stratified=True, generator=gen)
+        t = training_times(batch, stratified=True, generator=gen)
         s = path.sample(None, x1, t, generator=gen)  # drawn on the CPU generator, then moved
         x1, x_t, t = x1.to(device), s.x_t.to(device), t.to(device)
         # ELBO weighting kappa'/(1-kappa) (= 1/(1-t) for the linear schedule) of the masked CE,
@@ -157,7 +159,7 @@ def main(argv: list[str]) -> int:
         return est.bits_per_char
 
     def ar_loss(m, step, gen):
-        x = random_crops(train_ids, cfg.batch, cfg.length, gen).to(device)
+        x = random_crops(train_ids, batch, cfg.length, gen).to(device)
         return F.cross_entropy(ar_logits(m, x).flatten(0, 1), x.flatten())
 
     resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
@@ -174,6 +176,8 @@ def main(argv: list[str]) -> int:
         res = train(model, loss_fn, tc, val_fn=val_fn, checkpoint_path=out / f"{name}_seed{args.seed}.pt",
                     run_config=training_settings(cfg, model=name), resume=not args.restart)
         resumed_s += res.resumed_elapsed_s
+        if res.rank != 0:
+            continue  # data-parallel run: rank 0 evaluates and writes
         model.load_state_dict(res.best_state, strict=False)
         model.eval()
         gen = torch.Generator().manual_seed(args.seed)  # the ELBO's time and mask draws (CPU)
@@ -192,6 +196,8 @@ def main(argv: list[str]) -> int:
         results[name] = dict(bpc=bpc, stderr=stderr, steps=res.steps, best_val=res.best_val, samples=texts,
                              sample_steps=sample_steps)
         print(f"[text] {name}: {res.steps} steps, test bpc {bpc:.3f}" + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
+    if not is_main_process():
+        return 0
     uni = unigram_bpc(train_ids, test_chunks.flatten(), vocab, n_chars=test_chars)
     masked, ar = results.get("masked", {}), results.get("ar", {})
     ratio = masked["bpc"] / ar["bpc"] if masked and ar else None

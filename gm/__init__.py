@@ -13,6 +13,10 @@ simulation loop that both continuous and discrete samplers run on:
 - :mod:`gm.precision`: ``resolve_precision("auto" | "bf16" | "off", device)``: bfloat16
   autocast only where the hardware runs it natively.
 - :mod:`gm.checks`: the shared input checks (one host read-back per call).
+- :mod:`gm.training`: ``train(model, loss_fn, TrainConfig(...))``, the one trainer of every
+  model (EMA, validation and model selection, atomic resumable checkpoints, progress), data-
+  parallel under ``torchrun``.
+- :mod:`gm.distributed`: ranks, per-rank batch shares and random streams, one GPU per rank.
 """
 from gm.path import PathSample, ProbPath
 from gm.process import JointProcess, Process

@@ -263,7 +263,7 @@ class BackboneFlow:
 
     def objective(self, dataset, *, batch_size: int, min_length: int = 64, max_length: int = 128,
                   device: torch.device | str = "cpu") -> Callable[[nn.Module, int, torch.Generator], Tensor]:
-        """A ``loss_fn(model, step, generator)`` for :func:`rfm.training.train`: random crops of
+        """A ``loss_fn(model, step, generator)`` for :func:`gm.training.train`: random crops of
         ``dataset`` (``sample_crops(batch, generator, min_length, max_length) -> (atoms, mask)``)."""
         check_positive_int(batch_size, "batch_size")
 

@@ -1,4 +1,4 @@
-"""rfm.training: the schedule, EMA arithmetic, atomic checkpoints, exact resume, refused
+"""gm.training: the schedule, EMA arithmetic, atomic checkpoints, exact resume, refused
 resumes and progress output."""
 import io
 import math
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from rfm import training
-from rfm.training import UNSET, EMA, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
+from gm import training
+from gm.training import UNSET, EMA, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
 
 
 def regression_problem():

@@ -1,13 +1,16 @@
-"""Training utilities shared by the benchmarks and users: seeded runs, AdamW with linear
-warmup + cosine decay (by steps or by the elapsed fraction of a wall-clock budget), gradient
-clipping, EMA weights, periodic validation with best-EMA model selection, progress output with
-the running loss (a tqdm bar on a terminal, a plain line every few seconds in logs and pipes),
-and atomic checkpoints that resume exactly where a run stopped (and refuse, with
-:class:`CheckpointMismatchError`, to resume under other settings)."""
+"""The trainer shared by every model of the library (flows of rfm, jump processes of dfm, the
+protein models): seeded runs, AdamW with linear warmup + cosine decay (by steps or by the
+elapsed fraction of a wall-clock budget), gradient clipping, EMA weights, periodic validation
+with best-EMA model selection, progress output with the running loss (a tqdm bar on a
+terminal, a plain line every few seconds in logs and pipes), atomic checkpoints that resume
+exactly where a run stopped (and refuse, with :class:`CheckpointMismatchError`, to resume under
+other settings), and data-parallel training on ``torch.distributed`` under ``torchrun``
+(:mod:`gm.distributed`)."""
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import os
 import random
@@ -19,7 +22,11 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from gm.distributed import World, init_world, rank_seed
 
 __all__ = ["seed_everything", "EMA", "TrainConfig", "TrainResult", "train", "lr_factor",
            "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET", "describe_budget"]
@@ -112,6 +119,8 @@ class TrainResult:
     best_state: dict | None = None
     final_state: dict | None = None
     resumed_elapsed_s: float = 0.0  # training time spent before this call (0 unless resumed)
+    world_size: int = 1  # processes that trained together (torchrun); see train()
+    rank: int = 0
 
 
 def lr_factor(step: int, progress: float, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -239,6 +248,13 @@ class _Progress:
         """Training has ended."""
 
 
+class _SilentProgress(_Progress):
+    """Ranks other than 0 of a data-parallel run: rank 0 speaks for the run."""
+
+    def message(self, text: str) -> None:
+        pass
+
+
 class _BarProgress(_Progress):
     """A tqdm bar with the running loss and the best validation value, for terminals."""
 
@@ -304,11 +320,59 @@ class _LineProgress(_Progress):
         self.message("train: done, " + self._line(step, elapsed, fraction, rate, loss, best_val))
 
 
-def _progress_reporter(config: TrainConfig) -> _Progress:
+def _progress_reporter(config: TrainConfig, main: bool = True) -> _Progress:
+    if not main:
+        return _SilentProgress(config)
     if not config.progress:
         return _Progress(config)
     bar = _is_interactive(sys.stderr) if config.progress_bar is None else config.progress_bar
     return _BarProgress(config) if bar else _LineProgress(config)
+
+
+# Buffers are synchronised once, when DDP wraps the model, not before every forward: a loss that
+# calls the model a rank-dependent number of times (self-conditioning drawn per rank) would
+# otherwise mismatch the collectives. Recent torch renamed the option.
+_NO_BUFFER_SYNC_IN_FORWARD = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+class _Agreement:
+    """The one collective per step of a data-parallel run: every rank contributes its loss,
+    rank 0 its clock and its decisions (validate, checkpoint), and all ranks read back the mean
+    loss and rank 0's values (a sum-reduction where the other ranks contribute zeros). What
+    steers training (the learning-rate schedule, stopping) uses only agreed values, so all
+    ranks take the same steps and stop on the same one."""
+
+    def __init__(self, world: World, device: torch.device) -> None:
+        self.world = world
+        backend = dist.get_backend(world.group) if world.distributed else None
+        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+    def __call__(self, loss: float, elapsed: float, validate: bool, checkpoint: bool) -> tuple[float, float, bool, bool]:
+        if not self.world.distributed:
+            return loss, elapsed, validate, checkpoint
+        main = float(self.world.is_main)
+        values = torch.tensor([loss / self.world.size, main * elapsed, main * validate, main * checkpoint],
+                              dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, group=self.world.group)
+        loss, elapsed, validate, checkpoint = values.tolist()
+        return loss, elapsed, validate > 0.5, checkpoint > 0.5
+
+
+def _gather(world: World, value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (a collective: all ranks call it)."""
+    if not world.distributed:
+        return [value]
+    values: list[Any] = [None] * world.size
+    dist.all_gather_object(values, value, group=world.group)
+    return values
 
 
 def train(
@@ -320,6 +384,8 @@ def train(
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = True,
     run_config: Mapping[str, Any] | None = None,
+    process_group: dist.ProcessGroup | None = None,
+    find_unused_parameters: bool = False,
 ) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, step, generator)`` (which draws its own batch).
 
@@ -336,14 +402,38 @@ def train(
     ``max_minutes``), the evaluation/checkpoint frequencies and the progress output may change,
     to extend a run. A resumed run says so on stderr (``resuming from step N (M.M minutes
     done)``), also without ``progress``: a run that starts part-way is worth one line.
+
+    Data-parallel training: under ``torchrun`` with more than one process (or given
+    ``process_group``, or with the default group already initialised) every rank calls
+    ``train`` with the same arguments. The model is wrapped in ``DistributedDataParallel``
+    (gloo on CPU, NCCL on CUDA with one GPU per local rank; see :mod:`gm.distributed`) and
+    ``loss_fn`` receives the wrapped model: it must draw this rank's share of the global batch
+    (:func:`gm.distributed.rank_batch_size`) from ``generator``, which is rank-specific
+    (:func:`gm.distributed.rank_generator`), so a run is deterministic given its seed and world
+    size, and the averaged gradients are those of the global batch. Every rank must call the
+    wrapped model's forward the same number of times per step when gradients are enabled;
+    parameters that a step leaves unused need ``find_unused_parameters=True``. Buffers are not
+    re-broadcast at each forward (synchronised once, when the model is wrapped): the
+    library's models never change them in training.
+
+    Rank 0 alone keeps the EMA, validates (``val_fn`` gets the plain model), selects the best
+    weights, reports progress and writes checkpoints; the other ranks wait for it in the next
+    collective. The wall-clock budget, validation and checkpoint decisions are rank 0's, shared
+    with all ranks at every step, so all stop on the same step. On ranks other than 0 the
+    result has ``best_state``, ``best_val`` and ``history`` empty. A checkpoint holds every
+    rank's random streams: resumed with the same world size, a run continues exactly; with
+    another world size, each rank's share of the batch changes (``rank_batch_size``) and the
+    ranks draw from fresh streams seeded by ``(seed, rank, step)``.
     """
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
-    generator = seed_everything(config.seed)
+    device = _model_device(model)
+    world = init_world(device, process_group)
+    generator = seed_everything(rank_seed(config.seed, world.rank))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    ema = EMA(model, config.ema_decay)
+    ema = EMA(model, config.ema_decay) if world.is_main else None
     step, elapsed, best_val, best_step, best_state, history = 0, 0.0, None, None, None, []
-    resumed_elapsed, resumed = 0.0, False
+    resumed_elapsed, resumed, resumed_from_size = 0.0, False, world.size
 
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
@@ -363,20 +453,44 @@ def train(
                 f"checkpoint_path {checkpoint_path} holds a different model (another architecture or "
                 f"config); delete it, pass resume=False, or write to another folder.\n{err}") from None
         opt.load_state_dict(ck["optimizer"])
-        ema.load_state_dict(ck["ema"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         step, elapsed = ck["step"], ck["elapsed"]
         resumed_elapsed = elapsed
         best_val, best_step, best_state, history = ck["best_val"], ck["best_step"], ck["best_state"], ck["history"]
-        generator.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
+        resumed_from_size = ck.get("world_size", 1)
+        if resumed_from_size == world.size:
+            generator.set_state(ck["generators"][world.rank] if "generators" in ck else ck["generator"])
+            torch.set_rng_state(ck["torch_rngs"][world.rank] if "torch_rngs" in ck else ck["torch_rng"])
+        else:
+            generator = seed_everything(rank_seed(config.seed, world.rank, step))
         resumed = True
+    if not world.is_main:
+        best_val, best_step, best_state, history = None, None, None, []
 
-    def snapshot() -> dict:
+    wrapped: nn.Module = model
+    if world.distributed:
+        wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                          process_group=world.group, find_unused_parameters=find_unused_parameters,
+                                          **_NO_BUFFER_SYNC_IN_FORWARD)
+    agree = _Agreement(world, device)
+
+    def snapshot(generators: list, torch_rngs: list, elapsed: float) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
                 "step": step, "elapsed": elapsed, "best_val": best_val, "best_step": best_step,
-                "best_state": best_state, "history": history, "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "config": asdict(config),
+                "best_state": best_state, "history": history, "generators": generators,
+                "torch_rngs": torch_rngs, "world_size": world.size, "config": asdict(config),
                 "run_config": None if run_config is None else dict(run_config)}
+
+    def checkpoint() -> float:
+        """Rank 0 writes the checkpoint (a collective: every rank hands it its random streams);
+        returns rank 0's clock as recorded in it."""
+        generators = _gather(world, generator.get_state())
+        torch_rngs = _gather(world, torch.get_rng_state())
+        clock = time.perf_counter() - start
+        if world.is_main:
+            save_checkpoint(checkpoint_path, snapshot(generators, torch_rngs, clock))
+        return clock
 
     def validate() -> None:
         nonlocal best_val, best_step, best_state
@@ -398,48 +512,64 @@ def train(
         return (config.max_steps is not None and step >= config.max_steps) or (
             config.max_minutes is not None and elapsed >= 60 * config.max_minutes)
 
-    reporter = _progress_reporter(config)
+    reporter = _progress_reporter(config, world.is_main)
     if resumed:
         reporter.message(f"train: {checkpoint_path}: resuming from step {step} ({elapsed / 60:.1f} minutes done)")
+        if resumed_from_size != world.size:
+            reporter.message(f"train: the checkpoint was written by {resumed_from_size} process(es), this run has "
+                             f"{world.size}: each rank's share of the batch changes and the ranks draw from fresh "
+                             "random streams")
+    if world.distributed:
+        reporter.message(f"train: data-parallel over {world.size} processes "
+                         f"({dist.get_backend(world.group)}, {device.type})")
     reporter.start(step, elapsed)
     start = time.perf_counter() - elapsed
     last_eval, last_ckpt, running = elapsed, elapsed, None
     model.train()
+    # `elapsed` is rank 0's clock as agreed at the last step: the schedule and the stop use it,
+    # so all ranks take the same steps. Rank 0 decides validation and checkpoints on its own clock.
     while not done():
         progress = budget_fraction(step, elapsed)
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, progress, config.warmup_steps, config.min_lr_ratio)
-        loss = loss_fn(model, step, generator)
+        loss = loss_fn(wrapped, step, generator)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss)} at step {step}")
+            raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (rank {world.rank})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
-        ema.update(model)
+        if ema is not None:
+            ema.update(model)
         step += 1
-        elapsed = time.perf_counter() - start
-        loss_value = float(loss.detach())
+        now = time.perf_counter() - start
+        validate_now = val_fn is not None and bool(
+            (config.eval_every and step % config.eval_every == 0)
+            or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes))
+        checkpoint_now = checkpoint_path is not None and now - last_ckpt >= 60 * config.checkpoint_every_minutes
+        loss_value, elapsed, validate_now, checkpoint_now = agree(float(loss.detach()), now, validate_now,
+                                                                  checkpoint_now)
         running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
         reporter.update(step, elapsed, budget_fraction(step, elapsed), running, best_val)
-        if val_fn is not None and (
-            (config.eval_every and step % config.eval_every == 0)
-            or (config.eval_every_minutes and elapsed - last_eval >= 60 * config.eval_every_minutes)
-        ):
+        if validate_now and world.is_main:
             validate()
-            last_eval = elapsed = time.perf_counter() - start
-        if checkpoint_path is not None and elapsed - last_ckpt >= 60 * config.checkpoint_every_minutes:
-            save_checkpoint(checkpoint_path, snapshot())
-            last_ckpt = elapsed
-    if val_fn is not None and (not history or history[-1]["step"] != step):
-        validate()
-    if best_state is None:
-        best_state = copy.deepcopy(ema.shadow)
+            last_eval = time.perf_counter() - start
+        if checkpoint_now:
+            last_ckpt = checkpoint()
+        if not world.distributed:
+            elapsed = time.perf_counter() - start  # validation and checkpoint time count at once
+    if world.is_main:
+        if val_fn is not None and (not history or history[-1]["step"] != step):
+            validate()
+        if best_state is None:
+            best_state = copy.deepcopy(ema.shadow)
     elapsed = time.perf_counter() - start
     reporter.close(step, elapsed, budget_fraction(step, elapsed), running, best_val)
     if checkpoint_path is not None:
-        save_checkpoint(checkpoint_path, snapshot())
+        checkpoint()
+    if world.distributed:
+        dist.barrier(group=world.group)  # no rank leaves before rank 0 has written the checkpoint
     return TrainResult(steps=step, wall_time_s=elapsed, best_val=best_val, best_step=best_step, history=history,
                        best_state=best_state, final_state=copy.deepcopy(model.state_dict()),
-                       resumed_elapsed_s=resumed_elapsed)
+                       resumed_elapsed_s=resumed_elapsed, world_size=world.size, rank=world.rank)
