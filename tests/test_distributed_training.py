@@ -177,3 +177,24 @@ def test_a_benchmark_script_runs_unchanged_under_torchrun(tmp_path):
                                    "--out", str(tmp_path / "odd"))
     assert odd.returncode != 0
     assert "--batch 5 must be a multiple of the number of processes (2)" in odd.stderr
+
+
+def test_scaling_benchmark_quick(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "scaling", "--quick", "--models", "earth",
+                          "--modes", "strong", "weak", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT)
+    assert run.returncode == 0, run.stderr
+    record = __import__("json").loads((tmp_path / "results.json").read_text())
+    rows = {(r["mode"], r["processes"]): r for r in record["rows"]}
+    assert set(rows) == {("strong", 1), ("strong", 2), ("weak", 1), ("weak", 2)}
+    assert rows["strong", 2]["rank_batch"] == 256 and rows["weak", 2]["rank_batch"] == 512
+    for (mode, n), row in rows.items():
+        assert row["samples_per_s"] == pytest.approx(row["steps_per_s"] * row["rank_batch"] * n)
+        base = rows[mode, 1]["samples_per_s"]
+        assert row["efficiency"] == pytest.approx(row["samples_per_s"] / (n * base))
+    assert "| earth | weak | 2 x 1 | 512 |" in run.stdout
+
+    bad = subprocess.run([sys.executable, "-m", "benchmarks", "scaling", "--processes", "3", "--models", "text"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=PROJECT)
+    assert bad.returncode == 2 and "does not split" in bad.stderr
