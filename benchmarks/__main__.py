@@ -47,6 +47,16 @@ def _refused_resume_message(error: ValueError) -> str | None:
     return "\n".join(lines)
 
 
+def _leave_process_group() -> None:
+    """Under torchrun: wait until every rank is done (rank 0 evaluates after the others finish
+    training), then take the process group down. A rank that exits while another still works
+    ends the job: torchrun stops the survivors."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (2 for the user's errors, see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -65,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if name == "download":
         rest = ["earth", "--download", *rest]
     try:
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        _leave_process_group()
+        return code
     except CommandLineError as error:
         print(f"error: {error}", file=sys.stderr)
     except FileNotFoundError as error:

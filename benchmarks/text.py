@@ -70,9 +70,11 @@ def build(cfg: TextConfig, vocab: int, causal: bool) -> TokenTransformer:
                             max_len=cfg.length, causal=causal, time_conditioning=cfg.time_conditioning and not causal)
 
 
-def ar_logits(model: TokenTransformer, x: torch.Tensor) -> torch.Tensor:
-    """Next-token logits for every position of x (position 0 is predicted from BOS)."""
-    bos = torch.full_like(x[..., :1], model.vocab_size - 1)
+def ar_logits(model: TokenTransformer, x: torch.Tensor, bos: int | None = None) -> torch.Tensor:
+    """Next-token logits for every position of x (position 0 is predicted from BOS, the last
+    input id unless ``bos`` is given: a DistributedDataParallel-wrapped model in training does
+    not expose the transformer's attributes)."""
+    bos = torch.full_like(x[..., :1], model.vocab_size - 1 if bos is None else bos)
     return model(torch.cat([bos, x[..., :-1]], dim=-1))
 
 
@@ -160,7 +162,7 @@ def main(argv: list[str]) -> int:
 
     def ar_loss(m, step, gen):
         x = random_crops(train_ids, batch, cfg.length, gen).to(device)
-        return F.cross_entropy(ar_logits(m, x).flatten(0, 1), x.flatten())
+        return F.cross_entropy(ar_logits(m, x, bos=vocab).flatten(0, 1), x.flatten())
 
     resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
     for name, causal, loss_fn, val_fn in (("masked", False, masked_loss, masked_val),

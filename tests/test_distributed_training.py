@@ -3,6 +3,7 @@ process over the same global batch, kill-and-resume, resuming across world sizes
 rank bringing the job down, and the per-rank helpers of gm.distributed."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.text_data import kjv_path
 from gm import distributed
 from gm.distributed import rank_batch_size, rank_generator, rank_seed
 from gm.training import train
@@ -168,7 +170,7 @@ def test_a_benchmark_script_runs_unchanged_under_torchrun(tmp_path):
     # Rank 0 alone prints, evaluates and writes; both ranks trained the same 20 steps.
     assert run.stdout.count("[so3] M=16 seed 0: 20 steps") == 1
     assert run.stderr.count("data-parallel over 2 processes (gloo, cpu)") == 1
-    record = __import__("json").loads((tmp_path / "M16" / "seed0" / "results.json").read_text())
+    record = json.loads((tmp_path / "M16" / "seed0" / "results.json").read_text())
     assert record["steps"] == 20
     saved = torch.load(tmp_path / "M16" / "seed0" / "checkpoint.pt", weights_only=False)
     assert saved["world_size"] == 2 and saved["step"] == 20
@@ -185,7 +187,7 @@ def test_scaling_benchmark_quick(tmp_path):
                           "--modes", "strong", "weak", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT)
     assert run.returncode == 0, run.stderr
-    record = __import__("json").loads((tmp_path / "results.json").read_text())
+    record = json.loads((tmp_path / "results.json").read_text())
     rows = {(r["mode"], r["processes"]): r for r in record["rows"]}
     assert set(rows) == {("strong", 1), ("strong", 2), ("weak", 1), ("weak", 2)}
     assert rows["strong", 2]["rank_batch"] == 256 and rows["weak", 2]["rank_batch"] == 512
@@ -198,3 +200,14 @@ def test_scaling_benchmark_quick(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks", "scaling", "--processes", "3", "--models", "text"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=PROJECT)
     assert bad.returncode == 2 and "does not split" in bad.stderr
+
+
+@pytest.mark.skipif(not kjv_path().exists(),
+                    reason="KJV text not available (set RDFM_DATA_DIR)")
+def test_the_text_benchmark_under_torchrun(tmp_path):
+    # Both models' losses run on the DDP-wrapped transformer (which hides its attributes).
+    run = benchmark_under_torchrun("text", "--quick", "--steps", "6", "--out", str(tmp_path), "--no-progress")
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "results_seed0.json").read_text())
+    assert record["masked_steps"] == 6 and record["ar_steps"] == 6
+    assert run.stdout.count("| autoregressive (exact) |") == 1
