@@ -241,8 +241,10 @@ def riemannian_divergence(
             and any number of leading batch dims.
         x: points ``(*batch, *point_shape)`` on the manifold, floating point.
         t: time in [0, 1]: a float, a 0-dim tensor, or per-sample times whose shape is a prefix
-            of the batch shape (``velocity`` then sees them with a leading probe dim, ``(k, *t.shape)``,
-            a prefix of its points' batch shape ``(k, *batch)``).
+            of the batch shape. The ``k`` basis vectors (or probes) are evaluated in one call with
+            the replicas folded into the first batch dim: ``velocity`` sees points
+            ``(k * batch[0], *batch[1:], *point_shape)`` and times either 0-dim or folded the same
+            way, so a plain ``(B, D)`` model works.
         probes: ``None`` for the exact divergence over an orthonormal tangent basis, or
             intrinsic probe coordinates ``(n_probes, *batch, dim)`` (``x``'s dtype) for Hutchinson's
             estimator ``mean_k g(z_k, J z_k)`` with ``z_k = sum_i probes[k, i] e_i``.
@@ -290,8 +292,17 @@ def _divergence(m: RiemannianManifold, velocity: Velocity, x: Tensor, t: Tensor,
         coords = probes.reshape(probes.shape + (1,) * m.ndim)  # (n, *batch, dim, 1...)
         tangents = (torch.movedim(coords, -m.ndim - 1, 1) * basis.unsqueeze(0)).sum(1)
     k = tangents.shape[0]
-    x_rep = x.unsqueeze(0).expand(k, *x.shape).contiguous()
+    x_rep = x.unsqueeze(0).expand(k, *x.shape)
     t_rep = t if t.dim() == 0 else t.unsqueeze(0).expand(k, *t.shape)  # per-sample times: a prefix again
+    # The k replicas are folded into the first batch dim, so the velocity sees points with the
+    # batch rank it was trained on: a plain (B, D) model works (at (k * B, D)).
+    folded = x.dim() > m.ndim
+    if folded:
+        x_rep, tangents_in = x_rep.reshape(-1, *x.shape[1:]), tangents.reshape(-1, *x.shape[1:])
+        if t_rep.dim() > 0:
+            t_rep = t_rep.reshape(-1, *t.shape[1:])
+    else:
+        tangents_in = tangents
 
     def field(z: Tensor) -> Tensor:
         v = velocity(z, t_rep)
@@ -300,7 +311,8 @@ def _divergence(m: RiemannianManifold, velocity: Velocity, x: Tensor, t: Tensor,
                              f"got {_describe(v)}")
         return m.proju(z, v if v.dtype == z.dtype else v.to(z.dtype))  # e.g. bfloat16 under autocast
 
-    v_rep, jv = torch.func.jvp(field, (x_rep,), (tangents.contiguous(),))
+    v_rep, jv = torch.func.jvp(field, (x_rep.contiguous(),), (tangents_in.contiguous(),))
+    x_rep, v_rep, jv = (u.reshape(k, *x.shape) for u in (x_rep, v_rep, jv))
     terms = m.inner(x_rep, tangents, jv)
     div = terms.sum(0) if probes is None else terms.mean(0)
     return v_rep[0], div
