@@ -18,7 +18,7 @@ from torch import Tensor
 from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
                        time_out_of_range)
 from gm.path import PathSample, ProbPath
-from gm.schedulers import LinearScheduler, Scheduler
+from gm.schedulers import ConvexScheduler, LinearScheduler
 
 __all__ = ["MixturePath"]
 
@@ -32,12 +32,14 @@ class MixturePath(ProbPath):
         scheduler: the :math:`\\kappa_t` schedule (linear by default).
     """
 
-    def __init__(self, vocab_size: int, source: str | Tensor = "mask", scheduler: Scheduler | None = None, *,
+    def __init__(self, vocab_size: int, source: str | Tensor = "mask", scheduler: ConvexScheduler | None = None, *,
                  validate: bool = True) -> None:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
         self.vocab_size = vocab_size
         self.validate = bool(validate)  # check token ranges and times in sample (one host read-back)
+        if scheduler is not None and not isinstance(scheduler, ConvexScheduler):
+            raise ValueError(f"scheduler must be a gm.ConvexScheduler (kappa_t), got {scheduler!r}")
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
         self.source_probs: Tensor | None = None
         if isinstance(source, Tensor):

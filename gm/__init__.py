@@ -3,8 +3,11 @@
 Holds kappa_t schedulers, the probability-path and process interfaces, and the one
 simulation loop that both continuous and discrete samplers run on:
 
-- :mod:`gm.schedulers`: ``LinearScheduler``, ``PolynomialScheduler``, ``CosineScheduler``,
-  ``ExponentialRateScheduler`` (value, derivative, rate, inverse).
+- :mod:`gm.schedulers`: one family of affine schedules (alpha_t, sigma_t) with derivatives, snr
+  and its inverse: the convex ones (``LinearScheduler`` (CondOT), ``PolynomialScheduler``,
+  ``CosineConvexScheduler``, ``ExponentialRateScheduler``: kappa, rate, inverse; geodesic and
+  mixture paths) and ``CosineScheduler``, ``VPScheduler``, ``LinearVPScheduler``,
+  ``VEScheduler`` (affine Gaussian paths); ``scheduler_by_name``.
 - :mod:`gm.path`: ``ProbPath.sample(x0, x1, t) -> PathSample``.
 - :mod:`gm.process`: ``Process.step(x, t, h, model_output)``, ``JointProcess`` (several
   components from one model call, each on its own clock: shared, fixed or mapped).
@@ -21,12 +24,18 @@ simulation loop that both continuous and discrete samplers run on:
 from gm.path import PathSample, ProbPath
 from gm.process import JointProcess, Process
 from gm.schedulers import (
+    ConvexScheduler,
+    CosineConvexScheduler,
     CosineScheduler,
     ExponentialRateScheduler,
     LinearScheduler,
+    LinearVPScheduler,
     PolynomialScheduler,
     Scheduler,
     SchedulerOutput,
+    VEScheduler,
+    VPScheduler,
+    scheduler_by_name,
 )
 from gm.precision import PrecisionChoice, native_bfloat16, resolve_precision
 from gm.simulate import data_end_time_grid, make_time_grid, simulate
@@ -43,6 +52,12 @@ __all__ = [
     "LinearScheduler",
     "PolynomialScheduler",
     "CosineScheduler",
+    "ConvexScheduler",
+    "CosineConvexScheduler",
+    "VPScheduler",
+    "LinearVPScheduler",
+    "VEScheduler",
+    "scheduler_by_name",
     "ExponentialRateScheduler",
     "simulate",
     "make_time_grid",

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from gm.checks import check_generator, check_positive_int
-from gm.schedulers import ExponentialRateScheduler, LinearScheduler, Scheduler
+from gm.schedulers import ConvexScheduler, ExponentialRateScheduler, LinearScheduler
 from gm.simulate import simulate
 from manifolds.se3 import SE3
 from manifolds.so3 import SO3, so3_log
@@ -131,7 +131,7 @@ class BackboneFlow:
     self_condition_prob: float = 0.5
     time_power: float = 1.0
     min_time: float = 0.01
-    rotation_scheduler: Scheduler = field(default_factory=lambda: ExponentialRateScheduler(10.0))
+    rotation_scheduler: ConvexScheduler = field(default_factory=lambda: ExponentialRateScheduler(10.0))
 
     def __post_init__(self) -> None:
         for name in ("translation_std", "time_power"):
@@ -148,8 +148,8 @@ class BackboneFlow:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if not (isinstance(self.normaliser_clip, (int, float)) and 0 < self.normaliser_clip <= 1):
             raise ValueError(f"normaliser_clip must be in (0, 1], got {self.normaliser_clip!r}")
-        if not isinstance(self.rotation_scheduler, Scheduler):
-            raise ValueError(f"rotation_scheduler must be a gm.Scheduler, got {type(self.rotation_scheduler).__name__}")
+        if not isinstance(self.rotation_scheduler, ConvexScheduler):
+            raise ValueError(f"rotation_scheduler must be a gm.ConvexScheduler, got {type(self.rotation_scheduler).__name__}")
         self.manifold = SE3()
         self.path = GeodesicPath(self.manifold, LinearScheduler(), validate=False)
 
@@ -279,7 +279,7 @@ class BackboneFlow:
     # sampling
 
     def velocity(self, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor, *,
-                 rotation_scheduler: Scheduler | None = None) -> Tensor:
+                 rotation_scheduler: ConvexScheduler | None = None) -> Tensor:
         """The SE(3)^N velocity at ``x_t`` towards the predicted frames ``x1_hat`` (see the module
         doc): rotation rate from ``rotation_scheduler`` (default: the sampling one), translation
         rate ``1/(1-t)``; centred, zero on padding. ``t``: ``(B,)`` in [0, 1)."""
@@ -337,7 +337,7 @@ class BackboneFlow:
         return _scale_translations(out, 1 / NM_PER_ANGSTROM)
 
     def log_likelihood(self, model: FrameModel, x1: Tensor, *, steps: int = 32, method: str = "rk4",
-                       divergence: str = "exact", n_probes: int = 1, rotation_scheduler: Scheduler | None = None,
+                       divergence: str = "exact", n_probes: int = 1, rotation_scheduler: ConvexScheduler | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
         """Exact log-density of centred frames ``x1`` (nm, ``(B, N, 4, 4)``, all residues real)
         under the model's flow ODE, on :class:`proteins.CentredFrames` (dimension 6N - 3).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gm.schedulers import Scheduler
+from gm.schedulers import ConvexScheduler
 from gm.times import training_times
 from manifolds.base import RiemannianManifold
 from rfm.loss import rfm_loss
@@ -47,7 +47,7 @@ class RFMObjective:
             loop over data checked once with ``manifold.check_point``.
     """
 
-    def __init__(self, manifold: RiemannianManifold, scheduler: Scheduler | None = None, *, time_power: float = 1.0,
+    def __init__(self, manifold: RiemannianManifold, scheduler: ConvexScheduler | None = None, *, time_power: float = 1.0,
                  data_noise: float = 0.0, autocast_dtype: torch.dtype | None = None, validate: bool = True) -> None:
         if not (isinstance(time_power, (int, float)) and time_power > 0):
             raise ValueError(f"time_power must be a number > 0, got {time_power!r}")

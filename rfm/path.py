@@ -8,7 +8,7 @@ from torch import Tensor
 
 from gm.checks import Checks, broadcast_time, check_floating, check_same_dtype, describe_time_range, time_out_of_range
 from gm.path import PathSample, ProbPath
-from gm.schedulers import LinearScheduler, Scheduler
+from gm.schedulers import ConvexScheduler, LinearScheduler
 from manifolds._math import point_tolerance
 from manifolds.base import RiemannianManifold
 
@@ -54,11 +54,12 @@ class GeodesicPath(ProbPath):
         validate: check point and time values in :meth:`sample` (see there).
     """
 
-    def __init__(self, manifold: RiemannianManifold, scheduler: Scheduler | None = None, *, validate: bool = True) -> None:
+    def __init__(self, manifold: RiemannianManifold, scheduler: ConvexScheduler | None = None, *, validate: bool = True) -> None:
         if not isinstance(manifold, RiemannianManifold):
             raise ValueError(f"manifold must be an rdfm manifold, got {type(manifold).__name__}")
-        if scheduler is not None and not isinstance(scheduler, Scheduler):
-            raise ValueError(f"scheduler must be a gm.Scheduler, got {type(scheduler).__name__}")
+        if scheduler is not None and not isinstance(scheduler, ConvexScheduler):
+            raise ValueError(f"scheduler must be a gm.ConvexScheduler (kappa_t: a geodesic path needs alpha + sigma "
+                             f"= 1), got {scheduler!r}; affine Gaussian schedules go to rfm.AffinePath")
         self.manifold = manifold
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
         self.validate = bool(validate)

@@ -244,7 +244,9 @@ def riemannian_divergence(
             of the batch shape. The ``k`` basis vectors (or probes) are evaluated in one call with
             the replicas folded into the first batch dim: ``velocity`` sees points
             ``(k * batch[0], *batch[1:], *point_shape)`` and times either 0-dim or folded the same
-            way, so a plain ``(B, D)`` model works.
+            way, so a plain ``(B, D)`` model works. The fold is replica-major (entry ``j`` is
+            sample ``j % batch[0]``): a closure that conditions on per-sample data tiles it,
+            ``labels.repeat(len(z) // len(labels))``.
         probes: ``None`` for the exact divergence over an orthonormal tangent basis, or
             intrinsic probe coordinates ``(n_probes, *batch, dim)`` (``x``'s dtype) for Hutchinson's
             estimator ``mean_k g(z_k, J z_k)`` with ``z_k = sum_i probes[k, i] e_i``.

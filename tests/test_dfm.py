@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from dfm import CTMCSolver, MixturePath, mask_elbo, masked_cross_entropy, mixture_generalized_kl
-from gm import CosineScheduler, PolynomialScheduler
+from gm import CosineConvexScheduler, PolynomialScheduler
 
 V, L = 5, 8
 
@@ -127,7 +127,7 @@ def test_mask_elbo_is_tight_with_the_exact_posterior():
     -log q(x1) exactly, so the Monte Carlo estimate must match it within its standard error."""
     q = factorised_target(4)
     g = torch.Generator().manual_seed(5)
-    for sched in (None, CosineScheduler()):
+    for sched in (None, CosineConvexScheduler()):
         path = MixturePath(V, "mask", sched)
         x1 = sample_target(q, 256, g)
         true_nats = -torch.log(q.gather(1, x1.T)).sum() / x1.numel()
@@ -200,7 +200,7 @@ def test_mask_fraction_follows_the_schedule(corrector, tol):
     """Marginally P(token masked at t) = 1 - kappa_t: exact for the mixture transition, up to
     the Euler error with the corrector."""
     q = factorised_target(13)
-    sched = CosineScheduler()
+    sched = CosineConvexScheduler()
     path = MixturePath(V, "mask", sched)
     g = torch.Generator().manual_seed(14)
     traj = CTMCSolver(path, exact_posterior(q, path)).sample(

@@ -7,7 +7,7 @@ import torch
 
 import gm
 from gm import (
-    CosineScheduler,
+    CosineConvexScheduler,
     ExponentialRateScheduler,
     JointProcess,
     LinearScheduler,
@@ -16,7 +16,7 @@ from gm import (
     simulate,
 )
 
-SCHEDULERS = [LinearScheduler(), PolynomialScheduler(2), PolynomialScheduler(0.5), CosineScheduler(),
+SCHEDULERS = [LinearScheduler(), PolynomialScheduler(2), PolynomialScheduler(0.5), CosineConvexScheduler(),
               ExponentialRateScheduler(3.0)]
 
 
@@ -43,7 +43,7 @@ def test_scheduler_inverse_and_rate(sched):
 def test_scheduler_closed_forms():
     t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
     torch.testing.assert_close(PolynomialScheduler(3).kappa(t), t**3)
-    torch.testing.assert_close(CosineScheduler().kappa(t), 1 - torch.cos(math.pi * t / 2))
+    torch.testing.assert_close(CosineConvexScheduler().kappa(t), 1 - torch.cos(math.pi * t / 2))
     torch.testing.assert_close(ExponentialRateScheduler(2.0).kappa(t), 1 - torch.exp(-2 * t))
     assert torch.equal(ExponentialRateScheduler(2.0).rate(t), torch.full_like(t, 2.0))
     assert LinearScheduler().rate(torch.tensor(1.0)).isinf()

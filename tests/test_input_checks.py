@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dfm import CTMCSolver, MixturePath, masked_cross_entropy
-from gm import CosineScheduler, ExponentialRateScheduler, LinearScheduler, PolynomialScheduler
+from gm import CosineConvexScheduler, ExponentialRateScheduler, LinearScheduler, PolynomialScheduler
 from gm.checks import Checks, broadcast_time
 from manifolds import SE3, SO3, Euclidean, FlatTorus, Sphere
 from rfm import GeodesicPath, ODESolver, rfm_loss
@@ -101,7 +101,7 @@ def test_validation_can_be_switched_off_for_checked_data():
         path.sample(None, x1, torch.rand(3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("sched", [LinearScheduler(), PolynomialScheduler(2), CosineScheduler(),
+@pytest.mark.parametrize("sched", [LinearScheduler(), PolynomialScheduler(2), CosineConvexScheduler(),
                                    ExponentialRateScheduler(3.0)], ids=repr)
 def test_schedulers_check_their_times(sched):
     for method in (sched.__call__, sched.kappa, sched.d_kappa, sched.rate):

@@ -128,9 +128,10 @@ def test_class_conditional_velocity_labels_broadcast_through_likelihood_and_erro
     features = torch.cat([model.encoding(x), model.label_embedding.weight[labels]], dim=-1)
     torch.testing.assert_close(v, model.net(features, t))
     assert not torch.allclose(model(x, t, torch.zeros_like(labels)), v)
-    # a mixed-label batch through the exact likelihood (whose divergence adds a leading dim)
-    # equals the likelihood of each label's points on their own
-    mixed = ODESolver(torus, lambda z, s: model(z, s, labels)).log_likelihood(x, steps=8)
+    # a mixed-label batch through the exact likelihood (whose divergence folds its replicas into
+    # the batch, replica-major: entry j is sample j % B, so per-sample labels are tiled) equals
+    # the likelihood of each label's points on their own
+    mixed = ODESolver(torus, lambda z, s: model(z, s, labels.repeat(len(z) // len(labels)))).log_likelihood(x, steps=8)
     for c in range(3):
         sel = labels == c
         alone = ODESolver(torus, lambda z, s: model(z, s, torch.tensor(c))).log_likelihood(x[sel], steps=8)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gm import CosineScheduler, LinearScheduler, PolynomialScheduler
+from gm import CosineConvexScheduler, LinearScheduler, PolynomialScheduler
 from manifolds import SE3, SO3, Euclidean, FlatTorus, Product, Sphere, hat, so3_exp
 from rfm import GeodesicPath, ODESolver, rfm_loss
 
@@ -32,7 +32,7 @@ def ambient_fd(m, path, x0, x1, t, eps=1e-5):
 
 
 @pytest.mark.parametrize("name", MANIFOLDS)
-@pytest.mark.parametrize("scheduler", [LinearScheduler(), PolynomialScheduler(2), CosineScheduler()], ids=repr)
+@pytest.mark.parametrize("scheduler", [LinearScheduler(), PolynomialScheduler(2), CosineConvexScheduler()], ids=repr)
 def test_geodesic_path_endpoints_manifold_tangent_and_fd(name, scheduler):
     m = MANIFOLDS[name]()
     gen = torch.Generator().manual_seed(0)
