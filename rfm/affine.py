@@ -35,7 +35,7 @@ from gm.checks import check_floating
 from gm.path import PathSample, ProbPath
 from gm.schedulers import LinearScheduler, Scheduler
 
-__all__ = ["AffinePath", "PREDICTION_TYPES", "prediction_loss"]
+__all__ = ["AffinePath", "PREDICTION_TYPES", "prediction_loss", "ScheduleChange"]
 
 PREDICTION_TYPES = ("velocity", "x1", "x0", "score")
 
@@ -231,3 +231,57 @@ def prediction_loss(path: AffinePath, prediction: Tensor, sample: PathSample, pr
             raise ValueError(f"weight must have the batch shape {tuple(error.shape)}, got {tuple(weight.shape)}")
         error = error * weight
     return error.mean()
+
+
+class ScheduleChange(torch.nn.Module):
+    r"""A velocity model trained under scheduler ``A`` (``trained``) sampled under scheduler
+    ``B`` (``target``), without retraining (the Flow Matching guide's scheduler change).
+
+    Matching signal-to-noise ratios, :math:`t_r = \mathrm{snr}_A^{-1}(\mathrm{snr}_B(r))` and
+    :math:`s_r = \sigma_B(r) / \sigma_A(t_r) = \alpha_B(r) / \alpha_A(t_r)`, the path of ``B``
+    is :math:`\bar x_r = s_r x_{t_r}` and its marginal velocity
+
+    .. math:: \bar u_r(x) = \frac{\dot s_r}{s_r} x + s_r \dot t_r\, u_{t_r}(x / s_r),
+
+    with :math:`\dot t_r = \ell_B(r) / \ell_A(t_r)`, :math:`\ell = d \log \mathrm{snr} / dt =
+    \dot\alpha/\alpha - \dot\sigma/\sigma`, and :math:`\dot s_r / s_r` from the :math:`\sigma`
+    ratio where :math:`\sigma_B(r) \ge \alpha_B(r)`, the :math:`\alpha` ratio elsewhere (each is
+    finite on its side). Both ends are limits of 0/0 or inf/inf forms: ``r`` is evaluated within
+    ``[edge, 1 - edge]`` (default :math:`10^{-6}`, an :math:`O(10^{-6})` change of the field).
+
+    The wrapped ``velocity(x, t)`` is called with ``x`` scaled and ``t`` mapped (same shapes);
+    call this module as ``change(x, r)`` with ``r`` a float, a 0-dim tensor or per-sample times.
+    """
+
+    def __init__(self, velocity, trained: Scheduler, target: Scheduler, *, edge: float = 1e-6) -> None:
+        super().__init__()
+        if not callable(velocity):
+            raise ValueError(f"velocity must be callable, got {type(velocity).__name__}")
+        for name, sched in (("trained", trained), ("target", target)):
+            if not isinstance(sched, Scheduler):
+                raise ValueError(f"{name} must be a gm.Scheduler, got {type(sched).__name__}")
+        if not 0 < edge < 0.5:
+            raise ValueError(f"edge must be in (0, 0.5), got {edge!r}")
+        self.velocity, self.trained, self.target, self.edge = velocity, trained, target, float(edge)
+
+    def time_and_scale(self, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(t_r, s_r, dt_r/dr, (ds_r/dr) / s_r)`` at ``r`` (a floating-point tensor in [0, 1])."""
+        r = r.clamp(self.edge, 1 - self.edge)
+        b = self.target(r, validate=False)
+        t = self.trained.inverse_snr(b.alpha / b.sigma, validate=False)
+        a = self.trained(t, validate=False)
+        speed = (b.d_alpha / b.alpha - b.d_sigma / b.sigma) / (a.d_alpha / a.alpha - a.d_sigma / a.sigma)
+        by_sigma = b.d_sigma / b.sigma - a.d_sigma / a.sigma * speed
+        by_alpha = b.d_alpha / b.alpha - a.d_alpha / a.alpha * speed
+        use_sigma = b.sigma >= b.alpha
+        scale = torch.where(use_sigma, b.sigma / a.sigma, b.alpha / a.alpha)
+        return t, scale, speed, torch.where(use_sigma, by_sigma, by_alpha)
+
+    def forward(self, x: Tensor, r: Tensor | float) -> Tensor:
+        r = torch.as_tensor(r, dtype=x.dtype, device=x.device)
+        if not bool(((r >= 0) & (r <= 1)).all()):
+            raise ValueError(f"r must lie in [0, 1], got {r}")
+        t, scale, speed, log_rate = self.time_and_scale(r)
+        shape = r.shape + (1,) * (x.dim() - r.dim())
+        t_x, scale_x, speed_x, rate_x = (v.reshape(shape) for v in (t, scale, speed, log_rate))
+        return rate_x * x + scale_x * speed_x * self.velocity(x / scale_x, t)

@@ -185,3 +185,42 @@ def test_prediction_losses_vanish_at_their_targets_and_agree_in_expectation():
         assert float(best) < float(worse)
     with pytest.raises(ValueError, match="prediction_type must be one of"):
         prediction_loss(path, s.x1, s, "noise")
+
+
+@pytest.mark.parametrize("target_scheduler", [CosineScheduler(), VPScheduler(), LinearVPScheduler()], ids=repr)
+def test_schedule_change_samples_like_the_target_schedule(target_scheduler):
+    from rfm import ODESolver, ScheduleChange
+
+    target = mixture()
+    condot = LinearScheduler()
+
+    def exact(sched):
+        return lambda x, t: marginal_fields(target, sched, x, t).velocity
+
+    changed = ScheduleChange(exact(condot), condot, target_scheduler)
+    # the wrapped field is the target schedule's own marginal field
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(32, 2, dtype=torch.float64, generator=g)
+    for r in (0.1, 0.5, 0.9):
+        torch.testing.assert_close(changed(x, torch.tensor(r, dtype=torch.float64)),
+                                   exact(target_scheduler)(x, torch.tensor(r, dtype=torch.float64)),
+                                   rtol=1e-7, atol=1e-7)
+    # ... so from the same noise both end at the same samples, while the paths differ on the way
+    end = 1 - 1e-4
+    grid = torch.linspace(0, end, 2, dtype=torch.float64)
+    x0 = torch.randn(64, 2, dtype=torch.float64, generator=g)
+    m = Euclidean(2)
+    via_change = ODESolver(m, changed).sample(x0, time_grid=grid, steps=400, method="rk4", return_intermediates=True)
+    own = ODESolver(m, exact(target_scheduler)).sample(x0, time_grid=grid, steps=400, method="rk4",
+                                                       return_intermediates=True)
+    assert (via_change[-1] - own[-1]).abs().max() < 1e-5
+    # and the target path is the trained one rescaled, x_B(r) = s_r x_A(t_r): the CondOT flow
+    # from x0 / s_0 at t_0 to t_end ends at x_B(r_end) / s_end
+    ends = torch.tensor([0.0, end], dtype=torch.float64)
+    (t0, t_end), (s0, s_end) = changed.time_and_scale(ends)[:2]
+    condot_path = ODESolver(m, exact(condot)).sample(x0 / s0, time_grid=torch.stack([t0, t_end]), steps=400,
+                                                     method="rk4", return_intermediates=True)
+    # (another time grid: rk4 error, amplified for the few points between two modes)
+    assert (via_change[-1] - s_end * condot_path[-1]).abs().max() < 1e-3
+    assert (via_change[-1] - s_end * condot_path[-1]).abs().median() < 1e-5
+    assert (via_change[200] - condot_path[200]).abs().max() > 0.1  # the paths differ on the way
