@@ -3,8 +3,9 @@ projected ODE sampling and exact likelihoods on the manifolds of :mod:`manifolds
 from rfm.affine import PREDICTION_TYPES, AffinePath, ScheduleChange, prediction_loss
 from rfm.gaussian import GaussianMixture, marginal_fields
 from rfm.loss import rfm_loss
+from rfm.sde import AffineSDEProcess, SDESolver
 from rfm.objective import RFMObjective
 from rfm.path import GeodesicPath
 from rfm.solver import ManifoldFlowProcess, ODESolver, riemannian_divergence
 
-__all__ = ["AffinePath", "PREDICTION_TYPES", "prediction_loss", "ScheduleChange", "GaussianMixture", "marginal_fields", "GeodesicPath", "rfm_loss", "RFMObjective", "ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]
+__all__ = ["AffinePath", "PREDICTION_TYPES", "prediction_loss", "ScheduleChange", "GaussianMixture", "marginal_fields", "SDESolver", "AffineSDEProcess", "GeodesicPath", "rfm_loss", "RFMObjective", "ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]
