@@ -48,13 +48,11 @@ def _refused_resume_message(error: ValueError) -> str | None:
 
 
 def _leave_process_group() -> None:
-    """Under torchrun: wait until every rank is done (rank 0 evaluates after the others finish
-    training), then take the process group down. A rank that exits while another still works
-    ends the job: torchrun stops the survivors."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    """Under torchrun, on success: wait until every rank is done (rank 0 evaluates after the
+    others finish training), then take the process group down (``gm.distributed.finish``). A
+    rank that fails just exits, and torchrun stops the others."""
+    if "gm.distributed" in sys.modules:
+        sys.modules["gm.distributed"].finish()
 
 
 def main(argv: list[str] | None = None) -> int:

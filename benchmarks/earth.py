@@ -162,11 +162,11 @@ def main(argv: list[str]) -> int:
         if args.dataset == ["all"]:
             datasets = ["volcano"]
     cfg = apply_config_overrides(cfg, args)
+    check_device(args.device)  # first: under torchrun it selects this rank's GPU
     try:
         precision = resolve_precision(cfg.mixed_precision, args.device)  # a bad value fails before any work
     except ValueError as error:
         raise CommandLineError(f"--mixed-precision: {error}") from None
-    check_device(args.device)
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
                         eval_every_minutes=cfg.eval_every_minutes)
     if args.threads:

@@ -19,6 +19,7 @@ from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.protein_data import CLASSES, load_dihedrals
 from benchmarks.results import new_record, write_results
+from gm.distributed import is_main_process
 from benchmarks.splits import split_indices
 from benchmarks.vonmises import select_vonmises_mixture
 from manifolds import FlatTorus
@@ -61,7 +62,8 @@ def fit_anchor(residue_class: str, seed: int, out: Path, vonmises_ks=(1, 2, 4, 8
     vm_record = new_record("proteins", residue_class, seed, method="vonmises", test_nll=vm_test, val_nll=-scores[k],
                            config={"k": k, "val_loglik_by_k": {str(kk): v for kk, v in scores.items()}},
                            wall_time_s=time.perf_counter() - vm_start)
-    write_results(run_dir / "vonmises.json", vm_record)
+    if is_main_process():  # every rank fits the anchor (it is quick), rank 0 writes it
+        write_results(run_dir / "vonmises.json", vm_record)
     return data, (x_train, x_val, x_test), run_dir, vm_record
 
 

@@ -89,7 +89,7 @@ def worker(args: argparse.Namespace) -> None:
     """One measurement, inside torchrun: train, time the last ``args.steps`` steps on rank 0."""
     import torch
 
-    from gm.distributed import init_world, local_device, rank_batch_size
+    from gm.distributed import finish, init_world, local_device, rank_batch_size
     from gm.training import TrainConfig, train
 
     torch.set_num_threads(args.threads)
@@ -119,6 +119,7 @@ def worker(args: argparse.Namespace) -> None:
             "steps": args.steps, "seconds": seconds, "steps_per_s": args.steps / seconds,
             "samples_per_s": args.steps * share * world.size / seconds, "total_steps": result.steps,
             "config": config}))
+    finish()
 
 
 def measure(model: str, mode: str, processes: int, args: argparse.Namespace) -> dict:

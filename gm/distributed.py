@@ -10,7 +10,7 @@ agree on:
   on CPU, NCCL on CUDA, one GPU per local rank).
 - :func:`rank_batch_size`: each rank's share of a global batch.
 - :func:`rank_generator`: the per-rank random stream, so that a run is deterministic given its
-  seed and world size (rank 0 of any world draws exactly what a single process draws).
+  seed and world size (rank 0's stream is seeded as a single process's is).
 - :func:`local_device`: ``"cuda"`` means this rank's GPU.
 - :func:`is_main_process`: rank 0 does the logging, validation and file writing.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["World", "world", "init_world", "launched_by_torchrun", "is_main_process", "rank_batch_size",
-           "rank_generator", "local_device", "TIMEOUT_ENV"]
+           "rank_generator", "local_device", "finish", "TIMEOUT_ENV"]
 
 # Ranks other than 0 wait in a collective while rank 0 validates or a benchmark evaluates
 # between two trainings; torch's default timeout (10 min for NCCL) would kill long
@@ -110,8 +111,8 @@ def init_world(device: torch.device | str = "cpu", group: dist.ProcessGroup | No
     With ``group`` (or an already initialised default group) that group is used as it is.
     Otherwise, under a ``torchrun`` launch of more than one process, the default group is
     initialised from the environment: NCCL when ``device`` is CUDA (and this rank's GPU,
-    ``LOCAL_RANK``, made the current device), gloo otherwise; it is destroyed at exit. A
-    single process gets a world of one and no group.
+    ``LOCAL_RANK``, made the current device), gloo otherwise; end the run with :func:`finish`.
+    A single process gets a world of one and no group.
 
     Raises:
         ValueError: for a CUDA ``device`` with fewer visible GPUs than local ranks.
@@ -126,12 +127,43 @@ def init_world(device: torch.device | str = "cpu", group: dist.ProcessGroup | No
                              f"{torch.cuda.device_count()} are visible")
         torch.cuda.set_device(current.local_rank)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=_timeout())
-    atexit.register(_destroy)
+    _install_exit_hooks()
     return world()
 
 
-def _destroy() -> None:
+_failed = False  # an uncaught exception is on its way out of this process
+
+
+def _install_exit_hooks() -> None:
+    """A safety net for scripts that never call :func:`finish`: an interpreter that exits
+    with a live gloo group can abort in its threads' destructors (``terminate called without
+    an active exception``, seen with torch 2.13), which torchrun reports as a failed rank. At
+    exit the group is destroyed, except after an uncaught exception on NCCL, whose destroy
+    waits for the other ranks."""
+    global _failed
+    previous = sys.excepthook
+
+    def note_failure(*info):
+        global _failed
+        _failed = True
+        previous(*info)
+
+    sys.excepthook = note_failure
+    atexit.register(_destroy_at_exit)
+
+
+def _destroy_at_exit() -> None:
+    if dist.is_available() and dist.is_initialized() and (not _failed or dist.get_backend() == "gloo"):
+        dist.destroy_process_group()
+
+
+def finish() -> None:
+    """End a data-parallel run cleanly: wait for every rank (rank 0 may still be evaluating),
+    then destroy the default process group. Call it once, after the last ``train``, on success
+    only: a rank that failed must just exit (destroying an NCCL group waits for the other ranks,
+    which would then never see it die), and torchrun stops the rest. No-op for one process."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from gm.distributed import World, init_world, rank_seed
+from gm.distributed import World, init_world, launched_by_torchrun, rank_seed
 
 __all__ = ["seed_everything", "EMA", "TrainConfig", "TrainResult", "train", "lr_factor",
            "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET", "describe_budget"]
@@ -353,7 +353,7 @@ class _Agreement:
     def __init__(self, world: World, device: torch.device) -> None:
         self.world = world
         backend = dist.get_backend(world.group) if world.distributed else None
-        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        self.device = device if backend == "nccl" else torch.device("cpu")
 
     def __call__(self, loss: float, elapsed: float, validate: bool, checkpoint: bool) -> tuple[float, float, bool, bool]:
         if not self.world.distributed:
@@ -420,23 +420,40 @@ def train(
     weights, reports progress and writes checkpoints; the other ranks wait for it in the next
     collective. The wall-clock budget, validation and checkpoint decisions are rank 0's, shared
     with all ranks at every step, so all stop on the same step. On ranks other than 0 the
-    result has ``best_state``, ``best_val`` and ``history`` empty. A checkpoint holds every
-    rank's random streams: resumed with the same world size, a run continues exactly; with
+    result has ``best_state``, ``best_val`` and ``history`` empty. Rank 0 reads the checkpoint to
+    resume and sends it to the others (no shared disk needed). A checkpoint holds every rank's
+    random streams (CPU, and CUDA on GPUs): resumed with the same world size, a run continues
+    exactly; with
     another world size, each rank's share of the batch changes (``rank_batch_size``) and the
-    ranks draw from fresh streams seeded by ``(seed, rank, step)``.
+    ranks draw from fresh streams seeded by ``(seed, rank, step)``. End the run with
+    :func:`gm.distributed.finish` (on success only).
     """
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
     device = _model_device(model)
     world = init_world(device, process_group)
+    if world.distributed and device.type == "cuda":
+        if launched_by_torchrun() and device.index != world.local_rank:
+            raise ValueError(f"model is on {device}, but this rank's GPU is cuda:{world.local_rank} (LOCAL_RANK): "
+                             "move it with model.to(gm.distributed.local_device('cuda'))")
+        torch.cuda.set_device(device)  # the agreement, gathers and barriers use the current GPU
     generator = seed_everything(rank_seed(config.seed, world.rank))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema_decay) if world.is_main else None
     step, elapsed, best_val, best_step, best_state, history = 0, 0.0, None, None, None, []
     resumed_elapsed, resumed, resumed_from_size = 0.0, False, world.size
 
-    if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
+    ck = None
+    if checkpoint_path is not None and resume and (world.is_main or not world.distributed) \
+            and Path(checkpoint_path).exists():
         ck = load_checkpoint(checkpoint_path)
+    if world.distributed and checkpoint_path is not None and resume:
+        # Rank 0's checkpoint is the run's: the other ranks may not see the file (node-local
+        # disks, NFS caches), and every rank must resume from the same step and state.
+        shared = [ck]
+        dist.broadcast_object_list(shared, src=0, group=world.group)
+        ck = shared[0]
+    if ck is not None:
         changed = _config_mismatch(None if ck.get("config") is None else _optimisation_fields(ck["config"]),
                                    _optimisation_fields(asdict(config)))
         if run_config is not None:
@@ -462,6 +479,8 @@ def train(
         if resumed_from_size == world.size:
             generator.set_state(ck["generators"][world.rank] if "generators" in ck else ck["generator"])
             torch.set_rng_state(ck["torch_rngs"][world.rank] if "torch_rngs" in ck else ck["torch_rng"])
+            if device.type == "cuda" and ck.get("cuda_rngs"):
+                torch.cuda.set_rng_state(ck["cuda_rngs"][world.rank], device)
         else:
             generator = seed_everything(rank_seed(config.seed, world.rank, step))
         resumed = True
@@ -475,11 +494,11 @@ def train(
                                           **_NO_BUFFER_SYNC_IN_FORWARD)
     agree = _Agreement(world, device)
 
-    def snapshot(generators: list, torch_rngs: list, elapsed: float) -> dict:
+    def snapshot(generators: list, torch_rngs: list, cuda_rngs: list | None, elapsed: float) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
                 "step": step, "elapsed": elapsed, "best_val": best_val, "best_step": best_step,
                 "best_state": best_state, "history": history, "generators": generators,
-                "torch_rngs": torch_rngs, "world_size": world.size, "config": asdict(config),
+                "torch_rngs": torch_rngs, "cuda_rngs": cuda_rngs, "world_size": world.size, "config": asdict(config),
                 "run_config": None if run_config is None else dict(run_config)}
 
     def checkpoint() -> float:
@@ -487,9 +506,10 @@ def train(
         returns rank 0's clock as recorded in it."""
         generators = _gather(world, generator.get_state())
         torch_rngs = _gather(world, torch.get_rng_state())
+        cuda_rngs = _gather(world, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
         clock = time.perf_counter() - start
         if world.is_main:
-            save_checkpoint(checkpoint_path, snapshot(generators, torch_rngs, clock))
+            save_checkpoint(checkpoint_path, snapshot(generators, torch_rngs, cuda_rngs, clock))
         return clock
 
     def validate() -> None:

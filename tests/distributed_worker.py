@@ -22,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gm.distributed import rank_batch_size, world  # noqa: E402
+from gm.distributed import finish, rank_batch_size, world  # noqa: E402
 from gm.training import TrainConfig, train  # noqa: E402
 
 GLOBAL_BATCH = 8
@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--kill-at", type=int, default=None)
     parser.add_argument("--raise-at", type=int, default=None)
     parser.add_argument("--checkpoint", action="store_true")
+    parser.add_argument("--rank1-disk", default=None,
+                        help="rank 1's folder for the checkpoint path (a node without rank 0's disk)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     torch.set_num_threads(1)
@@ -79,11 +81,13 @@ def main() -> None:
 
     out = Path(args.out)
     model = make_model(dtype)
+    folder = Path(args.rank1_disk) if args.rank1_disk and world().rank == 1 else out
     result = train(model, loss_fn, config(args.steps), val_fn=val_fn,
-                   checkpoint_path=out / "checkpoint.pt" if args.checkpoint else None)
+                   checkpoint_path=folder / "checkpoint.pt" if args.checkpoint else None)
     if result.rank == 0:
         torch.save({"final": result.final_state, "best": result.best_state, "steps": result.steps,
                     "history": result.history, "world_size": result.world_size}, out / "result.pt")
+    finish()
 
 
 if __name__ == "__main__":

@@ -86,8 +86,11 @@ def test_a_killed_two_process_run_resumes_exactly_and_under_one_process(tmp_path
     one_process = tmp_path / "one_process"
     shutil.copytree(killed, one_process)
 
-    resumed = torchrun(2, "--out", str(killed), "--steps", "12", "--checkpoint")
+    # rank 1 resumes on a "node" that cannot see the checkpoint: rank 0 sends it
+    resumed = torchrun(2, "--out", str(killed), "--steps", "12", "--checkpoint", "--rank1-disk",
+                       str(tmp_path / "empty"))
     assert resumed.returncode == 0, resumed.stderr
+    assert not (tmp_path / "empty").exists()  # only rank 0 writes
     assert f"resuming from step {saved['step']}" in resumed.stderr
     got, want = torch.load(killed / "result.pt"), torch.load(uninterrupted / "result.pt")
     assert got["steps"] == 12 and max_difference(got["final"], want["final"]) < 1e-12
