@@ -16,6 +16,8 @@ simulation loop that both continuous and discrete samplers run on:
 - :mod:`gm.precision`: ``resolve_precision("auto" | "bf16" | "off", device)``: bfloat16
   autocast only where the hardware runs it natively.
 - :mod:`gm.checks`: the shared input checks (one host read-back per call).
+- :mod:`gm.guidance`: classifier-free guidance shared by flows and jump processes
+  (``NULL_LABEL``, ``drop_labels``, ``guided_velocity``, ``guided_log_probs``).
 - :mod:`gm.training`: ``train(model, loss_fn, TrainConfig(...))``, the one trainer of every
   model (EMA, validation and model selection, atomic resumable checkpoints, progress), data-
   parallel under ``torchrun``.

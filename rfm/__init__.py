@@ -4,9 +4,10 @@ from rfm.affine import PREDICTION_TYPES, AffinePath, ScheduleChange, prediction_
 from rfm.coupling import IndependentCoupling, OTCoupling, PairedCoupling
 from rfm.gaussian import GaussianMixture, marginal_fields
 from rfm.loss import rfm_loss
+from rfm.models import GuidedVelocity
 from rfm.sde import AffineSDEProcess, SDESolver
 from rfm.objective import RFMObjective
 from rfm.path import GeodesicPath
 from rfm.solver import ManifoldFlowProcess, ODESolver, riemannian_divergence
 
-__all__ = ["AffinePath", "PREDICTION_TYPES", "prediction_loss", "ScheduleChange", "GaussianMixture", "marginal_fields", "SDESolver", "AffineSDEProcess", "IndependentCoupling", "PairedCoupling", "OTCoupling", "GeodesicPath", "rfm_loss", "RFMObjective", "ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]
+__all__ = ["AffinePath", "PREDICTION_TYPES", "prediction_loss", "ScheduleChange", "GaussianMixture", "marginal_fields", "SDESolver", "AffineSDEProcess", "IndependentCoupling", "PairedCoupling", "OTCoupling", "GuidedVelocity", "GeodesicPath", "rfm_loss", "RFMObjective", "ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]

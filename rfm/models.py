@@ -12,9 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from gm.checks import broadcast_time
+from gm.guidance import NULL_LABEL, GuidedModel, guided_velocity
 from manifolds.base import RiemannianManifold
 
 __all__ = [
+    "GuidedVelocity",
     "TimeEmbedding",
     "TimeMLP",
     "ManifoldEncoding",
@@ -174,18 +176,23 @@ class ProjectedVelocity(nn.Module):
         encoding: input encoding (default :func:`encoding_for`).
         num_classes: number of labels (0: unconditional).
         label_dim: size of the label embedding.
+        null_label: also accept :data:`gm.guidance.NULL_LABEL` (-1), "no condition", with its
+            own embedding, for classifier-free guidance (train with ``label_dropout``).
     """
 
     def __init__(self, manifold: RiemannianManifold, net: nn.Module, encoding: nn.Module | None = None,
-                 num_classes: int = 0, label_dim: int = 16) -> None:
+                 num_classes: int = 0, label_dim: int = 16, null_label: bool = False) -> None:
         super().__init__()
         self.manifold = manifold
         self.net = net
         self.encoding = encoding if encoding is not None else encoding_for(manifold)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        if null_label and not num_classes:
+            raise ValueError("null_label needs a class-conditional model (num_classes > 0)")
         self.num_classes = num_classes
-        self.label_embedding = nn.Embedding(num_classes, label_dim) if num_classes else None
+        self.null_label = bool(null_label)
+        self.label_embedding = nn.Embedding(num_classes + self.null_label, label_dim) if num_classes else None
 
     def forward(self, x: Tensor, t: Tensor | float, label: Tensor | None = None) -> Tensor:
         ok, reason = self.manifold._check_shape(x.shape, "x")
@@ -206,9 +213,12 @@ class ProjectedVelocity(nn.Module):
         label = torch.as_tensor(label, device=self.label_embedding.weight.device)
         if label.is_floating_point() or label.is_complex():
             raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
-        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.num_classes):
-            raise ValueError(f"label values must be in [0, {self.num_classes}), got "
-                             f"[{int(label.min())}, {int(label.max())}]")
+        low = NULL_LABEL if self.null_label else 0
+        if label.numel() and (int(label.min()) < low or int(label.max()) >= self.num_classes):
+            allowed = f"[0, {self.num_classes})" + (" or -1 (the null label)" if self.null_label else "")
+            raise ValueError(f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]")
+        if self.null_label:
+            label = torch.where(label == NULL_LABEL, self.num_classes, label)  # the last embedding row
         emb = self.label_embedding(label)
         try:
             return emb.expand(*batch_shape, emb.shape[-1])
@@ -220,7 +230,7 @@ class ProjectedVelocity(nn.Module):
 def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4, *, time_frequencies: int = 8,
                  layer_norm: bool = False, torus_harmonics: int = 1, rotation: str = "matrix",
                  fourier_features: int = 0, fourier_scale: float = 8.0, num_classes: int = 0,
-                 label_dim: int = 16, embed_options: dict | None = None) -> ProjectedVelocity:
+                 label_dim: int = 16, null_label: bool = False, embed_options: dict | None = None) -> ProjectedVelocity:
     """A :class:`TimeMLP` velocity field on ``manifold`` with the :func:`encoding_for` encoding
     (class-conditional when ``num_classes > 0``, see :class:`ProjectedVelocity`).
 
@@ -236,4 +246,20 @@ def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4
     encoding = encoding_for(manifold, fourier_features=fourier_features, fourier_scale=fourier_scale, **options)
     in_features = encoding.out_features + (label_dim if num_classes else 0)
     net = TimeMLP(in_features, manifold.raw_tangent_size, hidden, depth, time_frequencies, layer_norm)
-    return ProjectedVelocity(manifold, net, encoding, num_classes=num_classes, label_dim=label_dim)
+    return ProjectedVelocity(manifold, net, encoding, num_classes=num_classes, label_dim=label_dim,
+                             null_label=null_label)
+
+
+class GuidedVelocity(GuidedModel):
+    r"""Classifier-free guidance of a class-conditional velocity model with a null label:
+    :math:`v_w(x, t) = (1 - w)\, v(x, t, \varnothing) + w\, v(x, t, y)`, one batched model call
+    (points and labels doubled). A plain ``velocity(x, t)`` for every solver.
+
+    Args:
+        model: ``model(x, t, label)`` accepting :data:`gm.guidance.NULL_LABEL`.
+        label: the requested class: an int, or per-sample labels of the first batch dim.
+        w: the guidance weight, >= 0 (0: unconditional, 1: conditional).
+    """
+
+    def combine(self, conditional: Tensor, unconditional: Tensor) -> Tensor:
+        return guided_velocity(conditional, unconditional, self.w)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gm.guidance import drop_labels
 from gm.schedulers import ConvexScheduler
 from gm.times import training_times
 from manifolds.base import RiemannianManifold
@@ -43,12 +44,15 @@ class RFMObjective:
         autocast_dtype: run the model's forward pass under ``torch.autocast`` in this dtype
             (e.g. ``torch.bfloat16``; see :func:`gm.precision.resolve_precision`); the path, the
             target and the loss stay in ``x1``'s dtype.
+        label_dropout: with ``labels``, replace each by the null label with this probability
+            (classifier-free guidance training; the model needs ``null_label=True``).
         validate: check ``x1`` and the times on every call (one host read-back). Turn off in a
             loop over data checked once with ``manifold.check_point``.
     """
 
     def __init__(self, manifold: RiemannianManifold, scheduler: ConvexScheduler | None = None, *, time_power: float = 1.0,
-                 data_noise: float = 0.0, autocast_dtype: torch.dtype | None = None, validate: bool = True) -> None:
+                 data_noise: float = 0.0, autocast_dtype: torch.dtype | None = None, label_dropout: float = 0.0,
+                 validate: bool = True) -> None:
         if not (isinstance(time_power, (int, float)) and time_power > 0):
             raise ValueError(f"time_power must be a number > 0, got {time_power!r}")
         if not (isinstance(data_noise, (int, float)) and data_noise >= 0):
@@ -60,6 +64,9 @@ class RFMObjective:
         self.time_power = float(time_power)
         self.data_noise = float(data_noise)
         self.autocast_dtype = autocast_dtype
+        if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout <= 1:
+            raise ValueError(f"label_dropout must be a probability in [0, 1], got {label_dropout!r}")
+        self.label_dropout = float(label_dropout)
 
     @property
     def validate(self) -> bool:
@@ -93,6 +100,9 @@ class RFMObjective:
         t = training_times(batch[0], power=self.time_power, dtype=x1.dtype, device=x1.device, generator=generator)
         s = self.path.sample(x0, x1, t)
         t_model = s.t if len(batch) == 1 else t
+        if labels is not None and self.label_dropout:
+            labels = drop_labels(torch.as_tensor(labels, device=x1.device).expand(batch[0]), self.label_dropout,
+                                 generator)
         with torch.autocast(device_type=x1.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             v = model(s.x_t, t_model) if labels is None else model(s.x_t, t_model, labels)
         if not isinstance(v, Tensor) or v.shape != s.dx_t.shape:
