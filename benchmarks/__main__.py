@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codesign": ("benchmarks.codesign", "structure and sequence together: co-design, inverse folding, folding"),
     "so3": ("benchmarks.so3", "mixtures of wrapped normals on SO(3)"),
     "text": ("benchmarks.text", "masked discrete flow matching vs autoregressive on text"),
+    "toy2d": ("benchmarks.toy2d", "the guide's quick tour in R^2: schedulers, OT pairs, ODE/SDE, vs flow_matching"),
     "scaling": ("benchmarks.scaling", "data-parallel steps/s and efficiency at 1, 2, ... processes (torchrun)"),
     "data": ("benchmarks.datasets", "build / download datasets (`data proteins`, `data earth`)"),
     "download": ("benchmarks.datasets", "download the Earth datasets (alias of `data earth --download`)"),

@@ -267,3 +267,26 @@ def plot_ramachandran(
 
 
 __all__ = ["evaluate_log_density", "plot_earth", "plot_ramachandran", "wrap_to_pi"]
+
+
+def plot_toy2d(data, samples: dict, path, title: str = "") -> Path:
+    """Data, then per configuration its samples with a few trajectories (``samples[name]``:
+    states on a time grid, stacked on dim 0)."""
+    panels = len(samples) + 1
+    fig = Figure(figsize=(3.2 * panels, 3.4))
+    axes = fig.subplots(1, panels)
+    axes[0].scatter(data[:, 0], data[:, 1], **_POINT_STYLE)
+    axes[0].set_title("data")
+    for ax, (name, states) in zip(axes[1:], samples.items()):
+        ax.scatter(states[-1][:, 0], states[-1][:, 1], **_POINT_STYLE)
+        for k in range(0, min(40, states.shape[1])):
+            ax.plot(states[:, k, 0], states[:, k, 1], lw=0.5, color="grey", alpha=0.6)
+        ax.set_title(name)
+    for ax in axes:
+        ax.set_xlim(-4.5, 4.5)
+        ax.set_ylim(-4.5, 4.5)
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)

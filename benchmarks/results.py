@@ -51,7 +51,7 @@ from typing import Any
 
 from benchmarks.paths import PROJECT_ROOT
 
-BENCHMARKS: tuple[str, ...] = ("earth", "proteins", "backbones", "codesign", "so3", "text", "scaling")
+BENCHMARKS: tuple[str, ...] = ("earth", "proteins", "backbones", "codesign", "so3", "text", "scaling", "toy2d")
 DEFAULT_METHOD = "rfm"
 
 # field -> accepted Python types, checked when present.
