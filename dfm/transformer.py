@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
                        time_out_of_range)
+from gm.guidance import NULL_LABEL
 
 __all__ = ["TokenTransformer", "apply_rotary"]
 
@@ -89,11 +90,16 @@ class TokenTransformer(nn.Module):
         validate: check id ranges and time values in ``forward`` (one host read-back per call;
             shapes and dtypes are always checked).
         positions: ``"rotary"`` or ``"learned"``.
+        num_classes: class-conditional on ``label`` (a learned embedding added at every
+            position) when > 0.
+        null_label: also accept :data:`gm.guidance.NULL_LABEL` (-1), "no condition", for
+            classifier-free guidance (train with :func:`gm.guidance.drop_labels`).
     """
 
     def __init__(self, vocab_size: int, out_vocab: int, width: int = 256, depth: int = 4, heads: int = 4,
                  max_len: int = 1024, dropout: float = 0.0, causal: bool = False, time_conditioning: bool = True,
-                 positions: str = "rotary", validate: bool = True) -> None:
+                 positions: str = "rotary", validate: bool = True, num_classes: int = 0,
+                 null_label: bool = False) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("out_vocab", out_vocab), ("width", width), ("depth", depth),
                             ("heads", heads), ("max_len", max_len)):
@@ -116,6 +122,31 @@ class TokenTransformer(nn.Module):
         self.blocks = nn.ModuleList(_Block(width, heads, dropout, time_conditioning) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, out_vocab)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        if null_label and not num_classes:
+            raise ValueError("null_label needs a class-conditional model (num_classes > 0)")
+        self.num_classes, self.null_label = num_classes, bool(null_label)
+        self.label_embedding = nn.Embedding(num_classes + self.null_label, width) if num_classes else None
+
+    def _label_embedding(self, label: Tensor | int | None, batch_shape: torch.Size, device: torch.device) -> Tensor:
+        """The label embedding per sequence, ``(prod(batch_shape), width)``."""
+        if label is None:
+            raise ValueError(f"label is required: the model is conditional on {self.num_classes} classes")
+        label = torch.as_tensor(label, device=device)
+        if label.is_floating_point() or label.is_complex():
+            raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
+        low = NULL_LABEL if self.null_label else 0
+        if label.numel() and (int(label.min()) < low or int(label.max()) >= self.num_classes):
+            allowed = f"[0, {self.num_classes})" + (" or -1 (the null label)" if self.null_label else "")
+            raise ValueError(f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]")
+        if tuple(label.shape) != tuple(batch_shape)[:label.dim()]:
+            raise ValueError(f"label must have a shape that is a prefix of the batch shape {tuple(batch_shape)}, "
+                             f"got {tuple(label.shape)}")
+        label = label.reshape(label.shape + (1,) * (len(batch_shape) - label.dim())).expand(batch_shape)
+        if self.null_label:
+            label = torch.where(label == NULL_LABEL, self.num_classes, label)
+        return self.label_embedding(label.reshape(-1))
 
     def _time_features(self, t: Tensor) -> Tensor:
         dtype = self.embed.weight.dtype
@@ -123,7 +154,8 @@ class TokenTransformer(nn.Module):
         arg = 1000.0 * t.to(dtype)[:, None] * freqs[None, :]
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
-    def forward(self, tokens: Tensor, t: Tensor | float | None = None, padding_mask: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, t: Tensor | float | None = None, padding_mask: Tensor | None = None,
+                label: Tensor | int | None = None) -> Tensor:
         """Logits ``(*batch, L, out_vocab)`` of token ids ``tokens`` ``(*batch, L)`` (int64 or int32,
         in ``[0, vocab_size)``) at times ``t`` in [0, 1]: a float, or per-sequence times whose
         shape is a prefix of the batch shape (``(B,)`` for tokens ``(B, C, L)``: one time per
@@ -159,6 +191,10 @@ class TokenTransformer(nn.Module):
         h = self.embed(x)
         if self.pos is not None:
             h = h + self.pos(torch.arange(length, device=x.device))
+        if self.label_embedding is not None:
+            h = h + self._label_embedding(label, batch_shape, x.device)[:, None, :]
+        elif label is not None:
+            raise ValueError("label given, but the model is unconditional (num_classes=0)")
         cond = None
         if self.time_mlp is not None:
             cond = self.time_mlp(self._time_features(t.reshape(-1)))

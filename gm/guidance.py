@@ -68,7 +68,7 @@ def guided_log_probs(logits_conditional: Tensor, logits_unconditional: Tensor, w
 
 class GuidedModel(nn.Module):
     """The shared part of :class:`rfm.GuidedVelocity` and :class:`dfm.GuidedPosterior`: a
-    conditional ``model(x, t, label)`` that accepts :data:`NULL_LABEL`, called once per
+    conditional ``model(x, t, label=...)`` that accepts :data:`NULL_LABEL`, called once per
     evaluation on the doubled batch (conditional half, then null half); subclasses combine.
 
     Args:
@@ -99,7 +99,7 @@ class GuidedModel(nn.Module):
         label = self.label.to(x.device).expand(batch)
         null = torch.full_like(label, NULL_LABEL)
         if self.w in (0.0, 1.0):
-            return self.single(self.model(x, t, label if self.w == 1.0 else null))
+            return self.single(self.model(x, t, label=label if self.w == 1.0 else null))
         t2 = torch.cat([t, t]) if isinstance(t, Tensor) and t.dim() > 0 else t
-        both = self.model(torch.cat([x, x]), t2, torch.cat([label, null]))
+        both = self.model(torch.cat([x, x]), t2, label=torch.cat([label, null]))
         return self.combine(both[:batch], both[batch:])

@@ -127,3 +127,41 @@ def test_guidance_errors_and_helpers():
     torch.testing.assert_close(guided_velocity(a, b, 0.0), b)
     torch.testing.assert_close(guided_log_probs(a, b, 1.0), torch.log_softmax(a, -1))
     torch.testing.assert_close(guided_log_probs(a, b, 2.0).exp().sum(-1), torch.ones(3))
+
+
+def test_token_transformer_trained_with_label_dropout():
+    from dfm import masked_cross_entropy
+    from dfm.transformer import TokenTransformer
+
+    vocab, length = 4, 6
+    class_probs = torch.tensor([[0.55, 0.25, 0.15, 0.05], [0.10, 0.20, 0.30, 0.40]])
+    path = MixturePath(vocab, "mask")
+    torch.manual_seed(0)
+    model = TokenTransformer(vocab + 1, vocab, width=32, depth=2, heads=2, max_len=length, time_conditioning=False,
+                             num_classes=2, null_label=True)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        labels = torch.randint(0, 2, (256,), generator=g)
+        x1 = torch.multinomial(class_probs[labels], length, replacement=True, generator=g)
+        t = torch.rand(256, generator=g)
+        x_t = path.sample(None, x1, t, generator=g).x_t
+        logits = model(x_t, label=drop_labels(labels, 0.2, g))
+        loss = masked_cross_entropy(logits, x1, x_t, path)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x0 = path.sample_source((2000, length))
+    fractions = []
+    with torch.no_grad():
+        for w in WEIGHTS:
+            x1 = CTMCSolver(path, GuidedPosterior(model, 1, w)).sample(x0, steps=12,
+                                                                          generator=torch.Generator().manual_seed(1))
+            score = (torch.log(class_probs[1])[x1] - torch.log(class_probs[0])[x1]).sum(-1)
+            fractions.append(float((score > 0).float().mean()))
+    assert 0.35 < fractions[0] < 0.65, fractions
+    assert all(a < b for a, b in zip(fractions, fractions[1:])), fractions
+    with pytest.raises(ValueError, match="label is required"):
+        model(x0)
+    with pytest.raises(ValueError, match="label given, but the model is unconditional"):
+        TokenTransformer(vocab + 1, vocab, width=8, depth=1, heads=1, time_conditioning=False)(x0, label=0)
