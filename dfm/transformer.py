@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
                        time_out_of_range)
-from gm.guidance import NULL_LABEL
+from gm.guidance import label_rows
 
 __all__ = ["TokenTransformer", "apply_rotary"]
 
@@ -131,21 +131,11 @@ class TokenTransformer(nn.Module):
 
     def _label_embedding(self, label: Tensor | int | None, batch_shape: torch.Size, device: torch.device) -> Tensor:
         """The label embedding per sequence, ``(prod(batch_shape), width)``."""
-        if label is None:
-            raise ValueError(f"label is required: the model is conditional on {self.num_classes} classes")
-        label = torch.as_tensor(label, device=device)
-        if label.is_floating_point() or label.is_complex():
-            raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
-        low = NULL_LABEL if self.null_label else 0
-        if label.numel() and (int(label.min()) < low or int(label.max()) >= self.num_classes):
-            allowed = f"[0, {self.num_classes})" + (" or -1 (the null label)" if self.null_label else "")
-            raise ValueError(f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]")
+        label = label_rows(label, self.num_classes, self.null_label, device)
         if tuple(label.shape) != tuple(batch_shape)[:label.dim()]:
             raise ValueError(f"label must have a shape that is a prefix of the batch shape {tuple(batch_shape)}, "
                              f"got {tuple(label.shape)}")
         label = label.reshape(label.shape + (1,) * (len(batch_shape) - label.dim())).expand(batch_shape)
-        if self.null_label:
-            label = torch.where(label == NULL_LABEL, self.num_classes, label)
         return self.label_embedding(label.reshape(-1))
 
     def _time_features(self, t: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GuidedModel", "NULL_LABEL", "drop_labels", "check_guidance_weight", "guided_velocity", "guided_log_probs"]
+__all__ = ["GuidedModel", "NULL_LABEL", "label_rows", "drop_labels", "check_guidance_weight", "guided_velocity", "guided_log_probs"]
 
 #: The label of "no condition" (classifier-free guidance's null token).
 NULL_LABEL = -1
@@ -30,6 +30,22 @@ def check_guidance_weight(w: float) -> float:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
         raise ValueError(f"w must be a finite number >= 0, got {w!r}")
     return float(w)
+
+
+def label_rows(label: Tensor | int | None, num_classes: int, null_label: bool, device: torch.device) -> Tensor:
+    """The embedding rows of class labels: ``label`` itself, :data:`NULL_LABEL` mapped to row
+    ``num_classes`` when the model has a null label. ValueError for a missing label, a
+    non-integer dtype, or values outside ``[0, num_classes)`` (and -1 when allowed)."""
+    if label is None:
+        raise ValueError(f"label is required: the model is conditional on {num_classes} classes")
+    label = torch.as_tensor(label, device=device)
+    if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
+        raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
+    low = NULL_LABEL if null_label else 0
+    if label.numel() and (int(label.min()) < low or int(label.max()) >= num_classes):
+        allowed = f"[0, {num_classes})" + (" or -1 (the null label)" if null_label else "")
+        raise ValueError(f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]")
+    return torch.where(label == NULL_LABEL, num_classes, label) if null_label else label
 
 
 def drop_labels(labels: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from gm.checks import broadcast_time
-from gm.guidance import NULL_LABEL, GuidedModel, guided_velocity
+from gm.guidance import GuidedModel, guided_velocity, label_rows
 from manifolds.base import RiemannianManifold
 
 __all__ = [
@@ -208,17 +208,7 @@ class ProjectedVelocity(nn.Module):
         return self.manifold.raw_to_tangent(x, raw)
 
     def _label_features(self, label: Tensor | None, batch_shape: torch.Size) -> Tensor:
-        if label is None:
-            raise ValueError(f"label is required: the model is conditional on {self.num_classes} classes")
-        label = torch.as_tensor(label, device=self.label_embedding.weight.device)
-        if label.is_floating_point() or label.is_complex():
-            raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
-        low = NULL_LABEL if self.null_label else 0
-        if label.numel() and (int(label.min()) < low or int(label.max()) >= self.num_classes):
-            allowed = f"[0, {self.num_classes})" + (" or -1 (the null label)" if self.null_label else "")
-            raise ValueError(f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]")
-        if self.null_label:
-            label = torch.where(label == NULL_LABEL, self.num_classes, label)  # the last embedding row
+        label = label_rows(label, self.num_classes, self.null_label, self.label_embedding.weight.device)
         emb = self.label_embedding(label)
         try:
             return emb.expand(*batch_shape, emb.shape[-1])
