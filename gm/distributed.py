@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ def _install_exit_hooks() -> None:
 
 def _destroy_at_exit() -> None:
     if dist.is_available() and dist.is_initialized() and (not _failed or dist.get_backend() == "gloo"):
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -163,8 +165,12 @@ def finish() -> None:
     only: a rank that failed must just exit (destroying an NCCL group waits for the other ranks,
     which would then never see it die), and torchrun stops the rest. No-op for one process."""
     if dist.is_available() and dist.is_initialized():
+        # DDP wrappers sit in reference cycles; a collected one no longer holds the group, whose
+        # gloo threads must not outlive it into interpreter shutdown (SIGABRT there).
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def rank_batch_size(global_batch: int, size: int | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import inspect
 import math
 import os
@@ -590,6 +591,10 @@ def train(
         checkpoint()
     if world.distributed:
         dist.barrier(group=world.group)  # no rank leaves before rank 0 has written the checkpoint
+        # Release the DDP wrapper now (it sits in reference cycles): its reducer holds the
+        # process group and in-flight gloo work, which must not linger until interpreter exit.
+        del wrapped
+        gc.collect()
     return TrainResult(steps=step, wall_time_s=elapsed, best_val=best_val, best_step=best_step, history=history,
                        best_state=best_state, final_state=copy.deepcopy(model.state_dict()),
                        resumed_elapsed_s=resumed_elapsed, world_size=world.size, rank=world.rank)

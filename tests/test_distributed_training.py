@@ -28,12 +28,25 @@ TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_
                 "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 
 
-def torchrun(nproc: int, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+# A gloo worker thread outliving its group into interpreter shutdown aborts the process
+# (pytorch/pytorch#190489); gm.distributed.finish and the trainer release the group and the DDP
+# wrapper first, but the teardown race is torch's. A run that should succeed and died of exactly
+# that at exit is run once more, so the tests check rdfm's behaviour, not that race.
+SHUTDOWN_ABORT = "terminate called without an active exception"
+
+
+def _run(command: list[str], timeout: float, retry_shutdown_abort: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", str(WORKER), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT)
+    if retry_shutdown_abort and run.returncode != 0 and SHUTDOWN_ABORT in run.stderr:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT)
+    return run
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 180, expect_success: bool = True) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                 str(WORKER), *args], timeout, expect_success)
 
 
 def single_process_reference(dtype: torch.dtype, steps: int, world_size: int = 2) -> dict:
@@ -79,7 +92,7 @@ def test_a_killed_two_process_run_resumes_exactly_and_under_one_process(tmp_path
     uninterrupted.mkdir()
     killed.mkdir()
     assert torchrun(2, "--out", str(uninterrupted), "--steps", "12", "--checkpoint").returncode == 0
-    crash = torchrun(2, "--out", str(killed), "--steps", "12", "--checkpoint", "--kill-at", "7")
+    crash = torchrun(2, "--out", str(killed), "--steps", "12", "--checkpoint", "--kill-at", "7", expect_success=False)
     assert crash.returncode != 0 and not (killed / "result.pt").exists()
     saved = torch.load(killed / "checkpoint.pt", weights_only=False)
     assert 5 <= saved["step"] <= 7 and saved["world_size"] == 2 and len(saved["generators"]) == 2
@@ -110,7 +123,7 @@ def test_a_killed_two_process_run_resumes_exactly_and_under_one_process(tmp_path
 
 
 def test_a_rank_that_raises_brings_the_job_down(tmp_path):
-    run = torchrun(2, "--out", str(tmp_path), "--steps", "50", "--raise-at", "3", timeout=120)
+    run = torchrun(2, "--out", str(tmp_path), "--steps", "50", "--raise-at", "3", timeout=120, expect_success=False)
     assert run.returncode != 0
     assert "boom from rank 1 at step 3" in run.stderr + run.stdout
     assert not (tmp_path / "result.pt").exists()
@@ -158,12 +171,9 @@ def test_bad_timeout_setting(monkeypatch):
         distributed._timeout()
 
 
-def benchmark_under_torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "benchmarks", *args], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=PROJECT)
+def benchmark_under_torchrun(*args: str, expect_success: bool = True) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                  "-m", "benchmarks", *args], 300, expect_success)
 
 
 def test_a_benchmark_script_runs_unchanged_under_torchrun(tmp_path):
@@ -179,7 +189,7 @@ def test_a_benchmark_script_runs_unchanged_under_torchrun(tmp_path):
     assert saved["world_size"] == 2 and saved["step"] == 20
 
     odd = benchmark_under_torchrun("so3", "--quick", "--steps", "2", "--components", "16", "--batch", "5",
-                                   "--out", str(tmp_path / "odd"))
+                                   "--out", str(tmp_path / "odd"), expect_success=False)
     assert odd.returncode != 0
     assert "--batch 5 must be a multiple of the number of processes (2)" in odd.stderr
 
