@@ -124,8 +124,9 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(model: str, mode: str, processes: int, args: argparse.Namespace) -> dict:
     """Launch one torchrun job and read back its measurement."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    from gm.distributed import TORCHRUN_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES}
     env["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"

@@ -28,7 +28,7 @@ import torch
 from benchmarks.cli import CommandLineError
 from benchmarks.speed import TimeMLP, _timeit_pair
 from gm import CosineScheduler, LinearScheduler, VPScheduler
-from gm.training import TrainConfig, train
+from gm.training import EMA, TrainConfig, lr_factor, train
 from manifolds import Euclidean
 from rfm import AffinePath, IndependentCoupling, ODESolver, OTCoupling, SDESolver, prediction_loss
 
@@ -86,6 +86,12 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
 
 
+def train_config(cfg: Toy2DConfig, seed: int, progress: bool) -> TrainConfig:
+    """The trainer's settings of every toy2d model (and of the flow_matching twin's loop)."""
+    return TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=min(100, cfg.steps // 10), ema_decay=0.999,
+                       seed=seed, progress=progress)
+
+
 def train_model(dataset: str, scheduler, coupling: str, cfg: Toy2DConfig, seed: int, progress: bool):
     torch.manual_seed(seed)
     model = TimeMLP(2, cfg.hidden, cfg.depth)
@@ -101,8 +107,7 @@ def train_model(dataset: str, scheduler, coupling: str, cfg: Toy2DConfig, seed: 
         s = path.sample(x0, x1, t)
         return prediction_loss(path, m(s.x_t, t), s, "velocity")
 
-    result = train(model, loss_fn, TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=min(100, cfg.steps // 10),
-                                               ema_decay=0.999, seed=seed, progress=progress))
+    result = train(model, loss_fn, train_config(cfg, seed, progress))
     model.load_state_dict(result.best_state, strict=False)
     return model.eval(), result
 
@@ -177,14 +182,12 @@ def flow_matching_comparison(dataset: str, cfg: Toy2DConfig, seed: int, rdfm_mod
     torch.manual_seed(seed)
     fm_net = TimeMLP(2, cfg.hidden, cfg.depth)
     fm_opt = torch.optim.Adam(fm_net.parameters(), cfg.lr)
-    ema = {k: v.detach().clone() for k, v in fm_net.state_dict().items()}
+    schedule = train_config(cfg, seed, progress=False)  # the rdfm trainer's schedule and EMA, like for like
+    ema = EMA(fm_net, schedule.ema_decay)
     gen = torch.Generator().manual_seed(seed)
-    warmup = min(100, cfg.steps // 10)
     for step in range(cfg.steps):
-        for group in fm_opt.param_groups:  # the rdfm trainer's schedule, for a like-for-like model
-            progress = step / cfg.steps
-            group["lr"] = cfg.lr * ((step + 1) / warmup if step < warmup
-                                    else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in fm_opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, step / cfg.steps, schedule.warmup_steps, schedule.min_lr_ratio)
         x1 = draw(cfg.batch, gen)
         x0 = torch.randn(cfg.batch, 2, generator=gen)
         t = torch.rand(cfg.batch, generator=gen) * MAX_TRAINING_TIME
@@ -192,13 +195,10 @@ def flow_matching_comparison(dataset: str, cfg: Toy2DConfig, seed: int, rdfm_mod
         loss = ((fm_net(s.x_t, s.t) - s.dx_t) ** 2).sum(-1).mean()
         fm_opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(fm_net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(fm_net.parameters(), schedule.grad_clip)
         fm_opt.step()
-        d = min(0.999, (2 + step) / (11 + step))
-        with torch.no_grad():
-            for k, v in fm_net.state_dict().items():
-                ema[k].mul_(d).add_(v, alpha=1 - d)
-    fm_net.load_state_dict(ema)
+        ema.update(fm_net)
+    fm_net.load_state_dict(ema.shadow)
     test = sampler(dataset)(cfg.n_test, torch.Generator().manual_seed(seed + 1000))
     _, log_p = FMODESolver(velocity_model=Wrapped(fm_net.eval())).compute_likelihood(
         x_1=test, log_p0=lambda x: -0.5 * (x ** 2).sum(-1) - math.log(2 * math.pi), step_size=1 / 64,

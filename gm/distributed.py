@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["World", "world", "init_world", "launched_by_torchrun", "is_main_process", "rank_batch_size",
-           "rank_generator", "local_device", "finish", "TIMEOUT_ENV"]
+           "rank_generator", "local_device", "finish", "TIMEOUT_ENV", "TORCHRUN_VARIABLES"]
 
 # Ranks other than 0 wait in a collective while rank 0 validates or a benchmark evaluates
 # between two trainings; torch's default timeout (10 min for NCCL) would kill long
@@ -65,6 +65,11 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.group is not None and self.size > 1
+
+
+#: What torchrun sets for its workers: strip these to launch a fresh run from inside one.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 
 
 def launched_by_torchrun() -> bool:
@@ -141,7 +146,6 @@ def _install_exit_hooks() -> None:
     an active exception``, seen with torch 2.13), which torchrun reports as a failed rank. At
     exit the group is destroyed, except after an uncaught exception on NCCL, whose destroy
     waits for the other ranks."""
-    global _failed
     previous = sys.excepthook
 
     def note_failure(*info):

@@ -24,8 +24,7 @@ import distributed_worker as worker  # noqa: E402
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 PROJECT = Path(__file__).resolve().parents[1]
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+TORCHRUN_ENV = distributed.TORCHRUN_VARIABLES
 
 
 # A gloo worker thread outliving its group into interpreter shutdown aborts the process
