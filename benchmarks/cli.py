@@ -39,7 +39,8 @@ def apply_config_overrides(config: Config, args: argparse.Namespace) -> Config:
 # Config fields that only say how a run is evaluated or reported; changing them must not stop a
 # run from resuming its checkpoint.
 EVALUATION_FIELDS = frozenset({"eval_every_minutes", "val_steps", "selection_points", "test_steps", "grid_power",
-                               "eval_chunks", "elbo_draws", "sample_steps", "samples_per_length", "rotation_rate"})
+                               "eval_chunks", "elbo_draws", "sample_steps", "samples_per_length", "rotation_rate",
+                               "n_samples"})
 
 
 def training_settings(config: object, **extra: Any) -> dict[str, Any]:

@@ -1,28 +1,37 @@
-"""``python -m benchmarks text``: masked discrete flow matching vs an autoregressive baseline
-on the King James Bible (characters), same architecture, width, depth, batch and wall-clock
-budget. Reports test bits per character: the masked model's ELBO bound (Monte Carlo over
-time, with its standard error) and the AR model's exact bpc, plus a unigram baseline and
-samples from both."""
+"""``python -m benchmarks text``: autoregressive, masked (whole-sequence) and block-diffusion
+text models on the King James Bible (characters) or a user's corpus, same transformer, width,
+depth, batch and wall-clock budget per model.
+
+Reports test bits per character (AR: exact; masked and block: the ELBO bound, Monte Carlo with
+its standard error), a compute curve (the EMA weights at several budgets of one run: the
+learning rate is constant after warmup, so the state at 5 minutes of a 20-minute run is the
+state of a 5-minute run), and the quality of 64 samples per model: generative perplexity under
+the AR model of the same run and the samples' unigram entropy.
+
+``--ablation`` trains masked models with the variance-reduction options of
+:mod:`dfm.masking` at an equal step budget. ``python -m benchmarks text sample`` loads a
+trained model and completes a ``--prompt`` or fills a ``--template`` with holes.
+"""
 from __future__ import annotations
 
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cli import (add_config_overrides, add_run_arguments, apply_config_overrides, check_device, rank_batch, run_budget,
-                            training_settings)
+from benchmarks.cli import (CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides,
+                            check_device, rank_batch, run_budget, training_settings)
 from benchmarks.results import new_record, write_results
-from benchmarks.text_data import eval_chunks, load_kjv, random_crops, tokenize_corpus
-from dfm import CTMCSolver, MixturePath, mask_elbo
+from benchmarks.text_data import eval_chunks, load_kjv, load_text_corpus, random_crops, tokenize_corpus
+from dfm import (BlockDiffusion, BlockDiffusionTransformer, CTMCSolver, MaskedDiffusionLoss, MixturePath,
+                 filter_logits, infill_template, mask_elbo, prompt_template)
 from dfm.transformer import TokenTransformer
-from gm import training_times
 from gm.distributed import is_main_process
-from gm.training import TrainConfig, train
+from gm.training import TrainConfig, save_checkpoint, train
 
 
 @dataclass
@@ -34,25 +43,52 @@ class TextConfig:
     batch: int = 32
     lr: float = 2e-3
     warmup_steps: int = 100
+    # Constant learning rate after warmup (1.0; the cosine decay to the budget: e.g. 0.01): the
+    # EMA weights at any time of a run are then those of a run with that budget (the curve).
+    min_lr_ratio: float = 1.0
     ema_decay: float = 0.995
     eval_chunks: int = 256        # test windows of `length` characters (256 x 128 = 32k chars)
-    elbo_draws: int = 8           # time draws per window for the masked ELBO
-    sample_steps: int = 128
+    elbo_draws: int = 8           # draws per window for the masked and block ELBOs
+    sample_steps: int = 128       # masked model: CTMC steps; block models: steps per block = b
+    n_samples: int = 64
     # The masked model's adaLN time input. Off: with the mask source, p(x1^i | x_t) does not depend
     # on t given x_t (which tokens are masked is independent of the data), so t only costs time.
     # 10-minute runs (seed 0, 1 thread): with t 2.697 bpc (1161 steps), without 2.585 (1445 steps).
     time_conditioning: bool = False
-    # Training weight of the masked CE. "elbo": kappa'/(1-kappa) per masked token, the reported
-    # bound itself; "mean": each window's mean CE over its masked tokens. Both are minimised by
-    # the true conditionals; "mean" drops the 1/(1-t) factor whose draws near t = 1 make rare
-    # large, clipped gradients.
+    # The masked objective (dfm.MaskedDiffusionLoss): "elbo" weights (the reported bound) or each
+    # window's "mean" CE; the ELBO estimator ("count": exactly m ~ U{1..L} masked, weight L/m;
+    # "time": rate r ~ U(0,1], weight 1/r), the batch's coupling of the draws, the masking-rate range.
     masked_loss: str = "elbo"
+    estimator: str = "count"
+    times: str = "stratified"
+    mask_rate_min: float = 0.0
+    mask_rate_max: float = 1.0
     tokenizer: str = "char"         # "char" or "bpe" (byte-level, trained on the training split)
     bpe_vocab_size: int = 1024
 
 
 QUICK = TextConfig(length=64, width=64, depth=2, heads=2, batch=16, warmup_steps=20, eval_chunks=32, elbo_draws=2,
-                   sample_steps=32)
+                   sample_steps=32, n_samples=8)
+
+# The section-1 options of the masked objective, each trained at the same step budget.
+ABLATIONS: dict[str, dict] = {
+    "time-uniform": dict(estimator="time", times="uniform"),
+    "time-stratified": dict(estimator="time", times="stratified"),  # the objective before the options
+    "time-antithetic": dict(estimator="time", times="antithetic"),
+    "time-low-discrepancy": dict(estimator="time", times="low_discrepancy"),
+    "count-stratified": dict(estimator="count", times="stratified"),
+    "count-clipped": dict(estimator="count", times="stratified", mask_rate_min=0.1, mask_rate_max=0.9),
+    "time-mean": dict(estimator="time", times="stratified", masked_loss="mean"),
+}
+
+
+def model_kind(name: str) -> tuple[str, int | None]:
+    """``("ar", None)``, ``("masked", None)`` or ``("block", b)`` for ``"blockB"``."""
+    if name in ("ar", "masked") or name.startswith("masked-"):
+        return ("ar" if name == "ar" else "masked"), None
+    if name.startswith("block") and name[5:].isdigit() and int(name[5:]) > 0:
+        return "block", int(name[5:])
+    raise CommandLineError(f"unknown model {name!r}: use ar, masked or blockB (B a block size dividing the length)")
 
 
 def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_chars: int | None = None) -> float:
@@ -64,8 +100,11 @@ def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_c
     return float(-logp[test_ids].sum() / n_chars / math.log(2))
 
 
-def build(cfg: TextConfig, vocab: int, causal: bool) -> TokenTransformer:
-    # masked: ids 0..V-1 plus mask V; AR: ids 0..V-1 plus BOS V. Both output V logits.
+def build(cfg: TextConfig, vocab: int, causal: bool = False, block_size: int | None = None) -> torch.nn.Module:
+    """AR (``causal``: ids 0..V-1 plus BOS V), masked (ids plus mask V) or block-diffusion model."""
+    if block_size is not None:
+        return BlockDiffusionTransformer(vocab, block_size, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
+                                         max_len=cfg.length)
     return TokenTransformer(vocab + 1, vocab, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
                             max_len=cfg.length, causal=causal, time_conditioning=cfg.time_conditioning and not causal)
 
@@ -79,34 +118,126 @@ def ar_logits(model: TokenTransformer, x: torch.Tensor, bos: int | None = None) 
 
 
 @torch.no_grad()
+def ar_nll(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Exact negative log-likelihood in nats of every window of ``chunks`` ``(N, L)``, shape ``(N,)``."""
+    out = []
+    for i in range(0, len(chunks), batch):
+        x = chunks[i:i + batch]
+        out.append(F.cross_entropy(ar_logits(model, x).transpose(1, 2).double(), x, reduction="none").sum(-1))
+    return torch.cat(out)
+
+
 def ar_bpc(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64, n_chars: int | None = None) -> float:
     """Exact bits per character of ``chunks`` (``n_chars``: characters they encode, default one
     per token)."""
-    total = 0.0
-    for i in range(0, len(chunks), batch):
-        x = chunks[i:i + batch]
-        total += float(F.cross_entropy(ar_logits(model, x).flatten(0, 1), x.flatten(), reduction="sum"))
+    total = float(ar_nll(model, chunks, batch).sum())
     return total / (chunks.numel() if n_chars is None else n_chars) / math.log(2)
 
 
 @torch.no_grad()
-def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` sequences of ``length`` tokens drawn left to right (on the generator's device)."""
-    x = torch.empty(n, 0, dtype=torch.long, device=generator.device)
-    for _ in range(length):
-        logits = ar_logits(model, torch.cat([x, x.new_zeros(n, 1)], dim=-1))[:, -1]
-        nxt = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=generator)
+def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Generator,
+              prompt: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
+              top_p: float | None = None) -> torch.Tensor:
+    """``n`` sequences of ``length`` tokens drawn left to right with a key/value cache (on the
+    generator's device), continuing ``prompt`` (1-D ids) if given; float64 draws from the
+    tempered, filtered next-token distribution."""
+    device = generator.device
+    x = (torch.empty(n, 0, dtype=torch.long, device=device) if prompt is None
+         else prompt.to(device).long().expand(n, -1).clone())
+    if x.shape[1] >= length:
+        raise ValueError(f"prompt has {x.shape[1]} tokens: it must be shorter than the context length {length}")
+    bos = torch.full((n, 1), model.vocab_size - 1, dtype=torch.long, device=device)
+    logits, cache = model(torch.cat([bos, x], dim=-1), return_kv=True)
+    while True:
+        row = filter_logits(logits[:, -1].double() / temperature, top_k, top_p)
+        nxt = torch.multinomial(torch.softmax(row, -1), 1, generator=generator)
         x = torch.cat([x, nxt], dim=-1)
-    return x
+        if x.shape[1] == length:
+            return x
+        logits, kv = model(nxt, past_kv=cache, return_kv=True)
+        cache = [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(cache, kv)]
+
+
+def sample_entropy_bits(samples: torch.Tensor) -> float:
+    """Mean over samples of the entropy (bits) of each sample's own token histogram: low values
+    flag repetitive, degenerate text."""
+    total = 0.0
+    for row in samples:
+        p = torch.bincount(row).double()
+        p = p[p > 0] / row.numel()
+        total += float(-(p * torch.log2(p)).sum())
+    return total / len(samples)
+
+
+def _masked_objective(cfg: TextConfig, path: MixturePath, block_size: int | None) -> MaskedDiffusionLoss:
+    if cfg.masked_loss not in ("elbo", "mean"):
+        raise CommandLineError(f"--masked-loss must be 'elbo' or 'mean', got {cfg.masked_loss!r}")
+    try:
+        return MaskedDiffusionLoss(path, estimator=cfg.estimator, times=cfg.times, weighting=cfg.masked_loss,
+                                   mask_rate_range=(cfg.mask_rate_min, cfg.mask_rate_max), block_size=block_size)
+    except ValueError as err:
+        raise CommandLineError(str(err)) from None
+
+
+class Snapshots:
+    """The EMA weights at budget marks (minutes) of one run, taken at the trainer's frequent
+    validations: for each mark the last state at or before it (up to ``slack_s``), written to
+    ``path`` (atomically) once the mark has passed, so an interrupted run keeps those already
+    taken. Without marks (a step budget) it keeps the state at the last validation, the end of
+    the run, under the key ``"final"``."""
+
+    def __init__(self, path: Path, marks: list[float], prior_s: float, slack_s: float = 3.0) -> None:
+        self.path, self.marks, self.slack = path, sorted(marks), slack_s
+        self.saved: dict[float, dict] = torch.load(path, weights_only=False) if path.exists() else {}
+        self.pending: dict[float, dict] = {}
+        self.start = time.perf_counter() - prior_s
+        self.step = 0
+
+    def take(self, model: torch.nn.Module) -> None:
+        now = time.perf_counter() - self.start
+        if not self.marks:  # a step budget: the state at the last validation (the end of the run)
+            self.pending["final"] = {"minutes": None, "step": self.step, "elapsed_s": now,
+                                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            return
+        for mark in self.marks:
+            if mark in self.saved:
+                continue
+            if now <= 60 * mark + self.slack:
+                self.pending[mark] = {"minutes": mark, "step": self.step, "elapsed_s": now,
+                                      "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            elif mark in self.pending:
+                self.saved[mark] = self.pending.pop(mark)
+                save_checkpoint(self.path, self.saved)
+
+    def finish(self) -> dict[float, dict]:
+        self.saved.update(self.pending)
+        self.pending = {}
+        save_checkpoint(self.path, self.saved)
+        return self.saved
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "sample":
+        return sample_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks text", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny models, at most 0.4 min each (smoke test / demo)")
     parser.add_argument("--seed", type=int, default=0)
     add_run_arguments(parser, minutes=10.0, out="runs/text")  # the budget is PER MODEL
-    parser.add_argument("--models", nargs="+", default=["masked", "ar"], choices=["masked", "ar"],
-                        help="which models to train (the ratio needs both)")
+    parser.add_argument("--models", nargs="+", default=["ar", "masked", "block4", "block8", "block16"],
+                        help="ar, masked, blockB (block diffusion with block size B); the ratios need ar")
+    parser.add_argument("--curve", nargs="*", type=float, default=[],
+                        help="budgets (minutes) at which the EMA weights of each run are also evaluated; a run "
+                             "trains to the largest of these and --minutes (e.g. --curve 2.5 5 10 20)")
+    parser.add_argument("--curve-models", nargs="*", default=None,
+                        help="the models trained to the largest --curve budget (default: all); others stop at "
+                             "--minutes")
+    parser.add_argument("--ablation", nargs="*", default=None, choices=list(ABLATIONS),
+                        help="train masked models with these objective options instead (all if none named); "
+                             "use with --steps for an equal budget")
+    parser.add_argument("--corpus", default=None, help="a UTF-8 text file instead of the KJV (split by lines)")
+    parser.add_argument("--skip-training", action="store_true", help="evaluate the snapshots already in --out")
+    parser.add_argument("--skip-evaluation", action="store_true",
+                        help="train only (several processes can train models into one --out, then evaluate)")
     add_config_overrides(parser, TextConfig())
     args = parser.parse_args(argv)
     check_device(args.device)
@@ -116,112 +247,378 @@ def main(argv: list[str]) -> int:
         if args.minutes is not None:
             args.minutes = min(args.minutes, 0.4)
     cfg = apply_config_overrides(cfg, args)
-    if cfg.masked_loss not in ("elbo", "mean"):
-        parser.error(f"--masked-loss must be 'elbo' or 'mean', got {cfg.masked_loss!r}")
-    # Five validations per model: every fifth of the time budget (at least every 6 s), or every
-    # fifth of the step budget.
-    nominal_minutes = default_minutes if args.minutes is None else args.minutes
-    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=max(nominal_minutes / 5, 0.1), evaluations=5)
+    names = list(args.models)
+    if args.ablation is not None:
+        names = [f"masked-{v}" for v in (args.ablation or list(ABLATIONS))]
+    kinds = {name: model_kind(name) for name in names}
+    for name, (_, b) in kinds.items():
+        if b is not None and cfg.length % b:
+            raise CommandLineError(f"model {name}: block size {b} does not divide the context length {cfg.length}")
+    main_minutes = default_minutes if args.minutes is None else args.minutes
+    record_budget = run_budget(main_minutes if args.steps is None else args.minutes, args.steps,
+                               default_minutes=default_minutes, eval_every_minutes=0.1, evaluations=5)
+    if args.curve and args.steps is not None:
+        raise CommandLineError("--curve takes wall-clock budgets: use it without --steps")
+    if any(not (m > 0) for m in args.curve):
+        raise CommandLineError(f"--curve budgets must be positive minutes, got {args.curve}")
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    streams = tokenize_corpus(load_kjv(), cfg.tokenizer, cfg.bpe_vocab_size)
+    corpus = load_text_corpus(args.corpus) if args.corpus else load_kjv()
+    streams = tokenize_corpus(corpus, cfg.tokenizer, cfg.bpe_vocab_size)
     vocab, train_ids = streams.vocab_size, streams.train
     test_chunks = eval_chunks(streams.test, cfg.length, cfg.eval_chunks)
     val_chunks = eval_chunks(streams.val, cfg.length, max(8, cfg.eval_chunks // 4))
-    test_chars, val_chars = streams.n_chars(test_chunks), streams.n_chars(val_chunks)
+    if len(test_chunks) == 0 or len(val_chunks) == 0 or len(train_ids) <= cfg.length:
+        raise CommandLineError(f"the corpus is too small for windows of {cfg.length} tokens (train {len(train_ids)}, "
+                               f"val {len(streams.val)}, test {len(streams.test)} tokens)")
+    test_chars = streams.n_chars(test_chunks)
     device = torch.device(args.device)
     test_on_device, val_on_device = test_chunks.to(device), val_chunks.to(device)
+    quick_val = val_on_device[:8]
     path = MixturePath(vocab, "mask")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
     batch = rank_batch(cfg.batch)  # this process's share (all of it unless under torchrun)
+    meta = dict(config=asdict(cfg), vocab_size=vocab, corpus=args.corpus, chars=getattr(corpus, "chars", None))
 
-    def masked_loss(m, step, gen):
-        x1 = random_crops(train_ids, batch, cfg.length, gen)
-        # stratified times (one per 1/batch stratum, shuffled): the same expectation as uniform
-        # draws with a lower-variance estimate of the 1/(1-t)-weighted objective
-        t = training_times(batch, stratified=True, generator=gen)
-        s = path.sample(None, x1, t, generator=gen)  # drawn on the CPU generator, then moved
-        x1, x_t, t = x1.to(device), s.x_t.to(device), t.to(device)
-        # ELBO weighting kappa'/(1-kappa) (= 1/(1-t) for the linear schedule) of the masked CE,
-        # normalised per token: the training objective is the bound that is reported.
-        logits = m(x_t, t)
-        nll = F.cross_entropy(logits.flatten(0, 1), x1.flatten(), reduction="none").view_as(x1)
-        masked = (x_t == path.mask_id).float()
-        if cfg.masked_loss == "mean":
-            return ((masked * nll).sum(1) / masked.sum(1).clamp(min=1)).mean()
-        weight = path.scheduler.rate(t, validate=False).clamp(max=1e3)[:, None]  # t drawn in [0, 1) above
-        return (weight * masked * nll).sum() / x1.numel()
+    def run_config(name: str) -> TextConfig:
+        return replace(cfg, **ABLATIONS[name[len("masked-"):]]) if name.startswith("masked-") else cfg
 
-    def masked_val(m):
-        est = mask_elbo(m, path, val_on_device, n_draws=2, n_chars=val_chars, generator=torch.Generator().manual_seed(1))
-        return est.bits_per_char
-
-    def ar_loss(m, step, gen):
-        x = random_crops(train_ids, batch, cfg.length, gen).to(device)
-        return F.cross_entropy(ar_logits(m, x, bos=vocab).flatten(0, 1), x.flatten())
-
-    resumed_s = 0.0  # training time of earlier processes when the runs resume from checkpoints
-    for name, causal, loss_fn, val_fn in (("masked", False, masked_loss, masked_val),
-                                          ("ar", True, ar_loss, lambda m: ar_bpc(m, val_on_device, n_chars=val_chars))):
-        if name not in args.models:
+    # ---- training: one run per model, EMA snapshots at the budget marks -------------------------
+    for name in names:
+        kind, block = kinds[name]
+        mcfg = run_config(name)
+        curve_here = args.curve if args.curve_models is None or name in args.curve_models else []
+        marks = sorted({main_minutes, *curve_here}) if args.steps is None else []
+        minutes = max(marks) if marks else args.minutes
+        # validations (each takes a snapshot) every 6 s, or a fifth of the smallest mark
+        budget = run_budget(minutes, args.steps, default_minutes=default_minutes,
+                            eval_every_minutes=min([0.1, *(m / 5 for m in marks)]), evaluations=5)
+        if args.skip_training:
             continue
         torch.manual_seed(args.seed)
-        model = build(cfg, vocab, causal).to(device)
-        tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, checkpoint_every_minutes=1.0,
-                         seed=args.seed, progress=not args.no_progress, weight_decay=0.01, **budget.train_fields())
-        print(f"[text] training {name} model ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) "
-              f"for {budget.describe()}")
-        res = train(model, loss_fn, tc, val_fn=val_fn, checkpoint_path=out / f"{name}_seed{args.seed}.pt",
-                    run_config=training_settings(cfg, model=name), resume=not args.restart)
-        resumed_s += res.resumed_elapsed_s
+        model = build(mcfg, vocab, causal=kind == "ar", block_size=block).to(device)
+        if kind == "ar":
+            def model_loss(m, gen):
+                x = random_crops(train_ids, batch, mcfg.length, gen).to(device)
+                return F.cross_entropy(ar_logits(m, x, bos=vocab).flatten(0, 1), x.flatten())
+
+            def quick_score(m):
+                return float(ar_nll(m, quick_val).mean())
+        else:
+            objective = _masked_objective(mcfg, path, block)
+
+            def model_loss(m, gen, objective=objective):
+                # the masking draws are made on the CPU generator (reproducible on any device)
+                return objective(m, random_crops(train_ids, batch, mcfg.length, gen).to(device), gen)
+
+            def quick_score(m, block=block):
+                g = torch.Generator().manual_seed(1)
+                if block is None:
+                    return mask_elbo(m, path, quick_val, generator=g).nats_per_token
+                return BlockDiffusion(path, block).elbo(m, quick_val, generator=g).nats_per_token
+
+        def loss_fn(m, step, gen, model_loss=model_loss):
+            snapshots.step = step + 1
+            return model_loss(m, gen)
+
+        ckpt = out / f"{name}_seed{args.seed}.pt"
+        prior = float(torch.load(ckpt, weights_only=False).get("elapsed", 0.0)) if ckpt.exists() and not args.restart else 0.0
+        snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
+        if args.restart and snap_path.exists():
+            snap_path.unlink()
+        snapshots = Snapshots(snap_path, marks, prior)
+
+        def val_fn(m, quick_score=quick_score):
+            snapshots.take(m)
+            return quick_score(m)
+
+        tc = TrainConfig(lr=mcfg.lr, warmup_steps=mcfg.warmup_steps, ema_decay=mcfg.ema_decay,
+                         min_lr_ratio=mcfg.min_lr_ratio, checkpoint_every_minutes=1.0, seed=args.seed,
+                         progress=not args.no_progress, weight_decay=0.01, **budget.train_fields())
+        print(f"[text] training {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) for "
+              f"{budget.describe()}" + (f", snapshots at {marks} min" if len(marks) > 1 else ""))
+        res = train(model, loss_fn, tc, val_fn=val_fn, checkpoint_path=ckpt, resume=not args.restart,
+                    run_config=training_settings(mcfg, model=name, corpus=args.corpus))
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
-        model.load_state_dict(res.best_state, strict=False)
-        model.eval()
-        gen = torch.Generator().manual_seed(args.seed)  # the ELBO's time and mask draws (CPU)
-        sample_gen = torch.Generator(device=device).manual_seed(args.seed)
-        if name == "masked":
-            est = mask_elbo(model, path, test_on_device, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen)
-            bpc, stderr = est.bits_per_char, est.stderr_bits_per_char
-            samples = CTMCSolver(path, model).sample(path.sample_source((3, cfg.length), device=device),
-                                                     steps=cfg.sample_steps, generator=sample_gen)
-            sample_steps = cfg.sample_steps
-        else:
-            bpc, stderr = ar_bpc(model, test_on_device, n_chars=test_chars), 0.0
-            samples = ar_sample(model, 3, cfg.length, sample_gen)
-            sample_steps = cfg.length
-        texts = [streams.decode(s) for s in samples.cpu()]
-        results[name] = dict(bpc=bpc, stderr=stderr, steps=res.steps, best_val=res.best_val, samples=texts,
-                             sample_steps=sample_steps)
-        print(f"[text] {name}: {res.steps} steps, test bpc {bpc:.3f}" + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
-    if not is_main_process():
+        snapshots.finish()
+        meta_path = out / f"{name}_seed{args.seed}_meta.pt"
+        save_checkpoint(meta_path, {**meta, "config": asdict(mcfg), "model": name, "steps": res.steps})
+    if args.skip_evaluation or not is_main_process():
         return 0
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def load(name: str, key) -> tuple[torch.nn.Module, dict] | None:
+        snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
+        if not snap_path.exists():
+            return None
+        snaps = torch.load(snap_path, weights_only=False)
+        if key not in snaps:
+            return None
+        kind, block = kinds.get(name) or model_kind(name)
+        model = build(run_config(name), vocab, causal=kind == "ar", block_size=block).to(device)
+        model.load_state_dict(snaps[key]["state"])
+        model.eval()
+        return model, snaps[key]
+
+    def test_bpc(name: str, model) -> tuple[float, float]:
+        kind, block = kinds.get(name) or model_kind(name)
+        gen = torch.Generator().manual_seed(args.seed)  # the ELBO's draws (CPU)
+        if kind == "ar":
+            return ar_bpc(model, test_on_device, n_chars=test_chars), 0.0
+        if block is None:
+            est = mask_elbo(model, path, test_on_device, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen)
+        else:
+            est = BlockDiffusion(path, block).elbo(model, test_on_device, n_draws=cfg.elbo_draws,
+                                                    n_chars=test_chars, generator=gen)
+        return est.bits_per_char, est.stderr_bits_per_char
+
+    main_key = "final" if args.steps is not None else main_minutes
+    evaluated = [n for n in names if (out / f"{n}_seed{args.seed}_snapshots.pt").exists()]
+    results: dict[str, dict] = {}
+    for name in evaluated:
+        loaded = load(name, main_key)
+        if loaded is None:
+            print(f"[text] {name}: no snapshot at the main budget ({main_key}) in {out}; skipped")
+            continue
+        model, snap = loaded
+        bpc, stderr = test_bpc(name, model)
+        curve = []
+        snaps = torch.load(out / f"{name}_seed{args.seed}_snapshots.pt", weights_only=False)
+        for key in sorted(k for k in snaps if k != "final"):
+            if key == main_key:
+                curve.append(dict(minutes=key, steps=snap["step"], elapsed_s=snap["elapsed_s"], bpc=bpc, stderr=stderr))
+                continue
+            other, osnap = load(name, key)
+            b_, s_ = test_bpc(name, other)
+            curve.append(dict(minutes=key, steps=osnap["step"], elapsed_s=osnap["elapsed_s"], bpc=b_, stderr=s_))
+        results[name] = dict(bpc=bpc, stderr=stderr, steps=snap["step"], elapsed_s=snap["elapsed_s"], curve=curve,
+                             model=model)
+        print(f"[text] {name}: {snap['step']} steps, test bpc {bpc:.3f}"
+              + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
+
+    # samples and their quality, judged by the AR model of this run
+    judge = results.get("ar", {}).get("model")
+    real = test_chunks[:cfg.n_samples]
+    reference = dict(entropy=sample_entropy_bits(real))
+    if judge is not None:
+        reference["gen_ppl"] = math.exp(float(ar_nll(judge, real.to(device)).sum()) / real.numel())
+    for name, r in results.items():
+        if args.ablation is not None:
+            break
+        kind, block = kinds.get(name) or model_kind(name)
+        gen = torch.Generator(device=device).manual_seed(args.seed)
+        n = cfg.n_samples
+        runs = []
+        if kind == "ar":
+            runs.append(("ancestral, T=1, float64", ar_sample(r["model"], n, cfg.length, gen)))
+        elif block is None:
+            x0 = path.sample_source((n, cfg.length), device=device)
+            solver = CTMCSolver(path, r["model"])
+            runs.append((f"CTMC {cfg.sample_steps} steps, random unmasking, T=1, float64",
+                         solver.sample(x0, steps=cfg.sample_steps, generator=gen)))
+            runs.append((f"semi-AR blocks of 16, {cfg.sample_steps // 8} steps each, confidence unmasking, T=1",
+                         solver.sample(x0, steps=max(1, cfg.sample_steps // 8), generator=gen, block_size=16,
+                                       unmasking="confidence")))
+        else:
+            x0 = path.sample_source((n, cfg.length), device=device)
+            runs.append((f"block by block, {block} CTMC steps per block, random unmasking, T=1, float64",
+                         BlockDiffusion(path, block).sample(r["model"], x0, steps=block, generator=gen)))
+        r["samples"] = []
+        for sampler, tokens in runs:
+            entry = dict(sampler=sampler, entropy=sample_entropy_bits(tokens.cpu()),
+                         texts=[streams.decode(s) for s in tokens[:3].cpu()])
+            if judge is not None:
+                entry["gen_ppl"] = math.exp(float(ar_nll(judge, tokens).sum()) / tokens.numel())
+            r["samples"].append(entry)
+        del r["model"]
+    for r in results.values():
+        r.pop("model", None)
+
     uni = unigram_bpc(train_ids, test_chunks.flatten(), vocab, n_chars=test_chars)
-    masked, ar = results.get("masked", {}), results.get("ar", {})
-    ratio = masked["bpc"] / ar["bpc"] if masked and ar else None
-    metrics = dict(masked_bpc=masked.get("bpc"), ar_bpc=ar.get("bpc"), masked_bpc_stderr=masked.get("stderr"),
-                   ratio=ratio, masked_steps=masked.get("steps"), ar_steps=ar.get("steps"))
-    record = new_record("text", "kjv", args.seed, method="dfm-masked vs ar", config=asdict(cfg), **budget.record_fields(),
-                        steps=sum(r["steps"] for r in results.values()), wall_time_s=time.perf_counter() - start + resumed_s,
-                        unigram_bpc=uni, models=list(results), samples={k: v["samples"] for k, v in results.items()},
-                        sample_steps={k: v["sample_steps"] for k, v in results.items()},
-                        test_chars=test_chars, test_tokens=int(test_chunks.numel()),
-                        **{k: v for k, v in metrics.items() if v is not None})  # a model not trained has no entry
-    write_results(out / f"results_seed{args.seed}.json", record)
-    print(f"\n| model | test bpc | steps (budget {budget.describe()}) |\n|---|---|---|")
-    if masked:
-        print(f"| masked DFM (ELBO bound) | {masked['bpc']:.3f} ± {masked['stderr']:.3f} | {masked['steps']} |")
-    if ar:
-        print(f"| autoregressive (exact) | {ar['bpc']:.3f} | {ar['steps']} |")
-    print(f"| unigram | {uni:.3f} | - |")
-    if ratio is not None:
-        print(f"masked / AR = {ratio:.3f} (target <= 1.15)")
-    for name, res in results.items():
-        print(f"\n{name} samples ({res['sample_steps']} steps):")
-        for text in res["samples"]:
-            print("  " + text.replace("\n", " | "))
+    ar = results.get("ar")
+    # compute multiple: the budget at which a model's curve reaches the AR's main-budget bpc
+    for name, r in results.items():
+        if ar is None or name == "ar" or len(r["curve"]) < 2:
+            continue
+        r["matches_ar_at_minutes"] = _crossing(r["curve"], ar["bpc"])
+    metrics = {}
+    for name, r in results.items():
+        key = name.replace("-", "_")
+        metrics[f"{key}_bpc"], metrics[f"{key}_steps"] = r["bpc"], r["steps"]
+        if r["stderr"]:
+            metrics[f"{key}_bpc_stderr"] = r["stderr"]
+        if ar is not None and name != "ar":
+            metrics[f"{key}_ratio"] = r["bpc"] / ar["bpc"]
+    if "masked_ratio" in metrics:
+        metrics["ratio"] = metrics["masked_ratio"]
+    record = new_record("text", args.corpus or "kjv", args.seed, method="ar vs masked vs block diffusion",
+                        config=asdict(cfg), **record_budget.record_fields(),
+                        steps=sum(r["steps"] for r in results.values()), wall_time_s=time.perf_counter() - start,
+                        unigram_bpc=uni, models=list(results), results=results, reference_samples=reference,
+                        curve_budgets=sorted({main_minutes, *args.curve}) if args.steps is None else None,
+                        test_chars=test_chars, test_tokens=int(test_chunks.numel()), **metrics)
+    record = {k: v for k, v in record.items() if v is not None}
+    name = "ablation" if args.ablation is not None else "results"
+    write_results(out / f"{name}_seed{args.seed}.json", record)
+    print(_table(results, uni, reference, main_key))
+    if args.curve and any(len(r["curve"]) > 1 for r in results.values()):
+        try:
+            figure = _plot_curve(results, out / f"compute_curve_seed{args.seed}.png", ar)
+            print(f"[text] compute curve: {figure}")
+        except ImportError:
+            pass
+    return 0
+
+
+def _crossing(curve: list[dict], target: float) -> float | None:
+    """The budget (minutes, log-linear interpolation) at which ``curve`` first reaches ``target``."""
+    points = sorted((c["minutes"], c["bpc"]) for c in curve)
+    if points[0][1] <= target:
+        return points[0][0]
+    for (m0, b0), (m1, b1) in zip(points, points[1:]):
+        if b1 <= target:
+            w = (b0 - target) / (b0 - b1)
+            return math.exp(math.log(m0) + w * (math.log(m1) - math.log(m0)))
+    return None
+
+
+def _table(results: dict, uni: float, reference: dict, main_key) -> str:
+    ar = results.get("ar")
+    lines = ["\n| model | test bpc | / AR | steps | matches AR's bpc at | samples: gen. ppl | entropy |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        bound = f"{r['bpc']:.3f} ± {r['stderr']:.3f}" if r["stderr"] else f"{r['bpc']:.3f} (exact)"
+        ratio = f"{r['bpc'] / ar['bpc']:.3f}" if ar and name != "ar" else "-"
+        cross = r.get("matches_ar_at_minutes", "-")
+        cross = "-" if name == "ar" or cross == "-" else ("not within the curve" if cross is None else f"{cross:.1f} min")
+        first = (r.get("samples") or [{}])[0]
+        ppl = f"{first['gen_ppl']:.2f}" if "gen_ppl" in first else "-"
+        ent = f"{first['entropy']:.2f}" if "entropy" in first else "-"
+        lines.append(f"| {name} | {bound} | {ratio} | {r['steps']} | {cross} | {ppl} | {ent} |")
+    lines.append(f"| unigram | {uni:.3f} | - | - | - | - | - |")
+    if "gen_ppl" in reference:
+        lines.append(f"| (test text) | - | - | - | - | {reference['gen_ppl']:.2f} | {reference['entropy']:.2f} |")
+    for name, r in results.items():
+        if len(r["curve"]) > 1:
+            lines.append(f"{name} curve: " + ", ".join(f"{c['minutes']:g} min {c['bpc']:.3f} ({c['steps']} steps)"
+                                                      for c in r["curve"]))
+        for entry in r.get("samples", []):
+            lines.append(f"\n{name} samples ({entry['sampler']}):")
+            lines.extend("  " + t.replace("\n", " | ") for t in entry["texts"])
+    return "\n".join(lines)
+
+
+def _plot_curve(results: dict, path: Path, ar: dict | None) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        c = sorted(r["curve"], key=lambda e: e["minutes"])
+        ax.errorbar([e["minutes"] for e in c], [e["bpc"] for e in c], yerr=[e["stderr"] for e in c], marker="o",
+                    label=name, capsize=2)
+    if ar is not None:
+        ax.axhline(ar["bpc"], color="grey", linestyle="--", linewidth=1, label="AR at the main budget")
+    ax.set_xscale("log")
+    ax.set_xlabel("training minutes per model (1 CPU thread)")
+    ax.set_ylabel("test bits per character")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sample_main(argv: list[str]) -> int:
+    """``python -m benchmarks text sample``: complete a prompt or fill a template with a trained model."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks text sample", description=sample_main.__doc__)
+    parser.add_argument("--out", default="runs/text", help="the run folder of `python -m benchmarks text`")
+    parser.add_argument("--model", default="masked", help="ar, masked or blockB")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (which checkpoint)")
+    parser.add_argument("--budget", type=float, default=None, help="which snapshot (minutes; default the largest)")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--prompt", help="text to continue")
+    group.add_argument("--template", help="text with holes (--hole characters) to fill in place")
+    parser.add_argument("--hole", default="_", help="the hole character of --template (one character = one token)")
+    parser.add_argument("--n", type=int, default=3, help="samples")
+    parser.add_argument("--length", type=int, default=None, help="total length with the prompt (default: the context)")
+    parser.add_argument("--steps", type=int, default=None, help="CTMC steps (block models: per block)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--unmasking", default="random", help="random, random_order or confidence")
+    parser.add_argument("--block-size", type=int, default=None, help="masked model: semi-autoregressive blocks")
+    parser.add_argument("--sample-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    meta_path = out / f"{args.model}_seed{args.seed}_meta.pt"
+    snap_path = out / f"{args.model}_seed{args.seed}_snapshots.pt"
+    if not meta_path.exists() or not snap_path.exists():
+        raise CommandLineError(f"no trained {args.model!r} model in {out} (run `python -m benchmarks text --models "
+                               f"{args.model} --out {out}` first)")
+    meta = torch.load(meta_path, weights_only=False)
+    snaps = torch.load(snap_path, weights_only=False)
+    key = (max(snaps, key=lambda k: -1 if k == "final" else k) if args.budget is None else args.budget)
+    if key not in snaps:
+        raise CommandLineError(f"no snapshot at {key} minutes; available: {sorted(snaps, key=str)}")
+    cfg = TextConfig(**meta["config"])
+    if cfg.tokenizer != "char":
+        raise CommandLineError("sample mode supports character models (--tokenizer char)")
+    corpus = load_text_corpus(meta["corpus"]) if meta["corpus"] else load_kjv()
+    table = {c: i for i, c in enumerate(corpus.chars)}
+    vocab = len(corpus.chars)
+    kind, block = model_kind(args.model)
+    model = build(cfg, vocab, causal=kind == "ar", block_size=block)
+    model.load_state_dict(snaps[key]["state"])
+    model.eval()
+    length = cfg.length if args.length is None else args.length
+    path = MixturePath(vocab, "mask")
+    text = args.prompt if args.prompt is not None else args.template
+    unknown = sorted({c for c in text if c not in table and not (args.template is not None and c == args.hole)})
+    if unknown:
+        raise CommandLineError(f"{'--prompt' if args.prompt is not None else '--template'} has characters the model "
+                               f"does not know: {unknown!r}")
+    gen = torch.Generator().manual_seed(args.sample_seed)
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    try:
+        if length > cfg.length or (block is not None and length % block):
+            raise ValueError(f"--length must be at most the context length {cfg.length}"
+                             + (f" and a multiple of the block size {block}" if block else "") + f", got {length}")
+        if args.prompt is not None:
+            ids = torch.tensor([table[c] for c in args.prompt], dtype=torch.long)
+            if kind == "ar":
+                tokens = ar_sample(model, args.n, length, gen, prompt=ids, **options)
+                fixed = torch.zeros_like(tokens, dtype=torch.bool)
+                fixed[:, :len(ids)] = True
+            else:
+                x0, fixed = prompt_template(ids, length, path, args.n)
+        else:
+            if kind == "ar":
+                raise ValueError("--template needs a masked or block model: the AR model only continues a prompt")
+            if len(text) > cfg.length or (block is not None and len(text) % block):
+                raise ValueError(f"--template has {len(text)} characters: at most the context length {cfg.length}"
+                                 + (f" and a multiple of the block size {block}" if block else ""))
+            ids = torch.tensor([-1 if c == args.hole else table[c] for c in text], dtype=torch.long)
+            x0, fixed = infill_template(ids, path, args.n)
+        if kind == "masked":
+            tokens = CTMCSolver(path, model).sample(x0, steps=args.steps or length, generator=gen, fixed=fixed,
+                                                    unmasking=args.unmasking, block_size=args.block_size, **options)
+        elif kind == "block":
+            tokens = BlockDiffusion(path, block).sample(model, x0, steps=args.steps, generator=gen, fixed=fixed,
+                                                        unmasking=args.unmasking, **options)
+    except ValueError as err:
+        raise CommandLineError(str(err)) from None
+    print(f"[text sample] {args.model} ({snaps[key]['step']} steps), "
+          + ", ".join(f"{k}={v}" for k, v in {**options, "unmasking": args.unmasking}.items() if v is not None))
+    for row, given in zip(tokens, fixed):
+        chars = [corpus.chars[int(i)] for i in row]
+        # generated characters in brackets where the template had holes
+        shown = "".join(c if g else f"[{c}]" for c, g in zip(chars, given.tolist())) if args.template else "".join(chars)
+        print(shown.replace("\n", " | "))
     return 0

@@ -113,6 +113,38 @@ def load_kjv(path: Path | None = None) -> Corpus:
     return Corpus(texts["train"], texts["val"], texts["test"], chars)
 
 
+def split_lines(lines: list[str]) -> Corpus:
+    """Line ``k`` goes to test if ``k % 20 == 10``, to validation if ``k % 20 == 5``, else to
+    train (the KJV's chapter rule applied to lines); the vocabulary is every character."""
+    parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for k, line in enumerate(lines):
+        parts["test" if k % 20 == 10 else "val" if k % 20 == 5 else "train"].append(line)
+    texts = {name: "\n".join(chunk) + "\n" for name, chunk in parts.items()}
+    return Corpus(texts["train"], texts["val"], texts["test"], "".join(sorted(set("".join(texts.values())))))
+
+
+def load_text_corpus(path: str | Path) -> Corpus:
+    """A user's UTF-8 text file as a character corpus, split deterministically by
+    :func:`split_lines` (non-empty lines, trailing spaces stripped).
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: for a file that is not UTF-8 or has fewer than 20 non-empty lines (every
+            split needs some).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"corpus {path} is not UTF-8 text: {err}") from None
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if len(lines) < 20:
+        raise ValueError(f"corpus {path} has {len(lines)} non-empty lines; the deterministic split needs at least 20")
+    return split_lines(lines)
+
+
 def random_crops(data: Tensor, batch: int, length: int, generator: torch.Generator) -> Tensor:
     """``batch`` random windows of ``length`` tokens from a 1-D token stream."""
     starts = torch.randint(0, len(data) - length, (batch,), generator=generator)

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from dfm.masking import MaskedBatch, mask_batch
 from dfm.path import MixturePath
 from gm.checks import (Checks, broadcast_time, check_callable, check_generator, check_positive_int, describe_time_range,
                        time_out_of_range)
 
-__all__ = ["masked_cross_entropy", "mixture_generalized_kl", "ELBOEstimate", "mask_elbo"]
+__all__ = ["masked_cross_entropy", "mixture_generalized_kl", "ELBOEstimate", "mask_elbo", "elbo_estimate",
+           "masked_nll_sum", "MaskedDiffusionLoss", "WEIGHTINGS"]
 
 # Rates kappa'/(1 - kappa) are capped here so that t = 1 gives a large, finite weight.
 _MAX_RATE = 1e4
@@ -163,52 +164,42 @@ class ELBOEstimate:
     n_draws: int
 
 
-@torch.no_grad()
-def mask_elbo(
-    posterior: Callable[[Tensor, Tensor], Tensor],
+def _check_mask_path(path: object, caller: str) -> None:
+    _check_path(path)
+    if path.kind != "mask":
+        raise ValueError(f"{caller} needs a MixturePath with source='mask'")
+    kappa_end = float(path.scheduler.kappa(torch.ones((), dtype=torch.float64)))
+    if kappa_end < 1 - 1e-9:
+        raise ValueError(f"{caller} needs a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
+                         f"kappa_1 = {kappa_end:.6g}")
+
+
+def masked_nll_sum(logits: Tensor, x1: Tensor, batch: MaskedBatch) -> Tensor:
+    r"""Per sequence, :math:`\sum_i w_i \,[x_t^i = \text{mask}]\,(-\log p_\theta(x_1^i \mid \cdot))`
+    with the ELBO weights of ``batch`` (float64, shape ``(B,)``): one draw of the negative ELBO."""
+    nll = -_token_log_probs(logits.double(), x1)
+    return (batch.weight.double() * torch.where(batch.masked, nll, torch.zeros_like(nll))).sum(-1)
+
+
+def elbo_estimate(
+    denoise: Callable[[MaskedBatch], Tensor],
     path: MixturePath,
     x1: Tensor,
     *,
+    group_size: int | None = None,
     n_draws: int = 1,
     padding_mask: Tensor | None = None,
     n_chars: int | None = None,
     generator: torch.Generator | None = None,
+    estimator: str = "count",
+    times: str = "stratified",
 ) -> ELBOEstimate:
-    r"""The continuous-time ELBO of the mask source, estimated by Monte Carlo over time.
-
-    .. math::
-        -\log p(x_1) \le \mathbb{E}_t\Big[\frac{\dot\kappa_t}{1-\kappa_t}
-            \sum_{i:\,x_t^i = \text{mask}} -\log p_\theta(x_1^i \mid x_t)\Big]
-        = \mathbb{E}_{\kappa \sim U(0,1)}\Big[\frac{1}{1-\kappa}
-            \sum_{i:\,x_t^i = \text{mask}} -\log p_\theta(x_1^i \mid x_t)\Big],
-
-    the second form by the change of variables :math:`\kappa = \kappa_t` (any scheduler), with
-    :math:`t = \kappa^{-1}(\kappa)` given to the model. The :math:`1/(1-\kappa)` weight is
-    balanced by the :math:`(1-\kappa)L` expected masked tokens, so the estimator has bounded
-    variance; :math:`\kappa` is stratified across the batch.
-
-    Args:
-        posterior: ``posterior(x_t, t) -> logits (..., L, V)``; ``t`` has the batch shape.
-        path: a mask-source :class:`MixturePath`.
-        x1: data ``(B, L)``.
-        n_draws: independent time draws per sequence.
-        padding_mask: True at padding (never masked, never counted).
-        n_chars: characters encoded by the counted tokens, a positive integer (defaults to the
-            token count).
-        generator: RNG.
-
-    The standard errors are NaN when they cannot be estimated (one sequence and one draw).
-
-    Raises:
-        ValueError: naming the argument, for a wrong type, shape or option value, token ids out
-            of range, and posterior logits that are not a distribution (NaN, +inf, or a row of
-            -inf), which would make the estimate NaN; the logits are checked in the host
-            read-back each draw already makes.
-    """
-    _check_path(path)
-    if path.kind != "mask":
-        raise ValueError("mask_elbo needs a MixturePath with source='mask'")
-    check_callable(posterior, "posterior")
+    """The negative ELBO of ``x1`` by Monte Carlo over :func:`dfm.masking.mask_batch` draws, for
+    any model that maps a corrupted batch to logits: ``denoise(batch) -> (B, L, V)``. The
+    whole-sequence and the block-diffusion bounds are both this with their ``group_size``.
+    Arguments and errors as :func:`mask_elbo`."""
+    _check_mask_path(path, "the ELBO")
+    check_callable(denoise, "denoise")
     check_generator(generator)
     path.check_tokens(x1, "x1", allow_mask=False)
     if x1.dim() != 2:
@@ -221,22 +212,12 @@ def mask_elbo(
     n_chars = n_tokens if n_chars is None else check_positive_int(n_chars, "n_chars")
     batch = x1.shape[0]
     values = torch.empty(batch, n_draws, dtype=torch.float64)
-    kappa_end = float(path.scheduler.kappa(torch.ones((), dtype=torch.float64)))
-    if kappa_end < 1 - 1e-9:
-        raise ValueError(f"mask_elbo needs a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
-                         f"kappa_1 = {kappa_end:.6g}")
     for d in range(n_draws):
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
-        kappa = ((torch.randperm(batch, generator=generator).to(torch.float64) + u) / batch).clamp(max=1 - 1e-7)
-        t = path.scheduler.inverse(kappa).to(torch.get_default_dtype()).to(x1.device)
-        keep = torch.rand(x1.shape, generator=generator, dtype=torch.float64).to(x1.device) < kappa.to(x1.device)[:, None]
-        x_t = torch.where(keep | ~counted, x1, torch.full_like(x1, path.mask_id))
-        logits = posterior(x_t, t)
+        corrupted = mask_batch(x1, path, group_size=group_size, estimator=estimator, times=times,
+                               padding_mask=padding_mask, generator=generator)
+        logits = denoise(corrupted)
         _check_logits(logits, x1, path.vocab_size)
-        nll = -_token_log_probs(logits.double(), x1)
-        masked = (x_t == path.mask_id) & counted
-        per_seq = torch.where(masked, nll, torch.zeros_like(nll)).sum(-1) / (1 - kappa.to(x1.device))
-        values[:, d] = per_seq.cpu()
+        values[:, d] = masked_nll_sum(logits, x1, corrupted).cpu()
         bad = ~torch.isfinite(values[:, d])  # on the host already: no extra read-back
         if bool(bad.any()):
             raise ValueError(f"posterior returned logits that are not a distribution (NaN, +inf or a row of -inf) "
@@ -258,3 +239,119 @@ def mask_elbo(
         n_chars=n_chars,
         n_draws=n_draws,
     )
+
+
+@torch.no_grad()
+def mask_elbo(
+    posterior: Callable[[Tensor, Tensor], Tensor],
+    path: MixturePath,
+    x1: Tensor,
+    *,
+    n_draws: int = 1,
+    padding_mask: Tensor | None = None,
+    n_chars: int | None = None,
+    generator: torch.Generator | None = None,
+    estimator: str = "count",
+    times: str = "stratified",
+) -> ELBOEstimate:
+    r"""The continuous-time ELBO of the mask source, estimated by Monte Carlo.
+
+    .. math::
+        -\log p(x_1) \le \mathbb{E}_t\Big[\frac{\dot\kappa_t}{1-\kappa_t}
+            \sum_{i:\,x_t^i = \text{mask}} -\log p_\theta(x_1^i \mid x_t)\Big]
+        = \mathbb{E}_{m \sim U\{1..L\}}\Big[\frac{L}{m}
+            \sum_{i \in S_m} -\log p_\theta(x_1^i \mid x_{\bar S_m})\Big],
+
+    the second form (``estimator="count"``, the default: exactly :math:`m` random positions
+    masked) the first conditioned on the number of masked tokens, with lower variance;
+    ``estimator="time"`` draws :math:`\kappa \sim U[0, 1)` and masks each position with
+    probability :math:`1 - \kappa`, weight :math:`1/(1-\kappa)` (:mod:`dfm.masking`). The model
+    gets :math:`t = \kappa^{-1}(1 - m/L)` (any scheduler). The draws are coupled across the
+    batch by ``times`` (stratified by default).
+
+    Args:
+        posterior: ``posterior(x_t, t) -> logits (..., L, V)``; ``t`` has the batch shape.
+        path: a mask-source :class:`MixturePath`.
+        x1: data ``(B, L)``.
+        n_draws: independent draws per sequence.
+        padding_mask: True at padding (never masked, never counted).
+        n_chars: characters encoded by the counted tokens, a positive integer (defaults to the
+            token count).
+        generator: RNG.
+        estimator: ``"count"`` or ``"time"``.
+        times: coupling of the batch's draws, one of :data:`dfm.masking.TIME_SAMPLING`.
+
+    The standard errors are NaN when they cannot be estimated (one sequence and one draw).
+
+    Raises:
+        ValueError: naming the argument, for a wrong type, shape or option value, token ids out
+            of range, and posterior logits that are not a distribution (NaN, +inf, or a row of
+            -inf), which would make the estimate NaN; the logits are checked in the host
+            read-back each draw already makes.
+    """
+    _check_mask_path(path, "mask_elbo")
+    check_callable(posterior, "posterior")
+    return elbo_estimate(lambda b: posterior(b.x_t, b.t[:, 0]), path, x1, n_draws=n_draws, padding_mask=padding_mask,
+                         n_chars=n_chars, generator=generator, estimator=estimator, times=times)
+
+
+WEIGHTINGS = ("elbo", "mean")
+
+
+@dataclass
+class MaskedDiffusionLoss:
+    r"""The training loss of a masked-diffusion model: the negative ELBO per counted token of a
+    :func:`dfm.masking.mask_batch` draw, with the variance-reduction options of that module.
+
+    ``loss(model, x1, generator)`` calls ``model(x_t, t)`` (``t`` of shape ``(B,)``) for a
+    whole-sequence model; with ``block_size`` (block diffusion, :class:`dfm.BlockDiffusion`),
+    ``model(x_t, x1)``, the noisy and the clean sequence, and every block draws its own rate.
+
+    Args:
+        path: a mask-source :class:`MixturePath`.
+        estimator: ``"count"`` (default) or ``"time"``.
+        times: coupling of the batch's draws (:data:`dfm.masking.TIME_SAMPLING`).
+        mask_rate_range: a clipped range of masking rates (training only; not the bound).
+        weighting: ``"elbo"``: :math:`\sum_i w_i\,\mathrm{CE}_i` / counted tokens, the bound;
+            ``"mean"``: each group's mean cross-entropy over its masked tokens (drops the
+            weights; the same minimiser).
+        block_size: positions per block, or ``None`` for one group per sequence.
+    """
+
+    path: MixturePath
+    estimator: str = "count"
+    times: str = "stratified"
+    mask_rate_range: tuple[float, float] = (0.0, 1.0)
+    weighting: str = "elbo"
+    block_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_mask_path(self.path, "MaskedDiffusionLoss")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        # options are checked here, once, with a throw-away draw of one token per group
+        probe = torch.zeros(1, self.block_size or 1, dtype=torch.long)
+        mask_batch(probe, self.path, group_size=self.block_size, estimator=self.estimator, times=self.times,
+                   mask_rate_range=self.mask_rate_range, generator=torch.Generator().manual_seed(0))
+
+    def corrupt(self, x1: Tensor, generator: torch.Generator | None = None,
+                padding_mask: Tensor | None = None) -> MaskedBatch:
+        """One training draw of masked positions and weights."""
+        return mask_batch(x1, self.path, group_size=self.block_size, estimator=self.estimator, times=self.times,
+                          mask_rate_range=self.mask_rate_range, padding_mask=padding_mask, generator=generator)
+
+    def __call__(self, model: Callable[..., Tensor], x1: Tensor, generator: torch.Generator | None = None,
+                 padding_mask: Tensor | None = None) -> Tensor:
+        batch = self.corrupt(x1, generator, padding_mask)
+        logits = model(batch.x_t, batch.t[:, 0]) if self.block_size is None else model(batch.x_t, x1)
+        _check_logits(logits, x1, self.path.vocab_size)
+        nll = -_token_log_probs(logits, x1)
+        nll = torch.where(batch.masked, nll, torch.zeros_like(nll))
+        if self.weighting == "elbo":
+            n = _counted(x1, padding_mask).sum()
+            return (batch.weight.to(nll.dtype) * nll).sum() / n.clamp_min(1)
+        groups = nll.shape[-1] // batch.group_size
+        per_group = nll.view(len(x1), groups, -1).sum(-1)
+        count = batch.masked.view(len(x1), groups, -1).sum(-1)
+        has = count > 0
+        return (per_group[has] / count[has]).sum() / has.sum().clamp_min(1)

@@ -26,7 +26,7 @@ from gm.checks import check_callable, check_generator
 from gm.process import Process
 from gm.simulate import make_time_grid, simulate
 
-__all__ = ["CTMCSolver", "MixtureJumpProcess"]
+__all__ = ["CTMCSolver", "MixtureJumpProcess", "UNMASKING", "filter_logits"]
 
 Posterior = Callable[[Tensor, Tensor], Tensor]
 _LAST_STEP_TOL = 1e-6
@@ -53,22 +53,49 @@ def _check_logit_rows(rows: Tensor) -> None:
                          f"{int((peak == float('-inf')).sum())} all -inf (of {peak.numel()} rows sampled)")
 
 
-def _most_confident(logits: Tensor, masked: Tensor, counts: Tensor) -> Tensor:
-    r"""Per sequence, the ``counts`` masked positions whose posterior is most confident (largest
-    top probability, :math:`\max_y p_{1|t}(y)`), as a boolean tensor of ``masked``'s shape."""
-    confidence = logits.amax(-1) - torch.logsumexp(logits, dim=-1)  # log of the top probability
-    confidence = confidence.masked_fill(~masked, float("-inf"))
-    order = confidence.argsort(dim=-1, descending=True, stable=True)
+def _top_count(scores: Tensor, candidates: Tensor, counts: Tensor) -> Tensor:
+    """Per row (last dim), the ``counts`` candidate positions of highest ``scores``, as a boolean
+    tensor of ``candidates``' shape (one stable argsort; vectorised over rows)."""
+    scores = scores.masked_fill(~candidates, float("-inf"))
+    order = scores.argsort(dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
                                             .expand_as(order).contiguous())
-    return masked & (rank < counts[..., None])
+    return candidates & (rank < counts[..., None])
 
 
-UNMASKING = ("random", "confidence")
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    r"""Top-k and nucleus (top-p) filtering of logits rows ``(..., V)``: tokens outside the ``top_k``
+    largest logits (ties at the k-th value are kept) and outside the smallest set of most
+    probable tokens whose probability reaches ``top_p`` get :math:`-\infty`. ``None`` (or
+    ``top_k >= V``, ``top_p = 1``) leaves the rows unchanged. Arguments are checked by the
+    callers (:func:`check_filtering`)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, index = logits.sort(dim=-1, descending=True)
+        probs = torch.softmax(ordered.double(), dim=-1)
+        before = probs.cumsum(-1) - probs  # mass of the more probable tokens
+        ordered = ordered.masked_fill(before >= top_p, float("-inf"))  # the most probable always stays
+        logits = torch.empty_like(logits).scatter_(-1, index, ordered)
+    return logits
+
+
+def check_filtering(top_k: object, top_p: object) -> None:
+    """``ValueError`` naming the argument unless ``top_k`` is ``None`` or an integer >= 1 and
+    ``top_p`` is ``None`` or a number in (0, 1]."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (or None), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
+                              or not (0.0 < top_p <= 1.0)):
+        raise ValueError(f"top_p must be a number in (0, 1] (or None), got {top_p!r}")
+
+
+UNMASKING = ("random", "random_order", "confidence")
 
 
 class MixtureJumpProcess(Process):
-    """The CTMC of a :class:`MixturePath` driven by posterior logits (see module docstring).
+    r"""The CTMC of a :class:`MixturePath` driven by posterior logits (see module docstring).
 
     Args:
         path: the mixture path.
@@ -79,17 +106,24 @@ class MixtureJumpProcess(Process):
         temperature: the posterior's logits are divided by it before every draw (below 1:
             sharper, fewer rare tokens; 1 is the exact CTMC).
         unmasking: for the mask source, which masked positions are revealed in a step:
-            ``"random"`` (each with the CTMC's probability, the exact sampler) or
-            ``"confidence"`` (purity sampling, Campbell et al. 2024: as many positions per
-            sequence as the random rule would reveal, but those whose posterior is most
-            confident; biased towards high-likelihood sequences, as MaskGIT's low-confidence
-            remasking).
+            ``"random"`` (each with the CTMC's probability, the exact sampler),
+            ``"random_order"`` (per sequence exactly the scheduled count
+            :math:`k = M - \mathrm{round}(M (1 - p))` of its :math:`M` masked positions, chosen
+            uniformly: with one reveal per step this is any-order autoregressive sampling) or
+            ``"confidence"`` (MaskGIT / LLaDA low-confidence remasking, purity sampling of
+            Campbell et al. 2024: the same scheduled count, at the positions whose posterior is
+            most confident; biased towards high-likelihood sequences).
+        top_k, top_p: top-k / nucleus filtering of every drawn row (:func:`filter_logits`),
+            after the temperature.
+
+    The draws are float64 by default: float32 Gumbel noise truncates its tail, which lowers
+    the effective temperature of rare tokens (and flatters generative perplexity).
     """
 
     def __init__(self, path: MixturePath, corrector: float | Callable[[float], float] = 0.0,
-                 dtype_categorical: torch.dtype = torch.float32, padding_mask: Tensor | None = None,
+                 dtype_categorical: torch.dtype = torch.float64, padding_mask: Tensor | None = None,
                  generator: torch.Generator | None = None, *, temperature: float = 1.0,
-                 unmasking: str = "random") -> None:
+                 unmasking: str = "random", top_k: int | None = None, top_p: float | None = None) -> None:
         if not isinstance(path, MixturePath):
             raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
         if dtype_categorical not in (torch.float32, torch.float64):
@@ -105,6 +139,8 @@ class MixtureJumpProcess(Process):
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
         if unmasking != "random" and path.kind != "mask":
             raise ValueError(f"unmasking={unmasking!r} needs the mask source, the path's source is {path.kind!r}")
+        check_filtering(top_k, top_p)
+        self.top_k, self.top_p = top_k, top_p
         self.temperature = float(temperature)
         self.unmasking = unmasking
         self.path = path
@@ -135,6 +171,8 @@ class MixtureJumpProcess(Process):
                              f"got {tuple(logits.shape)}")
         if self.temperature != 1.0:
             logits = logits / self.temperature
+        if self.top_k is not None or self.top_p is not None:
+            logits = filter_logits(logits, self.top_k, self.top_p)
         t_val, h_val = float(t), float(h)
         last = t_val + h_val >= 1.0 - _LAST_STEP_TOL
         beta = 0.0 if last else self._beta(t_val)
@@ -153,9 +191,15 @@ class MixtureJumpProcess(Process):
             else:
                 kappa_next = float(sched.kappa(torch.tensor(t_val + h_val, dtype=torch.float64)))
                 p_unmask = min(1.0, (1 + beta) * (kappa_next - kappa) / (1 - kappa))
-            unmask = masked & (u < p_unmask)
-            if self.unmasking == "confidence" and p_unmask < 1.0:
-                unmask = _most_confident(logits, masked, unmask.sum(-1))
+            if self.unmasking == "random" or p_unmask >= 1.0:
+                unmask = masked & (u < p_unmask)
+            else:  # the scheduled count per sequence, at random or at the most confident positions
+                n_masked = masked.sum(-1).to(torch.float64)
+                counts = (n_masked - torch.round(n_masked * (1.0 - p_unmask))).long()
+                # confidence: log of the top probability of the (tempered, filtered) posterior
+                scores = (-u if self.unmasking == "random_order"
+                          else (logits.amax(-1) - torch.logsumexp(logits, dim=-1)).to(torch.float64))
+                unmask = _top_count(scores, masked, counts)
             idx = unmask.nonzero(as_tuple=True)
             if idx[0].numel():
                 rows = logits[idx]
@@ -225,11 +269,16 @@ class CTMCSolver:
         corrector: float | Callable[[float], float] = 0.0,
         return_intermediates: bool = False,
         progress: bool = False,
-        dtype_categorical: torch.dtype = torch.float32,
+        dtype_categorical: torch.dtype = torch.float64,
         padding_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         unmasking: str = "random",
+        *,
+        fixed: Tensor | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        block_size: int | None = None,
     ) -> Tensor:
         """Simulate the CTMC from ``x0`` at ``time_grid[0]`` to ``time_grid[-1]``.
 
@@ -237,32 +286,71 @@ class CTMCSolver:
             x0: tokens ``(..., L)`` (mask ids allowed for the mask source).
             time_grid: increasing times in [0, 1]; a grid ending at 1 leaves no mask tokens.
             steps: with a two-point grid, the number of equal steps (default 100).
-            corrector: nonnegative strength :math:`\\beta_t` of the re-noising corrector, a float
+            corrector: nonnegative strength :math:`\beta_t` of the re-noising corrector, a float
                 or a function of ``t`` (not applied on the final step).
             return_intermediates: stack the states at all grid times on dim 0.
             progress: tqdm progress bar.
-            dtype_categorical: float32 or float64 for the categorical draws.
+            dtype_categorical: float64 (default) or float32 for the categorical draws.
             padding_mask: True at padding positions, which never change.
             generator: RNG for reproducible sampling.
             temperature: divide the posterior's logits by it before each draw (1: exact).
-            unmasking: ``"random"`` (exact) or ``"confidence"`` (purity sampling, mask source
-                only): see :class:`MixtureJumpProcess`.
+            unmasking: ``"random"`` (exact), ``"random_order"`` or ``"confidence"`` (scheduled
+                counts, mask source only): see :class:`MixtureJumpProcess`.
+            fixed: boolean of ``x0``'s shape, True at given positions (a prompt, the context of
+                an infilling template): they keep ``x0``'s tokens, which must be data tokens,
+                are seen by the model and never change, also under the corrector. For the mask
+                source, with the exact posterior the free tokens follow the conditional
+                distribution given the fixed ones.
+            top_k, top_p: top-k / nucleus filtering of the drawn rows (:func:`filter_logits`).
+            block_size: semi-autoregressive sampling (mask source): the positions are cut into
+                consecutive blocks of this size (the last may be shorter) generated left to right,
+                each by a full run over ``time_grid`` / ``steps`` while the later blocks stay
+                masked (LLaDA). The posterior gets the current block's clock as ``t``: meant for
+                time-agnostic posteriors (with the mask source the exact posterior does not
+                depend on ``t``). Not combined with ``return_intermediates``.
 
         Raises:
             ValueError: naming the argument, for tokens that are not integer ids in range, a
-                padding mask that is not boolean of ``x0``'s shape, a bad ``time_grid``, ``steps``,
-                ``corrector`` (negative, NaN, inf, or a function returning no such number),
-                ``dtype_categorical``, ``generator``, ``temperature`` or ``unmasking``, and posterior
-                outputs that are not floating-point logits of shape ``(*x0.shape, V)`` or not a distribution.
+                padding or fixed mask that is not boolean of ``x0``'s shape, mask tokens at fixed
+                positions, a bad ``time_grid``, ``steps``, ``corrector`` (negative, NaN, inf, or a
+                function returning no such number), ``dtype_categorical``, ``generator``,
+                ``temperature``, ``unmasking``, ``top_k`` (an integer >= 1), ``top_p`` (in
+                (0, 1]) or ``block_size``, and posterior outputs that are not floating-point logits
+                of shape ``(*x0.shape, V)`` or not a distribution.
         """
         self.path.check_tokens(x0, "x0", allow_mask=True)
-        if padding_mask is not None and (not isinstance(padding_mask, Tensor) or padding_mask.shape != x0.shape
-                                         or padding_mask.dtype != torch.bool):
-            raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(x0.shape)}")
+        for name, given in (("padding_mask", padding_mask), ("fixed", fixed)):
+            if given is not None and (not isinstance(given, Tensor) or given.shape != x0.shape
+                                      or given.dtype != torch.bool):
+                raise ValueError(f"{name} must be a bool tensor of shape {tuple(x0.shape)}")
+        frozen = padding_mask
+        if fixed is not None:
+            if self.path.kind == "mask" and bool((fixed & (x0 == self.path.mask_id)).any()):
+                raise ValueError("x0 must hold data tokens at the fixed positions, found mask tokens there")
+            frozen = fixed if frozen is None else frozen | fixed
         grid = make_time_grid(time_grid, steps, default_steps=100, dtype=torch.float64)
         if not bool(grid[-1] > grid[0]):
             raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")
-        process = MixtureJumpProcess(self.path, corrector, dtype_categorical, padding_mask, generator,
-                                     temperature=temperature, unmasking=unmasking)
+        options = dict(temperature=temperature, unmasking=unmasking, top_k=top_k, top_p=top_p)
         model = lambda x, t: self.posterior(x, t.to(torch.get_default_dtype()))  # noqa: E731
-        return simulate(process, model, x0.long(), grid, return_intermediates=return_intermediates, progress=progress)
+        if block_size is None:
+            process = MixtureJumpProcess(self.path, corrector, dtype_categorical, frozen, generator, **options)
+            return simulate(process, model, x0.long(), grid, return_intermediates=return_intermediates,
+                            progress=progress)
+        length = x0.shape[-1]
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= length:
+            raise ValueError(f"block_size must be an integer in [1, {length}] (the sequence length), got {block_size!r}")
+        if self.path.kind != "mask":
+            raise ValueError(f"block_size (semi-autoregressive sampling) needs the mask source, the path's source is "
+                             f"{self.path.kind!r}")
+        if return_intermediates:
+            raise ValueError("return_intermediates is not available with block_size")
+        MixtureJumpProcess(self.path, corrector, dtype_categorical, None, generator, **options)  # checks the options
+        x = x0.long()
+        position = torch.arange(length, device=x0.device)
+        for start in range(0, length, block_size):
+            outside = (position < start) | (position >= start + block_size)
+            block_frozen = outside.expand_as(x) if frozen is None else frozen | outside
+            process = MixtureJumpProcess(self.path, corrector, dtype_categorical, block_frozen, generator, **options)
+            x = simulate(process, model, x, grid, progress=progress)
+        return x

@@ -36,8 +36,9 @@ class _RotaryCache(nn.Module):
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, length: int, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
-        pos = torch.arange(length, dtype=torch.float64, device=device)
+    def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        pos = positions.to(torch.float64)
+        device = positions.device
         angles = pos[:, None] * self.inv_freq.to(device)[None, :]
         return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
 
@@ -59,7 +60,10 @@ class _Block(nn.Module):
             nn.init.zeros_(self.modulation.bias)
 
     def forward(self, h: Tensor, cond: Tensor | None, rope: tuple[Tensor, Tensor] | None,
-                attn_mask: Tensor | None, causal: bool) -> Tensor:
+                attn_mask: Tensor | None, causal: bool,
+                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The block's output and this call's keys and values ``(B, heads, L, head_dim)`` (after
+        rotary); ``past`` keys and values are prepended to the attended ones (a cache)."""
         if self.modulation is not None and cond is not None:
             shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None, :].chunk(6, dim=-1)
         else:
@@ -69,11 +73,13 @@ class _Block(nn.Module):
         q, k, v = rearrange(self.qkv(a), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None,
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2))
+        attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask,
+                                              is_causal=causal and attn_mask is None and past is None,
                                               dropout_p=self.attn_dropout if self.training else 0.0)
         h = h + (1 + gate1) * self.dropout(self.proj(rearrange(attn, "b h l d -> b l (h d)")))
         m = self.norm2(h) * (1 + scale2) + shift2
-        return h + (1 + gate2) * self.dropout(self.mlp(m))
+        return h + (1 + gate2) * self.dropout(self.mlp(m)), (k, v)
 
 
 class TokenTransformer(nn.Module):
@@ -145,11 +151,20 @@ class TokenTransformer(nn.Module):
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
     def forward(self, tokens: Tensor, t: Tensor | float | None = None, padding_mask: Tensor | None = None,
-                label: Tensor | int | None = None) -> Tensor:
+                label: Tensor | int | None = None, *, attn_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_kv: list[tuple[Tensor, Tensor]] | None = None,
+                return_kv: bool = False) -> Tensor | tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """Logits ``(*batch, L, out_vocab)`` of token ids ``tokens`` ``(*batch, L)`` (int64 or int32,
         in ``[0, vocab_size)``) at times ``t`` in [0, 1]: a float, or per-sequence times whose
         shape is a prefix of the batch shape (``(B,)`` for tokens ``(B, C, L)``: one time per
         sample). ``padding_mask`` is boolean ``(*batch, L)``, True at padding.
+
+        Structured attention and caching (block diffusion, :mod:`dfm.block`), keyword-only:
+        ``attn_mask`` is boolean ``(L, P + L)`` (True: query may attend to key), ``position_ids``
+        the ``(L,)`` positions of the tokens (default ``P .. P + L - 1``), ``past_kv`` a list of
+        cached ``(keys, values)`` per layer, ``(prod(batch), heads, P, head_dim)``, attended
+        before this call's own, and ``return_kv=True`` also returns this call's keys and values
+        per layer (to extend a cache).
 
         Raises ``ValueError`` naming the argument for a wrong type, dtype or shape, ids out of
         range and times that are NaN or outside [0, 1] (ids and times in one host read-back).
@@ -178,9 +193,17 @@ class TokenTransformer(nn.Module):
         if self.validate:
             checks.run()  # one host read-back for ids and times
         x = tokens.reshape(-1, length)
+        past_len = 0 if past_kv is None else self._check_past(past_kv, x.shape[0])
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + length, device=x.device)
+        elif (not isinstance(position_ids, Tensor) or position_ids.shape != (length,) or position_ids.is_floating_point()):
+            raise ValueError(f"position_ids must be an integer tensor of shape ({length},), got "
+                             f"{tuple(position_ids.shape) if isinstance(position_ids, Tensor) else type(position_ids).__name__}")
+        if self.pos is not None and int(position_ids.max()) >= self.max_len:
+            raise ValueError(f"position {int(position_ids.max())} exceeds max_len {self.max_len}")
         h = self.embed(x)
         if self.pos is not None:
-            h = h + self.pos(torch.arange(length, device=x.device))
+            h = h + self.pos(position_ids)
         if self.label_embedding is not None:
             h = h + self._label_embedding(label, batch_shape, x.device)[:, None, :]
         elif label is not None:
@@ -188,17 +211,45 @@ class TokenTransformer(nn.Module):
         cond = None
         if self.time_mlp is not None:
             cond = self.time_mlp(self._time_features(t.reshape(-1)))
-        attn_mask = None
+        if attn_mask is not None:
+            if (not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool
+                    or attn_mask.shape != (length, past_len + length)):
+                raise ValueError(f"attn_mask must be a bool tensor of shape {(length, past_len + length)}, got "
+                                 f"{tuple(attn_mask.shape) if isinstance(attn_mask, Tensor) else type(attn_mask).__name__}")
         if padding_mask is not None:
+            if past_kv is not None:
+                raise ValueError("padding_mask cannot be combined with past_kv")
             if (not isinstance(padding_mask, Tensor) or padding_mask.shape != tokens.shape
                     or padding_mask.dtype != torch.bool):
                 raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(tokens.shape)}")
             keep = ~padding_mask.reshape(-1, length)
-            attn_mask = keep[:, None, None, :]
-            if self.causal:
-                attn_mask = attn_mask & torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-        rope = self.rope(length, h.dtype, h.device) if self.rope is not None else None
-        for block in self.blocks:
-            h = block(h, cond, rope, attn_mask, self.causal)
-        logits = self.head(self.norm(h))
-        return logits.reshape(*batch_shape, length, self.out_vocab)
+            structure = (attn_mask if attn_mask is not None else
+                         torch.ones(length, length, dtype=torch.bool, device=x.device).tril() if self.causal else None)
+            attn_mask = keep[:, None, None, :] if structure is None else keep[:, None, None, :] & structure
+        elif attn_mask is None and self.causal and past_kv is not None:
+            attn_mask = torch.ones(length, past_len + length, dtype=torch.bool, device=x.device).tril(past_len)
+        rope = self.rope(position_ids, h.dtype) if self.rope is not None else None
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, cond, rope, attn_mask, self.causal, None if past_kv is None else past_kv[i])
+            new_kv.append(kv)
+        logits = self.head(self.norm(h)).reshape(*batch_shape, length, self.out_vocab)
+        return (logits, new_kv) if return_kv else logits
+
+    def _check_past(self, past_kv: object, rows: int) -> int:
+        """The cached length of ``past_kv`` (a ``ValueError`` unless it is one ``(keys, values)``
+        pair per layer for ``rows`` sequences)."""
+        if not isinstance(past_kv, (list, tuple)) or len(past_kv) != len(self.blocks):
+            raise ValueError(f"past_kv must be a list of {len(self.blocks)} (keys, values) pairs, one per layer")
+        head_dim = self.embed.weight.shape[1] // self.blocks[0].heads
+        expected = (rows, self.blocks[0].heads)
+        sizes = set()
+        for pair in past_kv:
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or any(not isinstance(z, Tensor) or z.dim() != 4 or tuple(z.shape[:2]) != expected
+                           or z.shape[3] != head_dim for z in pair) or pair[0].shape != pair[1].shape):
+                raise ValueError(f"past_kv entries must be (keys, values) of shape ({rows}, {expected[1]}, P, {head_dim})")
+            sizes.add(pair[0].shape[2])
+        if len(sizes) != 1:
+            raise ValueError(f"past_kv layers cache different lengths {sorted(sizes)}")
+        return sizes.pop()

@@ -168,7 +168,7 @@ def test_temperature_draws_from_the_tempered_posterior():
         solver.sample(torch.full((2, 1), V), steps=2, temperature=0.0)
 
 
-def test_confidence_unmasking_reveals_the_random_rule_counts_at_the_most_confident_positions():
+def test_confidence_unmasking_reveals_the_scheduled_count_at_the_most_confident_positions():
     path = MixturePath(V, "mask")
     length, batch = 6, 3000
     # position j's top probability grows with j
@@ -180,9 +180,15 @@ def test_confidence_unmasking_reveals_the_random_rule_counts_at_the_most_confide
     random = MixtureJumpProcess(path, generator=torch.Generator().manual_seed(5)).step(x, t, h, logits)
     confident = MixtureJumpProcess(path, generator=torch.Generator().manual_seed(5), unmasking="confidence").step(
         x, t, h, logits)
+    in_order = MixtureJumpProcess(path, generator=torch.Generator().manual_seed(5), unmasking="random_order").step(
+        x, t, h, logits)
     revealed_random, revealed = (random < V).sum(-1), (confident < V).sum(-1)
-    assert torch.equal(revealed, revealed_random)  # the same counts (same uniforms): Binomial(6, 0.3)
-    assert abs(float(revealed.double().mean()) - length * 0.3) < 0.1
+    assert abs(float(revealed_random.double().mean()) - length * 0.3) < 0.1  # Binomial(6, 0.3)
+    # the scheduled count, the same in every sequence: 6 - round(6 * 0.7) = 2
+    assert bool((revealed == 2).all()) and bool(((in_order < V).sum(-1) == 2).all())
+    # random order: the two positions uniformly among the six (each revealed with probability 1/3)
+    share = (in_order < V).double().mean(0)
+    assert float((share - 1 / 3).abs().max()) < 0.05
     # the k revealed positions are the k most confident: the last k
     positions = torch.arange(length)
     assert torch.equal(confident < V, positions >= length - revealed[:, None])
