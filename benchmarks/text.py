@@ -181,7 +181,8 @@ def _masked_objective(cfg: TextConfig, path: MixturePath, block_size: int | None
 
 class Snapshots:
     """The EMA weights at budget marks (minutes) of one run, taken at the trainer's frequent
-    validations: for each mark the last state at or before it (up to ``slack_s``), written to
+    validations: for each mark the last state at or before it (up to ``slack_s`` or 2% of the
+    mark after it, whichever is less: the final validation follows the last step), written to
     ``path`` (atomically) once the mark has passed, so an interrupted run keeps those already
     taken. Without marks (a step budget) it keeps the state at the last validation, the end of
     the run, under the key ``"final"``."""
@@ -202,7 +203,7 @@ class Snapshots:
         for mark in self.marks:
             if mark in self.saved:
                 continue
-            if now <= 60 * mark + self.slack:
+            if now <= 60 * mark + min(self.slack, 1.2 * mark):
                 self.pending[mark] = {"minutes": mark, "step": self.step, "elapsed_s": now,
                                       "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             elif mark in self.pending:
@@ -587,10 +588,12 @@ def sample_main(argv: list[str]) -> int:
     gen = torch.Generator().manual_seed(args.sample_seed)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     try:
-        if length > cfg.length or (block is not None and length % block):
-            raise ValueError(f"--length must be at most the context length {cfg.length}"
-                             + (f" and a multiple of the block size {block}" if block else "") + f", got {length}")
+        # a block model generates whole blocks: pad to a multiple of b with positions to generate
+        # (later blocks never influence earlier ones) and cut the result back
+        padded = lambda n: n if block is None else -(-n // block) * block  # noqa: E731
         if args.prompt is not None:
+            if length > cfg.length or padded(length) > cfg.length:
+                raise ValueError(f"--length must be at most the context length {cfg.length}, got {length}")
             ids = torch.tensor([table[c] for c in args.prompt], dtype=torch.long)
             if kind == "ar":
                 tokens = ar_sample(model, args.n, length, gen, prompt=ids, **options)
@@ -601,17 +604,23 @@ def sample_main(argv: list[str]) -> int:
         else:
             if kind == "ar":
                 raise ValueError("--template needs a masked or block model: the AR model only continues a prompt")
-            if len(text) > cfg.length or (block is not None and len(text) % block):
-                raise ValueError(f"--template has {len(text)} characters: at most the context length {cfg.length}"
-                                 + (f" and a multiple of the block size {block}" if block else ""))
+            if padded(len(text)) > cfg.length:
+                raise ValueError(f"--template has {len(text)} characters, more than the context length {cfg.length}")
             ids = torch.tensor([-1 if c == args.hole else table[c] for c in text], dtype=torch.long)
             x0, fixed = infill_template(ids, path, args.n)
+        if kind != "ar":
+            size = x0.shape[-1]
+            extra = padded(size) - size
+            x0 = torch.cat([x0, torch.full((args.n, extra), path.mask_id, dtype=torch.long)], dim=-1)
+            fixed = torch.cat([fixed, torch.zeros(args.n, extra, dtype=torch.bool)], dim=-1)
         if kind == "masked":
-            tokens = CTMCSolver(path, model).sample(x0, steps=args.steps or length, generator=gen, fixed=fixed,
+            tokens = CTMCSolver(path, model).sample(x0, steps=args.steps or x0.shape[-1], generator=gen, fixed=fixed,
                                                     unmasking=args.unmasking, block_size=args.block_size, **options)
         elif kind == "block":
             tokens = BlockDiffusion(path, block).sample(model, x0, steps=args.steps, generator=gen, fixed=fixed,
                                                         unmasking=args.unmasking, **options)
+        if kind != "ar":
+            tokens, fixed = tokens[:, :size], fixed[:, :size]
     except ValueError as err:
         raise CommandLineError(str(err)) from None
     print(f"[text sample] {args.model} ({snaps[key]['step']} steps), "

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks import earth, so3, text
+from benchmarks.cli import CommandLineError
 from benchmarks.earth_data import earth_path
 from benchmarks.results import load_results
 from benchmarks.text_data import kjv_path
@@ -161,3 +162,78 @@ def test_text_script_makes_exactly_the_steps_asked_for_per_model(tmp_path, monke
     for name in record["models"]:  # five validations, every ceil(10 / 5) steps
         history = torch.load(tmp_path / f"{name}_seed0.pt", weights_only=False)["history"]
         assert [h["step"] for h in history] == [2, 4, 6, 8, 10]
+
+
+def _toy_corpus(monkeypatch):
+    from benchmarks.text_data import Corpus
+
+    body = "in the beginning god created the heaven and the earth. " * 40
+    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
+
+
+def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkeypatch, capsys):
+    from benchmarks.cli import CommandLineError
+
+    _toy_corpus(monkeypatch)
+    argv = ["--quick", "--steps", "3", "--models", "ar", "masked", "block4", "--width", "16", "--depth", "1",
+            "--heads", "1", "--eval-chunks", "8", "--n-samples", "2", "--sample-steps", "4", "--threads", "1",
+            "--no-progress", "--out", str(tmp_path)]
+    assert text.main(argv) == 0
+    record = json.loads((tmp_path / "results_seed0.json").read_text())
+    assert record["models"] == ["ar", "masked", "block4"]
+    for name in ("masked", "block4"):  # generative perplexity under this run's AR model, entropy of the samples
+        for entry in record["results"][name]["samples"]:
+            assert entry["gen_ppl"] > 1 and 0 < entry["entropy"] <= math.log2(18)
+    capsys.readouterr()
+    for model in ("ar", "masked", "block4"):
+        assert text.main(["sample", "--out", str(tmp_path), "--model", model, "--prompt", "in the be", "--n", "2",
+                          "--length", "30", "--top-k", "3"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()[1:]
+        assert len(lines) == 2 and all(line.startswith("in the be") and len(line) == 30 for line in lines)
+    for model in ("masked", "block4"):  # holes filled in place; a template shorter than a block multiple is padded
+        template = "in the ___inning god"
+        assert text.main(["sample", "--out", str(tmp_path), "--model", model, "--template", template, "--n", "2",
+                          "--unmasking", "confidence"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()[1:]
+        for line in lines:
+            assert line.startswith("in the [") and line.endswith("]inning god") and line.count("[") == 3
+    bad = [(["--prompt", "a" * 70], "shorter than the context"), (["--prompt", "in the Z"], "does not know"),
+           (["--prompt", "in", "--top-p", "0"], "top_p"), (["--prompt", "in", "--top-k", "0"], "top_k"),
+           (["--template", "no hole here"], "no hole")]
+    for extra, message in bad:
+        with pytest.raises(CommandLineError, match=message):
+            text.main(["sample", "--out", str(tmp_path), "--model", "masked", *extra])
+    with pytest.raises(CommandLineError, match="AR model only continues"):
+        text.main(["sample", "--out", str(tmp_path), "--model", "ar", "--template", "in __ be"])
+
+
+def test_text_curve_snapshots_come_from_one_run(tmp_path, monkeypatch):
+    _toy_corpus(monkeypatch)
+    argv = ["--quick", "--minutes", "0.06", "--curve", "0.03", "--models", "masked", "--width", "16", "--depth", "1",
+            "--heads", "1", "--eval-chunks", "8", "--n-samples", "2", "--sample-steps", "4", "--threads", "1",
+            "--no-progress", "--out", str(tmp_path)]
+    assert text.main(argv) == 0
+    curve = json.loads((tmp_path / "results_seed0.json").read_text())["results"]["masked"]["curve"]
+    assert [c["minutes"] for c in curve] == [0.03, 0.06]
+    assert 0 < curve[0]["steps"] < curve[1]["steps"]
+    assert curve[0]["elapsed_s"] <= 0.03 * 60 + 3 and curve[1]["elapsed_s"] <= 0.06 * 60 + 3
+    snaps = torch.load(tmp_path / "masked_seed0_snapshots.pt", weights_only=False)
+    assert set(snaps) == {0.03, 0.06}
+    with pytest.raises(CommandLineError, match="--curve takes wall-clock"):
+        text.main([*argv, "--steps", "3"])
+
+
+def test_user_corpus_is_split_by_lines(tmp_path):
+    from benchmarks.text_data import load_text_corpus
+
+    lines = [f"verse {i}" for i in range(40)]
+    (tmp_path / "c.txt").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    corpus = load_text_corpus(tmp_path / "c.txt")
+    assert corpus.test == "verse 10\nverse 30\n" and corpus.val == "verse 5\nverse 25\n"
+    assert corpus.train.count("\n") == 36 and set(corpus.chars) == set("verse 0123456789\n")
+    (tmp_path / "short.txt").write_text("one\ntwo\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="at least 20"):
+        load_text_corpus(tmp_path / "short.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe" * 50)
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_text_corpus(tmp_path / "bin.txt")
