@@ -78,6 +78,8 @@ ABLATIONS: dict[str, dict] = {
     "time-low-discrepancy": dict(estimator="time", times="low_discrepancy"),
     "count-stratified": dict(estimator="count", times="stratified"),
     "count-clipped": dict(estimator="count", times="stratified", mask_rate_min=0.1, mask_rate_max=0.9),
+    "count-clipped-narrow": dict(estimator="count", times="stratified", mask_rate_min=0.2, mask_rate_max=0.8),
+    "time-clipped": dict(estimator="time", times="stratified", mask_rate_min=0.1, mask_rate_max=0.9),
     "time-mean": dict(estimator="time", times="stratified", masked_loss="mean"),
 }
 

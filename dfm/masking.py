@@ -150,16 +150,17 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
                             < rate[..., None])
         weight = 1.0 / rate
     else:
+        # counts m with low <= m/n <= high (at least one masked; at least the lowest)
         lowest = torch.clamp(torch.ceil(low * n - 1e-9), min=1).long()
-        highest = torch.maximum(torch.ceil(high * n - 1e-9).long(), lowest)
+        highest = torch.maximum(torch.floor(high * n + 1e-9).long(), lowest)
         m = lowest + torch.floor(u * (highest - lowest + 1)).long().clamp(max=highest - lowest)
         m = torch.where(n > 0, m, torch.zeros_like(m))
         keys = torch.rand(counted.shape, generator=generator, dtype=torch.float64, device=where)
         keys = keys.masked_fill(~counted, 2.0)  # padding sorts last: never among the m
         rank = keys.argsort(-1).argsort(-1)
         masked = counted & (rank < m[..., None])
-        weight = n / m.clamp(min=1)
-        rate = m / n.clamp(min=1)
+        weight = n.double() / m.clamp(min=1).double()
+        rate = m.double() / n.clamp(min=1).double()
     kappa = (1.0 - rate).clamp(0.0, 1.0)
     t = path.scheduler.inverse(kappa).to(torch.get_default_dtype())
     masked = masked.view(batch, length).to(x1.device)
