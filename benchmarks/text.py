@@ -29,6 +29,7 @@ from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, load_text_corpus, random_crops, tokenize_corpus
 from dfm import (BlockDiffusion, BlockDiffusionTransformer, CTMCSolver, MaskedDiffusionLoss, MixturePath,
                  filter_logits, infill_template, mask_elbo, prompt_template)
+from dfm.solver import check_filtering
 from dfm.transformer import TokenTransformer
 from gm.distributed import is_main_process
 from gm.training import TrainConfig, save_checkpoint, train
@@ -90,11 +91,12 @@ ABLATIONS: dict[str, dict] = {
 
 def model_kind(name: str) -> tuple[str, int | None]:
     """``("ar", None)``, ``("masked", None)`` or ``("block", b)`` for ``"blockB"``."""
-    if name in ("ar", "masked") or name.startswith("masked-"):
+    if name in ("ar", "masked") or (name.startswith("masked-") and name[len("masked-"):] in ABLATIONS):
         return ("ar" if name == "ar" else "masked"), None
     if name.startswith("block") and name[5:].isdigit() and int(name[5:]) > 0:
         return "block", int(name[5:])
-    raise CommandLineError(f"unknown model {name!r}: use ar, masked or blockB (B a block size dividing the length)")
+    raise CommandLineError(f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block "
+                           "size dividing the length)")
 
 
 def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_chars: int | None = None) -> float:
@@ -147,6 +149,10 @@ def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Gen
     """``n`` sequences of ``length`` tokens drawn left to right with a key/value cache (on the
     generator's device), continuing ``prompt`` (1-D ids) if given; float64 draws from the
     tempered, filtered next-token distribution."""
+    check_filtering(top_k, top_p)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
     device = generator.device
     x = (torch.empty(n, 0, dtype=torch.long, device=device) if prompt is None
          else prompt.to(device).long().expand(n, -1).clone())
@@ -188,38 +194,52 @@ def _masked_objective(cfg: TextConfig, path: MixturePath, block_size: int | None
 class Snapshots:
     """The EMA weights at budget marks (minutes) of one run, taken at the trainer's frequent
     validations: for each mark the last state at or before it (up to ``slack_s`` or 2% of the
-    mark after it, whichever is less: the final validation follows the last step), written to
-    ``path`` (atomically) once the mark has passed, so an interrupted run keeps those already
-    taken. Without marks (a step budget) it keeps the state at the last validation, the end of
-    the run, under the key ``"final"``."""
+    mark after it, whichever is less: the final validation follows the last step). Every take
+    is written to ``path`` at once (atomically; states on the CPU, one copy shared by the marks
+    it stands for), the marks not yet passed flagged provisional, so an interrupted run loses
+    no snapshot: on resume a provisional state whose mark has passed is kept as final. Without
+    marks (a step budget) it keeps the state at the last validation, the end of the run, under
+    the key ``"final"``."""
 
     def __init__(self, path: Path, marks: list[float], prior_s: float, slack_s: float = 3.0) -> None:
         self.path, self.marks, self.slack = path, sorted(marks), slack_s
-        self.saved: dict[float, dict] = torch.load(path, weights_only=False) if path.exists() else {}
-        self.pending: dict[float, dict] = {}
+        stored: dict = torch.load(path, weights_only=False, map_location="cpu") if path.exists() else {}
+        self.saved: dict = {}
+        self.pending: dict = {}
+        for key, entry in stored.items():
+            passed = key == "final" or prior_s > self._deadline(key)
+            if entry.pop("provisional", False) and not passed:
+                self.pending[key] = entry
+            else:
+                self.saved[key] = entry
         self.start = time.perf_counter() - prior_s
         self.step = 0
 
+    def _deadline(self, mark: float) -> float:
+        return 60 * mark + min(self.slack, 1.2 * mark)
+
     def take(self, model: torch.nn.Module) -> None:
         now = time.perf_counter() - self.start
-        if not self.marks:  # a step budget: the state at the last validation (the end of the run)
-            self.pending["final"] = {"minutes": None, "step": self.step, "elapsed_s": now,
-                                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            return
-        for mark in self.marks:
-            if mark in self.saved:
+        state = None
+        for key in self.marks or ["final"]:
+            if key in self.saved:
                 continue
-            if now <= 60 * mark + min(self.slack, 1.2 * mark):
-                self.pending[mark] = {"minutes": mark, "step": self.step, "elapsed_s": now,
-                                      "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            elif mark in self.pending:
-                self.saved[mark] = self.pending.pop(mark)
-                save_checkpoint(self.path, self.saved)
+            if key == "final" or now <= self._deadline(key):
+                if state is None:
+                    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                self.pending[key] = {"minutes": None if key == "final" else key, "step": self.step,
+                                     "elapsed_s": now, "state": state}
+            elif key in self.pending:
+                self.saved[key] = self.pending.pop(key)
+        self._write()
 
-    def finish(self) -> dict[float, dict]:
+    def _write(self) -> None:
+        save_checkpoint(self.path, {**self.saved, **{k: {**v, "provisional": True} for k, v in self.pending.items()}})
+
+    def finish(self) -> dict:
         self.saved.update(self.pending)
         self.pending = {}
-        save_checkpoint(self.path, self.saved)
+        self._write()
         return self.saved
 
 
@@ -333,8 +353,8 @@ def main(argv: list[str]) -> int:
         ckpt = out / f"{name}_seed{args.seed}.pt"
         prior = float(torch.load(ckpt, weights_only=False).get("elapsed", 0.0)) if ckpt.exists() and not args.restart else 0.0
         snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
-        if args.restart and snap_path.exists():
-            snap_path.unlink()
+        if args.restart and is_main_process():
+            snap_path.unlink(missing_ok=True)
         snapshots = Snapshots(snap_path, marks, prior)
 
         def val_fn(m, quick_score=quick_score):
@@ -361,7 +381,7 @@ def main(argv: list[str]) -> int:
         snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
         if not snap_path.exists():
             return None
-        snaps = torch.load(snap_path, weights_only=False)
+        snaps = torch.load(snap_path, weights_only=False, map_location="cpu")
         if key not in snaps:
             return None
         kind, block = kinds.get(name) or model_kind(name)
@@ -393,7 +413,7 @@ def main(argv: list[str]) -> int:
         model, snap = loaded
         bpc, stderr = test_bpc(name, model)
         curve = []
-        snaps = torch.load(out / f"{name}_seed{args.seed}_snapshots.pt", weights_only=False)
+        snaps = torch.load(out / f"{name}_seed{args.seed}_snapshots.pt", weights_only=False, map_location="cpu")
         for key in sorted(k for k in snaps if k != "final"):
             if key == main_key:
                 curve.append(dict(minutes=key, steps=snap["step"], elapsed_s=snap["elapsed_s"], bpc=bpc, stderr=stderr))
@@ -426,11 +446,14 @@ def main(argv: list[str]) -> int:
             # simultaneous independent draws (the exact CTMC's Binomial reveals add that error)
             x0 = path.sample_source((n, cfg.length), device=device)
             solver = CTMCSolver(path, r["model"])
-            runs.append((f"{cfg.sample_steps} steps, one random position per step, T=1, float64",
+            per_step = cfg.length / cfg.sample_steps
+            runs.append((f"{cfg.sample_steps} steps, " + ("one random position per step" if per_step == 1 else
+                                                           f"~{per_step:g} random positions per step") + ", T=1, float64",
                          solver.sample(x0, steps=cfg.sample_steps, generator=gen, unmasking="random_order")))
-            runs.append((f"semi-AR blocks of 16, {cfg.sample_steps // 8} steps each, confidence unmasking, T=1",
-                         solver.sample(x0, steps=max(1, cfg.sample_steps // 8), generator=gen, block_size=16,
-                                       unmasking="confidence")))
+            semi = min(16, cfg.length)
+            semi_steps = max(1, cfg.sample_steps * semi // cfg.length)
+            runs.append((f"semi-AR blocks of {semi}, {semi_steps} steps each, confidence unmasking, T=1",
+                         solver.sample(x0, steps=semi_steps, generator=gen, block_size=semi, unmasking="confidence")))
         else:
             x0 = path.sample_source((n, cfg.length), device=device)
             sampler = BlockDiffusion(path, block)
@@ -578,7 +601,7 @@ def sample_main(argv: list[str]) -> int:
         raise CommandLineError(f"no trained {args.model!r} model in {out} (run `python -m benchmarks text --models "
                                f"{args.model} --out {out}` first)")
     meta = torch.load(meta_path, weights_only=False)
-    snaps = torch.load(snap_path, weights_only=False)
+    snaps = torch.load(snap_path, weights_only=False, map_location="cpu")
     key = (max(snaps, key=lambda k: -1 if k == "final" else k) if args.budget is None else args.budget)
     if key not in snaps:
         raise CommandLineError(f"no snapshot at {key} minutes; available: {sorted(snaps, key=str)}")

@@ -203,8 +203,11 @@ class BlockDiffusion:
                 raise ValueError(f"{name} is not an option of block-diffusion sampling")
         if fixed is None:
             fixed = x0 != self.path.mask_id
-        elif not isinstance(fixed, Tensor) or fixed.shape != x0.shape or fixed.dtype != torch.bool:
-            raise ValueError(f"fixed must be a bool tensor of shape {tuple(x0.shape)}")
+        elif (not isinstance(fixed, Tensor) or fixed.shape != x0.shape or fixed.dtype != torch.bool
+              or fixed.device != x0.device):
+            raise ValueError(f"fixed must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})")
+        if bool((fixed & (x0 == self.path.mask_id)).any()):
+            raise ValueError("x0 must hold data tokens at the fixed positions, found mask tokens there")
         steps = b if steps is None else steps
         x, cache = x0.long().clone(), None
         starts = range(0, length, b)

@@ -27,9 +27,13 @@ The uniform draws of a batch (one per group) can be coupled to lower the varianc
 mean further: ``"stratified"`` (one draw per stratum :math:`[k/N, (k+1)/N)`, shuffled),
 ``"antithetic"`` (pairs :math:`u, 1 - u`), ``"low_discrepancy"`` (one shifted lattice
 :math:`(u_0 + k/N) \bmod 1`, Kingma et al. 2021), or ``"uniform"`` (independent). A
-``mask_rate_range`` :math:`[a, b]` draws the masking rate (or :math:`m/n`) from that range only:
-the clipped schedules of Arriola et al. (2025), a training objective that is no longer the
-bound (the ELBO itself always uses the full range).
+``mask_rate_range`` :math:`[a, b]` restricts training draws (a training objective that is no
+longer the bound; the ELBO itself always uses the full range). With the time estimator the
+rate is drawn in :math:`[a, b]` and positions are still masked independently (the clipped
+schedules of Arriola et al., 2025: a whole group can still be masked). With the count
+estimator the count is drawn in :math:`\lceil a n \rceil .. \lfloor b n \rfloor` (at least 1), so
+with :math:`b < 1` a group is never fully masked, and for small groups the range is coarse
+(:math:`n = 4`, [0.2, 0.8]: :math:`m \in \{1, 2, 3\}`).
 """
 from __future__ import annotations
 
@@ -114,7 +118,8 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
         estimator: ``"count"`` (mask exactly ``m ~ U{1..n}`` positions, weight ``n/m``) or
             ``"time"`` (mask each position with probability ``r ~ U(0, 1]``, weight ``1/r``).
         times: how the batch's uniform draws are coupled: one of :data:`TIME_SAMPLING`.
-        mask_rate_range: draw the rate (or ``m/n``) in this sub-range of [0, 1] (training only).
+        mask_rate_range: restrict training draws to this sub-range of [0, 1] (module docstring:
+            for the count estimator, counts ``ceil(a n) .. floor(b n)``, at least 1).
         padding_mask: True at padding: never masked, never counted.
         generator: RNG of the draws (the draws are made on its device, then moved to ``x1``'s).
 

@@ -321,8 +321,8 @@ class CTMCSolver:
         self.path.check_tokens(x0, "x0", allow_mask=True)
         for name, given in (("padding_mask", padding_mask), ("fixed", fixed)):
             if given is not None and (not isinstance(given, Tensor) or given.shape != x0.shape
-                                      or given.dtype != torch.bool):
-                raise ValueError(f"{name} must be a bool tensor of shape {tuple(x0.shape)}")
+                                      or given.dtype != torch.bool or given.device != x0.device):
+                raise ValueError(f"{name} must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})")
         frozen = padding_mask
         if fixed is not None:
             if self.path.kind == "mask" and bool((fixed & (x0 == self.path.mask_id)).any()):

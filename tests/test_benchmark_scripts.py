@@ -237,3 +237,17 @@ def test_user_corpus_is_split_by_lines(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe" * 50)
     with pytest.raises(ValueError, match="not UTF-8"):
         load_text_corpus(tmp_path / "bin.txt")
+
+
+def test_text_snapshots_survive_an_interruption_after_their_mark(tmp_path):
+    # a provisional state (written at every take) whose mark has passed when the run resumes is kept
+    model = torch.nn.Linear(2, 2)
+    snaps = text.Snapshots(tmp_path / "s.pt", [0.5, 1.0], prior_s=0.0)
+    snaps.step = 7
+    snaps.take(model)  # now < both deadlines: provisional for both, on disk already
+    resumed = text.Snapshots(tmp_path / "s.pt", [0.5, 1.0], prior_s=40.0)  # past 0.5 min, before 1.0 min
+    assert set(resumed.saved) == {0.5} and set(resumed.pending) == {1.0}
+    assert resumed.saved[0.5]["step"] == 7 and "provisional" not in resumed.saved[0.5]
+    assert all(v.device.type == "cpu" for v in resumed.saved[0.5]["state"].values())
+    with pytest.raises(CommandLineError, match="unknown model"):
+        text.model_kind("masked-nonsense")

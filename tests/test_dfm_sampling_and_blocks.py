@@ -969,3 +969,13 @@ def test_count_estimator_clipped_range_stays_inside(n):
                    generator=torch.Generator().manual_seed(63))
     rate = b.masked.sum(-1).double() / n
     assert float(rate.min()) >= 0.3 and float(rate.max()) <= 0.8
+
+
+def test_block_sampling_refuses_mask_tokens_at_fixed_positions_of_fully_fixed_blocks():
+    from dfm import BlockDiffusion, BlockDiffusionTransformer
+    path = MixturePath(5, "mask")
+    model = BlockDiffusionTransformer(5, 2, width=8, depth=1, heads=1, max_len=6)
+    x0 = torch.tensor([[5, 5, 1, 5, 5, 5]])
+    fixed = torch.tensor([[True, True, False, False, False, False]])
+    with pytest.raises(ValueError, match="mask tokens"):
+        BlockDiffusion(path, 2).sample(model, x0, fixed=fixed)
