@@ -29,8 +29,8 @@ from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, load_text_corpus, random_crops, tokenize_corpus
 from dfm import (BlockDiffusion, BlockDiffusionTransformer, CTMCSolver, MaskedDiffusionLoss, MixturePath,
                  filter_logits, infill_template, mask_elbo, prompt_template)
-from dfm.solver import check_filtering
-from dfm.transformer import TokenTransformer
+from dfm.solver import check_filtering, check_temperature
+from dfm.transformer import TokenTransformer, append_kv
 from gm.distributed import is_main_process
 from gm.training import TrainConfig, save_checkpoint, train
 
@@ -150,9 +150,7 @@ def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Gen
     generator's device), continuing ``prompt`` (1-D ids) if given; float64 draws from the
     tempered, filtered next-token distribution."""
     check_filtering(top_k, top_p)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+    check_temperature(temperature)
     device = generator.device
     x = (torch.empty(n, 0, dtype=torch.long, device=device) if prompt is None
          else prompt.to(device).long().expand(n, -1).clone())
@@ -167,7 +165,7 @@ def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Gen
         if x.shape[1] == length:
             return x
         logits, kv = model(nxt, past_kv=cache, return_kv=True)
-        cache = [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(cache, kv)]
+        cache = append_kv(cache, kv)
 
 
 def sample_entropy_bits(samples: torch.Tensor) -> float:

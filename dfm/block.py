@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from dfm.loss import ELBOEstimate, MaskedDiffusionLoss, elbo_estimate
 from dfm.path import MixturePath
 from dfm.solver import CTMCSolver
-from dfm.transformer import TokenTransformer
+from dfm.transformer import TokenTransformer, append_kv
 
 __all__ = ["block_attention_mask", "BlockDiffusion", "BlockDiffusionTransformer"]
 
@@ -127,9 +127,7 @@ class BlockDiffusionTransformer(nn.Module):
                start: int) -> list[tuple[Tensor, Tensor]]:
         """The cache with the clean block ``x_block`` (at ``start``) appended, per layer."""
         _, kv = self._cached(x_block, cache, start, keep=True)
-        if cache is None:
-            return kv
-        return [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(cache, kv)]
+        return append_kv(cache, kv)
 
 
 class BlockDiffusion:

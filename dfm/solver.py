@@ -81,6 +81,13 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
+def check_temperature(temperature: object) -> None:
+    """``ValueError`` naming the argument unless ``temperature`` is a finite number > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+
+
 def check_filtering(top_k: object, top_p: object) -> None:
     """``ValueError`` naming the argument unless ``top_k`` is ``None`` or an integer >= 1 and
     ``top_p`` is ``None`` or a number in (0, 1]."""
@@ -132,9 +139,7 @@ class MixtureJumpProcess(Process):
                                         or not (math.isfinite(corrector) and corrector >= 0)):
             raise ValueError(f"corrector must be a finite nonnegative float or a function of t, got {corrector!r}")
         check_generator(generator)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-                math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+        check_temperature(temperature)
         if unmasking not in UNMASKING:
             raise ValueError(f"unmasking must be one of {UNMASKING}, got {unmasking!r}")
         if unmasking != "random" and path.kind != "mask":

@@ -18,7 +18,7 @@ from gm.checks import (Checks, broadcast_time, describe_index_range, describe_ti
                        time_out_of_range)
 from gm.guidance import label_rows
 
-__all__ = ["TokenTransformer", "apply_rotary"]
+__all__ = ["TokenTransformer", "apply_rotary", "append_kv"]
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -26,6 +26,15 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x_even, x_odd = x[..., 0::2], x[..., 1::2]
     rotated = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)
     return rotated.flatten(-2)
+
+
+def append_kv(past: list[tuple[Tensor, Tensor]] | None,
+              new: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """A key/value cache (per layer, ``(B, heads, P, head_dim)``) with ``new`` entries (from
+    ``TokenTransformer(..., return_kv=True)``) appended along the positions; ``past=None`` is empty."""
+    if past is None:
+        return list(new)
+    return [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(past, new)]
 
 
 class _RotaryCache(nn.Module):
