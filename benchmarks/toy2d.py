@@ -118,7 +118,7 @@ def evaluate(model, scheduler, dataset: str, cfg: Toy2DConfig, seed: int) -> dic
     test = sampler(dataset)(cfg.n_test, g)
     noise = torch.randn(cfg.n_samples, 2, generator=g)
     m = Euclidean(2)
-    solver = ODESolver(m, model)
+    solver = ODESolver(m, model, path=AffinePath(scheduler))  # likelihoods add the path's source density
     grid = torch.linspace(0, 1, 257)
     trajectory = solver.sample(noise, time_grid=grid, steps=None, method="rk4", return_intermediates=True)
     reference = trajectory[-1]

@@ -338,7 +338,8 @@ class BackboneFlow:
 
     def log_likelihood(self, model: FrameModel, x1: Tensor, *, steps: int = 32, method: str = "rk4",
                        divergence: str = "exact", n_probes: int = 1, rotation_scheduler: ConvexScheduler | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
+                       generator: torch.Generator | None = None,
+                       log_p0: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Exact log-density of centred frames ``x1`` (nm, ``(B, N, 4, 4)``, all residues real)
         under the model's flow ODE, on :class:`proteins.CentredFrames` (dimension 6N - 3).
 
@@ -349,6 +350,9 @@ class BackboneFlow:
         with memory); rotations use ``rotation_scheduler`` (default: the training path's linear
         schedule, the flow whose marginals the model learnt). Density w.r.t. the product of the
         SO(3) volumes (8 pi^2 each) and the Lebesgue measure of the centred translations in nm.
+        The source density added at t = 0 is the flow's base (Haar rotations x centred Gaussian
+        translations of std ``translation_std``: ``CentredFrames.base_logprob``, what
+        :meth:`sample` starts from), or ``log_p0(x0)`` (``x0``: ``(B, N, 4, 4)`` frames in nm).
         """
         if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
             raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
@@ -366,4 +370,4 @@ class BackboneFlow:
             return self.velocity(flat, x1_hat, times, full, rotation_scheduler=sched).reshape(x.shape)
 
         return ODESolver(manifold, velocity).log_likelihood(x1, steps=steps, method=method, divergence=divergence,
-                                                            n_probes=n_probes, generator=generator)
+                                                            n_probes=n_probes, generator=generator, log_p0=log_p0)

@@ -24,9 +24,13 @@ and :meth:`AffinePath.convert` turns one into another in closed form, through
 where :math:`\sigma\dot\alpha - \alpha\dot\sigma = \sigma^2 \, d(\alpha/\sigma)/dt > 0` (the snr
 increases). Conversions that divide by :math:`\sigma_t` (to ``"score"``, from ``"x1"``) are
 undefined where :math:`\sigma_t = 0` and those that divide by :math:`\alpha_t` (from ``"x0"``
-or ``"score"``) where :math:`\alpha_t = 0`: they raise ``ValueError`` naming ``t`` there.
+or ``"score"``) where :math:`\alpha_t = 0`; every conversion from or to ``"velocity"`` needs
+:math:`\dot\alpha_t, \dot\sigma_t`, infinite at :math:`t = 1` for the VP and linear-VP schedules
+(the marginal velocity is infinite there). All of these raise ``ValueError`` naming ``t``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -72,6 +76,24 @@ class AffinePath(ProbPath):
         1 except for VE)."""
         noise = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
         return noise * self.scheduler.source_std
+
+    def source_log_prob(self, x0: Tensor) -> Tensor:
+        r"""Log-density of the source :meth:`sample_source` draws from,
+        :math:`\log N(x_0; 0, \sigma_0^2 I)` with :math:`\sigma_0` = ``source_std`` (1, or
+        :math:`\sigma_{max}` for VE), summed over the feature dim: what
+        :meth:`rfm.ODESolver.log_likelihood` adds at t = 0 for a solver built with this path.
+
+        For VE the t = 0 marginal of the path is the data blurred by :math:`N(0, \sigma_{max}^2 I)`,
+        only close to this source when :math:`\sigma_{max}` dwarfs the data: the likelihood is
+        that of the model one samples (source draws pushed through the flow); pass
+        ``log_p0`` to the solver for another source.
+        """
+        check_floating(x0, "x0")
+        if x0.dim() < 1:
+            raise ValueError("x0 must have a feature dim, shape (*batch, d), got a 0-dim tensor")
+        std = self.scheduler.source_std
+        d = x0.shape[-1]
+        return -0.5 * (x0 * x0).sum(-1) / std ** 2 - d * (math.log(std) + 0.5 * math.log(2 * math.pi))
 
     def _times(self, t: Tensor | float, x: Tensor, name: str) -> Tensor:
         """``t`` as a tensor broadcast against ``x`` (``(*batch, 1)``) after the checks."""
@@ -159,17 +181,8 @@ class AffinePath(ProbPath):
         if from_type == to_type:
             return prediction
         s = self.scheduler(tt, validate=False)
-        needs_sigma = from_type == "x1" or to_type == "score"
-        needs_alpha = from_type in ("x0", "score") and to_type in ("x1", "velocity")
-        if self.validate and (needs_sigma or needs_alpha):
-            zero = torch.stack([(s.sigma == 0).any() if needs_sigma else torch.zeros((), dtype=torch.bool),
-                                (s.alpha == 0).any() if needs_alpha else torch.zeros((), dtype=torch.bool)]).tolist()
-            if zero[0]:
-                raise ValueError(f"t: converting {from_type} to {to_type} divides by sigma_t, which is 0 at some of "
-                                 f"the times for {self.scheduler!r} (t = 1)")
-            if zero[1]:
-                raise ValueError(f"t: converting {from_type} to {to_type} divides by alpha_t, which is 0 at some of "
-                                 f"the times for {self.scheduler!r} (t = 0)")
+        if self.validate:
+            self._check_conversion(s, from_type, to_type)
         x1_hat, x0_hat = self._endpoints(prediction, x_t, s, from_type, to_type)
         if to_type == "x1":
             return x1_hat
@@ -178,6 +191,36 @@ class AffinePath(ProbPath):
         if to_type == "score":
             return -x0_hat / s.sigma
         return s.d_alpha * x1_hat + s.d_sigma * x0_hat
+
+    def _check_conversion(self, s, from_type: str, to_type: str) -> None:
+        r"""A ``ValueError`` naming ``t`` where the conversion divides by zero or meets an infinite
+        derivative (one host read-back): :math:`\sigma_t = 0` (from ``"x1"``, to ``"score"``),
+        :math:`\alpha_t = 0` (from ``"x0"``/``"score"`` to ``"x1"``/``"velocity"``), and, for any
+        conversion from or to ``"velocity"``, non-finite :math:`\dot\alpha_t, \dot\sigma_t` (the VP
+        schedules at t = 1, where the velocity itself is infinite) or a vanishing
+        :math:`\sigma_t\dot\alpha_t - \alpha_t\dot\sigma_t` (from ``"velocity"``)."""
+        no = torch.zeros((), dtype=torch.bool, device=s.sigma.device)
+        velocity = "velocity" in (from_type, to_type)
+        flags = torch.stack([
+            (s.sigma == 0).any() if from_type == "x1" or to_type == "score" else no,
+            (s.alpha == 0).any() if from_type in ("x0", "score") and to_type in ("x1", "velocity") else no,
+            (~torch.isfinite(s.d_alpha) | ~torch.isfinite(s.d_sigma)).any() if velocity else no,
+            ((s.sigma * s.d_alpha - s.alpha * s.d_sigma) == 0).any() if from_type == "velocity" else no,
+        ]).tolist()
+        what = f"converting {from_type} to {to_type}"
+        if flags[0]:
+            raise ValueError(f"t: {what} divides by sigma_t, which is 0 at some of the times for "
+                             f"{self.scheduler!r} (t = 1)")
+        if flags[1]:
+            raise ValueError(f"t: {what} divides by alpha_t, which is 0 at some of the times for "
+                             f"{self.scheduler!r} (t = 0)")
+        if flags[2]:
+            raise ValueError(f"t: {what} needs the schedule's derivatives, which are infinite at some of the times "
+                             f"for {self.scheduler!r} (t = 1 for the variance-preserving schedules: the velocity is "
+                             "infinite there); evaluate at t < 1")
+        if flags[3]:
+            raise ValueError(f"t: {what} divides by sigma_t alpha'_t - alpha_t sigma'_t, which is 0 at some of the "
+                             f"times for {self.scheduler!r}")
 
     @staticmethod
     def _endpoints(prediction: Tensor, x: Tensor, s, from_type: str, to_type: str) -> tuple[Tensor | None, Tensor | None]:

@@ -64,6 +64,11 @@ class GeodesicPath(ProbPath):
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
         self.validate = bool(validate)
 
+    def source_log_prob(self, x0: Tensor) -> Tensor:
+        """Log-density of the path's source, the manifold's base distribution
+        (``manifold.base_logprob``): what :meth:`rfm.ODESolver.log_likelihood` adds at t = 0."""
+        return self.manifold.base_logprob(x0)
+
     def sample(self, x0: Tensor | None, x1: Tensor, t: Tensor | float) -> PathSample:
         """Draw :math:`x_t` and its conditional velocity :math:`\\dot x_t`.
 

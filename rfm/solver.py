@@ -18,7 +18,7 @@ ambient Jacobian, computed with one batched forward-mode JVP over all basis vect
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -29,6 +29,7 @@ from gm.checks import (broadcast_time, check_callable, check_floating, check_gen
 from gm.process import Process
 from gm.simulate import make_time_grid, simulate
 from manifolds.base import RiemannianManifold
+from manifolds.euclidean import Euclidean
 from rfm.path import checked_points
 
 __all__ = ["ODESolver", "ManifoldFlowProcess", "riemannian_divergence"]
@@ -327,6 +328,12 @@ class ODESolver:
     Args:
         manifold: the state space.
         velocity: callable ``(x, t) -> tangent vector at x``; ``t`` is a 0-dim tensor.
+        path: optional, keyword only: the probability path the model was trained on (an
+            :class:`rfm.AffinePath` or :class:`rfm.GeodesicPath`, or any object with
+            ``source_log_prob(x0)``). :meth:`log_likelihood` then adds the log-density of that
+            path's source at t = 0 (N(0, sigma_max^2 I) for a VE path); without it,
+            ``manifold.base_logprob`` (N(0, I) on :class:`manifolds.Euclidean`, right for the
+            geodesic paths and the affine paths whose source is N(0, I): CondOT, cosine, VP).
 
     Inputs are checked as everywhere in rdfm: a ``ValueError`` naming the argument for a wrong
     type, shape or dtype, bad options (``steps``, ``method``, ``stepping``, ``time_grid``,
@@ -341,11 +348,35 @@ class ODESolver:
 
     manifold: RiemannianManifold
     velocity: Velocity
+    path: Any = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifold, RiemannianManifold):
             raise ValueError(f"manifold must be an rdfm manifold, got {type(self.manifold).__name__}")
         check_callable(self.velocity, "velocity")
+        if self.path is not None and not callable(getattr(self.path, "source_log_prob", None)):
+            raise ValueError(f"path must be an rfm path with a source density (AffinePath, GeodesicPath: "
+                             f"source_log_prob(x0)), got {type(self.path).__name__}; pass log_p0=... to "
+                             "log_likelihood for a path of your own")
+        path_manifold = getattr(self.path, "manifold", None)
+        if isinstance(path_manifold, RiemannianManifold) and repr(path_manifold) != repr(self.manifold):
+            raise ValueError(f"path lives on {path_manifold!r} but the solver's manifold is {self.manifold!r}")
+        if self.path is not None and path_manifold is None and not isinstance(self.manifold, Euclidean):
+            raise ValueError(f"path {self.path!r} is a Euclidean path, but the solver's manifold is {self.manifold!r}")
+
+    def source_log_prob(self, x0: Tensor) -> Tensor:
+        """The default ``log_p0`` of :meth:`log_likelihood`: the path's source density if the
+        solver has a ``path``, else ``manifold.base_logprob``."""
+        return self.path.source_log_prob(x0) if self.path is not None else self.manifold.base_logprob(x0)
+
+    def _source_density(self, log_p0: Callable[[Tensor], Tensor] | None, x0: Tensor, batch: tuple) -> Tensor:
+        """``log_p0(x0)`` (default :meth:`source_log_prob`), checked: a floating-point tensor of the
+        batch shape (metadata only), in the points' dtype."""
+        value = (self.source_log_prob if log_p0 is None else log_p0)(x0)
+        if not isinstance(value, Tensor) or not torch.is_floating_point(value) or tuple(value.shape) != tuple(batch):
+            raise ValueError(f"log_p0(x0) must return a floating-point tensor of the batch shape {tuple(batch)}, got "
+                             + _describe(value))
+        return value.to(x0.dtype)
 
     def sample(
         self,
@@ -403,13 +434,18 @@ class ODESolver:
         progress: bool = False,
         return_source: bool = False,
         *,
+        log_p0: Callable[[Tensor], Tensor] | None = None,
         validate: bool = True,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Exact (or Hutchinson) log-density :math:`\\log p_1(x_1)` of the flow's endpoint.
 
         Integrates :math:`(x_t, \\int \\operatorname{div} v)` backwards from ``time_grid[0]``
-        (default 1) to ``time_grid[-1]`` (default 0) and adds the base log-density
-        ``manifold.base_logprob(x_0)``.
+        (default 1) to ``time_grid[-1]`` (default 0) and adds the source log-density
+        ``log_p0(x_0)``: by default the solver's ``path``'s source (``path.source_log_prob``), or
+        ``manifold.base_logprob`` without a path. The flow only moves densities: a model
+        sampled from another source (a VE path's N(0, sigma_max^2 I), the exact t = 0
+        marginal of a path, a prior of your own) needs that source here, or the result is the
+        likelihood of a different model.
 
         Args:
             x1: points ``(*batch, *point_shape)``; data within float32 rounding of the manifold
@@ -428,6 +464,8 @@ class ODESolver:
             generator: RNG for the Hutchinson probes (drawn on its device).
             progress: tqdm progress bar.
             return_source: also return the integrated source points ``x_0``.
+            log_p0: the source log-density, a callable ``x_0 -> (*batch,)`` (default: see above),
+                evaluated at the points the backward solve reaches at ``time_grid[-1]``.
             validate: check that ``x1`` is finite and on the manifold, and that the
                 log-likelihoods (and ``x_0``) are finite (one host read-back each).
 
@@ -443,6 +481,8 @@ class ODESolver:
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
         n_probes = check_positive_int(n_probes, "n_probes")
         check_generator(generator)
+        if log_p0 is not None:
+            check_callable(log_p0, "log_p0")
         grid = make_time_grid(time_grid, steps, dtype=x1.dtype)  # on the CPU: no sync for the direction
         if not bool(grid[0] > grid[-1]):
             raise ValueError("log_likelihood integrates backwards: time_grid must decrease (e.g. (1.0, 0.0))")
@@ -462,7 +502,7 @@ class ODESolver:
         zeros = torch.zeros(batch, dtype=x1.dtype, device=x1.device)
         x0, integral = simulate(process, augmented_field, (x1, zeros), grid, progress=progress)
         # integral = int_1^0 div dt = -int_0^1 div dt
-        logp = m.base_logprob(x0) + integral
+        logp = self._source_density(log_p0, x0, batch) + integral
         if validate and not bool(torch.isfinite(logp).all() & torch.isfinite(x0).all()):
             bad = ~torch.isfinite(logp) | ~torch.isfinite(x0.reshape(*batch, -1)).all(-1)
             raise ValueError(f"log_likelihood is not finite for {int(bad.sum())} of {bad.numel()} points: the velocity "

@@ -9,7 +9,7 @@ import torch
 
 from gm import (CosineConvexScheduler, CosineScheduler, ExponentialRateScheduler, LinearScheduler,
                 LinearVPScheduler, PolynomialScheduler, Scheduler, VEScheduler, VPScheduler, scheduler_by_name)
-from rfm import AffinePath, GaussianMixture, GeodesicPath, marginal_fields, prediction_loss
+from rfm import PREDICTION_TYPES, AffinePath, GaussianMixture, GeodesicPath, marginal_fields, prediction_loss
 from manifolds import Euclidean
 
 ALL = [LinearScheduler(), PolynomialScheduler(2), CosineConvexScheduler(), ExponentialRateScheduler(3.0),
@@ -224,3 +224,36 @@ def test_schedule_change_samples_like_the_target_schedule(target_scheduler):
     assert (via_change[-1] - s_end * condot_path[-1]).abs().max() < 1e-3
     assert (via_change[-1] - s_end * condot_path[-1]).abs().median() < 1e-5
     assert (via_change[200] - condot_path[200]).abs().max() > 0.1  # the paths differ on the way
+
+
+@pytest.mark.parametrize("sched", ALL, ids=repr)
+@pytest.mark.parametrize("end", [0.0, 1.0])
+def test_every_conversion_at_the_ends_is_finite_or_raises_naming_t(sched, end):
+    """At t = 0 and t = 1 (per-sample times, one of them at the end) a conversion either
+    returns finite values or raises a ValueError naming t: never NaN/inf (issue #28: VP and
+    linear-VP velocity -> x1 gave NaN, x0 -> velocity inf, score -> velocity NaN)."""
+    path = AffinePath(sched)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 2, dtype=torch.float64, generator=g)
+    prediction = torch.randn(4, 2, dtype=torch.float64, generator=g)
+    t = torch.tensor([0.3, end, 0.7, 0.5], dtype=torch.float64)
+    for source in PREDICTION_TYPES:
+        for goal in PREDICTION_TYPES:
+            try:
+                got = path.convert(prediction, x, t, from_type=source, to_type=goal)
+            except ValueError as error:
+                assert str(error).startswith("t: "), (source, goal, str(error))
+                continue
+            assert torch.isfinite(got).all(), (source, goal, got)
+
+
+@pytest.mark.parametrize("sched", [VPScheduler(), LinearVPScheduler()], ids=repr)
+def test_vp_conversions_through_the_velocity_raise_at_t1(sched):
+    path = AffinePath(sched)
+    x, u = torch.randn(4, 2), torch.randn(4, 2)
+    for source, goal in (("velocity", "x1"), ("velocity", "x0"), ("x0", "velocity"), ("score", "velocity"),
+                         ("x1", "velocity")):
+        with pytest.raises(ValueError, match=r"^t: converting"):
+            path.convert(u, x, torch.ones(4), from_type=source, to_type=goal)
+    # just before t = 1 they are finite
+    assert torch.isfinite(path.convert(u, x, torch.full((4,), 0.999), from_type="velocity", to_type="x1")).all()
