@@ -112,7 +112,7 @@ def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: 
     run_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                             ema_decay=cfg.ema_decay, checkpoint_every_minutes=1.0, seed=seed, progress=progress,
-                            **budget.train_fields())
+                            val_name=f"val NLL ({cfg.val_steps} rk4 steps)", **budget.train_fields())
     result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps, validate=False),
                    checkpoint_path=run_dir / "checkpoint.pt",
                    run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
@@ -181,7 +181,8 @@ def main(argv: list[str]) -> int:
                       plot=not args.no_plot, restart=args.restart)
             if rec is None:
                 continue
-            print(f"[earth] {dataset} seed {seed}: {rec['steps']} steps, val NLL {rec['val_nll']:.3f}, "
+            print(f"[earth] {dataset} seed {seed}: {rec['steps']} steps, val NLL ({cfg.test_steps} rk4 steps) "
+                  f"{rec['val_nll']:.3f}, "
                   f"TEST NLL {rec['test_nll']:.3f} ({rec['wall_time_s']:.0f} s)")
             records.append(rec)
     print("\nTest NLL (nats, lower is better)")

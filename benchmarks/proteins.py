@@ -100,8 +100,8 @@ def run(residue_class: str, seed: int, budget: Budget | float, cfg: TorusConfig,
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power, validate=validate).mean())
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
-                     checkpoint_every_minutes=1.0,
-                     **budget.train_fields())
+                     checkpoint_every_minutes=1.0, val_name=f"val NLL ({cfg.val_steps} rk4 steps, "
+                     f"{cfg.selection_points} points)", **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=lambda m: nll(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, residue_class=residue_class),
                 resume=not restart)
@@ -159,8 +159,8 @@ def run_joint(classes: Sequence[str], seed: int, budget: Budget | float, cfg: To
                    for i, c in enumerate(classes)) / len(classes)
 
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
-                     checkpoint_every_minutes=1.0,
-                     **joint.train_fields())
+                     checkpoint_every_minutes=1.0, val_name=f"mean val NLL ({cfg.val_steps} rk4 steps, "
+                     f"{cfg.selection_points} points per class)", **joint.train_fields())
     res = train(model, loss_fn, tc, val_fn=mean_val, checkpoint_path=out / f"joint_seed{seed}.pt",
                 run_config=training_settings(cfg, classes=list(classes)), resume=not restart)
     if res.rank != 0:

@@ -115,8 +115,8 @@ def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, ou
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
-                     checkpoint_every_minutes=1.0,
-                     **budget.train_fields())
+                     checkpoint_every_minutes=1.0, val_name=f"val NLL ({cfg.val_steps} rk4 steps, "
+                     f"{cfg.selection_points} points)", **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
                 checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, n_components=n_components),
                 resume=not restart)

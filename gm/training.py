@@ -90,6 +90,9 @@ class TrainConfig:
     a Jupyter kernel), otherwise a plain line every ``progress_every_s`` seconds, so logs of
     ``nohup`` runs, CI and pipes get no carriage-return flood. ``progress_bar`` overrides the
     choice (``True``: always the bar, ``False``: always plain lines, ``None``: automatic).
+    ``val_name`` names the validation value in that output (``"best <val_name> ..."``): say
+    what ``val_fn`` measures and how, e.g. ``"val NLL (16 rk4 steps)"``, when a script reports
+    another estimate of the same quantity afterwards.
     """
 
     lr: float = 1e-3
@@ -108,6 +111,7 @@ class TrainConfig:
     progress: bool = True
     progress_bar: bool | None = None
     progress_every_s: float = 10.0
+    val_name: str = "val"
 
 
 @dataclass
@@ -154,7 +158,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # Fields that may change between a run and its resumption: the budget (extending a run is what
 # resuming is for) and what is only reported or how often it is done.
 _RESUMABLE_FIELDS = ("max_steps", "max_minutes", "eval_every", "eval_every_minutes", "checkpoint_every_minutes",
-                     "progress", "progress_bar", "progress_every_s")
+                     "progress", "progress_bar", "progress_every_s", "val_name")
 
 
 class _Unset:
@@ -278,8 +282,9 @@ class _BarProgress(_Progress):
 
     def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
         self.bar.update(1)
-        self.bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}",
-                             best_val="-" if best_val is None else f"{best_val:.4f}", refresh=False)
+        self.bar.set_postfix(ordered_dict={"loss": "-" if loss is None else f"{loss:.4f}",
+                                           f"best {self.config.val_name}": "-" if best_val is None
+                                           else f"{best_val:.4f}"}, refresh=False)
 
     def close(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
         self.bar.close()
@@ -303,7 +308,7 @@ class _LineProgress(_Progress):
         else:
             where = f"step {step} ({100 * fraction:.1f}% of {c.max_minutes:g} min)"
         return (f"{where}, {rate:.1f} it/s, loss {'-' if loss is None else f'{loss:.4f}'}, "
-                f"best val {'-' if best_val is None else f'{best_val:.4f}'}, {_clock(elapsed)} elapsed")
+                f"best {c.val_name} {'-' if best_val is None else f'{best_val:.4f}'}, {_clock(elapsed)} elapsed")
 
     def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
         window = elapsed - self.last_elapsed
@@ -376,6 +381,19 @@ def _gather(world: World, value: Any) -> list[Any]:
     return values
 
 
+def _load_selected(model: nn.Module, best_state: dict | None, world: World) -> None:
+    """Load the selected EMA weights (rank 0's ``best_state``) into ``model`` on every rank: rank 0
+    loads them, then sends its floating-point state to the others (the same tensors in the same
+    order on every rank: DDP checked the models agree)."""
+    if world.is_main and best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    if world.distributed:
+        with torch.no_grad():
+            for value in model.state_dict().values():
+                if value.dtype.is_floating_point:
+                    dist.broadcast(value, src=0, group=world.group)
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, int, torch.Generator], torch.Tensor],
@@ -387,12 +405,20 @@ def train(
     run_config: Mapping[str, Any] | None = None,
     process_group: dist.ProcessGroup | None = None,
     find_unused_parameters: bool = False,
+    load_best: bool = True,
 ) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, step, generator)`` (which draws its own batch).
 
     Validation (``val_fn(model) -> float``, lower is better) runs with the EMA weights every
     ``eval_every`` steps / ``eval_every_minutes`` and at the end; the best EMA weights are kept
-    in ``TrainResult.best_state``. With ``checkpoint_path``, the full state (model, EMA,
+    in ``TrainResult.best_state`` (the final EMA weights without ``val_fn``).
+
+    **When ``train`` returns, ``model`` holds these selected EMA weights** (``load_best=True``,
+    the default; on every rank), so sampling or evaluating right after ``train`` uses the
+    weights the run selected. The last raw (optimised, non-averaged) weights are in
+    ``TrainResult.final_state``; ``load_best=False`` leaves them in the model instead. The
+    checkpoint keeps the raw weights, the EMA and the optimiser, so a resumed run continues
+    exactly from the raw state whichever weights the model held. With ``checkpoint_path``, the full state (model, EMA,
     optimiser, step, elapsed time, RNG states, best validation) is saved atomically every
     ``checkpoint_every_minutes`` and at the end, and a run resumes from it when ``resume``.
 
@@ -595,6 +621,9 @@ def train(
         # process group and in-flight gloo work, which must not linger until interpreter exit.
         del wrapped
         gc.collect()
+    final_state = copy.deepcopy(model.state_dict())
+    if load_best:
+        _load_selected(model, best_state, world)
     return TrainResult(steps=step, wall_time_s=elapsed, best_val=best_val, best_step=best_step, history=history,
-                       best_state=best_state, final_state=copy.deepcopy(model.state_dict()),
+                       best_state=best_state, final_state=final_state,
                        resumed_elapsed_s=resumed_elapsed, world_size=world.size, rank=world.rank)

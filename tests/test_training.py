@@ -215,3 +215,44 @@ def test_progress_on_a_terminal_is_a_tqdm_bar_and_the_choice_can_be_forced(monke
     # forced bar off a terminal (pytest's stderr)
     train(model, loss_fn, replace(cfg, progress_bar=True))
     assert "\r" in capsys.readouterr().err
+
+
+def test_train_returns_the_model_holding_the_selected_ema_weights(tmp_path):
+    """Issue #28: examples sampled right after train() with the last raw weights. The model now
+    holds best_state when train returns; load_best=False keeps the raw weights; a run extended
+    from its checkpoint continues from the raw weights and optimiser exactly."""
+    model, loss_fn, val_fn = regression_problem()
+    # a constant learning rate after warmup (min_lr_ratio=1): 40 steps extended to 60 are 60 steps
+    cfg = TrainConfig(lr=0.05, warmup_steps=5, eval_every=10, progress=False, seed=1, max_steps=40,
+                      checkpoint_every_minutes=0.0, ema_decay=0.9, min_lr_ratio=1.0)
+    ck = tmp_path / "run.pt"
+    first = train(model, loss_fn, cfg, val_fn=val_fn, checkpoint_path=ck)
+    assert first.best_state.keys() == {"weight", "bias"}
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, first.best_state[k])
+    assert not torch.equal(first.best_state["weight"], first.final_state["weight"])  # EMA != raw here
+    assert float(val_fn(model)) == pytest.approx(first.best_val)
+    again = train(model, loss_fn, cfg, val_fn=val_fn, checkpoint_path=ck)  # resumes at its end: nothing to do
+    assert again.steps == 40
+    for k, v in first.final_state.items():
+        torch.testing.assert_close(again.final_state[k], v)  # the raw weights came back from the checkpoint
+    # extending the run from its checkpoint equals one uninterrupted run of 60 steps
+    extended = train(model, loss_fn, replace(cfg, max_steps=60), val_fn=val_fn, checkpoint_path=ck)
+    straight_model, _, _ = regression_problem()
+    straight = train(straight_model, loss_fn, replace(cfg, max_steps=60), val_fn=val_fn, load_best=False)
+    for k, v in straight.final_state.items():
+        torch.testing.assert_close(extended.final_state[k], v)
+        torch.testing.assert_close(straight_model.state_dict()[k], v)  # load_best=False: the raw weights
+    assert extended.best_val == pytest.approx(straight.best_val)
+
+
+def test_progress_names_the_validation_value(capsys):
+    """Issue #28: the demo's progress said "best val 1.7190" and its summary "val NLL 2.704"
+    (two estimates of the same quantity): val_name says which one the trainer reports, and it
+    may change on resume (display only)."""
+    model, loss_fn, val_fn = regression_problem()
+    cfg = TrainConfig(lr=0.02, warmup_steps=1, max_steps=2, eval_every=1, progress_every_s=0.0,
+                      val_name="val NLL (16 rk4 steps)")
+    train(model, loss_fn, cfg, val_fn=val_fn)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.search(r", best val NLL \(16 rk4 steps\) \d+\.\d{4}, \d\d:\d\d elapsed$", last), last
