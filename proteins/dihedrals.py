@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from proteins.data import ArchiveSource, _read_chain_residues, _segments, _write_npz_atomically
+from proteins.data import ArchiveSource, _read_chain_residues, _segments, _write_npz_atomically, name_some
 from proteins.frames import backbone_dihedrals
 
 #: Ramachandran residue classes, in the order of the ``residue_class`` codes.
@@ -105,6 +105,7 @@ class DihedralBuildReport:
         segments_duplicate: segments dropped because an earlier one had the same residue names.
         residues: residues with phi and psi (the dihedral set).
         per_class: residues per class name.
+        unusable_files: names of the ``unparsed`` files, in reading order.
     """
 
     files: int
@@ -113,6 +114,7 @@ class DihedralBuildReport:
     segments_duplicate: int
     residues: int
     per_class: dict
+    unusable_files: tuple[str, ...] = ()
 
 
 def build_dihedral_dataset(structures: Iterable[tuple[str, str]], out: str | Path) -> DihedralBuildReport:
@@ -128,11 +130,13 @@ def build_dihedral_dataset(structures: Iterable[tuple[str, str]], out: str | Pat
     seen: set[str] = set()
     phis, psis, omegas, classes, seg_index, names_all, coords_all, sources = [], [], [], [], [], [], [], []
     offsets = [0]
-    files = unparsed = dups = 0
+    files = dups = 0
+    unusable: list[str] = []
     for name, text in structures:
         files += 1
         segments = backbone_segments(name, text)
-        unparsed += not segments
+        if not segments:
+            unusable.append(name)
         for seq, coords in segments:
             if seq in seen:
                 dups += 1
@@ -150,7 +154,9 @@ def build_dihedral_dataset(structures: Iterable[tuple[str, str]], out: str | Pat
             offsets.append(offsets[-1] + len(names))
             sources.append(name)
     if not coords_all:
-        raise ValueError(f"no structure among {files} files has a peptide-bonded segment of >= {MIN_LENGTH} residues")
+        listed = f" (none in {name_some(unusable)})" if unusable else ""
+        raise ValueError(f"no structure among {files} files has a peptide-bonded segment of >= {MIN_LENGTH} residues"
+                         f"{listed}")
 
     def wrap(parts: list[np.ndarray]) -> np.ndarray:
         return np.mod(np.concatenate(parts), 2 * np.pi)
@@ -161,7 +167,7 @@ def build_dihedral_dataset(structures: Iterable[tuple[str, str]], out: str | Pat
         backbone=np.concatenate(coords_all).astype(np.float32), segment_offsets=np.asarray(offsets),
         residue_names=np.asarray(names_all), segment_sources=np.asarray(sources)))
     per_class = {c: int((cls == i).sum()) for i, c in enumerate(CLASSES)}
-    return DihedralBuildReport(files, unparsed, len(offsets) - 1, dups, len(cls), per_class)
+    return DihedralBuildReport(files, len(unusable), len(offsets) - 1, dups, len(cls), per_class, tuple(unusable))
 
 
 def load_dihedrals(residue_class: str, path: str | Path) -> torch.Tensor:
