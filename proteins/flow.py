@@ -165,7 +165,8 @@ class BackboneFlow:
     @staticmethod
     def atoms_from_frames(frames: Tensor, mask: Tensor) -> Tensor:
         """Ideal backbone atoms N, CA, C, O ``(B, N, 4, 3)`` in Angstrom from frames in nm."""
-        return backbone_atoms(_scale_translations(frames, 1 / NM_PER_ANGSTROM), mask)
+        # validate=False: called in the training loss on predicted frames (rigid by construction)
+        return backbone_atoms(_scale_translations(frames, 1 / NM_PER_ANGSTROM), mask, validate=False)
 
     def base(self, mask: Tensor, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
              ) -> Tensor:

@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor
 
+from manifolds._math import point_tolerance
 from manifolds.se3 import SE3
 
 __all__ = [
@@ -157,8 +158,26 @@ def ideal_ncac(frames: Tensor, *, length_scale: float = 1.0) -> Tensor:
     return torch.einsum("...ij,aj->...ai", rot, local) + trans[..., None, :]
 
 
-def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: Tensor | float | None = None
-                   ) -> Tensor:
+def _check_rigid(frames: Tensor, mask: Tensor | None) -> None:
+    """A ``ValueError`` naming ``frames`` unless every real residue's frame is a finite rigid
+    transform (SE(3) within :func:`manifolds.base.point_tolerance`); one host read-back."""
+    with torch.no_grad():
+        error = SE3()._distance_from_manifold(frames.detach())  # (..., L): orthonormality, det R, bottom row
+        error = torch.where(torch.isfinite(frames).all(-1).all(-1), error, torch.full_like(error, math.inf))
+        if mask is not None:
+            error = torch.where(mask, error, torch.zeros_like(error))
+        tolerance = point_tolerance(frames.dtype)
+        worst, count = torch.stack([error.amax() if error.numel() else error.new_zeros(()),
+                                    (error > tolerance).sum().to(error.dtype)]).tolist()
+    if worst > tolerance:
+        what = "non-finite values" if math.isinf(worst) else f"a worst error of {worst:.3g} (tolerance {tolerance:.2g})"
+        raise ValueError(f"frames: {int(count)} of {error.numel()} residue frames are not rigid transforms [[R, t], "
+                         f"[0, 0, 0, 1]] with R a rotation ({what}); build frames with frames_from_backbone or "
+                         "SE3.from_rt, project them with manifolds.SE3().projx, or pass validate=False")
+
+
+def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: Tensor | float | None = None,
+                   validate: bool = True) -> Tensor:
     r"""Ideal backbone atoms N, CA, C, O ``(..., L, 4, 3)`` from residue frames ``(..., L, 4, 4)``.
 
     N, CA, C are the ideal local positions mapped by each frame. Carbonyl O_i lies in the
@@ -172,12 +191,22 @@ def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: 
         frames: residue frames, translations in Angstrom.
         mask: optional bool ``(..., L)``; atoms of masked residues are zeros.
         terminal_psi: psi of chain-terminal residues, see above.
+        validate: check that the frames of the real residues are finite rigid transforms
+            ``[[R, t], [0, 1]]`` with ``R`` a rotation, within ~1000 ulps of the dtype (one host
+            read-back); ``False`` in loops over frames that are rigid by construction.
+
+    Raises:
+        ValueError: naming the argument, for frames or a mask of the wrong type or shape, and
+            (``validate``) frames that are not rigid transforms: a general 4x4 matrix would give
+            atoms at distorted, meaningless positions without any error.
     """
     if not isinstance(frames, Tensor) or not torch.is_floating_point(frames) or frames.dim() < 3 \
             or frames.shape[-2:] != (4, 4):
         raise ValueError(f"frames must be a floating-point tensor of shape (..., L, 4, 4), got "
                          f"{tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__}")
     mask = _check_mask(mask, frames.shape[:-2])
+    if validate:
+        _check_rigid(frames, mask)
     n, ca, c = ideal_ncac(frames).unbind(-2)
     length = frames.shape[-3]
     real = torch.ones(frames.shape[:-2], dtype=torch.bool, device=frames.device) if mask is None else mask

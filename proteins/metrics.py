@@ -192,7 +192,7 @@ def secondary_structure(atoms: Tensor, mask: Tensor | None = None) -> Tensor:
     if atoms.shape[2] == 3:
         from proteins.frames import backbone_atoms, frames_from_backbone
 
-        atoms = backbone_atoms(frames_from_backbone(atoms, mask), mask)
+        atoms = backbone_atoms(frames_from_backbone(atoms, mask), mask, validate=False)  # rigid by construction
     backbone = atoms[:, :, :4].detach().to("cpu", torch.float64).numpy()
     real = mask.cpu().numpy()
     codes = np.full(real.shape, SS_PAD, dtype=np.int64)

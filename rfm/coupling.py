@@ -11,6 +11,8 @@ Coupled pairs make the conditional paths cross less, so the learned flow is stra
 """
 from __future__ import annotations
 
+import importlib.util
+
 from abc import ABC, abstractmethod
 
 import torch
@@ -65,6 +67,14 @@ class PairedCoupling(Coupling):
         return x0, x1
 
 
+def _require(module: str, what: str, package: str) -> None:
+    """An ``ImportError`` saying how to install ``package`` (the ``ot`` extra) unless
+    ``module`` is importable."""
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f'{what} needs {package}, which is not installed: pip install "rdfm[ot]" '
+                          f"(or pip install {'pot' if package == 'POT' else package})")
+
+
 class OTCoupling(Coupling):
     r"""Minibatch optimal transport for the squared geodesic distance of ``manifold``.
 
@@ -83,6 +93,9 @@ class OTCoupling(Coupling):
             raise ValueError(f"method must be 'exact' or 'sinkhorn', got {method!r}")
         if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg > 0:
             raise ValueError(f"reg must be a positive number, got {reg!r}")
+        # Fail here, not at the first batch of a training run, when the optional solver is missing.
+        _require("ot" if method == "sinkhorn" else "scipy", f'OTCoupling(method="{method}")',
+                 "POT" if method == "sinkhorn" else "scipy")
         self.manifold, self.method, self.reg = manifold, method, float(reg)
 
     def plan(self, x0: Tensor, x1: Tensor) -> Tensor:

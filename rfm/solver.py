@@ -74,8 +74,11 @@ _DTYPE_CLASH = re.compile(r"dtype|scalar type|\btype \(\w+\) and \w+ type")
 
 
 def _parameter_dtype(model: Any) -> torch.dtype | None:
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
+    """The floating dtype of ``model``'s parameters: an ``nn.Module``, or a bound method of one
+    (``model.forward``); ``None`` for other callables (closures, functions)."""
+    module = model if isinstance(model, nn.Module) else getattr(model, "__self__", None)
+    if isinstance(module, nn.Module):
+        for p in module.parameters():
             if p.is_floating_point():
                 return p.dtype
     return None
@@ -89,10 +92,17 @@ def _guarded(velocity: Velocity, name: str) -> Velocity:
         try:
             return velocity(x, t)
         except RuntimeError as error:
-            params = _parameter_dtype(velocity)
-            # only a clash between the points and the model's parameters is ours to explain
-            if not _DTYPE_CLASH.search(str(error)) or params is None or params == x.dtype:
+            # only a clash between the points and the model's dtype is ours to explain
+            if not _DTYPE_CLASH.search(str(error)):
                 raise
+            params = _parameter_dtype(velocity)
+            if params == x.dtype:
+                raise
+            if params is None:  # a closure or function: its network's dtype is not visible from here
+                raise ValueError(
+                    f"velocity(x, t) failed on points of dtype {x.dtype} ({name}'s dtype) with a dtype error "
+                    f"({error}); the points and the model the velocity calls must share a dtype: cast the points "
+                    f"({name}.to(...)) or the model (model.to({x.dtype}))") from error
             raise ValueError(
                 f"velocity(x, t) failed on points of dtype {x.dtype} ({name}'s dtype)"
                 + f" with a model whose parameters are {params} ({error}); the points and the model must "
