@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gm.distributed import World, init_world, launched_by_torchrun, rank_seed
@@ -45,7 +45,9 @@ class EMA:
     """Exponential moving average of a model's floating-point parameters and buffers.
 
     ``shadow = d * shadow + (1 - d) * param`` with ``d = min(decay, (1 + n) / (10 + n))`` after
-    ``n`` updates, so early averages are not dominated by the initial weights.
+    ``n`` updates, so early averages are not dominated by the initial weights. One update is one
+    fused ``torch._foreach_lerp_`` over all tensors (a handful of kernels, no host read-back),
+    not a Python loop of two kernels per tensor.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -54,14 +56,26 @@ class EMA:
         self.decay = decay
         self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+        self._pairs: tuple[nn.Module, list[Tensor], list[Tensor]] | None = None
+
+    def _tensors(self, model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+        """``(shadow tensors, the model's tensors)`` in one order; the model's ``state_dict``
+        (views of its parameters and buffers, updated in place by the optimiser) is built once
+        per model and shadow, not at every step."""
+        if self._pairs is None or self._pairs[0] is not model:
+            current = model.state_dict()
+            keys = [k for k in self.shadow if k in current]
+            self._pairs = (model, [self.shadow[k] for k in keys], [current[k].detach() for k in keys])
+        return self._pairs[1], self._pairs[2]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+        shadow, current = self._tensors(model)
+        if shadow:
+            # shadow + (1 - d) (v - shadow) = d shadow + (1 - d) v
+            torch._foreach_lerp_(shadow, current, 1.0 - d)
 
     @contextlib.contextmanager
     def apply_to(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -79,6 +93,7 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.updates = state["decay"], state["updates"]
         self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self._pairs = None
 
 
 @dataclass
@@ -372,6 +387,45 @@ class _Agreement:
         return loss, elapsed, validate > 0.5, checkpoint > 0.5
 
 
+class _LossMonitor:
+    """The running loss and the first non-finite loss of a single-process run, kept on the
+    loss's device so that a training step reads nothing back; :meth:`read` brings them to the
+    host (one synchronisation) at progress, validation and checkpoint time."""
+
+    def __init__(self) -> None:
+        self.running: Tensor | None = None  # 0.98-EMA of the loss, float32
+        self.first_bad: Tensor | None = None  # step of the first non-finite loss, -1 if none
+        self.bad_value: Tensor | None = None
+
+    def record(self, loss: Tensor, step: int) -> None:
+        value = loss.detach().float()
+        if self.running is None:
+            self.running = value.clone()
+            self.first_bad = torch.full((), -1, dtype=torch.int64, device=value.device)
+            self.bad_value = torch.zeros((), dtype=torch.float32, device=value.device)
+        else:
+            self.running.lerp_(value, 0.02)
+        new = ~torch.isfinite(value) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, torch.full_like(self.first_bad, step), self.first_bad)
+        self.bad_value = torch.where(new, value, self.bad_value)
+
+    def read(self) -> float | None:
+        """The running loss; a ``FloatingPointError`` naming the step if a loss was not finite."""
+        if self.running is None:
+            return None
+        running, first_bad, bad_value = torch.stack([self.running.double(), self.first_bad.double(),
+                                                     self.bad_value.double()]).tolist()
+        if first_bad >= 0:
+            raise FloatingPointError(f"non-finite loss {bad_value} at step {int(first_bad)} (rank 0); the last "
+                                     "checkpoint, written before it, stands")
+        return running
+
+
+# How often (seconds) a single-process run reads its loss back: the running loss shown and the
+# non-finite check; between reads the steps queue on the device without waiting for it.
+_LOSS_READ_EVERY_S = 1.0
+
+
 def _gather(world: World, value: Any) -> list[Any]:
     """``value`` of every rank, in rank order (a collective: all ranks call it)."""
     if not world.distributed:
@@ -465,7 +519,10 @@ def train(
                              "move it with model.to(gm.distributed.local_device('cuda'))")
         torch.cuda.set_device(device)  # the agreement, gathers and barriers use the current GPU
     generator = seed_everything(rank_seed(config.seed, world.rank))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    # CUDA: the fused AdamW kernel (one launch for all parameters instead of a few per tensor
+    # group); elsewhere torch's default implementation. The state dicts are the same either way.
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                            fused=True if device.type == "cuda" else None)
     ema = EMA(model, config.ema_decay) if world.is_main else None
     step, elapsed, best_val, best_step, best_state, history = 0, 0.0, None, None, None, []
     resumed_elapsed, resumed, resumed_from_size = 0.0, False, world.size
@@ -571,7 +628,8 @@ def train(
                          f"({dist.get_backend(world.group)}, {device.type})")
     reporter.start(step, elapsed)
     start = time.perf_counter() - elapsed
-    last_eval, last_ckpt, running = elapsed, elapsed, None
+    last_eval, last_ckpt, last_read, running = elapsed, elapsed, elapsed, None
+    monitor = _LossMonitor()
     model.train()
     # `elapsed` is rank 0's clock as agreed at the last step: the schedule and the stop use it,
     # so all ranks take the same steps. Rank 0 decides validation and checkpoints on its own clock.
@@ -580,8 +638,12 @@ def train(
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, progress, config.warmup_steps, config.min_lr_ratio)
         loss = loss_fn(wrapped, step, generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (rank {world.rank})")
+        if world.distributed:
+            # the agreement below reads every rank's loss back anyway: check it at once
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (rank {world.rank})")
+        else:
+            monitor.record(loss, step)  # on the device: no read-back in the step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -595,9 +657,17 @@ def train(
             (config.eval_every and step % config.eval_every == 0)
             or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes))
         checkpoint_now = checkpoint_path is not None and now - last_ckpt >= 60 * config.checkpoint_every_minutes
-        loss_value, elapsed, validate_now, checkpoint_now = agree(float(loss.detach()), now, validate_now,
-                                                                  checkpoint_now)
-        running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+        if world.distributed:
+            loss_value, elapsed, validate_now, checkpoint_now = agree(float(loss.detach()), now, validate_now,
+                                                                      checkpoint_now)
+            running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+        else:
+            elapsed = now
+            # Read the loss back only now and then, and always before validating or writing a
+            # checkpoint: a non-finite loss stops the run there, naming its step, and the
+            # checkpoint on disk is still the last one written before it.
+            if validate_now or checkpoint_now or now - last_read >= _LOSS_READ_EVERY_S:
+                running, last_read = monitor.read(), now
         reporter.update(step, elapsed, budget_fraction(step, elapsed), running, best_val)
         if validate_now and world.is_main:
             validate()
@@ -606,6 +676,8 @@ def train(
             last_ckpt = checkpoint()
         if not world.distributed:
             elapsed = time.perf_counter() - start  # validation and checkpoint time count at once
+    if not world.distributed:
+        running = monitor.read() if monitor.running is not None else running
     if world.is_main:
         if val_fn is not None and (not history or history[-1]["step"] != step):
             validate()

@@ -1,4 +1,5 @@
 import os
+import sys
 
 # geomstats picks its backend at import time; the oracle tests use the pytorch one.
 os.environ.setdefault("GEOMSTATS_BACKEND", "pytorch")
@@ -10,6 +11,7 @@ settings.load_profile("rdfm")
 
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +35,38 @@ def small_structure_set(tmp_path_factory):
     report = build_structure_dataset(iter_folder_structures(folder), out)
     assert report.clusters >= 3
     return out
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+class HostReads:
+    """Counts the ways a tensor's value reaches the host (``.item()``, ``.tolist()``,
+    ``float``/``int``/``bool`` of a tensor) in code outside torch while active: on a GPU each one
+    waits for the queued work, so a training or sampling step should make none. CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode``. Reads inside torch are not counted: on the CPU its
+    optimisers read their CPU-side step counters, which are no device synchronisation on a GPU
+    either."""
+
+    METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        self.where: list[str] = []
+        for name in self.METHODS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, _name=name, **kwargs):
+                caller = sys._getframe(1)
+                if not caller.f_code.co_filename.startswith(_TORCH_DIR):
+                    self.count += 1
+                    self.where.append(f"{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """A :class:`HostReads` counter active for the test (its ``count`` may be reset)."""
+    return HostReads(monkeypatch)

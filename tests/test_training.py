@@ -256,3 +256,52 @@ def test_progress_names_the_validation_value(capsys):
     train(model, loss_fn, cfg, val_fn=val_fn)
     last = capsys.readouterr().err.splitlines()[-1]
     assert re.search(r", best val NLL \(16 rk4 steps\) \d+\.\d{4}, \d\d:\d\d elapsed$", last), last
+
+
+def test_a_training_step_reads_nothing_back(host_reads, monkeypatch):
+    """Issue #25: the step (loss, backward, clipping, AdamW, EMA, progress) makes no host read;
+    the loss comes back at progress/validation/checkpoint time only."""
+    monkeypatch.setattr(training, "_LOSS_READ_EVERY_S", 1e9)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1))
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+    loss_fn = lambda m, step, gen: ((m(x) - y) ** 2).mean()  # noqa: E731
+    cfg = TrainConfig(max_steps=30, warmup_steps=5, progress=True, progress_bar=False, progress_every_s=0.0)
+    host_reads.count = 0
+    result = train(model, loss_fn, cfg)
+    assert result.steps == 30
+    assert host_reads.count == 1, host_reads.where  # the final loss read
+
+
+def test_a_non_finite_loss_stops_the_run_naming_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, loss_fn, _ = regression_problem()
+
+    def bad_at_seven(m, step, gen):
+        loss = loss_fn(m, step, gen)
+        return loss * float("nan") if step == 7 else loss
+
+    ck = tmp_path / "run.pt"
+    cfg = TrainConfig(max_steps=20, warmup_steps=2, progress=False, checkpoint_every_minutes=0.0)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 7 \(rank 0\)"):
+        train(model, bad_at_seven, cfg, checkpoint_path=ck)
+    saved = torch.load(ck, weights_only=False)
+    assert saved["step"] == 7  # steps 0..6, all finite
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert all(torch.isfinite(v).all() for v in saved["ema"]["shadow"].values())
+    # without checkpoints or progress the run still stops, within the read interval
+    with pytest.raises(FloatingPointError, match="at step 7"):
+        train(regression_problem()[0], bad_at_seven, cfg)
+
+
+def test_ema_update_is_the_hand_formula_on_every_tensor():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    ema = EMA(model, decay=0.5)
+    before = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    d = min(0.5, 2 / 11)
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(ema.shadow[k], d * before[k] + (1 - d) * v)
