@@ -40,7 +40,7 @@ from gm.schedulers import (
     scheduler_by_name,
 )
 from gm.precision import PrecisionChoice, native_bfloat16, resolve_precision
-from gm.simulate import data_end_time_grid, make_time_grid, simulate
+from gm.simulate import compiled_advance, data_end_time_grid, make_time_grid, simulate
 from gm.times import training_times
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "scheduler_by_name",
     "ExponentialRateScheduler",
     "simulate",
+    "compiled_advance",
     "make_time_grid",
     "training_times",
     "resolve_precision",

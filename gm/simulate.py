@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -12,7 +12,7 @@ from torch import Tensor
 from gm.checks import check_callable, check_positive_int
 from gm.process import Model, Process
 
-__all__ = ["simulate", "make_time_grid", "data_end_time_grid"]
+__all__ = ["simulate", "compiled_advance", "make_time_grid", "data_end_time_grid"]
 
 
 def _reference_tensor(x: Any) -> Tensor:
@@ -153,6 +153,7 @@ def simulate(
     return_intermediates: bool = False,
     progress: bool = False,
     enable_grad: bool = False,
+    advance: Callable[[Any, Tensor, Tensor], Any] | None = None,
 ) -> Any:
     """Simulate ``process`` driven by ``model`` along a time grid.
 
@@ -166,6 +167,8 @@ def simulate(
         return_intermediates: also return the states at every grid time.
         progress: show a tqdm progress bar.
         enable_grad: keep the autograd graph (default: no-grad simulation).
+        advance: ``advance(x, t, h)`` to use instead of ``process.advance(x, t, h, model)``, e.g.
+            that step compiled (:func:`compiled_advance`); ``finalize`` stays the process's.
 
     Returns:
         The final state; with ``return_intermediates``, the states at all grid times stacked
@@ -191,7 +194,7 @@ def simulate(
         x = x_init
         states = [x] if return_intermediates else None
         for i in intervals:
-            x = process.advance(x, starts[i], widths[i], model)
+            x = process.advance(x, starts[i], widths[i], model) if advance is None else advance(x, starts[i], widths[i])
             if i == grid.numel() - 2:
                 x = process.finalize(x, grid[-1])
             if states is not None:
@@ -201,3 +204,39 @@ def simulate(
     if isinstance(x, (tuple, list)):
         return tuple(torch.stack([s[k] for s in states]) for k in range(len(x)))
     return torch.stack(states)
+
+
+def compiled_advance(process: Process, model: Model, compile: bool | str) -> Callable[[Any, Tensor, Tensor], Any]:
+    """``process.advance(x, t, h, model)`` as one ``torch.compile``-d function of ``(x, t, h)``
+    (``fullgraph=True``: a graph break is an error, not a silent slow path; static shapes).
+
+    Args:
+        process, model: the step to compile; build it once and reuse the result, since each
+            new function compiles anew (the samplers cache it per solver and options).
+        compile: ``True`` (torch's default mode) or a ``torch.compile`` mode name:
+            ``"reduce-overhead"`` records CUDA graphs (shapes are static across the steps of a
+            solve; each step's output is cloned, as the next replay reuses the graph's memory),
+            ``"max-autotune"``, ``"default"``.
+
+    Raises:
+        ValueError: for a ``compile`` that is neither a bool nor a mode name.
+    """
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if compile is True:
+        compile = "default"
+    if not isinstance(compile, str) or compile not in modes:
+        raise ValueError(f"compile must be True, False or one of {modes}, got {compile!r}")
+
+    def advance(x, t, h):
+        return process.advance(x, t, h, model)
+
+    compiled = torch.compile(advance, fullgraph=True, dynamic=False, mode=compile)
+    if compile != "reduce-overhead":
+        return compiled
+
+    def replayed(x, t, h):
+        torch.compiler.cudagraph_mark_step_begin()
+        out = compiled(x, t, h)
+        return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
+
+    return replayed

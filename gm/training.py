@@ -108,6 +108,15 @@ class TrainConfig:
     ``val_name`` names the validation value in that output (``"best <val_name> ..."``): say
     what ``val_fn`` measures and how, e.g. ``"val NLL (16 rk4 steps)"``, when a script reports
     another estimate of the same quantity afterwards.
+
+    ``compile``: ``torch.compile`` the model for the training steps (``loss_fn`` receives the
+    compiled module; validation, EMA and checkpoints use the plain one, which shares its
+    parameters): ``True`` (torch's default mode, ``fullgraph=True``: a graph break raises
+    instead of silently splitting the graph) or a mode name (``"reduce-overhead"``: CUDA
+    graphs, for static shapes; ``"max-autotune"``). The first steps pay the compilation (seconds
+    on a GPU, up to minutes for the IPA network on a CPU), so it pays on long runs; off by
+    default. Under ``torchrun`` the DDP-wrapped model is compiled without ``fullgraph`` (DDP
+    splits the graph at its gradient buckets). A run may resume with another setting.
     """
 
     lr: float = 1e-3
@@ -127,6 +136,7 @@ class TrainConfig:
     progress_bar: bool | None = None
     progress_every_s: float = 10.0
     val_name: str = "val"
+    compile: bool | str = False
 
 
 @dataclass
@@ -173,7 +183,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # Fields that may change between a run and its resumption: the budget (extending a run is what
 # resuming is for) and what is only reported or how often it is done.
 _RESUMABLE_FIELDS = ("max_steps", "max_minutes", "eval_every", "eval_every_minutes", "checkpoint_every_minutes",
-                     "progress", "progress_bar", "progress_every_s", "val_name")
+                     "progress", "progress_bar", "progress_every_s", "val_name",
+                     "compile")
 
 
 class _Unset:
@@ -435,6 +446,21 @@ def _gather(world: World, value: Any) -> list[Any]:
     return values
 
 
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _check_compile(value: Any) -> None:
+    if value is not False and value is not True and value not in _COMPILE_MODES:
+        raise ValueError(f"config.compile must be True, False or one of {_COMPILE_MODES}, got {value!r}")
+
+
+def _compiled(model: nn.Module, setting: bool | str, *, fullgraph: bool) -> nn.Module:
+    """``model`` itself, or compiled as ``TrainConfig.compile`` says."""
+    if setting is False:
+        return model
+    return torch.compile(model, fullgraph=fullgraph, mode=None if setting is True else setting)
+
+
 def _load_selected(model: nn.Module, best_state: dict | None, world: World) -> None:
     """Load the selected EMA weights (rank 0's ``best_state``) into ``model`` on every rank: rank 0
     loads them, then sends its floating-point state to the others (the same tensors in the same
@@ -511,6 +537,7 @@ def train(
     """
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
+    _check_compile(config.compile)
     device = _model_device(model)
     world = init_world(device, process_group)
     if world.distributed and device.type == "cuda":
@@ -577,6 +604,7 @@ def train(
                                           process_group=world.group, find_unused_parameters=find_unused_parameters,
                                           **_NO_BUFFER_SYNC_IN_FORWARD)
     agree = _Agreement(world, device)
+    stepped = _compiled(wrapped, config.compile, fullgraph=not world.distributed)
 
     def snapshot(generators: list, torch_rngs: list, cuda_rngs: list | None, elapsed: float) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
@@ -637,7 +665,7 @@ def train(
         progress = budget_fraction(step, elapsed)
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, progress, config.warmup_steps, config.min_lr_ratio)
-        loss = loss_fn(wrapped, step, generator)
+        loss = loss_fn(stepped, step, generator)
         if world.distributed:
             # the agreement below reads every rank's loss back anyway: check it at once
             if not torch.isfinite(loss):
@@ -691,7 +719,7 @@ def train(
         dist.barrier(group=world.group)  # no rank leaves before rank 0 has written the checkpoint
         # Release the DDP wrapper now (it sits in reference cycles): its reducer holds the
         # process group and in-flight gloo work, which must not linger until interpreter exit.
-        del wrapped
+        del wrapped, stepped
         gc.collect()
     final_state = copy.deepcopy(model.state_dict())
     if load_best:

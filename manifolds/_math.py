@@ -48,9 +48,10 @@ def may_contain_true(mask: Tensor) -> bool:
     """Whether ``mask`` may have a True entry, to skip the fix-up of rare special cases.
 
     Checked exactly on CPU, where it costs a few microseconds; assumed True on accelerators,
-    where reading the answer back would force a host synchronisation (the fix-up then always
-    runs, which is correct, just not skipped)."""
-    return mask.device.type != "cpu" or bool(mask.any())
+    where reading the answer back would force a host synchronisation, and under
+    ``torch.compile``, where it would break the graph (the fix-up then always runs, which is
+    correct, just not skipped)."""
+    return mask.device.type != "cpu" or torch.compiler.is_compiling() or bool(mask.any())
 
 
 def _branch(theta_sq: Tensor, series: Tensor, exact_fn) -> Tensor:

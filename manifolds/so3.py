@@ -137,6 +137,16 @@ class _PolarProjection(torch.autograd.Function):
         return r @ _PolarProjection._solve_sylvester(m, r, a - a.transpose(-1, -2))
 
 
+class _CompiledPolarProjection(torch.autograd.Function):
+    """:class:`_PolarProjection` with its reverse mode only, for ``torch.compile``: Dynamo
+    traces custom backward formulas but not custom forward-mode (``jvp``) ones, so a graph with
+    the full class breaks there. Forward-mode derivatives (exact divergences) stay eager."""
+
+    forward = staticmethod(_PolarProjection.forward)
+    setup_context = staticmethod(_PolarProjection.setup_context)
+    backward = staticmethod(_PolarProjection.backward)
+
+
 def _same_dtype(x: Tensor, u: Tensor, name: str = "u") -> None:
     """Matrix products of mixed float dtypes are a raw torch error: name both dtypes instead
     (except under autocast, which casts them)."""
@@ -180,6 +190,8 @@ class SO3(RiemannianManifold):
     def projx(self, x: Tensor) -> Tensor:
         """Nearest rotation in Frobenius norm (polar factor with determinant +1)."""
         self._check_args(x=x)
+        if torch.compiler.is_compiling():
+            return _CompiledPolarProjection.apply(x)
         return _PolarProjection.apply(x)
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor:

@@ -46,8 +46,9 @@ class Sphere(RiemannianManifold):
     def projx(self, x: Tensor) -> Tensor:
         """Radial projection; the zero vector maps to the first basis vector."""
         sq = last_dim_dot(x, x)
-        # On CPU one min (cheaper than a mask and an any) tells whether any row is zero.
-        if x.device.type != "cpu" or (sq.numel() > 0 and float(sq.amin()) == 0.0):
+        # On CPU one min (cheaper than a mask and an any) tells whether any row is zero; on
+        # accelerators and under torch.compile the branch-free form (no host read-back).
+        if x.device.type != "cpu" or torch.compiler.is_compiling() or (sq.numel() > 0 and float(sq.amin()) == 0.0):
             e0 = torch.nn.functional.pad((sq == 0).to(x.dtype), (0, x.shape[-1] - 1))
             return (x + e0) * torch.rsqrt(sq + e0[..., :1])
         return x * torch.rsqrt(sq)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from gm.checks import (broadcast_time, check_callable, check_floating, check_generator, check_positive_int,
                        check_same_dtype, describe_time_range, time_out_of_range)
 from gm.process import Process
-from gm.simulate import make_time_grid, simulate
+from gm.simulate import compiled_advance, make_time_grid, simulate
 from manifolds.base import RiemannianManifold
 from manifolds.euclidean import Euclidean
 from rfm.path import checked_points
@@ -359,6 +359,8 @@ class ODESolver:
     manifold: RiemannianManifold
     velocity: Velocity
     path: Any = field(default=None, kw_only=True)
+    # compiled steps by (method, stepping, compile mode): each compiles once per solver
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifold, RiemannianManifold):
@@ -400,6 +402,7 @@ class ODESolver:
         enable_grad: bool = False,
         *,
         validate: bool = True,
+        compile: bool | str = False,
     ) -> Tensor:
         """Integrate the flow from ``x0`` along ``time_grid``.
 
@@ -415,6 +418,12 @@ class ODESolver:
             enable_grad: keep the autograd graph.
             validate: check that ``x0`` is finite and on the manifold, and that the samples are
                 finite (one host read-back each; see the class docstring).
+            compile: ``torch.compile`` one step (the model and the manifold update, all Runge-Kutta
+                stages: :func:`gm.simulate.compiled_advance`, ``fullgraph=True``): ``True`` or a
+                mode (``"reduce-overhead"``: CUDA graphs). Compiled once per solver and
+                ``(method, stepping, mode)``, reused by later calls; the first call pays the
+                compilation (seconds to minutes), so it pays for long or repeated solves. Off by
+                default. A model that breaks the graph raises at the first step.
 
         Raises:
             ValueError: see the class docstring.
@@ -423,9 +432,16 @@ class ODESolver:
         _check_points(m, x0, "x0", validate=validate)
         process = ManifoldFlowProcess(m, method, stepping)
         grid = make_time_grid(time_grid, steps, default_steps=_DEFAULT_STEPS, dtype=x0.dtype)  # CPU: no sync
+        velocity = _guarded(self.velocity, "x0")
+        advance = None
+        if compile is not False:
+            key = (method, stepping, compile)
+            if key not in self._compiled:
+                self._compiled[key] = compiled_advance(process, velocity, compile)
+            advance = self._compiled[key]
         out = simulate(
-            process, _guarded(self.velocity, "x0"), x0, grid,
-            return_intermediates=return_intermediates, progress=progress, enable_grad=enable_grad,
+            process, velocity, x0, grid,
+            return_intermediates=return_intermediates, progress=progress, enable_grad=enable_grad, advance=advance,
         )
         if validate:
             _check_finite_flow(out, grid, return_intermediates, len(m.batch_shape(x0)))

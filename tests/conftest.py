@@ -70,3 +70,12 @@ class HostReads:
 def host_reads(monkeypatch):
     """A :class:`HostReads` counter active for the test (its ``count`` may be reset)."""
     return HostReads(monkeypatch)
+
+
+def graph_breaks(fn, *args, **kwargs) -> list[str]:
+    """The torch.compile graph breaks of ``fn(*args, **kwargs)`` (``torch._dynamo.explain``), one
+    line each with the reason and the user frame: ``[]`` means ``fullgraph=True`` compiles it."""
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(fn)(*args, **kwargs)
+    return [f"{str(b.reason).splitlines()[0]} at {b.user_stack[-1] if b.user_stack else '?'}"
+            for b in explained.break_reasons]

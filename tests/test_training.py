@@ -305,3 +305,31 @@ def test_ema_update_is_the_hand_formula_on_every_tensor():
     for k, v in model.state_dict().items():
         if v.dtype.is_floating_point:
             torch.testing.assert_close(ema.shadow[k], d * before[k] + (1 - d) * v)
+
+
+def test_compiled_training_equals_eager_training():
+    """TrainConfig(compile=...) compiles the model for the steps (aot_eager here: the same
+    arithmetic as eager, so the runs agree to rounding); a bad setting is a ValueError."""
+    results = {}
+    for setting in (False, "aot_eager"):
+        model, loss_fn, val_fn = regression_problem()
+        model = model.double()
+
+        def loss64(m, step, gen):
+            x = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+            return ((m(x) - x @ torch.tensor([[2.0, -1.0, 0.5]], dtype=torch.float64).T) ** 2).mean()
+
+        cfg = TrainConfig(max_steps=20, warmup_steps=2, progress=False, compile=setting is not False)
+        if setting == "aot_eager":  # the trainer's torch.compile with a test backend
+            original = torch.compile
+            training.torch.compile = lambda m, **kw: original(m, backend="aot_eager", fullgraph=kw["fullgraph"])
+            try:
+                results[setting] = train(model, loss64, cfg)
+            finally:
+                training.torch.compile = original
+        else:
+            results[setting] = train(model, loss64, cfg)
+    for k, v in results[False].final_state.items():
+        torch.testing.assert_close(results["aot_eager"].final_state[k], v, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="config.compile must be True, False or one of"):
+        train(regression_problem()[0], regression_problem()[1], TrainConfig(max_steps=1, compile="fast"))
