@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.backbones import _with_ideal_o, load_splits
-from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
-                            check_device, rank_batch, run_budget, training_settings)
+from benchmarks.backbones import SPLITS, _with_ideal_o, load_splits, split_setting
+from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments,
+                            apply_config_overrides, as_budget, check_device, rank_batch, run_budget,
+                            training_settings)
 from benchmarks.results import new_record, write_results
 from proteins.codesign import CodesignFlow
 from proteins.data import AMINO_ACIDS, THREE_LETTER_CODES, StructureDataset
@@ -66,14 +67,44 @@ class CodesignConfig:
     eval_max_length: int = 128     # their crops' length cap
     elbo_draws: int = 4            # time draws per chain for the inverse-folding ELBO
     eval_batch: int = 8            # proteins per sampling batch
+    # The feature-MLP inverse-folding baseline: trained on a random subset of this many training
+    # chains (0: all of them) for this many epochs. On every chain it trains for minutes on a CPU,
+    # longer than a whole --quick run; a quick run only has to show the pipeline works.
+    baseline_chains: int = 0
+    baseline_epochs: int = 30
 
 
 QUICK = CodesignConfig(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8, batch=2, min_crop=40, max_crop=48,
                        warmup_steps=5, eval_every_minutes=0.2, val_crops=4, sample_steps=10, eval_chains=4,
-                       eval_max_length=48, elbo_draws=1, eval_batch=4)
+                       eval_max_length=48, elbo_draws=1, eval_batch=4, baseline_chains=48, baseline_epochs=5)
 
 # fields that only change the evaluation: a checkpoint resumes across them
-_EVALUATION_ONLY = ("eval_chains", "eval_max_length", "elbo_draws", "eval_batch")
+_EVALUATION_ONLY = ("eval_chains", "eval_max_length", "elbo_draws", "eval_batch", "baseline_chains",
+                    "baseline_epochs")
+
+
+class _PhaseLog:
+    """Progress of the evaluation's long phases on stderr, in the trainer's plain-line style
+    (gm.training): a line when a phase starts, then at most one every ``every_s`` seconds, so
+    that a full run's minutes of sampling, baseline training and TM-align are never silent and
+    logs get no carriage-return flood. Silent when ``enabled`` is false (``--no-progress``)."""
+
+    def __init__(self, enabled: bool, every_s: float = 10.0) -> None:
+        self.enabled, self.every_s = enabled, every_s
+        self.last = -math.inf
+
+    def start(self, text: str) -> None:
+        self.last = time.perf_counter()
+        self._print(text)
+
+    def update(self, text: str) -> None:
+        """Print ``text`` if the last line is ``every_s`` seconds old."""
+        if time.perf_counter() - self.last >= self.every_s:
+            self.start(text)
+
+    def _print(self, text: str) -> None:
+        if self.enabled:
+            print(f"[codesign] {text}", file=sys.stderr, flush=True)
 
 
 def network(cfg: CodesignConfig) -> CodesignNetwork:
@@ -109,10 +140,10 @@ def validation_loss(flow: CodesignFlow, val: StructureDataset, cfg: CodesignConf
 
 
 def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Path, *, progress: bool = True,
-                device: str = "cpu", restart: bool = False, dataset: Path | None = None):
+                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster"):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
-    train_set, val_set, test_set = load_splits(seed, dataset)
+    train_set, val_set, test_set = load_splits(seed, dataset, split)
     flow = codesign_flow(cfg)
     torch.manual_seed(seed)
     model = network(cfg).to(device)
@@ -120,7 +151,8 @@ def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Pat
                              device=device)
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      checkpoint_every_minutes=2.0, **budget.train_fields())
-    settings = {k: v for k, v in training_settings(cfg, dataset=str(dataset) if dataset else "default").items()
+    settings = {k: v for k, v in training_settings(cfg, dataset=str(dataset) if dataset else "default",
+                                                   **split_setting(split)).items()
                 if k not in _EVALUATION_ONLY}
     res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
                 checkpoint_path=out / f"seed{seed}" / "checkpoint.pt", run_config=settings, resume=not restart)
@@ -207,12 +239,14 @@ def structure_features(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat(window + [ss_onehot, counts / 10.0], dim=-1) * mask[..., None]
 
 
-def _residue_table(dataset: StructureDataset, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and residue types of every residue of ``dataset``'s chains (chains longer than
-    ``max_length`` in pieces of at most that length), flattened over real, known residues."""
+def _residue_table(dataset: StructureDataset, max_length: int, chains: list[int] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and residue types of every residue of ``dataset``'s chains (or of the chains
+    with indices ``chains``; chains longer than ``max_length`` in pieces of at most that
+    length), flattened over real, known residues."""
     feats, types = [], []
     pieces = []
-    for i in range(len(dataset)):
+    for i in range(len(dataset)) if chains is None else chains:
         chain, residues = dataset[i], dataset.residue_types(i)
         for s in range(0, len(chain), max_length):
             pieces.append((chain.atoms[s:s + max_length], residues[s:s + max_length]))
@@ -234,19 +268,47 @@ def _residue_table(dataset: StructureDataset, max_length: int) -> tuple[torch.Te
 
 
 def train_feature_classifier(train_set: StructureDataset, val_set: StructureDataset, *, seed: int,
-                             max_length: int = 128, epochs: int = 30, hidden: int = 128) -> torch.nn.Module:
+                             max_length: int = 128, epochs: int = 30, hidden: int = 128, chains: int | None = None,
+                             progress: bool = False) -> torch.nn.Module:
     """The per-residue MLP baseline: residue type from :func:`structure_features`, trained with
-    Adam on every training residue (chains cut into pieces of at most ``max_length`` residues,
-    as the evaluated crops are), the epoch with the lowest validation cross-entropy kept."""
-    x, y = _residue_table(train_set, max_length)
+    Adam on every residue of the training chains (or of a random subset of them, ``chains``;
+    chains cut into pieces of at most ``max_length`` residues, as the evaluated crops are), the
+    epoch with the lowest validation cross-entropy kept.
+
+    Args:
+        chains: train on a random subset (drawn with ``seed``) of this many training chains
+            instead of all of them (all if there are fewer), for a quick run.
+        progress: report on stderr what is being trained and, every 10 s, the epoch.
+
+    Raises:
+        ValueError: naming the argument, for ``epochs``, ``max_length``, ``hidden`` or ``chains``
+            below 1.
+    """
+    for name, value in (("epochs", epochs), ("max_length", max_length), ("hidden", hidden)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if chains is not None and chains < 1:
+        raise ValueError(f"chains must be at least 1 (or None: every training chain), got {chains}")
+    subset = None
+    if chains is not None and chains < len(train_set):
+        # a random subset, not the first chains: the dataset's order follows its source files,
+        # so its first chains would be one protein family
+        subset = sorted(torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:chains].tolist())
+    log = _PhaseLog(progress)
+    t0 = time.perf_counter()
+    used = len(train_set) if subset is None else len(subset)
+    log.start(f"feature MLP baseline: structure features of {used} training chains"
+              + ("" if subset is None else f" (a random subset of {len(train_set)})"))
+    x, y = _residue_table(train_set, max_length, subset)
     xv, yv = _residue_table(val_set, max_length)
+    log.start(f"feature MLP baseline: training on {len(x)} residues for {epochs} epochs")
     torch.manual_seed(seed)
     mlp = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
                               torch.nn.ReLU(), torch.nn.Linear(hidden, len(AMINO_ACIDS)))
     opt = torch.optim.Adam(mlp.parameters(), lr=1e-3, weight_decay=1e-5)
     g = torch.Generator().manual_seed(seed)
     best, best_state = math.inf, None
-    for _ in range(epochs):
+    for epoch in range(epochs):
         perm = torch.randperm(len(x), generator=g)
         for sl in _batches(len(x), 512):
             idx = perm[sl]
@@ -254,11 +316,15 @@ def train_feature_classifier(train_set: StructureDataset, val_set: StructureData
             opt.zero_grad()
             loss.backward()
             opt.step()
-        with torch.no_grad():
+        with torch.no_grad():  # one read-back per epoch, for the model selection
             val = float(torch.nn.functional.cross_entropy(mlp(xv), yv))
         if val < best:
             best, best_state = val, {k: v.clone() for k, v in mlp.state_dict().items()}
+        log.update(f"feature MLP baseline: epoch {epoch + 1}/{epochs}, validation cross-entropy {val:.3f}, "
+                   f"{time.perf_counter() - t0:.0f} s")
     mlp.load_state_dict(best_state)
+    log.start(f"feature MLP baseline: done in {time.perf_counter() - t0:.0f} s (best validation cross-entropy "
+              f"{best:.3f})")
     return mlp.eval()
 
 
@@ -308,9 +374,11 @@ def propensity_log_odds(residues: torch.Tensor, ss: torch.Tensor, mask: torch.Te
     return torch.log(helix / strand).numpy()
 
 
-def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, device: str = "cpu") -> dict:
+def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, device: str = "cpu",
+             progress: bool = True) -> dict:
     """Inverse folding, folding and co-generation on held-out crops; returns the record fields
-    (with a markdown ``table``) and writes PDB files of every generated protein."""
+    (with a markdown ``table``) and writes PDB files of every generated protein. ``progress``:
+    say on stderr what each long phase is doing (sampling, the baseline, TM-scores)."""
     from proteins import evaluation, metrics
     from proteins.frames import backbone_atoms
     from proteins.pdb import write_pdb
@@ -321,14 +389,18 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     n = len(held.names)
     batches = _batches(n, cfg.eval_batch)
     timings: dict[str, float] = {}
+    log = _PhaseLog(progress)
 
     def run(name: str, given: str | None = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples for every held-out crop, in batches, with the native ``"structure"`` or
         ``"sequence"`` given (or neither): atoms (B, L, 4, 3) and residues (B, L)."""
         t0 = time.perf_counter()
+        log.start(f"{name}: sampling {n} proteins ({cfg.sample_steps} steps, {len(batches)} batches of at most "
+                  f"{cfg.eval_batch})")
         atoms = torch.zeros_like(held.atoms)
         residues = torch.full_like(held.residues, -1)
         for k, sl in enumerate(batches):
+            log.update(f"{name}: batch {k + 1}/{len(batches)}, {time.perf_counter() - t0:.0f} s")
             native_atoms, native_res, mask = _trim(sl, held.atoms, held.residues, held.mask, mask=held.mask)
             g = torch.Generator(device=device).manual_seed(seed * 1000 + 17 * k + len(name))
             fixed = {} if given is None else {given: (native_atoms if given == "structure" else native_res).to(device)}
@@ -348,6 +420,7 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     # the one-shot posterior argmax from the fully masked sequence (one network call)
     one_shot = torch.full_like(held.residues, -1)
     elbo_nats = []
+    log.start(f"inverse folding: one-shot argmax and sequence ELBO ({cfg.elbo_draws} draws) of {n} proteins")
     with torch.no_grad():
         for sl in batches:
             native_atoms, native_res, mask = _trim(sl, held.atoms, held.residues, held.mask, mask=held.mask)
@@ -369,7 +442,8 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     most = int(freq.argmax())
     inverse[f"most frequent ({AMINO_ACIDS[most]})"] = torch.where(held.mask, most, -1)
     t0 = time.perf_counter()
-    mlp = train_feature_classifier(train_set, val_set, seed=seed, max_length=cfg.eval_max_length)
+    mlp = train_feature_classifier(train_set, val_set, seed=seed, max_length=cfg.eval_max_length,
+                                   epochs=cfg.baseline_epochs, chains=cfg.baseline_chains or None, progress=progress)
     timings["feature MLP training"] = time.perf_counter() - t0
     with torch.no_grad():
         feats = structure_features(held.atoms, held.mask)
@@ -392,7 +466,10 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     folded = run("folding", "sequence")[0]
     cogen_atoms, cogen_res = run("co-generation")
     fold_tm, fold_rmsd, base_tm, base_rmsd = [], [], [], []
+    t0 = time.perf_counter()
+    log.start(f"folding: TM-scores and CA RMSDs of {n} folded and {n} unconditional structures")
     for k in range(n):
+        log.update(f"folding: TM-scores, protein {k + 1}/{n}, {time.perf_counter() - t0:.0f} s")
         m = held.mask[k]
         native = held.atoms[k][m][:, :3]
         fold_tm.append(metrics.tm_score(native, folded[k][m][:, :3], aligned=True))
@@ -411,6 +488,8 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
         c = torch.bincount(r, minlength=len(AMINO_ACIDS)).to(torch.float64)
         return (c / c.sum()).numpy()
 
+    log.start(f"co-generation: secondary structure, backbone statistics and all-against-all TM-align of the {n} "
+              "co-generated backbones")
     real_comp = composition(held.residues, held.mask)
     cogen_comp = composition(cogen_res, held.mask)
     train_comp = freq.numpy()
@@ -536,13 +615,21 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
         raise CommandLineError(f"--samples must be at least 1, got {args.samples}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise CommandLineError(f"--temperature must be a positive number, got {args.temperature}")
-    seed = args.seeds[0]
+    # checked before the model is loaded: a bad request is reported as such, not as a missing checkpoint
+    if args.generate and args.length is None:
+        raise CommandLineError("--generate needs --length L (residues per protein)")
+    if args.generate and args.length < 1:
+        raise CommandLineError(f"--length must be a positive number of residues, got {args.length}")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 63:
+        raise CommandLineError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    seed = args.seeds[0]  # the training run whose checkpoint is used
     out = Path(args.out)
     checkpoint = args.checkpoint or out / f"seed{seed}" / "checkpoint.pt"
     model, trained = load_trained(Path(checkpoint), args.device)
     flow = codesign_flow(trained)
     options = dict(steps=cfg.sample_steps, temperature=args.temperature, unmasking=args.unmasking)
-    g = torch.Generator(device=args.device).manual_seed(seed)
+    # every draw of the sampler comes from this generator: one seed, one set of proteins
+    g = torch.Generator(device=args.device).manual_seed(seed if args.seed is None else args.seed)
     count = args.samples
     if args.design is not None:
         try:
@@ -570,8 +657,6 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
                              generator=g, **options)
         mode, label, written = "fold", f"len{len(native)}", None
     else:
-        if args.length is None or args.length < 1:
-            raise CommandLineError("--generate needs --length L (residues per protein)")
         mask = torch.ones(count, args.length, dtype=torch.bool)
         result = flow.sample(model, mask.to(args.device), generator=g, **options)
         native, mode, label, written = None, "generate", f"len{args.length}", None
@@ -608,17 +693,29 @@ def main(argv: list[str]) -> int:
                      "(purity sampling)")
     use.add_argument("--checkpoint", type=Path, default=None,
                      help="a training checkpoint of this script (default: OUT/seed<seed>/checkpoint.pt)")
-    parser.add_argument("--quick", action="store_true", help="tiny model, 40-48 residue crops, at most 0.3 min")
+    use.add_argument("--seed", type=int, default=None,
+                     help="sampling seed: the same seed, model and options give the same proteins (default: the "
+                     "first of --seeds, which also picks the checkpoint)")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 40-48 residue crops, at most 0.3 min of "
+                        "training, 4 held-out chains, the feature-MLP baseline on 48 training chains, one thread "
+                        "unless --threads (under a minute)")
     parser.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
     parser.add_argument("--dataset", type=Path, default=None,
                         help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
                              "set of `python -m benchmarks data backbones`)")
+    parser.add_argument("--split", choices=SPLITS, default="cluster",
+                        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
+                             "random, for a dataset of a single family (leaks sequence similarity between the splits)")
     add_run_arguments(parser, minutes=60.0, out="runs/codesign")
     add_config_overrides(parser, CodesignConfig())
     args = parser.parse_args(argv)
     check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # --quick runs on one thread unless --threads says otherwise: its tiny models gain little from
+    # a second one, and on a busy 2-core machine threads waiting for each other made a quick run
+    # 10-50x slower (measured: 0.4 instead of 12-30 steps/s beside one other process)
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
     cfg, default_minutes = CodesignConfig(), 60.0
     if args.quick:
         cfg, default_minutes = QUICK, 0.3
@@ -627,6 +724,12 @@ def main(argv: list[str]) -> int:
     cfg = apply_config_overrides(cfg, args)
     if args.design is not None or args.fold is not None or args.generate:
         return use_model(args, cfg)
+    if args.seed is not None:
+        raise CommandLineError("--seed is the sampling seed of --design, --fold and --generate; training takes "
+                               "--seeds")
+    if cfg.baseline_chains < 0 or cfg.baseline_epochs < 1:
+        raise CommandLineError(f"--baseline-chains must be >= 0 (0: all) and --baseline-epochs >= 1, got "
+                               f"{cfg.baseline_chains} and {cfg.baseline_epochs}")
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
                         eval_every_minutes=cfg.eval_every_minutes)
     out = Path(args.out)
@@ -634,14 +737,15 @@ def main(argv: list[str]) -> int:
         print(f"[codesign] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
         model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
-                                         restart=args.restart, dataset=args.dataset)
+                                         restart=args.restart, dataset=args.dataset, split=args.split)
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
         print(f"[codesign] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
               f"(step {res.best_step})")
         if args.train_only:
             continue
-        record = evaluate(model, splits, cfg, out / f"seed{seed}", seed=seed, device=args.device)
+        record = evaluate(model, splits, cfg, out / f"seed{seed}", seed=seed, device=args.device,
+                          progress=not args.no_progress)
         record = new_record("codesign", "structures", seed, config=asdict(cfg), **budget.record_fields(),
                             steps=res.steps, best_step=res.best_step, best_val=res.best_val,
                             wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, **record)

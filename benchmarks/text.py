@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +74,9 @@ class TextConfig:
 
 QUICK = TextConfig(length=64, width=64, depth=2, heads=2, batch=16, warmup_steps=20, eval_chunks=32, elbo_draws=2,
                    sample_steps=32, n_samples=8)
+# The training time of a whole --quick run, shared equally by its models (the five default
+# models: 3.6 s each), so that the command takes under a minute however many models it trains.
+QUICK_MINUTES = 0.3
 
 # The section-1 options of the masked objective, each trained at the same step budget.
 _FULL = dict(mask_rate_min=0.0, mask_rate_max=1.0, masked_loss="elbo")
@@ -97,6 +102,13 @@ def model_kind(name: str) -> tuple[str, int | None]:
         return "block", int(name[5:])
     raise CommandLineError(f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block "
                            "size dividing the length)")
+
+
+def _note(enabled: bool, text: str) -> None:
+    """A progress line on stderr, in the trainer's plain-line style (off with --no-progress): what
+    an evaluation phase of several seconds is doing, so that no part of a run is silent."""
+    if enabled:
+        print(f"[text] {text}", file=sys.stderr, flush=True)
 
 
 def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_chars: int | None = None) -> float:
@@ -210,8 +222,17 @@ class Snapshots:
                 self.pending[key] = entry
             else:
                 self.saved[key] = entry
+        self.prior_s = prior_s
         self.start = time.perf_counter() - prior_s
+        self.begun = False
         self.step = 0
+
+    def begin(self) -> None:
+        """Start the marks' clock at the trainer's first step in this process (as the trainer
+        starts its own), once: its set-up (the optimiser, a checkpoint to resume) takes seconds,
+        a large share of a quick run's budget, and is not training time."""
+        if not self.begun:
+            self.start, self.begun = time.perf_counter() - self.prior_s, True
 
     def _deadline(self, mark: float) -> float:
         return 60 * mark + min(self.slack, 1.2 * mark)
@@ -245,7 +266,9 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "sample":
         return sample_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks text", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny models, at most 0.4 min each (smoke test / demo)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny models, {QUICK_MINUTES:g} min of training shared by the models, one thread unless "
+                        "--threads, under a minute in all (smoke test / demo)")
     parser.add_argument("--seed", type=int, default=0)
     add_run_arguments(parser, minutes=10.0, out="runs/text")  # the budget is PER MODEL
     parser.add_argument("--models", nargs="+", default=["ar", "masked", "block4", "block8", "block16"],
@@ -266,15 +289,16 @@ def main(argv: list[str]) -> int:
     add_config_overrides(parser, TextConfig())
     args = parser.parse_args(argv)
     check_device(args.device)
-    cfg, default_minutes = TextConfig(), 10.0
-    if args.quick:
-        cfg, default_minutes = QUICK, 0.4
-        if args.minutes is not None:
-            args.minutes = min(args.minutes, 0.4)
-    cfg = apply_config_overrides(cfg, args)
     names = list(args.models)
     if args.ablation is not None:
         names = [f"masked-{v}" for v in (args.ablation or list(ABLATIONS))]
+    cfg, default_minutes = TextConfig(), 10.0
+    if args.quick:
+        cfg, default_minutes = QUICK, QUICK_MINUTES / len(names)
+        if args.minutes is not None:
+            args.minutes = min(args.minutes, default_minutes)
+    cfg = apply_config_overrides(cfg, args)
+    progress = not args.no_progress
     kinds = {name: model_kind(name) for name in names}
     for name, (_, b) in kinds.items():
         if b is not None and cfg.length % b:
@@ -286,8 +310,12 @@ def main(argv: list[str]) -> int:
         raise CommandLineError("--curve takes wall-clock budgets: use it without --steps")
     if any(not (m > 0) for m in args.curve):
         raise CommandLineError(f"--curve budgets must be positive minutes, got {args.curve}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # --quick runs on one thread unless --threads says otherwise: its tiny models gain little from
+    # a second one, and on a busy 2-core machine threads waiting for each other made a quick run
+    # 10-50x slower (measured: 0.4 instead of 12-30 steps/s beside one other process)
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     corpus = load_text_corpus(args.corpus) if args.corpus else load_kjv()
     streams = tokenize_corpus(corpus, cfg.tokenizer, cfg.bpe_vocab_size)
@@ -345,6 +373,7 @@ def main(argv: list[str]) -> int:
                 return BlockDiffusion(path, block).elbo(m, quick_val, generator=g).nats_per_token
 
         def loss_fn(m, step, gen, model_loss=model_loss):
+            snapshots.begin()
             snapshots.step = step + 1
             return model_loss(m, gen)
 
@@ -409,6 +438,7 @@ def main(argv: list[str]) -> int:
             print(f"[text] {name}: no snapshot at the main budget ({main_key}) in {out}; skipped")
             continue
         model, snap = loaded
+        _note(progress, f"{name}: test bits per character on {len(test_chunks)} windows of {cfg.length} tokens")
         bpc, stderr = test_bpc(name, model)
         curve = []
         snaps = torch.load(out / f"{name}_seed{args.seed}_snapshots.pt", weights_only=False, map_location="cpu")
@@ -417,6 +447,7 @@ def main(argv: list[str]) -> int:
                 curve.append(dict(minutes=key, steps=snap["step"], elapsed_s=snap["elapsed_s"], bpc=bpc, stderr=stderr))
                 continue
             other, osnap = load(name, key)
+            _note(progress, f"{name}: test bits per character of the {key:g}-minute snapshot")
             b_, s_ = test_bpc(name, other)
             curve.append(dict(minutes=key, steps=osnap["step"], elapsed_s=osnap["elapsed_s"], bpc=b_, stderr=s_))
         results[name] = dict(bpc=bpc, stderr=stderr, steps=snap["step"], elapsed_s=snap["elapsed_s"], curve=curve,
@@ -436,31 +467,37 @@ def main(argv: list[str]) -> int:
         kind, block = kinds.get(name) or model_kind(name)
         gen = torch.Generator(device=device).manual_seed(args.seed)
         n = cfg.n_samples
-        runs = []
+        model = r["model"]
+        # (sampler description, the draw): drawn one after the other below, in this order, from
+        # one generator, each announced first (sampling is the evaluation's longest phase)
+        runs: list[tuple[str, Callable[[], torch.Tensor]]] = []
         if kind == "ar":
-            runs.append(("ancestral, T=1, float64", ar_sample(r["model"], n, cfg.length, gen)))
+            runs.append(("ancestral, T=1, float64", lambda: ar_sample(model, n, cfg.length, gen)))
         elif block is None:
             # one reveal per step (random order): the model's own any-order conditionals, no
             # simultaneous independent draws (the exact CTMC's Binomial reveals add that error)
             x0 = path.sample_source((n, cfg.length), device=device)
-            solver = CTMCSolver(path, r["model"])
+            solver = CTMCSolver(path, model)
             per_step = cfg.length / cfg.sample_steps
             runs.append((f"{cfg.sample_steps} steps, " + ("one random position per step" if per_step == 1 else
                                                            f"~{per_step:g} random positions per step") + ", T=1, float64",
-                         solver.sample(x0, steps=cfg.sample_steps, generator=gen, unmasking="random_order")))
+                         lambda: solver.sample(x0, steps=cfg.sample_steps, generator=gen, unmasking="random_order")))
             semi = min(16, cfg.length)
             semi_steps = max(1, cfg.sample_steps * semi // cfg.length)
             runs.append((f"semi-AR blocks of {semi}, {semi_steps} steps each, confidence unmasking, T=1",
-                         solver.sample(x0, steps=semi_steps, generator=gen, block_size=semi, unmasking="confidence")))
+                         lambda: solver.sample(x0, steps=semi_steps, generator=gen, block_size=semi,
+                                               unmasking="confidence")))
         else:
             x0 = path.sample_source((n, cfg.length), device=device)
-            sampler = BlockDiffusion(path, block)
+            blocks = BlockDiffusion(path, block)
             runs.append((f"block by block, {block} steps per block, one random position per step, T=1, float64",
-                         sampler.sample(r["model"], x0, steps=block, generator=gen, unmasking="random_order")))
+                         lambda: blocks.sample(model, x0, steps=block, generator=gen, unmasking="random_order")))
             runs.append((f"block by block, {block} steps per block, confidence unmasking, T=1",
-                         sampler.sample(r["model"], x0, steps=block, generator=gen, unmasking="confidence")))
+                         lambda: blocks.sample(model, x0, steps=block, generator=gen, unmasking="confidence")))
         r["samples"] = []
-        for sampler, tokens in runs:
+        for sampler, draw in runs:
+            _note(progress, f"{name}: sampling {n} sequences of {cfg.length} tokens ({sampler})")
+            tokens = draw()
             entry = dict(sampler=sampler, entropy=sample_entropy_bits(tokens.cpu()),
                          texts=[streams.decode(s) for s in tokens[:3].cpu()])
             if judge is not None:
@@ -592,6 +629,11 @@ def sample_main(argv: list[str]) -> int:
     parser.add_argument("--block-size", type=int, default=None, help="masked model: semi-autoregressive blocks")
     parser.add_argument("--sample-seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if len(args.hole) != 1:
+        raise CommandLineError(f"--hole must be one character, got {args.hole!r}")
+    # named here in the command line's terms: the library's own error speaks of hole ids (-1)
+    if args.template is not None and args.hole not in args.template:
+        raise CommandLineError(f"--template has no holes ({args.hole!r} characters) to fill")
     out = Path(args.out)
     meta_path = out / f"{args.model}_seed{args.seed}_meta.pt"
     snap_path = out / f"{args.model}_seed{args.seed}_snapshots.pt"

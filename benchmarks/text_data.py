@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -75,11 +76,17 @@ class Corpus:
         return len(self.chars)
 
     def encode(self, text: str) -> Tensor:
-        table = {c: i for i, c in enumerate(self.chars)}
-        try:
-            return torch.tensor([table[c] for c in text], dtype=torch.long)
-        except KeyError as err:
-            raise ValueError(f"character {err.args[0]!r} is not in the vocabulary") from None
+        """Ids of the characters of ``text``; ValueError naming the first one not in ``chars``."""
+        # A vectorised lookup of the code points, not a Python loop over characters: the KJV's
+        # 4.3 million characters took ~1 s of every text run's start-up that way.
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        keys = np.frombuffer(self.chars.encode("utf-32-le"), dtype=np.uint32)
+        order = np.argsort(keys, kind="stable")
+        pos = np.minimum(np.searchsorted(keys[order], codes), max(len(keys) - 1, 0))
+        found = keys[order][pos] == codes if len(keys) else np.zeros(len(codes), dtype=bool)
+        if not found.all():
+            raise ValueError(f"character {chr(codes[int(np.argmin(found))])!r} is not in the vocabulary")
+        return torch.from_numpy(order[pos].astype(np.int64))
 
     def decode(self, ids: Tensor) -> str:
         return "".join(self.chars[int(i)] for i in ids.reshape(-1))

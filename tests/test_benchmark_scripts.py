@@ -157,8 +157,8 @@ def test_text_script_makes_exactly_the_steps_asked_for_per_model(tmp_path, monke
     # the default models: ar, masked and block diffusion at b = 4, 8, 16, ten steps each
     assert record["models"] == ["ar", "masked", "block4", "block8", "block16"]
     assert all(record[f"{m}_steps"] == 10 for m in record["models"]) and record["steps"] == 50
-    # --quick caps the minutes at 0.4; the steps end the runs first
-    assert record["budget_steps"] == 10 and record["budget_minutes"] == 0.4
+    # --quick caps each model's minutes at its share of the quick budget; the steps end the runs first
+    assert record["budget_steps"] == 10 and record["budget_minutes"] == pytest.approx(text.QUICK_MINUTES / 5)
     for name in record["models"]:  # five validations, every ceil(10 / 5) steps
         history = torch.load(tmp_path / f"{name}_seed0.pt", weights_only=False)["history"]
         assert [h["step"] for h in history] == [2, 4, 6, 8, 10]
