@@ -169,10 +169,26 @@ def _print_rows(rows: list[dict]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks speed", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter training (smoke test)")
-    parser.add_argument("--only", choices=["rfm", "dfm"], default=None, help="run one part only")
+    parser.add_argument("--only", choices=["rfm", "dfm", "training"], default=None, help="run one part only")
+    parser.add_argument("--device", default="cpu", help="device of the training-step table: cpu or cuda")
+    parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                        help="models of the training-step table (earth, text, backbone-cpu, backbone, frameflow; "
+                             "default: earth text backbone-cpu on the CPU, earth text backbone frameflow on CUDA)")
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"],
+                        help="modes of the training-step table")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", default="runs/speed.json", help="where to write the JSON results")
+    parser.add_argument("--out", "--json", dest="out", default="runs/speed.json", metavar="FILE",
+                        help="where to write the JSON results (--json is the same option)")
     args = parser.parse_args(argv)
+    from benchmarks.cli import CommandLineError, check_device
+
+    check_device(args.device)
+    if args.models:
+        from benchmarks.speed_training import STEP_MODELS
+
+        unknown = [m for m in args.models if m not in STEP_MODELS]
+        if unknown:
+            raise CommandLineError(f"--models must be among {sorted(STEP_MODELS)}, got {' '.join(unknown)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 30
@@ -194,6 +210,13 @@ def main(argv: list[str]) -> int:
             dfm_rows = run_dfm_speed(quick=args.quick)
             _print_rows(dfm_rows)
             results["dfm"] = dfm_rows
+    if args.only in (None, "training"):
+        from benchmarks.speed_training import print_step_table, training_step_rows
+
+        step_rows = training_step_rows(args.device, args.models, tuple(args.modes), repeats=3 if args.quick else 10,
+                                       warmup=2 if args.quick else 3)
+        print_step_table(step_rows)
+        results["training_steps"] = step_rows
     atomic_write(Path(args.out), json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -1,5 +1,4 @@
 import os
-import sys
 
 # geomstats picks its backend at import time; the oracle tests use the pytorch one.
 os.environ.setdefault("GEOMSTATS_BACKEND", "pytorch")
@@ -37,39 +36,33 @@ def small_structure_set(tmp_path_factory):
     return out
 
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-
-
-class HostReads:
-    """Counts the ways a tensor's value reaches the host (``.item()``, ``.tolist()``,
-    ``float``/``int``/``bool`` of a tensor) in code outside torch while active: on a GPU each one
-    waits for the queued work, so a training or sampling step should make none. CPU stand-in for
-    ``torch.cuda.set_sync_debug_mode``. Reads inside torch are not counted: on the CPU its
-    optimisers read their CPU-side step counters, which are no device synchronisation on a GPU
-    either."""
-
-    METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
-
-    def __init__(self, monkeypatch):
-        self.count = 0
-        self.where: list[str] = []
-        for name in self.METHODS:
-            original = getattr(torch.Tensor, name)
-
-            def counted(tensor, *args, _original=original, _name=name, **kwargs):
-                caller = sys._getframe(1)
-                if not caller.f_code.co_filename.startswith(_TORCH_DIR):
-                    self.count += 1
-                    self.where.append(f"{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
-                return _original(tensor, *args, **kwargs)
-
-            monkeypatch.setattr(torch.Tensor, name, counted)
-
-
 @pytest.fixture
-def host_reads(monkeypatch):
-    """A :class:`HostReads` counter active for the test (its ``count`` may be reset)."""
-    return HostReads(monkeypatch)
+def host_reads():
+    """Counts host read-backs outside torch for the rest of the test (``gm.profiling``): its
+    ``count`` may be reset, ``where`` says where each read was."""
+    from gm.profiling import count_host_reads
+
+    with count_host_reads(cuda=False) as found:
+        yield _Counter(found)
+
+
+class _Counter:
+    """A resettable view of :class:`gm.profiling.HostReads`."""
+
+    def __init__(self, found):
+        self._found, self._offset = found, 0
+
+    @property
+    def count(self) -> int:
+        return self._found.reads - self._offset
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._offset = self._found.reads - value
+
+    @property
+    def where(self) -> list[str]:
+        return self._found.where
 
 
 def graph_breaks(fn, *args, **kwargs) -> list[str]:
