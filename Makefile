@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rdfm-installed
 
-.PHONY: install demo test speed clean
+.PHONY: install demo test speed gpu-check clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 speed: $(STAMP)
 	$(PY) -m benchmarks speed
+
+# The device check on a GPU machine (tools/gpu-check.sh; <= 8 minutes): the machine's own
+# python3, nothing installed; results under GPU_OUT (default runs/gpu-check).
+gpu-check:
+	bash tools/gpu-check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
