@@ -333,3 +333,19 @@ def test_compiled_training_equals_eager_training():
         torch.testing.assert_close(results["aot_eager"].final_state[k], v, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="config.compile must be True, False or one of"):
         train(regression_problem()[0], regression_problem()[1], TrainConfig(max_steps=1, compile="fast"))
+
+
+def test_tf32_switches_are_set_inside_and_restored_after():
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with training._tensor_float32(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with training._tensor_float32(False):  # validation inside a TF32 run
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    # a CPU run leaves them alone
+    model, loss_fn, val_fn = regression_problem()
+    seen = []
+    train(model, loss_fn, TrainConfig(max_steps=2, progress=False, tf32=True),
+          val_fn=lambda m: seen.append(torch.backends.cuda.matmul.allow_tf32) or val_fn(m))
+    assert seen == [before[0]]
