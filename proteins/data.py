@@ -965,6 +965,24 @@ def _check_identity(identity: float) -> None:
         raise ValueError(f"identity must be a fraction in (0, 1], got {identity!r}")
 
 
+def _bucket_edges(buckets: Sequence[int], min_length: int, max_length: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(low, high, padded)`` of the crop lengths each usable bucket holds: bucket ``k`` takes
+    lengths in ``(buckets[k-1], buckets[k]]`` within ``[min_length, max_length]`` and pads to
+    ``buckets[k]``; buckets holding no length are dropped. A ``ValueError`` naming ``buckets``
+    unless they are increasing positive integers whose largest reaches ``max_length``."""
+    values = list(buckets) if isinstance(buckets, (list, tuple)) else None
+    if (not values or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in values)
+            or any(b <= a for a, b in zip(values, values[1:]))):
+        raise ValueError(f"buckets must be increasing positive integers, e.g. (64, 96, 128), got {buckets!r}")
+    if values[-1] < max_length:
+        raise ValueError(f"buckets must reach max_length={max_length}: the largest is {values[-1]}")
+    lows = [min_length] + [max(a + 1, min_length) for a in values[:-1]]
+    highs = [min(b, max_length) for b in values]
+    kept = [(lo, hi, b) for lo, hi, b in zip(lows, highs, values) if lo <= hi]
+    return tuple(torch.tensor(column) for column in zip(*kept))
+
+
 class StructureDataset:
     """Backbone chains with sequence clusters, as written by :func:`build_structure_dataset`.
 
@@ -1181,7 +1199,8 @@ class StructureDataset:
         return tuple(self.subset(np.flatnonzero(chain_split == s)) for s in range(3))  # type: ignore[return-value]
 
     def sample_crops(self, batch_size: int, generator: torch.Generator | None = None, min_length: int = 64,
-                     max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+                     max_length: int = 128, *, buckets: Sequence[int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random contiguous crops of random chains, padded to the longest crop.
 
         Chains are drawn uniformly (with replacement); each crop length is uniform in
@@ -1193,19 +1212,30 @@ class StructureDataset:
             generator: torch random generator (None: the global one).
             min_length: shortest crop requested.
             max_length: longest crop.
+            buckets: padded lengths for static shapes (e.g. ``(64, 96, 128)``, the largest at
+                least ``max_length``): each batch draws one bucket, with probability
+                proportional to the crop lengths it holds, then crop lengths uniform in
+                ``(previous bucket, bucket]`` within ``[min_length, max_length]``, padded to the
+                bucket's length. The crop lengths stay uniform on ``[min_length, max_length]``
+                overall, every batch has one of ``len(buckets)`` shapes (so compiled graphs and
+                CUDA graphs are reused) and padding stays below one bucket's width. ``None``:
+                lengths drawn per crop, padded to the longest.
 
         Returns:
             ``atoms`` float32 (B, Lmax, 4, 3) N, CA, C, O in Angstrom (zeros at padding; O may
-            be NaN where the file had none) and ``mask`` bool (B, Lmax), True at residues.
+            be NaN where the file had none) and ``mask`` bool (B, Lmax), True at residues;
+            ``Lmax`` is the bucket's length with ``buckets``.
 
         Raises:
-            ValueError: for ``batch_size`` < 1, ``min_length`` < 1 or ``max_length`` < ``min_length``.
+            ValueError: for ``batch_size`` < 1, ``min_length`` < 1 or ``max_length`` < ``min_length``,
+                and ``buckets`` that are not increasing positive integers reaching ``max_length``.
         """
-        index, mask = self._crop_index(batch_size, generator, min_length, max_length)
+        index, mask = self._crop_index(batch_size, generator, min_length, max_length, buckets)
         return self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0), mask
 
     def sample_sequence_crops(self, batch_size: int, generator: torch.Generator | None = None, min_length: int = 64,
-                              max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                              max_length: int = 128, *, buckets: Sequence[int] | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`sample_crops` with the crops' residue types (the same crops for the same
         generator state).
 
@@ -1214,7 +1244,7 @@ class StructureDataset:
             :data:`AMINO_ACIDS` (:data:`UNKNOWN_RESIDUE` for non-standard letters and at
             padding) and ``mask`` bool (B, Lmax).
         """
-        index, mask = self._crop_index(batch_size, generator, min_length, max_length)
+        index, mask = self._crop_index(batch_size, generator, min_length, max_length, buckets)
         atoms = self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0)
         return atoms, self._residues[index].masked_fill(~mask, UNKNOWN_RESIDUE), mask
 
@@ -1224,18 +1254,26 @@ class StructureDataset:
         begin = int(self._begin[i])
         return self._residues[begin:begin + int(self._length[i])]
 
-    def _crop_index(self, batch_size: int, generator: torch.Generator | None, min_length: int, max_length: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _crop_index(self, batch_size: int, generator: torch.Generator | None, min_length: int, max_length: int,
+                    buckets: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of the atom tensor ``(B, Lmax)`` of random crops, and their mask."""
         batch_size = _check_int("batch_size", batch_size, 1)
         min_length = _check_int("min_length", min_length, 1)
         max_length = _check_int("max_length", max_length, min_length)
+        edges = None if buckets is None else _bucket_edges(buckets, min_length, max_length)
         chain = torch.randint(len(self), (batch_size,), generator=generator)
         length = self._length[chain]
-        want = torch.randint(min_length, max_length + 1, (batch_size,), generator=generator)
+        if edges is None:
+            want = torch.randint(min_length, max_length + 1, (batch_size,), generator=generator)
+        else:
+            # one bucket per batch, chosen with weight = the crop lengths it holds, so that the
+            # lengths are uniform on [min_length, max_length] over the batches
+            low, high, width = edges
+            pick = int(torch.multinomial((high - low + 1).double(), 1, generator=generator))
+            want = torch.randint(int(low[pick]), int(high[pick]) + 1, (batch_size,), generator=generator)
         crop = torch.minimum(want, length)
         start = self._random_starts(length - crop + 1, generator)
-        positions = torch.arange(int(crop.max()))
+        positions = torch.arange(int(crop.max()) if edges is None else int(edges[2][pick]))
         mask = positions < crop[:, None]
         # Padding positions read the crop's first residue (zeroed by the callers): one gather, no loop.
         return self._begin[chain, None] + start[:, None] + torch.where(mask, positions, 0), mask

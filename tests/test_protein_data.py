@@ -446,3 +446,35 @@ def test_real_backbone_set_invariants():
     parts = data.split()
     sets = [set(p.clusters.tolist()) for p in parts]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_bucketed_crops_have_static_shapes_and_uniform_lengths(small_structure_set):
+    """Issue #25: one bucket length per batch (static shapes for compiled graphs), crop lengths
+    still uniform on [min_length, max_length] over the batches (a chi-square test)."""
+    from scipy import stats
+
+    from proteins.data import StructureDataset
+
+    data = StructureDataset.load(small_structure_set)
+    g = torch.Generator().manual_seed(0)
+    widths, lengths = set(), []
+    for _ in range(600):
+        atoms, mask = data.sample_crops(4, g, min_length=40, max_length=63, buckets=(48, 56, 64))
+        widths.add(atoms.shape[1])
+        assert mask.shape == atoms.shape[:2] and torch.equal(atoms[~mask], torch.zeros_like(atoms[~mask]))
+        lengths += mask.sum(1).tolist()
+    assert widths == {48, 56, 64}
+    assert int(data._length.min()) >= 63  # no crop capped by its chain: lengths uniform on 40..63
+    counts = torch.bincount(torch.tensor(lengths) - 40, minlength=24).numpy()
+    assert stats.chisquare(counts).pvalue > 1e-3
+    seq_atoms, residues, seq_mask = data.sample_sequence_crops(3, torch.Generator().manual_seed(1), 40, 63,
+                                                              buckets=(48, 64))
+    assert seq_atoms.shape[1] in (48, 64) and residues.shape == seq_mask.shape
+    for bad in ((64, 48), (0, 64), [40.5, 64], "64"):
+        with pytest.raises(ValueError, match="buckets must be increasing positive integers"):
+            data.sample_crops(2, g, 40, 63, buckets=bad)
+    with pytest.raises(ValueError, match="buckets must reach max_length=63"):
+        data.sample_crops(2, g, 40, 63, buckets=(48, 56))
+    # without buckets: padded to the longest crop, as before
+    atoms, mask = data.sample_crops(4, torch.Generator().manual_seed(2), 40, 63)
+    assert atoms.shape[1] == int(mask.sum(1).max())
