@@ -71,6 +71,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, minutes: float, out: s
     parser.add_argument("--restart", action="store_true",
                         help="start afresh, ignoring existing checkpoints, instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--compile", nargs="?", const="default", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune"], metavar="MODE",
+                        help="torch.compile the model for training (TrainConfig(compile=...)); MODE: default, "
+                             "reduce-overhead (CUDA graphs) or max-autotune. Off by default: the compilation "
+                             "(seconds on a GPU, minutes for the IPA network on a CPU) pays on long runs")
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,12 @@ class Budget:
     max_steps: int | None
     eval_every: int | None
     eval_every_minutes: float | None
+    compile: bool | str = False  # TrainConfig.compile (--compile)
 
     def train_fields(self) -> dict[str, Any]:
-        """The budget and validation cadence as keyword arguments of ``TrainConfig``."""
+        """The budget, validation cadence and compile setting as keyword arguments of ``TrainConfig``."""
         return {"max_minutes": self.max_minutes, "max_steps": self.max_steps, "eval_every": self.eval_every,
-                "eval_every_minutes": self.eval_every_minutes}
+                "eval_every_minutes": self.eval_every_minutes, "compile": self.compile}
 
     def record_fields(self) -> dict[str, Any]:
         """``budget_minutes`` / ``budget_steps`` for the results record (only those set)."""
@@ -109,32 +115,34 @@ class Budget:
         """The budget of ``factor`` runs in one (e.g. a joint model of several classes)."""
         return Budget(None if self.max_minutes is None else self.max_minutes * factor,
                       None if self.max_steps is None else self.max_steps * factor,
-                      None if self.eval_every is None else self.eval_every * factor, self.eval_every_minutes)
+                      None if self.eval_every is None else self.eval_every * factor, self.eval_every_minutes,
+                      self.compile)
 
 
 def run_budget(minutes: float | None, steps: int | None, *, default_minutes: float,
-               eval_every_minutes: float, evaluations: int | None = None) -> Budget:
+               eval_every_minutes: float, evaluations: int | None = None, compile: str | None = None) -> Budget:
     """The budget of ``--minutes`` / ``--steps``: minutes alone (default ``default_minutes``),
     steps alone, or both (whichever ends first).
 
     With steps, validation runs ``evaluations`` times, by default as many times as a time
     budget of ``minutes`` (or ``default_minutes``) would have run it every
     ``eval_every_minutes``; a script whose cadence is a fixed count of evaluations (text: 5)
-    passes it instead.
+    passes it instead. ``compile``: ``--compile``'s mode (``None``: off; ``"default"``: on).
 
     Raises:
         CommandLineError: for a budget that is not positive.
     """
+    setting: bool | str = False if compile is None else (True if compile == "default" else compile)
     if minutes is not None and not minutes > 0:
         raise CommandLineError(f"--minutes must be > 0, got {minutes:g}")
     if steps is None:
-        return Budget(default_minutes if minutes is None else minutes, None, None, eval_every_minutes)
+        return Budget(default_minutes if minutes is None else minutes, None, None, eval_every_minutes, setting)
     if steps < 1:
         raise CommandLineError(f"--steps must be >= 1, got {steps}")
     if evaluations is None:
         nominal = default_minutes if minutes is None else minutes
         evaluations = round(nominal / eval_every_minutes)
-    return Budget(minutes, steps, max(1, math.ceil(steps / max(1, evaluations))), None)
+    return Budget(minutes, steps, max(1, math.ceil(steps / max(1, evaluations))), None, setting)
 
 
 def check_device(device: str) -> None:

@@ -168,7 +168,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         raise CommandLineError(f"--mixed-precision: {error}") from None
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes)
+                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"[earth] {precision.describe()}; "

@@ -207,7 +207,7 @@ def main(argv: list[str]) -> int:
             args.minutes = min(args.minutes, 0.3)
     cfg = apply_config_overrides(cfg, args)
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes)
+                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []

@@ -305,7 +305,8 @@ def main(argv: list[str]) -> int:
             raise CommandLineError(f"model {name}: block size {b} does not divide the context length {cfg.length}")
     main_minutes = default_minutes if args.minutes is None else args.minutes
     record_budget = run_budget(main_minutes if args.steps is None else args.minutes, args.steps,
-                               default_minutes=default_minutes, eval_every_minutes=0.1, evaluations=5)
+                               default_minutes=default_minutes, eval_every_minutes=0.1, evaluations=5,
+                               compile=args.compile)
     if args.curve and args.steps is not None:
         raise CommandLineError("--curve takes wall-clock budgets: use it without --steps")
     if any(not (m > 0) for m in args.curve):
@@ -347,7 +348,8 @@ def main(argv: list[str]) -> int:
         minutes = max(marks) if marks else args.minutes
         # validations (each takes a snapshot) every 6 s, or a fifth of the smallest mark
         budget = run_budget(minutes, args.steps, default_minutes=default_minutes,
-                            eval_every_minutes=min([0.1, *(m / 5 for m in marks)]), evaluations=5)
+                            eval_every_minutes=min([0.1, *(m / 5 for m in marks)]), evaluations=5,
+                            compile=args.compile)
         if args.skip_training:
             continue
         torch.manual_seed(args.seed)

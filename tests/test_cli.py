@@ -129,3 +129,21 @@ def test_table_shows_step_budgets_with_their_unit():
                                  _record({"budget_minutes": 10.0}, seed=1)])
     assert "| rfm | m16 | 0 1 | 2000 steps or 5 min, 10 min |" in mixed
     assert "Note: these records mix budgets: 2000 steps or 5 min, 10 min." in mixed
+
+
+def test_compile_flag_reaches_the_train_config():
+    """--compile [MODE] on every benchmark becomes TrainConfig(compile=...) through the budget."""
+    import argparse
+
+    from benchmarks.cli import add_run_arguments, run_budget
+    from gm.training import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser, minutes=1.0, out="runs/x")
+    for argv, want in (([], False), (["--compile"], True), (["--compile", "reduce-overhead"], "reduce-overhead")):
+        args = parser.parse_args(argv)
+        for steps in (None, 10):
+            budget = run_budget(args.minutes, steps, default_minutes=1.0, eval_every_minutes=0.5,
+                                compile=args.compile)
+            assert TrainConfig(**budget.train_fields()).compile == want
+            assert budget.scaled(2).compile == want
