@@ -15,7 +15,7 @@ def test_run_budget_minutes_only_uses_the_time_cadence():
     assert budget == Budget(2.5, None, None, 0.5)
     assert budget.record_fields() == {"budget_minutes": 2.5} and budget.describe() == "2.5 min"
     assert budget.train_fields() == {"max_minutes": 2.5, "max_steps": None, "eval_every": None,
-                                     "eval_every_minutes": 0.5}
+                                     "eval_every_minutes": 0.5, "compile": False}
     assert as_budget(2.5, 0.5) == budget and as_budget(budget, 9.0) is budget
 
 
