@@ -142,16 +142,17 @@ class BlockDiffusion:
     Args:
         path: a mask-source :class:`MixturePath`.
         block_size: positions per block.
-        estimator, times, mask_rate_range, weighting: training options of
+        estimator, times, mask_rate_range, weighting, validate: training options of
             :class:`dfm.MaskedDiffusionLoss` (the ELBO always uses the full range).
     """
 
     def __init__(self, path: MixturePath, block_size: int, *, estimator: str = "count", times: str = "stratified",
-                 mask_rate_range: tuple[float, float] = (0.0, 1.0), weighting: str = "elbo") -> None:
+                 mask_rate_range: tuple[float, float] = (0.0, 1.0), weighting: str = "elbo",
+                 validate: bool = True) -> None:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         self.loss_fn = MaskedDiffusionLoss(path, estimator=estimator, times=times, mask_rate_range=mask_rate_range,
-                                           weighting=weighting, block_size=block_size)
+                                           weighting=weighting, block_size=block_size, validate=validate)
         self.path, self.block_size = path, block_size
 
     def loss(self, model: Callable[[Tensor, Tensor], Tensor], x1: Tensor,
@@ -196,7 +197,8 @@ class BlockDiffusion:
             raise ValueError(f"x0 must have shape (B, L), got {tuple(x0.shape)}")
         length = x0.shape[-1]
         b = _check_block_size(self.block_size, length)
-        for name in ("block_size", "padding_mask", "return_intermediates", "time_grid"):
+        # compile: each block has its own cache and start, so a compiled step would compile anew per block
+        for name in ("block_size", "padding_mask", "return_intermediates", "time_grid", "compile"):
             if name in sampler:
                 raise ValueError(f"{name} is not an option of block-diffusion sampling")
         if fixed is None:

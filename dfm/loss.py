@@ -14,7 +14,7 @@ from torch import Tensor
 from dfm.masking import MaskedBatch, mask_batch
 from dfm.path import MixturePath
 from gm.checks import (Checks, broadcast_time, check_callable, check_generator, check_positive_int, describe_time_range,
-                       time_out_of_range)
+                       inputs_checked, time_out_of_range, value_checks_on)
 
 __all__ = ["masked_cross_entropy", "mixture_generalized_kl", "ELBOEstimate", "mask_elbo", "elbo_estimate",
            "masked_nll_sum", "MaskedDiffusionLoss", "WEIGHTINGS"]
@@ -89,11 +89,12 @@ def masked_cross_entropy(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixtureP
             (``x_t`` must have ``x1``'s shape, ``padding_mask`` is boolean), and, with
             ``validate=True`` (the default), for token ids out of range: ``x1`` in ``[0, V)``,
             ``x_t`` in ``[0, path.input_vocab_size)`` (one host read-back; pass
-            ``validate=False`` for tokens checked once, e.g. by ``MixturePath.sample``).
+            ``validate=False`` for tokens checked once, e.g. by ``MixturePath.sample``; skipped
+            under ``torch.compile`` and :func:`gm.checks.inputs_checked`).
     """
     _check_loss_inputs(logits, x1, x_t, path)
     counted = _counted(x1, padding_mask)
-    if validate:
+    if value_checks_on(validate):  # not under torch.compile: a read-back would break the graph
         _check_token_values(x1, x_t, path)
     if path.kind == "mask":
         counted = counted & (x_t == path.mask_id)
@@ -126,7 +127,7 @@ def mixture_generalized_kl(logits: Tensor, x1: Tensor, x_t: Tensor, t: Tensor | 
     counted = _counted(x1, padding_mask)
     given = t
     t = broadcast_time(t, x1.shape[:-1], dtype=logits.dtype, device=logits.device)
-    if validate:  # the times as given (not expanded), so that a message counts them right
+    if value_checks_on(validate):  # the times as given (not expanded), so that a message counts them right
         given = t if not isinstance(given, Tensor) else given.to(dtype=t.dtype, device=t.device)
         _check_token_values(x1, x_t, path, given)
     rate = path.scheduler.rate(t, validate=False).clamp(max=_MAX_RATE)[..., None]
@@ -316,6 +317,17 @@ class MaskedDiffusionLoss:
             ``"mean"``: each group's mean cross-entropy over its masked tokens (drops the
             weights; the same minimiser).
         block_size: positions per block, or ``None`` for one group per sequence.
+        validate: check that ``x1`` holds ids in ``[0, V)`` (one host read-back per call; types
+            and shapes are always checked). ``False`` for data checked once (e.g. when the
+            dataset was built): the call then reads nothing back, and the model is called
+            inside :func:`gm.checks.inputs_checked`, so that a :class:`dfm.TokenTransformer`
+            skips its own value checks of the ``x_t`` and ``t`` built here (a training step
+            with no host synchronisation; with ``validate=True`` the model checks them).
+
+    The call reads nothing else back to the host and returns the loss as a 0-dim tensor; with
+    ``validate=False`` (or under ``torch.compile``, where value checks are skipped) it compiles
+    with ``fullgraph=True`` (``generator=None``: ``torch.compile`` cannot trace a
+    ``torch.Generator``).
     """
 
     path: MixturePath
@@ -324,9 +336,12 @@ class MaskedDiffusionLoss:
     mask_rate_range: tuple[float, float] = (0.0, 1.0)
     weighting: str = "elbo"
     block_size: int | None = None
+    validate: bool = True
 
     def __post_init__(self) -> None:
         _check_mask_path(self.path, "MaskedDiffusionLoss")
+        if not isinstance(self.validate, bool):
+            raise ValueError(f"validate must be True or False, got {self.validate!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         # options are checked here, once, with a throw-away draw of one token per group
@@ -343,7 +358,14 @@ class MaskedDiffusionLoss:
     def __call__(self, model: Callable[..., Tensor], x1: Tensor, generator: torch.Generator | None = None,
                  padding_mask: Tensor | None = None) -> Tensor:
         batch = self.corrupt(x1, generator, padding_mask)
-        logits = model(batch.x_t, batch.t[:, 0]) if self.block_size is None else model(batch.x_t, x1)
+        if value_checks_on(self.validate):
+            self.path.check_tokens(x1, "x1", allow_mask=False)  # one host read-back
+        args = (batch.x_t, batch.t[:, 0]) if self.block_size is None else (batch.x_t, x1)
+        if self.validate or torch.compiler.is_compiling():  # compiled models skip value checks anyway
+            logits = model(*args)
+        else:  # x1 was checked once, so the x_t and t made from it need no checks either
+            with inputs_checked():
+                logits = model(*args)
         _check_logits(logits, x1, self.path.vocab_size)
         nll = -_token_log_probs(logits, x1)
         nll = torch.where(batch.masked, nll, torch.zeros_like(nll))
@@ -354,4 +376,6 @@ class MaskedDiffusionLoss:
         per_group = nll.view(len(x1), groups, -1).sum(-1)
         count = batch.masked.view(len(x1), groups, -1).sum(-1)
         has = count > 0
-        return (per_group[has] / count[has]).sum() / has.sum().clamp_min(1)
+        # the groups with a masked token, without boolean indexing (a data-dependent shape)
+        means = torch.where(has, per_group / count.clamp_min(1), torch.zeros_like(per_group))
+        return means.sum() / has.sum().clamp_min(1)

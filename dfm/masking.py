@@ -123,11 +123,20 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
         padding_mask: True at padding: never masked, never counted.
         generator: RNG of the draws (the draws are made on its device, then moved to ``x1``'s).
 
+    No value is read back to the host (the draws and weights stay on the device), so a
+    training step can call it without a synchronisation, and ``torch.compile`` traces it
+    (with ``generator=None``: a ``torch.Generator`` cannot be traced).
+
     Raises:
-        ValueError: naming the argument, for a wrong shape, option, range or path.
+        ValueError: naming the argument, for a wrong shape, option, range or path (a
+            scheduler that does not reach the data, :math:`\\kappa_1 < 1`).
     """
     if not isinstance(path, MixturePath) or path.kind != "mask":
         raise ValueError(f"path must be a dfm.MixturePath with source='mask', got {path!r}")
+    kappa_low, kappa_high = path.kappa_range()  # host floats, computed when the path was built
+    if kappa_high < 1 - 1e-9:  # masking rates near 0 would map to no time at all
+        raise ValueError(f"path must have a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
+                         f"kappa_1 = {kappa_high:.6g}")
     if not isinstance(x1, Tensor) or x1.dim() != 2 or x1.dtype not in (torch.long, torch.int32):
         raise ValueError(f"x1 must be integer token ids of shape (B, L), got "
                          f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
@@ -166,8 +175,10 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
         masked = counted & (rank < m[..., None])
         weight = n.double() / m.clamp(min=1).double()
         rate = m.double() / n.clamp(min=1).double()
-    kappa = (1.0 - rate).clamp(0.0, 1.0)
-    t = path.scheduler.inverse(kappa).to(torch.get_default_dtype())
+    # kappa in [kappa_0, kappa_1] by construction: the scheduler's range check (a host
+    # read-back) is not needed, the clamp to its ends is the one it would apply
+    kappa = (1.0 - rate).clamp(0.0, 1.0).clamp(kappa_low, kappa_high)
+    t = path.scheduler.inverse(kappa, validate=False).to(torch.get_default_dtype())
     masked = masked.view(batch, length).to(x1.device)
     weights = torch.where(masked.view(batch, n_groups, group).to(where), weight[..., None].expand_as(counted),
                           torch.zeros((), dtype=torch.float64, device=where)).view(batch, length)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
-                       time_out_of_range)
+                       time_out_of_range, value_checks_on)
 from gm.path import PathSample, ProbPath
 from gm.schedulers import ConvexScheduler, LinearScheduler
 
@@ -30,6 +30,8 @@ class MixturePath(ProbPath):
         vocab_size: number of data tokens ``V`` (ids ``0 .. V-1``).
         source: ``"mask"``, ``"uniform"`` or a probability tensor ``(V,)`` / ``(L, V)``.
         scheduler: the :math:`\\kappa_t` schedule (linear by default).
+        validate: check token ranges and times in :meth:`sample` (one host read-back; skipped
+            under ``torch.compile`` and inside :func:`gm.checks.inputs_checked`).
     """
 
     def __init__(self, vocab_size: int, source: str | Tensor = "mask", scheduler: ConvexScheduler | None = None, *,
@@ -41,6 +43,8 @@ class MixturePath(ProbPath):
         if scheduler is not None and not isinstance(scheduler, ConvexScheduler):
             raise ValueError(f"scheduler must be a gm.ConvexScheduler (kappa_t), got {scheduler!r}")
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
+        self._kappa_ends: tuple[object, tuple[float, float]] | None = None
+        self.kappa_range()  # computed here, on the host, not in a training or sampling step
         self.source_probs: Tensor | None = None
         if isinstance(source, Tensor):
             probs = source.detach().to(torch.float64)
@@ -54,6 +58,17 @@ class MixturePath(ProbPath):
             self.kind = source
         else:
             raise ValueError(f"source must be 'mask', 'uniform' or a probability tensor, got {source!r}")
+
+    def kappa_range(self) -> tuple[float, float]:
+        """:math:`(\\kappa_0, \\kappa_1)` of the scheduler as Python floats, computed once per
+        scheduler (on the CPU, when the path is built), so that losses map masking rates back
+        to times without reading anything back from the device."""
+        cached = getattr(self, "_kappa_ends", None)  # None also for paths pickled before it existed
+        if cached is None or cached[0] is not self.scheduler:
+            low, high = (float(self.scheduler.kappa(torch.tensor(v, dtype=torch.float64), validate=False))
+                         for v in (0.0, 1.0))
+            self._kappa_ends = (self.scheduler, (low, high))
+        return self._kappa_ends[1]
 
     @property
     def mask_id(self) -> int | None:
@@ -115,7 +130,8 @@ class MixturePath(ProbPath):
                 ``x1.shape[:-1]`` (one time per sample; broadcast over the sequence).
             padding_mask: boolean ``(*batch, L)``, True at padding; those positions keep ``x1``.
         """
-        checks = Checks() if self.validate else None
+        # value checks off with validate=False, under torch.compile and in gm.checks.inputs_checked()
+        checks = Checks() if value_checks_on(self.validate) else None
         self.check_tokens(x1, "x1", allow_mask=False, checks=checks or Checks())
         if x0 is None:
             x0 = self.sample_source(x1.shape, device=x1.device, generator=generator)

@@ -8,25 +8,35 @@ An optional corrector adds the path's *noising* generator
 scales the forward rates by :math:`1 + \beta_t`; since the noising generator runs the marginal
 path backwards, the marginals are unchanged while errors get re-noised and corrected.
 
-Only the tokens that jump are touched: their logit rows are gathered and sampled (Gumbel-max),
-so nothing of size batch x length x vocabulary is allocated beyond the model's own logits and
-a per-row normaliser (``logsumexp``) for general sources.
+A step reads nothing back to the host (its times, rates and probabilities stay 0-dim device
+tensors) unless the posterior's logits are checked every step (``validate=True``; the sampler
+checks them on the device and reads the tally back once, at the end) or the corrector is a
+Python function of the time. The categorical draws (Gumbel-max) come in two forms, the same
+distribution (``draws``): ``"sparse"`` gathers the logit rows of the tokens that jump and draws
+only those (least arithmetic and memory: nothing of size batch x length x vocabulary beyond the
+model's logits; but the number of rows is data-dependent, a host synchronisation on an
+accelerator and a dynamic shape for ``torch.compile``), ``"dense"`` draws a candidate for every
+position and keeps it where the token jumps (``torch.where``: static shapes, no read-back,
+compiles with ``fullgraph=True``; noise of the logits' size in ``dtype_categorical``). The
+default, ``"auto"``, is sparse in eager mode on the CPU, where there is no device queue to
+stall, and dense elsewhere and under ``torch.compile``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from dfm.path import MixturePath
-from gm.checks import check_callable, check_generator
+from gm.checks import (Checks, check_callable, check_generator, describe_time_range, inputs_checked,
+                       time_out_of_range)
 from gm.process import Process
-from gm.simulate import make_time_grid, simulate
+from gm.simulate import compiled_advance, make_time_grid, simulate
 
-__all__ = ["CTMCSolver", "MixtureJumpProcess", "UNMASKING", "filter_logits"]
+__all__ = ["CTMCSolver", "MixtureJumpProcess", "UNMASKING", "DRAWS", "filter_logits"]
 
 Posterior = Callable[[Tensor, Tensor], Tensor]
 _LAST_STEP_TOL = 1e-6
@@ -34,23 +44,40 @@ _LAST_STEP_TOL = 1e-6
 
 def _gumbel_argmax(logits: Tensor, exclude: Tensor | None, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
     """One categorical draw per row of ``logits`` (rows, V), optionally never ``exclude``."""
-    z = logits.to(dtype)
-    if exclude is not None:
-        z = z.scatter(-1, exclude[:, None], float("-inf"))
-    u = torch.rand(z.shape, dtype=dtype, device=z.device, generator=generator)
+    u = torch.rand(logits.shape, dtype=dtype, device=logits.device, generator=generator)
     tiny = torch.finfo(dtype).tiny
-    neg_log_u = (-torch.log(u.clamp_min(tiny))).clamp_min(tiny)
-    return (z - torch.log(neg_log_u)).argmax(-1)
+    # -log(-log u) + logits, built in place in u's memory: the same values as
+    # logits - log(clamp(-log(clamp(u)))) with one tensor of the rows' size instead of four
+    z = u.clamp_min_(tiny).log_().neg_().clamp_min_(tiny).log_().neg_().add_(logits.to(dtype))
+    if exclude is not None:
+        z = z.scatter_(-1, exclude[:, None], float("-inf"))
+    return z.argmax(-1)
 
 
-def _check_logit_rows(rows: Tensor) -> None:
-    """A ``ValueError`` unless every row of posterior logits defines a distribution: no NaN, no
-    +inf, not all -inf (one fused reduction: the row maximum propagates NaN)."""
-    if rows.numel() and not bool(torch.isfinite(rows.amax(-1)).all()):
-        peak = rows.amax(-1)
-        raise ValueError(f"posterior returned logits that are not a distribution: {int(torch.isnan(peak).sum())} row(s) "
-                         f"with NaN, {int((peak == float('inf')).sum())} with +inf, "
-                         f"{int((peak == float('-inf')).sum())} all -inf (of {peak.numel()} rows sampled)")
+def _row_tally(logits: Tensor, drawn: Tensor | None = None) -> Tensor:
+    """How many rows of posterior logits ``(..., V)`` define no distribution, float64 ``(4,)``:
+    rows with NaN, with +inf, all -inf, and the rows counted (those where ``drawn`` is True;
+    all rows for ``None``). Device reductions only (the row maximum propagates NaN): read back
+    by the caller, once per step or once per run."""
+    peak = logits.amax(-1)
+    counted = torch.ones_like(peak, dtype=torch.bool) if drawn is None else drawn
+    return torch.stack([(torch.isnan(peak) & counted).sum(), ((peak == float("inf")) & counted).sum(),
+                        ((peak == float("-inf")) & counted).sum(), counted.sum()]).to(torch.float64)
+
+
+def _describe_rows(tally: Tensor, first_t: Tensor | None = None) -> str:
+    nan, pos, neg, rows = (int(v) for v in tally.tolist())
+    where = "" if first_t is None else f", first at t = {float(first_t):.6g}"
+    return (f"posterior returned logits that are not a distribution: {nan} row(s) with NaN, {pos} with +inf, "
+            f"{neg} all -inf (of {rows} rows sampled{where})")
+
+
+def _pick(last: bool | Tensor, on_last: Tensor | float, otherwise: Tensor | float) -> Tensor | float:
+    """``on_last`` on the last step, else ``otherwise``: a Python choice when ``last`` is known on
+    the host, a ``torch.where`` when it is a 0-dim device tensor (no read-back)."""
+    if isinstance(last, bool):
+        return on_last if last else otherwise
+    return torch.where(last, on_last, otherwise)
 
 
 def _top_count(scores: Tensor, candidates: Tensor, counts: Tensor) -> Tensor:
@@ -99,6 +126,7 @@ def check_filtering(top_k: object, top_p: object) -> None:
 
 
 UNMASKING = ("random", "random_order", "confidence")
+DRAWS = ("auto", "sparse", "dense")
 
 
 class MixtureJumpProcess(Process):
@@ -107,9 +135,12 @@ class MixtureJumpProcess(Process):
     Args:
         path: the mixture path.
         corrector: strength :math:`\beta_t` of the re-noising corrector (a float or a function of t).
+            A function of ``t`` gets the time as a Python float: one host read-back per step
+            (a constant keeps the step free of them).
         dtype_categorical: float32 or float64 for the categorical draws.
         padding_mask: True at positions that never change.
-        generator: RNG for the draws.
+        generator: RNG for the draws (``torch.compile`` cannot trace a ``torch.Generator``: a
+            compiled step draws from the global RNG, ``generator=None``).
         temperature: the posterior's logits are divided by it before every draw (below 1:
             sharper, fewer rare tokens; 1 is the exact CTMC).
         unmasking: for the mask source, which masked positions are revealed in a step:
@@ -122,6 +153,13 @@ class MixtureJumpProcess(Process):
             most confident; biased towards high-likelihood sequences).
         top_k, top_p: top-k / nucleus filtering of every drawn row (:func:`filter_logits`),
             after the temperature.
+        validate: check that the logit rows drawn from are distributions (no NaN, no +inf, not
+            all -inf) and the step's times: ``True`` reads the check back in every ``step``
+            (one host read-back each); ``"end"`` tallies the bad rows on the device and reads
+            the tally back once, in :meth:`finalize` (what :class:`CTMCSolver` uses: a bad
+            posterior still raises, naming the first time it happened, after the run);
+            ``False`` checks nothing. Under ``torch.compile`` ``True`` acts as ``"end"``.
+        draws: ``"sparse"``, ``"dense"`` or ``"auto"`` (module docstring).
 
     The draws are float64 by default: float32 Gumbel noise truncates its tail, which lowers
     the effective temperature of rare tokens (and flatters generative perplexity).
@@ -130,7 +168,8 @@ class MixtureJumpProcess(Process):
     def __init__(self, path: MixturePath, corrector: float | Callable[[float], float] = 0.0,
                  dtype_categorical: torch.dtype = torch.float64, padding_mask: Tensor | None = None,
                  generator: torch.Generator | None = None, *, temperature: float = 1.0,
-                 unmasking: str = "random", top_k: int | None = None, top_p: float | None = None) -> None:
+                 unmasking: str = "random", top_k: int | None = None, top_p: float | None = None,
+                 validate: bool | str = True, draws: str = "auto") -> None:
         if not isinstance(path, MixturePath):
             raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
         if dtype_categorical not in (torch.float32, torch.float64):
@@ -145,6 +184,10 @@ class MixtureJumpProcess(Process):
         if unmasking != "random" and path.kind != "mask":
             raise ValueError(f"unmasking={unmasking!r} needs the mask source, the path's source is {path.kind!r}")
         check_filtering(top_k, top_p)
+        if validate not in (True, False, "end"):
+            raise ValueError(f"validate must be True, False or 'end', got {validate!r}")
+        if draws not in DRAWS:
+            raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
         self.top_k, self.top_p = top_k, top_p
         self.temperature = float(temperature)
         self.unmasking = unmasking
@@ -153,6 +196,12 @@ class MixtureJumpProcess(Process):
         self.dtype = dtype_categorical
         self.padding_mask = padding_mask
         self.generator = generator
+        self.validate = validate
+        self.draws = draws
+        # validate="end": the device-side tally of bad logit rows (_row_tally) and the first time
+        # one was seen (NaN: none yet), read back by finalize
+        self._tally: Tensor | None = None
+        self._first_bad: Tensor | None = None
 
     def _beta(self, t: float) -> float:
         if not callable(self.corrector):
@@ -166,7 +215,65 @@ class MixtureJumpProcess(Process):
             raise ValueError(f"corrector strength must be a finite nonnegative number, got {beta} at t={t}")
         return beta
 
+    def _dense(self, x: Tensor) -> bool:
+        if self.draws != "auto":
+            return self.draws == "dense"
+        # on the CPU a data-dependent row count waits for nothing; elsewhere it stalls the queue
+        return torch.compiler.is_compiling() or x.device.type != "cpu"
+
+    def _check(self, tally: Tensor, t: Tensor, end: Tensor) -> None:
+        """Per-step checks (``validate=True``, eager): the rows' tally and the times, one read-back."""
+        checks = Checks()
+        checks.add(time_out_of_range(t), lambda: describe_time_range(t))
+        # t + h may pass 1 by rounding (the last step); below 0 or NaN it is no step of a CTMC on [0, 1]
+        checks.add(time_out_of_range(end.clamp(max=1.0)), lambda: describe_time_range(end, "t + h"))
+        checks.add(tally[:3].sum(), lambda: _describe_rows(tally))
+        checks.run()
+
+    def begin(self, device: torch.device | str) -> None:
+        """Start a run's tally (``validate="end"``) on ``device``; the first step starts one
+        otherwise, but a compiled step then sees two states of the process and compiles twice."""
+        if self.validate == "end":
+            self._open(device)
+
+    def _open(self, device: torch.device | str) -> None:
+        self._tally = torch.zeros(4, dtype=torch.float64, device=device)
+        self._first_bad = torch.full((), float("nan"), dtype=torch.float64, device=device)
+
+    def record(self, tally: Tensor, t: Tensor) -> None:
+        """Add a step's tally (:meth:`tallied_step`) at time ``t`` (float64, on the tally's
+        device) to the run's (``validate="end"``), on the device."""
+        if self._tally is None:
+            self._open(tally.device)
+        bad_now = tally[:3].sum() > 0
+        self._first_bad = torch.where(torch.isnan(self._first_bad) & bad_now, t, self._first_bad)
+        self._tally = self._tally + tally
+
+    def finalize(self, x: Tensor, t: Tensor) -> Tensor:
+        """End of a run: with ``validate="end"``, read the run's tally of bad logit rows back
+        (once) and raise the ``ValueError`` of the first bad step's kind, naming its time."""
+        tally, first = self._tally, self._first_bad
+        self._tally = self._first_bad = None  # a new run starts clean, also after an error
+        if tally is not None:
+            checks = Checks()
+            checks.add(tally[:3].sum(), lambda: _describe_rows(tally, first))
+            checks.run()
+        return x
+
     def step(self, x: Tensor, t: Tensor, h: Tensor, model_output: Tensor) -> Tensor:
+        new, tally = self.tallied_step(x, t, h, model_output)
+        if self.validate == "end" or (self.validate and torch.compiler.is_compiling()):
+            self.record(tally, torch.as_tensor(t, dtype=torch.float64, device=x.device))
+        elif self.validate:
+            t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+            self._check(tally, t64, t64 + torch.as_tensor(h, dtype=torch.float64, device=x.device))
+        return new
+
+    def tallied_step(self, x: Tensor, t: Tensor, h: Tensor, model_output: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`step` without its checks and without side effects: the new state and the
+        step's tally of logit rows that are no distribution (float64 ``(4,)``: rows with NaN,
+        with +inf, all -inf, rows drawn from), for a compiled step whose caller keeps the
+        tally (:meth:`record`; CUDA graphs must not write into the process)."""
         path, logits = self.path, model_output
         if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
             raise ValueError("posterior must return floating-point logits, got "
@@ -178,74 +285,105 @@ class MixtureJumpProcess(Process):
             logits = logits / self.temperature
         if self.top_k is not None or self.top_p is not None:
             logits = filter_logits(logits, self.top_k, self.top_p)
-        t_val, h_val = float(t), float(h)
-        last = t_val + h_val >= 1.0 - _LAST_STEP_TOL
-        beta = 0.0 if last else self._beta(t_val)
+        # The step's scalars are 0-dim float64 tensors on x's device (no host read-back): the
+        # same IEEE double arithmetic as on Python floats, so the same probabilities.
+        t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        h64 = torch.as_tensor(h, dtype=torch.float64, device=x.device)
+        end = t64 + h64
+        if callable(self.corrector):  # a Python function of the time needs it on the host
+            t_val, h_val = float(t), float(h)
+            last: bool | Tensor = t_val + h_val >= 1.0 - _LAST_STEP_TOL
+            beta = 0.0 if last else self._beta(t_val)
+            noising = beta > 0
+        else:
+            last = end >= 1.0 - _LAST_STEP_TOL
+            beta = float(self.corrector)  # applies to every step but the last (where p_noise = 0)
+            noising = beta > 0
         sched = path.scheduler
-        t64 = torch.tensor(t_val, dtype=torch.float64)
-        kappa, d_kappa = float(sched.kappa(t64)), float(sched.d_kappa(t64))
-        # re-noising probability over the step: h * beta * kappa'/kappa (0 when the corrector is off)
-        p_noise = min(1.0, h_val * beta * d_kappa / kappa) if beta > 0 and kappa > 0 else (1.0 if beta > 0 else 0.0)
+        # times checked by the caller (the sampler's grid) or by self._check below
+        kappa, d_kappa = sched.kappa(t64, validate=False), sched.d_kappa(t64, validate=False)
+        p_noise = None
+        if noising:  # re-noising probability over the step: h * beta * kappa'/kappa (1 at kappa = 0)
+            p_noise = _pick(last, 0.0, torch.where(kappa > 0, (h64 * beta * d_kappa / kappa).clamp(max=1.0), 1.0))
         active = torch.ones_like(x, dtype=torch.bool) if self.padding_mask is None else ~self.padding_mask
         u = torch.rand(x.shape, device=x.device, generator=self.generator, dtype=torch.float64)
-        new = x.clone()
+        dense = self._dense(x)
         if path.kind == "mask":
-            masked = (x == path.mask_id) & active
-            if last:
-                p_unmask = 1.0
-            else:
-                kappa_next = float(sched.kappa(torch.tensor(t_val + h_val, dtype=torch.float64)))
-                p_unmask = min(1.0, (1 + beta) * (kappa_next - kappa) / (1 - kappa))
-            if self.unmasking == "random" or p_unmask >= 1.0:
-                unmask = masked & (u < p_unmask)
-            else:  # the scheduled count per sequence, at random or at the most confident positions
-                n_masked = masked.sum(-1).to(torch.float64)
-                counts = (n_masked - torch.round(n_masked * (1.0 - p_unmask))).long()
-                # confidence: log of the top probability of the (tempered, filtered) posterior
-                scores = (-u if self.unmasking == "random_order"
-                          else (logits.amax(-1) - torch.logsumexp(logits, dim=-1)).to(torch.float64))
-                unmask = _top_count(scores, masked, counts)
-            idx = unmask.nonzero(as_tuple=True)
-            if idx[0].numel():
-                rows = logits[idx]
-                _check_logit_rows(rows)
-                new[idx] = _gumbel_argmax(rows, None, self.dtype, self.generator)
-            if p_noise > 0:
-                new[~masked & active & (u < p_noise)] = path.mask_id
-            return new
+            new, tally = self._unmask(x, logits, u, active, last, beta, kappa, sched.kappa(end, validate=False), dense)
+            if p_noise is not None:
+                masked = (x == path.mask_id) & active
+                new = torch.where(~masked & active & (u < p_noise), path.mask_id, new)
+        else:
+            new, tally = self._jump(x, logits, u, active, last, beta, kappa, d_kappa, h64, p_noise, dense)
+        return new, tally
 
-        # general sources: Euler jump out of x_t with forward and (optional) noising rates
+    def _unmask(self, x: Tensor, logits: Tensor, u: Tensor, active: Tensor, last: bool | Tensor, beta: float,
+                kappa: Tensor, kappa_next: Tensor, dense: bool) -> tuple[Tensor, Tensor]:
+        """The mask source: reveal masked tokens (exact mixture transition or a scheduled count)."""
+        masked = (x == self.path.mask_id) & active
+        p_unmask = _pick(last, 1.0, ((1 + beta) * (kappa_next - kappa) / (1 - kappa)).clamp(max=1.0))
+        if self.unmasking == "random":
+            unmask = masked & (u < p_unmask)
+        else:  # the scheduled count per sequence (all masked ones at p = 1), random or most confident
+            n_masked = masked.sum(-1).to(torch.float64)
+            counts = (n_masked - torch.round(n_masked * (1.0 - p_unmask))).long()
+            # confidence: log of the top probability of the (tempered, filtered) posterior
+            scores = (-u if self.unmasking == "random_order"
+                      else (logits.amax(-1) - torch.logsumexp(logits, dim=-1)).to(torch.float64))
+            unmask = _top_count(scores, masked, counts)
+        if dense:
+            draws = _gumbel_argmax(logits.reshape(-1, logits.shape[-1]), None, self.dtype, self.generator)
+            return torch.where(unmask, draws.view(x.shape), x), _row_tally(logits, unmask)
+        new = x.clone()
+        idx = unmask.nonzero(as_tuple=True)
+        rows = logits[idx]
+        if rows.shape[0]:
+            new[idx] = _gumbel_argmax(rows, None, self.dtype, self.generator)
+        return new, _row_tally(rows)
+
+    def _jump(self, x: Tensor, logits: Tensor, u: Tensor, active: Tensor, last: bool | Tensor, beta: float,
+              kappa: Tensor, d_kappa: Tensor, h: Tensor, p_noise: Tensor | float | None,
+              dense: bool) -> tuple[Tensor, Tensor]:
+        """General sources: an Euler jump out of x_t with forward and (optional) noising rates."""
+        path = self.path
         x_in = x.clamp_max(path.vocab_size - 1)
         log_z = torch.logsumexp(logits, dim=-1)
-        if not bool(torch.isfinite(log_z).all()):
-            _check_logit_rows(logits[~torch.isfinite(log_z)])
+        tally = _row_tally(logits)  # every row enters p_stay
         p_stay = torch.exp(logits.gather(-1, x_in[..., None]).squeeze(-1).to(torch.float64) - log_z.to(torch.float64))
-        if last:
-            # exact final draw from p_{1|t}: leave x_t with probability 1 - p(x_t)
-            fwd = 1.0 - p_stay
-        else:
-            lam = d_kappa / (1 - kappa)
-            fwd = h_val * (1 + beta) * lam * (1.0 - p_stay)
+        lam = d_kappa / (1 - kappa)
+        # the last step is an exact draw from p_{1|t}: leave x_t with probability 1 - p(x_t)
+        fwd = _pick(last, 1.0 - p_stay, h * (1 + beta) * lam * (1.0 - p_stay))
         p0 = path.source_distribution(device=x.device, dtype=torch.float64)
-        if p_noise > 0:
+        if p_noise is not None:
             p0_x = p0.expand(x.shape + (path.vocab_size,)).gather(-1, x_in[..., None]).squeeze(-1) if p0.dim() == 2 else p0[x_in]
             noise = p_noise * (1.0 - p0_x)
         else:
             noise = torch.zeros_like(fwd)
         total = fwd + noise
         jump = active & (u < total.clamp(max=1.0))
+        vocab = path.vocab_size
+        if dense:
+            choose_fwd = torch.rand(x.shape, dtype=torch.float64, device=x.device,
+                                    generator=self.generator) < (fwd / total).clamp(0, 1)
+            draws = _gumbel_argmax(logits.reshape(-1, vocab), x_in.reshape(-1), self.dtype, self.generator)
+            if p_noise is not None:
+                rows = torch.log(p0).expand(x.shape + (vocab,)).reshape(-1, vocab)
+                noise_draws = _gumbel_argmax(rows, x_in.reshape(-1), self.dtype, self.generator)
+                draws = torch.where(choose_fwd.reshape(-1), draws, noise_draws)
+            return torch.where(jump, draws.view(x.shape), x), tally
+        new = x.clone()
         idx = jump.nonzero(as_tuple=True)
-        if idx[0].numel():
+        if idx[0].shape[0]:
             current = x_in[idx]
             forward_share = (fwd[idx] / total[idx]).clamp(0, 1)
             choose_fwd = torch.rand(current.shape, dtype=torch.float64, device=x.device, generator=self.generator) < forward_share
             draws = _gumbel_argmax(logits[idx], current, self.dtype, self.generator)
-            if p_noise > 0:
+            if p_noise is not None:
                 rows = p0.expand(len(current), -1) if p0.dim() == 1 else p0[idx[-1]]
                 noise_draws = _gumbel_argmax(torch.log(rows), current, self.dtype, self.generator)
                 draws = torch.where(choose_fwd, draws, noise_draws)
             new[idx] = draws
-        return new
+        return new, tally
 
 
 @dataclass
@@ -260,6 +398,8 @@ class CTMCSolver:
 
     path: MixturePath
     posterior: Posterior
+    # compiled steps by sampler options: each compiles once per solver (sample(compile=...))
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, MixturePath):
@@ -284,8 +424,16 @@ class CTMCSolver:
         top_k: int | None = None,
         top_p: float | None = None,
         block_size: int | None = None,
+        validate: bool = True,
+        compile: bool | str = False,
     ) -> Tensor:
         """Simulate the CTMC from ``x0`` at ``time_grid[0]`` to ``time_grid[-1]``.
+
+        The loop reads nothing back per step (with a constant ``corrector``): ``x0`` and the
+        masks are checked once; the posterior runs its own value checks in its first call only
+        and is then called inside :func:`gm.checks.inputs_checked` (the states and times are
+        the sampler's own, so e.g. a :class:`dfm.TokenTransformer` skips its per-call checks);
+        the logit rows drawn from are tallied on the device and read back once, at the end.
 
         Args:
             x0: tokens ``(..., L)`` (mask ids allowed for the mask source).
@@ -313,6 +461,19 @@ class CTMCSolver:
                 masked (LLaDA). The posterior gets the current block's clock as ``t``: meant for
                 time-agnostic posteriors (with the mask source the exact posterior does not
                 depend on ``t``). Not combined with ``return_intermediates``.
+            validate: check the values of ``x0`` and ``fixed`` (one host read-back), let the
+                posterior check its inputs in its first call (e.g. the labels of a guided
+                model; with ``compile``, one extra eager call before the loop) and check that its
+                logit rows are distributions (tallied on the device, one read-back after the
+                last step); ``False`` skips all of these (types and shapes are always checked).
+            compile: ``torch.compile`` one step, the posterior call and the draws
+                (:func:`gm.simulate.compiled_advance`, ``fullgraph=True``, dense draws):
+                ``True`` or a mode (``"reduce-overhead"``: CUDA graphs, the shapes being static).
+                Compiled once per solver and options, reused by later calls of the same shapes;
+                the first call pays the compilation, so it pays for long or repeated sampling.
+                Off by default. Draws come from the global RNG (``torch.manual_seed``):
+                ``torch.compile`` cannot trace a ``torch.Generator``; the corrector must be a
+                constant.
 
         Raises:
             ValueError: naming the argument, for tokens that are not integer ids in range, a
@@ -320,42 +481,116 @@ class CTMCSolver:
                 positions, a bad ``time_grid``, ``steps``, ``corrector`` (negative, NaN, inf, or a
                 function returning no such number), ``dtype_categorical``, ``generator``,
                 ``temperature``, ``unmasking``, ``top_k`` (an integer >= 1), ``top_p`` (in
-                (0, 1]) or ``block_size``, and posterior outputs that are not floating-point logits
-                of shape ``(*x0.shape, V)`` or not a distribution.
+                (0, 1]) or ``block_size``, a ``compile`` with a ``generator`` or a function as
+                ``corrector``, and posterior outputs that are not floating-point logits of shape
+                ``(*x0.shape, V)`` or not a distribution (the latter after the run, naming the
+                first time it happened).
         """
-        self.path.check_tokens(x0, "x0", allow_mask=True)
+        if not isinstance(validate, bool):
+            raise ValueError(f"validate must be True or False, got {validate!r}")
+        checks = Checks()  # token ids and the fixed positions: one host read-back
+        self.path.check_tokens(x0, "x0", allow_mask=True, checks=checks)
         for name, given in (("padding_mask", padding_mask), ("fixed", fixed)):
             if given is not None and (not isinstance(given, Tensor) or given.shape != x0.shape
                                       or given.dtype != torch.bool or given.device != x0.device):
                 raise ValueError(f"{name} must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})")
         frozen = padding_mask
         if fixed is not None:
-            if self.path.kind == "mask" and bool((fixed & (x0 == self.path.mask_id)).any()):
-                raise ValueError("x0 must hold data tokens at the fixed positions, found mask tokens there")
+            if self.path.kind == "mask":
+                checks.add((fixed & (x0 == self.path.mask_id)).sum(),
+                           lambda: "x0 must hold data tokens at the fixed positions, found mask tokens there")
             frozen = fixed if frozen is None else frozen | fixed
+        if validate:
+            checks.run()
         grid = make_time_grid(time_grid, steps, default_steps=100, dtype=torch.float64)
-        if not bool(grid[-1] > grid[0]):
+        if not grid[-1] > grid[0]:  # on the CPU: no device read-back
             raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")
-        options = dict(temperature=temperature, unmasking=unmasking, top_k=top_k, top_p=top_p)
-        model = lambda x, t: self.posterior(x, t.to(torch.get_default_dtype()))  # noqa: E731
-        if block_size is None:
-            process = MixtureJumpProcess(self.path, corrector, dtype_categorical, frozen, generator, **options)
-            return simulate(process, model, x0.long(), grid, return_intermediates=return_intermediates,
-                            progress=progress)
+        options = dict(temperature=temperature, unmasking=unmasking, top_k=top_k, top_p=top_p,
+                       validate="end" if validate else False)
         length = x0.shape[-1]
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= length:
-            raise ValueError(f"block_size must be an integer in [1, {length}] (the sequence length), got {block_size!r}")
-        if self.path.kind != "mask":
-            raise ValueError(f"block_size (semi-autoregressive sampling) needs the mask source, the path's source is "
-                             f"{self.path.kind!r}")
-        if return_intermediates:
-            raise ValueError("return_intermediates is not available with block_size")
-        MixtureJumpProcess(self.path, corrector, dtype_categorical, None, generator, **options)  # checks the options
+        if block_size is not None:
+            if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= length:
+                raise ValueError(f"block_size must be an integer in [1, {length}] (the sequence length), got {block_size!r}")
+            if self.path.kind != "mask":
+                raise ValueError(f"block_size (semi-autoregressive sampling) needs the mask source, the path's source is "
+                                 f"{self.path.kind!r}")
+            if return_intermediates:
+                raise ValueError("return_intermediates is not available with block_size")
+        process, advance = self._stepper(corrector, dtype_categorical, generator, options, compile)
         x = x0.long()
+        model = self._model(validate and advance is None)
+        if validate and advance is not None:
+            # a compiled step skips the posterior's value checks: they run once here, eagerly
+            with torch.no_grad():
+                self.posterior(x, grid[0].to(device=x.device, dtype=torch.get_default_dtype()))
+        if block_size is None:
+            process.padding_mask = frozen
+            process.begin(x.device)
+            return simulate(process, model, x, grid, return_intermediates=return_intermediates,
+                            progress=progress, advance=advance)
         position = torch.arange(length, device=x0.device)
         for start in range(0, length, block_size):
             outside = (position < start) | (position >= start + block_size)
-            block_frozen = outside.expand_as(x) if frozen is None else frozen | outside
-            process = MixtureJumpProcess(self.path, corrector, dtype_categorical, block_frozen, generator, **options)
-            x = simulate(process, model, x, grid, progress=progress)
+            process.padding_mask = outside.expand_as(x) if frozen is None else frozen | outside
+            process.begin(x.device)
+            x = simulate(process, model, x, grid, progress=progress, advance=advance)
         return x
+
+    def _model(self, check_first: bool) -> Posterior:
+        """The posterior as the loop calls it: ``t`` in torch's default dtype and, but for the
+        first call with ``check_first``, inside :func:`gm.checks.inputs_checked` -- the states
+        and times it sees are the sampler's own, checked once, so a :class:`dfm.TokenTransformer`
+        skips its per-call value checks (and their read-backs); the first call still runs them,
+        once, for what the sampler did not make (e.g. the labels a wrapper adds)."""
+        pending = [check_first]
+
+        def model(x: Tensor, t: Tensor) -> Tensor:
+            t = t.to(torch.get_default_dtype())
+            if torch.compiler.is_compiling():  # compiled: no value checks anyway
+                return self.posterior(x, t)
+            if pending[0]:
+                pending[0] = False
+                return self.posterior(x, t)
+            with inputs_checked():
+                return self.posterior(x, t)
+
+        return model
+
+    def _stepper(self, corrector: float | Callable[[float], float], dtype_categorical: torch.dtype,
+                 generator: torch.Generator | None, options: dict,
+                 compile: bool | str) -> tuple[MixtureJumpProcess, Callable | None]:
+        """The process (options checked by its constructor) and, with ``compile``, the compiled
+        step (process and posterior), built once per solver and options and reused."""
+        if compile is False:
+            return MixtureJumpProcess(self.path, corrector, dtype_categorical, None, generator, **options), None
+        if generator is not None:
+            raise ValueError("compile draws from the global RNG (torch.compile cannot trace a torch.Generator): "
+                             "pass generator=None and seed with torch.manual_seed")
+        if callable(corrector):
+            raise ValueError("compile needs a constant corrector (a function of t reads the time back every step)")
+        key = (corrector, dtype_categorical, compile, tuple(sorted(options.items())))
+        if key not in self._compiled:
+            process = MixtureJumpProcess(self.path, corrector, dtype_categorical, None, None, **options)
+            # the compiled step returns the tally of bad logit rows, kept out here (CUDA graphs
+            # replay into their own memory: the process must not hold tensors written inside)
+            compiled = compiled_advance(_TalliedStep(process), self._model(False), compile)
+
+            def advance(x: Tensor, t: Tensor, h: Tensor) -> Tensor:
+                new, tally = compiled(x, t, h)
+                if process.validate:
+                    process.record(tally, t.to(torch.float64))
+                return new
+
+            self._compiled[key] = (process, advance)
+        return self._compiled[key]
+
+
+class _TalliedStep(Process):
+    """A :class:`MixtureJumpProcess` step as a process whose state update also returns the step's
+    tally (:meth:`MixtureJumpProcess.tallied_step`): what :meth:`CTMCSolver.sample` compiles."""
+
+    def __init__(self, process: MixtureJumpProcess) -> None:
+        self.process = process
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor, model_output: Tensor) -> tuple[Tensor, Tensor]:
+        return self.process.tallied_step(x, t, h, model_output)

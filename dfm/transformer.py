@@ -15,8 +15,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
-                       time_out_of_range)
-from gm.guidance import label_rows
+                       time_out_of_range, value_checks_on)
+from gm.guidance import NULL_LABEL
 
 __all__ = ["TokenTransformer", "apply_rotary", "append_kv"]
 
@@ -102,8 +102,11 @@ class TokenTransformer(nn.Module):
         dropout: dropout rate.
         causal: causal self-attention (autoregressive baseline).
         time_conditioning: adaLN conditioning on ``t`` (required input then).
-        validate: check id ranges and time values in ``forward`` (one host read-back per call;
-            shapes and dtypes are always checked).
+        validate: check the values of ids, times, learned positions and labels in ``forward``
+            (one host read-back per call; shapes and dtypes are always checked). The value
+            checks are also skipped inside :func:`gm.checks.inputs_checked` (the samplers' and
+            losses' model calls on inputs they checked once) and under ``torch.compile``, so
+            a compiled forward has no host read-back and no graph break.
         positions: ``"rotary"`` or ``"learned"``.
         num_classes: class-conditional on ``label`` (a learned embedding added at every
             position) when > 0.
@@ -144,14 +147,32 @@ class TokenTransformer(nn.Module):
         self.num_classes, self.null_label = num_classes, bool(null_label)
         self.label_embedding = nn.Embedding(num_classes + self.null_label, width) if num_classes else None
 
-    def _label_embedding(self, label: Tensor | int | None, batch_shape: torch.Size, device: torch.device) -> Tensor:
-        """The label embedding per sequence, ``(prod(batch_shape), width)``."""
-        label = label_rows(label, self.num_classes, self.null_label, device)
+    def _label_rows(self, label: Tensor | int | None, batch_shape: torch.Size, device: torch.device,
+                    checks: Checks | None) -> Tensor:
+        """The label embedding's row per sequence, ``(prod(batch_shape),)``: ``label`` itself,
+        :data:`gm.guidance.NULL_LABEL` mapped to row ``num_classes`` when the model has a null
+        label. The messages of :func:`gm.guidance.label_rows`, but the value range is added to
+        ``checks`` (read back with the ids and times, or skipped with ``checks=None``) instead
+        of read back here: one read-back per call, none under ``torch.compile``."""
+        if label is None:
+            raise ValueError(f"label is required: the model is conditional on {self.num_classes} classes")
+        label = torch.as_tensor(label, device=device)
+        if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
+            raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
         if tuple(label.shape) != tuple(batch_shape)[:label.dim()]:
             raise ValueError(f"label must have a shape that is a prefix of the batch shape {tuple(batch_shape)}, "
                              f"got {tuple(label.shape)}")
+        low = NULL_LABEL if self.null_label else 0
+        if checks is not None and label.numel():
+            def explain(label: Tensor = label) -> str:
+                allowed = f"[0, {self.num_classes})" + (" or -1 (the null label)" if self.null_label else "")
+                return f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]"
+            # shifted so that the allowed range is [0, num_classes - low)
+            checks.add(index_out_of_range(label.long() - low, self.num_classes - low), explain)
+        if self.null_label:
+            label = torch.where(label == NULL_LABEL, self.num_classes, label)
         label = label.reshape(label.shape + (1,) * (len(batch_shape) - label.dim())).expand(batch_shape)
-        return self.label_embedding(label.reshape(-1))
+        return label.reshape(-1)
 
     def _time_features(self, t: Tensor) -> Tensor:
         dtype = self.embed.weight.dtype
@@ -175,8 +196,9 @@ class TokenTransformer(nn.Module):
         before this call's own, and ``return_kv=True`` also returns this call's keys and values
         per layer (to extend a cache).
 
-        Raises ``ValueError`` naming the argument for a wrong type, dtype or shape, ids out of
-        range and times that are NaN or outside [0, 1] (ids and times in one host read-back).
+        Raises ``ValueError`` naming the argument for a wrong type, dtype or shape, and (value
+        checks, see ``validate``) for ids, learned positions or labels out of range and times
+        that are NaN or outside [0, 1], all in one host read-back.
         """
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.long, torch.int32):
             raise ValueError(f"tokens must be integer ids (an int64 or int32 tensor), got "
@@ -188,38 +210,42 @@ class TokenTransformer(nn.Module):
             raise ValueError(f"tokens must hold at least one position, got shape {tuple(tokens.shape)}")
         if self.pos is not None and length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
-        checks = Checks()
-        checks.add(index_out_of_range(tokens, self.vocab_size),
-                   lambda: describe_index_range(tokens, self.vocab_size, "token"))
+        # Every value check (ids, times, positions, labels) goes into one Checks, read back once
+        # below; none at all with validate=False, inside gm.checks.inputs_checked() (loops the
+        # library drives over checked inputs) or under torch.compile (a read-back breaks the graph).
+        checks = Checks() if value_checks_on(self.validate) else None
+        if checks is not None:
+            checks.add(index_out_of_range(tokens, self.vocab_size),
+                       lambda: describe_index_range(tokens, self.vocab_size, "token"))
         if self.time_mlp is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
             given = t
             t = broadcast_time(t, batch_shape, dtype=self.embed.weight.dtype, device=tokens.device)
-            # the times as given (not expanded), so that a message counts them right
-            given = t if not isinstance(given, Tensor) else given.to(dtype=t.dtype, device=t.device)
-            checks.add(time_out_of_range(given), lambda: describe_time_range(given))
-        if self.validate:
-            checks.run()  # one host read-back for ids and times
+            if checks is not None:
+                # the times as given (not expanded), so that a message counts them right
+                given = t if not isinstance(given, Tensor) else given.to(dtype=t.dtype, device=t.device)
+                checks.add(time_out_of_range(given), lambda: describe_time_range(given))
         x = tokens.reshape(-1, length)
         past_len = 0 if past_kv is None else self._check_past(past_kv, x.shape[0])
         if position_ids is None:
+            if self.pos is not None and past_len + length > self.max_len:  # known on the host
+                raise ValueError(f"position {past_len + length - 1} exceeds max_len {self.max_len}")
             position_ids = torch.arange(past_len, past_len + length, device=x.device)
         elif (not isinstance(position_ids, Tensor) or position_ids.shape != (length,) or position_ids.is_floating_point()):
             raise ValueError(f"position_ids must be an integer tensor of shape ({length},), got "
                              f"{tuple(position_ids.shape) if isinstance(position_ids, Tensor) else type(position_ids).__name__}")
-        if self.pos is not None and int(position_ids.max()) >= self.max_len:
-            raise ValueError(f"position {int(position_ids.max())} exceeds max_len {self.max_len}")
-        h = self.embed(x)
-        if self.pos is not None:
-            h = h + self.pos(position_ids)
+        elif self.pos is not None and checks is not None:  # learned positions: rows of a table
+            def explain_positions(ids: Tensor = position_ids) -> str:
+                if int(ids.max()) >= self.max_len:
+                    return f"position {int(ids.max())} exceeds max_len {self.max_len}"
+                return f"position_ids must be >= 0, got {int(ids.min())}"
+            checks.add(index_out_of_range(position_ids, self.max_len), explain_positions)
+        rows = None
         if self.label_embedding is not None:
-            h = h + self._label_embedding(label, batch_shape, x.device)[:, None, :]
+            rows = self._label_rows(label, batch_shape, x.device, checks)
         elif label is not None:
             raise ValueError("label given, but the model is unconditional (num_classes=0)")
-        cond = None
-        if self.time_mlp is not None:
-            cond = self.time_mlp(self._time_features(t.reshape(-1)))
         if attn_mask is not None:
             if (not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool
                     or attn_mask.shape != (length, past_len + length)):
@@ -231,6 +257,17 @@ class TokenTransformer(nn.Module):
             if (not isinstance(padding_mask, Tensor) or padding_mask.shape != tokens.shape
                     or padding_mask.dtype != torch.bool):
                 raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(tokens.shape)}")
+        if checks is not None:
+            checks.run()  # one host read-back for ids, times, positions and labels
+        h = self.embed(x)
+        if self.pos is not None:
+            h = h + self.pos(position_ids)
+        if rows is not None:
+            h = h + self.label_embedding(rows)[:, None, :]
+        cond = None
+        if self.time_mlp is not None:
+            cond = self.time_mlp(self._time_features(t.reshape(-1)))
+        if padding_mask is not None:
             keep = ~padding_mask.reshape(-1, length)
             structure = (attn_mask if attn_mask is not None else
                          torch.ones(length, length, dtype=torch.bool, device=x.device).tril() if self.causal else None)

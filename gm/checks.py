@@ -5,17 +5,24 @@ raw torch error, a silent NaN or an extrapolation. Value checks are collected in
 :class:`Checks` and read back with ONE host synchronisation (a single fused ``any``), so they
 stay cheap inside training loops; on accelerators, where even that one read-back stalls the
 pipeline, paths take ``validate=False`` once their data has been checked.
+
+Loops the library drives over inputs it has checked once (a sampler calling the model at every
+step on states it produced itself) run the calls inside :func:`inputs_checked`; code that
+honours it asks :func:`value_checks_on` before it builds and reads back its value checks.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["Checks", "check_floating", "check_same_dtype", "broadcast_time", "time_out_of_range", "describe_time_range",
-           "check_generator", "check_positive_int", "check_callable", "index_out_of_range", "describe_index_range"]
+__all__ = ["Checks", "inputs_checked", "value_checks_on", "check_floating", "check_same_dtype", "broadcast_time",
+           "time_out_of_range", "describe_time_range", "check_generator", "check_positive_int", "check_callable",
+           "index_out_of_range", "describe_index_range"]
 
 
 class Checks:
@@ -47,6 +54,32 @@ class Checks:
                 message = explain()  # may raise its own, more specific ValueError
                 raise ValueError(message)
         return packed[n:]
+
+
+# True inside inputs_checked(); a ContextVar, so each thread (and asyncio task) has its own.
+_INPUTS_CHECKED = contextvars.ContextVar("rdfm_inputs_checked", default=False)
+
+
+@contextlib.contextmanager
+def inputs_checked() -> Iterator[None]:
+    """Inside, code that asks :func:`value_checks_on` skips its value checks (and their host
+    read-back); type, dtype and shape checks, which read no values, still run. For loops the
+    library drives over inputs it checked once and states it builds itself (a sampler's model
+    calls, a loss's call of the model on ``x_t`` made from checked ``x1``)."""
+    token = _INPUTS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _INPUTS_CHECKED.reset(token)
+
+
+def value_checks_on(validate: bool = True) -> bool:
+    """Whether to run value checks now: ``validate``, outside :func:`inputs_checked`, and not
+    while ``torch.compile`` traces (a value read back to the host cannot be part of a graph: it
+    would break it, so compiled code checks types, dtypes and shapes only; check the inputs
+    once, eagerly, before a compiled loop)."""
+    # is_compiling first: the tracer then never sees the ContextVar lookup
+    return bool(validate) and not torch.compiler.is_compiling() and not _INPUTS_CHECKED.get()
 
 
 def check_floating(x: object, name: str) -> Tensor:
