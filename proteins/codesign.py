@@ -26,6 +26,11 @@ The loss is the backbone flow's frame loss (over proteins whose structure is not
 step on SE(3)^N and the mask CTMC (:class:`dfm.MixtureJumpProcess`, with temperature and
 purity/confidence unmasking), one network call per step for both; a given component is held
 fixed at its data value (``times=1``) and never changes.
+
+As in :mod:`proteins.flow`, the checks read back once per call (none with ``validate=False``),
+the self-conditioning decision is drawn on the host, the sampling steps read nothing back, and
+the loss (``self_condition`` given, ``generator=None``) and one joint step compile with
+``fullgraph=True``.
 """
 from __future__ import annotations
 
@@ -39,11 +44,12 @@ from torch import Tensor, nn
 from dfm.loss import ELBOEstimate, mask_elbo, masked_cross_entropy
 from dfm.path import MixturePath
 from dfm.solver import MixtureJumpProcess
-from gm.checks import check_generator, check_positive_int
+from gm.checks import Checks, check_generator, check_positive_int, time_out_of_range, value_checks_on
 from gm.process import JointProcess
 from gm.simulate import simulate
 from proteins.data import AMINO_ACIDS, UNKNOWN_RESIDUE
-from proteins.flow import NM_PER_ANGSTROM, BackboneFlow, _scale_translations, centre_translations, check_mask
+from proteins.flow import (NM_PER_ANGSTROM, BackboneFlow, _checked_model_calls, _host_coin, _scale_translations,
+                           _to_device, centre_translations, check_mask)
 from proteins.frames import frames_from_backbone
 from proteins.network import CodesignPrediction
 from rfm.solver import ManifoldFlowProcess
@@ -64,13 +70,15 @@ CodesignModel = Callable[..., CodesignPrediction]
 
 @dataclass
 class CodesignLoss:
-    """The parts of one co-design loss evaluation (detached floats except ``total``)."""
+    """The parts of one co-design loss evaluation: ``total`` (with its graph) and the detached
+    0-dim tensors of its terms, left on the device so that a training step reads nothing back
+    (read them when logging, e.g. ``float(loss.sequence)``)."""
 
     total: Tensor
-    translation: float
-    rotation: float
-    auxiliary: float
-    sequence: float
+    translation: Tensor
+    rotation: Tensor
+    auxiliary: Tensor
+    sequence: Tensor
 
 
 @dataclass
@@ -126,18 +134,26 @@ class CodesignFlow:
     # ---------------------------------------------------------------------------------------
     # state
 
-    def _check_residues(self, residues: Tensor, mask: Tensor, name: str, *, allow_mask: bool) -> None:
+    def _check_residues(self, residues: Tensor, mask: Tensor, name: str, *, allow_mask: bool,
+                        validate: bool = True, checks: Checks | None = None) -> None:
+        """Type and shape now; the range of the real residues' types (with ``validate``, see
+        :func:`gm.checks.value_checks_on`) read back now, or added to ``checks`` (read back later
+        with the caller's other checks)."""
         if not isinstance(residues, Tensor) or residues.is_floating_point() or residues.dtype == torch.bool:
             raise ValueError(f"{name} must be an integer tensor of residue types, got "
                              f"{residues.dtype if isinstance(residues, Tensor) else type(residues).__name__}")
         if residues.shape != mask.shape:
             raise ValueError(f"{name} must have the mask's shape (B, N) = {tuple(mask.shape)}, got "
                              f"{tuple(residues.shape)}")
+        if not value_checks_on(validate):
+            return
         high = MASK_RESIDUE if allow_mask else RESIDUE_TYPES - 1
         bad = mask & ((residues < UNKNOWN_RESIDUE) | (residues > high))
-        if bool(bad.any()):
-            raise ValueError(f"{name} must hold residue types in [{UNKNOWN_RESIDUE}, {high}] at real residues "
-                             f"({UNKNOWN_RESIDUE}: unknown), got {int(residues[bad][0])}")
+        own = Checks() if checks is None else checks
+        own.add(bad.any(), lambda: f"{name} must hold residue types in [{UNKNOWN_RESIDUE}, {high}] at real residues "
+                                   f"({UNKNOWN_RESIDUE}: unknown), got {int(residues[bad][0])}")
+        if checks is None:
+            own.run()
 
     def training_times(self, batch: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                        device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
@@ -170,7 +186,7 @@ class CodesignFlow:
 
     def loss(self, model: CodesignModel, x1: Tensor, residues: Tensor, mask: Tensor, *,
              generator: torch.Generator | None = None, t: tuple[Tensor, Tensor] | None = None,
-             self_condition: bool | None = None) -> CodesignLoss:
+             self_condition: bool | None = None, validate: bool = True) -> CodesignLoss:
         """The joint loss of ``model`` on data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
         :meth:`BackboneFlow.frames_from_atoms`) with residue types ``residues`` ``(B, N)`` and
         residue ``mask`` ``(B, N)``.
@@ -179,7 +195,11 @@ class CodesignFlow:
             t: ``(t_structure, t_sequence)`` (default: :meth:`training_times`); a time of 1
                 gives that component at its data value and drops it from the loss.
             self_condition: force (True) or skip (False) the self-conditioning pass; ``None``
-                draws it with the backbone flow's ``self_condition_prob``.
+                draws it with the backbone flow's ``self_condition_prob`` on the host (as
+                :meth:`BackboneFlow.loss`). Pass it to ``torch.compile`` the loss.
+            validate: check the mask's rows, the residue types and the range of given times
+                (one host read-back); ``False`` for data checked once (the training objective
+                checks its crops on the host). Types and shapes are always checked.
 
         Raises:
             ValueError: for frames, residues, mask or times of the wrong shape, type or range.
@@ -187,29 +207,34 @@ class CodesignFlow:
         if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
             raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
                              f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
-        check_mask(mask, tuple(x1.shape[:2]))
-        self._check_residues(residues, mask, "residues", allow_mask=False)
-        x1 = centre_translations(x1, mask)
+        checks = Checks() if value_checks_on(validate) else None
+        check_mask(mask, tuple(x1.shape[:2]), validate=validate, checks=checks)
+        self._check_residues(residues, mask, "residues", allow_mask=False, validate=validate, checks=checks)
         batch, dtype = x1.shape[0], x1.dtype
+        if t is not None:
+            t = self._check_times(t, batch, checks)
+        if checks is not None:
+            checks.run()  # mask, residues and times: one host read-back
+        x1 = centre_translations(x1, mask)
         if t is None:
             t = self.training_times(batch, generator=generator, dtype=dtype, device=x1.device)
-        t_structure, t_sequence = self._check_times(t, batch)
+        t_structure, t_sequence = t
         structure_given = t_structure >= 1
 
-        x0 = self.backbone.base(mask, generator=generator, dtype=dtype)
+        x0 = self.backbone.base(mask, generator=generator, dtype=dtype, validate=False)  # mask checked above
         x_t = self.backbone.path.sample(x0, x1, t_structure.clamp(max=1)).x_t
         x_t = torch.where(structure_given[:, None, None, None], x1, x_t)  # given: exactly the data
         residues_t = self.noisy_residues(residues, t_sequence, mask, generator=generator)
 
         if self_condition is None:
-            self_condition = bool(torch.rand((), generator=generator, device=x1.device)
-                                  < self.backbone.self_condition_prob)
+            self_condition = _host_coin(self.backbone.self_condition_prob, generator)
         previous = None
-        if self_condition:
-            with torch.no_grad():
-                first = model(x_t, t_structure, residues_t, t_sequence, mask, None)
-                previous = CodesignPrediction(first.frames.detach(), first.logits.detach())
-        prediction = model(x_t, t_structure, residues_t, t_sequence, mask, previous)
+        with _checked_model_calls():  # x_t and residues_t are built here from checked data
+            if self_condition:
+                with torch.no_grad():
+                    first = model(x_t, t_structure, residues_t, t_sequence, mask, None)
+                    previous = CodesignPrediction(first.frames.detach(), first.logits.detach())
+            prediction = model(x_t, t_structure, residues_t, t_sequence, mask, previous)
 
         frames = self.backbone.prediction_loss(x1, x_t, prediction.frames, t_structure,
                                                mask & ~structure_given[:, None])
@@ -217,34 +242,46 @@ class CodesignFlow:
         sequence = masked_cross_entropy(prediction.logits, torch.where(known, residues, 0), residues_t,
                                         self.sequence_path, padding_mask=~known, validate=False)
         total = frames.total + self.sequence_weight * sequence
-        return CodesignLoss(total, frames.translation, frames.rotation, frames.auxiliary, float(sequence.detach()))
+        # the terms stay on the device: reading them back here would stall every training step
+        return CodesignLoss(total, frames.translation, frames.rotation, frames.auxiliary, sequence.detach())
 
     @staticmethod
-    def _check_times(t: object, batch: int) -> tuple[Tensor, Tensor]:
+    def _check_times(t: object, batch: int, checks: Checks | None = None) -> tuple[Tensor, Tensor]:
+        """Types and shapes now; the ranges into ``checks`` (when given)."""
         if not isinstance(t, (tuple, list)) or len(t) != 2:
             raise ValueError(f"t must be a pair (t_structure, t_sequence), got {type(t).__name__}")
         for name, value in zip(("t_structure", "t_sequence"), t):
             if not isinstance(value, Tensor) or not value.is_floating_point() or tuple(value.shape) != (batch,):
                 raise ValueError(f"{name} must be a floating-point tensor of shape ({batch},), got "
                                  f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}")
-            if not bool(((value >= 0) & (value <= 1)).all()):
-                raise ValueError(f"{name} must be times in [0, 1], got values in "
-                                 f"[{float(value.min()):.4g}, {float(value.max()):.4g}]")
+            if checks is not None:
+                checks.add(time_out_of_range(value),
+                           lambda name=name, value=value: f"{name} must be times in [0, 1], got values in "
+                                                          f"[{float(value.min()):.4g}, {float(value.max()):.4g}]")
         return t[0], t[1]
 
     def objective(self, dataset, *, batch_size: int, min_length: int = 64, max_length: int = 128,
-                  device: torch.device | str = "cpu") -> Callable[[nn.Module, int, torch.Generator], Tensor]:
+                  device: torch.device | str = "cpu", buckets: tuple[int, ...] | None = None
+                  ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
         """A ``loss_fn(model, step, generator)`` for the shared trainer: random crops of
         ``dataset`` with their sequences (``sample_sequence_crops(batch, generator, min_length,
-        max_length) -> (atoms, residues, mask)``, e.g. :class:`proteins.data.StructureDataset`)."""
+        max_length) -> (atoms, residues, mask)``, e.g. :class:`proteins.data.StructureDataset`).
+        As :meth:`BackboneFlow.objective`: crops drawn, turned into frames and checked on the
+        host, the device step reads nothing back; ``buckets``: one padded length per batch."""
         check_positive_int(batch_size, "batch_size")
+        on_cpu = torch.device(device).type == "cpu"
 
         def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
             atoms, residues, mask = dataset.sample_sequence_crops(batch_size, generator, min_length=min_length,
-                                                                  max_length=max_length)
-            atoms, residues, mask = atoms.to(device), residues.to(device), mask.to(device)
+                                                                  max_length=max_length,
+                                                                  **({} if buckets is None else {"buckets": buckets}))
+            # on the host: these checks need no device sync
             x1 = self.backbone.frames_from_atoms(atoms, mask)
-            return self.loss(model, x1, residues, mask, generator=generator if str(device) == "cpu" else None).total
+            self._check_residues(residues, mask, "residues", allow_mask=False)
+            x1, residues, mask = _to_device(x1, device), _to_device(residues, device), _to_device(mask, device)
+            self_condition = None if on_cpu else _host_coin(self.backbone.self_condition_prob, generator)
+            return self.loss(model, x1, residues, mask, generator=generator if on_cpu else None,
+                             self_condition=self_condition, validate=False).total
 
         return loss_fn
 
@@ -299,7 +336,7 @@ class CodesignFlow:
                                  f"got {tuple(structure.shape) if isinstance(structure, Tensor) else type(structure).__name__}")
             frames0 = self.backbone.frames_from_atoms(structure.to(dtype), mask)
         else:
-            frames0 = self.backbone.base(mask, generator=generator, dtype=dtype)
+            frames0 = self.backbone.base(mask, generator=generator, dtype=dtype, validate=False)  # mask checked above
         if sequence is not None:
             self._check_residues(sequence, mask, "sequence", allow_mask=False)
             residues0 = torch.where(mask & (sequence >= 0), sequence.long(), MASK_RESIDUE)
@@ -307,24 +344,15 @@ class CodesignFlow:
             residues0 = torch.full(mask.shape, MASK_RESIDUE, dtype=torch.long, device=mask.device)
         residues0 = torch.where(mask, residues0, 0)  # padding: any valid id, never changed
 
-        jump = MixtureJumpProcess(self.sequence_path, corrector, dtype_categorical, padding_mask=~mask,
-                                  generator=generator, temperature=temperature, unmasking=unmasking)
-        process = JointProcess([ManifoldFlowProcess(self.backbone.manifold, "euler", "exp"), jump],
-                               times=(1.0 if structure is not None else None, 1.0 if sequence is not None else None))
-        previous: list[CodesignPrediction | None] = [None]
-
-        def joint_model(state: tuple[Tensor, Tensor], times: tuple[Tensor, Tensor]) -> tuple:
-            frames, residues = state
-            t_structure, t_sequence = (time.to(dtype).expand(batch) for time in times)
-            prediction = model(frames, t_structure, residues, t_sequence, mask,
-                               previous[0] if self_condition else None)
-            previous[0] = prediction
-            velocity = None if structure is not None else self.backbone.velocity(frames, prediction.frames,
-                                                                                  t_structure, mask)
-            return velocity, prediction.logits
-
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype, device=mask.device)
-        with torch.no_grad():
+        process, joint_model = self._sampling_process(
+            model, mask, structure_given=structure is not None, sequence_given=sequence is not None,
+            self_condition=self_condition, dtype=dtype, dtype_categorical=dtype_categorical, generator=generator,
+            temperature=temperature, unmasking=unmasking, corrector=corrector)
+        # the grid on the host: gm.simulate checks it there and copies it to the device, never back
+        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
+        # the model's own value checks are off in the loop: its inputs were checked above or
+        # built by the sampler
+        with torch.no_grad(), _checked_model_calls():
             frames, residues = simulate(process, joint_model, (frames0, residues0), grid)
             if structure is None:
                 # FrameFlow's last step: the prediction of the clean frames from the final state,
@@ -333,13 +361,29 @@ class CodesignFlow:
                 # the frame head is not trained.
                 t_last = torch.full((batch,), FINAL_STRUCTURE_TIME, dtype=dtype, device=mask.device)
                 one = torch.ones(batch, dtype=dtype, device=mask.device)
-                frames = model(frames, t_last, residues, one, mask, previous[0] if self_condition else None).frames
+                previous = joint_model.previous if self_condition else None
+                frames = model(frames, t_last, residues, one, mask, previous).frames
         residues = torch.where(mask, residues, UNKNOWN_RESIDUE)
         if sequence is not None:  # unknown residues of a given sequence stay unknown
             residues = torch.where(mask & (sequence < 0), UNKNOWN_RESIDUE, residues)
-        if structure is not None:  # the given structure's frames where it was (not centred)
-            return CodesignSample(frames_from_backbone(structure.to(dtype), mask), residues)
+        if structure is not None:  # the given structure's frames where it was (not centred; checked above)
+            return CodesignSample(frames_from_backbone(structure.to(dtype), mask, validate=False), residues)
         return CodesignSample(_scale_translations(frames, 1 / NM_PER_ANGSTROM), residues)
+
+    def _sampling_process(self, model: CodesignModel, mask: Tensor, *, structure_given: bool, sequence_given: bool,
+                          self_condition: bool, dtype: torch.dtype, dtype_categorical: torch.dtype,
+                          generator: torch.Generator | None, temperature: float, unmasking: str, corrector: float
+                          ) -> tuple[JointProcess, _JointModel]:
+        """:meth:`sample`'s process (the frames' Euler step on SE(3)^N and the mask CTMC, a given
+        component held fixed) and its model call. One step, ``process.advance(state, t, h,
+        joint_model)``, reads nothing back: the CTMC tallies bad posteriors on the device and
+        reads them back once, at the end (``validate="end"``)."""
+        jump = MixtureJumpProcess(self.sequence_path, corrector, dtype_categorical, padding_mask=~mask,
+                                  generator=generator, temperature=temperature, unmasking=unmasking, validate="end")
+        jump.begin(mask.device)
+        process = JointProcess([ManifoldFlowProcess(self.backbone.manifold, "euler", "exp"), jump],
+                               times=(1.0 if structure_given else None, 1.0 if sequence_given else None))
+        return process, _JointModel(self.backbone, model, mask, dtype, self_condition, structure_given)
 
     # ---------------------------------------------------------------------------------------
     # likelihood
@@ -368,3 +412,26 @@ class CodesignFlow:
 
         return mask_elbo(posterior, self.sequence_path, torch.where(known, residues, 0).long(), n_draws=n_draws,
                          padding_mask=~known, generator=generator)
+
+
+class _JointModel:
+    """The co-design sampler's one model call per step: ``(frames, residues), (t_str, t_seq) ->
+    (frame velocity or None for a given structure, residue logits)``. It keeps the prediction for
+    the next step's self-conditioning in ``previous`` (an attribute, which ``torch.compile``
+    replays as a side effect)."""
+
+    def __init__(self, backbone: BackboneFlow, model: CodesignModel, mask: Tensor, dtype: torch.dtype,
+                 self_condition: bool, structure_given: bool) -> None:
+        self.backbone, self.model, self.mask, self.dtype = backbone, model, mask, dtype
+        self.self_condition, self.structure_given = bool(self_condition), bool(structure_given)
+        self.previous: CodesignPrediction | None = None
+
+    def __call__(self, state: tuple[Tensor, Tensor], times: tuple[Tensor, Tensor]) -> tuple[Tensor | None, Tensor]:
+        frames, residues = state
+        t_structure, t_sequence = (time.to(self.dtype).expand(frames.shape[0]) for time in times)
+        prediction = self.model(frames, t_structure, residues, t_sequence, self.mask,
+                                self.previous if self.self_condition else None)
+        self.previous = prediction
+        velocity = None if self.structure_given else self.backbone.velocity(frames, prediction.frames, t_structure,
+                                                                             self.mask)
+        return velocity, prediction.logits

@@ -32,19 +32,30 @@ and :meth:`BackboneFlow.sample` convert from and to Angstrom.
   :math:`x_1`, and their pairwise distances below 0.6 nm.
 - Self-conditioning: with probability ``self_condition_prob`` a training step first predicts
   without it (no gradient) and feeds that prediction back; at sampling, each step gets the
-  previous step's prediction.
+  previous step's prediction. The training decision is drawn on the host (a CPU generator), never
+  read back from the device.
+
+Host reads and ``torch.compile``: input checks read values back once per call (one deferred
+read, :class:`gm.checks.Checks`); ``validate=False`` (the training objective, whose crops were
+checked on the host) and the sampler's steps read nothing back. The loss with a given
+``self_condition`` and ``generator=None``, and one sampling step, compile with
+``fullgraph=True``; while ``torch.compile`` traces, value checks are skipped (type and shape
+checks stay).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from gm.checks import check_generator, check_positive_int
+from gm.checks import (Checks, check_generator, check_positive_int, describe_time_range, inputs_checked,
+                       time_out_of_range, value_checks_on)
+from gm.process import Process
 from gm.schedulers import ConvexScheduler, ExponentialRateScheduler, LinearScheduler
-from gm.simulate import simulate
+from gm.simulate import compiled_advance
 from manifolds.se3 import SE3
 from manifolds.so3 import SO3, so3_log
 from proteins.frames import backbone_atoms, frames_from_backbone, ideal_ncac
@@ -61,16 +72,63 @@ NM_PER_ANGSTROM = 0.1
 FrameModel = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
 
 
-def check_mask(mask: Tensor, batch: tuple[int, ...], name: str = "mask") -> Tensor:
-    """A bool residue mask of shape ``batch`` with at least one real residue per protein."""
+def check_mask(mask: Tensor, batch: tuple[int, ...], name: str = "mask", *, validate: bool = True,
+               checks: Checks | None = None) -> Tensor:
+    """A bool residue mask of shape ``batch`` with at least one real residue per protein.
+
+    The type and shape are always checked; the value check (no all-False row) reads the mask back
+    once, is added to ``checks`` instead when given (read back later with the others), and is
+    skipped with ``validate=False`` and where :func:`gm.checks.value_checks_on` says so (inside
+    the library's loops, while ``torch.compile`` traces)."""
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise ValueError(f"{name} must be a bool tensor (True: real residue), got "
                          f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
     if tuple(mask.shape) != tuple(batch):
         raise ValueError(f"{name} must have shape (B, N) = {tuple(batch)}, got {tuple(mask.shape)}")
-    if mask.numel() and not bool(mask.any(-1).all()):
-        raise ValueError(f"{name} has a protein with no real residue (a row of all False)")
+    if mask.numel() and value_checks_on(validate):
+        own = Checks() if checks is None else checks
+        own.add((~mask.any(-1)).any(), lambda: f"{name} has a protein with no real residue (a row of all False)")
+        if checks is None:
+            own.run()
     return mask
+
+
+def _check_times(t: object, batch: int, name: str, checks: Checks | None) -> Tensor:
+    """Per-protein times ``(batch,)``: type and shape now, the range [0, 1] into ``checks``."""
+    if not isinstance(t, Tensor) or not torch.is_floating_point(t) or tuple(t.shape) != (batch,):
+        raise ValueError(f"{name} must be a floating-point tensor of shape (B,) = ({batch},), one time per protein, "
+                         f"got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+                         + (f" of dtype {t.dtype}" if isinstance(t, Tensor) else ""))
+    if checks is not None:
+        checks.add(time_out_of_range(t), lambda: describe_time_range(t, name))
+    return t
+
+
+def _host_coin(probability: float, generator: torch.Generator | None = None) -> bool:
+    """A Bernoulli(``probability``) decision drawn on the host: by ``generator`` if it is a CPU
+    generator, else by torch's default CPU generator (seeded by ``torch.manual_seed``, saved in the
+    trainer's checkpoints). A Python branch needs the value on the host; a draw on an accelerator
+    would have to wait for all queued work, at every training step. One draw each time (also for
+    probabilities 0 and 1), so the generator's stream does not depend on ``probability``."""
+    host = generator if generator is not None and generator.device.type == "cpu" else None
+    return bool(torch.rand((), generator=host, device="cpu") < probability)
+
+
+def _checked_model_calls() -> contextlib.AbstractContextManager:
+    """The context of the model calls of a loss or sampler: their inputs were checked once (or
+    built from checked data), so the model skips its own value checks
+    (:func:`gm.checks.inputs_checked`). A no-op while ``torch.compile`` traces, which skips them
+    anyway and should not trace the context variable."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else inputs_checked()
+
+
+def _to_device(x: Tensor, device: torch.device | str) -> Tensor:
+    """``x`` (on the host) on ``device``: through pinned memory with a non-blocking copy to a
+    CUDA device, so the host goes on preparing the next batch while the copy runs."""
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def centre_translations(x: Tensor, mask: Tensor) -> Tensor:
@@ -98,12 +156,14 @@ def _body_rotvec(r_t: Tensor, r_1: Tensor) -> Tensor:
 
 @dataclass
 class BackboneLoss:
-    """The parts of one loss evaluation (detached floats except ``total``)."""
+    """The parts of one loss evaluation: ``total`` (with its graph) and the detached 0-dim tensors
+    of its terms, left on the device so that a training step reads nothing back (read them when
+    logging, e.g. ``float(loss.translation)``)."""
 
     total: Tensor
-    translation: float
-    rotation: float
-    auxiliary: float
+    translation: Tensor
+    rotation: Tensor
+    auxiliary: Tensor
 
 
 @dataclass
@@ -157,10 +217,17 @@ class BackboneFlow:
     # state
 
     @staticmethod
-    def frames_from_atoms(atoms: Tensor, mask: Tensor) -> Tensor:
-        """Centred frames (nm) ``(B, N, 4, 4)`` of backbone atoms ``(B, N, A >= 3, 3)`` in Angstrom."""
-        check_mask(mask, tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (), "mask")
-        return centre_translations(_scale_translations(frames_from_backbone(atoms, mask), NM_PER_ANGSTROM), mask)
+    def frames_from_atoms(atoms: Tensor, mask: Tensor, *, validate: bool = True) -> Tensor:
+        """Centred frames (nm) ``(B, N, 4, 4)`` of backbone atoms ``(B, N, A >= 3, 3)`` in Angstrom.
+        ``validate``: check the mask's rows and the residues' N, CA, C (one host read-back; see
+        :func:`check_mask` and :func:`proteins.frames.frames_from_backbone`)."""
+        checks = Checks() if value_checks_on(validate) else None
+        check_mask(mask, tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (), "mask", validate=validate,
+                   checks=checks)
+        frames = frames_from_backbone(atoms, mask, validate=checks is not None, checks=checks)
+        if checks is not None:
+            checks.run()  # the mask's rows and the residues' atoms: one host read-back
+        return centre_translations(_scale_translations(frames, NM_PER_ANGSTROM), mask)
 
     @staticmethod
     def atoms_from_frames(frames: Tensor, mask: Tensor) -> Tensor:
@@ -168,14 +235,15 @@ class BackboneFlow:
         # validate=False: called in the training loss on predicted frames (rigid by construction)
         return backbone_atoms(_scale_translations(frames, 1 / NM_PER_ANGSTROM), mask, validate=False)
 
-    def base(self, mask: Tensor, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
-             ) -> Tensor:
+    def base(self, mask: Tensor, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+             validate: bool = True) -> Tensor:
         """Draws ``(B, N, 4, 4)`` from the base: Haar rotations, centred Gaussian translations (nm);
-        padding residues are identity frames."""
+        padding residues are identity frames. ``validate=False`` skips the mask's value check
+        (for a mask checked once already)."""
         if not isinstance(mask, Tensor) or mask.dim() != 2:
             raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
                              f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
-        check_mask(mask, tuple(mask.shape))
+        check_mask(mask, tuple(mask.shape), validate=validate)
         check_generator(generator, device=mask.device)
         rot = SO3().random_base(*mask.shape, dtype=dtype, device=mask.device, generator=generator)
         trans = self.translation_std * torch.randn(*mask.shape, 3, dtype=dtype, device=mask.device,
@@ -195,32 +263,45 @@ class BackboneFlow:
         return self.min_time + (1 - self.min_time) * u
 
     def loss(self, model: FrameModel, x1: Tensor, mask: Tensor, *, generator: torch.Generator | None = None,
-             t: Tensor | None = None, self_condition: bool | None = None) -> BackboneLoss:
+             t: Tensor | None = None, self_condition: bool | None = None, validate: bool = True) -> BackboneLoss:
         """The loss of ``model`` on data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
         :meth:`frames_from_atoms`; centred here if they are not) with residue ``mask`` ``(B, N)``.
 
         Args:
+            generator: draws the times, the base and the self-conditioning decision (on the
+                data's device; ``None``: torch's default generators).
             t: times ``(B,)`` (default: drawn by :meth:`training_times`).
             self_condition: force (True) or skip (False) the self-conditioning pass; ``None``
-                draws it with probability ``self_condition_prob``.
+                draws it with probability ``self_condition_prob`` on the host (``generator`` if
+                it is a CPU generator, else torch's default CPU generator): never a read-back
+                from the device. Pass it to ``torch.compile`` the loss (a Python branch).
+            validate: check the mask's rows and the range of a given ``t`` (one host read-back);
+                ``False`` for data checked once (the training objective checks its crops on the
+                host). Types and shapes are always checked.
         """
         if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
             raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
                              f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
-        check_mask(mask, tuple(x1.shape[:2]))
-        x1 = centre_translations(x1, mask)  # a no-op for frames_from_atoms' output
+        checks = Checks() if value_checks_on(validate) else None
+        check_mask(mask, tuple(x1.shape[:2]), validate=validate, checks=checks)
         batch, dtype = x1.shape[0], x1.dtype
+        if t is not None:
+            t = _check_times(t, batch, "t", checks)
+        if checks is not None:
+            checks.run()  # mask and times: one host read-back
+        x1 = centre_translations(x1, mask)  # a no-op for frames_from_atoms' output
         if t is None:
             t = self.training_times(batch, generator=generator, dtype=dtype, device=x1.device)
-        x0 = self.base(mask, generator=generator, dtype=dtype)
+        x0 = self.base(mask, generator=generator, dtype=dtype, validate=False)  # mask checked above
         x_t = self.path.sample(x0, x1, t).x_t
         if self_condition is None:
-            self_condition = bool(torch.rand((), generator=generator, device=x1.device) < self.self_condition_prob)
+            self_condition = _host_coin(self.self_condition_prob, generator)
         previous = None
-        if self_condition:
-            with torch.no_grad():
-                previous = model(x_t, t, mask, None).detach()
-        x1_hat = model(x_t, t, mask, previous)
+        with _checked_model_calls():  # x_t is built here from checked data
+            if self_condition:
+                with torch.no_grad():
+                    previous = model(x_t, t, mask, None).detach()
+            x1_hat = model(x_t, t, mask, previous)
         return self.prediction_loss(x1, x_t, x1_hat, t, mask)
 
     def prediction_loss(self, x1: Tensor, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor) -> BackboneLoss:
@@ -244,7 +325,8 @@ class BackboneFlow:
         if self.auxiliary_weight > 0:
             auxiliary = self._auxiliary(x1, x1_hat, mask, t > self.auxiliary_min_time)
             total = total + self.auxiliary_weight * auxiliary
-        return BackboneLoss(total, float(translation.detach()), float(rotation.detach()), float(auxiliary.detach()))
+        # the terms stay on the device: reading them back here would stall every training step
+        return BackboneLoss(total, translation.detach(), rotation.detach(), auxiliary.detach())
 
     @staticmethod
     def _auxiliary(x1: Tensor, x1_hat: Tensor, mask: Tensor, active: Tensor) -> Tensor:
@@ -263,16 +345,31 @@ class BackboneFlow:
         return position + distance
 
     def objective(self, dataset, *, batch_size: int, min_length: int = 64, max_length: int = 128,
-                  device: torch.device | str = "cpu") -> Callable[[nn.Module, int, torch.Generator], Tensor]:
+                  device: torch.device | str = "cpu", buckets: tuple[int, ...] | None = None
+                  ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
         """A ``loss_fn(model, step, generator)`` for :func:`gm.training.train`: random crops of
-        ``dataset`` (``sample_crops(batch, generator, min_length, max_length) -> (atoms, mask)``)."""
+        ``dataset`` (``sample_crops(batch, generator, min_length, max_length) -> (atoms, mask)``).
+        ``buckets`` (e.g. ``(64, 96, 128)``): one padded length per batch (see
+        :meth:`proteins.data.StructureDataset.sample_crops`), so the shapes a compiled model
+        sees are few and its graphs (CUDA graphs under ``mode="reduce-overhead"``) are reused;
+        ``None`` pads each batch to its longest crop.
+
+        The crops are drawn, turned into frames and checked on the host, then copied to
+        ``device``: the step on the device reads nothing back (``loss(validate=False)``). On the
+        CPU the trainer's ``generator`` draws everything; on an accelerator the noise is drawn
+        there by its default generator, and the self-conditioning decision on the host by
+        ``generator``."""
         check_positive_int(batch_size, "batch_size")
+        on_cpu = torch.device(device).type == "cpu"
 
         def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
-            atoms, mask = dataset.sample_crops(batch_size, generator, min_length=min_length, max_length=max_length)
-            atoms, mask = atoms.to(device), mask.to(device)
-            x1 = self.frames_from_atoms(atoms, mask)
-            return self.loss(model, x1, mask, generator=generator if device == "cpu" else None).total
+            atoms, mask = dataset.sample_crops(batch_size, generator, min_length=min_length, max_length=max_length,
+                                               **({} if buckets is None else {"buckets": buckets}))
+            x1 = self.frames_from_atoms(atoms, mask)  # on the host: its checks need no device sync
+            x1, mask = _to_device(x1, device), _to_device(mask, device)
+            self_condition = None if on_cpu else _host_coin(self.self_condition_prob, generator)
+            return self.loss(model, x1, mask, generator=generator if on_cpu else None, self_condition=self_condition,
+                             validate=False).total
 
         return loss_fn
 
@@ -296,18 +393,25 @@ class BackboneFlow:
         return centre_translations(u, mask)
 
     def sample(self, model: FrameModel, mask: Tensor, *, steps: int = 100, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32, self_condition: bool = True, return_trajectory: bool = False
-               ) -> Tensor:
+               dtype: torch.dtype = torch.float32, self_condition: bool = True, return_trajectory: bool = False,
+               compile: bool | str = False) -> Tensor:
         """Generate backbones: Euler steps on SE(3)^N from the base, 100 by default, any lengths.
 
         Args:
             model: the frame predictor (e.g. :class:`proteins.BackboneNetwork` in eval mode).
             mask: bool ``(B, N)``; each protein's length is its number of True entries (real
-                residues first, padding after, for chains of different lengths).
+                residues first, padding after, for chains of different lengths). Checked once
+                (one host read-back); the steps read nothing back.
             steps: Euler steps on the uniform grid from 0 to 1.
             self_condition: feed each step the previous step's prediction.
             return_trajectory: also return the frames at every grid time and the final
                 prediction, ``(steps + 2, B, N, 4, 4)``.
+            compile: ``torch.compile`` one step (the model call, the velocity and the SE(3)^N
+                update; :func:`gm.simulate.compiled_advance`, ``fullgraph=True``): ``True`` or a
+                mode (``"reduce-overhead"``: CUDA graphs). With self-conditioning two graphs, for
+                the first step (no previous prediction) and the others, reused by later calls
+                with the same shapes and model; the first call pays the compilation (seconds to
+                minutes), so it pays for long or repeated runs. Off by default.
 
         Returns:
             Frames ``(B, N, 4, 4)`` with translations in **Angstrom**, ready for
@@ -317,24 +421,29 @@ class BackboneFlow:
         """
         check_positive_int(steps, "steps")
         x0 = self.base(mask, generator=generator, dtype=dtype)
-        previous: list[Tensor | None] = [None]
-
-        def velocity(x: Tensor, t: Tensor) -> Tensor:
-            times = t.expand(x.shape[0])
-            x1_hat = model(x, times, mask, previous[0] if self_condition else None)
-            previous[0] = x1_hat
-            return self.velocity(x, x1_hat, times, mask)
-
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype, device=mask.device)
-        with torch.no_grad():
-            out = simulate(ManifoldFlowProcess(self.manifold, "euler", "exp"), velocity, x0, grid,
-                           return_intermediates=return_trajectory)
-            final = out[-1] if return_trajectory else out
+        process = _FrameSampler(self, mask, self_condition)
+        if compile is False:
+            def advance(state: Any, t: Tensor, h: Tensor) -> Any:
+                return process.advance(state, t, h, model)
+        else:
+            advance = compiled_advance(process, model, compile)
+        # the grid on the host (as gm.simulate's): its times are never read back from the device
+        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype).to(mask.device)
+        starts, widths = grid[:-1].unbind(), grid.diff().unbind()
+        state: tuple[Tensor, ...] = (x0,)  # (frames, previous prediction) after the first step
+        trajectory = [x0]
+        with torch.no_grad(), _checked_model_calls():
+            for i in range(steps):
+                state = advance(state, starts[i], widths[i])
+                if i == steps - 1:
+                    state = process.finalize(state, grid[-1])
+                if return_trajectory:
+                    trajectory.append(state[0])
+            final, previous = state[0], (state[1] if len(state) > 1 else None)
             # FrameFlow's last step: the prediction at t = 1 from the final state (the
             # exponential rotation schedule leaves rotations e^{-10} short of the prediction)
-            last = model(final, torch.ones(final.shape[0], dtype=dtype, device=mask.device), mask,
-                         previous[0] if self_condition else None)
-            out = torch.cat([out, last[None]]) if return_trajectory else last
+            last = model(final, torch.ones(final.shape[0], dtype=dtype, device=mask.device), mask, previous)
+            out = torch.stack(trajectory + [last]) if return_trajectory else last
         return _scale_translations(out, 1 / NM_PER_ANGSTROM)
 
     def log_likelihood(self, model: FrameModel, x1: Tensor, *, steps: int = 32, method: str = "rk4",
@@ -372,3 +481,31 @@ class BackboneFlow:
 
         return ODESolver(manifold, velocity).log_likelihood(x1, steps=steps, method=method, divergence=divergence,
                                                             n_probes=n_probes, generator=generator, log_p0=log_p0)
+
+
+class _FrameSampler(Process):
+    """:meth:`BackboneFlow.sample`'s Euler step on SE(3)^N with self-conditioning: the state is
+    ``(frames, previous prediction)``, or ``(frames,)`` before the first step and without
+    self-conditioning, so that one step is a pure function of tensors (``torch.compile`` it with
+    :func:`gm.simulate.compiled_advance`; under ``"reduce-overhead"`` it clones every output)
+    instead of a closure that keeps the prediction. ``model`` is a frame model
+    ``model(x_t, t, mask, self_condition)``."""
+
+    def __init__(self, flow: BackboneFlow, mask: Tensor, self_condition: bool) -> None:
+        self.flow, self.mask, self.self_condition = flow, mask, bool(self_condition)
+        self.euler = ManifoldFlowProcess(flow.manifold, "euler", "exp")
+
+    def step(self, x: tuple[Tensor, ...], t: Tensor, h: Tensor, model_output: Tensor) -> tuple[Tensor, ...]:
+        frames = x[0]
+        velocity = self.flow.velocity(frames, model_output, t.expand(frames.shape[0]), self.mask)
+        frames = self.euler.step(frames, t, h, velocity)
+        # without self-conditioning the state stays (frames,): every step is then one graph
+        return (frames, model_output) if self.self_condition else (frames,)
+
+    def advance(self, x: tuple[Tensor, ...], t: Tensor, h: Tensor, model: Callable) -> tuple[Tensor, ...]:
+        frames = x[0]
+        previous = x[1] if len(x) > 1 else None
+        return self.step(x, t, h, model(frames, t.expand(frames.shape[0]), self.mask, previous))
+
+    def finalize(self, x: tuple[Tensor, ...], t: Tensor) -> tuple[Tensor, ...]:
+        return (self.euler.finalize(x[0], t),) + tuple(x[1:])

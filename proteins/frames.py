@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor
 
+from gm.checks import Checks
 from manifolds._math import point_tolerance
 from manifolds.se3 import SE3
 
@@ -99,7 +100,8 @@ def place_atom(a: Tensor, b: Tensor, c: Tensor, bond: float | Tensor, angle: flo
     return c + along * bc + across * torch.cos(torsion)[..., None] * m + across * torch.sin(torsion)[..., None] * n
 
 
-def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate: bool = True) -> Tensor:
+def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate: bool = True,
+                         checks: Checks | None = None) -> Tensor:
     """Residue frames ``(..., L, 4, 4)`` from backbone atoms ``(..., L, A >= 3, 3)`` (N, CA, C first).
 
     Args:
@@ -108,6 +110,8 @@ def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate:
             rotation at the origin, whatever their coordinates.
         validate: raise if a real residue's N, CA, C are degenerate (coincident or collinear
             within 1e-3 of the bond lengths), which has no frame; costs one host read-back.
+        checks: add that check to this :class:`gm.checks.Checks` (read back later with the
+            caller's other checks) instead of reading it back here.
 
     Raises:
         ValueError: naming ``atoms`` or ``mask``, for wrong shapes or dtypes, non-finite N/CA/C of
@@ -128,10 +132,16 @@ def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate:
         bad = ~torch.isfinite(atoms[..., :3, :]).all(dim=(-2, -1)) | (len1[..., 0] < 1e-3) | (len2[..., 0] < 1e-3)
         if mask is not None:
             bad = bad & mask
-        if bool(bad.any()):
+
+        def explain() -> str:
             index = tuple(int(i) for i in torch.nonzero(bad)[0])
-            raise ValueError(f"atoms: residue at index {index} has non-finite, coincident or collinear N, CA, C "
-                             "(no frame); mask it out or fix the coordinates")
+            return (f"atoms: residue at index {index} has non-finite, coincident or collinear N, CA, C "
+                    "(no frame); mask it out or fix the coordinates")
+
+        own = Checks() if checks is None else checks
+        own.add(bad.any(), explain)
+        if checks is None:
+            own.run()
     if mask is not None:
         eye = torch.eye(3, dtype=atoms.dtype, device=atoms.device)
         rot = torch.where(mask[..., None, None], rot, eye)

@@ -16,6 +16,11 @@ Layers (AlphaFold2 supplement, Jumper et al. 2021; FrameFlow, Yim et al. 2023):
 - blocks of Invariant Point Attention (Algorithm 22), a node transition, a backbone update
   (Algorithm 23: a quaternion ``(1, b, c, d)`` and a translation in the residue's frame,
   composed on the right) and a pair update from the new node features.
+
+Both networks read nothing back to the host in their forward pass (no data-dependent Python
+branches; :class:`CodesignNetwork`'s residue-type check is its one host read-back, skipped
+inside the flows' loops and while ``torch.compile`` traces), so they compile with
+``fullgraph=True``.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from gm.checks import Checks, index_out_of_range, value_checks_on
 from manifolds.se3 import SE3
 
 __all__ = ["BackboneNetwork", "CodesignNetwork", "CodesignPrediction", "InvariantPointAttention",
@@ -335,9 +341,15 @@ class CodesignNetwork(nn.Module):
         dtype = x_t.dtype
         # padding may hold any id (e.g. UNKNOWN_RESIDUE = -1): embed the mask token there
         ids = torch.where(mask, residues_t, self.residue_types)
-        if bool(((ids < 0) | (ids > self.residue_types)).any()):
-            raise ValueError(f"residues_t must hold residue types in [0, {self.residue_types}] (the last is the mask) "
-                             f"at real residues, got values in [{int(ids.min())}, {int(ids.max())}]")
+        # one host read-back; skipped in the flows' loss and sampling loops, whose residue types
+        # were checked once or built by the sampler (gm.checks.inputs_checked), and while
+        # torch.compile traces (gm.checks.value_checks_on)
+        if value_checks_on():
+            checks = Checks()
+            checks.add(index_out_of_range(ids, self.residue_types + 1),
+                       lambda: f"residues_t must hold residue types in [0, {self.residue_types}] (the last is the mask) "
+                               f"at real residues, got values in [{int(ids.min())}, {int(ids.max())}]")
+            checks.run()
         n = x_t.shape[1]
         features = [self.residue_embed(ids).to(dtype),
                     sinusoidal(t_sequence.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(-1, n, -1)]
