@@ -126,7 +126,8 @@ def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConf
 
 
 def train_model(seed: int, budget: Budget | float, cfg: BackboneConfig, out: Path, *, progress: bool = True,
-                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster"):
+                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster",
+                buckets: tuple[int, ...] | None = None):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
     train_set, val_set, test_set = load_splits(seed, dataset, split)
@@ -134,13 +135,13 @@ def train_model(seed: int, budget: Budget | float, cfg: BackboneConfig, out: Pat
     torch.manual_seed(seed)
     model = network(cfg).to(device)
     loss_fn = flow.objective(train_set, batch_size=rank_batch(cfg.batch), min_length=cfg.min_crop, max_length=cfg.max_crop,
-                             device=device)
+                             device=device, buckets=buckets)
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      checkpoint_every_minutes=2.0, **budget.train_fields())
     res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
                 checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
                 run_config=training_settings(cfg, dataset=str(dataset) if dataset else "default",
-                                             **split_setting(split)), resume=not restart)
+                                             **split_setting(split), **bucket_setting(buckets)), resume=not restart)
     if res.rank == 0:  # the other ranks of a data-parallel run hold no EMA weights
         model.load_state_dict(res.best_state, strict=False)
     model.eval()
@@ -151,6 +152,36 @@ def split_setting(split: str) -> dict[str, str]:
     """The split as a checkpoint setting: recorded only when not the default, so checkpoints made
     before ``--split`` existed (cluster splits) still resume."""
     return {} if split == "cluster" else {"split": split}
+
+
+def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--split`` and ``--crop-buckets``, shared by the structure models' commands (backbones,
+    codesign)."""
+    parser.add_argument("--split", choices=SPLITS, default="cluster",
+                        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
+                             "random, for a dataset of a single family (leaks sequence similarity between the splits)")
+    parser.add_argument("--crop-buckets", nargs="+", type=int, default=None, metavar="L",
+                        help="pad each training batch to one of these lengths (e.g. 64 96 128, the largest at least "
+                             "the longest crop): few static shapes, so --compile's graphs (and CUDA graphs) are "
+                             "reused; default: pad to the batch's longest crop")
+
+
+def bucket_setting(buckets: tuple[int, ...] | None) -> dict[str, list[int]]:
+    """``--crop-buckets`` as a checkpoint setting: recorded only when given, so checkpoints made
+    before the option existed still resume."""
+    return {} if buckets is None else {"crop_buckets": list(buckets)}
+
+
+def check_buckets(buckets: list[int] | None, cfg) -> tuple[int, ...] | None:
+    """``--crop-buckets`` checked against the crop range (one line and exit 2 if wrong)."""
+    if buckets is None:
+        return None
+    if any(b < 1 for b in buckets) or any(b <= a for a, b in zip(buckets, buckets[1:])):
+        raise CommandLineError(f"--crop-buckets must be increasing positive lengths, got {' '.join(map(str, buckets))}")
+    if buckets[-1] < cfg.max_crop:
+        raise CommandLineError(f"--crop-buckets must reach the longest crop, max_crop={cfg.max_crop}: the largest is "
+                               f"{buckets[-1]}")
+    return tuple(buckets)
 
 
 def _rotation_scheduler(cfg: BackboneConfig):
@@ -315,17 +346,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dataset", type=Path, default=None,
                         help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
                              "set of `python -m benchmarks data backbones`)")
-    parser.add_argument("--split", choices=SPLITS, default="cluster",
-                        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
-                             "random, for a dataset of a single family (leaks sequence similarity between the splits)")
+    add_crop_arguments(parser)
     parser.add_argument("--speed", action="store_true",
                         help="time a training step and sampling at N = 64, 128, 256 (no training run)")
     add_run_arguments(parser, minutes=60.0, out="runs/backbones")
     add_config_overrides(parser, BackboneConfig())
     args = parser.parse_args(argv)
     check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # --quick: one thread unless --threads (tiny models; on a busy 2-core machine threads that
+    # wait for each other made quick runs many times slower)
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
     cfg, default_minutes, lengths = BackboneConfig(), 60.0, EVAL_LENGTHS
     if args.quick:
         cfg, default_minutes, lengths = QUICK, 0.3, QUICK_LENGTHS
@@ -336,13 +367,15 @@ def main(argv: list[str]) -> int:
     if args.speed:
         return speed(cfg, args.device)
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes)
+                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
+    buckets = check_buckets(args.crop_buckets, cfg)
     out = Path(args.out)
     for seed in args.seeds:
         print(f"[backbones] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
         model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
-                                         restart=args.restart, dataset=args.dataset, split=args.split)
+                                         restart=args.restart, dataset=args.dataset, split=args.split,
+                                         buckets=buckets)
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
         print(f"[backbones] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "

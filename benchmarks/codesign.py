@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.backbones import SPLITS, _with_ideal_o, load_splits, split_setting
+from benchmarks.backbones import (_with_ideal_o, add_crop_arguments, bucket_setting, check_buckets, load_splits,
+                                  split_setting)
 from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments,
                             apply_config_overrides, as_budget, check_device, rank_batch, run_budget,
                             training_settings)
@@ -140,7 +141,8 @@ def validation_loss(flow: CodesignFlow, val: StructureDataset, cfg: CodesignConf
 
 
 def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Path, *, progress: bool = True,
-                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster"):
+                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster",
+                buckets: tuple[int, ...] | None = None):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
     train_set, val_set, test_set = load_splits(seed, dataset, split)
@@ -148,11 +150,11 @@ def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Pat
     torch.manual_seed(seed)
     model = network(cfg).to(device)
     loss_fn = flow.objective(train_set, batch_size=rank_batch(cfg.batch), min_length=cfg.min_crop, max_length=cfg.max_crop,
-                             device=device)
+                             device=device, buckets=buckets)
     tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
                      checkpoint_every_minutes=2.0, **budget.train_fields())
     settings = {k: v for k, v in training_settings(cfg, dataset=str(dataset) if dataset else "default",
-                                                   **split_setting(split)).items()
+                                                   **split_setting(split), **bucket_setting(buckets)).items()
                 if k not in _EVALUATION_ONLY}
     res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
                 checkpoint_path=out / f"seed{seed}" / "checkpoint.pt", run_config=settings, resume=not restart)
@@ -703,9 +705,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dataset", type=Path, default=None,
                         help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
                              "set of `python -m benchmarks data backbones`)")
-    parser.add_argument("--split", choices=SPLITS, default="cluster",
-                        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
-                             "random, for a dataset of a single family (leaks sequence similarity between the splits)")
+    add_crop_arguments(parser)
     add_run_arguments(parser, minutes=60.0, out="runs/codesign")
     add_config_overrides(parser, CodesignConfig())
     args = parser.parse_args(argv)
@@ -731,13 +731,15 @@ def main(argv: list[str]) -> int:
         raise CommandLineError(f"--baseline-chains must be >= 0 (0: all) and --baseline-epochs >= 1, got "
                                f"{cfg.baseline_chains} and {cfg.baseline_epochs}")
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes)
+                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
+    buckets = check_buckets(args.crop_buckets, cfg)
     out = Path(args.out)
     for seed in args.seeds:
         print(f"[codesign] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
         model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
-                                         restart=args.restart, dataset=args.dataset, split=args.split)
+                                         restart=args.restart, dataset=args.dataset, split=args.split,
+                                         buckets=buckets)
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
         print(f"[codesign] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "

@@ -169,8 +169,10 @@ def main(argv: list[str]) -> int:
         raise CommandLineError(f"--mixed-precision: {error}") from None
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
                         eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # --quick: one thread unless --threads (tiny models; on a busy 2-core machine threads that
+    # wait for each other made quick runs many times slower)
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
     print(f"[earth] {precision.describe()}; "
           f"{torch.get_num_threads()} CPU thread(s)")
     records = []

@@ -208,8 +208,10 @@ def main(argv: list[str]) -> int:
     cfg = apply_config_overrides(cfg, args)
     budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
                         eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # --quick: one thread unless --threads (tiny models; on a busy 2-core machine threads that
+    # wait for each other made quick runs many times slower)
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
     rows = []
     for seed in args.seeds:
         if args.joint:
