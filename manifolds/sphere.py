@@ -72,6 +72,10 @@ class Sphere(RiemannianManifold):
         d = y - x
         # Component of y orthogonal to x, written via d = y - x to avoid cancellation.
         v = torch.addcmul(d, last_dim_dot(x, d), x, value=-1)
+        # A second projection: near the antipode |v| is tiny and theta / sin(theta) large, so the
+        # rounding left in v's normal component (~eps |d|) would be amplified by that ratio
+        # (a float32 log 1e-4 off the tangent space); after this pass it is ~eps |v|.
+        v = torch.addcmul(v, last_dim_dot(x, v), x, value=-1)
         theta = 2 * torch.atan2(safe_norm(d, keepdim=True), safe_norm(x + y, keepdim=True))
         sin_theta = safe_norm(v, keepdim=True)
         near_pi = theta > 3.0
