@@ -27,7 +27,7 @@ import torch
 from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides,
                             as_budget, check_device, rank_batch, run_budget, training_settings)
 from benchmarks.results import new_record, write_results
-from proteins.data import StructureDataset
+from proteins.data import StructureDataset, bucket_edges
 from proteins.flow import BackboneFlow
 from proteins.network import BackboneNetwork
 from gm.training import TrainConfig, train
@@ -173,14 +173,14 @@ def bucket_setting(buckets: tuple[int, ...] | None) -> dict[str, list[int]]:
 
 
 def check_buckets(buckets: list[int] | None, cfg) -> tuple[int, ...] | None:
-    """``--crop-buckets`` checked against the crop range (one line and exit 2 if wrong)."""
+    """``--crop-buckets`` checked against the crop range by the library's own check
+    (:func:`proteins.data.bucket_edges`), as one line and exit 2 if wrong."""
     if buckets is None:
         return None
-    if any(b < 1 for b in buckets) or any(b <= a for a, b in zip(buckets, buckets[1:])):
-        raise CommandLineError(f"--crop-buckets must be increasing positive lengths, got {' '.join(map(str, buckets))}")
-    if buckets[-1] < cfg.max_crop:
-        raise CommandLineError(f"--crop-buckets must reach the longest crop, max_crop={cfg.max_crop}: the largest is "
-                               f"{buckets[-1]}")
+    try:
+        bucket_edges(tuple(buckets), cfg.min_crop, cfg.max_crop)
+    except ValueError as error:
+        raise CommandLineError(f"--crop-buckets: {error} (max_crop={cfg.max_crop})") from None
     return tuple(buckets)
 
 

@@ -256,7 +256,7 @@ def describe_budget(max_steps: int | None, max_minutes: float | None) -> str:
 
 
 
-def _is_interactive(stream: TextIO) -> bool:
+def is_interactive(stream: TextIO) -> bool:
     """Whether ``stream`` shows a live display: a terminal, or a Jupyter kernel's output (not a
     tty, but rendered as a widget by ``tqdm.auto``)."""
     try:
@@ -365,7 +365,7 @@ def _progress_reporter(config: TrainConfig, main: bool = True) -> _Progress:
         return _SilentProgress(config)
     if not config.progress:
         return _Progress(config)
-    bar = _is_interactive(sys.stderr) if config.progress_bar is None else config.progress_bar
+    bar = is_interactive(sys.stderr) if config.progress_bar is None else config.progress_bar
     return _BarProgress(config) if bar else _LineProgress(config)
 
 

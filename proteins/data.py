@@ -52,11 +52,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from gm.training import is_interactive
+
 __all__ = [
     "BACKBONE_ATOMS", "FORMAT_VERSION", "IDENTITY_DEFINITION", "STRUCTURE_FILE_PATTERN", "STRUCTURE_SOURCES",
     "AMINO_ACIDS", "THREE_LETTER_CODES", "UNKNOWN_RESIDUE", "encode_sequence", "decode_residues",
     "ArchiveSource", "BackboneChain", "BuildReport", "StructureChain", "StructureDataset", "build_from_folders",
-    "build_structure_dataset", "cluster_sequences", "fetch_sources", "folder_structure_files",
+    "bucket_edges", "build_structure_dataset", "cluster_sequences", "fetch_sources", "folder_structure_files",
     "iter_archive_structures", "iter_folder_structures", "name_some", "read_backbone_chains", "sequence_identity",
 ]
 
@@ -216,13 +218,6 @@ def _content_length(response) -> int | None:
     return size if size >= 0 else None
 
 
-def _is_terminal(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
 class _DownloadProgress:
     """Bytes received of one download, on stderr: a tqdm bar on a terminal; elsewhere (logs,
     pipes, where a bar's carriage returns pile up into one long line) a plain line every
@@ -233,8 +228,8 @@ class _DownloadProgress:
         self.stream = sys.stderr  # looked up now: test harnesses replace it
         self.done, self.quarter, self.last = 0, 0, time.monotonic()
         self.bar = None
-        if enabled and _is_terminal(self.stream):
-            from tqdm import tqdm
+        if enabled and is_interactive(self.stream):  # a terminal or Jupyter, as the trainer's bar
+            from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False, dynamic_ncols=True,
                             file=self.stream)
@@ -965,8 +960,8 @@ def _check_identity(identity: float) -> None:
         raise ValueError(f"identity must be a fraction in (0, 1], got {identity!r}")
 
 
-def _bucket_edges(buckets: Sequence[int], min_length: int, max_length: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bucket_edges(buckets: Sequence[int], min_length: int, max_length: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(low, high, padded)`` of the crop lengths each usable bucket holds: bucket ``k`` takes
     lengths in ``(buckets[k-1], buckets[k]]`` within ``[min_length, max_length]`` and pads to
     ``buckets[k]``; buckets holding no length are dropped. A ``ValueError`` naming ``buckets``
@@ -1260,7 +1255,7 @@ class StructureDataset:
         batch_size = _check_int("batch_size", batch_size, 1)
         min_length = _check_int("min_length", min_length, 1)
         max_length = _check_int("max_length", max_length, min_length)
-        edges = None if buckets is None else _bucket_edges(buckets, min_length, max_length)
+        edges = None if buckets is None else bucket_edges(buckets, min_length, max_length)
         chain = torch.randint(len(self), (batch_size,), generator=generator)
         length = self._length[chain]
         if edges is None:
