@@ -143,6 +143,31 @@ def test_rotary_scores_depend_only_on_relative_position():
     torch.testing.assert_close(qs.norm(dim=-1), q.norm().expand(20))
 
 
+def test_rotary_table_matches_the_closed_form_inside_and_past_it():
+    """Positions below the table's length are table rows, later ones computed: both equal
+    cos/sin(position * base^(-2i/d)) to float64 rounding, and a model's output does not change
+    where the table ends (a sequence longer than max_len with rotary positions)."""
+    from dfm.transformer import _RotaryCache
+
+    rope = _RotaryCache(8, table_len=16)
+    positions = torch.tensor([0, 5, 15, 16, 17, 40, 3])
+    cos, sin = rope(positions, torch.float64)
+    freq = 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    angles = positions.double()[:, None] * freq
+    torch.testing.assert_close(cos, torch.cos(angles), rtol=0, atol=1e-15)
+    torch.testing.assert_close(sin, torch.sin(angles), rtol=0, atol=1e-15)
+    c32, s32 = rope(positions, torch.float32)
+    assert c32.dtype == s32.dtype == torch.float32
+    torch.manual_seed(0)
+    short = TokenTransformer(11, 10, width=16, depth=1, heads=2, max_len=8, causal=True,
+                             time_conditioning=False).double()
+    long = TokenTransformer(11, 10, width=16, depth=1, heads=2, max_len=64, causal=True,
+                            time_conditioning=False).double()
+    long.load_state_dict(short.state_dict())
+    x = torch.randint(0, 11, (2, 20))
+    torch.testing.assert_close(short(x), long(x), rtol=1e-12, atol=1e-12)
+
+
 def test_time_conditioning_batch_dims_dtypes_and_errors():
     m = small()
     x = torch.randint(0, 11, (2, 3, 10))
