@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from gm.checks import Checks, index_out_of_range, value_checks_on
 from manifolds.se3 import SE3
@@ -160,9 +161,13 @@ class _Block(nn.Module):
         if not self.update_pair:
             return s, z, rot, trans
         p = self.node_to_pair(s)
-        n = s.shape[1]
-        pair_in = torch.cat([z, p[:, :, None, :].expand(-1, -1, n, -1), p[:, None, :, :].expand(-1, n, -1, -1)], -1)
-        z = self.pair_norm(z + self.pair_update(pair_in))
+        # pair_update's first layer on [z_ij, p_i, p_j] written as W_z z_ij + (W_i p)_i + (W_j p)_j:
+        # the same function and parameters without the (B, N, N, 2 node + pair) concatenation
+        # (N^2 rows times pair_dim columns instead of 2 node_dim + pair_dim)
+        first = self.pair_update[0]
+        w_z, w_i, w_j = first.weight.split([z.shape[-1], p.shape[-1], p.shape[-1]], dim=1)
+        hidden = (F.linear(z, w_z, first.bias) + F.linear(p, w_i)[:, :, None, :] + F.linear(p, w_j)[:, None, :, :])
+        z = self.pair_norm(z + self.pair_update[1:](hidden))
         return s, z, rot, trans
 
 
@@ -257,12 +262,19 @@ class BackboneNetwork(nn.Module):
         inputs = [time, position] + ([] if node_features is None else [node_features.to(dtype)])
         s = self.node_embed(torch.cat(inputs, dim=-1)) * mask[..., None].to(dtype)
         offset = (index[None, :] - index[:, None]).clamp(-self.max_relative_position, self.max_relative_position)
-        relative = nn.functional.one_hot(offset + self.max_relative_position, 2 * self.max_relative_position + 1)
-        pair = [relative.to(dtype)[None].expand(b, n, n, -1), self._distance_features(x_t)]
+        pair = [self._distance_features(x_t)]
         if self.self_condition:
             pair.append(torch.zeros_like(pair[-1]) if self_condition is None
                         else self._distance_features(self_condition.to(dtype)))
-        z = self.pair_embed(torch.cat(pair, dim=-1))
+        # pair_embed's first layer on [one_hot(offset_ij), distances_ij]: a one-hot row times W is
+        # a column of W, looked up once per (i, j) and shared by the batch, instead of a
+        # (B, N, N, 2 max_relative_position + 1) one-hot product (same function and parameters)
+        first = self.pair_embed[0]
+        classes = 2 * self.max_relative_position + 1
+        w_relative, w_rest = first.weight.split([classes, first.in_features - classes], dim=1)
+        hidden = (F.linear(torch.cat(pair, dim=-1), w_rest, first.bias)
+                  + w_relative.t()[offset + self.max_relative_position])
+        z = self.pair_embed[1:](hidden)
         rot, trans = x_t[..., :3, :3], x_t[..., :3, 3]
         for block in self.blocks:
             s, z, rot, trans = block(s, z, rot, trans, mask)

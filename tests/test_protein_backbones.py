@@ -197,6 +197,34 @@ def test_network_padding_does_not_change_real_residues():
     torch.testing.assert_close(net(longer, t, mask_l)[:, :7], out[:, :7], atol=1e-10, rtol=0)
 
 
+def test_pair_layers_equal_their_concatenated_inputs_times_the_weights():
+    """The pair embedding and pair updates skip the concatenations (one-hot offsets, [z_ij, p_i,
+    p_j]): their first layer's pre-activations equal the nn.Linear of the concatenated inputs."""
+    net = _network()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    seen: dict[str, object] = {}
+    hooks = [net.pair_embed[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("embed", a[0])),
+             net.blocks[0].register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[1])),
+             net.blocks[0].node_to_pair.register_forward_hook(lambda m, a, out: seen.__setitem__("p", out)),
+             net.blocks[0].pair_update[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("update", a[0]))]
+    x, sc = _frames(2, 9, seed=7), _frames(2, 9, seed=8)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    net(x, torch.tensor([0.3, 0.8], dtype=torch.float64), mask, sc)
+    for h in hooks:
+        h.remove()
+    k = net.max_relative_position
+    index = torch.arange(9)
+    one_hot = torch.nn.functional.one_hot((index[None] - index[:, None]).clamp(-k, k) + k, 2 * k + 1)
+    inputs = torch.cat([one_hot.double()[None].expand(2, 9, 9, -1), net._distance_features(x),
+                        net._distance_features(sc)], -1)
+    torch.testing.assert_close(seen["embed"], net.pair_embed[0](inputs), rtol=0, atol=1e-12)
+    z, p = seen["z"], seen["p"]
+    cat = torch.cat([z, p[:, :, None].expand(-1, -1, 9, -1), p[:, None].expand(-1, 9, -1, -1)], -1)
+    torch.testing.assert_close(seen["update"], net.blocks[0].pair_update[0](cat), rtol=0, atol=1e-12)
+
+
 def test_network_rejects_bad_inputs():
     net = _network()
     x = _frames(2, 5, seed=7)
@@ -300,6 +328,36 @@ def test_sampling_an_oracle_predictor_returns_its_frames_in_angstrom():
     back = flow.atoms_from_frames(x1, mask)
     centroid = atoms[:, :, 1].mean(1, keepdim=True)
     torch.testing.assert_close(back[:, :, :3], (atoms - centroid[:, :, None])[:, :, :3], atol=1e-4, rtol=0)
+
+
+def test_sample_lengths_groups_equal_lengths_within_the_budget_and_keeps_the_order():
+    flow = BackboneFlow()
+    net = _network().float().eval()
+    shapes = []
+
+    def model(x, t, mask, sc):
+        shapes.append(tuple(mask.shape))
+        return net(x, t, mask, sc)
+
+    lengths = [7, 5, 7, 7, 5, 9]
+    out = flow.sample_lengths(model, lengths, steps=3, squared_residues=2 * 49,
+                              generator=torch.Generator().manual_seed(0))
+    assert [tuple(x.shape) for x in out] == [(n, 4, 4) for n in lengths]
+    # one shape per batch, no padding: 5s together (98 // 25 = 3 >= 2), 7s in batches of 2 and 1
+    assert sorted(set(shapes)) == [(1, 7), (1, 9), (2, 5), (2, 7)]
+    # the same draws as sampling each group with sample() from one generator, in length order
+    g = torch.Generator().manual_seed(0)
+    fives = flow.sample(net, torch.ones(2, 5, dtype=torch.bool), steps=3, generator=g)
+    sevens = [flow.sample(net, torch.ones(k, 7, dtype=torch.bool), steps=3, generator=g) for k in (2, 1)]
+    nine = flow.sample(net, torch.ones(1, 9, dtype=torch.bool), steps=3, generator=g)
+    expected = [sevens[0][0], fives[0], sevens[0][1], sevens[1][0], fives[1], nine[0]]
+    for got, want in zip(out, expected):
+        torch.testing.assert_close(got, want)
+    for bad in ([], [3, 0], [2.5], "12", None):
+        with pytest.raises(ValueError, match="lengths"):
+            flow.sample_lengths(model, bad)
+    with pytest.raises(ValueError, match="squared_residues"):
+        flow.sample_lengths(model, [4], squared_residues=0)
 
 
 def test_a_small_network_learns_a_helix():
