@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -445,6 +445,39 @@ class BackboneFlow:
             last = model(final, torch.ones(final.shape[0], dtype=dtype, device=mask.device), mask, previous)
             out = torch.stack(trajectory + [last]) if return_trajectory else last
         return _scale_translations(out, 1 / NM_PER_ANGSTROM)
+
+    def sample_lengths(self, model: FrameModel, lengths: Sequence[int], *, device: torch.device | str = "cpu",
+                       squared_residues: int = 400_000, steps: int = 100, generator: torch.Generator | None = None,
+                       dtype: torch.dtype = torch.float32, self_condition: bool = True,
+                       compile: bool | str = False) -> list[Tensor]:
+        """Backbones of many lengths: frames ``(L_k, 4, 4)`` in Angstrom for each ``lengths[k]``,
+        in the order given.
+
+        Proteins of one length are sampled together, so no arithmetic goes to padding and a
+        compiled step (``compile``) is reused by every batch of that length; each batch holds at
+        most ``max(1, squared_residues // L^2)`` proteins (the pair features grow as L^2; 400k
+        is FrameFlow's training budget per batch). Lengths are drawn in increasing order from
+        ``generator`` (on ``device``), so a call is reproducible from its seed. The other
+        arguments are :meth:`sample`'s.
+        """
+        if isinstance(lengths, (str, bytes)) or not isinstance(lengths, Sequence) or not lengths:
+            raise ValueError(f"lengths must be a non-empty sequence of positive integers, got {lengths!r}")
+        for value in lengths:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"lengths must hold positive integers, got {value!r}")
+        check_positive_int(squared_residues, "squared_residues")
+        out: list[Tensor | None] = [None] * len(lengths)
+        for length in sorted(set(lengths)):
+            where = [k for k, value in enumerate(lengths) if value == length]
+            per_batch = max(1, squared_residues // length ** 2)
+            for first in range(0, len(where), per_batch):
+                chunk = where[first:first + per_batch]
+                mask = torch.ones(len(chunk), length, dtype=torch.bool, device=device)
+                frames = self.sample(model, mask, steps=steps, generator=generator, dtype=dtype,
+                                     self_condition=self_condition, compile=compile)
+                for k, protein in zip(chunk, frames.unbind(0)):
+                    out[k] = protein
+        return out  # type: ignore[return-value]
 
     def log_likelihood(self, model: FrameModel, x1: Tensor, *, steps: int = 32, method: str = "rk4",
                        divergence: str = "exact", n_probes: int = 1, rotation_scheduler: ConvexScheduler | None = None,
