@@ -190,6 +190,10 @@ def training_step_rows(device: str = "cpu", models: list[str] | None = None, mod
         case = STEP_MODELS[key]
         for mode in modes:
             compiled = mode == "compiled"
+            # each measurement compiles from a clean cache, as a user's process would (graphs cached
+            # for an earlier wrapper of the same forward made the trainer's compiled text step 1.5x
+            # slower than the same step compiled alone)
+            torch._dynamo.reset()
             model, bare, library = case.build(dev, 0)
             net = torch.compile(model, fullgraph=True) if compiled else model
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if dev.type == "cuda" else None)
@@ -209,6 +213,7 @@ def training_step_rows(device: str = "cpu", models: list[str] | None = None, mod
                 library_step()
                 _sync(dev)
             log(f"[speed] {case.name}, {mode}: trainer step")
+            torch._dynamo.reset()
             train_ms = _train_step_ms(model, library, dev, compiled, warmup, repeats)
             rows.append(dict(model=case.name, device=dev.type, mode=mode, bare_ms=round(bare_ms, 3),
                              library_ms=round(library_ms, 3), train_ms=round(train_ms, 3), kernels=kernels,
