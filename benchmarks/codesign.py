@@ -654,6 +654,11 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
             raise CommandLineError(f"--fold: {error}") from None
         if len(native) == 0:
             raise CommandLineError("--fold needs a non-empty sequence")
+        nonstandard = sorted({c for c in args.fold.upper() if c not in AMINO_ACIDS})
+        if nonstandard:
+            verb = "is not a standard amino acid" if len(nonstandard) == 1 else "are not standard amino acids"
+            print(f"[codesign] --fold: {', '.join(nonstandard)} {verb}: folded as unknown (X) residues, the "
+                  f"model's input for a residue of no known type", file=sys.stderr)
         mask = torch.ones(count, len(native), dtype=torch.bool)
         result = flow.sample(model, mask.to(args.device), sequence=native.expand(count, -1).to(args.device),
                              generator=g, **options)

@@ -644,6 +644,9 @@ def sample_main(argv: list[str]) -> int:
                                f"{args.model} --out {out}` first)")
     meta = torch.load(meta_path, weights_only=False)
     snaps = torch.load(snap_path, weights_only=False, map_location="cpu")
+    if not snaps:
+        raise CommandLineError(f"{snap_path} holds no snapshots (the run stopped before its first one): "
+                               f"train it again or longer")
     key = (max(snaps, key=lambda k: -1 if k == "final" else k) if args.budget is None else args.budget)
     if key not in snaps:
         raise CommandLineError(f"no snapshot at {key} minutes; available: {sorted(snaps, key=str)}")

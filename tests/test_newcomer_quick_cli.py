@@ -242,6 +242,24 @@ def test_codesign_design_takes_a_sampling_seed(tmp_path, capsys):
         design("--seed", "-1")
 
 
+def test_codesign_fold_says_which_letters_become_unknown(tmp_path, capsys):
+    _untrained_checkpoint(tmp_path)
+    argv = ["--fold", "MKUVLAOB", "--out", str(tmp_path), "--samples", "1", "--sample-steps", "2"]
+    assert codesign.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "--fold: B, O, U are not standard amino acids: folded as unknown (X) residues" in err
+    assert codesign.main([*argv[:1], "MKVLA", *argv[2:]]) == 0
+    assert "not standard" not in capsys.readouterr().err
+
+
+def test_text_sample_of_a_run_without_snapshots_is_a_one_line_error(tmp_path, capsys):
+    torch.save({"config": {}, "corpus": None}, tmp_path / "masked_seed0_meta.pt")
+    torch.save({}, tmp_path / "masked_seed0_snapshots.pt")
+    assert benchmarks_main(["text", "sample", "--out", str(tmp_path), "--model", "masked", "--prompt", "in"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds no snapshots" in err and err.count("\n") == 1
+
+
 def test_text_template_without_holes_names_the_hole_character(tmp_path, capsys):
     from dfm import MixturePath, infill_template
 
