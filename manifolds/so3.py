@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from manifolds._math import cos_sq, one_minus_cos_over_sq, safe_norm, safe_sqrt, sinc_sq, theta_over_sin
+from manifolds._math import one_minus_cos_over_sq, safe_norm, sinc_sq, theta_over_sin
 from manifolds.base import RiemannianManifold
 
 __all__ = ["SO3", "hat", "vee", "so3_exp", "so3_log", "rotation_angle", "quaternion_to_matrix"]

@@ -3,7 +3,6 @@ batches) for the squared geodesic distance of every manifold; Sinkhorn's plan ha
 marginals; coupled pairs cost less than independent ones; and on Gaussian -> shifted Gaussian
 a flow trained with OT pairs is straighter and needs fewer Euler steps."""
 import itertools
-import math
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import gm
 from dfm import CTMCSolver, MixturePath, mask_elbo, masked_cross_entropy, mixture_generalized_kl
 from dfm.solver import MixtureJumpProcess
 from dfm.transformer import TokenTransformer
