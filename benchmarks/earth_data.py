@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.paths import data_dir, describe_data_dir
-from benchmarks.results import atomic_write
+from gm.files import atomic_write
 
 #: dataset name -> file name.
 EARTH_FILES: dict[str, str] = {

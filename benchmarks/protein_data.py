@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 
 from benchmarks.cli import CommandLineError
 from benchmarks.paths import cache_dir, data_dir, describe_data_dir
+from gm.files import atomic_write
 from proteins import data as structure_data
 from proteins import dihedrals
 from proteins.data import ArchiveSource
@@ -151,10 +151,8 @@ def _write_key(out: Path, key: ContentKey) -> None:
     """Record ``key`` for the dataset ``out``, atomically (a temporary file renamed)."""
     stat = out.stat()
     path = _key_file(out)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps({"content_key": key.digest, "files": key.files,
-                               "dataset": [stat.st_size, stat.st_mtime_ns]}) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"content_key": key.digest, "files": key.files,
+                                   "dataset": [stat.st_size, stat.st_mtime_ns]}) + "\n")
 
 
 def _reusable(out: Path, key: ContentKey, *, pinned_default: bool) -> bool:

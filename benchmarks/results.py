@@ -44,12 +44,12 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from benchmarks.paths import PROJECT_ROOT
+from gm.files import atomic_write
 
 BENCHMARKS: tuple[str, ...] = ("earth", "proteins", "backbones", "codesign", "so3", "text", "scaling", "toy2d")
 DEFAULT_METHOD = "rfm"
@@ -148,27 +148,6 @@ def validate_record(record: dict[str, Any]) -> None:
         raise ValueError(f"record field 'benchmark' must be one of {BENCHMARKS}, got {record['benchmark']!r}")
 
 
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` atomically, creating parent folders.
-
-    The data goes to a temporary file in the target folder, which then replaces ``path`` with
-    ``os.replace`` (atomic on POSIX and Windows), so readers see the old or the new file, never
-    a partial one. The temporary file is removed if writing fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(payload)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _to_json(value: Any) -> Any:
     """JSON fallback for numpy / torch scalars and small arrays, paths and dtypes."""
     if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
@@ -196,7 +175,7 @@ def write_results(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """
     text = json.dumps(record, indent=2, default=_to_json) + "\n"
     validate_record(json.loads(text))  # what will be read back: numpy / torch scalars converted
-    return atomic_write(path, text)
+    return atomic_write(path, text)  # gm.files: the library's one atomic writer
 
 
 def load_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks.results import atomic_write
+from gm.files import atomic_write
 from manifolds import FlatTorus, Sphere
 from rfm import GeodesicPath, ODESolver, rfm_loss
 

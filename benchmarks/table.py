@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import atomic_write, is_finite_number, load_results
+from benchmarks.results import is_finite_number, load_results
+from gm.files import atomic_write
 
 # Earth: test NLL, lower is better. Columns: Volcano, Earthquake, Flood, Fire.
 EARTH_DATASETS: tuple[tuple[str, str], ...] = (

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.paths import cache_dir, data_dir, describe_data_dir
+from gm.files import atomic_path
 
 _HEADING = re.compile(r"^(?:[1-4] )?[A-Z][A-Za-z ]*? \d+$")
 _VERSE = re.compile(r"^\s+(\d+)\s+(.*)$")
@@ -182,9 +183,8 @@ def train_bpe(corpus: Corpus, vocab_size: int = 1024):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(corpus.train.splitlines(keepends=True), trainer=trainer)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
     return tok
 
 

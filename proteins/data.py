@@ -52,6 +52,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from gm.files import atomic_path
 from gm.training import is_interactive
 
 __all__ = [
@@ -266,9 +267,8 @@ def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str
     url, sha256 = links[0].split("#sha256=")
     # Streamed to a temporary file beside the target and hashed on the way: the archives are tens
     # of MB, and only a download whose sha256 matched is renamed into place.
-    tmp = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
-    try:
+    with atomic_path(path) as tmp:  # renamed into place only if the block ends without raising
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 total = _content_length(response)
@@ -289,9 +289,6 @@ def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str
             raise RuntimeError(f"cannot download {url} ({error})") from error
         if digest.hexdigest() != sha256.lower():
             raise RuntimeError(f"sha256 mismatch for {url}: the download is corrupt or was altered")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left if the download failed
     if progress:
         print(f"downloaded {source.filename} ({_format_size(meter.done)}, sha256 checked) -> {path}", file=sys.stderr,
               flush=True)
@@ -906,14 +903,8 @@ def build_from_folders(folders: Iterable[str | Path], out: str | Path, *, min_le
 
 
 def _write_npz_atomically(out: Path, arrays: dict[str, np.ndarray]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        with open(tmp, "wb") as handle:  # a file object: numpy would append ".npz" to a path
-            np.savez_compressed(handle, **arrays)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left if writing failed
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:  # a file object: numpy would append ".npz" to a path
+        np.savez_compressed(handle, **arrays)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from gm.files import atomic_path
+
 __all__ = ["write_pdb", "backbone_structure"]
 
 _ATOMS = (("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"))
@@ -96,9 +98,7 @@ def write_pdb(path: str | os.PathLike, atoms: Tensor, mask: Tensor | None = None
     """
     st = backbone_structure(atoms, mask, residue_names=residue_names, chain_id=chain_id, title=title)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     options = gemmi_write_options()
-    st.write_pdb(str(tmp), options)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        st.write_pdb(str(tmp), options)
     return path

@@ -234,7 +234,7 @@ def test_build_deduplicates_clusters_and_writes_one_npz(tmp_path):
     report = pdata.build_from_folders([folder], out)
     assert (report.files, report.files_without_chains, report.chains, report.duplicates) == (6, 2, 5, 1)
     assert (report.clusters, report.residues, report.largest_clusters) == (3, 80 + 80 + 90 + 60 + 50, (2, 2, 1))
-    assert report.path == out and out.exists() and not list(out.parent.glob("*.part"))
+    assert report.path == out and out.exists() and not list(out.parent.glob("*.part")) and not list(out.parent.glob(".*.tmp"))
 
     data = StructureDataset.load(out)
     assert len(data) == 5 and data.lengths.tolist() == [80, 80, 90, 60, 50]

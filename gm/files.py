@@ -1,0 +1,56 @@
+"""Atomic file writes, the one way the library writes a file that something else may read
+(checkpoints, datasets, structures, results, metrics, downloads): the content goes to a
+temporary file in the target's folder, which then replaces the target with ``os.replace``
+(atomic on POSIX and Windows), so a reader sees the old file or the new one, never a partial
+one, and a crash or kill mid-write leaves the old file as it was."""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["atomic_path", "atomic_write"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` (parent folders created) to write to; when the block
+    ends normally it replaces ``path``, and when it raises it is removed and ``path`` is left
+    untouched.
+
+    The temporary name is unique per process and call (``.NAME.PID.RANDOM.tmp``), so
+    concurrent writers of one target never write into each other's file; it is created with
+    the process's usual permissions (umask), like the target would be.
+
+    Example::
+
+        with atomic_path("run/checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left if the block raised before the replace
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically (see :func:`atomic_path`).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: if ``data`` is neither ``str`` nor ``bytes``.
+    """
+    if not isinstance(data, (str, bytes)):
+        raise ValueError(f"data must be str or bytes, got {type(data).__name__}")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return Path(path)
