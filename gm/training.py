@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gm.distributed import World, init_world, launched_by_torchrun, rank_seed
+from gm.files import atomic_path
+from gm.training_metrics import MetricsLog, metrics_path_for, plot_metrics
 
 __all__ = ["seed_everything", "EMA", "TrainConfig", "TrainResult", "train", "lr_factor",
            "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET", "describe_budget"]
@@ -124,6 +126,16 @@ class TrainConfig:
     train): a 10-bit mantissa in the products, far below the gradient noise of a minibatch.
     Validation (``val_fn``) runs in full float32, so reported numbers do not change; the
     previous settings are restored when ``train`` returns. No effect on the CPU.
+
+    Metrics (:mod:`gm.training_metrics`; rank 0): a JSON-lines file with a row of means every
+    ``log_every_s`` seconds (loss, learning rate, gradient norm before clipping, time per step)
+    and a row per validation, where ``train(..., metrics_path=...)`` says or, by default,
+    beside the checkpoint (``run.pt`` -> ``run.metrics.jsonl``); with ``tensorboard`` the same
+    scalars as TensorBoard events in ``run.metrics.tensorboard/`` when the ``tensorboard``
+    package is installed; with ``wandb_project`` a Weights & Biases run in that project
+    (``WANDB_MODE=offline`` logs without an account; the ``wandb`` package is needed); with
+    ``loss_plot`` a figure of the curves, ``run.metrics.png``, when the run ends (matplotlib,
+    if installed). Rows cost one read-back each, never one per step.
     """
 
     lr: float = 1e-3
@@ -145,6 +157,10 @@ class TrainConfig:
     val_name: str = "val"
     compile: bool | str = False
     tf32: bool = True
+    log_every_s: float = 5.0
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    loss_plot: bool = True
 
 
 @dataclass
@@ -173,15 +189,8 @@ def lr_factor(step: int, progress: float, warmup_steps: int, min_lr_ratio: float
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """``torch.save`` to a temporary file in the same folder, then atomically replace ``path``:
     a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -192,7 +201,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # resuming is for) and what is only reported or how often it is done.
 _RESUMABLE_FIELDS = ("max_steps", "max_minutes", "eval_every", "eval_every_minutes", "checkpoint_every_minutes",
                      "progress", "progress_bar", "progress_every_s", "val_name",
-                     "compile", "tf32")
+                     "compile", "tf32", "log_every_s", "tensorboard", "wandb_project", "loss_plot")
 
 
 class _Unset:
@@ -440,6 +449,25 @@ class _LossMonitor:
         return running
 
 
+def _gradient_norm(model: nn.Module) -> Tensor | None:
+    """The global L2 norm of the gradients (as ``clip_grad_norm_`` measures it), on the device."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    total = getattr(nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if total is not None:
+        return total(grads)
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+
+
+def _check_metric_settings(config: TrainConfig) -> None:
+    value = config.log_every_s
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"config.log_every_s must be a finite number of seconds >= 0, got {value!r}")
+    if config.wandb_project is not None and (not isinstance(config.wandb_project, str) or not config.wandb_project):
+        raise ValueError(f"config.wandb_project must be a non-empty project name or None, got {config.wandb_project!r}")
+
+
 # How often (seconds) a single-process run reads its loss back: the running loss shown and the
 # non-finite check; between reads the steps queue on the device without waiting for it.
 _LOSS_READ_EVERY_S = 1.0
@@ -494,6 +522,19 @@ def _load_selected(model: nn.Module, best_state: dict | None, world: World) -> N
                     dist.broadcast(value, src=0, group=world.group)
 
 
+def _plot_run(path: Path, reporter: _Progress) -> None:
+    """The run's loss-curve figure beside its metrics (skipped without matplotlib; a failure to
+    draw is reported, never fatal: the run's results are already saved)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    try:
+        plot_metrics(path)
+    except (ValueError, OSError, RuntimeError) as error:
+        reporter.message(f"train: could not draw the loss curve of {path}: {error}")
+
+
 def _tf32_for_training(fn: Callable) -> Callable:
     """Run ``train`` with TF32 on where ``TrainConfig.tf32`` asks for it and the model is on
     CUDA, and the previous switches restored however it ends (return or exception)."""
@@ -521,6 +562,7 @@ def train(
     process_group: dist.ProcessGroup | None = None,
     find_unused_parameters: bool = False,
     load_best: bool = True,
+    metrics_path: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, step, generator)`` (which draws its own batch).
 
@@ -573,6 +615,7 @@ def train(
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
     _check_compile(config.compile)
+    _check_metric_settings(config)
     device = _model_device(model)
     world = init_world(device, process_group)
     if world.distributed and device.type == "cuda":
@@ -666,6 +709,8 @@ def train(
             val = float(val_fn(model))
         model.train()
         history.append({"step": step, "elapsed_s": elapsed, "val": val})
+        if metrics is not None:
+            metrics.validation(step, elapsed, val)
         if math.isfinite(val) and (best_val is None or val < best_val):
             best_val, best_step = val, step
             best_state = copy.deepcopy(ema.shadow)
@@ -679,6 +724,15 @@ def train(
         return (config.max_steps is not None and step >= config.max_steps) or (
             config.max_minutes is not None and elapsed >= 60 * config.max_minutes)
 
+    metrics = None
+    if world.is_main:
+        where = (Path(metrics_path) if metrics_path is not None
+                 else metrics_path_for(checkpoint_path) if checkpoint_path is not None else None)
+        if where is not None or config.wandb_project is not None:
+            metrics = MetricsLog(where, resume_step=step if resumed else None, tensorboard=config.tensorboard,
+                                 wandb_project=config.wandb_project,
+                                 run_config={**asdict(config), **dict(run_config or {})} if config.wandb_project
+                                 else None, val_name=config.val_name)
     reporter = _progress_reporter(config, world.is_main)
     if resumed:
         reporter.message(f"train: {checkpoint_path}: resuming from step {step} ({elapsed / 60:.1f} minutes done)")
@@ -691,8 +745,10 @@ def train(
                          f"({dist.get_backend(world.group)}, {device.type})")
     reporter.start(step, elapsed)
     start = time.perf_counter() - elapsed
-    last_eval, last_ckpt, last_read, running = elapsed, elapsed, elapsed, None
+    last_eval, last_ckpt, last_read, last_row, running = elapsed, elapsed, elapsed, elapsed, None
     monitor = _LossMonitor()
+    if metrics is not None:
+        metrics.start(elapsed)
     model.train()
     # `elapsed` is rank 0's clock as agreed at the last step: the schedule and the stop use it,
     # so all ranks take the same steps. Rank 0 decides validation and checkpoints on its own clock.
@@ -709,8 +765,11 @@ def train(
             monitor.record(loss, step)  # on the device: no read-back in the step
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = None  # before clipping; measured only where it is clipped or logged
         if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        elif metrics is not None:
+            grad_norm = _gradient_norm(model)
         opt.step()
         if ema is not None:
             ema.update(model)
@@ -724,23 +783,37 @@ def train(
             loss_value, elapsed, validate_now, checkpoint_now = agree(float(loss.detach()), now, validate_now,
                                                                       checkpoint_now)
             running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+            if metrics is not None:
+                metrics.record(loss_value, grad_norm)
         else:
             elapsed = now
+            if metrics is not None:
+                metrics.record(loss, grad_norm)
             # Read the loss back only now and then, and always before validating or writing a
             # checkpoint: a non-finite loss stops the run there, naming its step, and the
             # checkpoint on disk is still the last one written before it.
             if validate_now or checkpoint_now or now - last_read >= _LOSS_READ_EVERY_S:
                 running, last_read = monitor.read(), now
         reporter.update(step, elapsed, budget_fraction(step, elapsed), running, best_val)
+        if metrics is not None and now - last_row >= config.log_every_s:
+            metrics.row(step, now, opt.param_groups[0]["lr"])
+            last_row = now
         if validate_now and world.is_main:
             validate()
             last_eval = time.perf_counter() - start
+            if metrics is not None:
+                metrics.exclude(last_eval - now)
         if checkpoint_now:
+            before = time.perf_counter() - start
             last_ckpt = checkpoint()
+            if metrics is not None:
+                metrics.exclude(last_ckpt - before)
         if not world.distributed:
             elapsed = time.perf_counter() - start  # validation and checkpoint time count at once
     if not world.distributed:
         running = monitor.read() if monitor.running is not None else running
+    if metrics is not None:
+        metrics.row(step, time.perf_counter() - start, opt.param_groups[0]["lr"])
     if world.is_main:
         if val_fn is not None and (not history or history[-1]["step"] != step):
             validate()
@@ -750,6 +823,10 @@ def train(
     reporter.close(step, elapsed, budget_fraction(step, elapsed), running, best_val)
     if checkpoint_path is not None:
         checkpoint()
+    if metrics is not None:
+        metrics.close()
+        if config.loss_plot and metrics.path is not None and metrics.path.stat().st_size:
+            _plot_run(metrics.path, reporter)
     if world.distributed:
         dist.barrier(group=world.group)  # no rank leaves before rank 0 has written the checkpoint
         # Release the DDP wrapper now (it sits in reference cycles): its reducer holds the
