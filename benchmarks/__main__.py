@@ -2,6 +2,7 @@
 
 Problems the user can fix (a bad option, missing data, a checkpoint made under other
 settings) are reported as a short message on stderr with exit code 2, not as a traceback."""
+
 from __future__ import annotations
 
 import importlib

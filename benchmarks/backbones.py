@@ -13,6 +13,7 @@ evaluated offline against held-out real crops of the same lengths.
    random-walk chain, with one secondary-structure tool (pydssp) and biotite TM-scores for all.
 4. ``--speed``: training step and sampling time per protein at N = 64, 128, 256, peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,23 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides,
-                            as_budget, check_device, rank_batch, run_budget, training_settings)
+from benchmarks.cli import (
+    Budget,
+    CommandLineError,
+    add_config_overrides,
+    add_run_arguments,
+    apply_config_overrides,
+    as_budget,
+    check_device,
+    rank_batch,
+    run_budget,
+    training_settings,
+)
 from benchmarks.results import new_record, write_results
+from gm.training import TrainConfig, train
 from proteins.data import StructureDataset, bucket_edges
 from proteins.flow import BackboneFlow
 from proteins.network import BackboneNetwork
-from gm.training import TrainConfig, train
 
 
 @dataclass
@@ -47,30 +58,45 @@ class BackboneConfig:
     ema_decay: float = 0.999
     warmup_steps: int = 200
     eval_every_minutes: float = 5.0
-    val_crops: int = 24            # validation crops (fixed) for model selection
-    samples_per_length: int = 24   # generated backbones per evaluation length
+    val_crops: int = 24  # validation crops (fixed) for model selection
+    samples_per_length: int = 24  # generated backbones per evaluation length
     sample_steps: int = 100
     rotation_rate: float = 10.0
 
 
-QUICK = BackboneConfig(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8, batch=2, min_crop=40, max_crop=48,
-                       warmup_steps=5, eval_every_minutes=0.2, val_crops=4, samples_per_length=3, sample_steps=10)
+QUICK = BackboneConfig(
+    node_dim=32,
+    pair_dim=16,
+    blocks=2,
+    heads=4,
+    head_dim=8,
+    batch=2,
+    min_crop=40,
+    max_crop=48,
+    warmup_steps=5,
+    eval_every_minutes=0.2,
+    val_crops=4,
+    samples_per_length=3,
+    sample_steps=10,
+)
 
 EVAL_LENGTHS = (64, 96, 128)
 QUICK_LENGTHS = (40,)
 
 
 def network(cfg: BackboneConfig) -> BackboneNetwork:
-    return BackboneNetwork(node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads,
-                           head_dim=cfg.head_dim)
+    return BackboneNetwork(
+        node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads, head_dim=cfg.head_dim
+    )
 
 
 #: ``--split`` choices: :meth:`proteins.data.StructureDataset.split`'s ``by``.
 SPLITS = ("cluster", "chain")
 
 
-def load_splits(seed: int, dataset: Path | None = None, split: str = "cluster"
-                ) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
+def load_splits(
+    seed: int, dataset: Path | None = None, split: str = "cluster"
+) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
     """The train / validation / test split of ``dataset`` (an npz of
     :func:`proteins.data.build_structure_dataset`; default: the cached set of ``python -m
     benchmarks data backbones``, built if missing), by sequence cluster or, with ``split="chain"``,
@@ -84,8 +110,10 @@ def load_splits(seed: int, dataset: Path | None = None, split: str = "cluster"
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     label = "--dataset"
     if dataset is not None and not Path(dataset).is_file():
-        raise CommandLineError(f"--dataset {dataset}: no such file; build one with python -m benchmarks data backbones "
-                               "--from DIR ... --out FILE")
+        raise CommandLineError(
+            f"--dataset {dataset}: no such file; build one with python -m benchmarks data backbones "
+            "--from DIR ... --out FILE"
+        )
     if dataset is None:
         from benchmarks.protein_data import ensure_backbones
 
@@ -101,7 +129,8 @@ def load_splits(seed: int, dataset: Path | None = None, split: str = "cluster"
             f"{where}: split needs at least 3 sequence clusters (train, validation and test each get whole "
             f"clusters of >= 50% identity), this dataset has {clusters}: build it from more protein families "
             "(python -m benchmarks data backbones --from DIR ... --out FILE), or pass --split chain to split the "
-            "chains of a single family at random (similar sequences then land in train and test)")
+            "chains of a single family at random (similar sequences then land in train and test)"
+        )
     try:
         return data.split(seed=seed, by=split)
     except ValueError as error:  # e.g. fewer than 3 chains
@@ -125,23 +154,53 @@ def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConf
     return val_fn
 
 
-def train_model(seed: int, budget: Budget | float, cfg: BackboneConfig, out: Path, *, progress: bool = True,
-                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster",
-                buckets: tuple[int, ...] | None = None):
+def train_model(
+    seed: int,
+    budget: Budget | float,
+    cfg: BackboneConfig,
+    out: Path,
+    *,
+    progress: bool = True,
+    device: str = "cpu",
+    restart: bool = False,
+    dataset: Path | None = None,
+    split: str = "cluster",
+    buckets: tuple[int, ...] | None = None,
+):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
     train_set, val_set, test_set = load_splits(seed, dataset, split)
     flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
     torch.manual_seed(seed)
     model = network(cfg).to(device)
-    loss_fn = flow.objective(train_set, batch_size=rank_batch(cfg.batch), min_length=cfg.min_crop, max_length=cfg.max_crop,
-                             device=device, buckets=buckets)
-    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
-                     checkpoint_every_minutes=2.0, **budget.train_fields())
-    res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
-                checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
-                run_config=training_settings(cfg, dataset=str(dataset) if dataset else "default",
-                                             **split_setting(split), **bucket_setting(buckets)), resume=not restart)
+    loss_fn = flow.objective(
+        train_set,
+        batch_size=rank_batch(cfg.batch),
+        min_length=cfg.min_crop,
+        max_length=cfg.max_crop,
+        device=device,
+        buckets=buckets,
+    )
+    tc = TrainConfig(
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        ema_decay=cfg.ema_decay,
+        seed=seed,
+        progress=progress,
+        checkpoint_every_minutes=2.0,
+        **budget.train_fields(),
+    )
+    res = train(
+        model,
+        loss_fn,
+        tc,
+        val_fn=validation_loss(flow, val_set, cfg, device),
+        checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
+        run_config=training_settings(
+            cfg, dataset=str(dataset) if dataset else "default", **split_setting(split), **bucket_setting(buckets)
+        ),
+        resume=not restart,
+    )
     if res.rank == 0:  # the other ranks of a data-parallel run hold no EMA weights
         model.load_state_dict(res.best_state, strict=False)
     model.eval()
@@ -157,13 +216,23 @@ def split_setting(split: str) -> dict[str, str]:
 def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
     """``--split`` and ``--crop-buckets``, shared by the structure models' commands (backbones,
     codesign)."""
-    parser.add_argument("--split", choices=SPLITS, default="cluster",
-                        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
-                             "random, for a dataset of a single family (leaks sequence similarity between the splits)")
-    parser.add_argument("--crop-buckets", nargs="+", type=int, default=None, metavar="L",
-                        help="pad each training batch to one of these lengths (e.g. 64 96 128, the largest at least "
-                             "the longest crop): few static shapes, so --compile's graphs (and CUDA graphs) are "
-                             "reused; default: pad to the batch's longest crop")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="cluster",
+        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
+        "random, for a dataset of a single family (leaks sequence similarity between the splits)",
+    )
+    parser.add_argument(
+        "--crop-buckets",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="L",
+        help="pad each training batch to one of these lengths (e.g. 64 96 128, the largest at least "
+        "the longest crop): few static shapes, so --compile's graphs (and CUDA graphs) are "
+        "reused; default: pad to the batch's longest crop",
+    )
 
 
 def bucket_setting(buckets: tuple[int, ...] | None) -> dict[str, list[int]]:
@@ -212,8 +281,9 @@ def _with_ideal_o(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def generate(model, flow: BackboneFlow, length: int, count: int, cfg: BackboneConfig, seed: int,
-             device: str) -> torch.Tensor:
+def generate(
+    model, flow: BackboneFlow, length: int, count: int, cfg: BackboneConfig, seed: int, device: str
+) -> torch.Tensor:
     """``count`` backbones ``(count, length, 4, 3)`` (Angstrom) sampled from ``model``."""
     from proteins.frames import backbone_atoms
 
@@ -235,8 +305,17 @@ def random_walk(length: int, count: int, seed: int) -> torch.Tensor:
 ROWS = ("model", "real (held out)", "untrained network", "random walk")
 
 
-def evaluate(model, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed: int, device: str = "cpu",
-             novelty_top_k: int = 25) -> dict:
+def evaluate(
+    model,
+    splits,
+    cfg: BackboneConfig,
+    lengths,
+    run_dir: Path,
+    *,
+    seed: int,
+    device: str = "cpu",
+    novelty_top_k: int = 25,
+) -> dict:
     """Samples of every row at each length, their statistics, distances to the held-out real
     crops (with the real-vs-real noise floor), diversity and novelty of the model's samples,
     PDB files and plots; returns the record fields (incl. a markdown ``table``)."""
@@ -263,10 +342,15 @@ def evaluate(model, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed
         sets["untrained network"].append((generate(untrained, flow, length, count, cfg, 7 + i, device), ones))
         sets["random walk"].append((random_walk(length, count, seed * 1000 + length), ones))
         for k, atoms in enumerate(samples):
-            write_pdb(run_dir / "samples" / f"length{length}_{k:03d}.pdb", atoms,
-                      title=f"rdfm backbones seed {seed} sample {k} length {length}")
-    print(f"[backbones] sampled {len(lengths)} x {count} backbones per row in {time.perf_counter() - start:.0f} s "
-          f"(model: {sample_seconds / (count * len(lengths)):.2f} s per protein)")
+            write_pdb(
+                run_dir / "samples" / f"length{length}_{k:03d}.pdb",
+                atoms,
+                title=f"rdfm backbones seed {seed} sample {k} length {length}",
+            )
+    print(
+        f"[backbones] sampled {len(lengths)} x {count} backbones per row in {time.perf_counter() - start:.0f} s "
+        f"(model: {sample_seconds / (count * len(lengths)):.2f} s per protein)"
+    )
     pooled = {row: _pad(s) for row, s in sets.items()}
     real_atoms, real_mask = pooled["real (held out)"]
     stats, distances = {}, {}
@@ -274,8 +358,9 @@ def evaluate(model, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed
         stats[row] = evaluation.structure_statistics(atoms, mask)
         if row != "real (held out)":
             distances[row] = evaluation.distribution_distances(atoms, mask, real_atoms, real_mask)
-    distances["real (held out)"] = evaluation.noise_floor(real_atoms, real_mask,
-                                                          generator=torch.Generator().manual_seed(seed))
+    distances["real (held out)"] = evaluation.noise_floor(
+        real_atoms, real_mask, generator=torch.Generator().manual_seed(seed)
+    )
     t0 = time.perf_counter()
     model_atoms = [a for a, _ in sets["model"]]
     diversity = [metrics.diversity(a) for a in model_atoms]
@@ -283,10 +368,18 @@ def evaluate(model, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed
     train_chains = [train_set[i].atoms[:, :3] for i in range(len(train_set))]
     novelty = metrics.novelty([s[:, :3] for a in model_atoms for s in a], train_chains, top_k=novelty_top_k)
     tm_seconds = time.perf_counter() - t0
-    record = {"lengths": list(lengths), "samples_per_length": count, "statistics": stats, "distances": distances,
-              "diversity_per_length": {str(L): d for L, d in zip(lengths, diversity)}, "novelty": novelty,
-              "sampling_s_per_protein": sample_seconds / (count * len(lengths)), "tm_seconds": tm_seconds,
-              "n_train_chains": len(train_set), "n_test_chains": len(test_set)}
+    record = {
+        "lengths": list(lengths),
+        "samples_per_length": count,
+        "statistics": stats,
+        "distances": distances,
+        "diversity_per_length": {str(L): d for L, d in zip(lengths, diversity)},
+        "novelty": novelty,
+        "sampling_s_per_protein": sample_seconds / (count * len(lengths)),
+        "tm_seconds": tm_seconds,
+        "n_train_chains": len(train_set),
+        "n_test_chains": len(test_set),
+    }
     record["floors"] = _floors(stats, distances)
     record["table"] = _table(stats, distances, diversity, novelty, lengths, record["floors"])
     try:
@@ -309,23 +402,31 @@ def _floors(stats: dict, distances: dict) -> dict:
 
 
 def _table(stats, distances, diversity, novelty, lengths, floors) -> str:
-    lines = ["| row | CA-CA within 0.1 A | clash rate | helix | strand | coil | R_g / L^0.4 | Rama JS | "
-             + " | ".join(f"W CA(i,i+{k})" for k in (2, 3, 4, 5, 6)) + " |",
-             "|---" * 13 + "|"]
+    lines = [
+        "| row | CA-CA within 0.1 A | clash rate | helix | strand | coil | R_g / L^0.4 | Rama JS | "
+        + " | ".join(f"W CA(i,i+{k})" for k in (2, 3, 4, 5, 6))
+        + " |",
+        "|---" * 13 + "|",
+    ]
     for row in ROWS:
         s, d = stats[row], distances[row]
-        lines.append(f"| {row}{' (floor: half vs half)' if row.startswith('real') else ''} | "
-                     f"{s['ca_ca_within_0.1']:.3f} | {s['clash_rate']:.4f} | {s['helix']:.2f} | {s['strand']:.2f} | "
-                     f"{s['coil']:.2f} | {s['rg_over_l_0.4']:.2f} | {d['ramachandran_js']:.3f} | "
-                     + " | ".join(f"{d[f'w_ca_{k}']:.2f}" for k in (2, 3, 4, 5, 6)) + " |")
+        lines.append(
+            f"| {row}{' (floor: half vs half)' if row.startswith('real') else ''} | "
+            f"{s['ca_ca_within_0.1']:.3f} | {s['clash_rate']:.4f} | {s['helix']:.2f} | {s['strand']:.2f} | "
+            f"{s['coil']:.2f} | {s['rg_over_l_0.4']:.2f} | {d['ramachandran_js']:.3f} | "
+            + " | ".join(f"{d[f'w_ca_{k}']:.2f}" for k in (2, 3, 4, 5, 6))
+            + " |"
+        )
     lines.append("")
     lines.append("| length | mean pairwise TM (model) | clusters at TM 0.5 |")
     lines.append("|---|---|---|")
     for length, d in zip(lengths, diversity):
         lines.append(f"| {length} | {d['mean_pairwise_tm']:.3f} | {d['clusters_at_0_5']} / {d['n']} |")
     lines.append("")
-    lines.append(f"Novelty: mean max TM to training chains {novelty['mean_max_tm']:.3f}, memorised (TM > 0.9) "
-                 f"{novelty['memorised']} / {novelty['n']}")
+    lines.append(
+        f"Novelty: mean max TM to training chains {novelty['mean_max_tm']:.3f}, memorised (TM > 0.9) "
+        f"{novelty['memorised']} / {novelty['n']}"
+    )
     lines.append("Floors: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in floors.items()))
     return "\n".join(lines)
 
@@ -337,18 +438,24 @@ def _plots(sets: dict, lengths, run_dir: Path, seed: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks backbones", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks backbones", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, 40-residue crops, at most 0.3 min")
     parser.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
     parser.add_argument("--lengths", nargs="+", type=int, default=None, help=f"evaluation lengths {EVAL_LENGTHS}")
-    parser.add_argument("--dataset", type=Path, default=None,
-                        help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
-                             "set of `python -m benchmarks data backbones`)")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
+        "set of `python -m benchmarks data backbones`)",
+    )
     add_crop_arguments(parser)
-    parser.add_argument("--speed", action="store_true",
-                        help="time a training step and sampling at N = 64, 128, 256 (no training run)")
+    parser.add_argument(
+        "--speed", action="store_true", help="time a training step and sampling at N = 64, 128, 256 (no training run)"
+    )
     add_run_arguments(parser, minutes=60.0, out="runs/backbones")
     add_config_overrides(parser, BackboneConfig())
     args = parser.parse_args(argv)
@@ -366,26 +473,51 @@ def main(argv: list[str]) -> int:
     lengths = tuple(args.lengths) if args.lengths else lengths
     if args.speed:
         return speed(cfg, args.device)
-    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
+    budget = run_budget(
+        args.minutes,
+        args.steps,
+        default_minutes=default_minutes,
+        eval_every_minutes=cfg.eval_every_minutes,
+        compile=args.compile,
+    )
     buckets = check_buckets(args.crop_buckets, cfg)
     out = Path(args.out)
     for seed in args.seeds:
         print(f"[backbones] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
-        model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
-                                         restart=args.restart, dataset=args.dataset, split=args.split,
-                                         buckets=buckets)
+        model, res, splits = train_model(
+            seed,
+            budget,
+            cfg,
+            out,
+            progress=not args.no_progress,
+            device=args.device,
+            restart=args.restart,
+            dataset=args.dataset,
+            split=args.split,
+            buckets=buckets,
+        )
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
-        print(f"[backbones] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
-              f"(step {res.best_step})")
+        print(
+            f"[backbones] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
+            f"(step {res.best_step})"
+        )
         if args.train_only:
             continue
         record = evaluate(model, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device)
-        record = new_record("backbones", "structures", seed, config=asdict(cfg), **budget.record_fields(),
-                            steps=res.steps, best_step=res.best_step, best_val=res.best_val,
-                            wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, **record)
+        record = new_record(
+            "backbones",
+            "structures",
+            seed,
+            config=asdict(cfg),
+            **budget.record_fields(),
+            steps=res.steps,
+            best_step=res.best_step,
+            best_val=res.best_val,
+            wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s,
+            **record,
+        )
         write_results(out / f"seed{seed}" / "results.json", record)
         print(record["table"])
     return 0

@@ -1,6 +1,7 @@
 """What the benchmark scripts share on the command line: ``--<field>`` overrides of a config
 dataclass, the part of a config that a resumed checkpoint must match, the run options and the
 training budget (``--minutes`` / ``--steps``), and errors reported as one line."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,21 +27,35 @@ def add_config_overrides(parser: argparse.ArgumentParser, config: object) -> Non
     for f in fields(config):
         default = getattr(config, f.name)
         kind = _parse_bool if isinstance(default, bool) else type(default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"override the default {f.name} ({default})")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"override the default {f.name} ({default})"
+        )
 
 
 def apply_config_overrides(config: Config, args: argparse.Namespace) -> Config:
     """``config`` with every field given on the command line replaced."""
-    return replace(config, **{f.name: getattr(args, f.name) for f in fields(config)
-                              if getattr(args, f.name, None) is not None})
+    return replace(
+        config, **{f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None}
+    )
 
 
 # Config fields that only say how a run is evaluated or reported; changing them must not stop a
 # run from resuming its checkpoint.
-EVALUATION_FIELDS = frozenset({"eval_every_minutes", "val_steps", "selection_points", "test_steps", "grid_power",
-                               "eval_chunks", "elbo_draws", "sample_steps", "samples_per_length", "rotation_rate",
-                               "n_samples"})
+EVALUATION_FIELDS = frozenset(
+    {
+        "eval_every_minutes",
+        "val_steps",
+        "selection_points",
+        "test_steps",
+        "grid_power",
+        "eval_chunks",
+        "elbo_draws",
+        "sample_steps",
+        "samples_per_length",
+        "rotation_rate",
+        "n_samples",
+    }
+)
 
 
 def training_settings(config: object, **extra: Any) -> dict[str, Any]:
@@ -58,24 +73,38 @@ class CommandLineError(Exception):
 def add_run_arguments(parser: argparse.ArgumentParser, *, minutes: float, out: str) -> None:
     """The options every benchmark script shares: the budget (``--minutes``, ``--steps``), where
     results go, the device and threads, resuming and progress output."""
-    parser.add_argument("--minutes", type=float, default=None,
-                        help=f"wall-clock training budget per run (default {minutes:g}; with --steps: no time limit "
-                             "unless given)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimiser-step budget per run: a result that does not depend on the machine's speed "
-                             "(validation then runs every steps/evaluations steps instead of every minute); with "
-                             "float32 (earth: --mixed-precision off) the same on every machine up to rounding")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help=f"wall-clock training budget per run (default {minutes:g}; with --steps: no time limit unless given)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimiser-step budget per run: a result that does not depend on the machine's speed "
+        "(validation then runs every steps/evaluations steps instead of every minute); with "
+        "float32 (earth: --mixed-precision off) the same on every machine up to rounding",
+    )
     parser.add_argument("--out", default=out)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--restart", action="store_true",
-                        help="start afresh, ignoring existing checkpoints, instead of resuming")
+    parser.add_argument(
+        "--restart", action="store_true", help="start afresh, ignoring existing checkpoints, instead of resuming"
+    )
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--compile", nargs="?", const="default", default=None,
-                        choices=["default", "reduce-overhead", "max-autotune"], metavar="MODE",
-                        help="torch.compile the model for training (TrainConfig(compile=...)); MODE: default, "
-                             "reduce-overhead (CUDA graphs) or max-autotune. Off by default: the compilation "
-                             "(seconds on a GPU, minutes for the IPA network on a CPU) pays on long runs")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune"],
+        metavar="MODE",
+        help="torch.compile the model for training (TrainConfig(compile=...)); MODE: default, "
+        "reduce-overhead (CUDA graphs) or max-autotune. Off by default: the compilation "
+        "(seconds on a GPU, minutes for the IPA network on a CPU) pays on long runs",
+    )
 
 
 @dataclass(frozen=True)
@@ -93,8 +122,13 @@ class Budget:
 
     def train_fields(self) -> dict[str, Any]:
         """The budget, validation cadence and compile setting as keyword arguments of ``TrainConfig``."""
-        return {"max_minutes": self.max_minutes, "max_steps": self.max_steps, "eval_every": self.eval_every,
-                "eval_every_minutes": self.eval_every_minutes, "compile": self.compile}
+        return {
+            "max_minutes": self.max_minutes,
+            "max_steps": self.max_steps,
+            "eval_every": self.eval_every,
+            "eval_every_minutes": self.eval_every_minutes,
+            "compile": self.compile,
+        }
 
     def record_fields(self) -> dict[str, Any]:
         """``budget_minutes`` / ``budget_steps`` for the results record (only those set)."""
@@ -111,16 +145,26 @@ class Budget:
 
         return describe_budget(self.max_steps, self.max_minutes)
 
-    def scaled(self, factor: int) -> "Budget":
+    def scaled(self, factor: int) -> Budget:
         """The budget of ``factor`` runs in one (e.g. a joint model of several classes)."""
-        return Budget(None if self.max_minutes is None else self.max_minutes * factor,
-                      None if self.max_steps is None else self.max_steps * factor,
-                      None if self.eval_every is None else self.eval_every * factor, self.eval_every_minutes,
-                      self.compile)
+        return Budget(
+            None if self.max_minutes is None else self.max_minutes * factor,
+            None if self.max_steps is None else self.max_steps * factor,
+            None if self.eval_every is None else self.eval_every * factor,
+            self.eval_every_minutes,
+            self.compile,
+        )
 
 
-def run_budget(minutes: float | None, steps: int | None, *, default_minutes: float,
-               eval_every_minutes: float, evaluations: int | None = None, compile: str | None = None) -> Budget:
+def run_budget(
+    minutes: float | None,
+    steps: int | None,
+    *,
+    default_minutes: float,
+    eval_every_minutes: float,
+    evaluations: int | None = None,
+    compile: str | None = None,
+) -> Budget:
     """The budget of ``--minutes`` / ``--steps``: minutes alone (default ``default_minutes``),
     steps alone, or both (whichever ends first).
 
@@ -159,8 +203,10 @@ def check_device(device: str) -> None:
     if device == "cuda" and launched_by_torchrun():
         index = local_device(device).index
         if index >= torch.cuda.device_count():
-            raise CommandLineError(f"--device cuda: local rank {index} needs a GPU of its own, but "
-                                   f"{torch.cuda.device_count()} are visible; lower --nproc_per_node")
+            raise CommandLineError(
+                f"--device cuda: local rank {index} needs a GPU of its own, but "
+                f"{torch.cuda.device_count()} are visible; lower --nproc_per_node"
+            )
         torch.cuda.set_device(index)
 
 
@@ -172,11 +218,12 @@ def rank_batch(batch: int) -> int:
     try:
         return rank_batch_size(batch)
     except ValueError:
-        raise CommandLineError(f"--batch {batch} must be a multiple of the number of processes "
-                               f"({world().size})") from None
+        raise CommandLineError(
+            f"--batch {batch} must be a multiple of the number of processes ({world().size})"
+        ) from None
 
 
-def as_budget(budget: "Budget | float", eval_every_minutes: float) -> Budget:
+def as_budget(budget: Budget | float, eval_every_minutes: float) -> Budget:
     """A :class:`Budget` from itself or from a number of minutes."""
     if isinstance(budget, Budget):
         return budget

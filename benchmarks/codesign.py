@@ -19,6 +19,7 @@
      the real ones, and the backbone metrics of the co-generated structures;
    - PDB files of every generated protein with its residue names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.backbones import (_with_ideal_o, add_crop_arguments, bucket_setting, check_buckets, load_splits,
-                                  split_setting)
-from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments,
-                            apply_config_overrides, as_budget, check_device, rank_batch, run_budget,
-                            training_settings)
+from benchmarks.backbones import (
+    _with_ideal_o,
+    add_crop_arguments,
+    bucket_setting,
+    check_buckets,
+    load_splits,
+    split_setting,
+)
+from benchmarks.cli import (
+    Budget,
+    CommandLineError,
+    add_config_overrides,
+    add_run_arguments,
+    apply_config_overrides,
+    as_budget,
+    check_device,
+    rank_batch,
+    run_budget,
+    training_settings,
+)
 from benchmarks.results import new_record, write_results
+from gm.training import TrainConfig, train
 from proteins.codesign import CodesignFlow
 from proteins.data import AMINO_ACIDS, THREE_LETTER_CODES, StructureDataset
 from proteins.flow import BackboneFlow
 from proteins.network import CodesignNetwork
-from gm.training import TrainConfig, train
 
 
 @dataclass
@@ -61,13 +77,13 @@ class CodesignConfig:
     inverse_folding_prob: float = 0.25
     folding_prob: float = 0.25
     eval_every_minutes: float = 5.0
-    val_crops: int = 24            # validation crops (fixed) for model selection
+    val_crops: int = 24  # validation crops (fixed) for model selection
     sample_steps: int = 100
     rotation_rate: float = 10.0
-    eval_chains: int = 32          # held-out chains evaluated
-    eval_max_length: int = 128     # their crops' length cap
-    elbo_draws: int = 4            # time draws per chain for the inverse-folding ELBO
-    eval_batch: int = 8            # proteins per sampling batch
+    eval_chains: int = 32  # held-out chains evaluated
+    eval_max_length: int = 128  # their crops' length cap
+    elbo_draws: int = 4  # time draws per chain for the inverse-folding ELBO
+    eval_batch: int = 8  # proteins per sampling batch
     # The feature-MLP inverse-folding baseline: trained on a random subset of this many training
     # chains (0: all of them) for this many epochs. On every chain it trains for minutes on a CPU,
     # longer than a whole --quick run; a quick run only has to show the pipeline works.
@@ -75,13 +91,29 @@ class CodesignConfig:
     baseline_epochs: int = 30
 
 
-QUICK = CodesignConfig(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8, batch=2, min_crop=40, max_crop=48,
-                       warmup_steps=5, eval_every_minutes=0.2, val_crops=4, sample_steps=10, eval_chains=4,
-                       eval_max_length=48, elbo_draws=1, eval_batch=4, baseline_chains=48, baseline_epochs=5)
+QUICK = CodesignConfig(
+    node_dim=32,
+    pair_dim=16,
+    blocks=2,
+    heads=4,
+    head_dim=8,
+    batch=2,
+    min_crop=40,
+    max_crop=48,
+    warmup_steps=5,
+    eval_every_minutes=0.2,
+    val_crops=4,
+    sample_steps=10,
+    eval_chains=4,
+    eval_max_length=48,
+    elbo_draws=1,
+    eval_batch=4,
+    baseline_chains=48,
+    baseline_epochs=5,
+)
 
 # fields that only change the evaluation: a checkpoint resumes across them
-_EVALUATION_ONLY = ("eval_chains", "eval_max_length", "elbo_draws", "eval_batch", "baseline_chains",
-                    "baseline_epochs")
+_EVALUATION_ONLY = ("eval_chains", "eval_max_length", "elbo_draws", "eval_batch", "baseline_chains", "baseline_epochs")
 
 
 class _PhaseLog:
@@ -109,24 +141,29 @@ class _PhaseLog:
 
 
 def network(cfg: CodesignConfig) -> CodesignNetwork:
-    return CodesignNetwork(node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads,
-                           head_dim=cfg.head_dim)
+    return CodesignNetwork(
+        node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads, head_dim=cfg.head_dim
+    )
 
 
 def codesign_flow(cfg: CodesignConfig) -> CodesignFlow:
     from gm.schedulers import ExponentialRateScheduler
 
-    return CodesignFlow(BackboneFlow(rotation_scheduler=ExponentialRateScheduler(cfg.rotation_rate)),
-                        sequence_weight=cfg.sequence_weight, inverse_folding_prob=cfg.inverse_folding_prob,
-                        folding_prob=cfg.folding_prob)
+    return CodesignFlow(
+        BackboneFlow(rotation_scheduler=ExponentialRateScheduler(cfg.rotation_rate)),
+        sequence_weight=cfg.sequence_weight,
+        inverse_folding_prob=cfg.inverse_folding_prob,
+        folding_prob=cfg.folding_prob,
+    )
 
 
 def validation_loss(flow: CodesignFlow, val: StructureDataset, cfg: CodesignConfig, device: str):
     """``val_fn(model)``: the joint loss on fixed validation crops at fixed, evenly spread times
     (structure and sequence times in opposite orders, neither given), no self-conditioning."""
     g = torch.Generator().manual_seed(12345)
-    atoms, residues, mask = val.sample_sequence_crops(cfg.val_crops, g, min_length=cfg.min_crop,
-                                                      max_length=cfg.max_crop)
+    atoms, residues, mask = val.sample_sequence_crops(
+        cfg.val_crops, g, min_length=cfg.min_crop, max_length=cfg.max_crop
+    )
     atoms, residues, mask = atoms.to(device), residues.to(device), mask.to(device)
     x1 = flow.backbone.frames_from_atoms(atoms, mask)
     t = (torch.arange(cfg.val_crops, dtype=torch.float32, device=device) + 0.5) / cfg.val_crops
@@ -134,30 +171,65 @@ def validation_loss(flow: CodesignFlow, val: StructureDataset, cfg: CodesignConf
     def val_fn(model: torch.nn.Module) -> float:
         with torch.no_grad():
             noise = torch.Generator(device=device).manual_seed(6789)
-            return float(flow.loss(model, x1, residues, mask, t=(t, t.flip(0)), self_condition=False,
-                                   generator=noise).total)
+            return float(
+                flow.loss(model, x1, residues, mask, t=(t, t.flip(0)), self_condition=False, generator=noise).total
+            )
 
     return val_fn
 
 
-def train_model(seed: int, budget: Budget | float, cfg: CodesignConfig, out: Path, *, progress: bool = True,
-                device: str = "cpu", restart: bool = False, dataset: Path | None = None, split: str = "cluster",
-                buckets: tuple[int, ...] | None = None):
+def train_model(
+    seed: int,
+    budget: Budget | float,
+    cfg: CodesignConfig,
+    out: Path,
+    *,
+    progress: bool = True,
+    device: str = "cpu",
+    restart: bool = False,
+    dataset: Path | None = None,
+    split: str = "cluster",
+    buckets: tuple[int, ...] | None = None,
+):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
     train_set, val_set, test_set = load_splits(seed, dataset, split)
     flow = codesign_flow(cfg)
     torch.manual_seed(seed)
     model = network(cfg).to(device)
-    loss_fn = flow.objective(train_set, batch_size=rank_batch(cfg.batch), min_length=cfg.min_crop, max_length=cfg.max_crop,
-                             device=device, buckets=buckets)
-    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
-                     checkpoint_every_minutes=2.0, **budget.train_fields())
-    settings = {k: v for k, v in training_settings(cfg, dataset=str(dataset) if dataset else "default",
-                                                   **split_setting(split), **bucket_setting(buckets)).items()
-                if k not in _EVALUATION_ONLY}
-    res = train(model, loss_fn, tc, val_fn=validation_loss(flow, val_set, cfg, device),
-                checkpoint_path=out / f"seed{seed}" / "checkpoint.pt", run_config=settings, resume=not restart)
+    loss_fn = flow.objective(
+        train_set,
+        batch_size=rank_batch(cfg.batch),
+        min_length=cfg.min_crop,
+        max_length=cfg.max_crop,
+        device=device,
+        buckets=buckets,
+    )
+    tc = TrainConfig(
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        ema_decay=cfg.ema_decay,
+        seed=seed,
+        progress=progress,
+        checkpoint_every_minutes=2.0,
+        **budget.train_fields(),
+    )
+    settings = {
+        k: v
+        for k, v in training_settings(
+            cfg, dataset=str(dataset) if dataset else "default", **split_setting(split), **bucket_setting(buckets)
+        ).items()
+        if k not in _EVALUATION_ONLY
+    }
+    res = train(
+        model,
+        loss_fn,
+        tc,
+        val_fn=validation_loss(flow, val_set, cfg, device),
+        checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
+        run_config=settings,
+        resume=not restart,
+    )
     if res.rank == 0:  # the other ranks of a data-parallel run hold no EMA weights
         model.load_state_dict(res.best_state, strict=False)
     model.eval()
@@ -188,15 +260,20 @@ def held_out_crops(test: StructureDataset, count: int, max_length: int, seed: in
         chain, residues = test[i], test.residue_types(i)
         length = min(len(chain), max_length)
         start = int(torch.randint(len(chain) - length + 1, (), generator=g))
-        items.append((chain.atoms[start:start + length], residues[start:start + length],
-                      f"{Path(chain.source).name}:{chain.chain_id}:{chain.start + start}"))
+        items.append(
+            (
+                chain.atoms[start : start + length],
+                residues[start : start + length],
+                f"{Path(chain.source).name}:{chain.chain_id}:{chain.start + start}",
+            )
+        )
     items.sort(key=lambda item: len(item[1]))
     longest = max(len(r) for _, r, _ in items)
     atoms = torch.zeros(len(items), longest, 4, 3)
     residues = torch.full((len(items), longest), -1, dtype=torch.long)
     mask = torch.zeros(len(items), longest, dtype=torch.bool)
     for k, (a, r, _) in enumerate(items):
-        atoms[k, :len(r)], residues[k, :len(r)], mask[k, :len(r)] = a, r, True
+        atoms[k, : len(r)], residues[k, : len(r)], mask[k, : len(r)] = a, r, True
     return HeldOut(_with_ideal_o(atoms, mask), residues, mask, [name for _, _, name in items])
 
 
@@ -241,8 +318,9 @@ def structure_features(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat(window + [ss_onehot, counts / 10.0], dim=-1) * mask[..., None]
 
 
-def _residue_table(dataset: StructureDataset, max_length: int, chains: list[int] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _residue_table(
+    dataset: StructureDataset, max_length: int, chains: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and residue types of every residue of ``dataset``'s chains (or of the chains
     with indices ``chains``; chains longer than ``max_length`` in pieces of at most that
     length), flattened over real, known residues."""
@@ -251,7 +329,7 @@ def _residue_table(dataset: StructureDataset, max_length: int, chains: list[int]
     for i in range(len(dataset)) if chains is None else chains:
         chain, residues = dataset[i], dataset.residue_types(i)
         for s in range(0, len(chain), max_length):
-            pieces.append((chain.atoms[s:s + max_length], residues[s:s + max_length]))
+            pieces.append((chain.atoms[s : s + max_length], residues[s : s + max_length]))
     pieces.sort(key=lambda p: len(p[1]))
     for sl in _batches(len(pieces), 32):
         group = pieces[sl]
@@ -260,7 +338,7 @@ def _residue_table(dataset: StructureDataset, max_length: int, chains: list[int]
         residues = torch.full((len(group), longest), -1, dtype=torch.long)
         mask = torch.zeros(len(group), longest, dtype=torch.bool)
         for k, (a, r) in enumerate(group):
-            atoms[k, :len(r)], residues[k, :len(r)], mask[k, :len(r)] = a, r, True
+            atoms[k, : len(r)], residues[k, : len(r)], mask[k, : len(r)] = a, r, True
         atoms = _with_ideal_o(atoms, mask)
         f = structure_features(atoms, mask)
         keep = mask & (residues >= 0)
@@ -269,9 +347,17 @@ def _residue_table(dataset: StructureDataset, max_length: int, chains: list[int]
     return torch.cat(feats), torch.cat(types)
 
 
-def train_feature_classifier(train_set: StructureDataset, val_set: StructureDataset, *, seed: int,
-                             max_length: int = 128, epochs: int = 30, hidden: int = 128, chains: int | None = None,
-                             progress: bool = False) -> torch.nn.Module:
+def train_feature_classifier(
+    train_set: StructureDataset,
+    val_set: StructureDataset,
+    *,
+    seed: int,
+    max_length: int = 128,
+    epochs: int = 30,
+    hidden: int = 128,
+    chains: int | None = None,
+    progress: bool = False,
+) -> torch.nn.Module:
     """The per-residue MLP baseline: residue type from :func:`structure_features`, trained with
     Adam on every residue of the training chains (or of a random subset of them, ``chains``;
     chains cut into pieces of at most ``max_length`` residues, as the evaluated crops are), the
@@ -299,14 +385,21 @@ def train_feature_classifier(train_set: StructureDataset, val_set: StructureData
     log = _PhaseLog(progress)
     t0 = time.perf_counter()
     used = len(train_set) if subset is None else len(subset)
-    log.start(f"feature MLP baseline: structure features of {used} training chains"
-              + ("" if subset is None else f" (a random subset of {len(train_set)})"))
+    log.start(
+        f"feature MLP baseline: structure features of {used} training chains"
+        + ("" if subset is None else f" (a random subset of {len(train_set)})")
+    )
     x, y = _residue_table(train_set, max_length, subset)
     xv, yv = _residue_table(val_set, max_length)
     log.start(f"feature MLP baseline: training on {len(x)} residues for {epochs} epochs")
     torch.manual_seed(seed)
-    mlp = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                              torch.nn.ReLU(), torch.nn.Linear(hidden, len(AMINO_ACIDS)))
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, len(AMINO_ACIDS)),
+    )
     opt = torch.optim.Adam(mlp.parameters(), lr=1e-3, weight_decay=1e-5)
     g = torch.Generator().manual_seed(seed)
     best, best_state = math.inf, None
@@ -322,11 +415,14 @@ def train_feature_classifier(train_set: StructureDataset, val_set: StructureData
             val = float(torch.nn.functional.cross_entropy(mlp(xv), yv))
         if val < best:
             best, best_state = val, {k: v.clone() for k, v in mlp.state_dict().items()}
-        log.update(f"feature MLP baseline: epoch {epoch + 1}/{epochs}, validation cross-entropy {val:.3f}, "
-                   f"{time.perf_counter() - t0:.0f} s")
+        log.update(
+            f"feature MLP baseline: epoch {epoch + 1}/{epochs}, validation cross-entropy {val:.3f}, "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
     mlp.load_state_dict(best_state)
-    log.start(f"feature MLP baseline: done in {time.perf_counter() - t0:.0f} s (best validation cross-entropy "
-              f"{best:.3f})")
+    log.start(
+        f"feature MLP baseline: done in {time.perf_counter() - t0:.0f} s (best validation cross-entropy {best:.3f})"
+    )
     return mlp.eval()
 
 
@@ -363,8 +459,9 @@ def _js(p: np.ndarray, q: np.ndarray) -> float:
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-def propensity_log_odds(residues: torch.Tensor, ss: torch.Tensor, mask: torch.Tensor, *, pseudo: float = 1.0
-                        ) -> np.ndarray:
+def propensity_log_odds(
+    residues: torch.Tensor, ss: torch.Tensor, mask: torch.Tensor, *, pseudo: float = 1.0
+) -> np.ndarray:
     """Per residue type, ``log P(type | helix) / P(type | strand)`` ``(20,)`` over the real
     residues (``ss``: 1 helix, 2 strand), with ``pseudo`` counts added to every type."""
     known = mask & (residues >= 0)
@@ -376,8 +473,9 @@ def propensity_log_odds(residues: torch.Tensor, ss: torch.Tensor, mask: torch.Te
     return torch.log(helix / strand).numpy()
 
 
-def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, device: str = "cpu",
-             progress: bool = True) -> dict:
+def evaluate(
+    model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, device: str = "cpu", progress: bool = True
+) -> dict:
     """Inverse folding, folding and co-generation on held-out crops; returns the record fields
     (with a markdown ``table``) and writes PDB files of every generated protein. ``progress``:
     say on stderr what each long phase is doing (sampling, the baseline, TM-scores)."""
@@ -397,8 +495,10 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
         """Samples for every held-out crop, in batches, with the native ``"structure"`` or
         ``"sequence"`` given (or neither): atoms (B, L, 4, 3) and residues (B, L)."""
         t0 = time.perf_counter()
-        log.start(f"{name}: sampling {n} proteins ({cfg.sample_steps} steps, {len(batches)} batches of at most "
-                  f"{cfg.eval_batch})")
+        log.start(
+            f"{name}: sampling {n} proteins ({cfg.sample_steps} steps, {len(batches)} batches of at most "
+            f"{cfg.eval_batch})"
+        )
         atoms = torch.zeros_like(held.atoms)
         residues = torch.full_like(held.residues, -1)
         for k, sl in enumerate(batches):
@@ -416,8 +516,10 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
 
     # inverse folding: the model (exact CTMC, and purity sampling at low temperature) ------------
     inverse = {}
-    for label, options in (("model, CTMC (T = 1)", {}),
-                           ("model, purity (T = 0.1)", {"temperature": 0.1, "unmasking": "confidence"})):
+    for label, options in (
+        ("model, CTMC (T = 1)", {}),
+        ("model, purity (T = 0.1)", {"temperature": 0.1, "unmasking": "confidence"}),
+    ):
         inverse[label] = run(f"inverse folding, {label}", "structure", **options)[1]
     # the one-shot posterior argmax from the fully masked sequence (one network call)
     one_shot = torch.full_like(held.residues, -1)
@@ -430,9 +532,15 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
             one = torch.ones(mask.shape[0], device=device)
             masked = torch.full(mask.shape, 20, dtype=torch.long, device=device)
             logits = model(frames, one, masked, torch.zeros_like(one), mask.to(device), None).logits
-            one_shot[sl, :mask.shape[1]] = torch.where(mask, logits.argmax(-1).cpu(), -1)
-            est = flow.sequence_elbo(model, native_atoms.to(device), native_res.to(device), mask.to(device),
-                                     n_draws=cfg.elbo_draws, generator=torch.Generator().manual_seed(seed))
+            one_shot[sl, : mask.shape[1]] = torch.where(mask, logits.argmax(-1).cpu(), -1)
+            est = flow.sequence_elbo(
+                model,
+                native_atoms.to(device),
+                native_res.to(device),
+                mask.to(device),
+                n_draws=cfg.elbo_draws,
+                generator=torch.Generator().manual_seed(seed),
+            )
             elbo_nats.append((est.nats_per_token * est.n_tokens, est.n_tokens, est.stderr_bits_per_token))
     inverse["model, one-shot argmax"] = one_shot
     tokens = sum(k for _, k, _ in elbo_nats)
@@ -444,8 +552,15 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     most = int(freq.argmax())
     inverse[f"most frequent ({AMINO_ACIDS[most]})"] = torch.where(held.mask, most, -1)
     t0 = time.perf_counter()
-    mlp = train_feature_classifier(train_set, val_set, seed=seed, max_length=cfg.eval_max_length,
-                                   epochs=cfg.baseline_epochs, chains=cfg.baseline_chains or None, progress=progress)
+    mlp = train_feature_classifier(
+        train_set,
+        val_set,
+        seed=seed,
+        max_length=cfg.eval_max_length,
+        epochs=cfg.baseline_epochs,
+        chains=cfg.baseline_chains or None,
+        progress=progress,
+    )
     timings["feature MLP training"] = time.perf_counter() - t0
     with torch.no_grad():
         feats = structure_features(held.atoms, held.mask)
@@ -455,14 +570,18 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     native_known = held.residues[known]
     unigram_nats = float(-torch.log(freq[native_known]).mean())
     mlp_nats = float(torch.nn.functional.cross_entropy(mlp_logits[known], native_known))
-    perplexity = {"model, CTMC (T = 1)": (math.exp(model_nats), model_nats_se * math.exp(model_nats)),
-                  f"most frequent ({AMINO_ACIDS[most]})": (math.exp(unigram_nats), 0.0),
-                  "feature MLP": (math.exp(mlp_nats), 0.0)}
-    recovery = {label: _mean_ci(_recovery(designed, held.residues, held.mask).tolist())
-                for label, designed in inverse.items()}
+    perplexity = {
+        "model, CTMC (T = 1)": (math.exp(model_nats), model_nats_se * math.exp(model_nats)),
+        f"most frequent ({AMINO_ACIDS[most]})": (math.exp(unigram_nats), 0.0),
+        "feature MLP": (math.exp(mlp_nats), 0.0),
+    }
+    recovery = {
+        label: _mean_ci(_recovery(designed, held.residues, held.mask).tolist()) for label, designed in inverse.items()
+    }
     # pooled over residues too (the per-protein mean weights short chains more)
-    recovery_pooled = {label: float(((designed == held.residues) & known).sum() / known.sum())
-                       for label, designed in inverse.items()}
+    recovery_pooled = {
+        label: float(((designed == held.residues) & known).sum() / known.sum()) for label, designed in inverse.items()
+    }
 
     # folding vs the unconditional model of the same lengths ----------------------------------
     folded = run("folding", "sequence")[0]
@@ -478,10 +597,16 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
         base_tm.append(metrics.tm_score(native, cogen_atoms[k][m][:, :3], aligned=True))
         fold_rmsd.append(metrics.ca_rmsd(native, folded[k][m]))
         base_rmsd.append(metrics.ca_rmsd(native, cogen_atoms[k][m]))
-    folding = {"tm": _mean_ci(fold_tm), "tm_std": float(np.std(fold_tm, ddof=1)) if n > 1 else float("nan"),
-               "rmsd": _mean_ci(fold_rmsd), "baseline_tm": _mean_ci(base_tm),
-               "baseline_tm_std": float(np.std(base_tm, ddof=1)) if n > 1 else float("nan"),
-               "baseline_rmsd": _mean_ci(base_rmsd), "per_protein_tm": fold_tm, "per_protein_baseline_tm": base_tm}
+    folding = {
+        "tm": _mean_ci(fold_tm),
+        "tm_std": float(np.std(fold_tm, ddof=1)) if n > 1 else float("nan"),
+        "rmsd": _mean_ci(fold_rmsd),
+        "baseline_tm": _mean_ci(base_tm),
+        "baseline_tm_std": float(np.std(base_tm, ddof=1)) if n > 1 else float("nan"),
+        "baseline_rmsd": _mean_ci(base_rmsd),
+        "per_protein_tm": fold_tm,
+        "per_protein_baseline_tm": base_tm,
+    }
     folding["target_met"] = bool(folding["tm"][0] - folding["baseline_tm"][0] > folding["baseline_tm_std"])
 
     # co-generation -----------------------------------------------------------------------------
@@ -490,8 +615,10 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
         c = torch.bincount(r, minlength=len(AMINO_ACIDS)).to(torch.float64)
         return (c / c.sum()).numpy()
 
-    log.start(f"co-generation: secondary structure, backbone statistics and all-against-all TM-align of the {n} "
-              "co-generated backbones")
+    log.start(
+        f"co-generation: secondary structure, backbone statistics and all-against-all TM-align of the {n} "
+        "co-generated backbones"
+    )
     real_comp = composition(held.residues, held.mask)
     cogen_comp = composition(cogen_res, held.mask)
     train_comp = freq.numpy()
@@ -500,21 +627,30 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
     real_lo = propensity_log_odds(held.residues, real_ss, held.mask)
     cogen_lo = propensity_log_odds(cogen_res, cogen_ss, held.mask)
     # the real log-odds from every training residue as well (a low-noise reference)
-    stats = {"co-generated": evaluation.structure_statistics(cogen_atoms, held.mask),
-             "folded": evaluation.structure_statistics(folded, held.mask),
-             "real (held out)": evaluation.structure_statistics(held.atoms, held.mask)}
-    distances = {"co-generated": evaluation.distribution_distances(cogen_atoms, held.mask, held.atoms, held.mask),
-                 "folded": evaluation.distribution_distances(folded, held.mask, held.atoms, held.mask)}
-    cogen = {"composition_js": _js(cogen_comp, real_comp), "composition_js_train_vs_test": _js(train_comp, real_comp),
-             "composition": dict(zip(AMINO_ACIDS, cogen_comp.tolist())),
-             "real_composition": dict(zip(AMINO_ACIDS, real_comp.tolist())),
-             "helix_strand_log_odds": dict(zip(AMINO_ACIDS, cogen_lo.tolist())),
-             "real_helix_strand_log_odds": dict(zip(AMINO_ACIDS, real_lo.tolist())),
-             # undefined (NaN) when the generated set has no helix or no strand residues
-             "log_odds_correlation": (float(np.corrcoef(cogen_lo, real_lo)[0, 1])
-                                      if cogen_lo.std() > 0 and real_lo.std() > 0 else float("nan")),
-             "statistics": stats, "distances": distances,
-             "diversity": metrics.diversity(cogen_atoms[:, :, :3], held.mask)}
+    stats = {
+        "co-generated": evaluation.structure_statistics(cogen_atoms, held.mask),
+        "folded": evaluation.structure_statistics(folded, held.mask),
+        "real (held out)": evaluation.structure_statistics(held.atoms, held.mask),
+    }
+    distances = {
+        "co-generated": evaluation.distribution_distances(cogen_atoms, held.mask, held.atoms, held.mask),
+        "folded": evaluation.distribution_distances(folded, held.mask, held.atoms, held.mask),
+    }
+    cogen = {
+        "composition_js": _js(cogen_comp, real_comp),
+        "composition_js_train_vs_test": _js(train_comp, real_comp),
+        "composition": dict(zip(AMINO_ACIDS, cogen_comp.tolist())),
+        "real_composition": dict(zip(AMINO_ACIDS, real_comp.tolist())),
+        "helix_strand_log_odds": dict(zip(AMINO_ACIDS, cogen_lo.tolist())),
+        "real_helix_strand_log_odds": dict(zip(AMINO_ACIDS, real_lo.tolist())),
+        # undefined (NaN) when the generated set has no helix or no strand residues
+        "log_odds_correlation": (
+            float(np.corrcoef(cogen_lo, real_lo)[0, 1]) if cogen_lo.std() > 0 and real_lo.std() > 0 else float("nan")
+        ),
+        "statistics": stats,
+        "distances": distances,
+        "diversity": metrics.diversity(cogen_atoms[:, :, :3], held.mask),
+    }
 
     # PDB files ------------------------------------------------------------------------------------
     def names(res: torch.Tensor) -> list[str]:
@@ -524,24 +660,48 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
         m = held.mask[k]
         source, chain_id, first = held.names[k].rsplit(":", 2)
         tag = f"{source.split('.')[0]}_{chain_id}_{first}"  # 1A0J_A.pdb.gz:A:203 -> 1A0J_A_A_203
-        write_pdb(run_dir / "samples" / f"cogen_{k:03d}_len{int(m.sum())}.pdb", cogen_atoms[k], m,
-                  residue_names=names(cogen_res[k][m]), title=f"rdfm codesign seed {seed}: co-generated")
-        write_pdb(run_dir / "samples" / f"folded_{k:03d}_{tag}.pdb", folded[k], m,
-                  residue_names=names(held.residues[k][m]), title=f"rdfm codesign seed {seed}: folded {held.names[k]}")
-        write_pdb(run_dir / "samples" / f"designed_{k:03d}_{tag}.pdb", held.atoms[k], m,
-                  residue_names=names(inverse["model, purity (T = 0.1)"][k][m]),
-                  title=f"rdfm codesign seed {seed}: inverse folding of {held.names[k]} (purity, T = 0.1)")
+        write_pdb(
+            run_dir / "samples" / f"cogen_{k:03d}_len{int(m.sum())}.pdb",
+            cogen_atoms[k],
+            m,
+            residue_names=names(cogen_res[k][m]),
+            title=f"rdfm codesign seed {seed}: co-generated",
+        )
+        write_pdb(
+            run_dir / "samples" / f"folded_{k:03d}_{tag}.pdb",
+            folded[k],
+            m,
+            residue_names=names(held.residues[k][m]),
+            title=f"rdfm codesign seed {seed}: folded {held.names[k]}",
+        )
+        write_pdb(
+            run_dir / "samples" / f"designed_{k:03d}_{tag}.pdb",
+            held.atoms[k],
+            m,
+            residue_names=names(inverse["model, purity (T = 0.1)"][k][m]),
+            title=f"rdfm codesign seed {seed}: inverse folding of {held.names[k]} (purity, T = 0.1)",
+        )
 
     # the target is judged on one sampler fixed in advance (Multiflow's inverse-folding setting),
     # not on the best of the variants on the test chains
     designed_label = "model, purity (T = 0.1)"
-    record = {"n_chains": n, "max_length": cfg.eval_max_length, "chains": held.names,
-              "recovery": recovery, "recovery_pooled": recovery_pooled, "perplexity": perplexity,
-              "elbo_nats_per_residue": model_nats, "folding": folding, "cogeneration": cogen, "timings_s": timings,
-              "n_train_chains": len(train_set), "n_test_chains": len(test_set)}
+    record = {
+        "n_chains": n,
+        "max_length": cfg.eval_max_length,
+        "chains": held.names,
+        "recovery": recovery,
+        "recovery_pooled": recovery_pooled,
+        "perplexity": perplexity,
+        "elbo_nats_per_residue": model_nats,
+        "folding": folding,
+        "cogeneration": cogen,
+        "timings_s": timings,
+        "n_train_chains": len(train_set),
+        "n_test_chains": len(test_set),
+    }
     record["floors"] = {
-        "inverse folding: model (purity, T = 0.1) recovery >= feature MLP + 0.05":
-            recovery[designed_label][0] >= recovery["feature MLP"][0] + 0.05,
+        "inverse folding: model (purity, T = 0.1) recovery >= feature MLP + 0.05": recovery[designed_label][0]
+        >= recovery["feature MLP"][0] + 0.05,
         "folding: TM gain over unconditional > its spread": folding["target_met"],
     }
     record["table"] = _table(record)
@@ -549,32 +709,49 @@ def evaluate(model, splits, cfg: CodesignConfig, run_dir: Path, *, seed: int, de
 
 
 def _table(r: dict) -> str:
-    lines = [f"Inverse folding ({r['n_chains']} held-out chains, crops of <= {r['max_length']} residues):", "",
-             "| method | recovery (mean per chain, 95% CI) | recovery (pooled) | perplexity |", "|---|---|---|---|"]
+    lines = [
+        f"Inverse folding ({r['n_chains']} held-out chains, crops of <= {r['max_length']} residues):",
+        "",
+        "| method | recovery (mean per chain, 95% CI) | recovery (pooled) | perplexity |",
+        "|---|---|---|---|",
+    ]
     for label, (mean, ci) in r["recovery"].items():
         ppl = r["perplexity"].get(label)
-        ppl_text = "—" if ppl is None else (f"{ppl[0]:.2f} ± {1.96 * ppl[1]:.2f} (ELBO bound)" if ppl[1] else
-                                             f"{ppl[0]:.2f}")
+        ppl_text = (
+            "—" if ppl is None else (f"{ppl[0]:.2f} ± {1.96 * ppl[1]:.2f} (ELBO bound)" if ppl[1] else f"{ppl[0]:.2f}")
+        )
         lines.append(f"| {label} | {mean:.3f} ± {ci:.3f} | {r['recovery_pooled'][label]:.3f} | {ppl_text} |")
     f = r["folding"]
-    lines += ["", "Folding (structure from the native sequence) vs unconditional samples of the same lengths:", "",
-              "| method | TM-score (mean ± 95% CI) | TM std | CA RMSD (A) |", "|---|---|---|---|",
-              f"| model, sequence given | {f['tm'][0]:.3f} ± {f['tm'][1]:.3f} | {f['tm_std']:.3f} | "
-              f"{f['rmsd'][0]:.1f} ± {f['rmsd'][1]:.1f} |",
-              f"| model, unconditional | {f['baseline_tm'][0]:.3f} ± {f['baseline_tm'][1]:.3f} | "
-              f"{f['baseline_tm_std']:.3f} | {f['baseline_rmsd'][0]:.1f} ± {f['baseline_rmsd'][1]:.1f} |"]
+    lines += [
+        "",
+        "Folding (structure from the native sequence) vs unconditional samples of the same lengths:",
+        "",
+        "| method | TM-score (mean ± 95% CI) | TM std | CA RMSD (A) |",
+        "|---|---|---|---|",
+        f"| model, sequence given | {f['tm'][0]:.3f} ± {f['tm'][1]:.3f} | {f['tm_std']:.3f} | "
+        f"{f['rmsd'][0]:.1f} ± {f['rmsd'][1]:.1f} |",
+        f"| model, unconditional | {f['baseline_tm'][0]:.3f} ± {f['baseline_tm'][1]:.3f} | "
+        f"{f['baseline_tm_std']:.3f} | {f['baseline_rmsd'][0]:.1f} ± {f['baseline_rmsd'][1]:.1f} |",
+    ]
     c = r["cogeneration"]
     s, d = c["statistics"], c["distances"]
-    lines += ["", f"Co-generation: composition JS to held-out chains {c['composition_js']:.4f} nats (training vs "
-              f"held-out chains: {c['composition_js_train_vs_test']:.4f}); helix/strand log-odds correlation with "
-              f"the real chains {c['log_odds_correlation']:.2f}; mean pairwise TM of the co-generated backbones "
-              f"{c['diversity']['mean_pairwise_tm']:.3f}, {c['diversity']['clusters_at_0_5']} clusters at TM 0.5 of "
-              f"{c['diversity']['n']}", "",
-              "| set | CA-CA within 0.1 A | clash rate | helix | strand | R_g / L^0.4 | Rama JS |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Co-generation: composition JS to held-out chains {c['composition_js']:.4f} nats (training vs "
+        f"held-out chains: {c['composition_js_train_vs_test']:.4f}); helix/strand log-odds correlation with "
+        f"the real chains {c['log_odds_correlation']:.2f}; mean pairwise TM of the co-generated backbones "
+        f"{c['diversity']['mean_pairwise_tm']:.3f}, {c['diversity']['clusters_at_0_5']} clusters at TM 0.5 of "
+        f"{c['diversity']['n']}",
+        "",
+        "| set | CA-CA within 0.1 A | clash rate | helix | strand | R_g / L^0.4 | Rama JS |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in ("co-generated", "folded", "real (held out)"):
         js = d[row]["ramachandran_js"] if row in d else 0.0
-        lines.append(f"| {row} | {s[row]['ca_ca_within_0.1']:.3f} | {s[row]['clash_rate']:.4f} | {s[row]['helix']:.2f} | "
-                     f"{s[row]['strand']:.2f} | {s[row]['rg_over_l_0.4']:.2f} | {js:.3f} |")
+        lines.append(
+            f"| {row} | {s[row]['ca_ca_within_0.1']:.3f} | {s[row]['clash_rate']:.4f} | {s[row]['helix']:.2f} | "
+            f"{s[row]['strand']:.2f} | {s[row]['rg_over_l_0.4']:.2f} | {js:.3f} |"
+        )
     lines.append("")
     lines.append("Targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["floors"].items()))
     return "\n".join(lines)
@@ -590,8 +767,10 @@ def load_trained(checkpoint: Path, device: str = "cpu") -> tuple[CodesignNetwork
     from benchmarks.cli import CommandLineError
 
     if not checkpoint.is_file():
-        raise CommandLineError(f"no trained model at {checkpoint}: train one first (python -m benchmarks codesign "
-                               "--train-only ...) or pass --checkpoint")
+        raise CommandLineError(
+            f"no trained model at {checkpoint}: train one first (python -m benchmarks codesign "
+            "--train-only ...) or pass --checkpoint"
+        )
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     settings = state.get("run_config") or {}
     fields = CodesignConfig.__dataclass_fields__
@@ -600,8 +779,9 @@ def load_trained(checkpoint: Path, device: str = "cpu") -> tuple[CodesignNetwork
     try:
         model.load_state_dict(state["best_state"] if state.get("best_state") is not None else state["ema"])
     except RuntimeError as error:  # another network's weights (e.g. a backbones checkpoint)
-        raise CommandLineError(f"{checkpoint} does not hold a co-design network of its settings: "
-                               f"{str(error).splitlines()[0]}") from None
+        raise CommandLineError(
+            f"{checkpoint} does not hold a co-design network of its settings: {str(error).splitlines()[0]}"
+        ) from None
     return model.to(device).eval(), cfg
 
 
@@ -622,7 +802,7 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
         raise CommandLineError("--generate needs --length L (residues per protein)")
     if args.generate and args.length < 1:
         raise CommandLineError(f"--length must be a positive number of residues, got {args.length}")
-    if args.seed is not None and not 0 <= args.seed < 2 ** 63:
+    if args.seed is not None and not 0 <= args.seed < 2**63:
         raise CommandLineError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     seed = args.seeds[0]  # the training run whose checkpoint is used
     out = Path(args.out)
@@ -645,7 +825,9 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
         native = encode_sequence(chain.sequence)
         mode, label = "design", Path(args.design).name.split(".")[0]
         # the designed sequences go onto the input's own atoms (ideal O where the file has none)
-        written = _with_ideal_o(torch.as_tensor(chain.atoms, dtype=torch.float32)[None], mask[:1]).expand(count, -1, -1, -1)
+        written = _with_ideal_o(torch.as_tensor(chain.atoms, dtype=torch.float32)[None], mask[:1]).expand(
+            count, -1, -1, -1
+        )
         print(f"native     {chain.sequence}")
     elif args.fold is not None:
         try:
@@ -657,11 +839,15 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
         nonstandard = sorted({c for c in args.fold.upper() if c not in AMINO_ACIDS})
         if nonstandard:
             verb = "is not a standard amino acid" if len(nonstandard) == 1 else "are not standard amino acids"
-            print(f"[codesign] --fold: {', '.join(nonstandard)} {verb}: folded as unknown (X) residues, the "
-                  f"model's input for a residue of no known type", file=sys.stderr)
+            print(
+                f"[codesign] --fold: {', '.join(nonstandard)} {verb}: folded as unknown (X) residues, the "
+                f"model's input for a residue of no known type",
+                file=sys.stderr,
+            )
         mask = torch.ones(count, len(native), dtype=torch.bool)
-        result = flow.sample(model, mask.to(args.device), sequence=native.expand(count, -1).to(args.device),
-                             generator=g, **options)
+        result = flow.sample(
+            model, mask.to(args.device), sequence=native.expand(count, -1).to(args.device), generator=g, **options
+        )
         mode, label, written = "fold", f"len{len(native)}", None
     else:
         mask = torch.ones(count, args.length, dtype=torch.bool)
@@ -671,9 +857,12 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
     residues = result.residues.cpu()
     for k in range(count):
         sequence = decode_residues(residues[k])
-        path = write_pdb(out / mode / f"{label}_{k:03d}.pdb", atoms[k],
-                         residue_names=[THREE_LETTER_CODES[int(r)] if r >= 0 else "UNK" for r in residues[k]],
-                         title=f"rdfm codesign {mode} {label} sample {k}")
+        path = write_pdb(
+            out / mode / f"{label}_{k:03d}.pdb",
+            atoms[k],
+            residue_names=[THREE_LETTER_CODES[int(r)] if r >= 0 else "UNK" for r in residues[k]],
+            title=f"rdfm codesign {mode} {label} sample {k}",
+        )
         extra = ""
         if native is not None and mode == "design":
             known = native >= 0
@@ -683,33 +872,54 @@ def use_model(args: argparse.Namespace, cfg: CodesignConfig) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks codesign", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks codesign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     use = parser.add_argument_group("using a trained model (no training)")
     modes = use.add_mutually_exclusive_group()
-    modes.add_argument("--design", metavar="FILE", help="inverse folding: design sequences for the first chain of "
-                       "a PDB/mmCIF file")
+    modes.add_argument(
+        "--design", metavar="FILE", help="inverse folding: design sequences for the first chain of a PDB/mmCIF file"
+    )
     modes.add_argument("--fold", metavar="SEQUENCE", help="folding: generate structures for a one-letter sequence")
     modes.add_argument("--generate", action="store_true", help="co-generation: structures and sequences together")
     use.add_argument("--length", type=int, default=None, help="residues per protein for --generate")
     use.add_argument("--samples", type=int, default=4, help="proteins per request (default 4)")
     use.add_argument("--temperature", type=float, default=1.0, help="sequence sampling temperature (default 1)")
-    use.add_argument("--unmasking", choices=("random", "confidence"), default="random",
-                     help="which masked residues a step reveals: random (the exact CTMC) or the most confident "
-                     "(purity sampling)")
-    use.add_argument("--checkpoint", type=Path, default=None,
-                     help="a training checkpoint of this script (default: OUT/seed<seed>/checkpoint.pt)")
-    use.add_argument("--seed", type=int, default=None,
-                     help="sampling seed: the same seed, model and options give the same proteins (default: the "
-                     "first of --seeds, which also picks the checkpoint)")
-    parser.add_argument("--quick", action="store_true", help="tiny model, 40-48 residue crops, at most 0.3 min of "
-                        "training, 4 held-out chains, the feature-MLP baseline on 48 training chains, one thread "
-                        "unless --threads (under a minute)")
+    use.add_argument(
+        "--unmasking",
+        choices=("random", "confidence"),
+        default="random",
+        help="which masked residues a step reveals: random (the exact CTMC) or the most confident (purity sampling)",
+    )
+    use.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a training checkpoint of this script (default: OUT/seed<seed>/checkpoint.pt)",
+    )
+    use.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="sampling seed: the same seed, model and options give the same proteins (default: the "
+        "first of --seeds, which also picks the checkpoint)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny model, 40-48 residue crops, at most 0.3 min of "
+        "training, 4 held-out chains, the feature-MLP baseline on 48 training chains, one thread "
+        "unless --threads (under a minute)",
+    )
     parser.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
-    parser.add_argument("--dataset", type=Path, default=None,
-                        help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
-                             "set of `python -m benchmarks data backbones`)")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
+        "set of `python -m benchmarks data backbones`)",
+    )
     add_crop_arguments(parser)
     add_run_arguments(parser, minutes=60.0, out="runs/codesign")
     add_config_overrides(parser, CodesignConfig())
@@ -730,32 +940,58 @@ def main(argv: list[str]) -> int:
     if args.design is not None or args.fold is not None or args.generate:
         return use_model(args, cfg)
     if args.seed is not None:
-        raise CommandLineError("--seed is the sampling seed of --design, --fold and --generate; training takes "
-                               "--seeds")
+        raise CommandLineError("--seed is the sampling seed of --design, --fold and --generate; training takes --seeds")
     if cfg.baseline_chains < 0 or cfg.baseline_epochs < 1:
-        raise CommandLineError(f"--baseline-chains must be >= 0 (0: all) and --baseline-epochs >= 1, got "
-                               f"{cfg.baseline_chains} and {cfg.baseline_epochs}")
-    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
+        raise CommandLineError(
+            f"--baseline-chains must be >= 0 (0: all) and --baseline-epochs >= 1, got "
+            f"{cfg.baseline_chains} and {cfg.baseline_epochs}"
+        )
+    budget = run_budget(
+        args.minutes,
+        args.steps,
+        default_minutes=default_minutes,
+        eval_every_minutes=cfg.eval_every_minutes,
+        compile=args.compile,
+    )
     buckets = check_buckets(args.crop_buckets, cfg)
     out = Path(args.out)
     for seed in args.seeds:
         print(f"[codesign] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
-        model, res, splits = train_model(seed, budget, cfg, out, progress=not args.no_progress, device=args.device,
-                                         restart=args.restart, dataset=args.dataset, split=args.split,
-                                         buckets=buckets)
+        model, res, splits = train_model(
+            seed,
+            budget,
+            cfg,
+            out,
+            progress=not args.no_progress,
+            device=args.device,
+            restart=args.restart,
+            dataset=args.dataset,
+            split=args.split,
+            buckets=buckets,
+        )
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
-        print(f"[codesign] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
-              f"(step {res.best_step})")
+        print(
+            f"[codesign] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} (step {res.best_step})"
+        )
         if args.train_only:
             continue
-        record = evaluate(model, splits, cfg, out / f"seed{seed}", seed=seed, device=args.device,
-                          progress=not args.no_progress)
-        record = new_record("codesign", "structures", seed, config=asdict(cfg), **budget.record_fields(),
-                            steps=res.steps, best_step=res.best_step, best_val=res.best_val,
-                            wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, **record)
+        record = evaluate(
+            model, splits, cfg, out / f"seed{seed}", seed=seed, device=args.device, progress=not args.no_progress
+        )
+        record = new_record(
+            "codesign",
+            "structures",
+            seed,
+            config=asdict(cfg),
+            **budget.record_fields(),
+            steps=res.steps,
+            best_step=res.best_step,
+            best_val=res.best_val,
+            wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s,
+            **record,
+        )
         write_results(out / f"seed{seed}" / "results.json", record)
         print(record["table"])
     return 0

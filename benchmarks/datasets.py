@@ -1,4 +1,5 @@
 """``python -m benchmarks data <dataset> [...]``: build, cache or download benchmark datasets."""
+
 from __future__ import annotations
 
 import importlib

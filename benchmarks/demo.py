@@ -12,6 +12,7 @@ Both parts run a fixed number of steps in float32 from fixed seeds, so they prin
 numbers on every machine up to float rounding. ``--steps N`` shortens both to N steps (for a
 quick try or a test; the numbers then differ from the full demo's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,18 @@ def example_code(steps: int | None = None) -> str:
 
 def earth_argv(steps: int = EARTH_STEPS, threads: int = 1) -> list[str]:
     """The ``python -m benchmarks earth`` arguments of the demo's quick Earth run."""
-    return ["--quick", "--steps", str(steps), "--mixed-precision", "off", "--threads", str(threads), "--restart",
-            "--out", EARTH_OUT]
+    return [
+        "--quick",
+        "--steps",
+        str(steps),
+        "--mixed-precision",
+        "off",
+        "--threads",
+        str(threads),
+        "--restart",
+        "--out",
+        EARTH_OUT,
+    ]
 
 
 def _positive_int(text: str) -> int:
@@ -87,16 +98,26 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks demo",
         description="Run the README's rfm example (a flow on S^2 trained on the volcano events, then its exact "
-                    "test NLL), then the quick Earth benchmark (float32, a fixed step budget; results and plot "
-                    f"in {EARTH_OUT}/ under the current folder). Fixed seeds and step counts: the same numbers "
-                    "on every machine up to float rounding.")
-    parser.add_argument("--steps", type=_positive_int, default=None, metavar="N",
-                        help=f"train both parts for N steps instead of {EXAMPLE_STEPS} (README example) "
-                             f"and {EARTH_STEPS} (quick Earth run)")
+        "test NLL), then the quick Earth benchmark (float32, a fixed step budget; results and plot "
+        f"in {EARTH_OUT}/ under the current folder). Fixed seeds and step counts: the same numbers "
+        "on every machine up to float rounding.",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"train both parts for N steps instead of {EXAMPLE_STEPS} (README example) "
+        f"and {EARTH_STEPS} (quick Earth run)",
+    )
     parser.add_argument("--skip-earth", action="store_true", help="run the README example only")
-    parser.add_argument("--threads", type=_positive_int, default=1,
-                        help="torch threads (default 1: these small models gain little from more, and on a busy "
-                             "machine extra threads that wait for each other made the demo 5x slower)")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch threads (default 1: these small models gain little from more, and on a busy "
+        "machine extra threads that wait for each other made the demo 5x slower)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -113,8 +134,11 @@ def main(argv: list[str]) -> int:
     print("The README example (Riemannian flow matching on S^2):\n")
     print(code)
     seconds = max(1, round(EXAMPLE_SECONDS * steps / EXAMPLE_STEPS))
-    print(f"Training a 256x4 MLP flow on the {n_train} volcano training events for {steps} steps "
-          f"(about {seconds} s on one CPU core), then computing the exact test NLL...", flush=True)
+    print(
+        f"Training a 256x4 MLP flow on the {n_train} volcano training events for {steps} steps "
+        f"(about {seconds} s on one CPU core), then computing the exact test NLL...",
+        flush=True,
+    )
     start = time.perf_counter()
     linecache.cache[_EXAMPLE_FILENAME] = (len(code), None, code.splitlines(keepends=True), _EXAMPLE_FILENAME)
     exec(compile(code, _EXAMPLE_FILENAME, "exec"), {"__name__": "__demo__"})
@@ -128,9 +152,12 @@ def main(argv: list[str]) -> int:
     earth_args = earth_argv(earth_steps, args.threads)
     print(f"\nQuick Earth benchmark: python -m benchmarks earth {' '.join(earth_args)}")
     seconds = max(1, round(earth_steps / _EARTH_STEPS_PER_SECOND))
-    print(f"(a 128x3 MLP flow on volcano for {earth_steps} steps in float32, about {seconds} s of training on one "
-          f"CPU core with progress on stderr, then the exact test NLL and a Mollweide plot in "
-          f"{EARTH_OUT}/volcano/seed0)\n", flush=True)
+    print(
+        f"(a 128x3 MLP flow on volcano for {earth_steps} steps in float32, about {seconds} s of training on one "
+        f"CPU core with progress on stderr, then the exact test NLL and a Mollweide plot in "
+        f"{EARTH_OUT}/volcano/seed0)\n",
+        flush=True,
+    )
     return earth.main(earth_args)
 
 

@@ -5,12 +5,13 @@ files (an installed package has no README.md). The README shows the same code by
 the python block after its ``<!-- demo`` marker; ``tests/test_install.py`` checks that the two
 are identical, so edit both together.
 """
+
 from __future__ import annotations
 
 #: The code of the README's rfm example: trains a 256 x 4 MLP flow on the volcano training
 #: split for :data:`EXAMPLE_STEPS` steps (float32, fixed seed, so it prints the same number on
 #: every machine up to float rounding) and prints the exact test NLL.
-EXAMPLE_CODE = '''\
+EXAMPLE_CODE = """\
 import torch
 from manifolds import Sphere
 from rfm import GeodesicPath, ODESolver, rfm_loss
@@ -29,7 +30,7 @@ for step in range(1500):
     opt.zero_grad(); loss.backward(); opt.step()
 nll = -ODESolver(sphere, model).log_likelihood(test).mean()  # exact, rk4, 32 equal steps
 print(f"volcano test NLL after {step + 1} steps: {nll:.3f} nats")
-'''
+"""
 
 #: The training-step count written in :data:`EXAMPLE_CODE` (as ``range(EXAMPLE_STEPS)``).
 EXAMPLE_STEPS = 1500

@@ -5,6 +5,7 @@ validation NLL of the EMA weights, TEST NLL (nats per event, exact likelihood) r
 mean +- std over seeds, beside the published anchors. Each run writes a results JSON, a
 resumable checkpoint and a Mollweide plot (data, samples, model log-density).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,18 +16,28 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (Budget, CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget, check_device, rank_batch,
-                            run_budget, training_settings)
+from benchmarks.cli import (
+    Budget,
+    CommandLineError,
+    add_config_overrides,
+    add_run_arguments,
+    apply_config_overrides,
+    as_budget,
+    check_device,
+    rank_batch,
+    run_budget,
+    training_settings,
+)
 from benchmarks.earth_data import load_earth
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.results import new_record, write_results
 from benchmarks.splits import split_indices
+from gm.precision import resolve_precision
+from gm.training import TrainConfig, train
 from manifolds import Sphere
 from rfm import ODESolver
 from rfm.models import velocity_mlp
-from gm.precision import resolve_precision
-from gm.training import TrainConfig, train
 
 DATASETS = ("volcano", "earthquake", "flood", "fire")
 # Published test NLL (lower is better), Chen & Lipman 2024, Table 2.
@@ -55,12 +66,12 @@ class EarthConfig:
     ema_decay: float = 0.999
     warmup_steps: int = 200
     eval_every_minutes: float = 1.0
-    val_steps: int = 16          # rk4 steps of the validation likelihood (model selection)
-    test_steps: int = 128        # rk4 steps of the reported likelihoods
-    grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
+    val_steps: int = 16  # rk4 steps of the validation likelihood (model selection)
+    test_steps: int = 128  # rk4 steps of the reported likelihoods
+    grid_power: float = 2.0  # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
     time_frequencies: int = 8
     fourier_features: int = 128  # random Fourier features of the point (0: raw coordinates)
-    fourier_scale: float = 0.0   # std of the Fourier frequencies; 0: the per-dataset FOURIER_SCALE
+    fourier_scale: float = 0.0  # std of the Fourier frequencies; 0: the per-dataset FOURIER_SCALE
     # bfloat16 autocast of the network in training (likelihoods stay float32): "auto" uses it only
     # where the CPU/GPU runs bfloat16 natively (gm.precision): with AVX512-BF16 a step takes 7 ms
     # instead of 12 (fire seed 0: 62k steps, test -1.107 vs -1.102 in float32); emulated on an
@@ -84,8 +95,17 @@ TIME_POWER = {"volcano": 1.0, "earthquake": 2.0, "flood": 1.0, "fire": 2.0}
 QUICK = EarthConfig(hidden=128, depth=3, batch=256, lr=2e-3, warmup_steps=50, eval_every_minutes=0.25, val_steps=8)
 
 
-def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: Path, device: str = "cpu",
-        progress: bool = True, plot: bool = True, restart: bool = False) -> dict:
+def run(
+    dataset: str,
+    seed: int,
+    budget: Budget | float,
+    cfg: EarthConfig,
+    out: Path,
+    device: str = "cpu",
+    progress: bool = True,
+    plot: bool = True,
+    restart: bool = False,
+) -> dict:
     """Train and evaluate one (dataset, seed) run for ``budget`` (a :class:`Budget` or minutes);
     returns the results record."""
     start = time.perf_counter()
@@ -100,23 +120,48 @@ def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: 
     if not cfg.time_power:
         cfg = replace(cfg, time_power=TIME_POWER.get(dataset, 2.0))
     torch.manual_seed(seed)
-    model = velocity_mlp(sphere, hidden=cfg.hidden, depth=cfg.depth, time_frequencies=cfg.time_frequencies,
-                         fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale).to(device)
-    loss_fn = dataset_rfm_loss(sphere, x_train, rank_batch(cfg.batch), device, autocast_dtype=precision.autocast_dtype,
-                               time_power=cfg.time_power)
+    model = velocity_mlp(
+        sphere,
+        hidden=cfg.hidden,
+        depth=cfg.depth,
+        time_frequencies=cfg.time_frequencies,
+        fourier_features=cfg.fourier_features,
+        fourier_scale=cfg.fourier_scale,
+    ).to(device)
+    loss_fn = dataset_rfm_loss(
+        sphere,
+        x_train,
+        rank_batch(cfg.batch),
+        device,
+        autocast_dtype=precision.autocast_dtype,
+        time_power=cfg.time_power,
+    )
 
     def nll(m, x, steps, validate=True):
         return float(-log_likelihood(sphere, m, x, steps, cfg.grid_power, validate=validate).mean())
 
     run_dir = out / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                            ema_decay=cfg.ema_decay, checkpoint_every_minutes=1.0, seed=seed, progress=progress,
-                            val_name=f"val NLL ({cfg.val_steps} rk4 steps)", **budget.train_fields())
-    result = train(model, loss_fn, train_cfg, val_fn=lambda m: nll(m, x_val, cfg.val_steps, validate=False),
-                   checkpoint_path=run_dir / "checkpoint.pt",
-                   run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
-                   resume=not restart)
+    train_cfg = TrainConfig(
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        ema_decay=cfg.ema_decay,
+        checkpoint_every_minutes=1.0,
+        seed=seed,
+        progress=progress,
+        val_name=f"val NLL ({cfg.val_steps} rk4 steps)",
+        **budget.train_fields(),
+    )
+    result = train(
+        model,
+        loss_fn,
+        train_cfg,
+        val_fn=lambda m: nll(m, x_val, cfg.val_steps, validate=False),
+        checkpoint_path=run_dir / "checkpoint.pt",
+        run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
+        resume=not restart,
+    )
     if result.rank != 0:
         return None  # data-parallel run: rank 0 evaluates and writes
     model.load_state_dict(result.best_state, strict=False)
@@ -127,28 +172,50 @@ def run(dataset: str, seed: int, budget: Budget | float, cfg: EarthConfig, out: 
         from benchmarks.plotting import plot_earth
 
         with torch.no_grad():
-            samples = ODESolver(sphere, model).sample(sphere.random_base(2000, generator=torch.Generator().manual_seed(seed)).to(device),
-                                                      steps=64, method="rk4")
-        plot_earth(data.cpu(), samples.cpu(),
-                   lambda x: log_likelihood(sphere, model, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
-                   run_dir / f"{dataset}_seed{seed}.png", title=f"{dataset} (seed {seed}): test NLL {test_nll:.3f}", n_lat=45)
+            samples = ODESolver(sphere, model).sample(
+                sphere.random_base(2000, generator=torch.Generator().manual_seed(seed)).to(device),
+                steps=64,
+                method="rk4",
+            )
+        plot_earth(
+            data.cpu(),
+            samples.cpu(),
+            lambda x: log_likelihood(sphere, model, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
+            run_dir / f"{dataset}_seed{seed}.png",
+            title=f"{dataset} (seed {seed}): test NLL {test_nll:.3f}",
+            n_lat=45,
+        )
     record = new_record(
-        "earth", dataset, seed, config=asdict(cfg), **budget.record_fields(), steps=result.steps,
-        precision=precision.name, precision_reason=precision.reason,
-        wall_time_s=time.perf_counter() - start + result.resumed_elapsed_s, val_nll=val_nll, test_nll=test_nll,
+        "earth",
+        dataset,
+        seed,
+        config=asdict(cfg),
+        **budget.record_fields(),
+        steps=result.steps,
+        precision=precision.name,
+        precision_reason=precision.reason,
+        wall_time_s=time.perf_counter() - start + result.resumed_elapsed_s,
+        val_nll=val_nll,
+        test_nll=test_nll,
         likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
-        best_step=result.best_step, n_train=len(x_train), n_val=len(x_val), n_test=len(x_test),
+        best_step=result.best_step,
+        n_train=len(x_train),
+        n_val=len(x_val),
+        n_test=len(x_test),
     )
     write_results(run_dir / "results.json", record)
     return record
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks earth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks earth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", nargs="+", default=["all"], choices=[*DATASETS, "all"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--quick", action="store_true", help="small model, 0.5 min per run, volcano only unless --dataset")
+    parser.add_argument(
+        "--quick", action="store_true", help="small model, 0.5 min per run, volcano only unless --dataset"
+    )
     add_run_arguments(parser, minutes=15.0, out="runs/earth")
     parser.add_argument("--no-plot", action="store_true")
     add_config_overrides(parser, EarthConfig())
@@ -167,25 +234,40 @@ def main(argv: list[str]) -> int:
         precision = resolve_precision(cfg.mixed_precision, args.device)  # a bad value fails before any work
     except ValueError as error:
         raise CommandLineError(f"--mixed-precision: {error}") from None
-    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
+    budget = run_budget(
+        args.minutes,
+        args.steps,
+        default_minutes=default_minutes,
+        eval_every_minutes=cfg.eval_every_minutes,
+        compile=args.compile,
+    )
     # --quick: one thread unless --threads (tiny models; on a busy 2-core machine threads that
     # wait for each other made quick runs many times slower)
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
-    print(f"[earth] {precision.describe()}; "
-          f"{torch.get_num_threads()} CPU thread(s)")
+    print(f"[earth] {precision.describe()}; {torch.get_num_threads()} CPU thread(s)")
     records = []
     for dataset in datasets:
         for seed in args.seeds:
             print(f"[earth] {dataset} seed {seed}: training for {budget.describe()}")
-            rec = run(dataset, seed, budget, cfg, Path(args.out), args.device, progress=not args.no_progress,
-                      plot=not args.no_plot, restart=args.restart)
+            rec = run(
+                dataset,
+                seed,
+                budget,
+                cfg,
+                Path(args.out),
+                args.device,
+                progress=not args.no_progress,
+                plot=not args.no_plot,
+                restart=args.restart,
+            )
             if rec is None:
                 continue
-            print(f"[earth] {dataset} seed {seed}: {rec['steps']} steps, val NLL ({cfg.test_steps} rk4 steps) "
-                  f"{rec['val_nll']:.3f}, "
-                  f"TEST NLL {rec['test_nll']:.3f} ({rec['wall_time_s']:.0f} s)")
+            print(
+                f"[earth] {dataset} seed {seed}: {rec['steps']} steps, val NLL ({cfg.test_steps} rk4 steps) "
+                f"{rec['val_nll']:.3f}, "
+                f"TEST NLL {rec['test_nll']:.3f} ({rec['wall_time_s']:.0f} s)"
+            )
             records.append(rec)
     print("\nTest NLL (nats, lower is better)")
     print("| method | " + " | ".join(d.capitalize() for d in DATASETS) + " |")

@@ -20,6 +20,7 @@ variable is set, else ``../shared/data/earth`` beside a source checkout, else th
 (``~/.local/share/rdfm/earth`` on Linux; see :mod:`benchmarks.paths`). ``python -m benchmarks
 download`` (or ``python -m benchmarks data earth --download``) fetches the same public files there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ EXPECTED_ROWS: dict[str, int] = {
 
 #: ``<file>`` is appended to this to download one dataset.
 DOWNLOAD_BASE_URL = "https://raw.githubusercontent.com/oxcsml/riemannian-score-sde/main/data/"
+
 
 def _how_to_get() -> str:
     # Built on demand: where `download` writes depends on RDFM_DATA_DIR at the time of the error.
@@ -112,9 +114,7 @@ def parse_latlon_text(text: str, source: str = "<text>") -> np.ndarray:
             if header_allowed and all(_HEADER_FIELD.fullmatch(field) for field in fields):
                 header_allowed = False  # e.g. "lat,long" or "LATITUDE,LONGITUDE"
                 continue
-            raise ValueError(
-                f"{source}: line {line_number} is not 'latitude,longitude': {raw!r}"
-            ) from None
+            raise ValueError(f"{source}: line {line_number} is not 'latitude,longitude': {raw!r}") from None
         header_allowed = False
         rows.append((lat, lon))
     latlon = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
@@ -130,8 +130,7 @@ def parse_latlon_text(text: str, source: str = "<text>") -> np.ndarray:
 def _missing_message(name: str, path: Path, root_given: bool) -> str:
     where = "the folder given as root / --dest" if root_given else describe_data_dir()
     return (
-        f"Earth dataset {name!r} is missing: file {path.name} not found.\n"
-        f"Looked in: {path} ({where}).\n{_how_to_get()}"
+        f"Earth dataset {name!r} is missing: file {path.name} not found.\nLooked in: {path} ({where}).\n{_how_to_get()}"
     )
 
 
@@ -254,8 +253,7 @@ def download_earth(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DownloadError(
-            f"cannot create {target}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a "
-            "writable folder."
+            f"cannot create {target}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a writable folder."
         ) from error
     paths: dict[str, Path] = {}
     for name in names:
@@ -280,16 +278,14 @@ def download_earth(
             raise DownloadError(f"{url} did not return a valid lat,lon file: {error}") from error
         if len(latlon) != EXPECTED_ROWS[name]:
             print(
-                f"warning: {url} has {len(latlon)} rows, the published file has "
-                f"{EXPECTED_ROWS[name]}",
+                f"warning: {url} has {len(latlon)} rows, the published file has {EXPECTED_ROWS[name]}",
                 file=sys.stderr,
             )
         try:
             atomic_write(path, payload)
         except OSError as error:
             raise DownloadError(
-                f"cannot write {path}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a "
-                "writable folder."
+                f"cannot write {path}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a writable folder."
             ) from error
     return paths
 

@@ -14,6 +14,7 @@ Caches (derived data: the protein dihedral set, BPE tokenizers), :func:`cache_di
 ``%LOCALAPPDATA%\rdfm\Cache`` (Windows). Nothing is ever written inside the package, which
 may be a read-only ``site-packages``.
 """
+
 from __future__ import annotations
 
 import os
@@ -133,8 +134,7 @@ def cache_dir() -> Path:
     except OSError as error:
         source = "RDFM_CACHE_DIR" if env else "the user cache folder"
         raise OSError(
-            f"cannot create the rdfm cache folder {path} ({source}): {error}. "
-            "Set RDFM_CACHE_DIR to a writable folder."
+            f"cannot create the rdfm cache folder {path} ({source}): {error}. Set RDFM_CACHE_DIR to a writable folder."
         ) from error
     return path
 

@@ -9,6 +9,7 @@ model's own coordinates) to ``(n,)`` log-densities; it is called on chunks of th
 ``torch.no_grad()``, so a function that needs autograd internally (e.g. an exact divergence)
 must wrap its own computation in ``torch.enable_grad()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,9 +61,7 @@ def evaluate_log_density(
         for chunk in torch.split(points, chunk_size):
             values = torch.as_tensor(log_density_fn(chunk)).detach().reshape(-1)
             if values.numel() != chunk.shape[0]:
-                raise ValueError(
-                    f"log_density_fn returned {values.numel()} values for {chunk.shape[0]} points"
-                )
+                raise ValueError(f"log_density_fn returned {values.numel()} values for {chunk.shape[0]} points")
             outputs.append(values.to("cpu", torch.float64))
     return torch.cat(outputs).numpy() if outputs else np.zeros(0)
 
@@ -82,8 +81,12 @@ def _density_mesh(
     """Log-density as a colour mesh (rows of ``values`` along y) with a colour bar."""
     limits = _colour_limits(values)
     mesh = axes.pcolormesh(
-        x_edges, y_edges, np.ma.masked_invalid(values), cmap="viridis",
-        vmin=limits[0] if limits else None, vmax=limits[1] if limits else None,
+        x_edges,
+        y_edges,
+        np.ma.masked_invalid(values),
+        cmap="viridis",
+        vmin=limits[0] if limits else None,
+        vmax=limits[1] if limits else None,
         rasterized=True,
     )
     figure.colorbar(mesh, ax=axes, label="model log-density", **colorbar)

@@ -22,6 +22,7 @@ read: the relative names, sizes and modification times of the structure files un
 matches, so adding, removing or editing a file rebuilds it; ``--force`` rebuilds regardless. Each
 run says whether it ``built`` the dataset or found it ``cached (N files unchanged)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,9 @@ import hashlib
 import itertools
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,8 +45,21 @@ from proteins import dihedrals
 from proteins.data import ArchiveSource
 from proteins.dihedrals import CLASSES
 
-__all__ = ["CLASSES", "ContentKey", "backbones_path", "cache_path", "content_key", "ensure_backbones", "ensure_dataset",
-           "load_backbones", "load_dihedrals", "main", "main_backbones", "sources_dir", "theseus_dir"]
+__all__ = [
+    "CLASSES",
+    "ContentKey",
+    "backbones_path",
+    "cache_path",
+    "content_key",
+    "ensure_backbones",
+    "ensure_dataset",
+    "load_backbones",
+    "load_dihedrals",
+    "main",
+    "main_backbones",
+    "sources_dir",
+    "theseus_dir",
+]
 
 # The file names each set reads from a folder, for messages (the patterns in words).
 _BACKBONE_FILES = "names ending .pdb, .ent, .pdbqt, .cif or .mmcif, optionally .gz or .bz2"
@@ -92,8 +106,9 @@ class ContentKey:
     files: int
 
 
-def content_key(kind: str, folders: Sequence[str | Path], pattern: str,
-                sources: Sequence[ArchiveSource] = ()) -> ContentKey:
+def content_key(
+    kind: str, folders: Sequence[str | Path], pattern: str, sources: Sequence[ArchiveSource] = ()
+) -> ContentKey:
     """The key of a build's inputs, to tell whether a cached dataset is still current.
 
     It covers ``kind`` (which builder, and its format), ``pattern``, the archives' names and
@@ -123,8 +138,12 @@ def content_key(kind: str, folders: Sequence[str | Path], pattern: str,
             files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
         count += len(files)
         listing.append({"folder": folder.resolve().name, "files": files})
-    record = {"kind": kind, "pattern": pattern, "folders": listing,
-              "sources": [[source.name, source.filename, source.members] for source in sources]}
+    record = {
+        "kind": kind,
+        "pattern": pattern,
+        "folders": listing,
+        "sources": [[source.name, source.filename, source.members] for source in sources],
+    }
     return ContentKey(hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), count)
 
 
@@ -143,16 +162,21 @@ def _is_current(out: Path, key: ContentKey) -> bool:
         stat = out.stat()
     except (OSError, ValueError):  # missing or unreadable: not current
         return False
-    return (isinstance(record, dict) and record.get("content_key") == key.digest
-            and record.get("dataset") == [stat.st_size, stat.st_mtime_ns])
+    return (
+        isinstance(record, dict)
+        and record.get("content_key") == key.digest
+        and record.get("dataset") == [stat.st_size, stat.st_mtime_ns]
+    )
 
 
 def _write_key(out: Path, key: ContentKey) -> None:
     """Record ``key`` for the dataset ``out``, atomically (a temporary file renamed)."""
     stat = out.stat()
     path = _key_file(out)
-    atomic_write(path, json.dumps({"content_key": key.digest, "files": key.files,
-                                   "dataset": [stat.st_size, stat.st_mtime_ns]}) + "\n")
+    atomic_write(
+        path,
+        json.dumps({"content_key": key.digest, "files": key.files, "dataset": [stat.st_size, stat.st_mtime_ns]}) + "\n",
+    )
 
 
 def _reusable(out: Path, key: ContentKey, *, pinned_default: bool) -> bool:
@@ -203,14 +227,17 @@ def _ensure_dataset(force: bool, folder: Path | None, verbose: bool) -> _Ensured
         archives = structure_data.fetch_sources(sources_dir(), dihedrals.DIHEDRAL_SOURCES, purpose="the dihedral set")
         structures = itertools.chain.from_iterable(
             structure_data.iter_archive_structures(path, source.members)
-            for path, source in zip(archives, dihedrals.DIHEDRAL_SOURCES))
+            for path, source in zip(archives, dihedrals.DIHEDRAL_SOURCES)
+        )
     report = dihedrals.build_dihedral_dataset(structures, out)
     _write_key(out, key)
     if verbose:
         unusable = f": {structure_data.name_some(report.unusable_files)}" if report.unusable_files else ""
-        print(f"[proteins] {report.files} structure files ({report.unparsed} without usable protein chains{unusable}), "
-              f"{report.segments_kept} segments kept, {report.segments_duplicate} duplicate-sequence segments dropped, "
-              f"{report.residues} residues with phi/psi: {report.per_class} -> {out}")
+        print(
+            f"[proteins] {report.files} structure files ({report.unparsed} without usable protein chains{unusable}), "
+            f"{report.segments_kept} segments kept, {report.segments_duplicate} duplicate-sequence segments dropped, "
+            f"{report.residues} residues with phi/psi: {report.per_class} -> {out}"
+        )
     return _Ensured(out, True, key.files)
 
 
@@ -250,8 +277,9 @@ def _ensure_backbones(force: bool, folders: Sequence[Path] | None, verbose: bool
     if folders:
         key = content_key(kind, folders, structure_data.STRUCTURE_FILE_PATTERN)  # ValueError: not a folder
         if key.files == 0:
-            raise ValueError(f"no structure files in {', '.join(map(str, folders))} ({_BACKBONE_FILES}; searched "
-                             "recursively)")
+            raise ValueError(
+                f"no structure files in {', '.join(map(str, folders))} ({_BACKBONE_FILES}; searched recursively)"
+            )
         target = _folder_cache("backbones", folders)
     else:
         theseus = theseus_dir()
@@ -259,7 +287,8 @@ def _ensure_backbones(force: bool, folders: Sequence[Path] | None, verbose: bool
             raise FileNotFoundError(
                 f"the Theseus example structures are not in {theseus} ({describe_data_dir()}). Set RDFM_DATA_DIR to a "
                 "folder with proteins/theseus/ (Debian package theseus-examples, usr/share/doc/theseus/examples), "
-                "or build from your own folders with --from DIR")
+                "or build from your own folders with --from DIR"
+            )
         key = content_key(kind, [theseus], structure_data.STRUCTURE_FILE_PATTERN, structure_data.STRUCTURE_SOURCES)
         target = backbones_path()
     out = target if out is None else _check_out(out)
@@ -268,12 +297,16 @@ def _ensure_backbones(force: bool, folders: Sequence[Path] | None, verbose: bool
     if folders:
         structures = itertools.chain.from_iterable(structure_data.iter_folder_structures(f) for f in folders)
     else:
-        archives = structure_data.fetch_sources(sources_dir(), structure_data.STRUCTURE_SOURCES,
-                                                purpose="the backbone set")
+        archives = structure_data.fetch_sources(
+            sources_dir(), structure_data.STRUCTURE_SOURCES, purpose="the backbone set"
+        )
         structures = itertools.chain(
-            itertools.chain.from_iterable(structure_data.iter_archive_structures(path, source.members)
-                                          for path, source in zip(archives, structure_data.STRUCTURE_SOURCES)),
-            structure_data.iter_folder_structures(theseus))
+            itertools.chain.from_iterable(
+                structure_data.iter_archive_structures(path, source.members)
+                for path, source in zip(archives, structure_data.STRUCTURE_SOURCES)
+            ),
+            structure_data.iter_folder_structures(theseus),
+        )
     report = structure_data.build_structure_dataset(structures, out)
     _write_key(out, key)
     if verbose:
@@ -281,8 +314,9 @@ def _ensure_backbones(force: bool, folders: Sequence[Path] | None, verbose: bool
     return _Ensured(out, True, key.files)
 
 
-def ensure_backbones(force: bool = False, folders: Sequence[Path] | None = None, verbose: bool = True,
-                     out: Path | None = None) -> Path:
+def ensure_backbones(
+    force: bool = False, folders: Sequence[Path] | None = None, verbose: bool = True, out: Path | None = None
+) -> Path:
     """The backbone structure set's file, built first if missing or out of date (or if ``force``).
 
     A set built from ``folders`` is rebuilt when their structure files change (names, sizes or
@@ -313,8 +347,11 @@ def _check_folders(folders: Sequence[Path]) -> None:
 
 def main(argv: list[str]) -> int:
     """``python -m benchmarks data proteins``: build (or show) the dihedral set."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks data proteins", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks data proteins",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--from", dest="folder", type=Path, default=None, help="your own folder of PDB/mmCIF files")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = parser.parse_args(argv)
@@ -323,8 +360,10 @@ def main(argv: list[str]) -> int:
         try:
             result = _ensure_dataset(args.force, args.folder, verbose=True)
         except ValueError as error:  # the folder's contents: one line, not a traceback
-            raise CommandLineError(f"--from {args.folder}: {error}; give a folder of PDB/mmCIF files of proteins "
-                                   f"with peptide-bonded segments of >= {dihedrals.MIN_LENGTH} residues") from None
+            raise CommandLineError(
+                f"--from {args.folder}: {error}; give a folder of PDB/mmCIF files of proteins "
+                f"with peptide-bonded segments of >= {dihedrals.MIN_LENGTH} residues"
+            ) from None
     else:
         result = _ensure_dataset(args.force, None, verbose=True)
     print(f"[proteins] {result.status()}")
@@ -336,12 +375,27 @@ def main(argv: list[str]) -> int:
 
 def main_backbones(argv: list[str]) -> int:
     """``python -m benchmarks data backbones``: build (or show) the backbone structure set."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks data backbones", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from", dest="folders", type=Path, nargs="+", default=None, metavar="DIR",
-                        help="your own folders of PDB/mmCIF/PDBQT files (instead of the default sources)")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help="write the set to FILE (default: the cache folder); rebuilt when the inputs change")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks data backbones",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--from",
+        dest="folders",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="your own folders of PDB/mmCIF/PDBQT files (instead of the default sources)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the set to FILE (default: the cache folder); rebuilt when the inputs change",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.is_dir():
@@ -351,9 +405,11 @@ def main_backbones(argv: list[str]) -> int:
         try:
             result = _ensure_backbones(args.force, args.folders, True, args.out)
         except ValueError as error:  # the folders' contents: one line, not a traceback
-            raise CommandLineError(f"--from {' '.join(map(str, args.folders))}: {error}; give folders of "
-                                   "PDB/mmCIF/PDBQT files of proteins with backbone chains (N, CA, C) of >= 40 "
-                                   "residues") from None
+            raise CommandLineError(
+                f"--from {' '.join(map(str, args.folders))}: {error}; give folders of "
+                "PDB/mmCIF/PDBQT files of proteins with backbone chains (N, CA, C) of >= 40 "
+                "residues"
+            ) from None
     else:
         result = _ensure_backbones(args.force, None, True, args.out)
     print(f"[backbones] {result.status()}")

@@ -37,6 +37,7 @@ field                        meaning
 
 Benchmarks may add further fields; readers ignore the ones they do not know.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,14 +84,15 @@ REQUIRED_FIELDS: tuple[str, ...] = ("benchmark", "dataset", "seed")
 def git_commit(cwd: str | os.PathLike[str] = PROJECT_ROOT) -> str | None:
     """Hash of ``HEAD`` of the checkout at ``cwd`` (with ``-dirty`` if it has local changes)."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -18,6 +18,7 @@ the right shape (points on S^2, tokens of the KJV's character vocabulary): a ste
 not depend on their values, and the measurement needs no dataset. ``--device cuda`` runs one
 GPU per rank.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,14 @@ def _earth_step(batch: int, device):
     cfg = EarthConfig()
     sphere = Sphere(2)
     torch.manual_seed(0)
-    model = velocity_mlp(sphere, hidden=cfg.hidden, depth=cfg.depth, time_frequencies=cfg.time_frequencies,
-                         fourier_features=cfg.fourier_features, fourier_scale=16.0).to(device)
+    model = velocity_mlp(
+        sphere,
+        hidden=cfg.hidden,
+        depth=cfg.depth,
+        time_frequencies=cfg.time_frequencies,
+        fourier_features=cfg.fourier_features,
+        fourier_scale=16.0,
+    ).to(device)
     objective = RFMObjective(sphere, time_power=2.0, validate=False)
 
     def loss_fn(m, step, generator):
@@ -107,18 +114,32 @@ def worker(args: argparse.Namespace) -> None:
             marks["start"] = time.perf_counter()
         return loss_fn(m, step, generator)
 
-    result = train(model, timed_loss, TrainConfig(max_steps=args.warmup + args.steps, warmup_steps=10,
-                                                  progress=False, seed=0))
+    result = train(
+        model, timed_loss, TrainConfig(max_steps=args.warmup + args.steps, warmup_steps=10, progress=False, seed=0)
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - marks["start"]
     if world.is_main:
-        Path(args.result).write_text(json.dumps({
-            "model": args.model, "mode": args.mode, "processes": world.size, "threads": args.threads,
-            "device": str(args.device), "rank_batch": share, "global_batch": share * world.size,
-            "steps": args.steps, "seconds": seconds, "steps_per_s": args.steps / seconds,
-            "samples_per_s": args.steps * share * world.size / seconds, "total_steps": result.steps,
-            "config": config}))
+        Path(args.result).write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "mode": args.mode,
+                    "processes": world.size,
+                    "threads": args.threads,
+                    "device": str(args.device),
+                    "rank_batch": share,
+                    "global_batch": share * world.size,
+                    "steps": args.steps,
+                    "seconds": seconds,
+                    "steps_per_s": args.steps / seconds,
+                    "samples_per_s": args.steps * share * world.size / seconds,
+                    "total_steps": result.steps,
+                    "config": config,
+                }
+            )
+        )
     finish()
 
 
@@ -130,10 +151,30 @@ def measure(model: str, mode: str, processes: int, args: argparse.Namespace) -> 
     env["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   "-m", "benchmarks.scaling", "--worker", "--model", model, "--mode", mode,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                   "--device", args.device, "--result", str(result)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "benchmarks.scaling",
+            "--worker",
+            "--model",
+            model,
+            "--mode",
+            mode,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+            "--result",
+            str(result),
+        ]
         run = subprocess.run(command, capture_output=True, text=True, env=env)
         if run.returncode != 0 or not result.exists():
             raise RuntimeError(f"{' '.join(command)} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
@@ -141,8 +182,9 @@ def measure(model: str, mode: str, processes: int, args: argparse.Namespace) -> 
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--processes", nargs="+", type=int, default=[1, 2])
@@ -169,8 +211,10 @@ def main(argv: list[str]) -> int:
     for n in args.processes:
         for model in args.models:
             if "strong" in args.modes and GLOBAL_BATCH[model] % n:
-                raise CommandLineError(f"--processes {n}: the {model} batch {GLOBAL_BATCH[model]} does not split "
-                                       "into equal shares (strong scaling)")
+                raise CommandLineError(
+                    f"--processes {n}: the {model} batch {GLOBAL_BATCH[model]} does not split "
+                    "into equal shares (strong scaling)"
+                )
     from benchmarks.results import new_record, write_results
 
     rows = []
@@ -178,27 +222,47 @@ def main(argv: list[str]) -> int:
         steps = args.steps or (3 if args.quick else {"earth": 300, "text": 40}[model])
         for mode in args.modes:
             for n in sorted(set(args.processes)):
-                run_args = argparse.Namespace(**{**vars(args), "steps": steps, "warmup": 2 if args.quick else args.warmup})
+                run_args = argparse.Namespace(
+                    **{**vars(args), "steps": steps, "warmup": 2 if args.quick else args.warmup}
+                )
                 row = measure(model, mode, n, run_args)
                 rows.append(row)
-                print(f"[scaling] {model} {mode} x{n}: {row['steps_per_s']:.2f} steps/s, "
-                      f"{row['samples_per_s']:.0f} samples/s", flush=True)
-    table = ["| model | mode | processes x threads | batch per rank | steps/s | samples/s | speed-up | efficiency |",
-             "|---|---|---|---|---|---|---|---|"]
+                print(
+                    f"[scaling] {model} {mode} x{n}: {row['steps_per_s']:.2f} steps/s, "
+                    f"{row['samples_per_s']:.0f} samples/s",
+                    flush=True,
+                )
+    table = [
+        "| model | mode | processes x threads | batch per rank | steps/s | samples/s | speed-up | efficiency |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        base = next((r for r in rows if r["model"] == row["model"] and r["mode"] == row["mode"]
-                     and r["processes"] == 1), None)
+        base = next(
+            (r for r in rows if r["model"] == row["model"] and r["mode"] == row["mode"] and r["processes"] == 1), None
+        )
         speedup = row["samples_per_s"] / base["samples_per_s"] if base else None
         row["efficiency"] = speedup / row["processes"] if speedup else None
         row["speedup"] = speedup
-        table.append(f"| {row['model']} | {row['mode']} | {row['processes']} x {row['threads']} | {row['rank_batch']} | "
-                     f"{row['steps_per_s']:.2f} | {row['samples_per_s']:.0f} | "
-                     + ("-" if speedup is None else f"{speedup:.2f}x") + " | "
-                     + ("-" if speedup is None else f"{100 * row['efficiency']:.0f}%") + " |")
+        table.append(
+            f"| {row['model']} | {row['mode']} | {row['processes']} x {row['threads']} | {row['rank_batch']} | "
+            f"{row['steps_per_s']:.2f} | {row['samples_per_s']:.0f} | "
+            + ("-" if speedup is None else f"{speedup:.2f}x")
+            + " | "
+            + ("-" if speedup is None else f"{100 * row['efficiency']:.0f}%")
+            + " |"
+        )
     text = "\n".join(table)
     print("\n" + text)
-    record = new_record("scaling", args.device, 0, method="data-parallel", rows=rows, table=text,
-                        threads=args.threads, device=args.device)
+    record = new_record(
+        "scaling",
+        args.device,
+        0,
+        method="data-parallel",
+        rows=rows,
+        table=text,
+        threads=args.threads,
+        device=args.device,
+    )
     write_results(Path(args.out) / "results.json", record)
     return 0
 

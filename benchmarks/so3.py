@@ -14,6 +14,7 @@ preimages of R under exp) is neglected: at sigma ~ 0.1 a preimage at distance >=
 has relative weight below exp(-pi^2 / (2 * 0.13^2)) ~ 1e-126. Sizes: 20000 train, 2500
 validation, 2500 test samples per seed. The gap (true - model) estimates KL(data || model).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,23 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (Budget, add_config_overrides, add_run_arguments, apply_config_overrides, as_budget,
-                            check_device, rank_batch, run_budget, training_settings)
+from benchmarks.cli import (
+    Budget,
+    add_config_overrides,
+    add_run_arguments,
+    apply_config_overrides,
+    as_budget,
+    check_device,
+    rank_batch,
+    run_budget,
+    training_settings,
+)
 from benchmarks.likelihood import log_likelihood, solver_settings
 from benchmarks.objective import dataset_rfm_loss
 from benchmarks.results import new_record, write_results
+from gm.training import TrainConfig, train
 from manifolds import SO3, so3_exp, so3_log
 from rfm.models import velocity_mlp
-from gm.training import TrainConfig, train
 
 RSGM = {16: 0.89, 32: 0.20, 64: -0.49}  # published test log-likelihoods (higher is better)
 SIZES = (20000, 2500, 2500)
@@ -39,11 +49,11 @@ SIZES = (20000, 2500, 2500)
 
 @dataclass
 class WrappedNormalMixture:
-    means: torch.Tensor   # (M, 3, 3)
+    means: torch.Tensor  # (M, 3, 3)
     sigmas: torch.Tensor  # (M,)
 
     @classmethod
-    def random(cls, n_components: int, generator: torch.Generator, dtype=torch.float64) -> "WrappedNormalMixture":
+    def random(cls, n_components: int, generator: torch.Generator, dtype=torch.float64) -> WrappedNormalMixture:
         means = SO3().random_base(n_components, generator=generator, dtype=dtype)
         # Gamma(shape=100, rate=1) exactly, and reproducibly from `generator`: a sum of 100
         # independent Exp(1) variables.
@@ -81,18 +91,27 @@ class SO3Config:
     eval_every_minutes: float = 1.0
     val_steps: int = 16
     selection_points: int = 1024  # validation points used for model selection during training
-    fourier_features: int = 0     # random Fourier features of the matrix entries (0: the 9 entries);
+    fourier_features: int = 0  # random Fourier features of the matrix entries (0: the 9 entries);
     # 128 features at scale 8 (M = 64, 5 min) widened the gap to the truth from 0.17 to 0.43 nats
     fourier_scale: float = 8.0
     test_steps: int = 128
-    grid_power: float = 2.0      # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
+    grid_power: float = 2.0  # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
 
 
 QUICK = SO3Config(hidden=64, depth=2, batch=128, warmup_steps=20, eval_every_minutes=0.2, val_steps=4, test_steps=8)
 
 
-def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, out: Path,
-        sizes: tuple[int, int, int] = SIZES, progress: bool = True, device: str = "cpu", restart: bool = False) -> dict:
+def run(
+    n_components: int,
+    seed: int,
+    budget: Budget | float,
+    cfg: SO3Config,
+    out: Path,
+    sizes: tuple[int, int, int] = SIZES,
+    progress: bool = True,
+    device: str = "cpu",
+    restart: bool = False,
+) -> dict:
     """Train and evaluate RFM on one mixture of ``n_components`` wrapped normals (drawn from
     ``seed``) for ``budget`` (a :class:`~benchmarks.cli.Budget` or minutes); writes and returns
     the results record."""
@@ -106,38 +125,63 @@ def run(n_components: int, seed: int, budget: Budget | float, cfg: SO3Config, ou
     true_test = float(mixture.log_prob(x_test).mean())
     x_train, x_val, x_test = x_train.float().to(device), x_val.float().to(device), x_test.float().to(device)
     torch.manual_seed(seed)
-    model = velocity_mlp(so3, hidden=cfg.hidden, depth=cfg.depth, fourier_features=cfg.fourier_features,
-                         fourier_scale=cfg.fourier_scale).to(device)
+    model = velocity_mlp(
+        so3, hidden=cfg.hidden, depth=cfg.depth, fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale
+    ).to(device)
     loss_fn = dataset_rfm_loss(so3, x_train, rank_batch(cfg.batch), device)
 
     def loglik(m, x, steps, validate=True):
         return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power, validate=validate).mean())
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
-    tc = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, seed=seed, progress=progress,
-                     checkpoint_every_minutes=1.0, val_name=f"val NLL ({cfg.val_steps} rk4 steps, "
-                     f"{cfg.selection_points} points)", **budget.train_fields())
-    res = train(model, loss_fn, tc, val_fn=lambda m: -loglik(m, x_val[:cfg.selection_points], cfg.val_steps, validate=False),
-                checkpoint_path=run_dir / "checkpoint.pt", run_config=training_settings(cfg, n_components=n_components),
-                resume=not restart)
+    tc = TrainConfig(
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        ema_decay=cfg.ema_decay,
+        seed=seed,
+        progress=progress,
+        checkpoint_every_minutes=1.0,
+        val_name=f"val NLL ({cfg.val_steps} rk4 steps, {cfg.selection_points} points)",
+        **budget.train_fields(),
+    )
+    res = train(
+        model,
+        loss_fn,
+        tc,
+        val_fn=lambda m: -loglik(m, x_val[: cfg.selection_points], cfg.val_steps, validate=False),
+        checkpoint_path=run_dir / "checkpoint.pt",
+        run_config=training_settings(cfg, n_components=n_components),
+        resume=not restart,
+    )
     if res.rank != 0:
         return None  # data-parallel run: rank 0 evaluates and writes
     model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_ll = loglik(model, x_test, cfg.test_steps)
     val_ll = loglik(model, x_val, cfg.test_steps)
-    record = new_record("so3", f"M{n_components}", seed, config=asdict(cfg), **budget.record_fields(), steps=res.steps,
-                        wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s, val_nll=-val_ll, test_nll=-test_ll,
-                        test_loglik=test_ll, true_test_loglik=true_test,
-                        likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
-                        sizes=list(sizes))
+    record = new_record(
+        "so3",
+        f"M{n_components}",
+        seed,
+        config=asdict(cfg),
+        **budget.record_fields(),
+        steps=res.steps,
+        wall_time_s=time.perf_counter() - start + res.resumed_elapsed_s,
+        val_nll=-val_ll,
+        test_nll=-test_ll,
+        test_loglik=test_ll,
+        true_test_loglik=true_test,
+        likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
+        sizes=list(sizes),
+    )
     write_results(run_dir / "results.json", record)
     return record
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks so3", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks so3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--components", nargs="+", type=int, default=[16, 32, 64])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--quick", action="store_true", help="small model and data, at most 0.3 min per run")
@@ -151,8 +195,13 @@ def main(argv: list[str]) -> int:
         if args.minutes is not None:
             args.minutes = min(args.minutes, 0.3)
     cfg = apply_config_overrides(cfg, args)
-    budget = run_budget(args.minutes, args.steps, default_minutes=default_minutes,
-                        eval_every_minutes=cfg.eval_every_minutes, compile=args.compile)
+    budget = run_budget(
+        args.minutes,
+        args.steps,
+        default_minutes=default_minutes,
+        eval_every_minutes=cfg.eval_every_minutes,
+        compile=args.compile,
+    )
     # --quick: one thread unless --threads (tiny models; on a busy 2-core machine threads that
     # wait for each other made quick runs many times slower)
     if args.threads or args.quick:
@@ -161,16 +210,29 @@ def main(argv: list[str]) -> int:
     for m in args.components:
         for seed in args.seeds:
             print(f"[so3] M={m} seed {seed}: training for {budget.describe()}")
-            rec = run(m, seed, budget, cfg, Path(args.out), sizes, progress=not args.no_progress, device=args.device,
-                      restart=args.restart)
+            rec = run(
+                m,
+                seed,
+                budget,
+                cfg,
+                Path(args.out),
+                sizes,
+                progress=not args.no_progress,
+                device=args.device,
+                restart=args.restart,
+            )
             if rec is None:
                 continue
-            print(f"[so3] M={m} seed {seed}: {rec['steps']} steps, test log-lik {rec['test_loglik']:.3f}, "
-                  f"true mixture {rec['true_test_loglik']:.3f}")
+            print(
+                f"[so3] M={m} seed {seed}: {rec['steps']} steps, test log-lik {rec['test_loglik']:.3f}, "
+                f"true mixture {rec['true_test_loglik']:.3f}"
+            )
             rows.append(rec)
     print("\n| M | RSGM (published) | rdfm RFM | true mixture | gap (KL estimate) |\n|---|---|---|---|---|")
     for rec in rows:
         m = int(rec["dataset"][1:])
-        print(f"| {m} | {RSGM.get(m, float('nan')):.2f} | {rec['test_loglik']:.3f} | {rec['true_test_loglik']:.3f} | "
-              f"{rec['true_test_loglik'] - rec['test_loglik']:.3f} |")
+        print(
+            f"| {m} | {RSGM.get(m, float('nan')):.2f} | {rec['test_loglik']:.3f} | {rec['true_test_loglik']:.3f} | "
+            f"{rec['true_test_loglik'] - rec['test_loglik']:.3f} |"
+        )
     return 0

@@ -1,14 +1,15 @@
 """``python -m benchmarks speed``: speed ratios against the published ``flow_matching``
 library on identical inputs, in one process, plus the cost and accuracy of our exact
 likelihood. Ratios > 1 mean rdfm is faster."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ def _timeit_pair(ours: Callable[[], object], theirs: Callable[[], object], repea
     t_ours, t_theirs = [], []
     for i in range(repeats):
         pair = ((ours, t_ours), (theirs, t_theirs))
-        for fn, acc in (pair if i % 2 == 0 else pair[::-1]):
+        for fn, acc in pair if i % 2 == 0 else pair[::-1]:
             start = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - start)
@@ -75,11 +76,20 @@ def path_speed(batch: int, repeats: int) -> list[dict]:
         else:
             agree = float((a.x_t - b.x_t).abs().max())
         vel_agree = float((a.dx_t - b.dx_t).abs().max())
-        t_ours, t_theirs, ratio = _timeit_pair(lambda: our_path.sample(x0, x1, t),
-                                               lambda: their_path.sample(x_0=x0, x_1=x1, t=t), repeats)
-        rows.append(dict(what=f"GeodesicPath.sample {name} batch {batch}", ours_ms=1e3 * t_ours,
-                         theirs_ms=1e3 * t_theirs, ratio=ratio, max_abs_diff_x_t=agree,
-                         max_abs_diff_dx_t=vel_agree, target=">= 3x"))
+        t_ours, t_theirs, ratio = _timeit_pair(
+            lambda: our_path.sample(x0, x1, t), lambda: their_path.sample(x_0=x0, x_1=x1, t=t), repeats
+        )
+        rows.append(
+            dict(
+                what=f"GeodesicPath.sample {name} batch {batch}",
+                ours_ms=1e3 * t_ours,
+                theirs_ms=1e3 * t_theirs,
+                ratio=ratio,
+                max_abs_diff_x_t=agree,
+                max_abs_diff_dx_t=vel_agree,
+                target=">= 3x",
+            )
+        )
     return rows
 
 
@@ -107,12 +117,21 @@ def solver_speed(batch: int, steps: int, repeats: int, hidden: int = 256, depth:
     for method in ("euler", "midpoint", "rk4"):
         a = ours.sample(x0, steps=steps, method=method)
         b = theirs.sample(x0, step_size=1.0 / steps, method=method)
-        t_ours, t_theirs, ratio = _timeit_pair(lambda: ours.sample(x0, steps=steps, method=method),
-                                               lambda: theirs.sample(x0, step_size=1.0 / steps, method=method),
-                                               repeats)
-        rows.append(dict(what=f"ODE sample S^2 {method} {steps} steps batch {batch} MLP {hidden}x{depth}", ours_ms=1e3 * t_ours,
-                         theirs_ms=1e3 * t_theirs, ratio=ratio,
-                         max_abs_diff=float((a - b).abs().max()), target="not slower (>= 1x)"))
+        t_ours, t_theirs, ratio = _timeit_pair(
+            lambda: ours.sample(x0, steps=steps, method=method),
+            lambda: theirs.sample(x0, step_size=1.0 / steps, method=method),
+            repeats,
+        )
+        rows.append(
+            dict(
+                what=f"ODE sample S^2 {method} {steps} steps batch {batch} MLP {hidden}x{depth}",
+                ours_ms=1e3 * t_ours,
+                theirs_ms=1e3 * t_theirs,
+                ratio=ratio,
+                max_abs_diff=float((a - b).abs().max()),
+                target="not slower (>= 1x)",
+            )
+        )
     return rows
 
 
@@ -153,16 +172,27 @@ def likelihood_accuracy(train_seconds: float, n_test: int) -> dict:
     reference = solver.log_likelihood(x_test, steps=1000, method="euler")
     t_ref = time.perf_counter() - t0
     diff = (ours - reference).abs()
-    return dict(what=f"log_likelihood S^2 default (rk4, 32 steps, exact) vs Euler 1000 steps, {n_test} points",
-                train_steps=steps, mean_test_nll=float(-ours.mean()), mean_abs_diff_nats=float(diff.mean()),
-                max_abs_diff_nats=float(diff.max()), mean_nll_diff_nats=float((ours - reference).mean().abs()),
-                ours_s=t_ours, reference_s=t_ref, ratio=t_ref / t_ours, target="within 0.01 nats, >= 5x faster")
+    return dict(
+        what=f"log_likelihood S^2 default (rk4, 32 steps, exact) vs Euler 1000 steps, {n_test} points",
+        train_steps=steps,
+        mean_test_nll=float(-ours.mean()),
+        mean_abs_diff_nats=float(diff.mean()),
+        max_abs_diff_nats=float(diff.max()),
+        mean_nll_diff_nats=float((ours - reference).mean().abs()),
+        ours_s=t_ours,
+        reference_s=t_ref,
+        ratio=t_ref / t_ours,
+        target="within 0.01 nats, >= 5x faster",
+    )
 
 
 def _print_rows(rows: list[dict]) -> None:
     for r in rows:
-        extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                          if k not in ("what", "ratio", "target"))
+        extra = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("what", "ratio", "target")
+        )
         print(f"- {r['what']}: ratio {r['ratio']:.2f}x (target {r['target']}); {extra}")
 
 
@@ -171,14 +201,30 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter training (smoke test)")
     parser.add_argument("--only", choices=["rfm", "dfm", "training"], default=None, help="run one part only")
     parser.add_argument("--device", default="cpu", help="device of the training-step table: cpu or cuda")
-    parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
-                        help="models of the training-step table (earth, text, backbone-cpu, backbone, frameflow; "
-                             "default: earth text backbone-cpu on the CPU, earth text backbone frameflow on CUDA)")
-    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"],
-                        help="modes of the training-step table")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="models of the training-step table (earth, text, backbone-cpu, backbone, frameflow; "
+        "default: earth text backbone-cpu on the CPU, earth text backbone frameflow on CUDA)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["eager", "compiled"],
+        choices=["eager", "compiled"],
+        help="modes of the training-step table",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", "--json", dest="out", default="runs/speed.json", metavar="FILE",
-                        help="where to write the JSON results (--json is the same option)")
+    parser.add_argument(
+        "--out",
+        "--json",
+        dest="out",
+        default="runs/speed.json",
+        metavar="FILE",
+        help="where to write the JSON results (--json is the same option)",
+    )
     args = parser.parse_args(argv)
     from benchmarks.cli import CommandLineError, check_device
 
@@ -195,8 +241,11 @@ def main(argv: list[str]) -> int:
     results: dict[str, list[dict] | dict] = {"threads": torch.get_num_threads()}
     print(f"# rdfm vs flow_matching, torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.only in (None, "rfm"):
-        rows = (path_speed(4096, repeats) + solver_speed(1024, 100, 3 if args.quick else 9)
-                + solver_speed(1024, 100, 3 if args.quick else 31, hidden=32, depth=2))
+        rows = (
+            path_speed(4096, repeats)
+            + solver_speed(1024, 100, 3 if args.quick else 9)
+            + solver_speed(1024, 100, 3 if args.quick else 31, hidden=32, depth=2)
+        )
         _print_rows(rows)
         lik = likelihood_accuracy(train_seconds=10 if args.quick else 60, n_test=256 if args.quick else 1000)
         _print_rows([lik])
@@ -213,8 +262,9 @@ def main(argv: list[str]) -> int:
     if args.only in (None, "training"):
         from benchmarks.speed_training import print_step_table, training_step_rows
 
-        step_rows = training_step_rows(args.device, args.models, tuple(args.modes), repeats=3 if args.quick else 10,
-                                       warmup=2 if args.quick else 3)
+        step_rows = training_step_rows(
+            args.device, args.models, tuple(args.modes), repeats=3 if args.quick else 10, warmup=2 if args.quick else 3
+        )
         print_step_table(step_rows)
         results["training_steps"] = step_rows
     atomic_write(Path(args.out), json.dumps(results, indent=2))

@@ -5,6 +5,7 @@ Peak memory is measured honestly for torch CPU allocations: each sampler runs in
 subprocess and reports the growth of its peak resident set size (``ru_maxrss``) over a
 baseline taken after the posterior network was built and warmed up.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,11 +61,13 @@ def _run(which: str, quick: bool) -> dict:
             def forward(self, x, t, **extras):
                 return torch.softmax(self.model(x, t), dim=-1)
 
-        solver = MixtureDiscreteEulerSolver(model=Probs(net), path=MixtureDiscreteProbPath(PolynomialConvexScheduler(1.0)),
-                                            vocabulary_size=VOCAB + 1)
+        solver = MixtureDiscreteEulerSolver(
+            model=Probs(net), path=MixtureDiscreteProbPath(PolynomialConvexScheduler(1.0)), vocabulary_size=VOCAB + 1
+        )
 
         def sample():
             return solver.sample(x_init=x0, step_size=1.0 / STEPS)
+
     times = []
     for _ in range(1 if quick else 3):
         start = time.perf_counter()
@@ -79,14 +82,27 @@ def run_dfm_speed(quick: bool = False) -> list[dict]:
     """Run both samplers in fresh subprocesses and return one comparison row."""
     results = {}
     for which in ("ours", "theirs"):
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.speed_dfm", "--child", which] + (["--quick"] if quick else []),
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.speed_dfm", "--child", which] + (["--quick"] if quick else []),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
     ours, theirs = results["ours"], results["theirs"]
-    return [dict(what=f"CTMC sample, mask source, batch {BATCH}, length {LENGTH}, vocab {VOCAB}, {STEPS} steps",
-                 ours_s=ours["seconds"], theirs_s=theirs["seconds"], ratio=theirs["seconds"] / ours["seconds"],
-                 ours_peak_mb=ours["peak_rss_growth_mb"], theirs_peak_mb=theirs["peak_rss_growth_mb"],
-                 masks_left_ours=ours["masks_left"], masks_left_theirs=theirs["masks_left"], target=">= 5x")]
+    return [
+        dict(
+            what=f"CTMC sample, mask source, batch {BATCH}, length {LENGTH}, vocab {VOCAB}, {STEPS} steps",
+            ours_s=ours["seconds"],
+            theirs_s=theirs["seconds"],
+            ratio=theirs["seconds"] / ours["seconds"],
+            ours_peak_mb=ours["peak_rss_growth_mb"],
+            theirs_peak_mb=theirs["peak_rss_growth_mb"],
+            masks_left_ours=ours["masks_left"],
+            masks_left_theirs=theirs["masks_left"],
+            target=">= 5x",
+        )
+    ]
 
 
 if __name__ == "__main__":

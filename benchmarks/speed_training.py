@@ -13,12 +13,13 @@ Compiled rows compile the network (``torch.compile``, ``fullgraph=True``: the tr
 ``TrainConfig(compile=True)``); the optimiser stays eager. Times are medians over steps after
 warm-up (and after compilation); on CUDA the clock is read after a synchronisation.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -72,8 +73,9 @@ def _text(device: torch.device, seed: int):
 
     vocab, length, batch = 64, 128, 32
     torch.manual_seed(seed)
-    model = TokenTransformer(vocab + 1, vocab, width=128, depth=4, heads=4, max_len=length,
-                             time_conditioning=False).to(device)
+    model = TokenTransformer(vocab + 1, vocab, width=128, depth=4, heads=4, max_len=length, time_conditioning=False).to(
+        device
+    )
     g = torch.Generator().manual_seed(seed)
     stream = torch.randint(vocab, (200_000,), generator=g)
     x = torch.randint(vocab + 1, (batch, length), generator=g).to(device)
@@ -101,8 +103,7 @@ def _backbone(node: int, pair: int, blocks: int, batch: int, length: int, heads:
 
         flow = BackboneFlow()
         torch.manual_seed(seed)
-        model = BackboneNetwork(node_dim=node, pair_dim=pair, blocks=blocks, heads=heads,
-                                head_dim=head_dim).to(device)
+        model = BackboneNetwork(node_dim=node, pair_dim=pair, blocks=blocks, heads=heads, head_dim=head_dim).to(device)
         g = torch.Generator().manual_seed(seed)
         phi = torch.full((batch, length), math.radians(-60.0)) + 0.3 * torch.randn(batch, length, generator=g)
         atoms = ideal_chain(phi, torch.full((batch, length), math.radians(-45.0))).to(device)
@@ -156,8 +157,7 @@ def _optimiser_step(model: nn.Module, loss_of: Callable[[nn.Module], torch.Tenso
     return step
 
 
-def _train_step_ms(model: nn.Module, library, device: torch.device, compile: bool, warmup: int,
-                   repeats: int) -> float:
+def _train_step_ms(model: nn.Module, library, device: torch.device, compile: bool, warmup: int, repeats: int) -> float:
     """Median time between consecutive loss calls of ``gm.training.train`` after ``warmup``
     steps (each call waits for the previous step on CUDA, so the interval is one whole step)."""
     stamps: list[float] = []
@@ -169,19 +169,26 @@ def _train_step_ms(model: nn.Module, library, device: torch.device, compile: boo
 
     cfg = TrainConfig(max_steps=warmup + repeats + 1, warmup_steps=1, progress=False, compile=compile)
     train(model, loss_fn, cfg, load_best=False)
-    gaps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+    gaps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1 :])]
     return 1000 * statistics.median(gaps)
 
 
-def training_step_rows(device: str = "cpu", models: list[str] | None = None, modes: tuple[str, ...] = ("eager",
-                       "compiled"), repeats: int = 10, warmup: int = 3, log: Callable[[str], None] = print) -> list[dict]:
+def training_step_rows(
+    device: str = "cpu",
+    models: list[str] | None = None,
+    modes: tuple[str, ...] = ("eager", "compiled"),
+    repeats: int = 10,
+    warmup: int = 3,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
     """One row per model and mode: ``model, device, mode, bare_ms, library_ms, train_ms,
     kernels, syncs`` (``kernels``: CUDA kernels, or aten operators on the CPU, of one library
     step; ``syncs``: host read-backs outside torch plus CUDA synchronisations of one library
     step, counted after warm-up)."""
     dev = torch.device(device)
-    names = models or (["earth", "text", "backbone", "frameflow"] if dev.type == "cuda"
-                       else ["earth", "text", "backbone-cpu"])
+    names = models or (
+        ["earth", "text", "backbone", "frameflow"] if dev.type == "cuda" else ["earth", "text", "backbone-cpu"]
+    )
     unknown = [k for k in names if k not in STEP_MODELS]
     if unknown:
         raise ValueError(f"models must be among {sorted(STEP_MODELS)}, got {unknown}")
@@ -215,9 +222,18 @@ def training_step_rows(device: str = "cpu", models: list[str] | None = None, mod
             log(f"[speed] {case.name}, {mode}: trainer step")
             torch._dynamo.reset()
             train_ms = _train_step_ms(model, library, dev, compiled, warmup, repeats)
-            rows.append(dict(model=case.name, device=dev.type, mode=mode, bare_ms=round(bare_ms, 3),
-                             library_ms=round(library_ms, 3), train_ms=round(train_ms, 3), kernels=kernels,
-                             syncs=reads.count))
+            rows.append(
+                dict(
+                    model=case.name,
+                    device=dev.type,
+                    mode=mode,
+                    bare_ms=round(bare_ms, 3),
+                    library_ms=round(library_ms, 3),
+                    train_ms=round(train_ms, 3),
+                    kernels=kernels,
+                    syncs=reads.count,
+                )
+            )
             log(f"[speed] {rows[-1]}")
     return rows
 
@@ -226,5 +242,7 @@ def print_step_table(rows: list[dict]) -> None:
     print("\n| model | device | mode | bare ms | library ms | train ms | kernels/ops per step | host syncs per step |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['device']} | {r['mode']} | {r['bare_ms']:.2f} | {r['library_ms']:.2f} | "
-              f"{r['train_ms']:.2f} | {r['kernels']} | {r['syncs']} |")
+        print(
+            f"| {r['model']} | {r['device']} | {r['mode']} | {r['bare_ms']:.2f} | {r['library_ms']:.2f} | "
+            f"{r['train_ms']:.2f} | {r['kernels']} | {r['syncs']} |"
+        )

@@ -3,6 +3,7 @@
 The convention follows Chen & Lipman (2024): every run draws its own random 80/10/10 split of
 the whole dataset from the run's seed, so the spread over seeds includes the split variance.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ seeds. Published numbers are printed beside ours as anchors; they are quoted fro
 not recomputed. If the same (benchmark, dataset, method, seed) appears in several files, the
 record with the latest timestamp is used and the others are reported on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,14 +132,10 @@ def deduplicate(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]]
             best[key] = record
             continue
         newer, older = (
-            (record, kept)
-            if str(record.get("timestamp", "")) >= str(kept.get("timestamp", ""))
-            else (kept, record)
+            (record, kept) if str(record.get("timestamp", "")) >= str(kept.get("timestamp", "")) else (kept, record)
         )
         best[key] = newer
-        notes.append(
-            f"duplicate {key}: using {newer.get('_path', '?')}, ignoring {older.get('_path', '?')}"
-        )
+        notes.append(f"duplicate {key}: using {newer.get('_path', '?')}, ignoring {older.get('_path', '?')}")
     return list(best.values()), notes
 
 
@@ -212,19 +209,29 @@ def _provenance(groups: dict[tuple[str, str], list[dict[str, Any]]], metric: str
 
     rows = []
     for (method, key), group in sorted(groups.items()):
-        rows.append((
-            method,
-            key,
-            " ".join(str(r["seed"]) for r in group),
-            cell(budgets_by_group[(method, key)]),
-            summarize(_values(group, "steps")).format(0, show_n=False),
-            summarize(_values(group, "wall_time_s")).format(0, show_n=False),
-            summarize(_values(group, "val_nll")).format(show_n=False),
-            summarize(_values(group, metric)).format(show_n=False),
-        ))
+        rows.append(
+            (
+                method,
+                key,
+                " ".join(str(r["seed"]) for r in group),
+                cell(budgets_by_group[(method, key)]),
+                summarize(_values(group, "steps")).format(0, show_n=False),
+                summarize(_values(group, "wall_time_s")).format(0, show_n=False),
+                summarize(_values(group, "val_nll")).format(show_n=False),
+                summarize(_values(group, metric)).format(show_n=False),
+            )
+        )
     metric_names = {"test_nll": "test NLL", "masked_bpc": "masked bpc"}
-    header = ["method", "dataset", "seeds", "budget (min)" if minutes_only else "budget", "steps", "wall time (s)",
-              "val NLL", metric_names.get(metric, metric)]
+    header = [
+        "method",
+        "dataset",
+        "seeds",
+        "budget (min)" if minutes_only else "budget",
+        "steps",
+        "wall time (s)",
+        "val NLL",
+        metric_names.get(metric, metric),
+    ]
     lines = ["", "<details><summary>runs</summary>", ""]
     lines += _markdown_table(header, rows)
     if len(budgets) > 1:
@@ -250,8 +257,14 @@ def _method_rows(
     ]
 
 
-def _paired_row(groups: dict[tuple[str, str], list[dict[str, Any]]], keys: Sequence[str], method: str, anchor: str,
-                metric: str, digits: int) -> list[str] | None:
+def _paired_row(
+    groups: dict[tuple[str, str], list[dict[str, Any]]],
+    keys: Sequence[str],
+    method: str,
+    anchor: str,
+    metric: str,
+    digits: int,
+) -> list[str] | None:
     """``method - anchor`` per seed on the same split, mean ± std over the seeds both have, and
     how many of them ``method`` is lower on. Splits move both numbers by more than they differ,
     so the paired difference is the comparison that says who wins."""
@@ -259,8 +272,11 @@ def _paired_row(groups: dict[tuple[str, str], list[dict[str, Any]]], keys: Seque
     for key in keys:
         ours = {r["seed"]: r.get(metric) for r in groups.get((method, key), [])}
         theirs = {r["seed"]: r.get(metric) for r in groups.get((anchor, key), [])}
-        diffs = [float(ours[s]) - float(theirs[s]) for s in sorted(ours.keys() & theirs.keys())
-                 if is_finite_number(ours[s]) and is_finite_number(theirs[s])]
+        diffs = [
+            float(ours[s]) - float(theirs[s])
+            for s in sorted(ours.keys() & theirs.keys())
+            if is_finite_number(ours[s]) and is_finite_number(theirs[s])
+        ]
         if not diffs:
             cells.append("—")
             continue
@@ -280,10 +296,7 @@ def earth_table(records: Sequence[dict[str, Any]]) -> list[str]:
     keys = _ordered_keys([k for k, _ in EARTH_DATASETS], (k for _, k in groups))
     labels = dict(EARTH_DATASETS)
     header = ["method"] + [labels.get(k, k) for k in keys]
-    rows = [
-        [name] + [f"{v:.2f}" for v in values] + ["—"] * (len(keys) - len(values))
-        for name, values in EARTH_ANCHORS
-    ]
+    rows = [[name] + [f"{v:.2f}" for v in values] + ["—"] * (len(keys) - len(values)) for name, values in EARTH_ANCHORS]
     rows += _method_rows(groups, keys, "test_nll", 2)
     lines = ["## Earth (S^2): test NLL, lower is better", ""]
     lines += _markdown_table(header, rows)
@@ -303,8 +316,11 @@ def proteins_table(records: Sequence[dict[str, Any]]) -> list[str]:
     rows = _method_rows(groups, keys, "test_nll", 3)  # classes differ by ~0.01
     paired = _paired_row(groups, keys, "rfm", "vonmises", "test_nll", 3)
     lines += _markdown_table(header, rows + ([paired] if paired else []))
-    lines += ["", "Both rows are measured on the same seeded splits: mean ± std over seeds (n seeds); "
-              "the last row is the per-seed difference (negative: RFM better) and the number of seeds where RFM is lower."]
+    lines += [
+        "",
+        "Both rows are measured on the same seeded splits: mean ± std over seeds (n seeds); "
+        "the last row is the per-seed difference (negative: RFM better) and the number of seeds where RFM is lower.",
+    ]
     return lines + _provenance(groups, "test_nll")
 
 
@@ -328,20 +344,22 @@ def so3_table(records: Sequence[dict[str, Any]]) -> list[str]:
                 else math.nan
                 for r in group
             ]
-            rows.append([
-                str(m_value) if m_value is not None else key,
-                METHOD_LABELS.get(method, method),
-                f"{anchor:.2f}" if anchor is not None else "—",
-                summarize(_values(group, "test_loglik")).format(),
-                summarize(_values(group, "true_test_loglik")).format(),
-                summarize(gaps).format(),
-            ])
+            rows.append(
+                [
+                    str(m_value) if m_value is not None else key,
+                    METHOD_LABELS.get(method, method),
+                    f"{anchor:.2f}" if anchor is not None else "—",
+                    summarize(_values(group, "test_loglik")).format(),
+                    summarize(_values(group, "true_test_loglik")).format(),
+                    summarize(gaps).format(),
+                ]
+            )
     header = ["M", "method", SO3_ANCHOR_NAME, "model", "true mixture", "gap (true − model)"]
     lines = ["## SO(3) mixtures of wrapped normals: test log-likelihood, higher is better", ""]
     lines += _markdown_table(header, rows)
     lines += [
         "",
-        "RSGM is quoted from its paper; \"true mixture\" is the generating density on the same "
+        'RSGM is quoted from its paper; "true mixture" is the generating density on the same '
         "test points, and the gap estimates KL(data || model).",
     ]
     return lines + _provenance(groups, "test_loglik")
@@ -359,7 +377,9 @@ def text_table(records: Sequence[dict[str, Any]]) -> list[str]:
             [label, " ".join(str(r["seed"]) for r in group)]
             + [summarize(_values(group, field)).format(3) for field, _ in TEXT_METRICS]
         )
-    header = ["dataset", "seeds"] + [name if field.endswith("ratio") else f"{name} (bpc)" for field, name in TEXT_METRICS]
+    header = ["dataset", "seeds"] + [
+        name if field.endswith("ratio") else f"{name} (bpc)" for field, name in TEXT_METRICS
+    ]
     lines = ["## Text: bits per character, lower is better", ""]
     lines += _markdown_table(header, rows)
     return lines + _provenance(groups, "masked_bpc")
@@ -368,9 +388,7 @@ def text_table(records: Sequence[dict[str, Any]]) -> list[str]:
 def render_tables(records: Sequence[dict[str, Any]]) -> str:
     """All tables for ``records`` as one markdown document (empty sections are left out)."""
     records, _ = deduplicate(records)
-    sections = [
-        table(records) for table in (earth_table, proteins_table, so3_table, text_table)
-    ]
+    sections = [table(records) for table in (earth_table, proteins_table, so3_table, text_table)]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 

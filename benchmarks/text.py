@@ -12,25 +12,43 @@ the AR model of the same run and the samples' unigram entropy.
 :mod:`dfm.masking` at an equal step budget. ``python -m benchmarks text sample`` loads a
 trained model and completes a ``--prompt`` or fills a ``--template`` with holes.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cli import (CommandLineError, add_config_overrides, add_run_arguments, apply_config_overrides,
-                            check_device, rank_batch, run_budget, training_settings)
+from benchmarks.cli import (
+    CommandLineError,
+    add_config_overrides,
+    add_run_arguments,
+    apply_config_overrides,
+    check_device,
+    rank_batch,
+    run_budget,
+    training_settings,
+)
 from benchmarks.results import new_record, write_results
 from benchmarks.text_data import eval_chunks, load_kjv, load_text_corpus, random_crops, tokenize_corpus
-from dfm import (BlockDiffusion, BlockDiffusionTransformer, CTMCSolver, MaskedDiffusionLoss, MixturePath,
-                 filter_logits, infill_template, mask_elbo, prompt_template)
+from dfm import (
+    BlockDiffusion,
+    BlockDiffusionTransformer,
+    CTMCSolver,
+    MaskedDiffusionLoss,
+    MixturePath,
+    filter_logits,
+    infill_template,
+    mask_elbo,
+    prompt_template,
+)
 from dfm.solver import check_filtering, check_temperature
 from dfm.transformer import TokenTransformer, append_kv
 from gm.distributed import is_main_process
@@ -50,9 +68,9 @@ class TextConfig:
     # EMA weights at any time of a run are then those of a run with that budget (the curve).
     min_lr_ratio: float = 1.0
     ema_decay: float = 0.995
-    eval_chunks: int = 256        # test windows of `length` characters (256 x 128 = 32k chars)
-    elbo_draws: int = 8           # draws per window for the masked and block ELBOs
-    sample_steps: int = 128       # masked model: CTMC steps; block models: steps per block = b
+    eval_chunks: int = 256  # test windows of `length` characters (256 x 128 = 32k chars)
+    elbo_draws: int = 8  # draws per window for the masked and block ELBOs
+    sample_steps: int = 128  # masked model: CTMC steps; block models: steps per block = b
     n_samples: int = 64
     # The masked model's adaLN time input. Off: with the mask source, p(x1^i | x_t) does not depend
     # on t given x_t (which tokens are masked is independent of the data), so t only costs time.
@@ -68,12 +86,22 @@ class TextConfig:
     times: str = "stratified"
     mask_rate_min: float = 0.2
     mask_rate_max: float = 0.8
-    tokenizer: str = "char"         # "char" or "bpe" (byte-level, trained on the training split)
+    tokenizer: str = "char"  # "char" or "bpe" (byte-level, trained on the training split)
     bpe_vocab_size: int = 1024
 
 
-QUICK = TextConfig(length=64, width=64, depth=2, heads=2, batch=16, warmup_steps=20, eval_chunks=32, elbo_draws=2,
-                   sample_steps=32, n_samples=8)
+QUICK = TextConfig(
+    length=64,
+    width=64,
+    depth=2,
+    heads=2,
+    batch=16,
+    warmup_steps=20,
+    eval_chunks=32,
+    elbo_draws=2,
+    sample_steps=32,
+    n_samples=8,
+)
 # The training time of a whole --quick run, shared equally by its models (the five default
 # models: 3.6 s each), so that the command takes under a minute however many models it trains.
 QUICK_MINUTES = 0.3
@@ -96,12 +124,14 @@ ABLATIONS: dict[str, dict] = {
 
 def model_kind(name: str) -> tuple[str, int | None]:
     """``("ar", None)``, ``("masked", None)`` or ``("block", b)`` for ``"blockB"``."""
-    if name in ("ar", "masked") or (name.startswith("masked-") and name[len("masked-"):] in ABLATIONS):
+    if name in ("ar", "masked") or (name.startswith("masked-") and name[len("masked-") :] in ABLATIONS):
         return ("ar" if name == "ar" else "masked"), None
     if name.startswith("block") and name[5:].isdigit() and int(name[5:]) > 0:
         return "block", int(name[5:])
-    raise CommandLineError(f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block "
-                           "size dividing the length)")
+    raise CommandLineError(
+        f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block "
+        "size dividing the length)"
+    )
 
 
 def _note(enabled: bool, text: str) -> None:
@@ -123,10 +153,19 @@ def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_c
 def build(cfg: TextConfig, vocab: int, causal: bool = False, block_size: int | None = None) -> torch.nn.Module:
     """AR (``causal``: ids 0..V-1 plus BOS V), masked (ids plus mask V) or block-diffusion model."""
     if block_size is not None:
-        return BlockDiffusionTransformer(vocab, block_size, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
-                                         max_len=cfg.length)
-    return TokenTransformer(vocab + 1, vocab, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
-                            max_len=cfg.length, causal=causal, time_conditioning=cfg.time_conditioning and not causal)
+        return BlockDiffusionTransformer(
+            vocab, block_size, width=cfg.width, depth=cfg.depth, heads=cfg.heads, max_len=cfg.length
+        )
+    return TokenTransformer(
+        vocab + 1,
+        vocab,
+        width=cfg.width,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        max_len=cfg.length,
+        causal=causal,
+        time_conditioning=cfg.time_conditioning and not causal,
+    )
 
 
 def ar_logits(model: TokenTransformer, x: torch.Tensor, bos: int | None = None) -> torch.Tensor:
@@ -142,7 +181,7 @@ def ar_nll(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64) -> to
     """Exact negative log-likelihood in nats of every window of ``chunks`` ``(N, L)``, shape ``(N,)``."""
     out = []
     for i in range(0, len(chunks), batch):
-        x = chunks[i:i + batch]
+        x = chunks[i : i + batch]
         out.append(F.cross_entropy(ar_logits(model, x).transpose(1, 2).double(), x, reduction="none").sum(-1))
     return torch.cat(out)
 
@@ -155,17 +194,27 @@ def ar_bpc(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64, n_cha
 
 
 @torch.no_grad()
-def ar_sample(model: TokenTransformer, n: int, length: int, generator: torch.Generator,
-              prompt: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
-              top_p: float | None = None) -> torch.Tensor:
+def ar_sample(
+    model: TokenTransformer,
+    n: int,
+    length: int,
+    generator: torch.Generator,
+    prompt: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
     """``n`` sequences of ``length`` tokens drawn left to right with a key/value cache (on the
     generator's device), continuing ``prompt`` (1-D ids) if given; float64 draws from the
     tempered, filtered next-token distribution."""
     check_filtering(top_k, top_p)
     check_temperature(temperature)
     device = generator.device
-    x = (torch.empty(n, 0, dtype=torch.long, device=device) if prompt is None
-         else prompt.to(device).long().expand(n, -1).clone())
+    x = (
+        torch.empty(n, 0, dtype=torch.long, device=device)
+        if prompt is None
+        else prompt.to(device).long().expand(n, -1).clone()
+    )
     if x.shape[1] >= length:
         raise ValueError(f"prompt has {x.shape[1]} tokens: it must be shorter than the context length {length}")
     bos = torch.full((n, 1), model.vocab_size - 1, dtype=torch.long, device=device)
@@ -195,8 +244,14 @@ def _masked_objective(cfg: TextConfig, path: MixturePath, block_size: int | None
     if cfg.masked_loss not in ("elbo", "mean"):
         raise CommandLineError(f"--masked-loss must be 'elbo' or 'mean', got {cfg.masked_loss!r}")
     try:
-        return MaskedDiffusionLoss(path, estimator=cfg.estimator, times=cfg.times, weighting=cfg.masked_loss,
-                                   mask_rate_range=(cfg.mask_rate_min, cfg.mask_rate_max), block_size=block_size)
+        return MaskedDiffusionLoss(
+            path,
+            estimator=cfg.estimator,
+            times=cfg.times,
+            weighting=cfg.masked_loss,
+            mask_rate_range=(cfg.mask_rate_min, cfg.mask_rate_max),
+            block_size=block_size,
+        )
     except ValueError as err:
         raise CommandLineError(str(err)) from None
 
@@ -246,8 +301,12 @@ class Snapshots:
             if key == "final" or now <= self._deadline(key):
                 if state is None:
                     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                self.pending[key] = {"minutes": None if key == "final" else key, "step": self.step,
-                                     "elapsed_s": now, "state": state}
+                self.pending[key] = {
+                    "minutes": None if key == "final" else key,
+                    "step": self.step,
+                    "elapsed_s": now,
+                    "state": state,
+                }
             elif key in self.pending:
                 self.saved[key] = self.pending.pop(key)
         self._write()
@@ -266,26 +325,49 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "sample":
         return sample_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks text", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"tiny models, {QUICK_MINUTES:g} min of training shared by the models, one thread unless "
-                        "--threads, under a minute in all (smoke test / demo)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"tiny models, {QUICK_MINUTES:g} min of training shared by the models, one thread unless "
+        "--threads, under a minute in all (smoke test / demo)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_run_arguments(parser, minutes=10.0, out="runs/text")  # the budget is PER MODEL
-    parser.add_argument("--models", nargs="+", default=["ar", "masked", "block4", "block8", "block16"],
-                        help="ar, masked, blockB (block diffusion with block size B); the ratios need ar")
-    parser.add_argument("--curve", nargs="*", type=float, default=[],
-                        help="budgets (minutes) at which the EMA weights of each run are also evaluated; a run "
-                             "trains to the largest of these and --minutes (e.g. --curve 2.5 5 10 20)")
-    parser.add_argument("--curve-models", nargs="*", default=None,
-                        help="the models trained to the largest --curve budget (default: all); others stop at "
-                             "--minutes")
-    parser.add_argument("--ablation", nargs="*", default=None, choices=list(ABLATIONS),
-                        help="train masked models with these objective options instead (all if none named); "
-                             "use with --steps for an equal budget")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["ar", "masked", "block4", "block8", "block16"],
+        help="ar, masked, blockB (block diffusion with block size B); the ratios need ar",
+    )
+    parser.add_argument(
+        "--curve",
+        nargs="*",
+        type=float,
+        default=[],
+        help="budgets (minutes) at which the EMA weights of each run are also evaluated; a run "
+        "trains to the largest of these and --minutes (e.g. --curve 2.5 5 10 20)",
+    )
+    parser.add_argument(
+        "--curve-models",
+        nargs="*",
+        default=None,
+        help="the models trained to the largest --curve budget (default: all); others stop at --minutes",
+    )
+    parser.add_argument(
+        "--ablation",
+        nargs="*",
+        default=None,
+        choices=list(ABLATIONS),
+        help="train masked models with these objective options instead (all if none named); "
+        "use with --steps for an equal budget",
+    )
     parser.add_argument("--corpus", default=None, help="a UTF-8 text file instead of the KJV (split by lines)")
     parser.add_argument("--skip-training", action="store_true", help="evaluate the snapshots already in --out")
-    parser.add_argument("--skip-evaluation", action="store_true",
-                        help="train only (several processes can train models into one --out, then evaluate)")
+    parser.add_argument(
+        "--skip-evaluation",
+        action="store_true",
+        help="train only (several processes can train models into one --out, then evaluate)",
+    )
     add_config_overrides(parser, TextConfig())
     args = parser.parse_args(argv)
     check_device(args.device)
@@ -304,9 +386,14 @@ def main(argv: list[str]) -> int:
         if b is not None and cfg.length % b:
             raise CommandLineError(f"model {name}: block size {b} does not divide the context length {cfg.length}")
     main_minutes = default_minutes if args.minutes is None else args.minutes
-    record_budget = run_budget(main_minutes if args.steps is None else args.minutes, args.steps,
-                               default_minutes=default_minutes, eval_every_minutes=0.1, evaluations=5,
-                               compile=args.compile)
+    record_budget = run_budget(
+        main_minutes if args.steps is None else args.minutes,
+        args.steps,
+        default_minutes=default_minutes,
+        eval_every_minutes=0.1,
+        evaluations=5,
+        compile=args.compile,
+    )
     if args.curve and args.steps is not None:
         raise CommandLineError("--curve takes wall-clock budgets: use it without --steps")
     if any(not (m > 0) for m in args.curve):
@@ -324,8 +411,10 @@ def main(argv: list[str]) -> int:
     test_chunks = eval_chunks(streams.test, cfg.length, cfg.eval_chunks)
     val_chunks = eval_chunks(streams.val, cfg.length, max(8, cfg.eval_chunks // 4))
     if len(test_chunks) == 0 or len(val_chunks) == 0 or len(train_ids) <= cfg.length:
-        raise CommandLineError(f"the corpus is too small for windows of {cfg.length} tokens (train {len(train_ids)}, "
-                               f"val {len(streams.val)}, test {len(streams.test)} tokens)")
+        raise CommandLineError(
+            f"the corpus is too small for windows of {cfg.length} tokens (train {len(train_ids)}, "
+            f"val {len(streams.val)}, test {len(streams.test)} tokens)"
+        )
     test_chars = streams.n_chars(test_chunks)
     device = torch.device(args.device)
     test_on_device, val_on_device = test_chunks.to(device), val_chunks.to(device)
@@ -337,7 +426,7 @@ def main(argv: list[str]) -> int:
     meta = dict(config=asdict(cfg), vocab_size=vocab, corpus=args.corpus, chars=getattr(corpus, "chars", None))
 
     def run_config(name: str) -> TextConfig:
-        return replace(cfg, **ABLATIONS[name[len("masked-"):]]) if name.startswith("masked-") else cfg
+        return replace(cfg, **ABLATIONS[name[len("masked-") :]]) if name.startswith("masked-") else cfg
 
     # ---- training: one run per model, EMA snapshots at the budget marks -------------------------
     for name in names:
@@ -347,14 +436,20 @@ def main(argv: list[str]) -> int:
         marks = sorted({main_minutes, *curve_here}) if args.steps is None else []
         minutes = max(marks) if marks else args.minutes
         # validations (each takes a snapshot) every 6 s, or a fifth of the smallest mark
-        budget = run_budget(minutes, args.steps, default_minutes=default_minutes,
-                            eval_every_minutes=min([0.1, *(m / 5 for m in marks)]), evaluations=5,
-                            compile=args.compile)
+        budget = run_budget(
+            minutes,
+            args.steps,
+            default_minutes=default_minutes,
+            eval_every_minutes=min([0.1, *(m / 5 for m in marks)]),
+            evaluations=5,
+            compile=args.compile,
+        )
         if args.skip_training:
             continue
         torch.manual_seed(args.seed)
         model = build(mcfg, vocab, causal=kind == "ar", block_size=block).to(device)
         if kind == "ar":
+
             def model_loss(m, gen):
                 x = random_crops(train_ids, batch, mcfg.length, gen).to(device)
                 return F.cross_entropy(ar_logits(m, x, bos=vocab).flatten(0, 1), x.flatten())
@@ -380,7 +475,11 @@ def main(argv: list[str]) -> int:
             return model_loss(m, gen)
 
         ckpt = out / f"{name}_seed{args.seed}.pt"
-        prior = float(torch.load(ckpt, weights_only=False).get("elapsed", 0.0)) if ckpt.exists() and not args.restart else 0.0
+        prior = (
+            float(torch.load(ckpt, weights_only=False).get("elapsed", 0.0))
+            if ckpt.exists() and not args.restart
+            else 0.0
+        )
         snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
         if args.restart and is_main_process():
             snap_path.unlink(missing_ok=True)
@@ -390,13 +489,30 @@ def main(argv: list[str]) -> int:
             snapshots.take(m)
             return quick_score(m)
 
-        tc = TrainConfig(lr=mcfg.lr, warmup_steps=mcfg.warmup_steps, ema_decay=mcfg.ema_decay,
-                         min_lr_ratio=mcfg.min_lr_ratio, checkpoint_every_minutes=1.0, seed=args.seed,
-                         progress=not args.no_progress, weight_decay=0.01, **budget.train_fields())
-        print(f"[text] training {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) for "
-              f"{budget.describe()}" + (f", snapshots at {marks} min" if len(marks) > 1 else ""))
-        res = train(model, loss_fn, tc, val_fn=val_fn, checkpoint_path=ckpt, resume=not args.restart,
-                    run_config=training_settings(mcfg, model=name, corpus=args.corpus))
+        tc = TrainConfig(
+            lr=mcfg.lr,
+            warmup_steps=mcfg.warmup_steps,
+            ema_decay=mcfg.ema_decay,
+            min_lr_ratio=mcfg.min_lr_ratio,
+            checkpoint_every_minutes=1.0,
+            seed=args.seed,
+            progress=not args.no_progress,
+            weight_decay=0.01,
+            **budget.train_fields(),
+        )
+        print(
+            f"[text] training {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) for "
+            f"{budget.describe()}" + (f", snapshots at {marks} min" if len(marks) > 1 else "")
+        )
+        res = train(
+            model,
+            loss_fn,
+            tc,
+            val_fn=val_fn,
+            checkpoint_path=ckpt,
+            resume=not args.restart,
+            run_config=training_settings(mcfg, model=name, corpus=args.corpus),
+        )
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
         snapshots.finish()
@@ -427,8 +543,9 @@ def main(argv: list[str]) -> int:
         if block is None:
             est = mask_elbo(model, path, test_on_device, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen)
         else:
-            est = BlockDiffusion(path, block).elbo(model, test_on_device, n_draws=cfg.elbo_draws,
-                                                    n_chars=test_chars, generator=gen)
+            est = BlockDiffusion(path, block).elbo(
+                model, test_on_device, n_draws=cfg.elbo_draws, n_chars=test_chars, generator=gen
+            )
         return est.bits_per_char, est.stderr_bits_per_char
 
     main_key = "final" if args.steps is not None else main_minutes
@@ -452,14 +569,17 @@ def main(argv: list[str]) -> int:
             _note(progress, f"{name}: test bits per character of the {key:g}-minute snapshot")
             b_, s_ = test_bpc(name, other)
             curve.append(dict(minutes=key, steps=osnap["step"], elapsed_s=osnap["elapsed_s"], bpc=b_, stderr=s_))
-        results[name] = dict(bpc=bpc, stderr=stderr, steps=snap["step"], elapsed_s=snap["elapsed_s"], curve=curve,
-                             model=model)
-        print(f"[text] {name}: {snap['step']} steps, test bpc {bpc:.3f}"
-              + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)"))
+        results[name] = dict(
+            bpc=bpc, stderr=stderr, steps=snap["step"], elapsed_s=snap["elapsed_s"], curve=curve, model=model
+        )
+        print(
+            f"[text] {name}: {snap['step']} steps, test bpc {bpc:.3f}"
+            + (f" ± {stderr:.3f} (ELBO bound)" if stderr else " (exact)")
+        )
 
     # samples and their quality, judged by the AR model of this run
     judge = results.get("ar", {}).get("model")
-    real = test_chunks[:cfg.n_samples]
+    real = test_chunks[: cfg.n_samples]
     reference = dict(entropy=sample_entropy_bits(real))
     if judge is not None:
         reference["gen_ppl"] = math.exp(float(ar_nll(judge, real.to(device)).sum()) / real.numel())
@@ -481,27 +601,46 @@ def main(argv: list[str]) -> int:
             x0 = path.sample_source((n, cfg.length), device=device)
             solver = CTMCSolver(path, model)
             per_step = cfg.length / cfg.sample_steps
-            runs.append((f"{cfg.sample_steps} steps, " + ("one random position per step" if per_step == 1 else
-                                                           f"~{per_step:g} random positions per step") + ", T=1, float64",
-                         lambda: solver.sample(x0, steps=cfg.sample_steps, generator=gen, unmasking="random_order")))
+            runs.append(
+                (
+                    f"{cfg.sample_steps} steps, "
+                    + ("one random position per step" if per_step == 1 else f"~{per_step:g} random positions per step")
+                    + ", T=1, float64",
+                    lambda: solver.sample(x0, steps=cfg.sample_steps, generator=gen, unmasking="random_order"),
+                )
+            )
             semi = min(16, cfg.length)
             semi_steps = max(1, cfg.sample_steps * semi // cfg.length)
-            runs.append((f"semi-AR blocks of {semi}, {semi_steps} steps each, confidence unmasking, T=1",
-                         lambda: solver.sample(x0, steps=semi_steps, generator=gen, block_size=semi,
-                                               unmasking="confidence")))
+            runs.append(
+                (
+                    f"semi-AR blocks of {semi}, {semi_steps} steps each, confidence unmasking, T=1",
+                    lambda: solver.sample(x0, steps=semi_steps, generator=gen, block_size=semi, unmasking="confidence"),
+                )
+            )
         else:
             x0 = path.sample_source((n, cfg.length), device=device)
             blocks = BlockDiffusion(path, block)
-            runs.append((f"block by block, {block} steps per block, one random position per step, T=1, float64",
-                         lambda: blocks.sample(model, x0, steps=block, generator=gen, unmasking="random_order")))
-            runs.append((f"block by block, {block} steps per block, confidence unmasking, T=1",
-                         lambda: blocks.sample(model, x0, steps=block, generator=gen, unmasking="confidence")))
+            runs.append(
+                (
+                    f"block by block, {block} steps per block, one random position per step, T=1, float64",
+                    lambda: blocks.sample(model, x0, steps=block, generator=gen, unmasking="random_order"),
+                )
+            )
+            runs.append(
+                (
+                    f"block by block, {block} steps per block, confidence unmasking, T=1",
+                    lambda: blocks.sample(model, x0, steps=block, generator=gen, unmasking="confidence"),
+                )
+            )
         r["samples"] = []
         for sampler, draw in runs:
             _note(progress, f"{name}: sampling {n} sequences of {cfg.length} tokens ({sampler})")
             tokens = draw()
-            entry = dict(sampler=sampler, entropy=sample_entropy_bits(tokens.cpu()),
-                         texts=[streams.decode(s) for s in tokens[:3].cpu()])
+            entry = dict(
+                sampler=sampler,
+                entropy=sample_entropy_bits(tokens.cpu()),
+                texts=[streams.decode(s) for s in tokens[:3].cpu()],
+            )
             if judge is not None:
                 entry["gen_ppl"] = math.exp(float(ar_nll(judge, tokens).sum()) / tokens.numel())
             r["samples"].append(entry)
@@ -526,12 +665,24 @@ def main(argv: list[str]) -> int:
             metrics[f"{key}_ratio"] = r["bpc"] / ar["bpc"]
     if "masked_ratio" in metrics:
         metrics["ratio"] = metrics["masked_ratio"]
-    record = new_record("text", args.corpus or "kjv", args.seed, method="ar vs masked vs block diffusion",
-                        config=asdict(cfg), **record_budget.record_fields(),
-                        steps=sum(r["steps"] for r in results.values()), wall_time_s=time.perf_counter() - start,
-                        unigram_bpc=uni, models=list(results), results=results, reference_samples=reference,
-                        curve_budgets=sorted({main_minutes, *args.curve}) if args.steps is None else None,
-                        test_chars=test_chars, test_tokens=int(test_chunks.numel()), **metrics)
+    record = new_record(
+        "text",
+        args.corpus or "kjv",
+        args.seed,
+        method="ar vs masked vs block diffusion",
+        config=asdict(cfg),
+        **record_budget.record_fields(),
+        steps=sum(r["steps"] for r in results.values()),
+        wall_time_s=time.perf_counter() - start,
+        unigram_bpc=uni,
+        models=list(results),
+        results=results,
+        reference_samples=reference,
+        curve_budgets=sorted({main_minutes, *args.curve}) if args.steps is None else None,
+        test_chars=test_chars,
+        test_tokens=int(test_chunks.numel()),
+        **metrics,
+    )
     record = {k: v for k, v in record.items() if v is not None}
     name = "ablation" if args.ablation is not None else "results"
     write_results(out / f"{name}_seed{args.seed}.json", record)
@@ -559,13 +710,17 @@ def _crossing(curve: list[dict], target: float) -> float | None:
 
 def _table(results: dict, uni: float, reference: dict, main_key) -> str:
     ar = results.get("ar")
-    lines = ["\n| model | test bpc | / AR | steps | matches AR's bpc at | samples: gen. ppl | entropy |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "\n| model | test bpc | / AR | steps | matches AR's bpc at | samples: gen. ppl | entropy |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         bound = f"{r['bpc']:.3f} ± {r['stderr']:.3f}" if r["stderr"] else f"{r['bpc']:.3f} (exact)"
         ratio = f"{r['bpc'] / ar['bpc']:.3f}" if ar and name != "ar" else "-"
         cross = r.get("matches_ar_at_minutes", "-")
-        cross = "-" if name == "ar" or cross == "-" else ("not within the curve" if cross is None else f"{cross:.1f} min")
+        cross = (
+            "-" if name == "ar" or cross == "-" else ("not within the curve" if cross is None else f"{cross:.1f} min")
+        )
         first = (r.get("samples") or [{}])[0]
         ppl = f"{first['gen_ppl']:.2f}" if "gen_ppl" in first else "-"
         ent = f"{first['entropy']:.2f}" if "entropy" in first else "-"
@@ -575,8 +730,10 @@ def _table(results: dict, uni: float, reference: dict, main_key) -> str:
         lines.append(f"| (test text) | - | - | - | - | {reference['gen_ppl']:.2f} | {reference['entropy']:.2f} |")
     for name, r in results.items():
         if len(r["curve"]) > 1:
-            lines.append(f"{name} curve: " + ", ".join(f"{c['minutes']:g} min {c['bpc']:.3f} ({c['steps']} steps)"
-                                                      for c in r["curve"]))
+            lines.append(
+                f"{name} curve: "
+                + ", ".join(f"{c['minutes']:g} min {c['bpc']:.3f} ({c['steps']} steps)" for c in r["curve"])
+            )
         for entry in r.get("samples", []):
             lines.append(f"\n{name} samples ({entry['sampler']}):")
             lines.extend("  " + t.replace("\n", " | ") for t in entry["texts"])
@@ -585,14 +742,21 @@ def _table(results: dict, uni: float, reference: dict, main_key) -> str:
 
 def _plot_curve(results: dict, path: Path, ar: dict | None) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
         c = sorted(r["curve"], key=lambda e: e["minutes"])
-        ax.errorbar([e["minutes"] for e in c], [e["bpc"] for e in c], yerr=[e["stderr"] for e in c], marker="o",
-                    label=name, capsize=2)
+        ax.errorbar(
+            [e["minutes"] for e in c],
+            [e["bpc"] for e in c],
+            yerr=[e["stderr"] for e in c],
+            marker="o",
+            label=name,
+            capsize=2,
+        )
     if ar is not None:
         ax.axhline(ar["bpc"], color="grey", linestyle="--", linewidth=1, label="AR at the main budget")
     ax.set_xscale("log")
@@ -640,14 +804,17 @@ def sample_main(argv: list[str]) -> int:
     meta_path = out / f"{args.model}_seed{args.seed}_meta.pt"
     snap_path = out / f"{args.model}_seed{args.seed}_snapshots.pt"
     if not meta_path.exists() or not snap_path.exists():
-        raise CommandLineError(f"no trained {args.model!r} model in {out} (run `python -m benchmarks text --models "
-                               f"{args.model} --out {out}` first)")
+        raise CommandLineError(
+            f"no trained {args.model!r} model in {out} (run `python -m benchmarks text --models "
+            f"{args.model} --out {out}` first)"
+        )
     meta = torch.load(meta_path, weights_only=False)
     snaps = torch.load(snap_path, weights_only=False, map_location="cpu")
     if not snaps:
-        raise CommandLineError(f"{snap_path} holds no snapshots (the run stopped before its first one): "
-                               f"train it again or longer")
-    key = (max(snaps, key=lambda k: -1 if k == "final" else k) if args.budget is None else args.budget)
+        raise CommandLineError(
+            f"{snap_path} holds no snapshots (the run stopped before its first one): train it again or longer"
+        )
+    key = max(snaps, key=lambda k: -1 if k == "final" else k) if args.budget is None else args.budget
     if key not in snaps:
         raise CommandLineError(f"no snapshot at {key} minutes; available: {sorted(snaps, key=str)}")
     cfg = TextConfig(**meta["config"])
@@ -665,8 +832,10 @@ def sample_main(argv: list[str]) -> int:
     text = args.prompt if args.prompt is not None else args.template
     unknown = sorted({c for c in text if c not in table and not (args.template is not None and c == args.hole)})
     if unknown:
-        raise CommandLineError(f"{'--prompt' if args.prompt is not None else '--template'} has characters the model "
-                               f"does not know: {unknown!r}")
+        raise CommandLineError(
+            f"{'--prompt' if args.prompt is not None else '--template'} has characters the model "
+            f"does not know: {unknown!r}"
+        )
     gen = torch.Generator().manual_seed(args.sample_seed)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     try:
@@ -680,7 +849,7 @@ def sample_main(argv: list[str]) -> int:
             if kind == "ar":
                 tokens = ar_sample(model, args.n, length, gen, prompt=ids, **options)
                 fixed = torch.zeros_like(tokens, dtype=torch.bool)
-                fixed[:, :len(ids)] = True
+                fixed[:, : len(ids)] = True
             else:
                 x0, fixed = prompt_template(ids, length, path, args.n)
         else:
@@ -696,21 +865,36 @@ def sample_main(argv: list[str]) -> int:
             x0 = torch.cat([x0, torch.full((args.n, extra), path.mask_id, dtype=torch.long)], dim=-1)
             fixed = torch.cat([fixed, torch.zeros(args.n, extra, dtype=torch.bool)], dim=-1)
         if kind == "masked":
-            tokens = CTMCSolver(path, model).sample(x0, steps=args.steps or x0.shape[-1], generator=gen, fixed=fixed,
-                                                    unmasking=args.unmasking, block_size=args.block_size, **options)
+            tokens = CTMCSolver(path, model).sample(
+                x0,
+                steps=args.steps or x0.shape[-1],
+                generator=gen,
+                fixed=fixed,
+                unmasking=args.unmasking,
+                block_size=args.block_size,
+                **options,
+            )
         elif kind == "block":
-            tokens = BlockDiffusion(path, block).sample(model, x0, steps=args.steps, generator=gen, fixed=fixed,
-                                                        unmasking=args.unmasking, **options)
+            tokens = BlockDiffusion(path, block).sample(
+                model, x0, steps=args.steps, generator=gen, fixed=fixed, unmasking=args.unmasking, **options
+            )
         if kind != "ar":
             tokens, fixed = tokens[:, :size], fixed[:, :size]
     except ValueError as err:
         raise CommandLineError(str(err)) from None
-    print(f"[text sample] {args.model} ({snaps[key]['step']} steps), "
-          + ", ".join(f"{k}={v}" for k, v in {**options, **({} if kind == "ar" else {"unmasking": args.unmasking})}.items()
-                      if v is not None))
+    print(
+        f"[text sample] {args.model} ({snaps[key]['step']} steps), "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in {**options, **({} if kind == "ar" else {"unmasking": args.unmasking})}.items()
+            if v is not None
+        )
+    )
     for row, given in zip(tokens, fixed):
         chars = [corpus.chars[int(i)] for i in row]
         # generated characters in brackets where the template had holes
-        shown = "".join(c if g else f"[{c}]" for c, g in zip(chars, given.tolist())) if args.template else "".join(chars)
+        shown = (
+            "".join(c if g else f"[{c}]" for c, g in zip(chars, given.tolist())) if args.template else "".join(chars)
+        )
         print(shown.replace("\n", " | "))
     return 0

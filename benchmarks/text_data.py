@@ -15,13 +15,14 @@ if ``k % 20 == 5``, else to train (~90/5/5, spread over every part of the Bible)
 character vocabulary is the set of characters of the whole cleaned corpus (an inventory, not
 statistics: no test information leaks into the model).
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -107,10 +108,11 @@ def load_kjv(path: Path | None = None) -> Corpus:
     if not path.is_file():
         raise FileNotFoundError(
             f"KJV text not found: looked for {path} ({where}). To get it, install Debian's "
-            "bible-kjv package and print the whole Bible with `bible \"Genesis1:1-Revelation22:21\" "
+            'bible-kjv package and print the whole Bible with `bible "Genesis1:1-Revelation22:21" '
             "> kjv.txt` (Project Gutenberg eBook #10 is the same text, but must be reformatted to "
             f"that layout), then put it at {kjv_path()} or set RDFM_DATA_DIR to a folder whose "
-            "text/ subfolder holds kjv.txt.")
+            "text/ subfolder holds kjv.txt."
+        )
     chapters = parse_kjv(path.read_text(encoding="utf-8"))
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for k, chapter in enumerate(chapters):
@@ -180,8 +182,9 @@ def train_bpe(corpus: Corpus, vocab_size: int = 1024):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator(corpus.train.splitlines(keepends=True), trainer=trainer)
     with atomic_path(path) as tmp:
         tok.save(str(tmp))
@@ -216,8 +219,14 @@ def tokenize_corpus(corpus: Corpus, tokenizer: str = "char", bpe_vocab_size: int
     """Token streams of the corpus: ``"char"`` (one id per character of ``corpus.chars``) or
     ``"bpe"`` (a byte-level BPE of ``bpe_vocab_size`` ids trained on the training split only)."""
     if tokenizer == "char":
-        return TokenStreams(corpus.encode(corpus.train), corpus.encode(corpus.val), corpus.encode(corpus.test),
-                            corpus.vocab_size, torch.ones(corpus.vocab_size, dtype=torch.long), corpus.decode)
+        return TokenStreams(
+            corpus.encode(corpus.train),
+            corpus.encode(corpus.val),
+            corpus.encode(corpus.test),
+            corpus.vocab_size,
+            torch.ones(corpus.vocab_size, dtype=torch.long),
+            corpus.decode,
+        )
     if tokenizer != "bpe":
         raise ValueError(f"tokenizer must be 'char' or 'bpe', got {tokenizer!r}")
     tok = train_bpe(corpus, bpe_vocab_size)
@@ -228,5 +237,11 @@ def tokenize_corpus(corpus: Corpus, tokenizer: str = "char", bpe_vocab_size: int
     def encode(text: str) -> Tensor:
         return torch.tensor(tok.encode(text).ids, dtype=torch.long)
 
-    return TokenStreams(encode(corpus.train), encode(corpus.val), encode(corpus.test), vocab, chars,
-                        lambda ids: tok.decode([int(i) for i in ids.reshape(-1)]))
+    return TokenStreams(
+        encode(corpus.train),
+        encode(corpus.val),
+        encode(corpus.test),
+        vocab,
+        chars,
+        lambda ids: tok.decode([int(i) for i in ids.reshape(-1)]),
+    )

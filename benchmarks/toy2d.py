@@ -15,6 +15,7 @@ initialisation on the same batches.
     python -m benchmarks toy2d --threads 1 --out runs/toy2d
     python -m benchmarks toy2d --quick          # a minute: the smoke test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ class Toy2DConfig:
     lr: float = 1e-3
     n_test: int = 2000
     n_samples: int = 2000
-    sde_scale: float = 0.5   # SDE diffusion g_t = sde_scale * sigma_t
+    sde_scale: float = 0.5  # SDE diffusion g_t = sde_scale * sigma_t
     timing_repeats: int = 20
 
 
@@ -88,8 +89,14 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def train_config(cfg: Toy2DConfig, seed: int, progress: bool) -> TrainConfig:
     """The trainer's settings of every toy2d model (and of the flow_matching twin's loop)."""
-    return TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=min(100, cfg.steps // 10), ema_decay=0.999,
-                       seed=seed, progress=progress)
+    return TrainConfig(
+        lr=cfg.lr,
+        max_steps=cfg.steps,
+        warmup_steps=min(100, cfg.steps // 10),
+        ema_decay=0.999,
+        seed=seed,
+        progress=progress,
+    )
 
 
 def train_model(dataset: str, scheduler, coupling: str, cfg: Toy2DConfig, seed: int, progress: bool):
@@ -123,17 +130,26 @@ def evaluate(model, scheduler, dataset: str, cfg: Toy2DConfig, seed: int) -> dic
     trajectory = solver.sample(noise, time_grid=grid, steps=None, method="rk4", return_intermediates=True)
     reference = trajectory[-1]
     speeds = torch.stack([model(trajectory[k], grid[k]) for k in range(0, 257, 4)])
-    kinetic = float((speeds ** 2).sum(-1).mean())
-    euler = {k: float((solver.sample(noise, steps=k, method="euler") - reference).norm(dim=-1).mean())
-             for k in EULER_STEPS}
+    kinetic = float((speeds**2).sum(-1).mean())
+    euler = {
+        k: float((solver.sample(noise, steps=k, method="euler") - reference).norm(dim=-1).mean()) for k in EULER_STEPS
+    }
     sde = SDESolver(AffinePath(scheduler), model).sample(
-        noise, lambda t: cfg.sde_scale * scheduler.sigma(t, validate=False), steps=256,
-        generator=torch.Generator().manual_seed(seed))
+        noise,
+        lambda t: cfg.sde_scale * scheduler.sigma(t, validate=False),
+        steps=256,
+        generator=torch.Generator().manual_seed(seed),
+    )
     with torch.enable_grad():
         nll = float(-solver.log_likelihood(test, steps=64, method="rk4").mean())
-    return {"test_nll": nll, "energy_ode": energy_distance(reference, test), "energy_sde": energy_distance(sde, test),
-            "energy_data": energy_distance(sampler(dataset)(cfg.n_samples, g), test), "kinetic": kinetic,
-            "euler_error": euler}
+    return {
+        "test_nll": nll,
+        "energy_ode": energy_distance(reference, test),
+        "energy_sde": energy_distance(sde, test),
+        "energy_data": energy_distance(sampler(dataset)(cfg.n_samples, g), test),
+        "kinetic": kinetic,
+        "euler_error": euler,
+    }
 
 
 def flow_matching_comparison(dataset: str, cfg: Toy2DConfig, seed: int, rdfm_model) -> dict:
@@ -152,9 +168,16 @@ def flow_matching_comparison(dataset: str, cfg: Toy2DConfig, seed: int, rdfm_mod
     ours_net, theirs_net = TimeMLP(2, cfg.hidden, cfg.depth), TimeMLP(2, cfg.hidden, cfg.depth)
     theirs_net.load_state_dict(ours_net.state_dict())
     ours_path, theirs_path = AffinePath(LinearScheduler(), validate=False), AffineProbPath(CondOTScheduler())
-    ours_opt, theirs_opt = torch.optim.Adam(ours_net.parameters(), cfg.lr), torch.optim.Adam(theirs_net.parameters(), cfg.lr)
+    ours_opt, theirs_opt = (
+        torch.optim.Adam(ours_net.parameters(), cfg.lr),
+        torch.optim.Adam(theirs_net.parameters(), cfg.lr),
+    )
     g = torch.Generator().manual_seed(seed)
-    batch = {"x1": draw(cfg.batch, g), "x0": torch.randn(cfg.batch, 2, generator=g), "t": torch.rand(cfg.batch, generator=g)}
+    batch = {
+        "x1": draw(cfg.batch, g),
+        "x0": torch.randn(cfg.batch, 2, generator=g),
+        "t": torch.rand(cfg.batch, generator=g),
+    }
 
     def ours_step():
         s = ours_path.sample(batch["x0"], batch["x1"], batch["t"])
@@ -176,7 +199,9 @@ def flow_matching_comparison(dataset: str, cfg: Toy2DConfig, seed: int, rdfm_mod
     with torch.no_grad():
         sample_ours, sample_theirs, sample_ratio = _timeit_pair(
             lambda: ODESolver(Euclidean(2), rdfm_model).sample(noise, steps=100, method="euler"),
-            lambda: fm_solver.sample(x_init=noise, step_size=0.01, method="euler"), cfg.timing_repeats)
+            lambda: fm_solver.sample(x_init=noise, step_size=0.01, method="euler"),
+            cfg.timing_repeats,
+        )
 
     # flow_matching's own CondOT model: same init, same batches (the rdfm stream), same steps
     torch.manual_seed(seed)
@@ -201,16 +226,25 @@ def flow_matching_comparison(dataset: str, cfg: Toy2DConfig, seed: int, rdfm_mod
     fm_net.load_state_dict(ema.shadow)
     test = sampler(dataset)(cfg.n_test, torch.Generator().manual_seed(seed + 1000))
     _, log_p = FMODESolver(velocity_model=Wrapped(fm_net.eval())).compute_likelihood(
-        x_1=test, log_p0=lambda x: -0.5 * (x ** 2).sum(-1) - math.log(2 * math.pi), step_size=1 / 64,
-        method="midpoint", exact_divergence=True)
-    return {"train_step_ms": (step_ours * 1e3, step_theirs * 1e3), "train_step_ratio": step_ratio,
-            "sample_ms": (sample_ours * 1e3, sample_theirs * 1e3), "sample_ratio": sample_ratio,
-            "flow_matching_test_nll": float(-log_p.mean())}
+        x_1=test,
+        log_p0=lambda x: -0.5 * (x**2).sum(-1) - math.log(2 * math.pi),
+        step_size=1 / 64,
+        method="midpoint",
+        exact_divergence=True,
+    )
+    return {
+        "train_step_ms": (step_ours * 1e3, step_theirs * 1e3),
+        "train_step_ratio": step_ratio,
+        "sample_ms": (sample_ours * 1e3, sample_theirs * 1e3),
+        "sample_ratio": sample_ratio,
+        "flow_matching_test_nll": float(-log_p.mean()),
+    }
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks toy2d", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks toy2d", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
@@ -239,40 +273,69 @@ def main(argv: list[str]) -> int:
             scheduler, coupling = CONFIGS[name]
             start = time.perf_counter()
             model, result = train_model(dataset, scheduler, coupling, cfg, args.seed, not args.no_progress)
-            rows[name] = {**evaluate(model, scheduler, dataset, cfg, args.seed), "steps": result.steps,
-                          "train_s": result.wall_time_s, "total_s": time.perf_counter() - start}
+            rows[name] = {
+                **evaluate(model, scheduler, dataset, cfg, args.seed),
+                "steps": result.steps,
+                "train_s": result.wall_time_s,
+                "total_s": time.perf_counter() - start,
+            }
             with torch.no_grad():
                 noise = torch.randn(cfg.n_samples, 2, generator=torch.Generator().manual_seed(args.seed + 7))
-                samples[name] = ODESolver(Euclidean(2), model).sample(noise, steps=None, method="rk4",
-                                                                       return_intermediates=True,
-                                                                       time_grid=torch.linspace(0, 1, 33))
-            print(f"[toy2d] {dataset} {name}: NLL {rows[name]['test_nll']:.3f}, energy ODE {rows[name]['energy_ode']:.4f} "
-                  f"/ SDE {rows[name]['energy_sde']:.4f}, kinetic {rows[name]['kinetic']:.2f} "
-                  f"({rows[name]['train_s']:.0f} s)", flush=True)
+                samples[name] = ODESolver(Euclidean(2), model).sample(
+                    noise, steps=None, method="rk4", return_intermediates=True, time_grid=torch.linspace(0, 1, 33)
+                )
+            row = rows[name]
+            print(
+                f"[toy2d] {dataset} {name}: NLL {row['test_nll']:.3f}, energy ODE {row['energy_ode']:.4f} / "
+                f"SDE {row['energy_sde']:.4f}, kinetic {row['kinetic']:.2f} ({row['train_s']:.0f} s)",
+                flush=True,
+            )
             if name == "CondOT" and not args.no_compare:
                 rows[name]["flow_matching"] = flow_matching_comparison(dataset, cfg, args.seed, model)
         floor = next(iter(rows.values()))["energy_data"]
-        table = [f"{dataset} ({cfg.steps} steps, batch {cfg.batch}, MLP {cfg.hidden} x {cfg.depth}; "
-                 f"energy distance of held-out data to itself: {floor:.4f})", "",
-                 "| config | test NLL | energy ODE | energy SDE | kinetic | Euler error at " +
-                 " / ".join(map(str, EULER_STEPS)) + " steps |", "|---|---|---|---|---|---|"]
+        table = [
+            f"{dataset} ({cfg.steps} steps, batch {cfg.batch}, MLP {cfg.hidden} x {cfg.depth}; "
+            f"energy distance of held-out data to itself: {floor:.4f})",
+            "",
+            "| config | test NLL | energy ODE | energy SDE | kinetic | Euler error at "
+            + " / ".join(map(str, EULER_STEPS))
+            + " steps |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, row in rows.items():
             errors = " / ".join(f"{row['euler_error'][k]:.3f}" for k in EULER_STEPS)
-            table.append(f"| {name} | {row['test_nll']:.3f} | {row['energy_ode']:.4f} | {row['energy_sde']:.4f} | "
-                         f"{row['kinetic']:.2f} | {errors} |")
+            table.append(
+                f"| {name} | {row['test_nll']:.3f} | {row['energy_ode']:.4f} | {row['energy_sde']:.4f} | "
+                f"{row['kinetic']:.2f} | {errors} |"
+            )
         fm = rows.get("CondOT", {}).get("flow_matching")
         if fm:
-            table += ["", f"flow_matching 1.0.10, same network: training step {fm['train_step_ms'][0]:.2f} ms (rdfm) vs "
-                          f"{fm['train_step_ms'][1]:.2f} ms, ratio {fm['train_step_ratio']:.2f}x; ODE sampling (Euler, "
-                          f"100 steps) {fm['sample_ms'][0]:.1f} vs {fm['sample_ms'][1]:.1f} ms, ratio "
-                          f"{fm['sample_ratio']:.2f}x; its CondOT model's test NLL {fm['flow_matching_test_nll']:.3f} "
-                          f"(rdfm {rows['CondOT']['test_nll']:.3f})"]
+            table += [
+                "",
+                f"flow_matching 1.0.10, same network: training step {fm['train_step_ms'][0]:.2f} ms (rdfm) vs "
+                f"{fm['train_step_ms'][1]:.2f} ms, ratio {fm['train_step_ratio']:.2f}x; ODE sampling (Euler, "
+                f"100 steps) {fm['sample_ms'][0]:.1f} vs {fm['sample_ms'][1]:.1f} ms, ratio "
+                f"{fm['sample_ratio']:.2f}x; its CondOT model's test NLL {fm['flow_matching_test_nll']:.3f} "
+                f"(rdfm {rows['CondOT']['test_nll']:.3f})",
+            ]
         text = "\n".join(table)
         print("\n" + text + "\n")
         run_dir = out / dataset
-        plot_toy2d(sampler(dataset)(cfg.n_samples, torch.Generator().manual_seed(1)), samples,
-                   run_dir / f"toy2d_{dataset}.png", title=f"{dataset}: data, samples and trajectories")
-        record = new_record("toy2d", dataset, args.seed, config=asdict(cfg), budget_steps=cfg.steps,
-                            steps=cfg.steps, configs=rows, table=text)
+        plot_toy2d(
+            sampler(dataset)(cfg.n_samples, torch.Generator().manual_seed(1)),
+            samples,
+            run_dir / f"toy2d_{dataset}.png",
+            title=f"{dataset}: data, samples and trajectories",
+        )
+        record = new_record(
+            "toy2d",
+            dataset,
+            args.seed,
+            config=asdict(cfg),
+            budget_steps=cfg.steps,
+            steps=cfg.steps,
+            configs=rows,
+            table=text,
+        )
         write_results(run_dir / "results.json", record)
     return 0

@@ -7,6 +7,7 @@ r"""Mixtures of product-form von Mises distributions on the d-torus, fitted by E
 uniform density is :math:`-d \log 2\pi`). The classical anchor of the protein torus benchmark;
 :math:`K` is chosen on validation log-likelihood.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ def _a_inverse(rbar: np.ndarray) -> np.ndarray:
 @dataclass
 class VonMisesMixture:
     weights: np.ndarray  # (K,)
-    means: np.ndarray    # (K, d)
-    kappas: np.ndarray   # (K, d)
+    means: np.ndarray  # (K, d)
+    kappas: np.ndarray  # (K, d)
 
     def component_log_prob(self, x: np.ndarray) -> np.ndarray:
         """(n, K) log pi_k + log p_k(x)."""
@@ -66,8 +67,9 @@ def _init(x: np.ndarray, k: int, rng: np.random.Generator) -> VonMisesMixture:
     return VonMisesMixture(np.full(k, 1 / k), np.array(centers), np.full((k, d), 5.0))
 
 
-def fit_vonmises_mixture(x: np.ndarray, k: int, *, n_iter: int = 200, tol: float = 1e-6, restarts: int = 3,
-                         seed: int = 0) -> VonMisesMixture:
+def fit_vonmises_mixture(
+    x: np.ndarray, k: int, *, n_iter: int = 200, tol: float = 1e-6, restarts: int = 3, seed: int = 0
+) -> VonMisesMixture:
     """EM for a K-component product von Mises mixture; the best of ``restarts`` by likelihood."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) < k:

@@ -23,9 +23,11 @@ blocks (block-causal). Sampling goes block by block with the mask CTMC of
 a finished block is passed once through the network (the same attention pattern as a noisy
 block) and its keys and values appended.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +42,9 @@ __all__ = ["block_attention_mask", "BlockDiffusion", "BlockDiffusionTransformer"
 
 def _check_block_size(block_size: object, length: int) -> int:
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1 or length % block_size:
-        raise ValueError(f"block_size must be a positive integer dividing the sequence length {length}, "
-                         f"got {block_size!r}")
+        raise ValueError(
+            f"block_size must be a positive integer dividing the sequence length {length}, got {block_size!r}"
+        )
     return block_size
 
 
@@ -80,16 +83,35 @@ class BlockDiffusionTransformer(nn.Module):
         width, depth, heads, max_len, dropout: as :class:`dfm.TokenTransformer`.
     """
 
-    def __init__(self, vocab_size: int, block_size: int, width: int = 256, depth: int = 4, heads: int = 4,
-                 max_len: int = 1024, dropout: float = 0.0, validate: bool = True) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        max_len: int = 1024,
+        dropout: float = 0.0,
+        validate: bool = True,
+    ) -> None:
         super().__init__()
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         self.block_size = block_size
         self.vocab_size = vocab_size
-        self.net = TokenTransformer(vocab_size + 1, vocab_size, width=width, depth=depth, heads=heads, max_len=max_len,
-                                    dropout=dropout, causal=False, time_conditioning=False, positions="rotary",
-                                    validate=validate)
+        self.net = TokenTransformer(
+            vocab_size + 1,
+            vocab_size,
+            width=width,
+            depth=depth,
+            heads=heads,
+            max_len=max_len,
+            dropout=dropout,
+            causal=False,
+            time_conditioning=False,
+            positions="rotary",
+            validate=validate,
+        )
         self._masks: dict[tuple[int, str], Tensor] = {}
 
     def _mask(self, length: int, device: torch.device) -> Tensor:
@@ -100,11 +122,13 @@ class BlockDiffusionTransformer(nn.Module):
 
     def forward(self, x_t: Tensor, x1: Tensor) -> Tensor:
         if not isinstance(x_t, Tensor) or not isinstance(x1, Tensor) or x_t.shape != x1.shape or x_t.dim() < 1:
-            raise ValueError(f"x_t and x1 must be token tensors of the same shape (..., L), got "
-                             f"{tuple(getattr(x_t, 'shape', ()))} and {tuple(getattr(x1, 'shape', ()))}")
+            raise ValueError(
+                f"x_t and x1 must be token tensors of the same shape (..., L), got "
+                f"{tuple(getattr(x_t, 'shape', ()))} and {tuple(getattr(x1, 'shape', ()))}"
+            )
         length = x_t.shape[-1]
         b = _check_block_size(self.block_size, length)
-        tokens = torch.cat([x_t, x1[..., :length - b]], dim=-1)
+        tokens = torch.cat([x_t, x1[..., : length - b]], dim=-1)
         positions = torch.cat([torch.arange(length, device=x_t.device), torch.arange(length - b, device=x_t.device)])
         logits = self.net(tokens, attn_mask=self._mask(length, x_t.device), position_ids=positions)
         return logits[..., :length, :]
@@ -123,8 +147,9 @@ class BlockDiffusionTransformer(nn.Module):
         ``start .. start + b - 1`` given the cached clean prefix of length ``start``."""
         return self._cached(x_block, cache, start, keep=False)
 
-    def extend(self, x_block: Tensor, cache: list[tuple[Tensor, Tensor]] | None,
-               start: int) -> list[tuple[Tensor, Tensor]]:
+    def extend(
+        self, x_block: Tensor, cache: list[tuple[Tensor, Tensor]] | None, start: int
+    ) -> list[tuple[Tensor, Tensor]]:
         """The cache with the clean block ``x_block`` (at ``start``) appended, per layer."""
         _, kv = self._cached(x_block, cache, start, keep=True)
         return append_kv(cache, kv)
@@ -146,33 +171,75 @@ class BlockDiffusion:
             :class:`dfm.MaskedDiffusionLoss` (the ELBO always uses the full range).
     """
 
-    def __init__(self, path: MixturePath, block_size: int, *, estimator: str = "count", times: str = "stratified",
-                 mask_rate_range: tuple[float, float] = (0.0, 1.0), weighting: str = "elbo",
-                 validate: bool = True) -> None:
+    def __init__(
+        self,
+        path: MixturePath,
+        block_size: int,
+        *,
+        estimator: str = "count",
+        times: str = "stratified",
+        mask_rate_range: tuple[float, float] = (0.0, 1.0),
+        weighting: str = "elbo",
+        validate: bool = True,
+    ) -> None:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        self.loss_fn = MaskedDiffusionLoss(path, estimator=estimator, times=times, mask_rate_range=mask_rate_range,
-                                           weighting=weighting, block_size=block_size, validate=validate)
+        self.loss_fn = MaskedDiffusionLoss(
+            path,
+            estimator=estimator,
+            times=times,
+            mask_rate_range=mask_rate_range,
+            weighting=weighting,
+            block_size=block_size,
+            validate=validate,
+        )
         self.path, self.block_size = path, block_size
 
-    def loss(self, model: Callable[[Tensor, Tensor], Tensor], x1: Tensor,
-             generator: torch.Generator | None = None) -> Tensor:
+    def loss(
+        self, model: Callable[[Tensor, Tensor], Tensor], x1: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
         """The training loss of a batch ``x1`` ``(B, L)`` (one model call on ``2L - b`` tokens)."""
         _check_block_size(self.block_size, x1.shape[-1])
         return self.loss_fn(model, x1, generator)
 
     @torch.no_grad()
-    def elbo(self, model: Callable[[Tensor, Tensor], Tensor], x1: Tensor, *, n_draws: int = 1,
-             n_chars: int | None = None, generator: torch.Generator | None = None, estimator: str = "count",
-             times: str = "stratified") -> ELBOEstimate:
+    def elbo(
+        self,
+        model: Callable[[Tensor, Tensor], Tensor],
+        x1: Tensor,
+        *,
+        n_draws: int = 1,
+        n_chars: int | None = None,
+        generator: torch.Generator | None = None,
+        estimator: str = "count",
+        times: str = "stratified",
+    ) -> ELBOEstimate:
         """The negative ELBO of ``x1`` ``(B, L)`` (see :func:`dfm.mask_elbo` for the arguments)."""
         _check_block_size(self.block_size, x1.shape[-1])
-        return elbo_estimate(lambda batch: model(batch.x_t, x1), self.path, x1, group_size=self.block_size,
-                             n_draws=n_draws, n_chars=n_chars, generator=generator, estimator=estimator, times=times)
+        return elbo_estimate(
+            lambda batch: model(batch.x_t, x1),
+            self.path,
+            x1,
+            group_size=self.block_size,
+            n_draws=n_draws,
+            n_chars=n_chars,
+            generator=generator,
+            estimator=estimator,
+            times=times,
+        )
 
     @torch.no_grad()
-    def sample(self, model: Any, x0: Tensor, steps: int | None = None, *, fixed: Tensor | None = None,
-               generator: torch.Generator | None = None, progress: bool = False, **sampler: Any) -> Tensor:
+    def sample(
+        self,
+        model: Any,
+        x0: Tensor,
+        steps: int | None = None,
+        *,
+        fixed: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        **sampler: Any,
+    ) -> Tensor:
         """Generate block by block.
 
         Args:
@@ -203,8 +270,12 @@ class BlockDiffusion:
                 raise ValueError(f"{name} is not an option of block-diffusion sampling")
         if fixed is None:
             fixed = x0 != self.path.mask_id
-        elif (not isinstance(fixed, Tensor) or fixed.shape != x0.shape or fixed.dtype != torch.bool
-              or fixed.device != x0.device):
+        elif (
+            not isinstance(fixed, Tensor)
+            or fixed.shape != x0.shape
+            or fixed.dtype != torch.bool
+            or fixed.device != x0.device
+        ):
             raise ValueError(f"fixed must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})")
         if bool((fixed & (x0 == self.path.mask_id)).any()):
             raise ValueError("x0 must hold data tokens at the fixed positions, found mask tokens there")
@@ -213,15 +284,18 @@ class BlockDiffusion:
         starts = range(0, length, b)
         if progress:
             from tqdm.auto import tqdm
+
             starts = tqdm(starts, desc="blocks", leave=False)
         for start in starts:
-            block, given = x[:, start:start + b], fixed[:, start:start + b]
+            block, given = x[:, start : start + b], fixed[:, start : start + b]
             if not bool(given.all()):
-                posterior = (lambda xb, t, cache=cache, start=start:  # noqa: E731 - bind this block's cache
-                             model.block_logits(xb, cache, start))
-                block = CTMCSolver(self.path, posterior).sample(block, steps=steps, fixed=given, generator=generator,
-                                                                **sampler)
-                x[:, start:start + b] = block
+                posterior = lambda xb, t, cache=cache, start=start: (  # noqa: E731 - bind this block's cache
+                    model.block_logits(xb, cache, start)
+                )
+                block = CTMCSolver(self.path, posterior).sample(
+                    block, steps=steps, fixed=given, generator=generator, **sampler
+                )
+                x[:, start : start + b] = block
             if start + b < length:
                 cache = model.extend(block, cache, start)
         return x

@@ -1,6 +1,7 @@
 r"""Classifier-free guidance of discrete posterior models (see :mod:`gm.guidance`):
 :math:`\log p_w = (1 - w) \log p(\cdot \mid \varnothing) + w \log p(\cdot \mid y)`,
 renormalised, inside the CTMC sampler."""
+
 from __future__ import annotations
 
 import torch

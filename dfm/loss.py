@@ -2,22 +2,40 @@ r"""Losses and likelihood bounds for mixture-path discrete flow matching.
 
 The model predicts posterior logits :math:`p_{1|t}(\cdot \mid x_t)` of shape ``(..., L, V)``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from dfm.masking import MaskedBatch, mask_batch
 from dfm.path import MixturePath
-from gm.checks import (Checks, broadcast_time, check_callable, check_generator, check_positive_int, describe_time_range,
-                       inputs_checked, time_out_of_range, value_checks_on)
+from gm.checks import (
+    Checks,
+    broadcast_time,
+    check_callable,
+    check_generator,
+    check_positive_int,
+    describe_time_range,
+    inputs_checked,
+    time_out_of_range,
+    value_checks_on,
+)
 
-__all__ = ["masked_cross_entropy", "mixture_generalized_kl", "ELBOEstimate", "mask_elbo", "elbo_estimate",
-           "masked_nll_sum", "MaskedDiffusionLoss", "WEIGHTINGS"]
+__all__ = [
+    "masked_cross_entropy",
+    "mixture_generalized_kl",
+    "ELBOEstimate",
+    "mask_elbo",
+    "elbo_estimate",
+    "masked_nll_sum",
+    "MaskedDiffusionLoss",
+    "WEIGHTINGS",
+]
 
 # Rates kappa'/(1 - kappa) are capped here so that t = 1 gives a large, finite weight.
 _MAX_RATE = 1e4
@@ -30,8 +48,10 @@ def _check_path(path: object) -> None:
 
 def _check_token_tensor(x: object, name: str) -> None:
     if not isinstance(x, Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor of token ids, got "
-                         f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        raise ValueError(
+            f"{name} must be an integer tensor of token ids, got "
+            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}"
+        )
     if x.dim() < 1:
         raise ValueError(f"{name} must have a sequence dimension, got a scalar")
 
@@ -39,7 +59,9 @@ def _check_token_tensor(x: object, name: str) -> None:
 def _check_logits(logits: Tensor, x1: Tensor, vocab_size: int) -> None:
     _check_token_tensor(x1, "x1")
     if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
-        raise ValueError(f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits).__name__)}")
+        raise ValueError(
+            f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits).__name__)}"
+        )
     if x1.numel() == 0:
         raise ValueError(f"x1 is an empty batch (shape {tuple(x1.shape)}): the loss of no tokens is undefined")
     if logits.shape[:-1] != x1.shape or logits.shape[-1] != vocab_size:
@@ -78,8 +100,15 @@ def _token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
     return logits.gather(-1, tokens[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def masked_cross_entropy(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixturePath,
-                         padding_mask: Tensor | None = None, *, validate: bool = True) -> Tensor:
+def masked_cross_entropy(
+    logits: Tensor,
+    x1: Tensor,
+    x_t: Tensor,
+    path: MixturePath,
+    padding_mask: Tensor | None = None,
+    *,
+    validate: bool = True,
+) -> Tensor:
     """Mean cross-entropy :math:`-\\log p_{1|t}(x_1^i \\mid x_t)` over the positions that count:
     masked positions for the mask source (unmasked ones are given), every non-padding position
     otherwise. Returns 0 (with a gradient path) if no position counts.
@@ -103,8 +132,16 @@ def masked_cross_entropy(logits: Tensor, x1: Tensor, x_t: Tensor, path: MixtureP
     return torch.where(counted, nll, torch.zeros_like(nll)).sum() / n.clamp_min(1)
 
 
-def mixture_generalized_kl(logits: Tensor, x1: Tensor, x_t: Tensor, t: Tensor | float, path: MixturePath,
-                           padding_mask: Tensor | None = None, *, validate: bool = True) -> Tensor:
+def mixture_generalized_kl(
+    logits: Tensor,
+    x1: Tensor,
+    x_t: Tensor,
+    t: Tensor | float,
+    path: MixturePath,
+    padding_mask: Tensor | None = None,
+    *,
+    validate: bool = True,
+) -> Tensor:
     r"""Generalized KL (Bregman) loss between the conditional and the model's jump rates.
 
     The conditional rate of the mixture path is :math:`u(y) = \lambda_t \delta_{x_1}(y)` and the
@@ -135,7 +172,9 @@ def mixture_generalized_kl(logits: Tensor, x1: Tensor, x_t: Tensor, t: Tensor | 
     log_p_x1 = logits.gather(-1, x1[..., None]).squeeze(-1) - log_z
     in_vocab = x_t < path.vocab_size
     safe_xt = torch.where(in_vocab, x_t, torch.zeros_like(x_t))
-    p_xt = torch.where(in_vocab, torch.exp(logits.gather(-1, safe_xt[..., None]).squeeze(-1) - log_z), torch.zeros_like(log_z))
+    p_xt = torch.where(
+        in_vocab, torch.exp(logits.gather(-1, safe_xt[..., None]).squeeze(-1) - log_z), torch.zeros_like(log_z)
+    )
     same = (x_t == x1).to(logits.dtype)
     per_token = -rate * (p_xt - same + (1 - same) * log_p_x1)
     n = counted.sum()
@@ -171,8 +210,10 @@ def _check_mask_path(path: object, caller: str) -> None:
         raise ValueError(f"{caller} needs a MixturePath with source='mask'")
     kappa_end = float(path.scheduler.kappa(torch.ones((), dtype=torch.float64)))
     if kappa_end < 1 - 1e-9:
-        raise ValueError(f"{caller} needs a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
-                         f"kappa_1 = {kappa_end:.6g}")
+        raise ValueError(
+            f"{caller} needs a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
+            f"kappa_1 = {kappa_end:.6g}"
+        )
 
 
 def masked_nll_sum(logits: Tensor, x1: Tensor, batch: MaskedBatch) -> Tensor:
@@ -214,15 +255,24 @@ def elbo_estimate(
     batch = x1.shape[0]
     values = torch.empty(batch, n_draws, dtype=torch.float64)
     for d in range(n_draws):
-        corrupted = mask_batch(x1, path, group_size=group_size, estimator=estimator, times=times,
-                               padding_mask=padding_mask, generator=generator)
+        corrupted = mask_batch(
+            x1,
+            path,
+            group_size=group_size,
+            estimator=estimator,
+            times=times,
+            padding_mask=padding_mask,
+            generator=generator,
+        )
         logits = denoise(corrupted)
         _check_logits(logits, x1, path.vocab_size)
         values[:, d] = masked_nll_sum(logits, x1, corrupted).cpu()
         bad = ~torch.isfinite(values[:, d])  # on the host already: no extra read-back
         if bool(bad.any()):
-            raise ValueError(f"posterior returned logits that are not a distribution (NaN, +inf or a row of -inf) "
-                             f"for {int(bad.sum())} of {batch} sequences: the ELBO estimate would not be finite")
+            raise ValueError(
+                f"posterior returned logits that are not a distribution (NaN, +inf or a row of -inf) "
+                f"for {int(bad.sum())} of {batch} sequences: the ELBO estimate would not be finite"
+            )
     total_nats = float(values.mean(1).sum())
     if n_draws > 1:
         var = float((values.var(1, unbiased=True) / n_draws).sum())
@@ -292,8 +342,17 @@ def mask_elbo(
     """
     _check_mask_path(path, "mask_elbo")
     check_callable(posterior, "posterior")
-    return elbo_estimate(lambda b: posterior(b.x_t, b.t[:, 0]), path, x1, n_draws=n_draws, padding_mask=padding_mask,
-                         n_chars=n_chars, generator=generator, estimator=estimator, times=times)
+    return elbo_estimate(
+        lambda b: posterior(b.x_t, b.t[:, 0]),
+        path,
+        x1,
+        n_draws=n_draws,
+        padding_mask=padding_mask,
+        n_chars=n_chars,
+        generator=generator,
+        estimator=estimator,
+        times=times,
+    )
 
 
 WEIGHTINGS = ("elbo", "mean")
@@ -346,17 +405,38 @@ class MaskedDiffusionLoss:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         # options are checked here, once, with a throw-away draw of one token per group
         probe = torch.zeros(1, self.block_size or 1, dtype=torch.long)
-        mask_batch(probe, self.path, group_size=self.block_size, estimator=self.estimator, times=self.times,
-                   mask_rate_range=self.mask_rate_range, generator=torch.Generator().manual_seed(0))
+        mask_batch(
+            probe,
+            self.path,
+            group_size=self.block_size,
+            estimator=self.estimator,
+            times=self.times,
+            mask_rate_range=self.mask_rate_range,
+            generator=torch.Generator().manual_seed(0),
+        )
 
-    def corrupt(self, x1: Tensor, generator: torch.Generator | None = None,
-                padding_mask: Tensor | None = None) -> MaskedBatch:
+    def corrupt(
+        self, x1: Tensor, generator: torch.Generator | None = None, padding_mask: Tensor | None = None
+    ) -> MaskedBatch:
         """One training draw of masked positions and weights."""
-        return mask_batch(x1, self.path, group_size=self.block_size, estimator=self.estimator, times=self.times,
-                          mask_rate_range=self.mask_rate_range, padding_mask=padding_mask, generator=generator)
+        return mask_batch(
+            x1,
+            self.path,
+            group_size=self.block_size,
+            estimator=self.estimator,
+            times=self.times,
+            mask_rate_range=self.mask_rate_range,
+            padding_mask=padding_mask,
+            generator=generator,
+        )
 
-    def __call__(self, model: Callable[..., Tensor], x1: Tensor, generator: torch.Generator | None = None,
-                 padding_mask: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        model: Callable[..., Tensor],
+        x1: Tensor,
+        generator: torch.Generator | None = None,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
         batch = self.corrupt(x1, generator, padding_mask)
         if value_checks_on(self.validate):
             self.path.check_tokens(x1, "x1", allow_mask=False)  # one host read-back

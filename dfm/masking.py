@@ -35,6 +35,7 @@ estimator the count is drawn in :math:`\lceil a n \rceil .. \lfloor b n \rfloor`
 with :math:`b < 1` a group is never fully masked, and for small groups the range is coarse
 (:math:`n = 4`, [0.2, 0.8]: :math:`m \in \{1, 2, 3\}`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,12 +83,14 @@ def coupled_uniforms(n: int, scheme: str, generator: torch.Generator | None = No
     if scheme == "uniform":
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=where)
     elif scheme == "stratified":
-        u = (torch.randperm(n, generator=generator, device=where).double()
-             + torch.rand(n, generator=generator, dtype=torch.float64, device=where)) / n
+        u = (
+            torch.randperm(n, generator=generator, device=where).double()
+            + torch.rand(n, generator=generator, dtype=torch.float64, device=where)
+        ) / n
     elif scheme == "antithetic":
         half = torch.rand((n + 1) // 2, generator=generator, dtype=torch.float64, device=where)
         u = torch.cat([half, 1 - half])[:n]
-        u = u[torch.randperm(n, generator=generator, device=where)].clamp(max=1 - 2 ** -53)
+        u = u[torch.randperm(n, generator=generator, device=where)].clamp(max=1 - 2**-53)
     else:  # low_discrepancy
         u0 = torch.rand((), generator=generator, dtype=torch.float64, device=where)
         u = (u0 + torch.arange(n, dtype=torch.float64, device=where) / n) % 1.0
@@ -105,9 +108,17 @@ def _check_range(mask_rate_range: tuple[float, float]) -> tuple[float, float]:
     return low, high
 
 
-def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, estimator: str = "count",
-               times: str = "stratified", mask_rate_range: tuple[float, float] = (0.0, 1.0),
-               padding_mask: Tensor | None = None, generator: torch.Generator | None = None) -> MaskedBatch:
+def mask_batch(
+    x1: Tensor,
+    path: MixturePath,
+    *,
+    group_size: int | None = None,
+    estimator: str = "count",
+    times: str = "stratified",
+    mask_rate_range: tuple[float, float] = (0.0, 1.0),
+    padding_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> MaskedBatch:
     """Corrupt ``x1`` for masked-diffusion training or an ELBO estimate (module docstring).
 
     Args:
@@ -135,11 +146,15 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
         raise ValueError(f"path must be a dfm.MixturePath with source='mask', got {path!r}")
     kappa_low, kappa_high = path.kappa_range()  # host floats, computed when the path was built
     if kappa_high < 1 - 1e-9:  # masking rates near 0 would map to no time at all
-        raise ValueError(f"path must have a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
-                         f"kappa_1 = {kappa_high:.6g}")
+        raise ValueError(
+            f"path must have a scheduler that reaches the data (kappa_1 = 1); {path.scheduler!r} ends at "
+            f"kappa_1 = {kappa_high:.6g}"
+        )
     if not isinstance(x1, Tensor) or x1.dim() != 2 or x1.dtype not in (torch.long, torch.int32):
-        raise ValueError(f"x1 must be integer token ids of shape (B, L), got "
-                         f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
+        raise ValueError(
+            f"x1 must be integer token ids of shape (B, L), got "
+            f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}"
+        )
     batch, length = x1.shape
     if batch == 0 or length == 0:
         raise ValueError(f"x1 must hold at least one sequence and one position, got shape {tuple(x1.shape)}")
@@ -149,19 +164,22 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     low, high = _check_range(mask_rate_range)
-    if padding_mask is not None and (not isinstance(padding_mask, Tensor) or padding_mask.shape != x1.shape
-                                     or padding_mask.dtype != torch.bool):
+    if padding_mask is not None and (
+        not isinstance(padding_mask, Tensor) or padding_mask.shape != x1.shape or padding_mask.dtype != torch.bool
+    ):
         raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(x1.shape)}")
     n_groups = length // group
     where = generator.device if generator is not None else x1.device
     u = coupled_uniforms(batch * n_groups, times, generator, device=where).view(batch, n_groups)
-    counted = (torch.ones(x1.shape, dtype=torch.bool, device=where) if padding_mask is None
-               else ~padding_mask.to(where)).view(batch, n_groups, group)
+    counted = (
+        torch.ones(x1.shape, dtype=torch.bool, device=where) if padding_mask is None else ~padding_mask.to(where)
+    ).view(batch, n_groups, group)
     n = counted.sum(-1)  # counted positions per group
     if estimator == "time":
         rate = high - (high - low) * u  # in (low, high]: never 0
-        masked = counted & (torch.rand(counted.shape, generator=generator, dtype=torch.float64, device=where)
-                            < rate[..., None])
+        masked = counted & (
+            torch.rand(counted.shape, generator=generator, dtype=torch.float64, device=where) < rate[..., None]
+        )
         weight = 1.0 / rate
     else:
         # counts m with low <= m/n <= high (at least one masked; at least the lowest)
@@ -180,7 +198,10 @@ def mask_batch(x1: Tensor, path: MixturePath, *, group_size: int | None = None, 
     kappa = (1.0 - rate).clamp(0.0, 1.0).clamp(kappa_low, kappa_high)
     t = path.scheduler.inverse(kappa, validate=False).to(torch.get_default_dtype())
     masked = masked.view(batch, length).to(x1.device)
-    weights = torch.where(masked.view(batch, n_groups, group).to(where), weight[..., None].expand_as(counted),
-                          torch.zeros((), dtype=torch.float64, device=where)).view(batch, length)
+    weights = torch.where(
+        masked.view(batch, n_groups, group).to(where),
+        weight[..., None].expand_as(counted),
+        torch.zeros((), dtype=torch.float64, device=where),
+    ).view(batch, length)
     x_t = torch.where(masked, torch.full_like(x1, path.mask_id), x1)
     return MaskedBatch(x_t=x_t, masked=masked, weight=weights.to(x1.device), t=t.to(x1.device), group_size=group)

@@ -10,13 +10,21 @@ With ``source="mask"`` the source is a point mass on an extra token ``mask_id = 
 ``source="uniform"`` it is uniform over the vocabulary; a tensor gives any per-token source
 distribution (shape ``(V,)`` or ``(L, V)``).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
-                       time_out_of_range, value_checks_on)
+from gm.checks import (
+    Checks,
+    broadcast_time,
+    describe_index_range,
+    describe_time_range,
+    index_out_of_range,
+    time_out_of_range,
+    value_checks_on,
+)
 from gm.path import PathSample, ProbPath
 from gm.schedulers import ConvexScheduler, LinearScheduler
 
@@ -34,8 +42,14 @@ class MixturePath(ProbPath):
             under ``torch.compile`` and inside :func:`gm.checks.inputs_checked`).
     """
 
-    def __init__(self, vocab_size: int, source: str | Tensor = "mask", scheduler: ConvexScheduler | None = None, *,
-                 validate: bool = True) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        source: str | Tensor = "mask",
+        scheduler: ConvexScheduler | None = None,
+        *,
+        validate: bool = True,
+    ) -> None:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
         self.vocab_size = vocab_size
@@ -49,11 +63,17 @@ class MixturePath(ProbPath):
         if isinstance(source, Tensor):
             probs = source.detach().to(torch.float64)
             if probs.dim() not in (1, 2) or probs.shape[-1] != vocab_size:
-                raise ValueError(f"source tensor must have shape (V,) or (L, V) with V={vocab_size}, got {tuple(probs.shape)}")
-            if bool((probs < 0).any()) or not bool(torch.allclose(probs.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-6)):
+                raise ValueError(
+                    f"source tensor must have shape (V,) or (L, V) with V={vocab_size}, got {tuple(probs.shape)}"
+                )
+            if bool((probs < 0).any()) or not bool(
+                torch.allclose(probs.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-6)
+            ):
                 raise ValueError("source tensor must hold nonnegative probabilities summing to 1 over the last dim")
             self.kind = "custom"
-            self.source_probs = (probs / probs.sum(-1, keepdim=True)).to(source.dtype if source.is_floating_point() else torch.float32)
+            self.source_probs = (probs / probs.sum(-1, keepdim=True)).to(
+                source.dtype if source.is_floating_point() else torch.float32
+            )
         elif source in ("mask", "uniform"):
             self.kind = source
         else:
@@ -65,8 +85,9 @@ class MixturePath(ProbPath):
         to times without reading anything back from the device."""
         cached = getattr(self, "_kappa_ends", None)  # None also for paths pickled before it existed
         if cached is None or cached[0] is not self.scheduler:
-            low, high = (float(self.scheduler.kappa(torch.tensor(v, dtype=torch.float64), validate=False))
-                         for v in (0.0, 1.0))
+            low, high = (
+                float(self.scheduler.kappa(torch.tensor(v, dtype=torch.float64), validate=False)) for v in (0.0, 1.0)
+            )
             self._kappa_ends = (self.scheduler, (low, high))
         return self._kappa_ends[1]
 
@@ -88,7 +109,9 @@ class MixturePath(ProbPath):
             return torch.full((self.vocab_size,), 1.0 / self.vocab_size, device=device, dtype=dtype)
         return self.source_probs.to(device=device, dtype=dtype)
 
-    def sample_source(self, shape: tuple[int, ...] | torch.Size, *, device=None, generator: torch.Generator | None = None) -> Tensor:
+    def sample_source(
+        self, shape: tuple[int, ...] | torch.Size, *, device=None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Draw ``x0`` of ``shape`` (last dim = sequence length) from the source."""
         shape = tuple(shape)
         if self.kind == "mask":
@@ -119,8 +142,14 @@ class MixturePath(ProbPath):
         if checks is None:
             own.run()
 
-    def sample(self, x0: Tensor | None, x1: Tensor, t: Tensor, padding_mask: Tensor | None = None,
-               generator: torch.Generator | None = None) -> PathSample:
+    def sample(
+        self,
+        x0: Tensor | None,
+        x1: Tensor,
+        t: Tensor,
+        padding_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PathSample:
         """Draw :math:`x_t`: each token is ``x1`` with probability :math:`\\kappa_t`, else ``x0``.
 
         Args:
@@ -137,12 +166,17 @@ class MixturePath(ProbPath):
             x0 = self.sample_source(x1.shape, device=x1.device, generator=generator)
         else:
             if not isinstance(x0, Tensor) or x0.shape != x1.shape:
-                raise ValueError(f"x0 and x1 must have the same shape, got {tuple(getattr(x0, 'shape', ()))} and "
-                                 f"{tuple(x1.shape)}")
+                raise ValueError(
+                    f"x0 and x1 must have the same shape, got {tuple(getattr(x0, 'shape', ()))} and {tuple(x1.shape)}"
+                )
             self.check_tokens(x0, "x0", allow_mask=True, checks=checks or Checks())
         given = t
-        t = broadcast_time(t, x1.shape[:-1], dtype=t.dtype if isinstance(t, Tensor) and t.is_floating_point()
-                           else torch.get_default_dtype(), device=x1.device)
+        t = broadcast_time(
+            t,
+            x1.shape[:-1],
+            dtype=t.dtype if isinstance(t, Tensor) and t.is_floating_point() else torch.get_default_dtype(),
+            device=x1.device,
+        )
         if checks is not None:
             # the times as given, not expanded over the sequence dims, so messages count them right
             given = given.to(dtype=t.dtype, device=t.device) if isinstance(given, Tensor) else t

@@ -2,6 +2,7 @@
 sequence with holes to fill. Both return ``(x0, fixed)`` for :meth:`dfm.CTMCSolver.sample`
 and :meth:`dfm.BlockDiffusion.sample`: ``x0`` holds the given tokens and the mask id at the
 positions to generate, ``fixed`` is True at the given positions."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,10 @@ HOLE = -1  # the id of a position to generate in an infilling template
 
 def _check_ids(ids: object, name: str) -> Tensor:
     if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.is_floating_point() or ids.dtype == torch.bool:
-        raise ValueError(f"{name} must be a 1-D integer tensor of token ids, got "
-                         f"{tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__}")
+        raise ValueError(
+            f"{name} must be a 1-D integer tensor of token ids, got "
+            f"{tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__}"
+        )
     return ids.long()
 
 
@@ -47,11 +50,13 @@ def prompt_template(prompt: Tensor, length: int, path: MixturePath, batch: int =
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be a positive integer, got {length!r}")
     if len(prompt) >= length:
-        raise ValueError(f"prompt has {len(prompt)} tokens: it must be shorter than the context length {length} to "
-                         "leave something to generate")
+        raise ValueError(
+            f"prompt has {len(prompt)} tokens: it must be shorter than the context length {length} to "
+            "leave something to generate"
+        )
     path.check_tokens(prompt, "prompt", allow_mask=False)
     template = torch.full((length,), HOLE, dtype=torch.long, device=prompt.device)
-    template[:len(prompt)] = prompt
+    template[: len(prompt)] = prompt
     return infill_template(template, path, _check_batch(batch))
 
 

@@ -21,18 +21,18 @@ compiles with ``fullgraph=True``; noise of the logits' size in ``dtype_categoric
 default, ``"auto"``, is sparse in eager mode on the CPU, where there is no device queue to
 stall, and dense elsewhere and under ``torch.compile``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from dfm.path import MixturePath
-from gm.checks import (Checks, check_callable, check_generator, describe_time_range, inputs_checked,
-                       time_out_of_range)
+from gm.checks import Checks, check_callable, check_generator, describe_time_range, inputs_checked, time_out_of_range
 from gm.process import Process
 from gm.simulate import compiled_advance, make_time_grid, simulate
 
@@ -42,7 +42,9 @@ Posterior = Callable[[Tensor, Tensor], Tensor]
 _LAST_STEP_TOL = 1e-6
 
 
-def _gumbel_argmax(logits: Tensor, exclude: Tensor | None, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
+def _gumbel_argmax(
+    logits: Tensor, exclude: Tensor | None, dtype: torch.dtype, generator: torch.Generator | None
+) -> Tensor:
     """One categorical draw per row of ``logits`` (rows, V), optionally never ``exclude``."""
     u = torch.rand(logits.shape, dtype=dtype, device=logits.device, generator=generator)
     tiny = torch.finfo(dtype).tiny
@@ -61,15 +63,23 @@ def _row_tally(logits: Tensor, drawn: Tensor | None = None) -> Tensor:
     by the caller, once per step or once per run."""
     peak = logits.amax(-1)
     counted = torch.ones_like(peak, dtype=torch.bool) if drawn is None else drawn
-    return torch.stack([(torch.isnan(peak) & counted).sum(), ((peak == float("inf")) & counted).sum(),
-                        ((peak == float("-inf")) & counted).sum(), counted.sum()]).to(torch.float64)
+    return torch.stack(
+        [
+            (torch.isnan(peak) & counted).sum(),
+            ((peak == float("inf")) & counted).sum(),
+            ((peak == float("-inf")) & counted).sum(),
+            counted.sum(),
+        ]
+    ).to(torch.float64)
 
 
 def _describe_rows(tally: Tensor, first_t: Tensor | None = None) -> str:
     nan, pos, neg, rows = (int(v) for v in tally.tolist())
     where = "" if first_t is None else f", first at t = {float(first_t):.6g}"
-    return (f"posterior returned logits that are not a distribution: {nan} row(s) with NaN, {pos} with +inf, "
-            f"{neg} all -inf (of {rows} rows sampled{where})")
+    return (
+        f"posterior returned logits that are not a distribution: {nan} row(s) with NaN, {pos} with +inf, "
+        f"{neg} all -inf (of {rows} rows sampled{where})"
+    )
 
 
 def _pick(last: bool | Tensor, on_last: Tensor | float, otherwise: Tensor | float) -> Tensor | float:
@@ -85,8 +95,9 @@ def _top_count(scores: Tensor, candidates: Tensor, counts: Tensor) -> Tensor:
     tensor of ``candidates``' shape (one stable argsort; vectorised over rows)."""
     scores = scores.masked_fill(~candidates, float("-inf"))
     order = scores.argsort(dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
-                                            .expand_as(order).contiguous())
+    rank = torch.empty_like(order).scatter_(
+        -1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order).contiguous()
+    )
     return candidates & (rank < counts[..., None])
 
 
@@ -110,8 +121,11 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
 
 def check_temperature(temperature: object) -> None:
     """``ValueError`` naming the argument unless ``temperature`` is a finite number > 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0):
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (math.isfinite(temperature) and temperature > 0)
+    ):
         raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
 
 
@@ -120,8 +134,9 @@ def check_filtering(top_k: object, top_p: object) -> None:
     ``top_p`` is ``None`` or a number in (0, 1]."""
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be an integer >= 1 (or None), got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
-                              or not (0.0 < top_p <= 1.0)):
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0)
+    ):
         raise ValueError(f"top_p must be a number in (0, 1] (or None), got {top_p!r}")
 
 
@@ -165,17 +180,30 @@ class MixtureJumpProcess(Process):
     the effective temperature of rare tokens (and flatters generative perplexity).
     """
 
-    def __init__(self, path: MixturePath, corrector: float | Callable[[float], float] = 0.0,
-                 dtype_categorical: torch.dtype = torch.float64, padding_mask: Tensor | None = None,
-                 generator: torch.Generator | None = None, *, temperature: float = 1.0,
-                 unmasking: str = "random", top_k: int | None = None, top_p: float | None = None,
-                 validate: bool | str = True, draws: str = "auto") -> None:
+    def __init__(
+        self,
+        path: MixturePath,
+        corrector: float | Callable[[float], float] = 0.0,
+        dtype_categorical: torch.dtype = torch.float64,
+        padding_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        temperature: float = 1.0,
+        unmasking: str = "random",
+        top_k: int | None = None,
+        top_p: float | None = None,
+        validate: bool | str = True,
+        draws: str = "auto",
+    ) -> None:
         if not isinstance(path, MixturePath):
             raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
         if dtype_categorical not in (torch.float32, torch.float64):
             raise ValueError(f"dtype_categorical must be torch.float32 or torch.float64, got {dtype_categorical}")
-        if not callable(corrector) and (isinstance(corrector, bool) or not isinstance(corrector, (int, float))
-                                        or not (math.isfinite(corrector) and corrector >= 0)):
+        if not callable(corrector) and (
+            isinstance(corrector, bool)
+            or not isinstance(corrector, (int, float))
+            or not (math.isfinite(corrector) and corrector >= 0)
+        ):
             raise ValueError(f"corrector must be a finite nonnegative float or a function of t, got {corrector!r}")
         check_generator(generator)
         check_temperature(temperature)
@@ -276,11 +304,15 @@ class MixtureJumpProcess(Process):
         tally (:meth:`record`; CUDA graphs must not write into the process)."""
         path, logits = self.path, model_output
         if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
-            raise ValueError("posterior must return floating-point logits, got "
-                             + (f"dtype {logits.dtype}" if isinstance(logits, Tensor) else type(logits).__name__))
+            raise ValueError(
+                "posterior must return floating-point logits, got "
+                + (f"dtype {logits.dtype}" if isinstance(logits, Tensor) else type(logits).__name__)
+            )
         if logits.shape[:-1] != x.shape or logits.shape[-1] != path.vocab_size:
-            raise ValueError(f"posterior must return logits of shape {tuple(x.shape) + (path.vocab_size,)}, "
-                             f"got {tuple(logits.shape)}")
+            raise ValueError(
+                f"posterior must return logits of shape {tuple(x.shape) + (path.vocab_size,)}, "
+                f"got {tuple(logits.shape)}"
+            )
         if self.temperature != 1.0:
             logits = logits / self.temperature
         if self.top_k is not None or self.top_p is not None:
@@ -317,8 +349,18 @@ class MixtureJumpProcess(Process):
             new, tally = self._jump(x, logits, u, active, last, beta, kappa, d_kappa, h64, p_noise, dense)
         return new, tally
 
-    def _unmask(self, x: Tensor, logits: Tensor, u: Tensor, active: Tensor, last: bool | Tensor, beta: float,
-                kappa: Tensor, kappa_next: Tensor, dense: bool) -> tuple[Tensor, Tensor]:
+    def _unmask(
+        self,
+        x: Tensor,
+        logits: Tensor,
+        u: Tensor,
+        active: Tensor,
+        last: bool | Tensor,
+        beta: float,
+        kappa: Tensor,
+        kappa_next: Tensor,
+        dense: bool,
+    ) -> tuple[Tensor, Tensor]:
         """The mask source: reveal masked tokens (exact mixture transition or a scheduled count)."""
         masked = (x == self.path.mask_id) & active
         p_unmask = _pick(last, 1.0, ((1 + beta) * (kappa_next - kappa) / (1 - kappa)).clamp(max=1.0))
@@ -328,8 +370,11 @@ class MixtureJumpProcess(Process):
             n_masked = masked.sum(-1).to(torch.float64)
             counts = (n_masked - torch.round(n_masked * (1.0 - p_unmask))).long()
             # confidence: log of the top probability of the (tempered, filtered) posterior
-            scores = (-u if self.unmasking == "random_order"
-                      else (logits.amax(-1) - torch.logsumexp(logits, dim=-1)).to(torch.float64))
+            scores = (
+                -u
+                if self.unmasking == "random_order"
+                else (logits.amax(-1) - torch.logsumexp(logits, dim=-1)).to(torch.float64)
+            )
             unmask = _top_count(scores, masked, counts)
         if dense:
             draws = _gumbel_argmax(logits.reshape(-1, logits.shape[-1]), None, self.dtype, self.generator)
@@ -341,9 +386,20 @@ class MixtureJumpProcess(Process):
             new[idx] = _gumbel_argmax(rows, None, self.dtype, self.generator)
         return new, _row_tally(rows)
 
-    def _jump(self, x: Tensor, logits: Tensor, u: Tensor, active: Tensor, last: bool | Tensor, beta: float,
-              kappa: Tensor, d_kappa: Tensor, h: Tensor, p_noise: Tensor | float | None,
-              dense: bool) -> tuple[Tensor, Tensor]:
+    def _jump(
+        self,
+        x: Tensor,
+        logits: Tensor,
+        u: Tensor,
+        active: Tensor,
+        last: bool | Tensor,
+        beta: float,
+        kappa: Tensor,
+        d_kappa: Tensor,
+        h: Tensor,
+        p_noise: Tensor | float | None,
+        dense: bool,
+    ) -> tuple[Tensor, Tensor]:
         """General sources: an Euler jump out of x_t with forward and (optional) noising rates."""
         path = self.path
         x_in = x.clamp_max(path.vocab_size - 1)
@@ -355,7 +411,11 @@ class MixtureJumpProcess(Process):
         fwd = _pick(last, 1.0 - p_stay, h * (1 + beta) * lam * (1.0 - p_stay))
         p0 = path.source_distribution(device=x.device, dtype=torch.float64)
         if p_noise is not None:
-            p0_x = p0.expand(x.shape + (path.vocab_size,)).gather(-1, x_in[..., None]).squeeze(-1) if p0.dim() == 2 else p0[x_in]
+            p0_x = (
+                p0.expand(x.shape + (path.vocab_size,)).gather(-1, x_in[..., None]).squeeze(-1)
+                if p0.dim() == 2
+                else p0[x_in]
+            )
             noise = p_noise * (1.0 - p0_x)
         else:
             noise = torch.zeros_like(fwd)
@@ -363,8 +423,9 @@ class MixtureJumpProcess(Process):
         jump = active & (u < total.clamp(max=1.0))
         vocab = path.vocab_size
         if dense:
-            choose_fwd = torch.rand(x.shape, dtype=torch.float64, device=x.device,
-                                    generator=self.generator) < (fwd / total).clamp(0, 1)
+            choose_fwd = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=self.generator) < (
+                fwd / total
+            ).clamp(0, 1)
             draws = _gumbel_argmax(logits.reshape(-1, vocab), x_in.reshape(-1), self.dtype, self.generator)
             if p_noise is not None:
                 rows = torch.log(p0).expand(x.shape + (vocab,)).reshape(-1, vocab)
@@ -376,7 +437,10 @@ class MixtureJumpProcess(Process):
         if idx[0].shape[0]:
             current = x_in[idx]
             forward_share = (fwd[idx] / total[idx]).clamp(0, 1)
-            choose_fwd = torch.rand(current.shape, dtype=torch.float64, device=x.device, generator=self.generator) < forward_share
+            choose_fwd = (
+                torch.rand(current.shape, dtype=torch.float64, device=x.device, generator=self.generator)
+                < forward_share
+            )
             draws = _gumbel_argmax(logits[idx], current, self.dtype, self.generator)
             if p_noise is not None:
                 rows = p0.expand(len(current), -1) if p0.dim() == 1 else p0[idx[-1]]
@@ -491,29 +555,46 @@ class CTMCSolver:
         checks = Checks()  # token ids and the fixed positions: one host read-back
         self.path.check_tokens(x0, "x0", allow_mask=True, checks=checks)
         for name, given in (("padding_mask", padding_mask), ("fixed", fixed)):
-            if given is not None and (not isinstance(given, Tensor) or given.shape != x0.shape
-                                      or given.dtype != torch.bool or given.device != x0.device):
-                raise ValueError(f"{name} must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})")
+            if given is not None and (
+                not isinstance(given, Tensor)
+                or given.shape != x0.shape
+                or given.dtype != torch.bool
+                or given.device != x0.device
+            ):
+                raise ValueError(
+                    f"{name} must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})"
+                )
         frozen = padding_mask
         if fixed is not None:
             if self.path.kind == "mask":
-                checks.add((fixed & (x0 == self.path.mask_id)).sum(),
-                           lambda: "x0 must hold data tokens at the fixed positions, found mask tokens there")
+                checks.add(
+                    (fixed & (x0 == self.path.mask_id)).sum(),
+                    lambda: "x0 must hold data tokens at the fixed positions, found mask tokens there",
+                )
             frozen = fixed if frozen is None else frozen | fixed
         if validate:
             checks.run()
         grid = make_time_grid(time_grid, steps, default_steps=100, dtype=torch.float64)
         if not grid[-1] > grid[0]:  # on the CPU: no device read-back
             raise ValueError("time_grid must increase: the CTMC runs forward from the source to the data")
-        options = dict(temperature=temperature, unmasking=unmasking, top_k=top_k, top_p=top_p,
-                       validate="end" if validate else False)
+        options = dict(
+            temperature=temperature,
+            unmasking=unmasking,
+            top_k=top_k,
+            top_p=top_p,
+            validate="end" if validate else False,
+        )
         length = x0.shape[-1]
         if block_size is not None:
             if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= length:
-                raise ValueError(f"block_size must be an integer in [1, {length}] (the sequence length), got {block_size!r}")
+                raise ValueError(
+                    f"block_size must be an integer in [1, {length}] (the sequence length), got {block_size!r}"
+                )
             if self.path.kind != "mask":
-                raise ValueError(f"block_size (semi-autoregressive sampling) needs the mask source, the path's source is "
-                                 f"{self.path.kind!r}")
+                raise ValueError(
+                    f"block_size (semi-autoregressive sampling) needs the mask source, the path's source is "
+                    f"{self.path.kind!r}"
+                )
             if return_intermediates:
                 raise ValueError("return_intermediates is not available with block_size")
         process, advance = self._stepper(corrector, dtype_categorical, generator, options, compile)
@@ -526,8 +607,9 @@ class CTMCSolver:
         if block_size is None:
             process.padding_mask = frozen
             process.begin(x.device)
-            return simulate(process, model, x, grid, return_intermediates=return_intermediates,
-                            progress=progress, advance=advance)
+            return simulate(
+                process, model, x, grid, return_intermediates=return_intermediates, progress=progress, advance=advance
+            )
         position = torch.arange(length, device=x0.device)
         for start in range(0, length, block_size):
             outside = (position < start) | (position >= start + block_size)
@@ -556,16 +638,23 @@ class CTMCSolver:
 
         return model
 
-    def _stepper(self, corrector: float | Callable[[float], float], dtype_categorical: torch.dtype,
-                 generator: torch.Generator | None, options: dict,
-                 compile: bool | str) -> tuple[MixtureJumpProcess, Callable | None]:
+    def _stepper(
+        self,
+        corrector: float | Callable[[float], float],
+        dtype_categorical: torch.dtype,
+        generator: torch.Generator | None,
+        options: dict,
+        compile: bool | str,
+    ) -> tuple[MixtureJumpProcess, Callable | None]:
         """The process (options checked by its constructor) and, with ``compile``, the compiled
         step (process and posterior), built once per solver and options and reused."""
         if compile is False:
             return MixtureJumpProcess(self.path, corrector, dtype_categorical, None, generator, **options), None
         if generator is not None:
-            raise ValueError("compile draws from the global RNG (torch.compile cannot trace a torch.Generator): "
-                             "pass generator=None and seed with torch.manual_seed")
+            raise ValueError(
+                "compile draws from the global RNG (torch.compile cannot trace a torch.Generator): "
+                "pass generator=None and seed with torch.manual_seed"
+            )
         if callable(corrector):
             raise ValueError("compile needs a constant corrector (a function of t reads the time back every step)")
         key = (corrector, dtype_categorical, compile, tuple(sorted(options.items())))

@@ -5,6 +5,7 @@ adaptive LayerNorm (adaLN-Zero: shift, scale and gate regressed from a time embe
 initialised), a key padding mask, and ``causal=True`` for the same architecture as an
 autoregressive baseline. Attention uses ``F.scaled_dot_product_attention``.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gm.checks import (Checks, broadcast_time, describe_index_range, describe_time_range, index_out_of_range,
-                       time_out_of_range, value_checks_on)
+from gm.checks import (
+    Checks,
+    broadcast_time,
+    describe_index_range,
+    describe_time_range,
+    index_out_of_range,
+    time_out_of_range,
+    value_checks_on,
+)
 from gm.guidance import NULL_LABEL
 
 __all__ = ["TokenTransformer", "apply_rotary", "append_kv"]
@@ -28,8 +36,9 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return rotated.flatten(-2)
 
 
-def append_kv(past: list[tuple[Tensor, Tensor]] | None,
-              new: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+def append_kv(
+    past: list[tuple[Tensor, Tensor]] | None, new: list[tuple[Tensor, Tensor]]
+) -> list[tuple[Tensor, Tensor]]:
     """A key/value cache (per layer, ``(B, heads, P, head_dim)``) with ``new`` entries (from
     ``TokenTransformer(..., return_kv=True)``) appended along the positions; ``past=None`` is empty."""
     if past is None:
@@ -85,9 +94,15 @@ class _Block(nn.Module):
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, h: Tensor, cond: Tensor | None, rope: tuple[Tensor, Tensor] | None,
-                attn_mask: Tensor | None, causal: bool,
-                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(
+        self,
+        h: Tensor,
+        cond: Tensor | None,
+        rope: tuple[Tensor, Tensor] | None,
+        attn_mask: Tensor | None,
+        causal: bool,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """The block's output and this call's keys and values ``(B, heads, L, head_dim)`` (after
         rotary); ``past`` keys and values are prepended to the attended ones (a cache)."""
         if self.modulation is not None and cond is not None:
@@ -100,9 +115,14 @@ class _Block(nn.Module):
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         keys, values = (k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2))
-        attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask,
-                                              is_causal=causal and attn_mask is None and past is None,
-                                              dropout_p=self.attn_dropout if self.training else 0.0)
+        attn = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=attn_mask,
+            is_causal=causal and attn_mask is None and past is None,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
         h = h + (1 + gate1) * self.dropout(self.proj(rearrange(attn, "b h l d -> b l (h d)")))
         m = self.norm2(h) * (1 + scale2) + shift2
         return h + (1 + gate2) * self.dropout(self.mlp(m)), (k, v)
@@ -131,13 +151,31 @@ class TokenTransformer(nn.Module):
             classifier-free guidance (train with :func:`gm.guidance.drop_labels`).
     """
 
-    def __init__(self, vocab_size: int, out_vocab: int, width: int = 256, depth: int = 4, heads: int = 4,
-                 max_len: int = 1024, dropout: float = 0.0, causal: bool = False, time_conditioning: bool = True,
-                 positions: str = "rotary", validate: bool = True, num_classes: int = 0,
-                 null_label: bool = False) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        out_vocab: int,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        max_len: int = 1024,
+        dropout: float = 0.0,
+        causal: bool = False,
+        time_conditioning: bool = True,
+        positions: str = "rotary",
+        validate: bool = True,
+        num_classes: int = 0,
+        null_label: bool = False,
+    ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("out_vocab", out_vocab), ("width", width), ("depth", depth),
-                            ("heads", heads), ("max_len", max_len)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("out_vocab", out_vocab),
+            ("width", width),
+            ("depth", depth),
+            ("heads", heads),
+            ("max_len", max_len),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -152,8 +190,9 @@ class TokenTransformer(nn.Module):
         self.embed = nn.Embedding(vocab_size, width)
         self.pos = nn.Embedding(max_len, width) if positions == "learned" else None
         self.rope = _RotaryCache(width // heads, table_len=max_len) if positions == "rotary" else None
-        self.time_mlp = (nn.Sequential(nn.Linear(64, width), nn.SiLU(), nn.Linear(width, width))
-                         if time_conditioning else None)
+        self.time_mlp = (
+            nn.Sequential(nn.Linear(64, width), nn.SiLU(), nn.Linear(width, width)) if time_conditioning else None
+        )
         self.blocks = nn.ModuleList(_Block(width, heads, dropout, time_conditioning) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, out_vocab)
@@ -164,8 +203,9 @@ class TokenTransformer(nn.Module):
         self.num_classes, self.null_label = num_classes, bool(null_label)
         self.label_embedding = nn.Embedding(num_classes + self.null_label, width) if num_classes else None
 
-    def _label_rows(self, label: Tensor | int | None, batch_shape: torch.Size, device: torch.device,
-                    checks: Checks | None) -> Tensor:
+    def _label_rows(
+        self, label: Tensor | int | None, batch_shape: torch.Size, device: torch.device, checks: Checks | None
+    ) -> Tensor:
         """The label embedding's row per sequence, ``(prod(batch_shape),)``: ``label`` itself,
         :data:`gm.guidance.NULL_LABEL` mapped to row ``num_classes`` when the model has a null
         label. The messages of :func:`gm.guidance.label_rows`, but the value range is added to
@@ -176,14 +216,18 @@ class TokenTransformer(nn.Module):
         label = torch.as_tensor(label, device=device)
         if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
             raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
-        if tuple(label.shape) != tuple(batch_shape)[:label.dim()]:
-            raise ValueError(f"label must have a shape that is a prefix of the batch shape {tuple(batch_shape)}, "
-                             f"got {tuple(label.shape)}")
+        if tuple(label.shape) != tuple(batch_shape)[: label.dim()]:
+            raise ValueError(
+                f"label must have a shape that is a prefix of the batch shape {tuple(batch_shape)}, "
+                f"got {tuple(label.shape)}"
+            )
         low = NULL_LABEL if self.null_label else 0
         if checks is not None and label.numel():
+
             def explain(label: Tensor = label) -> str:
                 allowed = f"[0, {self.num_classes})" + (" or -1 (the null label)" if self.null_label else "")
                 return f"label values must be in {allowed}, got [{int(label.min())}, {int(label.max())}]"
+
             # shifted so that the allowed range is [0, num_classes - low)
             checks.add(index_out_of_range(label.long() - low, self.num_classes - low), explain)
         if self.null_label:
@@ -197,10 +241,18 @@ class TokenTransformer(nn.Module):
         arg = 1000.0 * t.to(dtype)[:, None] * freqs[None, :]
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
-    def forward(self, tokens: Tensor, t: Tensor | float | None = None, padding_mask: Tensor | None = None,
-                label: Tensor | int | None = None, *, attn_mask: Tensor | None = None,
-                position_ids: Tensor | None = None, past_kv: list[tuple[Tensor, Tensor]] | None = None,
-                return_kv: bool = False) -> Tensor | tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    def forward(
+        self,
+        tokens: Tensor,
+        t: Tensor | float | None = None,
+        padding_mask: Tensor | None = None,
+        label: Tensor | int | None = None,
+        *,
+        attn_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_kv: list[tuple[Tensor, Tensor]] | None = None,
+        return_kv: bool = False,
+    ) -> Tensor | tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """Logits ``(*batch, L, out_vocab)`` of token ids ``tokens`` ``(*batch, L)`` (int64 or int32,
         in ``[0, vocab_size)``) at times ``t`` in [0, 1]: a float, or per-sequence times whose
         shape is a prefix of the batch shape (``(B,)`` for tokens ``(B, C, L)``: one time per
@@ -218,8 +270,10 @@ class TokenTransformer(nn.Module):
         that are NaN or outside [0, 1], all in one host read-back.
         """
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"tokens must be integer ids (an int64 or int32 tensor), got "
-                             f"{tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}")
+            raise ValueError(
+                f"tokens must be integer ids (an int64 or int32 tensor), got "
+                f"{tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}"
+            )
         if tokens.dim() < 1:
             raise ValueError("tokens must have a sequence dimension")
         batch_shape, length = tokens.shape[:-1], tokens.shape[-1]
@@ -232,8 +286,10 @@ class TokenTransformer(nn.Module):
         # library drives over checked inputs) or under torch.compile (a read-back breaks the graph).
         checks = Checks() if value_checks_on(self.validate) else None
         if checks is not None:
-            checks.add(index_out_of_range(tokens, self.vocab_size),
-                       lambda: describe_index_range(tokens, self.vocab_size, "token"))
+            checks.add(
+                index_out_of_range(tokens, self.vocab_size),
+                lambda: describe_index_range(tokens, self.vocab_size, "token"),
+            )
         if self.time_mlp is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
@@ -249,14 +305,20 @@ class TokenTransformer(nn.Module):
             if self.pos is not None and past_len + length > self.max_len:  # known on the host
                 raise ValueError(f"position {past_len + length - 1} exceeds max_len {self.max_len}")
             position_ids = torch.arange(past_len, past_len + length, device=x.device)
-        elif (not isinstance(position_ids, Tensor) or position_ids.shape != (length,) or position_ids.is_floating_point()):
-            raise ValueError(f"position_ids must be an integer tensor of shape ({length},), got "
-                             f"{tuple(position_ids.shape) if isinstance(position_ids, Tensor) else type(position_ids).__name__}")
+        elif (
+            not isinstance(position_ids, Tensor) or position_ids.shape != (length,) or position_ids.is_floating_point()
+        ):
+            raise ValueError(
+                f"position_ids must be an integer tensor of shape ({length},), got "
+                f"{tuple(position_ids.shape) if isinstance(position_ids, Tensor) else type(position_ids).__name__}"
+            )
         elif self.pos is not None and checks is not None:  # learned positions: rows of a table
+
             def explain_positions(ids: Tensor = position_ids) -> str:
                 if int(ids.max()) >= self.max_len:
                     return f"position {int(ids.max())} exceeds max_len {self.max_len}"
                 return f"position_ids must be >= 0, got {int(ids.min())}"
+
             checks.add(index_out_of_range(position_ids, self.max_len), explain_positions)
         rows = None
         if self.label_embedding is not None:
@@ -264,15 +326,23 @@ class TokenTransformer(nn.Module):
         elif label is not None:
             raise ValueError("label given, but the model is unconditional (num_classes=0)")
         if attn_mask is not None:
-            if (not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool
-                    or attn_mask.shape != (length, past_len + length)):
-                raise ValueError(f"attn_mask must be a bool tensor of shape {(length, past_len + length)}, got "
-                                 f"{tuple(attn_mask.shape) if isinstance(attn_mask, Tensor) else type(attn_mask).__name__}")
+            if (
+                not isinstance(attn_mask, Tensor)
+                or attn_mask.dtype != torch.bool
+                or attn_mask.shape != (length, past_len + length)
+            ):
+                raise ValueError(
+                    f"attn_mask must be a bool tensor of shape {(length, past_len + length)}, got "
+                    f"{tuple(attn_mask.shape) if isinstance(attn_mask, Tensor) else type(attn_mask).__name__}"
+                )
         if padding_mask is not None:
             if past_kv is not None:
                 raise ValueError("padding_mask cannot be combined with past_kv")
-            if (not isinstance(padding_mask, Tensor) or padding_mask.shape != tokens.shape
-                    or padding_mask.dtype != torch.bool):
+            if (
+                not isinstance(padding_mask, Tensor)
+                or padding_mask.shape != tokens.shape
+                or padding_mask.dtype != torch.bool
+            ):
                 raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(tokens.shape)}")
         if checks is not None:
             checks.run()  # one host read-back for ids, times, positions and labels
@@ -286,8 +356,13 @@ class TokenTransformer(nn.Module):
             cond = self.time_mlp(self._time_features(t.reshape(-1)))
         if padding_mask is not None:
             keep = ~padding_mask.reshape(-1, length)
-            structure = (attn_mask if attn_mask is not None else
-                         torch.ones(length, length, dtype=torch.bool, device=x.device).tril() if self.causal else None)
+            structure = (
+                attn_mask
+                if attn_mask is not None
+                else torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+                if self.causal
+                else None
+            )
             attn_mask = keep[:, None, None, :] if structure is None else keep[:, None, None, :] & structure
         elif attn_mask is None and self.causal and past_kv is not None:
             attn_mask = torch.ones(length, past_len + length, dtype=torch.bool, device=x.device).tril(past_len)
@@ -308,10 +383,21 @@ class TokenTransformer(nn.Module):
         expected = (rows, self.blocks[0].heads)
         sizes = set()
         for pair in past_kv:
-            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                    or any(not isinstance(z, Tensor) or z.dim() != 4 or tuple(z.shape[:2]) != expected
-                           or z.shape[3] != head_dim for z in pair) or pair[0].shape != pair[1].shape):
-                raise ValueError(f"past_kv entries must be (keys, values) of shape ({rows}, {expected[1]}, P, {head_dim})")
+            if (
+                not isinstance(pair, (list, tuple))
+                or len(pair) != 2
+                or any(
+                    not isinstance(z, Tensor)
+                    or z.dim() != 4
+                    or tuple(z.shape[:2]) != expected
+                    or z.shape[3] != head_dim
+                    for z in pair
+                )
+                or pair[0].shape != pair[1].shape
+            ):
+                raise ValueError(
+                    f"past_kv entries must be (keys, values) of shape ({rows}, {expected[1]}, P, {head_dim})"
+                )
             sizes.add(pair[0].shape[2])
         if len(sizes) != 1:
             raise ValueError(f"past_kv layers cache different lengths {sorted(sizes)}")

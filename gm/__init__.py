@@ -23,7 +23,9 @@ simulation loop that both continuous and discrete samplers run on:
   parallel under ``torchrun``.
 - :mod:`gm.distributed`: ranks, per-rank batch shares and random streams, one GPU per rank.
 """
+
 from gm.path import PathSample, ProbPath
+from gm.precision import PrecisionChoice, native_bfloat16, resolve_precision
 from gm.process import JointProcess, Process
 from gm.schedulers import (
     ConvexScheduler,
@@ -39,7 +41,6 @@ from gm.schedulers import (
     VPScheduler,
     scheduler_by_name,
 )
-from gm.precision import PrecisionChoice, native_bfloat16, resolve_precision
 from gm.simulate import compiled_advance, data_end_time_grid, make_time_grid, simulate
 from gm.times import training_times
 

@@ -10,19 +10,32 @@ Loops the library drives over inputs it has checked once (a sampler calling the 
 step on states it produced itself) run the calls inside :func:`inputs_checked`; code that
 honours it asks :func:`value_checks_on` before it builds and reads back its value checks.
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import numbers
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["Checks", "inputs_checked", "value_checks_on", "check_floating", "check_same_dtype", "broadcast_time",
-           "time_out_of_range", "describe_time_range", "check_generator", "check_positive_int", "check_callable",
-           "index_out_of_range", "describe_index_range"]
+__all__ = [
+    "Checks",
+    "inputs_checked",
+    "value_checks_on",
+    "check_floating",
+    "check_same_dtype",
+    "broadcast_time",
+    "time_out_of_range",
+    "describe_time_range",
+    "check_generator",
+    "check_positive_int",
+    "check_callable",
+    "index_out_of_range",
+    "describe_index_range",
+]
 
 
 class Checks:
@@ -87,23 +100,35 @@ def check_floating(x: object, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with "
-                         f"{name}.float() (or .double())")
+        raise ValueError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with "
+            f"{name}.float() (or .double())"
+        )
     return x
 
 
 def check_same_dtype(reference: Tensor, reference_name: str, other: Tensor, other_name: str) -> None:
     """A ``ValueError`` when two tensors that are combined have different dtypes or devices."""
     if other.dtype != reference.dtype:
-        raise ValueError(f"{other_name} has dtype {other.dtype} but {reference_name} has {reference.dtype}; "
-                         f"cast one of them, e.g. {other_name}.to({reference_name}.dtype)")
+        raise ValueError(
+            f"{other_name} has dtype {other.dtype} but {reference_name} has {reference.dtype}; "
+            f"cast one of them, e.g. {other_name}.to({reference_name}.dtype)"
+        )
     if other.device != reference.device:
-        raise ValueError(f"{other_name} is on {other.device} but {reference_name} is on {reference.device}; "
-                         f"move it with {other_name}.to({reference_name}.device)")
+        raise ValueError(
+            f"{other_name} is on {other.device} but {reference_name} is on {reference.device}; "
+            f"move it with {other_name}.to({reference_name}.device)"
+        )
 
 
-def broadcast_time(t: Tensor | float, batch_shape: tuple[int, ...] | torch.Size, *, dtype: torch.dtype,
-                   device: torch.device, name: str = "t") -> Tensor:
+def broadcast_time(
+    t: Tensor | float,
+    batch_shape: tuple[int, ...] | torch.Size,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    name: str = "t",
+) -> Tensor:
     """Per-sample times ``t`` expanded to ``batch_shape``.
 
     ``t`` is a python number, a 0-dim tensor, or a tensor whose shape is a PREFIX of the batch
@@ -126,8 +151,9 @@ def broadcast_time(t: Tensor | float, batch_shape: tuple[int, ...] | torch.Size,
     try:
         return aligned.expand(batch_shape)
     except RuntimeError:
-        raise ValueError(f"{name} of shape {tuple(t.shape)} must be a prefix of the batch shape {batch_shape} "
-                         "(one time per sample)") from None
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} must be a prefix of the batch shape {batch_shape} (one time per sample)"
+        ) from None
 
 
 def time_out_of_range(t: Tensor) -> Tensor:
@@ -144,8 +170,10 @@ def describe_time_range(t: Tensor, name: str = "t") -> str:
     nan = int(torch.isnan(t).sum())
     if nan:
         return f"{name} contains {nan} NaN value(s); times must lie in [0, 1]"
-    return (f"{name} must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
-            "(paths and schedulers do not extrapolate)")
+    return (
+        f"{name} must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
+        "(paths and schedulers do not extrapolate)"
+    )
 
 
 # ---------------------------------------------------------------- argument checks without a host
@@ -158,8 +186,10 @@ def check_generator(generator: object, name: str = "generator", *, device: torch
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
     if generator is not None and device is not None and generator.device.type != torch.device(device).type:
-        raise ValueError(f"{name} is on {generator.device.type} but draws for tensors on {torch.device(device).type}: "
-                         f"use torch.Generator(device={torch.device(device).type!r})")
+        raise ValueError(
+            f"{name} is on {generator.device.type} but draws for tensors on {torch.device(device).type}: "
+            f"use torch.Generator(device={torch.device(device).type!r})"
+        )
 
 
 def check_positive_int(value: object, name: str) -> int:

@@ -17,6 +17,7 @@ agree on:
 Single-process runs (no ``torchrun``, or ``--nproc_per_node 1``) need none of it: every
 function answers for a world of one without creating a process group.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,8 +31,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "world", "init_world", "launched_by_torchrun", "is_main_process", "rank_batch_size",
-           "rank_generator", "local_device", "finish", "TIMEOUT_ENV", "TORCHRUN_VARIABLES"]
+__all__ = [
+    "World",
+    "world",
+    "init_world",
+    "launched_by_torchrun",
+    "is_main_process",
+    "rank_batch_size",
+    "rank_generator",
+    "local_device",
+    "finish",
+    "TIMEOUT_ENV",
+    "TORCHRUN_VARIABLES",
+]
 
 # Ranks other than 0 wait in a collective while rank 0 validates or a benchmark evaluates
 # between two trainings; torch's default timeout (10 min for NCCL) would kill long
@@ -68,8 +80,17 @@ class World:
 
 
 #: What torchrun sets for its workers: strip these to launch a fresh run from inside one.
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+TORCHRUN_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "TORCHELASTIC_RUN_ID",
+)
 
 
 def launched_by_torchrun() -> bool:
@@ -129,8 +150,10 @@ def init_world(device: torch.device | str = "cpu", group: dist.ProcessGroup | No
         return current
     if device.type == "cuda":
         if current.local_rank >= torch.cuda.device_count():
-            raise ValueError(f"device: local rank {current.local_rank} needs a GPU of its own, but "
-                             f"{torch.cuda.device_count()} are visible")
+            raise ValueError(
+                f"device: local rank {current.local_rank} needs a GPU of its own, but "
+                f"{torch.cuda.device_count()} are visible"
+            )
         torch.cuda.set_device(current.local_rank)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=_timeout())
     _install_exit_hooks()
@@ -190,8 +213,9 @@ def rank_batch_size(global_batch: int, size: int | None = None) -> int:
     if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
         raise ValueError(f"global_batch must be a positive integer, got {global_batch!r}")
     if global_batch % size:
-        raise ValueError(f"global_batch {global_batch} must be a multiple of the world size {size} "
-                         "(each rank draws an equal share)")
+        raise ValueError(
+            f"global_batch {global_batch} must be a multiple of the world size {size} (each rank draws an equal share)"
+        )
     return global_batch // size
 
 

@@ -3,13 +3,14 @@
 temporary file in the target's folder, which then replaces the target with ``os.replace``
 (atomic on POSIX and Windows), so a reader sees the old file or the new one, never a partial
 one, and a crash or kill mid-write leaves the old file as it was."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["atomic_path", "atomic_write"]
 

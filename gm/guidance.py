@@ -12,6 +12,7 @@ probability ``p``, :func:`drop_labels`) is both :math:`p(\cdot \mid y)` and
 :math:`w = 0` is the unconditional model, :math:`w = 1` the conditional one, :math:`w > 1`
 sharpens towards the condition.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GuidedModel", "NULL_LABEL", "label_rows", "drop_labels", "check_guidance_weight", "guided_velocity", "guided_log_probs"]
+__all__ = [
+    "GuidedModel",
+    "NULL_LABEL",
+    "label_rows",
+    "drop_labels",
+    "check_guidance_weight",
+    "guided_velocity",
+    "guided_log_probs",
+]
 
 #: The label of "no condition" (classifier-free guidance's null token).
 NULL_LABEL = -1
@@ -66,8 +75,10 @@ def guided_velocity(v_conditional: Tensor, v_unconditional: Tensor, w: float) ->
     """:math:`(1 - w) u(x | \\varnothing) + w u(x | y)`."""
     w = check_guidance_weight(w)
     if v_conditional.shape != v_unconditional.shape:
-        raise ValueError(f"v_conditional and v_unconditional must have the same shape, got "
-                         f"{tuple(v_conditional.shape)} and {tuple(v_unconditional.shape)}")
+        raise ValueError(
+            f"v_conditional and v_unconditional must have the same shape, got "
+            f"{tuple(v_conditional.shape)} and {tuple(v_unconditional.shape)}"
+        )
     return torch.lerp(v_unconditional, v_conditional, w)
 
 
@@ -75,8 +86,10 @@ def guided_log_probs(logits_conditional: Tensor, logits_unconditional: Tensor, w
     """:math:`\\log\\mathrm{softmax}((1 - w) \\log p(\\cdot|\\varnothing) + w \\log p(\\cdot|y))` over the last dim."""
     w = check_guidance_weight(w)
     if logits_conditional.shape != logits_unconditional.shape:
-        raise ValueError(f"logits_conditional and logits_unconditional must have the same shape, got "
-                         f"{tuple(logits_conditional.shape)} and {tuple(logits_unconditional.shape)}")
+        raise ValueError(
+            f"logits_conditional and logits_unconditional must have the same shape, got "
+            f"{tuple(logits_conditional.shape)} and {tuple(logits_unconditional.shape)}"
+        )
     log_c = torch.log_softmax(logits_conditional.double(), -1)
     log_u = torch.log_softmax(logits_unconditional.double(), -1)
     return torch.log_softmax((1 - w) * log_u + w * log_c, -1).to(logits_conditional.dtype)

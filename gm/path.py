@@ -5,6 +5,7 @@ sample :math:`x_0` at :math:`t=0` to a data sample :math:`x_1` at :math:`t=1`. T
 draws :math:`x_t` from it and regresses a model onto the path's conditional generator
 (a velocity for flows, posterior/rates for jump processes).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -6,13 +6,14 @@ emulates it, which is several times *slower* than float32 (a 256 x 4 MLP at batc
 AVX2 core: 12 ms per float32 step, 95 ms per bfloat16 step). So the default is ``"auto"``:
 bfloat16 where it is native, float32 otherwise, decided at run time on the machine at hand.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -25,7 +26,7 @@ PRECISION_MODES = ("auto", "bf16", "off")
 _X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu_flags() -> frozenset[str]:
     """The CPU feature flags the OS reports (empty where it reports none we can read)."""
     flags: set[str] = set()
@@ -39,8 +40,9 @@ def _cpu_flags() -> frozenset[str]:
         pass
     if platform.system() == "Darwin":  # Apple silicon: M2 and later have FEAT_BF16
         try:
-            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
-                                 timeout=5).stdout.strip()
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
             if out == "1":
                 flags.add("bf16")
         except (OSError, subprocess.SubprocessError):

@@ -6,11 +6,13 @@ process. ``step`` is the single-evaluation generator update; ``advance`` is what
 calls and defaults to one model call + ``step``, so multi-stage integrators (midpoint,
 RK4) override ``advance`` only.
 """
+
 from __future__ import annotations
 
 import numbers
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterable, Sequence, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,7 +22,7 @@ __all__ = ["Process", "JointProcess", "Model"]
 # A model maps (state, t) to whatever the process's ``step`` consumes.
 Model = Callable[[Any, Tensor], Any]
 # A component's time in a JointProcess: the clock (None), fixed (a number) or a map of the clock.
-TimeSpec = Union[None, float, Callable[[Tensor], Tensor]]
+TimeSpec = None | float | Callable[[Tensor], Tensor]
 
 
 class Process(ABC):
@@ -94,7 +96,8 @@ class JointProcess(Process):
                 raise ValueError(
                     f"processes[{i}] ({type(p).__name__}) takes {p.stages} model evaluations per step "
                     f"(a multi-stage integrator such as method={getattr(p, 'method', '?')!r}), but JointProcess steps "
-                    "every component with one shared evaluation; use a single-stage (Euler) component")
+                    "every component with one shared evaluation; use a single-stage (Euler) component"
+                )
         self.processes = processes
         self.times = self._check_times(times, len(processes))
 
@@ -116,8 +119,10 @@ class JointProcess(Process):
             elif isinstance(spec, numbers.Real) and not isinstance(spec, bool) and 0.0 <= float(spec) <= 1.0:
                 checked.append(float(spec))
             else:
-                raise ValueError(f"times[{i}] must be None (the clock), a fixed time in [0, 1] or a callable of the "
-                                 f"clock, got {spec!r}")
+                raise ValueError(
+                    f"times[{i}] must be None (the clock), a fixed time in [0, 1] or a callable of the "
+                    f"clock, got {spec!r}"
+                )
         return tuple(checked)
 
     @property
@@ -136,8 +141,10 @@ class JointProcess(Process):
         if not isinstance(value, Tensor):
             value = torch.as_tensor(value, dtype=clock.dtype, device=clock.device)
         if value.numel() != 1 or not value.is_floating_point():
-            raise ValueError(f"times[{index}] must map the clock to one floating-point time, got "
-                             f"{value.dtype} of shape {tuple(value.shape)}")
+            raise ValueError(
+                f"times[{index}] must map the clock to one floating-point time, got "
+                f"{value.dtype} of shape {tuple(value.shape)}"
+            )
         value = value.reshape(()).to(dtype=clock.dtype, device=clock.device)
         if not 0.0 <= float(value) <= 1.0:  # also rejects NaN
             raise ValueError(f"times[{index}] mapped the clock {float(clock):.6g} to {float(value)!r}, outside [0, 1]")
@@ -163,9 +170,11 @@ class JointProcess(Process):
             else:
                 width = self.component_time(i, t + h) - start
                 if float(width) * float(h) < 0:
-                    raise ValueError(f"times[{i}] runs against the clock: from clock {float(t):.6g} to "
-                                     f"{float(t + h):.6g} its time goes from {float(start):.6g} to "
-                                     f"{float(start + width):.6g}")
+                    raise ValueError(
+                        f"times[{i}] runs against the clock: from clock {float(t):.6g} to "
+                        f"{float(t + h):.6g} its time goes from {float(start):.6g} to "
+                        f"{float(start + width):.6g}"
+                    )
                 steps.append(width if float(width) != 0.0 else None)
         return tuple(times), tuple(steps)
 
@@ -174,12 +183,15 @@ class JointProcess(Process):
         times, steps = self._times_and_steps(t, h)
         return self._step(x, times, steps, model_output)
 
-    def _step(self, x: Sequence[Any], times: Sequence[Tensor], steps: Sequence[Tensor | None],
-              model_output: Sequence[Any]) -> tuple:
+    def _step(
+        self, x: Sequence[Any], times: Sequence[Tensor], steps: Sequence[Tensor | None], model_output: Sequence[Any]
+    ) -> tuple:
         self._check_tuple(x, "x")
         self._check_tuple(model_output, "model_output")
-        return tuple(xi if hi is None else p.step(xi, ti, hi, oi)
-                     for p, xi, ti, hi, oi in zip(self.processes, x, times, steps, model_output))
+        return tuple(
+            xi if hi is None else p.step(xi, ti, hi, oi)
+            for p, xi, ti, hi, oi in zip(self.processes, x, times, steps, model_output)
+        )
 
     def advance(self, x: Sequence[Any], t: Tensor, h: Tensor, model: Model) -> tuple:
         """One model call ``model(x, times)`` with the components' times, then every moving
@@ -191,5 +203,7 @@ class JointProcess(Process):
     def finalize(self, x: Sequence[Any], t: Tensor) -> tuple:
         """Finalise every component that moves (fixed components stay exactly as given)."""
         self._check_tuple(x, "x")
-        return tuple(xi if isinstance(spec, float) else p.finalize(xi, self.component_time(i, t))
-                     for i, (p, spec, xi) in enumerate(zip(self.processes, self.times, x)))
+        return tuple(
+            xi if isinstance(spec, float) else p.finalize(xi, self.component_time(i, t))
+            for i, (p, spec, xi) in enumerate(zip(self.processes, self.times, x))
+        )

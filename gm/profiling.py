@@ -8,6 +8,7 @@ CPU too, where they are cheap but show what a GPU would wait for) and, on CUDA, 
 synchronisation torch reports (``torch.cuda.set_sync_debug_mode``). :func:`count_kernels`
 counts the kernels (CUDA) or operators (CPU) one call launches, with ``torch.profiler``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,8 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 

@@ -31,6 +31,7 @@ scheduler                   :math:`\alpha_t`                       :math:`\sigma
 with :math:`T(s) = \beta_{min} s + (\beta_{max} - \beta_{min}) s^2 / 2` (Song et al.'s VP SDE
 in the time of flow matching, data at :math:`t = 1`).
 """
+
 from __future__ import annotations
 
 import math
@@ -124,8 +125,9 @@ class Scheduler(ABC):
 
     def __call__(self, t: Tensor | float, *, validate: bool = True) -> SchedulerOutput:
         t = self._times(t, validate)
-        return SchedulerOutput(t=t, alpha=self._alpha(t), sigma=self._sigma(t), d_alpha=self._d_alpha(t),
-                               d_sigma=self._d_sigma(t))
+        return SchedulerOutput(
+            t=t, alpha=self._alpha(t), sigma=self._sigma(t), d_alpha=self._d_alpha(t), d_sigma=self._d_sigma(t)
+        )
 
     def alpha(self, t: Tensor | float, *, validate: bool = True) -> Tensor:
         r""":math:`\alpha_t`."""
@@ -161,9 +163,11 @@ class Scheduler(ABC):
             slack = 8 * torch.finfo(snr.dtype).eps
             inside = (snr >= low * (1 - slack)) & (snr <= high * (1 + slack))
             if not bool(inside.all()):
-                raise ValueError(f"snr must lie in [{low:.6g}, {high:.6g}] (the range of {self!r} on [0, 1]), got "
-                                 f"values in [{float(snr.min()):.6g}, {float(snr.max()):.6g}]"
-                                 + (" and NaN" if bool(torch.isnan(snr).any()) else ""))
+                raise ValueError(
+                    f"snr must lie in [{low:.6g}, {high:.6g}] (the range of {self!r} on [0, 1]), got "
+                    f"values in [{float(snr.min()):.6g}, {float(snr.max()):.6g}]"
+                    + (" and NaN" if bool(torch.isnan(snr).any()) else "")
+                )
             snr = snr.clamp(low, high)
         return self._inverse_snr(snr).clamp(0.0, 1.0)
 
@@ -173,8 +177,10 @@ class Scheduler(ABC):
         if validate and t.numel() and not bool(((t >= 0) & (t <= 1)).all()):
             if bool(torch.isnan(t).any()):
                 raise ValueError(f"t contains {int(torch.isnan(t).sum())} NaN value(s); times must lie in [0, 1]")
-            raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
-                             "(schedulers do not extrapolate)")
+            raise ValueError(
+                f"t must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}] "
+                "(schedulers do not extrapolate)"
+            )
         return t
 
     @abstractmethod
@@ -232,9 +238,11 @@ class ConvexScheduler(Scheduler):
             low, high = (float(self._kappa(torch.tensor(v, dtype=torch.float64))) for v in (0.0, 1.0))
             slack = 4 * torch.finfo(kappa.dtype).eps  # kappa computed in kappa's dtype may round past the ends
             if not bool(((kappa >= low - slack) & (kappa <= high + slack)).all()):
-                raise ValueError(f"kappa must lie in [{low:.6g}, {high:.6g}] (the range of {self!r} on [0, 1]), got "
-                                 f"values in [{float(kappa.min()):.6g}, {float(kappa.max()):.6g}]"
-                                 + (" and NaN" if bool(torch.isnan(kappa).any()) else ""))
+                raise ValueError(
+                    f"kappa must lie in [{low:.6g}, {high:.6g}] (the range of {self!r} on [0, 1]), got "
+                    f"values in [{float(kappa.min()):.6g}, {float(kappa.max()):.6g}]"
+                    + (" and NaN" if bool(torch.isnan(kappa).any()) else "")
+                )
             kappa = kappa.clamp(low, high)
         return self._inverse(kappa)
 
@@ -436,7 +444,7 @@ class VPScheduler(Scheduler):
         # alpha^2 = snr^2 / (1 + snr^2)  <=>  T(1 - t) = log(1 + snr^-2); solve the quadratic in s.
         integral = torch.log1p(snr.pow(-2))
         spread = self.beta_max - self.beta_min
-        s = 2.0 * integral / (self.beta_min + torch.sqrt(self.beta_min ** 2 + 2.0 * spread * integral))
+        s = 2.0 * integral / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * spread * integral))
         return 1.0 - s
 
     def __repr__(self) -> str:
@@ -503,9 +511,17 @@ class VEScheduler(Scheduler):
         return f"VEScheduler(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g})"
 
 
-_BY_NAME = {"condot": LinearScheduler, "linear": LinearScheduler, "polynomial": PolynomialScheduler,
-            "cosine": CosineScheduler, "cosine_convex": CosineConvexScheduler, "vp": VPScheduler,
-            "linear_vp": LinearVPScheduler, "ve": VEScheduler, "exponential_rate": ExponentialRateScheduler}
+_BY_NAME = {
+    "condot": LinearScheduler,
+    "linear": LinearScheduler,
+    "polynomial": PolynomialScheduler,
+    "cosine": CosineScheduler,
+    "cosine_convex": CosineConvexScheduler,
+    "vp": VPScheduler,
+    "linear_vp": LinearVPScheduler,
+    "ve": VEScheduler,
+    "exponential_rate": ExponentialRateScheduler,
+}
 
 
 def scheduler_by_name(name: str, **options) -> Scheduler:

@@ -1,10 +1,12 @@
 """The one simulation loop for flows and jump processes."""
+
 from __future__ import annotations
 
 import contextlib
 import math
 import numbers
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,11 +39,14 @@ def _grid_values(time_grid: Sequence[float] | Tensor) -> Tensor:
         try:
             grid = torch.as_tensor(time_grid, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"time_grid must be a sequence of times in [0, 1] or a 1-D tensor, "
-                             f"got {time_grid!r}") from None
+            raise ValueError(
+                f"time_grid must be a sequence of times in [0, 1] or a 1-D tensor, got {time_grid!r}"
+            ) from None
     if grid.dim() != 1:
-        raise ValueError(f"time_grid must be 1-D (a sequence of times), got shape {tuple(grid.shape)}"
-                         + (f": {grid.tolist()}" if grid.numel() <= 8 else ""))
+        raise ValueError(
+            f"time_grid must be 1-D (a sequence of times), got shape {tuple(grid.shape)}"
+            + (f": {grid.tolist()}" if grid.numel() <= 8 else "")
+        )
     return grid
 
 
@@ -104,9 +109,11 @@ def make_time_grid(
     cast = grid.to(dtype)  # on the CPU: no device synchronisation
     cast_diffs = cast.diff()
     if not (bool((cast_diffs > 0).all()) or bool((cast_diffs < 0).all())):
-        raise ValueError(f"time_grid has repeated times in {dtype}: its smallest step "
-                         f"{float(diffs.abs().min()):.3g} is below the resolution of {dtype}; take fewer "
-                         "steps or simulate in a wider dtype")
+        raise ValueError(
+            f"time_grid has repeated times in {dtype}: its smallest step "
+            f"{float(diffs.abs().min()):.3g} is below the resolution of {dtype}; take fewer "
+            "steps or simulate in a wider dtype"
+        )
     return cast.to(device=device) if device is not None else cast
 
 
@@ -138,8 +145,10 @@ def data_end_time_grid(steps: int, power: float = 2.0, *, backward: bool = False
     grid = 1.0 - (1.0 - u) ** power
     grid[-1] = 1.0
     if not bool((grid.diff() > 0).all()):
-        raise ValueError(f"power={power} is too large for steps={steps}: the grid's times round to 1 in float64 "
-                         "before its last step (repeated times); use a smaller power")
+        raise ValueError(
+            f"power={power} is too large for steps={steps}: the grid's times round to 1 in float64 "
+            "before its last step (repeated times); use a smaller power"
+        )
     return grid.flip(0) if backward else grid
 
 

@@ -7,6 +7,7 @@ a > 1: more effort near :math:`t = 1`, where a flow resolves the data's finest s
 ``stratified`` draws one time per stratum ``[k/n, (k+1)/n)`` of ``u`` (shuffled), the same
 expectation with a lower-variance batch estimate.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,15 @@ from torch import Tensor
 __all__ = ["training_times"]
 
 
-def training_times(batch: int, *, power: float = 1.0, stratified: bool = False, dtype: torch.dtype | None = None,
-                   device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+def training_times(
+    batch: int,
+    *,
+    power: float = 1.0,
+    stratified: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     r"""``batch`` training times in [0, 1], density :math:`a t^{a-1}` for ``power`` a.
 
     Args:

@@ -6,6 +6,7 @@ terminal, a plain line every few seconds in logs and pipes), atomic checkpoints 
 exactly where a run stopped (and refuse, with :class:`CheckpointMismatchError`, to resume under
 other settings), and data-parallel training on ``torch.distributed`` under ``torchrun``
 (:mod:`gm.distributed`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +19,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -32,8 +34,19 @@ from gm.distributed import World, init_world, launched_by_torchrun, rank_seed
 from gm.files import atomic_path
 from gm.training_metrics import MetricsLog, metrics_path_for, plot_metrics
 
-__all__ = ["seed_everything", "EMA", "TrainConfig", "TrainResult", "train", "lr_factor",
-           "save_checkpoint", "load_checkpoint", "CheckpointMismatchError", "UNSET", "describe_budget"]
+__all__ = [
+    "seed_everything",
+    "EMA",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "lr_factor",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CheckpointMismatchError",
+    "UNSET",
+    "describe_budget",
+]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -199,9 +212,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 # Fields that may change between a run and its resumption: the budget (extending a run is what
 # resuming is for) and what is only reported or how often it is done.
-_RESUMABLE_FIELDS = ("max_steps", "max_minutes", "eval_every", "eval_every_minutes", "checkpoint_every_minutes",
-                     "progress", "progress_bar", "progress_every_s", "val_name",
-                     "compile", "tf32", "log_every_s", "tensorboard", "wandb_project", "loss_plot")
+_RESUMABLE_FIELDS = (
+    "max_steps",
+    "max_minutes",
+    "eval_every",
+    "eval_every_minutes",
+    "checkpoint_every_minutes",
+    "progress",
+    "progress_bar",
+    "progress_every_s",
+    "val_name",
+    "compile",
+    "tf32",
+    "log_every_s",
+    "tensorboard",
+    "wandb_project",
+    "loss_plot",
+)
 
 
 class _Unset:
@@ -227,16 +254,21 @@ class CheckpointMismatchError(ValueError):
         self.checkpoint_path = Path(checkpoint_path)
         self.differences = list(differences)
         listed = "; ".join(f"{name}: checkpoint {saved!r}, now {now!r}" for name, saved, now in self.differences)
-        super().__init__(f"checkpoint_path {self.checkpoint_path} was made with other settings ({listed}); "
-                         "delete it, pass resume=False, or write to another folder.")
+        super().__init__(
+            f"checkpoint_path {self.checkpoint_path} was made with other settings ({listed}); "
+            "delete it, pass resume=False, or write to another folder."
+        )
 
 
 def _config_mismatch(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``field -> (saved, now)`` for every field whose values differ."""
     if saved is None:  # checkpoints written before configs were recorded
         return {}
-    return {k: (saved.get(k, UNSET), current.get(k, UNSET)) for k in sorted(set(saved) | set(current))
-            if _comparable(saved.get(k, UNSET)) != _comparable(current.get(k, UNSET))}
+    return {
+        k: (saved.get(k, UNSET), current.get(k, UNSET))
+        for k in sorted(set(saved) | set(current))
+        if _comparable(saved.get(k, UNSET)) != _comparable(current.get(k, UNSET))
+    }
 
 
 def _comparable(value: Any) -> Any:
@@ -262,7 +294,6 @@ def describe_budget(max_steps: int | None, max_minutes: float | None) -> str:
     if max_minutes is not None:
         parts.append(f"{max_minutes:g} min")
     return " or ".join(parts)
-
 
 
 def is_interactive(stream: TextIO) -> bool:
@@ -320,14 +351,19 @@ class _BarProgress(_Progress):
         # Imported here so that progress=False needs no tqdm.
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.config.max_steps, initial=step, desc="train", leave=False, dynamic_ncols=True,
-                        file=self.stream)
+        self.bar = tqdm(
+            total=self.config.max_steps, initial=step, desc="train", leave=False, dynamic_ncols=True, file=self.stream
+        )
 
     def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
         self.bar.update(1)
-        self.bar.set_postfix(ordered_dict={"loss": "-" if loss is None else f"{loss:.4f}",
-                                           f"best {self.config.val_name}": "-" if best_val is None
-                                           else f"{best_val:.4f}"}, refresh=False)
+        self.bar.set_postfix(
+            ordered_dict={
+                "loss": "-" if loss is None else f"{loss:.4f}",
+                f"best {self.config.val_name}": "-" if best_val is None else f"{best_val:.4f}",
+            },
+            refresh=False,
+        )
 
     def close(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
         self.bar.close()
@@ -343,15 +379,18 @@ class _LineProgress(_Progress):
         where = "starting" if step == 0 else f"continuing from step {step}"
         self.message(f"train: {where}, budget {describe_budget(self.config.max_steps, self.config.max_minutes)}")
 
-    def _line(self, step: int, elapsed: float, fraction: float, rate: float, loss: float | None,
-              best_val: float | None) -> str:
+    def _line(
+        self, step: int, elapsed: float, fraction: float, rate: float, loss: float | None, best_val: float | None
+    ) -> str:
         c = self.config
         if c.max_steps is not None:
             where = f"step {step}/{c.max_steps} ({100 * fraction:.1f}%)"
         else:
             where = f"step {step} ({100 * fraction:.1f}% of {c.max_minutes:g} min)"
-        return (f"{where}, {rate:.1f} it/s, loss {'-' if loss is None else f'{loss:.4f}'}, "
-                f"best {c.val_name} {'-' if best_val is None else f'{best_val:.4f}'}, {_clock(elapsed)} elapsed")
+        return (
+            f"{where}, {rate:.1f} it/s, loss {'-' if loss is None else f'{loss:.4f}'}, "
+            f"best {c.val_name} {'-' if best_val is None else f'{best_val:.4f}'}, {_clock(elapsed)} elapsed"
+        )
 
     def update(self, step: int, elapsed: float, fraction: float, loss: float | None, best_val: float | None) -> None:
         window = elapsed - self.last_elapsed
@@ -381,9 +420,11 @@ def _progress_reporter(config: TrainConfig, main: bool = True) -> _Progress:
 # Buffers are synchronised once, when DDP wraps the model, not before every forward: a loss that
 # calls the model a rank-dependent number of times (self-conditioning drawn per rank) would
 # otherwise mismatch the collectives. Recent torch renamed the option.
-_NO_BUFFER_SYNC_IN_FORWARD = ({"forward_sync_buffers": False}
-                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                              else {"broadcast_buffers": False})
+_NO_BUFFER_SYNC_IN_FORWARD = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -404,12 +445,17 @@ class _Agreement:
         backend = dist.get_backend(world.group) if world.distributed else None
         self.device = device if backend == "nccl" else torch.device("cpu")
 
-    def __call__(self, loss: float, elapsed: float, validate: bool, checkpoint: bool) -> tuple[float, float, bool, bool]:
+    def __call__(
+        self, loss: float, elapsed: float, validate: bool, checkpoint: bool
+    ) -> tuple[float, float, bool, bool]:
         if not self.world.distributed:
             return loss, elapsed, validate, checkpoint
         main = float(self.world.is_main)
-        values = torch.tensor([loss / self.world.size, main * elapsed, main * validate, main * checkpoint],
-                              dtype=torch.float64, device=self.device)
+        values = torch.tensor(
+            [loss / self.world.size, main * elapsed, main * validate, main * checkpoint],
+            dtype=torch.float64,
+            device=self.device,
+        )
         dist.all_reduce(values, group=self.world.group)
         loss, elapsed, validate, checkpoint = values.tolist()
         return loss, elapsed, validate > 0.5, checkpoint > 0.5
@@ -441,11 +487,14 @@ class _LossMonitor:
         """The running loss; a ``FloatingPointError`` naming the step if a loss was not finite."""
         if self.running is None:
             return None
-        running, first_bad, bad_value = torch.stack([self.running.double(), self.first_bad.double(),
-                                                     self.bad_value.double()]).tolist()
+        running, first_bad, bad_value = torch.stack(
+            [self.running.double(), self.first_bad.double(), self.bad_value.double()]
+        ).tolist()
         if first_bad >= 0:
-            raise FloatingPointError(f"non-finite loss {bad_value} at step {int(first_bad)} (rank 0); the last "
-                                     "checkpoint, written before it, stands")
+            raise FloatingPointError(
+                f"non-finite loss {bad_value} at step {int(first_bad)} (rank 0); the last "
+                "checkpoint, written before it, stands"
+            )
         return running
 
 
@@ -541,8 +590,7 @@ def _tf32_for_training(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(model, loss_fn, config, *args, **kwargs):
-        use = (getattr(config, "tf32", False) and isinstance(model, nn.Module)
-               and _model_device(model).type == "cuda")
+        use = getattr(config, "tf32", False) and isinstance(model, nn.Module) and _model_device(model).type == "cuda"
         with _tensor_float32(True) if use else contextlib.nullcontext():
             return fn(model, loss_fn, config, *args, **kwargs)
 
@@ -620,21 +668,32 @@ def train(
     world = init_world(device, process_group)
     if world.distributed and device.type == "cuda":
         if launched_by_torchrun() and device.index != world.local_rank:
-            raise ValueError(f"model is on {device}, but this rank's GPU is cuda:{world.local_rank} (LOCAL_RANK): "
-                             "move it with model.to(gm.distributed.local_device('cuda'))")
+            raise ValueError(
+                f"model is on {device}, but this rank's GPU is cuda:{world.local_rank} (LOCAL_RANK): "
+                "move it with model.to(gm.distributed.local_device('cuda'))"
+            )
         torch.cuda.set_device(device)  # the agreement, gathers and barriers use the current GPU
     generator = seed_everything(rank_seed(config.seed, world.rank))
     # CUDA: the fused AdamW kernel (one launch for all parameters instead of a few per tensor
     # group); elsewhere torch's default implementation. The state dicts are the same either way.
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
-                            fused=True if device.type == "cuda" else None)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        fused=True if device.type == "cuda" else None,
+    )
     ema = EMA(model, config.ema_decay) if world.is_main else None
     step, elapsed, best_val, best_step, best_state, history = 0, 0.0, None, None, None, []
     resumed_elapsed, resumed, resumed_from_size = 0.0, False, world.size
 
     ck = None
-    if checkpoint_path is not None and resume and (world.is_main or not world.distributed) \
-            and Path(checkpoint_path).exists():
+    if (
+        checkpoint_path is not None
+        and resume
+        and (world.is_main or not world.distributed)
+        and Path(checkpoint_path).exists()
+    ):
         ck = load_checkpoint(checkpoint_path)
     if world.distributed and checkpoint_path is not None and resume:
         # Rank 0's checkpoint is the run's: the other ranks may not see the file (node-local
@@ -643,21 +702,25 @@ def train(
         dist.broadcast_object_list(shared, src=0, group=world.group)
         ck = shared[0]
     if ck is not None:
-        changed = _config_mismatch(None if ck.get("config") is None else _optimisation_fields(ck["config"]),
-                                   _optimisation_fields(asdict(config)))
+        changed = _config_mismatch(
+            None if ck.get("config") is None else _optimisation_fields(ck["config"]),
+            _optimisation_fields(asdict(config)),
+        )
         if run_config is not None:
             # The caller's run_config usually repeats optimiser settings (lr, ema_decay ...): one
             # entry per field, and the caller's own record of it wins.
             changed.update(_config_mismatch(ck.get("run_config"), dict(run_config)))
         if changed:
-            raise CheckpointMismatchError(checkpoint_path,
-                                          [(k, saved, now) for k, (saved, now) in sorted(changed.items())])
+            raise CheckpointMismatchError(
+                checkpoint_path, [(k, saved, now) for k, (saved, now) in sorted(changed.items())]
+            )
         try:
             model.load_state_dict(ck["model"])
         except RuntimeError as err:
             raise ValueError(
                 f"checkpoint_path {checkpoint_path} holds a different model (another architecture or "
-                f"config); delete it, pass resume=False, or write to another folder.\n{err}") from None
+                f"config); delete it, pass resume=False, or write to another folder.\n{err}"
+            ) from None
         opt.load_state_dict(ck["optimizer"])
         if ema is not None:
             ema.load_state_dict(ck["ema"])
@@ -678,18 +741,34 @@ def train(
 
     wrapped: nn.Module = model
     if world.distributed:
-        wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                          process_group=world.group, find_unused_parameters=find_unused_parameters,
-                                          **_NO_BUFFER_SYNC_IN_FORWARD)
+        wrapped = DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            process_group=world.group,
+            find_unused_parameters=find_unused_parameters,
+            **_NO_BUFFER_SYNC_IN_FORWARD,
+        )
     agree = _Agreement(world, device)
     stepped = _compiled(wrapped, config.compile, fullgraph=not world.distributed)
 
     def snapshot(generators: list, torch_rngs: list, cuda_rngs: list | None, elapsed: float) -> dict:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
-                "step": step, "elapsed": elapsed, "best_val": best_val, "best_step": best_step,
-                "best_state": best_state, "history": history, "generators": generators,
-                "torch_rngs": torch_rngs, "cuda_rngs": cuda_rngs, "world_size": world.size, "config": asdict(config),
-                "run_config": None if run_config is None else dict(run_config)}
+        return {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "ema": ema.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "best_val": best_val,
+            "best_step": best_step,
+            "best_state": best_state,
+            "history": history,
+            "generators": generators,
+            "torch_rngs": torch_rngs,
+            "cuda_rngs": cuda_rngs,
+            "world_size": world.size,
+            "config": asdict(config),
+            "run_config": None if run_config is None else dict(run_config),
+        }
 
     def checkpoint() -> float:
         """Rank 0 writes the checkpoint (a collective: every rank hands it its random streams);
@@ -717,32 +796,47 @@ def train(
 
     def budget_fraction(step: int, elapsed: float) -> float:
         """The share of the budget used: steps or time, whichever is further along."""
-        return max(step / config.max_steps if config.max_steps else 0.0,
-                   elapsed / (60 * config.max_minutes) if config.max_minutes else 0.0)
+        return max(
+            step / config.max_steps if config.max_steps else 0.0,
+            elapsed / (60 * config.max_minutes) if config.max_minutes else 0.0,
+        )
 
     def done() -> bool:
         return (config.max_steps is not None and step >= config.max_steps) or (
-            config.max_minutes is not None and elapsed >= 60 * config.max_minutes)
+            config.max_minutes is not None and elapsed >= 60 * config.max_minutes
+        )
 
     metrics = None
     if world.is_main:
-        where = (Path(metrics_path) if metrics_path is not None
-                 else metrics_path_for(checkpoint_path) if checkpoint_path is not None else None)
+        where = (
+            Path(metrics_path)
+            if metrics_path is not None
+            else metrics_path_for(checkpoint_path)
+            if checkpoint_path is not None
+            else None
+        )
         if where is not None or config.wandb_project is not None:
-            metrics = MetricsLog(where, resume_step=step if resumed else None, tensorboard=config.tensorboard,
-                                 wandb_project=config.wandb_project,
-                                 run_config={**asdict(config), **dict(run_config or {})} if config.wandb_project
-                                 else None, val_name=config.val_name)
+            metrics = MetricsLog(
+                where,
+                resume_step=step if resumed else None,
+                tensorboard=config.tensorboard,
+                wandb_project=config.wandb_project,
+                run_config={**asdict(config), **dict(run_config or {})} if config.wandb_project else None,
+                val_name=config.val_name,
+            )
     reporter = _progress_reporter(config, world.is_main)
     if resumed:
         reporter.message(f"train: {checkpoint_path}: resuming from step {step} ({elapsed / 60:.1f} minutes done)")
         if resumed_from_size != world.size:
-            reporter.message(f"train: the checkpoint was written by {resumed_from_size} process(es), this run has "
-                             f"{world.size}: each rank's share of the batch changes and the ranks draw from fresh "
-                             "random streams")
+            reporter.message(
+                f"train: the checkpoint was written by {resumed_from_size} process(es), this run has "
+                f"{world.size}: each rank's share of the batch changes and the ranks draw from fresh "
+                "random streams"
+            )
     if world.distributed:
-        reporter.message(f"train: data-parallel over {world.size} processes "
-                         f"({dist.get_backend(world.group)}, {device.type})")
+        reporter.message(
+            f"train: data-parallel over {world.size} processes ({dist.get_backend(world.group)}, {device.type})"
+        )
     reporter.start(step, elapsed)
     start = time.perf_counter() - elapsed
     last_eval, last_ckpt, last_read, last_row, running = elapsed, elapsed, elapsed, elapsed, None
@@ -777,11 +871,13 @@ def train(
         now = time.perf_counter() - start
         validate_now = val_fn is not None and bool(
             (config.eval_every and step % config.eval_every == 0)
-            or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes))
+            or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes)
+        )
         checkpoint_now = checkpoint_path is not None and now - last_ckpt >= 60 * config.checkpoint_every_minutes
         if world.distributed:
-            loss_value, elapsed, validate_now, checkpoint_now = agree(float(loss.detach()), now, validate_now,
-                                                                      checkpoint_now)
+            loss_value, elapsed, validate_now, checkpoint_now = agree(
+                float(loss.detach()), now, validate_now, checkpoint_now
+            )
             running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
             if metrics is not None:
                 metrics.record(loss_value, grad_norm)
@@ -836,6 +932,15 @@ def train(
     final_state = copy.deepcopy(model.state_dict())
     if load_best:
         _load_selected(model, best_state, world)
-    return TrainResult(steps=step, wall_time_s=elapsed, best_val=best_val, best_step=best_step, history=history,
-                       best_state=best_state, final_state=final_state,
-                       resumed_elapsed_s=resumed_elapsed, world_size=world.size, rank=world.rank)
+    return TrainResult(
+        steps=step,
+        wall_time_s=elapsed,
+        best_val=best_val,
+        best_step=best_step,
+        history=history,
+        best_state=best_state,
+        final_state=final_state,
+        resumed_elapsed_s=resumed_elapsed,
+        world_size=world.size,
+        rank=world.rank,
+    )

@@ -14,13 +14,15 @@ resumed run keeps the rows up to the checkpoint's step and drops later ones (wri
 checkpoint by the run that stopped), so the file always describes the run that the checkpoint
 continues.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,8 +65,16 @@ class MetricsLog:
     """The trainer's metrics sinks (rank 0 only). ``record`` adds one step's loss and gradient
     norm to device-side sums; ``row`` reads them back and writes one row to every sink."""
 
-    def __init__(self, path: Path | None, *, resume_step: int | None, tensorboard: bool,
-                 wandb_project: str | None, run_config: Mapping[str, Any] | None, val_name: str) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        resume_step: int | None,
+        tensorboard: bool,
+        wandb_project: str | None,
+        run_config: Mapping[str, Any] | None,
+        val_name: str,
+    ) -> None:
         self.path = path
         self.val_name = val_name
         self.loss_sum: Tensor | None = None
@@ -95,8 +105,10 @@ class MetricsLog:
             try:
                 import wandb
             except ImportError:
-                raise ValueError(f"config.wandb_project={wandb_project!r} needs the wandb package "
-                                 "(pip install wandb; WANDB_MODE=offline logs without an account)") from None
+                raise ValueError(
+                    f"config.wandb_project={wandb_project!r} needs the wandb package "
+                    "(pip install wandb; WANDB_MODE=offline logs without an account)"
+                ) from None
             self.wandb = wandb.init(project=wandb_project, config=dict(run_config or {}), resume="allow")
 
     def start(self, elapsed: float) -> None:
@@ -120,9 +132,16 @@ class MetricsLog:
             sums.append(self.norm_sum.double().to(sums[0].device))
         values = torch.stack(sums).tolist()  # the one read-back of a row
         spent = elapsed - (self.last_elapsed if self.last_elapsed is not None else elapsed) - self.excluded_s
-        row = {"kind": "train", "step": step, "elapsed_s": round(elapsed, 3), "loss": values[0] / self.steps,
-               "lr": lr, "grad_norm": values[1] / self.steps if len(values) > 1 else None,
-               "step_ms": 1000 * spent / self.steps, "steps": self.steps}
+        row = {
+            "kind": "train",
+            "step": step,
+            "elapsed_s": round(elapsed, 3),
+            "loss": values[0] / self.steps,
+            "lr": lr,
+            "grad_norm": values[1] / self.steps if len(values) > 1 else None,
+            "step_ms": 1000 * spent / self.steps,
+            "steps": self.steps,
+        }
         self.loss_sum = self.norm_sum = None
         self.steps, self.last_elapsed, self.excluded_s = 0, elapsed, 0.0
         self._emit(row)
@@ -139,8 +158,11 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(clean) + "\n")
             self.file.flush()
-        scalars = ({f"train/{k}": row[k] for k in ("loss", "lr", "grad_norm", "step_ms") if row.get(k) is not None}
-                   if row["kind"] == "train" else {f"val/{self.val_name}": row["val"]})
+        scalars = (
+            {f"train/{k}": row[k] for k in ("loss", "lr", "grad_norm", "step_ms") if row.get(k) is not None}
+            if row["kind"] == "train"
+            else {f"val/{self.val_name}": row["val"]}
+        )
         if self.tensorboard is not None:
             for name, value in scalars.items():
                 self.tensorboard.add_scalar(name, value, row["step"])

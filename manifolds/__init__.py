@@ -4,6 +4,7 @@ distributions. No training or model code lives here.
 All classes are ``geoopt.Manifold`` subclasses (``geoopt.ManifoldParameter`` and
 ``geoopt.optim.RiemannianAdam`` work on them) and accept any number of leading batch dims.
 """
+
 from manifolds.base import RiemannianManifold
 from manifolds.euclidean import Euclidean
 from manifolds.product import Product

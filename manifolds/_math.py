@@ -4,6 +4,7 @@ Every function takes the *squared* angle where a Taylor branch is needed, so val
 gradients stay finite at zero, and uses a ``torch.where`` on a safe argument so that the
 unused branch never produces NaN gradients.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Common base of the rdfm manifolds: a geoopt.Manifold with a fixed point shape,
 intrinsic dimension, base distribution and strict input checking."""
+
 from __future__ import annotations
 
 import math
@@ -99,9 +100,11 @@ class RiemannianManifold(geoopt.Manifold):
 
         Optional for a new manifold: only the divergence of exact likelihoods
         (``ODESolver.log_likelihood``, both estimators) needs it; training and sampling do not."""
-        raise NotImplementedError(f"{type(self).__name__} does not define tangent_basis, which log-likelihoods need "
-                                  "(the divergence is taken in an orthonormal tangent basis); implement it to use "
-                                  "ODESolver.log_likelihood on this manifold")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define tangent_basis, which log-likelihoods need "
+            "(the divergence is taken in an orthonormal tangent basis); implement it to use "
+            "ODESolver.log_likelihood on this manifold"
+        )
 
     def _expand_time(self, s: Tensor | float, x: Tensor, name: str = "s") -> Tensor:
         """Per-sample times ``s`` aligned with the points ``x``: a float, a 0-dim tensor, or a
@@ -119,8 +122,9 @@ class RiemannianManifold(geoopt.Manifold):
             raise ValueError(f"{name} must be a float or a floating-point tensor, got {type(s).__name__}")
         batch = tuple(x.shape[: x.dim() - self.ndim])
         if s.dim() > len(batch) or any(a != 1 and a != b for a, b in zip(s.shape, batch)):
-            raise ValueError(f"{name} of shape {tuple(s.shape)} must be a prefix of the batch shape {batch} "
-                             "(one time per sample)")
+            raise ValueError(
+                f"{name} of shape {tuple(s.shape)} must be a prefix of the batch shape {batch} (one time per sample)"
+            )
         return s.reshape(s.shape + (1,) * (x.dim() - s.dim()))
 
     def _check_args(self, *, shape: bool = True, **tensors: Tensor) -> None:
@@ -141,11 +145,14 @@ class RiemannianManifold(geoopt.Manifold):
             if first is None:
                 first = (name, x)
             elif x.dtype != first[1].dtype:
-                raise ValueError(f"{name} has dtype {x.dtype} but {first[0]} has {first[1].dtype}; cast one of them, "
-                                 f"e.g. {name}.to({first[0]}.dtype)")
+                raise ValueError(
+                    f"{name} has dtype {x.dtype} but {first[0]} has {first[1].dtype}; cast one of them, "
+                    f"e.g. {name}.to({first[0]}.dtype)"
+                )
 
-    def _base_args(self, batch_shape: tuple, dtype: torch.dtype | None,
-                   generator: object) -> tuple[tuple[int, ...], torch.dtype]:
+    def _base_args(
+        self, batch_shape: tuple, dtype: torch.dtype | None, generator: object
+    ) -> tuple[tuple[int, ...], torch.dtype]:
         """``random_base``'s arguments checked: the batch shape (ints >= 0, or one tuple of them),
         a floating dtype (default: torch's) and the generator; a ``ValueError`` otherwise."""
         if len(batch_shape) == 1 and isinstance(batch_shape[0], (tuple, list, torch.Size)):
@@ -196,8 +203,9 @@ class RiemannianManifold(geoopt.Manifold):
         on SO(3) and SE(3)) override it.
         """
         if raw.shape[-1] != self.raw_tangent_size:
-            raise ValueError(f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape "
-                             f"{tuple(raw.shape)}")
+            raise ValueError(
+                f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape {tuple(raw.shape)}"
+            )
         return self.proju(x, raw.reshape(*raw.shape[:-1], *self.point_shape))
 
     def _check_embedding_options(self, options: dict) -> None:
@@ -226,7 +234,7 @@ class RiemannianManifold(geoopt.Manifold):
         if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
             size = tuple(size[0])
         batch = size[: len(size) - self.ndim]
-        if tuple(size[len(size) - self.ndim:]) != self.point_shape:
+        if tuple(size[len(size) - self.ndim :]) != self.point_shape:
             raise ValueError(f"size must end with point_shape {self.point_shape}, got {tuple(size)}")
         return self.random_base(*batch, dtype=dtype, device=device, generator=kwargs.get("generator"))
 
@@ -236,7 +244,7 @@ class RiemannianManifold(geoopt.Manifold):
 
     def _check_shape(self, shape, name):
         shape = tuple(shape)
-        if len(shape) < self.ndim or shape[len(shape) - self.ndim:] != self.point_shape:
+        if len(shape) < self.ndim or shape[len(shape) - self.ndim :] != self.point_shape:
             return False, f"{name} must have trailing shape {self.point_shape} for {self!r}, got shape {shape}"
         return True, None
 
@@ -259,16 +267,21 @@ class RiemannianManifold(geoopt.Manifold):
         tol = point_tolerance(u.dtype) if atol is None else atol
         err = self._distance_from_tangent(x, u)
         if err.numel() and float(err.detach().max()) > tol:
-            return False, (f"vector is not tangent by {float(err.detach().max()):.3g} (tolerance {tol:.3g}); "
-                           "project it with `manifold.proju(x, u)`")
+            return False, (
+                f"vector is not tangent by {float(err.detach().max()):.3g} (tolerance {tol:.3g}); "
+                "project it with `manifold.proju(x, u)`"
+            )
         return True, None
 
     def _off_manifold_message(self, err: float, tol: float, dtype: torch.dtype, name: str = "x") -> str:
-        message = (f"point is off {self!r} by {err:.3g} (tolerance {tol:.3g} for {str(dtype).replace('torch.', '')}); "
-                   f"project it with `manifold.projx({name})`")
+        message = (
+            f"point is off {self!r} by {err:.3g} (tolerance {tol:.3g} for {str(dtype).replace('torch.', '')}); "
+            f"project it with `manifold.projx({name})`"
+        )
         if dtype == torch.float64 and err <= point_tolerance(torch.float32):
-            message += (" (an error of float32 rounding: data stored in float32 and cast to float64? "
-                        "project after the cast)")
+            message += (
+                " (an error of float32 rounding: data stored in float32 and cast to float64? project after the cast)"
+            )
         return message
 
     def point_violation(self, x: Tensor) -> Tensor:
@@ -310,8 +323,10 @@ class RiemannianManifold(geoopt.Manifold):
         if err.numel() and float(err.detach().max()) > tol:
             worst = float(err.detach().max())
             count = int((err > tol).sum())
-            raise ValueError(f"{name}: {count} of {err.numel()} points off the manifold; "
-                             + self._off_manifold_message(worst, tol, x.dtype, name))
+            raise ValueError(
+                f"{name}: {count} of {err.numel()} points off the manifold; "
+                + self._off_manifold_message(worst, tol, x.dtype, name)
+            )
 
     def check_vector(self, x: Tensor, u: Tensor, name: str = "u", *, atol: float | None = None) -> None:
         """Validate ``u`` as tangent vectors at ``x``, raising ``ValueError`` naming ``name``."""

@@ -1,4 +1,5 @@
 """Euclidean space R^dim."""
+
 from __future__ import annotations
 
 import math

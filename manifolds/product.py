@@ -1,4 +1,5 @@
 """Riemannian products of the rdfm manifolds."""
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,9 @@ class Product(RiemannianManifold):
         """The components' embeddings side by side; each option goes to the components that take
         it (``harmonics`` to tori, ``rotation`` to SO(3)/SE(3) factors)."""
         self._check_embedding_options(options)
-        return torch.cat([m.embed(p, **self._component_options(m, options))
-                          for m, p in zip(self.manifolds, self.split(x))], dim=-1)
+        return torch.cat(
+            [m.embed(p, **self._component_options(m, options)) for m, p in zip(self.manifolds, self.split(x))], dim=-1
+        )
 
     @property
     def raw_tangent_size(self) -> int:
@@ -76,8 +78,9 @@ class Product(RiemannianManifold):
 
     def raw_to_tangent(self, x: Tensor, raw: Tensor) -> Tensor:
         if raw.shape[-1] != self.raw_tangent_size:
-            raise ValueError(f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape "
-                             f"{tuple(raw.shape)}")
+            raise ValueError(
+                f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape {tuple(raw.shape)}"
+            )
         parts = torch.split(raw, [m.raw_tangent_size for m in self.manifolds], dim=-1)
         return self.join([m.raw_to_tangent(p, r) for m, p, r in zip(self.manifolds, self.split(x), parts)])
 
@@ -113,8 +116,10 @@ class Product(RiemannianManifold):
 
     def component_inner(self, x: Tensor, u: Tensor, v: Tensor | None = None) -> Tensor:
         v = u if v is None else v
-        parts = [m.component_inner(xi, ui, vi).expand_as(ui)
-                 for m, xi, ui, vi in zip(self.manifolds, self.split(x), self.split(u), self.split(v))]
+        parts = [
+            m.component_inner(xi, ui, vi).expand_as(ui)
+            for m, xi, ui, vi in zip(self.manifolds, self.split(x), self.split(u), self.split(v))
+        ]
         return self.join(parts)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
@@ -144,8 +149,9 @@ class Product(RiemannianManifold):
 
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
-        return self.join([m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator)
-                          for m in self.manifolds])
+        return self.join(
+            [m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator) for m in self.manifolds]
+        )
 
     def base_logprob(self, x: Tensor) -> Tensor:
         return self._sum("base_logprob", x)

@@ -1,4 +1,5 @@
 """SE(3) = SO(3) x R^3 with the product metric, as used for protein backbone frames."""
+
 from __future__ import annotations
 
 import math

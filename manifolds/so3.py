@@ -1,4 +1,5 @@
 """The rotation group SO(3) with its bi-invariant metric."""
+
 from __future__ import annotations
 
 import math
@@ -78,9 +79,15 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
     w, x, y, z = q.unbind(-1)
     m = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - z * w),
+            2 * (x * z + y * w),
+            2 * (x * y + z * w),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - x * w),
+            2 * (x * z - y * w),
+            2 * (y * z + x * w),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     )
@@ -150,8 +157,12 @@ class _CompiledPolarProjection(torch.autograd.Function):
 def _same_dtype(x: Tensor, u: Tensor, name: str = "u") -> None:
     """Matrix products of mixed float dtypes are a raw torch error: name both dtypes instead
     (except under autocast, which casts them)."""
-    if (isinstance(u, Tensor) and isinstance(x, Tensor) and u.dtype != x.dtype
-            and not torch.is_autocast_enabled(x.device.type)):
+    if (
+        isinstance(u, Tensor)
+        and isinstance(x, Tensor)
+        and u.dtype != x.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
         raise ValueError(f"{name} has dtype {u.dtype} but x has {x.dtype}; cast one of them, e.g. {name}.to(x.dtype)")
 
 

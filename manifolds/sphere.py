@@ -1,4 +1,5 @@
 """The unit sphere S^dim embedded in R^(dim+1)."""
+
 from __future__ import annotations
 
 import math

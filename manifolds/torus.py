@@ -1,4 +1,5 @@
 """The flat torus [0, 2 pi)^dim."""
+
 from __future__ import annotations
 
 import math

@@ -11,9 +11,17 @@ the backbone flow, sampling to PDB files and structure metrics.
 
 Structure files need the ``proteins`` extra (gemmi, biotite, pydssp), imported on first use.
 """
+
 from proteins.codesign import CodesignFlow, CodesignSample
-from proteins.data import (AMINO_ACIDS, StructureDataset, build_from_folders, build_structure_dataset, decode_residues,
-                           encode_sequence, read_backbone_chains)
+from proteins.data import (
+    AMINO_ACIDS,
+    StructureDataset,
+    build_from_folders,
+    build_structure_dataset,
+    decode_residues,
+    encode_sequence,
+    read_backbone_chains,
+)
 from proteins.flow import NM_PER_ANGSTROM, BackboneFlow
 from proteins.frames import backbone_atoms, backbone_dihedrals, frames_from_backbone, ideal_chain
 from proteins.manifold import CentredFrames
@@ -21,8 +29,24 @@ from proteins.network import BackboneNetwork, CodesignNetwork, CodesignPredictio
 from proteins.pdb import write_pdb
 
 __all__ = [
-    "StructureDataset", "build_from_folders", "build_structure_dataset", "read_backbone_chains",
-    "NM_PER_ANGSTROM", "BackboneFlow", "backbone_atoms", "backbone_dihedrals", "frames_from_backbone", "ideal_chain",
-    "CentredFrames", "BackboneNetwork", "write_pdb", "AMINO_ACIDS", "encode_sequence", "decode_residues",
-    "CodesignFlow", "CodesignSample", "CodesignNetwork", "CodesignPrediction",
+    "StructureDataset",
+    "build_from_folders",
+    "build_structure_dataset",
+    "read_backbone_chains",
+    "NM_PER_ANGSTROM",
+    "BackboneFlow",
+    "backbone_atoms",
+    "backbone_dihedrals",
+    "frames_from_backbone",
+    "ideal_chain",
+    "CentredFrames",
+    "BackboneNetwork",
+    "write_pdb",
+    "AMINO_ACIDS",
+    "encode_sequence",
+    "decode_residues",
+    "CodesignFlow",
+    "CodesignSample",
+    "CodesignNetwork",
+    "CodesignPrediction",
 ]

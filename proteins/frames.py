@@ -18,6 +18,7 @@ Conventions (all coordinates in Angstrom here; the flow works in nanometres, see
 - Dihedrals use the IUPAC sign and lie in (-pi, pi]: phi_i = (C_{i-1}, N_i, CA_i, C_i),
   psi_i = (N_i, CA_i, C_i, N_{i+1}), omega_i = (CA_i, C_i, N_{i+1}, CA_{i+1}).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ from manifolds._math import point_tolerance
 from manifolds.se3 import SE3
 
 __all__ = [
-    "IDEAL", "dihedral", "place_atom", "frames_from_backbone", "ideal_frame_atoms", "ideal_ncac", "backbone_atoms",
-    "beta_carbons", "backbone_dihedrals", "ideal_chain",
+    "IDEAL",
+    "dihedral",
+    "place_atom",
+    "frames_from_backbone",
+    "ideal_frame_atoms",
+    "ideal_ncac",
+    "backbone_atoms",
+    "beta_carbons",
+    "backbone_dihedrals",
+    "ideal_chain",
 ]
 
 
@@ -56,19 +65,25 @@ class IDEAL:
 
 def _check_atoms(atoms: Tensor, name: str, min_atoms: int = 3) -> None:
     if not isinstance(atoms, Tensor) or not torch.is_floating_point(atoms):
-        raise ValueError(f"{name} must be a floating-point tensor, got "
-                         f"{type(atoms).__name__ if not isinstance(atoms, Tensor) else atoms.dtype}")
+        raise ValueError(
+            f"{name} must be a floating-point tensor, got "
+            f"{type(atoms).__name__ if not isinstance(atoms, Tensor) else atoms.dtype}"
+        )
     if atoms.dim() < 3 or atoms.shape[-1] != 3 or atoms.shape[-2] < min_atoms:
-        raise ValueError(f"{name} must have shape (..., L, A, 3) with A >= {min_atoms} atoms per residue "
-                         f"(N, CA, C[, O]), got {tuple(atoms.shape)}")
+        raise ValueError(
+            f"{name} must have shape (..., L, A, 3) with A >= {min_atoms} atoms per residue "
+            f"(N, CA, C[, O]), got {tuple(atoms.shape)}"
+        )
 
 
 def _check_mask(mask: Tensor | None, shape: tuple[int, ...], name: str = "mask") -> Tensor | None:
     if mask is None:
         return None
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(f"{name} must be a bool tensor of shape {shape}, got "
-                         f"{type(mask).__name__ if not isinstance(mask, Tensor) else mask.dtype}")
+        raise ValueError(
+            f"{name} must be a bool tensor of shape {shape}, got "
+            f"{type(mask).__name__ if not isinstance(mask, Tensor) else mask.dtype}"
+        )
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} (one entry per residue), got {tuple(mask.shape)}")
     return mask
@@ -84,8 +99,9 @@ def dihedral(p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor) -> Tensor:
     return torch.atan2((torch.linalg.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
 
 
-def place_atom(a: Tensor, b: Tensor, c: Tensor, bond: float | Tensor, angle: float | Tensor,
-               torsion: float | Tensor) -> Tensor:
+def place_atom(
+    a: Tensor, b: Tensor, c: Tensor, bond: float | Tensor, angle: float | Tensor, torsion: float | Tensor
+) -> Tensor:
     """The point ``d`` with ``|d - c| = bond``, angle ``(b, c, d) = angle`` and dihedral
     ``(a, b, c, d) = torsion`` (natural extension reference frame, NeRF), batched over ``(..., 3)``."""
     like = c
@@ -100,8 +116,9 @@ def place_atom(a: Tensor, b: Tensor, c: Tensor, bond: float | Tensor, angle: flo
     return c + along * bc + across * torch.cos(torsion)[..., None] * m + across * torch.sin(torsion)[..., None] * n
 
 
-def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate: bool = True,
-                         checks: Checks | None = None) -> Tensor:
+def frames_from_backbone(
+    atoms: Tensor, mask: Tensor | None = None, *, validate: bool = True, checks: Checks | None = None
+) -> Tensor:
     """Residue frames ``(..., L, 4, 4)`` from backbone atoms ``(..., L, A >= 3, 3)`` (N, CA, C first).
 
     Args:
@@ -135,8 +152,10 @@ def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate:
 
         def explain() -> str:
             index = tuple(int(i) for i in torch.nonzero(bad)[0])
-            return (f"atoms: residue at index {index} has non-finite, coincident or collinear N, CA, C "
-                    "(no frame); mask it out or fix the coordinates")
+            return (
+                f"atoms: residue at index {index} has non-finite, coincident or collinear N, CA, C "
+                "(no frame); mask it out or fix the coordinates"
+            )
 
         own = Checks() if checks is None else checks
         own.add(bad.any(), explain)
@@ -151,9 +170,15 @@ def frames_from_backbone(atoms: Tensor, mask: Tensor | None = None, *, validate:
 
 def ideal_frame_atoms(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
     """Ideal N, CA, C in the residue frame, ``(3, 3)`` (rows), consistent with :class:`IDEAL`."""
-    return torch.tensor([[IDEAL.N_CA * math.cos(IDEAL.N_CA_C), IDEAL.N_CA * math.sin(IDEAL.N_CA_C), 0.0],
-                         [0.0, 0.0, 0.0],
-                         [IDEAL.CA_C, 0.0, 0.0]], dtype=dtype, device=device)
+    return torch.tensor(
+        [
+            [IDEAL.N_CA * math.cos(IDEAL.N_CA_C), IDEAL.N_CA * math.sin(IDEAL.N_CA_C), 0.0],
+            [0.0, 0.0, 0.0],
+            [IDEAL.CA_C, 0.0, 0.0],
+        ],
+        dtype=dtype,
+        device=device,
+    )
 
 
 def ideal_ncac(frames: Tensor, *, length_scale: float = 1.0) -> Tensor:
@@ -177,17 +202,21 @@ def _check_rigid(frames: Tensor, mask: Tensor | None) -> None:
         if mask is not None:
             error = torch.where(mask, error, torch.zeros_like(error))
         tolerance = point_tolerance(frames.dtype)
-        worst, count = torch.stack([error.amax() if error.numel() else error.new_zeros(()),
-                                    (error > tolerance).sum().to(error.dtype)]).tolist()
+        worst, count = torch.stack(
+            [error.amax() if error.numel() else error.new_zeros(()), (error > tolerance).sum().to(error.dtype)]
+        ).tolist()
     if worst > tolerance:
         what = "non-finite values" if math.isinf(worst) else f"a worst error of {worst:.3g} (tolerance {tolerance:.2g})"
-        raise ValueError(f"frames: {int(count)} of {error.numel()} residue frames are not rigid transforms [[R, t], "
-                         f"[0, 0, 0, 1]] with R a rotation ({what}); build frames with frames_from_backbone or "
-                         "SE3.from_rt, project them with manifolds.SE3().projx, or pass validate=False")
+        raise ValueError(
+            f"frames: {int(count)} of {error.numel()} residue frames are not rigid transforms [[R, t], "
+            f"[0, 0, 0, 1]] with R a rotation ({what}); build frames with frames_from_backbone or "
+            "SE3.from_rt, project them with manifolds.SE3().projx, or pass validate=False"
+        )
 
 
-def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: Tensor | float | None = None,
-                   validate: bool = True) -> Tensor:
+def backbone_atoms(
+    frames: Tensor, mask: Tensor | None = None, *, terminal_psi: Tensor | float | None = None, validate: bool = True
+) -> Tensor:
     r"""Ideal backbone atoms N, CA, C, O ``(..., L, 4, 3)`` from residue frames ``(..., L, 4, 4)``.
 
     N, CA, C are the ideal local positions mapped by each frame. Carbonyl O_i lies in the
@@ -210,10 +239,16 @@ def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: 
             (``validate``) frames that are not rigid transforms: a general 4x4 matrix would give
             atoms at distorted, meaningless positions without any error.
     """
-    if not isinstance(frames, Tensor) or not torch.is_floating_point(frames) or frames.dim() < 3 \
-            or frames.shape[-2:] != (4, 4):
-        raise ValueError(f"frames must be a floating-point tensor of shape (..., L, 4, 4), got "
-                         f"{tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__}")
+    if (
+        not isinstance(frames, Tensor)
+        or not torch.is_floating_point(frames)
+        or frames.dim() < 3
+        or frames.shape[-2:] != (4, 4)
+    ):
+        raise ValueError(
+            f"frames must be a floating-point tensor of shape (..., L, 4, 4), got "
+            f"{tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__}"
+        )
     mask = _check_mask(mask, frames.shape[:-2])
     if validate:
         _check_rigid(frames, mask)
@@ -233,8 +268,10 @@ def backbone_atoms(frames: Tensor, mask: Tensor | None = None, *, terminal_psi: 
         fill = torch.as_tensor(terminal_psi, dtype=frames.dtype, device=frames.device)
         if fill.dim() > 0:
             if tuple(fill.shape) != tuple(frames.shape[:-3]):
-                raise ValueError(f"terminal_psi must be a float or have the batch shape {tuple(frames.shape[:-3])}, "
-                                 f"got {tuple(fill.shape)}")
+                raise ValueError(
+                    f"terminal_psi must be a float or have the batch shape {tuple(frames.shape[:-3])}, "
+                    f"got {tuple(fill.shape)}"
+                )
             fill = fill[..., None]
         fill = fill.expand_as(psi)
     psi = torch.where(has_next, psi, fill)

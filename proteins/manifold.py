@@ -12,6 +12,7 @@ with the product metric of :class:`manifolds.SE3` summed over residues. Its base
 is the backbone flow's: Haar rotations times a standard Gaussian on the centred subspace,
 translation std ``translation_std`` (the projection of an isotropic Gaussian onto the subspace).
 """
+
 from __future__ import annotations
 
 import math
@@ -129,8 +130,9 @@ class CentredFrames(RiemannianManifold):
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
         rot = self.so3.random_base(*batch_shape, self.n_residues, dtype=dtype, device=device, generator=generator)
-        trans = self.translation_std * torch.randn(*batch_shape, self.n_residues, 3, dtype=dtype, device=device,
-                                                   generator=generator)
+        trans = self.translation_std * torch.randn(
+            *batch_shape, self.n_residues, 3, dtype=dtype, device=device, generator=generator
+        )
         return SE3.from_rt(rot, _centre(trans))
 
     def base_logprob(self, x: Tensor) -> Tensor:
@@ -139,7 +141,7 @@ class CentredFrames(RiemannianManifold):
         self._check_args(x=x)
         n, var = self.n_residues, self.translation_std**2
         sq = (x[..., :3, 3] ** 2).sum((-2, -1))
-        return (-n * math.log(8 * math.pi**2) - 1.5 * (n - 1) * math.log(2 * math.pi * var) - 0.5 * sq / var)
+        return -n * math.log(8 * math.pi**2) - 1.5 * (n - 1) * math.log(2 * math.pi * var) - 0.5 * sq / var
 
     def _distance_from_manifold(self, x: Tensor) -> Tensor:
         per_residue = self.se3._distance_from_manifold(x).amax(-1)

@@ -54,6 +54,7 @@ superposition, so the result is a lower bound of the true optimum, like TM-align
 It is never below biotite's own score for the pair (that candidate is included) and on pairs
 of real domains was up to about 0.05 above it.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,12 +68,31 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "SS_PAD", "SS_COIL", "SS_HELIX", "SS_STRAND", "SS_NAMES",
-    "secondary_structure", "ss_fractions",
-    "ca_bond_lengths", "ca_bond_fraction", "clash_counts", "clash_rate", "radius_of_gyration",
-    "phi_psi", "ramachandran_histogram", "ramachandran_js",
-    "ca_distances_at_separation", "ca_distance_wasserstein",
-    "tm_d0", "backbone_atom_array", "tm_score", "ca_rmsd", "pairwise_tm", "max_tm_to", "diversity", "novelty",
+    "SS_PAD",
+    "SS_COIL",
+    "SS_HELIX",
+    "SS_STRAND",
+    "SS_NAMES",
+    "secondary_structure",
+    "ss_fractions",
+    "ca_bond_lengths",
+    "ca_bond_fraction",
+    "clash_counts",
+    "clash_rate",
+    "radius_of_gyration",
+    "phi_psi",
+    "ramachandran_histogram",
+    "ramachandran_js",
+    "ca_distances_at_separation",
+    "ca_distance_wasserstein",
+    "tm_d0",
+    "backbone_atom_array",
+    "tm_score",
+    "ca_rmsd",
+    "pairwise_tm",
+    "max_tm_to",
+    "diversity",
+    "novelty",
 ]
 
 #: secondary-structure codes returned by :func:`secondary_structure`
@@ -104,8 +124,10 @@ def _check_atoms(atoms: Tensor, name: str, min_atoms: int) -> None:
         got = atoms.dtype if isinstance(atoms, Tensor) else type(atoms).__name__
         raise ValueError(f"{name} must be a floating-point tensor of shape (B, L, A, 3), got {got}")
     if atoms.dim() != 4 or atoms.shape[-1] != 3 or atoms.shape[-2] < min_atoms:
-        raise ValueError(f"{name} must have shape (B, L, A, 3) with A >= {min_atoms} atoms per residue "
-                         f"(N, CA, C, O order), got {tuple(atoms.shape)}")
+        raise ValueError(
+            f"{name} must have shape (B, L, A, 3) with A >= {min_atoms} atoms per residue "
+            f"(N, CA, C, O order), got {tuple(atoms.shape)}"
+        )
 
 
 def _check_mask(mask: Tensor | None, atoms: Tensor, name: str) -> Tensor:
@@ -126,20 +148,21 @@ def _check_finite(atoms: Tensor, mask: Tensor, name: str) -> None:
     bad = ~torch.isfinite(atoms).all(dim=(-2, -1)) & mask
     if bool(bad.any()):
         b, i = (int(v) for v in torch.nonzero(bad)[0])
-        raise ValueError(f"{name}: real residue {i} of structure {b} has non-finite coordinates; "
-                         "fix them or mask the residue out")
+        raise ValueError(
+            f"{name}: real residue {i} of structure {b} has non-finite coordinates; fix them or mask the residue out"
+        )
 
 
-def _prepare(atoms: Tensor, mask: Tensor | None, name: str, mask_name: str, min_atoms: int,
-             atom_slice: slice = slice(None)) -> tuple[Tensor, Tensor]:
+def _prepare(
+    atoms: Tensor, mask: Tensor | None, name: str, mask_name: str, min_atoms: int, atom_slice: slice = slice(None)
+) -> tuple[Tensor, Tensor]:
     _check_atoms(atoms, name, min_atoms)
     mask = _check_mask(mask, atoms, mask_name)
     _check_finite(atoms[:, :, atom_slice], mask, name)
     return atoms, mask
 
 
-def _ca(atoms: Tensor, mask: Tensor | None, name: str = "atoms", mask_name: str = "mask"
-        ) -> tuple[Tensor, Tensor]:
+def _ca(atoms: Tensor, mask: Tensor | None, name: str = "atoms", mask_name: str = "mask") -> tuple[Tensor, Tensor]:
     """CA coordinates ``(B, L, 3)`` with padding zeroed (so NaN padding cannot leak) and the mask."""
     atoms, mask = _prepare(atoms, mask, name, mask_name, 2, slice(1, 2))
     ca = atoms[:, :, 1, :]
@@ -161,7 +184,7 @@ def _dssp_codes(backbone: np.ndarray) -> np.ndarray:
         # pydssp's shapes break below 6 residues: append copies of the chain translated far
         # away (1 km), which cannot H-bond to anything, and cut them off again.
         copies = [backbone + np.array([1e7 * (k + 1), 0.0, 0.0]) for k in range(_DSSP_MIN_RESIDUES)]
-        padded = np.concatenate([backbone] + copies)[:max(_DSSP_MIN_RESIDUES, n)]
+        padded = np.concatenate([backbone] + copies)[: max(_DSSP_MIN_RESIDUES, n)]
         return np.asarray(pydssp.assign(padded, out_type="index"), dtype=np.int64)[:n]
     return np.asarray(pydssp.assign(backbone, out_type="index"), dtype=np.int64)
 
@@ -213,13 +236,21 @@ def ss_fractions(codes: Tensor, per_structure: bool = False) -> dict[str, float]
         ``{"helix": ..., "strand": ..., "coil": ...}``; pooled fractions are floats (NaN when
         there is no real residue at all) and sum to 1.
     """
-    if not isinstance(codes, Tensor) or codes.dtype == torch.bool or torch.is_floating_point(codes) \
-            or codes.dim() not in (1, 2):
-        raise ValueError("codes must be an integer tensor (B, L) or (L,) of secondary-structure codes, got "
-                         f"{codes.dtype if isinstance(codes, Tensor) else type(codes).__name__}")
+    if (
+        not isinstance(codes, Tensor)
+        or codes.dtype == torch.bool
+        or torch.is_floating_point(codes)
+        or codes.dim() not in (1, 2)
+    ):
+        raise ValueError(
+            "codes must be an integer tensor (B, L) or (L,) of secondary-structure codes, got "
+            f"{codes.dtype if isinstance(codes, Tensor) else type(codes).__name__}"
+        )
     if bool(((codes < SS_PAD) | (codes > SS_STRAND)).any()):
-        raise ValueError(f"codes must lie in {{-1, 0, 1, 2}} (padding, coil, helix, strand), got values in "
-                         f"[{int(codes.min())}, {int(codes.max())}]")
+        raise ValueError(
+            f"codes must lie in {{-1, 0, 1, 2}} (padding, coil, helix, strand), got values in "
+            f"[{int(codes.min())}, {int(codes.max())}]"
+        )
     codes = codes.reshape(1, -1) if codes.dim() == 1 else codes
     real = (codes >= 0).sum(-1).double()
     counts = {name: (codes == k).sum(-1).double() for k, name in enumerate(SS_NAMES)}
@@ -250,8 +281,9 @@ def ca_bond_lengths(atoms: Tensor, mask: Tensor | None = None) -> tuple[Tensor, 
     return dist, mask[:, 1:] & mask[:, :-1]
 
 
-def ca_bond_fraction(atoms: Tensor, mask: Tensor | None = None, target: float = 3.80, tol: float = 0.1,
-                     per_structure: bool = False) -> float | Tensor:
+def ca_bond_fraction(
+    atoms: Tensor, mask: Tensor | None = None, target: float = 3.80, tol: float = 0.1, per_structure: bool = False
+) -> float | Tensor:
     """Fraction of consecutive real CA-CA distances with ``|d - target| <= tol``.
 
     3.80 A is the CA-CA distance of a trans peptide (cis peptides give about 2.9 A, chain
@@ -278,8 +310,9 @@ def ca_bond_fraction(atoms: Tensor, mask: Tensor | None = None, target: float = 
     return int(ok.sum()) / n if n else math.nan
 
 
-def clash_counts(atoms: Tensor, mask: Tensor | None = None, threshold: float = 3.0, min_separation: int = 2
-                 ) -> tuple[Tensor, Tensor]:
+def clash_counts(
+    atoms: Tensor, mask: Tensor | None = None, threshold: float = 3.0, min_separation: int = 2
+) -> tuple[Tensor, Tensor]:
     """Numbers of clashing and of eligible CA pairs per structure.
 
     A pair ``i < j`` is eligible when both residues are real and ``j - i >= min_separation``
@@ -303,8 +336,13 @@ def clash_counts(atoms: Tensor, mask: Tensor | None = None, threshold: float = 3
     return clashes.sum((-2, -1)), eligible.sum((-2, -1))
 
 
-def clash_rate(atoms: Tensor, mask: Tensor | None = None, threshold: float = 3.0, min_separation: int = 2,
-               per_structure: bool = False) -> float | Tensor:
+def clash_rate(
+    atoms: Tensor,
+    mask: Tensor | None = None,
+    threshold: float = 3.0,
+    min_separation: int = 2,
+    per_structure: bool = False,
+) -> float | Tensor:
     """Fraction of non-adjacent real CA pairs (``|i - j| >= min_separation``) closer than
     ``threshold`` Angstrom; see :func:`clash_counts` for the definitions.
 
@@ -451,8 +489,9 @@ def ca_distances_at_separation(atoms: Tensor, mask: Tensor | None = None, k: int
     return _separation_distances(atoms, mask, k, "atoms", "mask")
 
 
-def ca_distance_wasserstein(atoms_a: Tensor, mask_a: Tensor | None, atoms_b: Tensor, mask_b: Tensor | None,
-                            ks: Sequence[int] = (2, 3, 4, 5, 6)) -> dict[int, float]:
+def ca_distance_wasserstein(
+    atoms_a: Tensor, mask_a: Tensor | None, atoms_b: Tensor, mask_b: Tensor | None, ks: Sequence[int] = (2, 3, 4, 5, 6)
+) -> dict[int, float]:
     """1-Wasserstein distance (Angstrom) between the CA(i)-CA(i+k) distance distributions of
     two sets, for each sequence separation ``k`` (``scipy.stats.wasserstein_distance`` of the
     empirical distributions, i.e. the area between their CDFs).
@@ -512,8 +551,9 @@ def _kth_smallest(d: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
     return np.partition(np.where(valid, d, np.inf), k - 1, axis=-1)[..., k - 1]
 
 
-def _refine(x: np.ndarray, y: np.ndarray, valid: np.ndarray, seed: np.ndarray, norm_length: int,
-            iterations: int) -> np.ndarray:
+def _refine(
+    x: np.ndarray, y: np.ndarray, valid: np.ndarray, seed: np.ndarray, norm_length: int, iterations: int
+) -> np.ndarray:
     """Best TM-score reached from each seed subset by iterative re-superposition.
 
     x, y: ``(..., n, 3)`` paired CA coordinates (reference, model); valid: ``(..., n)`` which
@@ -551,7 +591,7 @@ def _seed_windows(n: int, min_fragment: int = 4) -> np.ndarray:
         starts = sorted(set(range(0, n - length + 1, step)) | {n - length})
         for s in starts:
             row = np.zeros(n, dtype=bool)
-            row[s:s + length] = True
+            row[s : s + length] = True
             rows.append(row)
         if length // 2 < min_fragment:
             break
@@ -559,8 +599,7 @@ def _seed_windows(n: int, min_fragment: int = 4) -> np.ndarray:
     return np.stack(rows)
 
 
-def _tm_on_pairs(x: np.ndarray, y: np.ndarray, norm_length: int, min_fragment: int = 4, iterations: int = 20
-                 ) -> float:
+def _tm_on_pairs(x: np.ndarray, y: np.ndarray, norm_length: int, min_fragment: int = 4, iterations: int = 20) -> float:
     """Max TM-score over superpositions for fixed residue pairs x[i] <-> y[i] (``(n, 3)`` each),
     searched from the seed fragments of :func:`_seed_windows`."""
     n = len(x)
@@ -568,8 +607,14 @@ def _tm_on_pairs(x: np.ndarray, y: np.ndarray, norm_length: int, min_fragment: i
         return 0.0
     seeds = _seed_windows(n, min_fragment)
     valid = np.ones_like(seeds)
-    best = _refine(np.broadcast_to(x, (len(seeds), n, 3)), np.broadcast_to(y, (len(seeds), n, 3)),
-                   valid, seeds, norm_length, iterations)
+    best = _refine(
+        np.broadcast_to(x, (len(seeds), n, 3)),
+        np.broadcast_to(y, (len(seeds), n, 3)),
+        valid,
+        seeds,
+        norm_length,
+        iterations,
+    )
     return float(best.max())
 
 
@@ -587,8 +632,9 @@ def _correlate(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out[..., :size]
 
 
-def _threading_bounds(x: np.ndarray, refs: np.ndarray, ref_valid: np.ndarray, norm_length: int,
-                      min_overlap: int) -> tuple[np.ndarray, np.ndarray]:
+def _threading_bounds(
+    x: np.ndarray, refs: np.ndarray, ref_valid: np.ndarray, norm_length: int, min_overlap: int
+) -> tuple[np.ndarray, np.ndarray]:
     r"""Lower bounds of the TM-score of every gapless threading of chain x along each reference.
 
     Shift s pairs x[i] (``(n, 3)``) with refs[k, i + s] (``(N, M, 3)`` padded, real where
@@ -614,23 +660,22 @@ def _threading_bounds(x: np.ndarray, refs: np.ndarray, ref_valid: np.ndarray, no
     count = _correlate(ones, v)  # (N, O)
     sx = np.stack([_correlate(xc[:, a], v) for a in range(3)], -1)  # sum of paired x, (N, O, 3)
     sy = np.stack([_correlate(ones, y[..., a]) for a in range(3)], -1)
-    sxx = _correlate((xc ** 2).sum(-1), v)
-    syy = _correlate(ones, (y ** 2).sum(-1))
+    sxx = _correlate((xc**2).sum(-1), v)
+    syy = _correlate(ones, (y**2).sum(-1))
     sxy = np.stack([np.stack([_correlate(xc[:, a], y[..., b]) for b in range(3)], -1) for a in range(3)], -2)
     safe = np.maximum(np.round(count), 1.0)
     cov = sxy - sx[..., :, None] * sy[..., None, :] / safe[..., None, None]  # (N, O, 3, 3)
-    ex = sxx - (sx ** 2).sum(-1) / safe
-    ey = syy - (sy ** 2).sum(-1) / safe
+    ex = sxx - (sx**2).sum(-1) / safe
+    ey = syy - (sy**2).sum(-1) / safe
     sing = np.linalg.svd(cov, compute_uv=False)
     sing[..., 2] *= np.where(np.linalg.det(cov) < 0, -1.0, 1.0)  # proper rotations only
     msd = np.maximum(ex + ey - 2.0 * sing.sum(-1), 0.0) / safe
-    bound = (count / norm_length) / (1.0 + msd / d0 ** 2)
+    bound = (count / norm_length) / (1.0 + msd / d0**2)
     bound = np.where(np.round(count) >= min_overlap, bound, 0.0)
     return bound, np.arange(-(n - 1), m)
 
 
-def _best_threadings(x: np.ndarray, y: np.ndarray, norm_length: int, count: int
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+def _best_threadings(x: np.ndarray, y: np.ndarray, norm_length: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Residue pairs of the ``count`` gapless threadings of x along y with the best bounds."""
     n, m = len(x), len(y)
     bound, shifts = _threading_bounds(x, y[None], np.ones((1, m), dtype=bool), norm_length, _min_overlap(n, m))
@@ -672,7 +717,7 @@ def backbone_atom_array(coords: Tensor | np.ndarray):
         names = ["N", "CA", "C"] + (["O"] if have_o else []) + ["CB"]
         elements = ["N", "C", "C"] + (["O"] if have_o else []) + ["C"]
         res_name = "ALA"
-        xyz = np.concatenate([coords[:, :4 if have_o else 3], cb[:, None]], axis=1)
+        xyz = np.concatenate([coords[:, : 4 if have_o else 3], cb[:, None]], axis=1)
     else:
         raise ValueError(f"coords must have shape (n, A >= 3, 3) or (n, 3), got {coords.shape}")
     n, per = xyz.shape[:2]
@@ -687,8 +732,9 @@ def backbone_atom_array(coords: Tensor | np.ndarray):
     return array
 
 
-def _homolog_alignment(ref: np.ndarray, model: np.ndarray, norm_length: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _homolog_alignment(
+    ref: np.ndarray, model: np.ndarray, norm_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Residue pairs ``(i, j)`` from biotite's structural-homolog superposition and the model's
     CA coordinates under biotite's final superposition, or None where biotite finds no anchor
     (it raises for very dissimilar pairs) or an input lacks the backbone the 3Di code needs."""
@@ -699,7 +745,8 @@ def _homolog_alignment(ref: np.ndarray, model: np.ndarray, norm_length: int
     a, b = backbone_atom_array(ref), backbone_atom_array(model)
     try:
         _, transform, ia, ib = struc.superimpose_structural_homologs(
-            a, b, reference_length=int(norm_length), max_iterations=_HOMOLOG_ITERATIONS)
+            a, b, reference_length=int(norm_length), max_iterations=_HOMOLOG_ITERATIONS
+        )
     except ValueError:  # "No anchors found, the structures are too dissimilar"
         return None
     # the indices are atom indices of CA atoms; map them to residue indices
@@ -751,8 +798,9 @@ def _single(structure: Tensor | np.ndarray, mask: Tensor | np.ndarray | None, na
         structure = structure.detach().to("cpu", torch.float64).numpy()
     x = np.asarray(structure, dtype=np.float64)
     if not ((x.ndim == 3 and x.shape[1] >= 2 and x.shape[2] == 3) or (x.ndim == 2 and x.shape[1] == 3)):
-        raise ValueError(f"{name} must have shape (L, A, 3) (backbone atoms, CA at index 1) or (L, 3) "
-                         f"(CA trace), got {x.shape}")
+        raise ValueError(
+            f"{name} must have shape (L, A, 3) (backbone atoms, CA at index 1) or (L, 3) (CA trace), got {x.shape}"
+        )
     if x.ndim == 3 and x.shape[1] == 2:
         x = x[:, 1]  # N, CA without C: only the CA trace is usable
     if mask is not None:
@@ -775,21 +823,32 @@ def _structures(structures, mask, name: str) -> list[np.ndarray]:
     """A list of single structures from a batch ``(B, L, A, 3)`` (+ mask ``(B, L)``) or a sequence."""
     if isinstance(structures, (Tensor, np.ndarray)) and np.ndim(structures) == 4:
         if mask is not None and (not hasattr(mask, "shape") or tuple(mask.shape) != tuple(structures.shape[:2])):
-            raise ValueError(f"{name} mask must have shape {tuple(structures.shape[:2])}, got "
-                             f"{tuple(mask.shape) if hasattr(mask, 'shape') else type(mask).__name__}")
-        return [_single(structures[b], None if mask is None else mask[b], f"{name}[{b}]")
-                for b in range(len(structures))]
+            raise ValueError(
+                f"{name} mask must have shape {tuple(structures.shape[:2])}, got "
+                f"{tuple(mask.shape) if hasattr(mask, 'shape') else type(mask).__name__}"
+            )
+        return [
+            _single(structures[b], None if mask is None else mask[b], f"{name}[{b}]") for b in range(len(structures))
+        ]
     if isinstance(structures, (Tensor, np.ndarray)):
-        raise ValueError(f"{name} must be a batch (B, L, A, 3) or a sequence of (L, A, 3) / (L, 3) structures, "
-                         f"got shape {tuple(structures.shape)}")
+        raise ValueError(
+            f"{name} must be a batch (B, L, A, 3) or a sequence of (L, A, 3) / (L, 3) structures, "
+            f"got shape {tuple(structures.shape)}"
+        )
     structures = list(structures)
     if mask is not None and len(mask) != len(structures):
         raise ValueError(f"{name} mask must hold one mask per structure ({len(structures)}), got {len(mask)}")
     return [_single(s, None if mask is None else mask[b], f"{name}[{b}]") for b, s in enumerate(structures)]
 
 
-def tm_score(reference: Tensor | np.ndarray, model: Tensor | np.ndarray, *, aligned: bool = False,
-             reference_mask: Tensor | None = None, model_mask: Tensor | None = None) -> float:
+def tm_score(
+    reference: Tensor | np.ndarray,
+    model: Tensor | np.ndarray,
+    *,
+    aligned: bool = False,
+    reference_mask: Tensor | None = None,
+    model_mask: Tensor | None = None,
+) -> float:
     """TM-score of ``model`` against ``reference``, normalised by the reference length.
 
     Args:
@@ -814,13 +873,19 @@ def tm_score(reference: Tensor | np.ndarray, model: Tensor | np.ndarray, *, alig
     ref = _single(reference, reference_mask, "reference")
     mod = _single(model, model_mask, "model")
     if aligned and len(ref) != len(mod):
-        raise ValueError(f"aligned=True needs equal numbers of real residues, got reference {len(ref)} and "
-                         f"model {len(mod)}")
+        raise ValueError(
+            f"aligned=True needs equal numbers of real residues, got reference {len(ref)} and model {len(mod)}"
+        )
     return _pair_scores(ref, mod, aligned, both=False)[0]
 
 
-def ca_rmsd(reference: Tensor | np.ndarray, model: Tensor | np.ndarray, *, reference_mask: Tensor | None = None,
-            model_mask: Tensor | None = None) -> float:
+def ca_rmsd(
+    reference: Tensor | np.ndarray,
+    model: Tensor | np.ndarray,
+    *,
+    reference_mask: Tensor | None = None,
+    model_mask: Tensor | None = None,
+) -> float:
     """CA RMSD (Angstrom) of ``model`` to ``reference`` after their optimal superposition
     (Kabsch), residue i against residue i (e.g. a structure and its prediction).
 
@@ -862,15 +927,15 @@ def _run_tasks(function, tasks: list, workers: int, shared: object = None) -> li
         finally:
             _set_shared(None)
     # spawn, not fork: the parent may hold torch/OpenMP threads, which fork can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_set_shared,
-                             initargs=(shared,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_set_shared, initargs=(shared,)
+    ) as pool:
         return list(pool.map(function, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
 
 
 def _check_workers(workers: int) -> int:
     if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1 (processes), got {workers!r}; os.cpu_count() = "
-                         f"{os.cpu_count()}")
+        raise ValueError(f"workers must be an int >= 1 (processes), got {workers!r}; os.cpu_count() = {os.cpu_count()}")
     return workers
 
 
@@ -924,8 +989,8 @@ def _padded_ca(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     coords = np.zeros((len(items), m, 3))
     valid = np.zeros((len(items), m), dtype=bool)
     for k, s in enumerate(items):
-        coords[k, :len(s)] = s[:, 1] if s.ndim == 3 else s
-        valid[k, :len(s)] = True
+        coords[k, : len(s)] = s[:, 1] if s.ndim == 3 else s
+        valid[k, : len(s)] = True
     return coords, valid
 
 
@@ -936,8 +1001,9 @@ def _three_di(structure: np.ndarray):
     return to_3di(backbone_atom_array(structure))[0][0] if structure.ndim == 3 else None
 
 
-def _prefilter(queries: list[np.ndarray], refs: list[np.ndarray], top_k: int
-               ) -> tuple[list[np.ndarray], list[tuple[float, int]]]:
+def _prefilter(
+    queries: list[np.ndarray], refs: list[np.ndarray], top_k: int
+) -> tuple[list[np.ndarray], list[tuple[float, int]]]:
     """Candidate references per query for :func:`max_tm_to`, and each query's best threading
     bound ``(value, reference)``. See :func:`max_tm_to` for the rule."""
     import biotite.sequence.align as align
@@ -946,7 +1012,7 @@ def _prefilter(queries: list[np.ndarray], refs: list[np.ndarray], top_k: int
     ref_seqs = [_three_di(r) for r in refs]
     # threading bounds: references sorted by length and chunked, so padding stays small
     order = np.argsort([len(r) for r in refs], kind="stable")
-    chunks = [order[k:k + _CHUNK] for k in range(0, len(refs), _CHUNK)]
+    chunks = [order[k : k + _CHUNK] for k in range(0, len(refs), _CHUNK)]
     padded = [_padded_ca([refs[i] for i in chunk]) for chunk in chunks]
     shortest = min(len(r) for r in refs)
     candidates, thread_best = [], []
@@ -957,17 +1023,24 @@ def _prefilter(queries: list[np.ndarray], refs: list[np.ndarray], top_k: int
         for chunk, (ca, valid) in zip(chunks, padded):
             bound[chunk] = _threading_bounds(x, ca, valid, n, _min_overlap(n, shortest))[0].max(-1)
         seq = _three_di(q)
-        local = np.array([align.align_optimal(seq, r, matrix, gap_penalty=(-10, -1), local=True, max_number=1)[0].score
-                          if seq is not None and r is not None else -np.inf for r in ref_seqs])
+        local = np.array(
+            [
+                align.align_optimal(seq, r, matrix, gap_penalty=(-10, -1), local=True, max_number=1)[0].score
+                if seq is not None and r is not None
+                else -np.inf
+                for r in ref_seqs
+            ]
+        )
         by_3di = np.argsort(-local, kind="stable")[:top_k]
-        by_bound = np.argsort(-bound, kind="stable")[:max(1, top_k // 5)]
+        by_bound = np.argsort(-bound, kind="stable")[: max(1, top_k // 5)]
         candidates.append(np.union1d(by_3di, by_bound))
         thread_best.append((float(bound.max()), int(bound.argmax())))
     return candidates, thread_best
 
 
-def max_tm_to(references, queries, *, reference_mask=None, query_mask=None, top_k: int | None = None,
-              workers: int = 1) -> tuple[Tensor, Tensor]:
+def max_tm_to(
+    references, queries, *, reference_mask=None, query_mask=None, top_k: int | None = None, workers: int = 1
+) -> tuple[Tensor, Tensor]:
     """For each query, the highest TM-score against any reference, normalised by the query
     length (a query that reproduces part of a longer reference scores high: memorisation).
 
@@ -999,13 +1072,17 @@ def max_tm_to(references, queries, *, reference_mask=None, query_mask=None, top_
     if top_k is None or top_k >= len(refs):
         all_refs = np.arange(len(refs))
         results = _run_tasks(_max_task, [(q, all_refs) for q in qs], workers, refs)
-        return (torch.tensor([r[0] for r in results], dtype=torch.float64),
-                torch.tensor([r[1] for r in results], dtype=torch.int64))
+        return (
+            torch.tensor([r[0] for r in results], dtype=torch.float64),
+            torch.tensor([r[1] for r in results], dtype=torch.int64),
+        )
     candidates, thread_best = _prefilter(qs, refs, top_k)
     results = _run_tasks(_max_task, list(zip(qs, candidates)), workers, refs)
     best = [max(t, r) for t, r in zip(thread_best, results)]
-    return (torch.tensor([b[0] for b in best], dtype=torch.float64),
-            torch.tensor([b[1] for b in best], dtype=torch.int64))
+    return (
+        torch.tensor([b[0] for b in best], dtype=torch.float64),
+        torch.tensor([b[1] for b in best], dtype=torch.int64),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1016,8 +1093,9 @@ def _threshold_key(prefix: str, threshold: float) -> str:
     return f"{prefix}_{threshold:g}".replace(".", "_")
 
 
-def diversity(structures, mask=None, *, threshold: float = 0.5, workers: int = 1,
-              tm: Tensor | None = None) -> dict[str, float]:
+def diversity(
+    structures, mask=None, *, threshold: float = 0.5, workers: int = 1, tm: Tensor | None = None
+) -> dict[str, float]:
     """Structural diversity of a set of samples from all-against-all TM-scores.
 
     The symmetrised score of a pair is the mean of ``T[i, j]`` and ``T[j, i]`` of
@@ -1057,15 +1135,25 @@ def diversity(structures, mask=None, *, threshold: float = 0.5, workers: int = 1
         centre = int(degree.argmax())
         remaining &= ~neighbours[centre]
         greedy += 1
-    return {"mean_pairwise_tm": float(sym[iu].mean()) if n > 1 else math.nan,
-            _threshold_key("clusters_at", threshold): single,
-            _threshold_key("greedy_clusters_at", threshold): greedy,
-            "cluster_fraction": single / n if n else math.nan,
-            "n": n}
+    return {
+        "mean_pairwise_tm": float(sym[iu].mean()) if n > 1 else math.nan,
+        _threshold_key("clusters_at", threshold): single,
+        _threshold_key("greedy_clusters_at", threshold): greedy,
+        "cluster_fraction": single / n if n else math.nan,
+        "n": n,
+    }
 
 
-def novelty(samples, training, *, sample_mask=None, training_mask=None, threshold: float = 0.9,
-            top_k: int | None = None, workers: int = 1) -> dict[str, float]:
+def novelty(
+    samples,
+    training,
+    *,
+    sample_mask=None,
+    training_mask=None,
+    threshold: float = 0.9,
+    top_k: int | None = None,
+    workers: int = 1,
+) -> dict[str, float]:
     """Novelty of samples against training structures via :func:`max_tm_to` (normalised by
     the sample length).
 
@@ -1074,9 +1162,14 @@ def novelty(samples, training, *, sample_mask=None, training_mask=None, threshol
         (lower = more novel); ``memorised``: number of samples with max TM > ``threshold``
         (0.9: essentially a copy); ``fraction_memorised``; ``n``.
     """
-    best, _ = max_tm_to(training, samples, reference_mask=training_mask, query_mask=sample_mask, top_k=top_k,
-                        workers=workers)
+    best, _ = max_tm_to(
+        training, samples, reference_mask=training_mask, query_mask=sample_mask, top_k=top_k, workers=workers
+    )
     n = len(best)
     memorised = int((best > threshold).sum())
-    return {"mean_max_tm": float(best.mean()) if n else math.nan, "memorised": memorised,
-            "fraction_memorised": memorised / n if n else math.nan, "n": n}
+    return {
+        "mean_max_tm": float(best.mean()) if n else math.nan,
+        "memorised": memorised,
+        "fraction_memorised": memorised / n if n else math.nan,
+        "n": n,
+    }

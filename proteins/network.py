@@ -22,6 +22,7 @@ branches; :class:`CodesignNetwork`'s residue-type check is its one host read-bac
 inside the flows' loops and while ``torch.compile`` traces), so they compile with
 ``fullgraph=True``.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,13 @@ from torch.nn import functional as F
 from gm.checks import Checks, index_out_of_range, value_checks_on
 from manifolds.se3 import SE3
 
-__all__ = ["BackboneNetwork", "CodesignNetwork", "CodesignPrediction", "InvariantPointAttention",
-           "quaternion_to_rotation"]
+__all__ = [
+    "BackboneNetwork",
+    "CodesignNetwork",
+    "CodesignPrediction",
+    "InvariantPointAttention",
+    "quaternion_to_rotation",
+]
 
 
 def sinusoidal(x: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
@@ -60,11 +66,20 @@ def quaternion_to_rotation(q: Tensor) -> Tensor:
     ``(w, x, y, z)``; the quaternion is normalised first."""
     q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(*q.shape[:-1], 3, 3)
 
 
 class InvariantPointAttention(nn.Module):
@@ -83,8 +98,15 @@ class InvariantPointAttention(nn.Module):
     into ``i``'s frame (and their norms), and attended pair features — all invariant.
     """
 
-    def __init__(self, node_dim: int, pair_dim: int, heads: int = 8, head_dim: int = 16, query_points: int = 4,
-                 value_points: int = 8) -> None:
+    def __init__(
+        self,
+        node_dim: int,
+        pair_dim: int,
+        heads: int = 8,
+        head_dim: int = 16,
+        query_points: int = 4,
+        value_points: int = 8,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.query_points, self.value_points = heads, head_dim, query_points, value_points
         self.to_qkv = nn.Linear(node_dim, 3 * heads * head_dim, bias=False)
@@ -111,8 +133,11 @@ class InvariantPointAttention(nn.Module):
         bias = rearrange(self.to_bias(z), "b i j h -> b h i j")
         q_flat = rearrange(q_pts, "b n h p x -> b h n (p x)")
         k_flat = rearrange(k_pts, "b n h p x -> b h n (p x)")
-        sq_dist = (q_flat.pow(2).sum(-1)[..., :, None] + k_flat.pow(2).sum(-1)[..., None, :]
-                   - 2 * torch.einsum("bhic,bhjc->bhij", q_flat, k_flat))
+        sq_dist = (
+            q_flat.pow(2).sum(-1)[..., :, None]
+            + k_flat.pow(2).sum(-1)[..., None, :]
+            - 2 * torch.einsum("bhic,bhjc->bhij", q_flat, k_flat)
+        )
         gamma = nn.functional.softplus(self.point_weight)[None, :, None, None]
         logits = w_l * (scalar + bias - 0.5 * w_c * gamma * sq_dist)
         logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
@@ -123,8 +148,15 @@ class InvariantPointAttention(nn.Module):
         out_points = torch.einsum("bnji,bnhpj->bnhpi", rot, out_points)  # R^T: back into i's frame
         norms = torch.sqrt(out_points.pow(2).sum(-1) + 1e-8)
         out_pair = rearrange(torch.einsum("bhij,bijc->bihc", attn, z), "b n h c -> b n (h c)")
-        features = torch.cat([out_scalar, rearrange(out_points, "b n h p x -> b n (h p x)"),
-                              rearrange(norms, "b n h p -> b n (h p)"), out_pair], dim=-1)
+        features = torch.cat(
+            [
+                out_scalar,
+                rearrange(out_points, "b n h p x -> b n (h p x)"),
+                rearrange(norms, "b n h p -> b n (h p)"),
+                out_pair,
+            ],
+            dim=-1,
+        )
         return self.to_out(features)
 
 
@@ -132,8 +164,16 @@ class _Block(nn.Module):
     """IPA, transition, frame update, then (unless ``update_pair`` is false: the last block,
     whose pair features nothing reads) the pair update from the new node features."""
 
-    def __init__(self, node_dim: int, pair_dim: int, heads: int, head_dim: int, query_points: int,
-                 value_points: int, update_pair: bool = True) -> None:
+    def __init__(
+        self,
+        node_dim: int,
+        pair_dim: int,
+        heads: int,
+        head_dim: int,
+        query_points: int,
+        value_points: int,
+        update_pair: bool = True,
+    ) -> None:
         super().__init__()
         self.update_pair = update_pair
         self.ipa = InvariantPointAttention(node_dim, pair_dim, heads, head_dim, query_points, value_points)
@@ -144,13 +184,15 @@ class _Block(nn.Module):
         nn.init.zeros_(self.frame_update.weight)  # start at the identity update: x1_hat = x_t
         nn.init.zeros_(self.frame_update.bias)
         if update_pair:
-            self.pair_update = nn.Sequential(nn.Linear(2 * node_dim + pair_dim, pair_dim), nn.ReLU(),
-                                             nn.Linear(pair_dim, pair_dim))
+            self.pair_update = nn.Sequential(
+                nn.Linear(2 * node_dim + pair_dim, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim)
+            )
             self.pair_norm = nn.LayerNorm(pair_dim)
             self.node_to_pair = nn.Linear(node_dim, node_dim)
 
-    def forward(self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(
+        self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         real = mask[..., None].to(s.dtype)
         s = self.ipa_norm(s + self.ipa(s, z, rot, trans, mask)) * real
         s = self.transition_norm(s + self.transition(s)) * real
@@ -166,7 +208,7 @@ class _Block(nn.Module):
         # (N^2 rows times pair_dim columns instead of 2 node_dim + pair_dim)
         first = self.pair_update[0]
         w_z, w_i, w_j = first.weight.split([z.shape[-1], p.shape[-1], p.shape[-1]], dim=1)
-        hidden = (F.linear(z, w_z, first.bias) + F.linear(p, w_i)[:, :, None, :] + F.linear(p, w_j)[:, None, :, :])
+        hidden = F.linear(z, w_z, first.bias) + F.linear(p, w_i)[:, :, None, :] + F.linear(p, w_j)[:, None, :, :]
         z = self.pair_norm(z + self.pair_update[1:](hidden))
         return s, z, rot, trans
 
@@ -189,14 +231,33 @@ class BackboneNetwork(nn.Module):
     prediction ``(B, N, 4, 4)``; returns predicted frames ``(B, N, 4, 4)`` (padding: identity).
     """
 
-    def __init__(self, node_dim: int = 128, pair_dim: int = 64, blocks: int = 4, heads: int = 8, head_dim: int = 16,
-                 query_points: int = 4, value_points: int = 8, max_relative_position: int = 32,
-                 distance_bins: int = 22, max_distance: float = 2.0, self_condition: bool = True,
-                 extra_node_features: int = 0) -> None:
+    def __init__(
+        self,
+        node_dim: int = 128,
+        pair_dim: int = 64,
+        blocks: int = 4,
+        heads: int = 8,
+        head_dim: int = 16,
+        query_points: int = 4,
+        value_points: int = 8,
+        max_relative_position: int = 32,
+        distance_bins: int = 22,
+        max_distance: float = 2.0,
+        self_condition: bool = True,
+        extra_node_features: int = 0,
+    ) -> None:
         super().__init__()
-        for name, value in (("node_dim", node_dim), ("pair_dim", pair_dim), ("blocks", blocks), ("heads", heads),
-                            ("head_dim", head_dim), ("query_points", query_points), ("value_points", value_points),
-                            ("max_relative_position", max_relative_position), ("distance_bins", distance_bins)):
+        for name, value in (
+            ("node_dim", node_dim),
+            ("pair_dim", pair_dim),
+            ("blocks", blocks),
+            ("heads", heads),
+            ("head_dim", head_dim),
+            ("query_points", query_points),
+            ("value_points", value_points),
+            ("max_relative_position", max_relative_position),
+            ("distance_bins", distance_bins),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if node_dim % 2:
@@ -208,31 +269,46 @@ class BackboneNetwork(nn.Module):
         self.node_dim, self.max_relative_position = node_dim, max_relative_position
         self.distance_bins, self.max_distance, self.self_condition = distance_bins, max_distance, self_condition
         self.extra_node_features = extra_node_features
-        self.node_embed = nn.Sequential(nn.Linear(2 * node_dim + extra_node_features, node_dim), nn.ReLU(), nn.Linear(node_dim, node_dim),
-                                        nn.LayerNorm(node_dim))
+        self.node_embed = nn.Sequential(
+            nn.Linear(2 * node_dim + extra_node_features, node_dim),
+            nn.ReLU(),
+            nn.Linear(node_dim, node_dim),
+            nn.LayerNorm(node_dim),
+        )
         pair_in = 2 * max_relative_position + 1 + distance_bins * (2 if self_condition else 1)
-        self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim),
-                                        nn.LayerNorm(pair_dim))
-        self.blocks = nn.ModuleList(_Block(node_dim, pair_dim, heads, head_dim, query_points, value_points,
-                                           update_pair=i < blocks - 1) for i in range(blocks))
+        self.pair_embed = nn.Sequential(
+            nn.Linear(pair_in, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim), nn.LayerNorm(pair_dim)
+        )
+        self.blocks = nn.ModuleList(
+            _Block(node_dim, pair_dim, heads, head_dim, query_points, value_points, update_pair=i < blocks - 1)
+            for i in range(blocks)
+        )
 
     def _check(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None) -> None:
         if not isinstance(x_t, Tensor) or x_t.dim() != 4 or x_t.shape[-2:] != (4, 4):
-            raise ValueError(f"x_t must be frames of shape (B, N, 4, 4), got "
-                             f"{tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__}")
+            raise ValueError(
+                f"x_t must be frames of shape (B, N, 4, 4), got "
+                f"{tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__}"
+            )
         batch = tuple(x_t.shape[:2])
         if not isinstance(t, Tensor) or tuple(t.shape) != batch[:1]:
-            raise ValueError(f"t must have shape (B,) = ({batch[0]},), one time per protein, got "
-                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+            raise ValueError(
+                f"t must have shape (B,) = ({batch[0]},), one time per protein, got "
+                f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+            )
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != batch:
-            raise ValueError(f"mask must be a bool tensor of shape (B, N) = {batch}, got "
-                             f"{(mask.dtype, tuple(mask.shape)) if isinstance(mask, Tensor) else type(mask).__name__}")
+            raise ValueError(
+                f"mask must be a bool tensor of shape (B, N) = {batch}, got "
+                f"{(mask.dtype, tuple(mask.shape)) if isinstance(mask, Tensor) else type(mask).__name__}"
+            )
         if self_condition is not None:
             if not self.self_condition:
                 raise ValueError("self_condition was given but the network was built with self_condition=False")
             if not isinstance(self_condition, Tensor) or self_condition.shape != x_t.shape:
-                raise ValueError(f"self_condition must have the shape of x_t {tuple(x_t.shape)}, got "
-                                 f"{tuple(self_condition.shape) if isinstance(self_condition, Tensor) else None}")
+                raise ValueError(
+                    f"self_condition must have the shape of x_t {tuple(x_t.shape)}, got "
+                    f"{tuple(self_condition.shape) if isinstance(self_condition, Tensor) else None}"
+                )
 
     def _distance_features(self, frames: Tensor) -> Tensor:
         ca = frames[..., :3, 3]
@@ -242,8 +318,14 @@ class BackboneNetwork(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None = None) -> Tensor:
         return self.trunk(x_t, t, mask, self_condition)[0]
 
-    def trunk(self, x_t: Tensor, t: Tensor, mask: Tensor, self_condition: Tensor | None = None,
-              node_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def trunk(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        mask: Tensor,
+        self_condition: Tensor | None = None,
+        node_features: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """The predicted frames ``(B, N, 4, 4)`` and the final node features ``(B, N, node_dim)``
         (invariant; zero at padding), given optional extra invariant node inputs
         ``node_features`` ``(B, N, extra_node_features)``."""
@@ -251,11 +333,14 @@ class BackboneNetwork(nn.Module):
         b, n = x_t.shape[:2]
         dtype = x_t.dtype
         if (node_features is None) != (self.extra_node_features == 0) or (
-                node_features is not None and tuple(node_features.shape) != (b, n, self.extra_node_features)):
-            raise ValueError(f"node_features must be {'None' if self.extra_node_features == 0 else 'a tensor'} of "
-                             f"shape {(b, n, self.extra_node_features)} (extra_node_features="
-                             f"{self.extra_node_features}), got "
-                             f"{None if node_features is None else tuple(node_features.shape)}")
+            node_features is not None and tuple(node_features.shape) != (b, n, self.extra_node_features)
+        ):
+            raise ValueError(
+                f"node_features must be {'None' if self.extra_node_features == 0 else 'a tensor'} of "
+                f"shape {(b, n, self.extra_node_features)} (extra_node_features="
+                f"{self.extra_node_features}), got "
+                f"{None if node_features is None else tuple(node_features.shape)}"
+            )
         index = torch.arange(n, device=x_t.device)
         time = sinusoidal(t.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(b, n, -1)
         position = sinusoidal(index.to(dtype), self.node_dim, 2.5, 1e4)[None].expand(b, n, -1)
@@ -264,16 +349,20 @@ class BackboneNetwork(nn.Module):
         offset = (index[None, :] - index[:, None]).clamp(-self.max_relative_position, self.max_relative_position)
         pair = [self._distance_features(x_t)]
         if self.self_condition:
-            pair.append(torch.zeros_like(pair[-1]) if self_condition is None
-                        else self._distance_features(self_condition.to(dtype)))
+            pair.append(
+                torch.zeros_like(pair[-1])
+                if self_condition is None
+                else self._distance_features(self_condition.to(dtype))
+            )
         # pair_embed's first layer on [one_hot(offset_ij), distances_ij]: a one-hot row times W is
         # a column of W, looked up once per (i, j) and shared by the batch, instead of a
         # (B, N, N, 2 max_relative_position + 1) one-hot product (same function and parameters)
         first = self.pair_embed[0]
         classes = 2 * self.max_relative_position + 1
         w_relative, w_rest = first.weight.split([classes, first.in_features - classes], dim=1)
-        hidden = (F.linear(torch.cat(pair, dim=-1), w_rest, first.bias)
-                  + w_relative.t()[offset + self.max_relative_position])
+        hidden = (
+            F.linear(torch.cat(pair, dim=-1), w_rest, first.bias) + w_relative.t()[offset + self.max_relative_position]
+        )
         z = self.pair_embed[1:](hidden)
         rot, trans = x_t[..., :3, :3], x_t[..., :3, 3]
         for block in self.blocks:
@@ -316,10 +405,21 @@ class CodesignNetwork(nn.Module):
     :class:`CodesignPrediction`.
     """
 
-    def __init__(self, node_dim: int = 128, pair_dim: int = 64, blocks: int = 4, heads: int = 8, head_dim: int = 16,
-                 query_points: int = 4, value_points: int = 8, max_relative_position: int = 32,
-                 distance_bins: int = 22, max_distance: float = 2.0, self_condition: bool = True,
-                 residue_types: int = 20) -> None:
+    def __init__(
+        self,
+        node_dim: int = 128,
+        pair_dim: int = 64,
+        blocks: int = 4,
+        heads: int = 8,
+        head_dim: int = 16,
+        query_points: int = 4,
+        value_points: int = 8,
+        max_relative_position: int = 32,
+        distance_bins: int = 22,
+        max_distance: float = 2.0,
+        self_condition: bool = True,
+        residue_types: int = 20,
+    ) -> None:
         super().__init__()
         if isinstance(residue_types, bool) or not isinstance(residue_types, int) or residue_types < 2:
             raise ValueError(f"residue_types must be an integer >= 2, got {residue_types!r}")
@@ -327,22 +427,45 @@ class CodesignNetwork(nn.Module):
             raise ValueError(f"node_dim must be a positive even integer, got {node_dim!r}")
         self.residue_types, self.node_dim, self.self_condition = residue_types, node_dim, self_condition
         extra = 2 * node_dim + (residue_types if self_condition else 0)
-        self.backbone = BackboneNetwork(node_dim, pair_dim, blocks, heads, head_dim, query_points, value_points,
-                                        max_relative_position, distance_bins, max_distance, self_condition,
-                                        extra_node_features=extra)
+        self.backbone = BackboneNetwork(
+            node_dim,
+            pair_dim,
+            blocks,
+            heads,
+            head_dim,
+            query_points,
+            value_points,
+            max_relative_position,
+            distance_bins,
+            max_distance,
+            self_condition,
+            extra_node_features=extra,
+        )
         self.residue_embed = nn.Embedding(residue_types + 1, node_dim)
-        self.sequence_head = nn.Sequential(nn.Linear(node_dim, node_dim), nn.ReLU(), nn.LayerNorm(node_dim),
-                                           nn.Linear(node_dim, residue_types))
+        self.sequence_head = nn.Sequential(
+            nn.Linear(node_dim, node_dim), nn.ReLU(), nn.LayerNorm(node_dim), nn.Linear(node_dim, residue_types)
+        )
 
-    def forward(self, x_t: Tensor, t_structure: Tensor, residues_t: Tensor, t_sequence: Tensor, mask: Tensor,
-                self_condition: CodesignPrediction | None = None) -> CodesignPrediction:
+    def forward(
+        self,
+        x_t: Tensor,
+        t_structure: Tensor,
+        residues_t: Tensor,
+        t_sequence: Tensor,
+        mask: Tensor,
+        self_condition: CodesignPrediction | None = None,
+    ) -> CodesignPrediction:
         batch = tuple(x_t.shape[:2]) if isinstance(x_t, Tensor) else ()
         if not isinstance(residues_t, Tensor) or residues_t.is_floating_point() or tuple(residues_t.shape) != batch:
-            raise ValueError(f"residues_t must be integer residue types of shape (B, N) = {batch}, got "
-                             f"{tuple(residues_t.shape) if isinstance(residues_t, Tensor) else type(residues_t).__name__}")
+            raise ValueError(
+                f"residues_t must be integer residue types of shape (B, N) = {batch}, got "
+                f"{tuple(residues_t.shape) if isinstance(residues_t, Tensor) else type(residues_t).__name__}"
+            )
         if not isinstance(t_sequence, Tensor) or tuple(t_sequence.shape) != batch[:1]:
-            raise ValueError(f"t_sequence must have shape (B,) = {batch[:1]}, one time per protein, got "
-                             f"{tuple(t_sequence.shape) if isinstance(t_sequence, Tensor) else type(t_sequence).__name__}")
+            raise ValueError(
+                f"t_sequence must have shape (B,) = {batch[:1]}, one time per protein, got "
+                f"{tuple(t_sequence.shape) if isinstance(t_sequence, Tensor) else type(t_sequence).__name__}"
+            )
         previous_frames = None
         if self_condition is not None:
             if not self.self_condition:
@@ -358,15 +481,24 @@ class CodesignNetwork(nn.Module):
         # torch.compile traces (gm.checks.value_checks_on)
         if value_checks_on():
             checks = Checks()
-            checks.add(index_out_of_range(ids, self.residue_types + 1),
-                       lambda: f"residues_t must hold residue types in [0, {self.residue_types}] (the last is the mask) "
-                               f"at real residues, got values in [{int(ids.min())}, {int(ids.max())}]")
+            checks.add(
+                index_out_of_range(ids, self.residue_types + 1),
+                lambda: (
+                    f"residues_t must hold residue types in [0, {self.residue_types}] (the last is the mask) "
+                    f"at real residues, got values in [{int(ids.min())}, {int(ids.max())}]"
+                ),
+            )
             checks.run()
         n = x_t.shape[1]
-        features = [self.residue_embed(ids).to(dtype),
-                    sinusoidal(t_sequence.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(-1, n, -1)]
+        features = [
+            self.residue_embed(ids).to(dtype),
+            sinusoidal(t_sequence.to(dtype), self.node_dim, 1e-3, 10.0)[:, None, :].expand(-1, n, -1),
+        ]
         if self.self_condition:
-            features.append(torch.zeros(*batch, self.residue_types, dtype=dtype, device=x_t.device)
-                            if self_condition is None else torch.softmax(self_condition.logits.to(dtype), dim=-1))
+            features.append(
+                torch.zeros(*batch, self.residue_types, dtype=dtype, device=x_t.device)
+                if self_condition is None
+                else torch.softmax(self_condition.logits.to(dtype), dim=-1)
+            )
         frames, s = self.backbone.trunk(x_t, t_structure, mask, previous_frames, torch.cat(features, dim=-1))
         return CodesignPrediction(frames, self.sequence_head(s))

@@ -1,9 +1,10 @@
 """Backbones to PDB files (gemmi), readable by PyMOL, ChimeraX and any PDB parser."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -24,19 +25,29 @@ def _residue_names(residue_names: str | Sequence[str], length: int) -> list[str]
     return names
 
 
-def backbone_structure(atoms: Tensor, mask: Tensor | None = None, *, residue_names: str | Sequence[str] = "GLY",
-                       chain_id: str = "A", title: str | None = None):
+def backbone_structure(
+    atoms: Tensor,
+    mask: Tensor | None = None,
+    *,
+    residue_names: str | Sequence[str] = "GLY",
+    chain_id: str = "A",
+    title: str | None = None,
+):
     """A ``gemmi.Structure`` of one backbone: atoms ``(L, A, 3)`` in Angstrom (N, CA, C[, O]),
     real residues only (``mask`` ``(L,)``), numbered from 1 on chain ``chain_id``."""
     import gemmi
 
     if not isinstance(atoms, Tensor) or atoms.dim() != 3 or atoms.shape[-1] != 3 or atoms.shape[-2] not in (3, 4):
-        raise ValueError(f"atoms must have shape (L, 3 or 4, 3) (N, CA, C[, O] of one chain), got "
-                         f"{tuple(atoms.shape) if isinstance(atoms, Tensor) else type(atoms).__name__}")
+        raise ValueError(
+            f"atoms must have shape (L, 3 or 4, 3) (N, CA, C[, O] of one chain), got "
+            f"{tuple(atoms.shape) if isinstance(atoms, Tensor) else type(atoms).__name__}"
+        )
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(atoms.shape[:1]):
-            raise ValueError(f"mask must be a bool tensor of shape ({atoms.shape[0]},), got "
-                             f"{(mask.dtype, tuple(mask.shape)) if isinstance(mask, Tensor) else type(mask).__name__}")
+            raise ValueError(
+                f"mask must be a bool tensor of shape ({atoms.shape[0]},), got "
+                f"{(mask.dtype, tuple(mask.shape)) if isinstance(mask, Tensor) else type(mask).__name__}"
+            )
         atoms = atoms[mask]
     coords = atoms.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(coords).all()):
@@ -82,8 +93,15 @@ def gemmi_write_options():
     return options
 
 
-def write_pdb(path: str | os.PathLike, atoms: Tensor, mask: Tensor | None = None, *,
-              residue_names: str | Sequence[str] = "GLY", chain_id: str = "A", title: str | None = None) -> Path:
+def write_pdb(
+    path: str | os.PathLike,
+    atoms: Tensor,
+    mask: Tensor | None = None,
+    *,
+    residue_names: str | Sequence[str] = "GLY",
+    chain_id: str = "A",
+    title: str | None = None,
+) -> Path:
     """Write one backbone as a PDB file (atomically: a temporary file, then a rename).
 
     Args:

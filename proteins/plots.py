@@ -14,6 +14,7 @@ are created) and returns it as a :class:`pathlib.Path`.
 - :func:`plot_ca_traces`: 3-D CA traces of a few structures coloured by secondary structure.
 - :func:`write_benchmark_plots`: all of the above from the benchmark's sets of backbones.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,11 +27,28 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from proteins.metrics import (SS_COIL, SS_HELIX, SS_STRAND, phi_psi, radius_of_gyration, ramachandran_histogram,
-                              ramachandran_js, secondary_structure, ss_fractions)
+from proteins.metrics import (
+    SS_COIL,
+    SS_HELIX,
+    SS_STRAND,
+    phi_psi,
+    radius_of_gyration,
+    ramachandran_histogram,
+    ramachandran_js,
+    secondary_structure,
+    ss_fractions,
+)
 
-__all__ = ["SS_COLOURS", "RG_EXPONENT", "fit_rg_prefactor", "plot_ramachandran_pair", "plot_rg_vs_length",
-           "plot_ss_composition", "plot_ca_traces", "write_benchmark_plots"]
+__all__ = [
+    "SS_COLOURS",
+    "RG_EXPONENT",
+    "fit_rg_prefactor",
+    "plot_ramachandran_pair",
+    "plot_rg_vs_length",
+    "plot_ss_composition",
+    "plot_ca_traces",
+    "write_benchmark_plots",
+]
 
 #: colours of the three secondary-structure states (coil, helix, strand), PyMOL-like
 SS_COLOURS = {SS_COIL: "#9e9e9e", SS_HELIX: "#d62728", SS_STRAND: "#f2b701"}
@@ -55,10 +73,17 @@ def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
     return path
 
 
-def plot_ramachandran_pair(samples: torch.Tensor | np.ndarray, real: torch.Tensor | np.ndarray,
-                           path: str | Path, *, bins: int = 72, js_bins: int = 36,
-                           labels: tuple[str, str] = ("samples", "real"), title: str | None = None,
-                           dpi: int = 150) -> Path:
+def plot_ramachandran_pair(
+    samples: torch.Tensor | np.ndarray,
+    real: torch.Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    bins: int = 72,
+    js_bins: int = 36,
+    labels: tuple[str, str] = ("samples", "real"),
+    title: str | None = None,
+    dpi: int = 150,
+) -> Path:
     """Side-by-side 2-D (phi, psi) histograms in degrees, on a shared logarithmic colour scale.
 
     Args:
@@ -94,27 +119,38 @@ def plot_ramachandran_pair(samples: torch.Tensor | np.ndarray, real: torch.Tenso
         ax.set_aspect("equal")
     axes[0].set_ylabel(r"$\psi$ (deg)")
     figure.colorbar(mesh, ax=list(axes), label="fraction of residues", shrink=0.9)
-    figure.suptitle(f"{title + ': ' if title else ''}Jensen-Shannon divergence {js:.3f} nats ({js_bins}x{js_bins} cells)")
+    figure.suptitle(
+        f"{title + ': ' if title else ''}Jensen-Shannon divergence {js:.3f} nats ({js_bins}x{js_bins} cells)"
+    )
     return _save(figure, path, dpi)
 
 
-def fit_rg_prefactor(lengths: torch.Tensor | np.ndarray, rg: torch.Tensor | np.ndarray,
-                     exponent: float = RG_EXPONENT) -> float:
+def fit_rg_prefactor(
+    lengths: torch.Tensor | np.ndarray, rg: torch.Tensor | np.ndarray, exponent: float = RG_EXPONENT
+) -> float:
     r"""Least-squares prefactor :math:`a = \sum_i R_i L_i^\nu / \sum_i L_i^{2\nu}` of
     :math:`R_g = a L^\nu` (fixed exponent), e.g. about 2.2 A for compact real domains."""
     lengths, rg = _numpy(lengths, "lengths"), _numpy(rg, "rg")
     if lengths.shape != rg.shape or lengths.ndim != 1 or len(lengths) == 0:
-        raise ValueError(f"lengths and rg must be non-empty 1-D arrays of the same shape, got {lengths.shape} "
-                         f"and {rg.shape}")
+        raise ValueError(
+            f"lengths and rg must be non-empty 1-D arrays of the same shape, got {lengths.shape} and {rg.shape}"
+        )
     keep = np.isfinite(rg) & (lengths > 0)
     if not keep.any():
         raise ValueError("rg has no finite value for a positive length")
     powered = lengths[keep] ** exponent
-    return float((rg[keep] * powered).sum() / (powered ** 2).sum())
+    return float((rg[keep] * powered).sum() / (powered**2).sum())
 
 
-def plot_rg_vs_length(sets: Mapping[str, tuple], path: str | Path, *, reference: str = "real",
-                      exponent: float = RG_EXPONENT, title: str | None = None, dpi: int = 150) -> Path:
+def plot_rg_vs_length(
+    sets: Mapping[str, tuple],
+    path: str | Path,
+    *,
+    reference: str = "real",
+    exponent: float = RG_EXPONENT,
+    title: str | None = None,
+    dpi: int = 150,
+) -> Path:
     """Radius of gyration against chain length, one scatter per set, and the reference curve
     :math:`R_g = a L^{0.4}` fitted (:func:`fit_rg_prefactor`) to the set named ``reference``.
 
@@ -136,19 +172,18 @@ def plot_rg_vs_length(sets: Mapping[str, tuple], path: str | Path, *, reference:
             raise ValueError(f"sets[{name!r}] must be a (lengths, rg) pair")
         lengths, rg = _numpy(pair[0], f"sets[{name!r}] lengths"), _numpy(pair[1], f"sets[{name!r}] rg")
         if lengths.shape != rg.shape or lengths.ndim != 1:
-            raise ValueError(f"sets[{name!r}] lengths and rg must be 1-D of the same shape, got {lengths.shape} "
-                             f"and {rg.shape}")
+            raise ValueError(
+                f"sets[{name!r}] lengths and rg must be 1-D of the same shape, got {lengths.shape} and {rg.shape}"
+            )
         # equal lengths overlap exactly: a small horizontal jitter keeps the points visible
         jitter = np.random.default_rng(k).uniform(-0.8, 0.8, len(lengths))
-        ax.scatter(lengths + jitter, rg, s=14, alpha=0.6, marker=markers[k % len(markers)], label=name,
-                   linewidths=0)
+        ax.scatter(lengths + jitter, rg, s=14, alpha=0.6, marker=markers[k % len(markers)], label=name, linewidths=0)
         all_lengths.append(lengths)
     if reference in sets:
         a = fit_rg_prefactor(*sets[reference], exponent=exponent)
         span = np.concatenate(all_lengths)
         grid = np.linspace(max(1.0, span.min() * 0.9), span.max() * 1.1, 200)
-        ax.plot(grid, a * grid ** exponent, "k--", lw=1.2,
-                label=rf"{reference} fit $R_g = {a:.2f}\,L^{{{exponent:g}}}$")
+        ax.plot(grid, a * grid**exponent, "k--", lw=1.2, label=rf"{reference} fit $R_g = {a:.2f}\,L^{{{exponent:g}}}$")
     ax.set_xlabel("length L (residues)")
     ax.set_ylabel(r"$R_g$ of CA ($\AA$)")
     ax.legend(frameon=False, fontsize=8)
@@ -158,8 +193,9 @@ def plot_rg_vs_length(sets: Mapping[str, tuple], path: str | Path, *, reference:
     return _save(figure, path, dpi)
 
 
-def plot_ss_composition(rows: Mapping[str, Mapping[str, float]], path: str | Path, *,
-                        title: str | None = None, dpi: int = 150) -> Path:
+def plot_ss_composition(
+    rows: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str | None = None, dpi: int = 150
+) -> Path:
     """Stacked horizontal bars of helix / strand / coil fractions, one bar per row.
 
     Args:
@@ -196,9 +232,16 @@ def plot_ss_composition(rows: Mapping[str, Mapping[str, float]], path: str | Pat
     return _save(figure, path, dpi)
 
 
-def plot_ca_traces(atoms: torch.Tensor | np.ndarray, codes: torch.Tensor | np.ndarray, path: str | Path, *,
-                   mask: torch.Tensor | np.ndarray | None = None, count: int = 4,
-                   titles: Sequence[str] | None = None, dpi: int = 150) -> Path:
+def plot_ca_traces(
+    atoms: torch.Tensor | np.ndarray,
+    codes: torch.Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    mask: torch.Tensor | np.ndarray | None = None,
+    count: int = 4,
+    titles: Sequence[str] | None = None,
+    dpi: int = 150,
+) -> Path:
     """3-D CA traces of the first ``count`` structures, each bond coloured by the secondary
     structure of its first residue (helix red, strand yellow, coil grey).
 
@@ -242,12 +285,17 @@ def plot_ca_traces(atoms: torch.Tensor | np.ndarray, codes: torch.Tensor | np.nd
             setter(-half, half)  # equal scales on all axes: no distortion
         ax.set_box_aspect((1, 1, 1), zoom=1.25)
         ax.set_axis_off()
-        ax.set_title(titles[b] if titles is not None and b < len(titles) else f"#{b} (L = {int(real[b].sum())})",
-                     fontsize=9)
+        ax.set_title(
+            titles[b] if titles is not None and b < len(titles) else f"#{b} (L = {int(real[b].sum())})", fontsize=9
+        )
     figure.subplots_adjust(left=0.0, right=1.0, bottom=0.06, top=0.94, wspace=0.0)
-    figure.legend(handles=[_patch(SS_COLOURS[c], n) for c, n in ((SS_HELIX, "helix"), (SS_STRAND, "strand"),
-                                                                 (SS_COIL, "coil"))],
-                  loc="lower center", ncols=3, frameon=False, fontsize=8)
+    figure.legend(
+        handles=[_patch(SS_COLOURS[c], n) for c, n in ((SS_HELIX, "helix"), (SS_STRAND, "strand"), (SS_COIL, "coil"))],
+        loc="lower center",
+        ncols=3,
+        frameon=False,
+        fontsize=8,
+    )
     return _save(figure, path, dpi)
 
 
@@ -261,9 +309,16 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def write_benchmark_plots(sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor | None]]],
-                          out_dir: str | Path, *, title: str | None = None, real: str = "real (held out)",
-                          model: str = "model", traces: int = 4, dpi: int = 150) -> list[Path]:
+def write_benchmark_plots(
+    sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor | None]]],
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    real: str = "real (held out)",
+    model: str = "model",
+    traces: int = 4,
+    dpi: int = 150,
+) -> list[Path]:
     """The benchmark's figures from its sets of backbones.
 
     Args:
@@ -299,17 +354,33 @@ def write_benchmark_plots(sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.
     paths = []
     for row in sets:
         if row != real and len(angles[row]) and len(angles[real]):
-            paths.append(plot_ramachandran_pair(angles[row], angles[real], out_dir / f"ramachandran_{_slug(row)}.png",
-                                                labels=(row, real), title=f"{prefix}{row}", dpi=dpi))
-    paths.append(plot_rg_vs_length({row: pair for row, pair in rg.items() if len(pair[0])}, out_dir / "rg_vs_length.png",
-                                   reference=real, title=f"{prefix}radius of gyration", dpi=dpi))
+            paths.append(
+                plot_ramachandran_pair(
+                    angles[row],
+                    angles[real],
+                    out_dir / f"ramachandran_{_slug(row)}.png",
+                    labels=(row, real),
+                    title=f"{prefix}{row}",
+                    dpi=dpi,
+                )
+            )
+    paths.append(
+        plot_rg_vs_length(
+            {row: pair for row, pair in rg.items() if len(pair[0])},
+            out_dir / "rg_vs_length.png",
+            reference=real,
+            title=f"{prefix}radius of gyration",
+            dpi=dpi,
+        )
+    )
     compositions = {}
     for row, codes in codes_by_row.items():
         flat = torch.cat([c.reshape(-1) for c in codes]) if codes else torch.zeros(0, dtype=torch.long)
         if bool((flat >= 0).any()):
             compositions[row] = ss_fractions(flat)
-    paths.append(plot_ss_composition(compositions, out_dir / "ss_composition.png",
-                                     title=f"{prefix}secondary structure", dpi=dpi))
+    paths.append(
+        plot_ss_composition(compositions, out_dir / "ss_composition.png", title=f"{prefix}secondary structure", dpi=dpi)
+    )
     if model in sets and sets[model]:
         batches = sets[model]
         picks = [(k % len(batches), k // len(batches)) for k in range(traces)]
@@ -325,6 +396,15 @@ def write_benchmark_plots(sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.
                 atoms[k, :n] = batch_atoms[i, :, 1].detach().cpu().double()
                 codes[k, :n] = codes_by_row[model][b][i]
                 mask[k, :n] = True if batch_mask is None else batch_mask[i].cpu()
-            paths.append(plot_ca_traces(atoms, codes, out_dir / "ca_traces.png", mask=mask, count=len(picks),
-                                        titles=[f"{model} L = {int(m.sum())}" for m in mask], dpi=dpi))
+            paths.append(
+                plot_ca_traces(
+                    atoms,
+                    codes,
+                    out_dir / "ca_traces.png",
+                    mask=mask,
+                    count=len(picks),
+                    titles=[f"{model} L = {int(m.sum())}" for m in mask],
+                    dpi=dpi,
+                )
+            )
     return paths

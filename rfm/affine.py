@@ -28,6 +28,7 @@ or ``"score"``) where :math:`\alpha_t = 0`; every conversion from or to ``"veloc
 :math:`\dot\alpha_t, \dot\sigma_t`, infinite at :math:`t = 1` for the VP and linear-VP schedules
 (the marginal velocity is infinite there). All of these raise ``ValueError`` naming ``t``.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,14 @@ class AffinePath(ProbPath):
     def __repr__(self) -> str:
         return f"AffinePath({self.scheduler!r})"
 
-    def sample_source(self, shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None = None,
-                      dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
+    def sample_source(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
         r"""Draws of the path's source for sampling: :math:`N(0, \sigma_0^2 I)` (``source_std``;
         1 except for VE)."""
         noise = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
@@ -93,7 +100,7 @@ class AffinePath(ProbPath):
             raise ValueError("x0 must have a feature dim, shape (*batch, d), got a 0-dim tensor")
         std = self.scheduler.source_std
         d = x0.shape[-1]
-        return -0.5 * (x0 * x0).sum(-1) / std ** 2 - d * (math.log(std) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * (x0 * x0).sum(-1) / std**2 - d * (math.log(std) + 0.5 * math.log(2 * math.pi))
 
     def _times(self, t: Tensor | float, x: Tensor, name: str) -> Tensor:
         """``t`` as a tensor broadcast against ``x`` (``(*batch, 1)``) after the checks."""
@@ -107,7 +114,7 @@ class AffinePath(ProbPath):
             t = torch.tensor(float(t), dtype=x.dtype, device=x.device)
         if not t.is_floating_point():
             raise ValueError(f"t must be a floating-point tensor, got dtype {t.dtype}")
-        if tuple(t.shape) != batch[:t.dim()]:
+        if tuple(t.shape) != batch[: t.dim()]:
             raise ValueError(f"t must have a shape that is a prefix of the batch shape {batch}, got {tuple(t.shape)}")
         t = t.to(dtype=x.dtype, device=x.device)
         return t.reshape(t.shape + (1,) * (x.dim() - t.dim()))
@@ -121,17 +128,22 @@ class AffinePath(ProbPath):
             flags.append((t == 1).any())
         bad = torch.stack(flags).tolist()  # one host read-back
         if bad[0]:
-            raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}]"
-                             + (" and NaN" if bool(torch.isnan(t).any()) else ""))
+            raise ValueError(
+                f"t must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}]"
+                + (" and NaN" if bool(torch.isnan(t).any()) else "")
+            )
         for (name, _), flag in zip(tensors.items(), bad[1:]):
             if flag:
                 raise ValueError(f"{name} contains non-finite values")
         if singular and bad[-1]:
-            raise ValueError(f"t = 1 is singular for {self.scheduler!r}: sigma'_t is infinite there (the "
-                             "variance-preserving schedules); draw training times in [0, 1)")
+            raise ValueError(
+                f"t = 1 is singular for {self.scheduler!r}: sigma'_t is infinite there (the "
+                "variance-preserving schedules); draw training times in [0, 1)"
+            )
 
-    def sample(self, x0: Tensor | None, x1: Tensor, t: Tensor | float, *,
-               generator: torch.Generator | None = None) -> PathSample:
+    def sample(
+        self, x0: Tensor | None, x1: Tensor, t: Tensor | float, *, generator: torch.Generator | None = None
+    ) -> PathSample:
         r"""Draw :math:`x_t` and the conditional velocity :math:`\dot x_t`.
 
         Args:
@@ -149,8 +161,9 @@ class AffinePath(ProbPath):
             x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
         check_floating(x0, "x0")
         if x0.shape != x1.shape or x0.dtype != x1.dtype:
-            raise ValueError(f"x0 must have x1's shape {tuple(x1.shape)} and dtype {x1.dtype}, got "
-                             f"{tuple(x0.shape)} and {x0.dtype}")
+            raise ValueError(
+                f"x0 must have x1's shape {tuple(x1.shape)} and dtype {x1.dtype}, got {tuple(x0.shape)} and {x0.dtype}"
+            )
         self._check_values(tt, {"x0": x0, "x1": x1}, singular=self.scheduler.singular_at_one)
         s = self.scheduler(tt, validate=False)
         x_t = s.alpha * x1 + s.sigma * x0
@@ -201,29 +214,39 @@ class AffinePath(ProbPath):
         :math:`\sigma_t\dot\alpha_t - \alpha_t\dot\sigma_t` (from ``"velocity"``)."""
         no = torch.zeros((), dtype=torch.bool, device=s.sigma.device)
         velocity = "velocity" in (from_type, to_type)
-        flags = torch.stack([
-            (s.sigma == 0).any() if from_type == "x1" or to_type == "score" else no,
-            (s.alpha == 0).any() if from_type in ("x0", "score") and to_type in ("x1", "velocity") else no,
-            (~torch.isfinite(s.d_alpha) | ~torch.isfinite(s.d_sigma)).any() if velocity else no,
-            ((s.sigma * s.d_alpha - s.alpha * s.d_sigma) == 0).any() if from_type == "velocity" else no,
-        ]).tolist()
+        flags = torch.stack(
+            [
+                (s.sigma == 0).any() if from_type == "x1" or to_type == "score" else no,
+                (s.alpha == 0).any() if from_type in ("x0", "score") and to_type in ("x1", "velocity") else no,
+                (~torch.isfinite(s.d_alpha) | ~torch.isfinite(s.d_sigma)).any() if velocity else no,
+                ((s.sigma * s.d_alpha - s.alpha * s.d_sigma) == 0).any() if from_type == "velocity" else no,
+            ]
+        ).tolist()
         what = f"converting {from_type} to {to_type}"
         if flags[0]:
-            raise ValueError(f"t: {what} divides by sigma_t, which is 0 at some of the times for "
-                             f"{self.scheduler!r} (t = 1)")
+            raise ValueError(
+                f"t: {what} divides by sigma_t, which is 0 at some of the times for {self.scheduler!r} (t = 1)"
+            )
         if flags[1]:
-            raise ValueError(f"t: {what} divides by alpha_t, which is 0 at some of the times for "
-                             f"{self.scheduler!r} (t = 0)")
+            raise ValueError(
+                f"t: {what} divides by alpha_t, which is 0 at some of the times for {self.scheduler!r} (t = 0)"
+            )
         if flags[2]:
-            raise ValueError(f"t: {what} needs the schedule's derivatives, which are infinite at some of the times "
-                             f"for {self.scheduler!r} (t = 1 for the variance-preserving schedules: the velocity is "
-                             "infinite there); evaluate at t < 1")
+            raise ValueError(
+                f"t: {what} needs the schedule's derivatives, which are infinite at some of the times "
+                f"for {self.scheduler!r} (t = 1 for the variance-preserving schedules: the velocity is "
+                "infinite there); evaluate at t < 1"
+            )
         if flags[3]:
-            raise ValueError(f"t: {what} divides by sigma_t alpha'_t - alpha_t sigma'_t, which is 0 at some of the "
-                             f"times for {self.scheduler!r}")
+            raise ValueError(
+                f"t: {what} divides by sigma_t alpha'_t - alpha_t sigma'_t, which is 0 at some of the "
+                f"times for {self.scheduler!r}"
+            )
 
     @staticmethod
-    def _endpoints(prediction: Tensor, x: Tensor, s, from_type: str, to_type: str) -> tuple[Tensor | None, Tensor | None]:
+    def _endpoints(
+        prediction: Tensor, x: Tensor, s, from_type: str, to_type: str
+    ) -> tuple[Tensor | None, Tensor | None]:
         """``(x1_hat, x0_hat)`` implied by the prediction (only those ``to_type`` needs)."""
         if from_type == "velocity":
             denominator = s.sigma * s.d_alpha - s.alpha * s.d_sigma
@@ -237,8 +260,13 @@ class AffinePath(ProbPath):
         return x1_hat, x0_hat
 
 
-def prediction_loss(path: AffinePath, prediction: Tensor, sample: PathSample, prediction_type: str = "velocity",
-                    weight: Tensor | None = None) -> Tensor:
+def prediction_loss(
+    path: AffinePath,
+    prediction: Tensor,
+    sample: PathSample,
+    prediction_type: str = "velocity",
+    weight: Tensor | None = None,
+) -> Tensor:
     r"""The regression loss of a model of ``prediction_type`` on a path sample: the mean over
     the batch of :math:`\|f - \text{target}\|^2` summed over features, with the conditional
     target ``dx_t`` (velocity), ``x1``, ``x0`` or :math:`-x_0/\sigma_t` (score, the denoising

@@ -9,10 +9,10 @@ alike: the exact plan is an assignment (``scipy.optimize.linear_sum_assignment``
 plan is Sinkhorn's (POT, ``ot.sinkhorn``) from which each source draw picks its partner.
 Coupled pairs make the conditional paths cross less, so the learned flow is straighter.
 """
+
 from __future__ import annotations
 
 import importlib.util
-
 from abc import ABC, abstractmethod
 
 import torch
@@ -43,11 +43,14 @@ class Coupling(ABC):
 def _check_batches(x0: Tensor, x1: Tensor) -> None:
     for name, x in (("x0", x0), ("x1", x1)):
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 1:
-            raise ValueError(f"{name} must be a floating-point tensor with a batch dim, got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
+            raise ValueError(
+                f"{name} must be a floating-point tensor with a batch dim, got {getattr(x, 'shape', type(x).__name__)}"
+            )
     if x0.shape != x1.shape:
-        raise ValueError(f"x0 and x1 must have the same shape (one batch dim, then the point's), got "
-                         f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+        raise ValueError(
+            f"x0 and x1 must have the same shape (one batch dim, then the point's), got "
+            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
 
 
 class IndependentCoupling(Coupling):
@@ -71,8 +74,10 @@ def _require(module: str, what: str, package: str) -> None:
     """An ``ImportError`` saying how to install ``package`` (the ``ot`` extra) unless
     ``module`` is importable."""
     if importlib.util.find_spec(module) is None:
-        raise ImportError(f'{what} needs {package}, which is not installed: pip install "rdfm[ot]" '
-                          f"(or pip install {'pot' if package == 'POT' else package})")
+        raise ImportError(
+            f'{what} needs {package}, which is not installed: pip install "rdfm[ot]" '
+            f"(or pip install {'pot' if package == 'POT' else package})"
+        )
 
 
 class OTCoupling(Coupling):
@@ -94,8 +99,11 @@ class OTCoupling(Coupling):
         if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg > 0:
             raise ValueError(f"reg must be a positive number, got {reg!r}")
         # Fail here, not at the first batch of a training run, when the optional solver is missing.
-        _require("ot" if method == "sinkhorn" else "scipy", f'OTCoupling(method="{method}")',
-                 "POT" if method == "sinkhorn" else "scipy")
+        _require(
+            "ot" if method == "sinkhorn" else "scipy",
+            f'OTCoupling(method="{method}")',
+            "POT" if method == "sinkhorn" else "scipy",
+        )
         self.manifold, self.method, self.reg = manifold, method, float(reg)
 
     def plan(self, x0: Tensor, x1: Tensor) -> Tensor:
@@ -116,8 +124,9 @@ class OTCoupling(Coupling):
 
         uniform = torch.full((n,), 1.0 / n, dtype=torch.float64)
         scale = float(cost.mean()) or 1.0
-        return torch.as_tensor(ot.sinkhorn(uniform.numpy(), uniform.numpy(), (cost / scale).numpy(), self.reg,
-                                           numItermax=10_000))
+        return torch.as_tensor(
+            ot.sinkhorn(uniform.numpy(), uniform.numpy(), (cost / scale).numpy(), self.reg, numItermax=10_000)
+        )
 
     def __call__(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         plan = self.plan(x0, x1)

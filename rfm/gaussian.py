@@ -16,6 +16,7 @@ From them, the marginal velocity :math:`u_t(x) = \dot\alpha_t E[x_1|x] + \dot\si
 (which generates the path's marginals) and the score :math:`-E[x_0|x]/\sigma_t`. Everything is
 finite at :math:`t = 0` and, for non-singular covariances, at :math:`t = 1`.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,16 +46,23 @@ class GaussianMixture:
 
     def __post_init__(self) -> None:
         if not isinstance(self.means, Tensor) or self.means.dim() != 2 or not self.means.is_floating_point():
-            raise ValueError(f"means must be a floating-point tensor (K, d), got "
-                             f"{getattr(self.means, 'shape', type(self.means).__name__)}")
+            raise ValueError(
+                f"means must be a floating-point tensor (K, d), got "
+                f"{getattr(self.means, 'shape', type(self.means).__name__)}"
+            )
         k, d = self.means.shape
         if not isinstance(self.covariances, Tensor) or tuple(self.covariances.shape) != (k, d, d):
-            raise ValueError(f"covariances must have shape (K, d, d) = ({k}, {d}, {d}), got "
-                             f"{getattr(self.covariances, 'shape', type(self.covariances).__name__)}")
+            raise ValueError(
+                f"covariances must have shape (K, d, d) = ({k}, {d}, {d}), got "
+                f"{getattr(self.covariances, 'shape', type(self.covariances).__name__)}"
+            )
         if self.weights is None:
             self.weights = torch.full((k,), 1.0 / k, dtype=self.means.dtype, device=self.means.device)
-        if tuple(self.weights.shape) != (k,) or not bool((self.weights > 0).all()) or \
-                abs(float(self.weights.sum()) - 1.0) > 1e-6:
+        if (
+            tuple(self.weights.shape) != (k,)
+            or not bool((self.weights > 0).all())
+            or abs(float(self.weights.sum()) - 1.0) > 1e-6
+        ):
             raise ValueError(f"weights must be K = {k} positive numbers summing to 1, got {self.weights}")
         if not bool(torch.isfinite(self.means).all() & torch.isfinite(self.covariances).all()):
             raise ValueError("means and covariances must be finite")
@@ -79,7 +87,7 @@ def _mixture_log_prob(x: Tensor, means: Tensor, covs: Tensor, weights: Tensor) -
     chol = torch.linalg.cholesky(covs)
     white = torch.linalg.solve_triangular(chol, diff[..., None], upper=False)[..., 0]
     log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    log_comp = -0.5 * (white ** 2).sum(-1) - 0.5 * log_det - 0.5 * d * math.log(2 * math.pi)
+    log_comp = -0.5 * (white**2).sum(-1) - 0.5 * log_det - 0.5 * d * math.log(2 * math.pi)
     return torch.logsumexp(log_comp + torch.log(weights), dim=-1)
 
 

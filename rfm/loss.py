@@ -1,4 +1,5 @@
 r"""The Riemannian flow matching loss."""
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,10 @@ def rfm_loss(
         weight = torch.as_tensor(weight, dtype=per_sample.dtype, device=per_sample.device)
         batch = tuple(per_sample.shape)
         if weight.dim() > len(batch) or any(w != 1 and w != b for w, b in zip(weight.shape, batch)):
-            raise ValueError(f"weight of shape {tuple(weight.shape)} must be a prefix of the batch shape {batch} "
-                             "(one weight per sample, like the times)")
+            raise ValueError(
+                f"weight of shape {tuple(weight.shape)} must be a prefix of the batch shape {batch} "
+                "(one weight per sample, like the times)"
+            )
         per_sample = per_sample * weight.reshape(weight.shape + (1,) * (len(batch) - weight.dim()))
     if reduction == "mean":
         return per_sample.mean()

@@ -4,6 +4,7 @@ encodings, and a wrapper that turns a network into a tangent vector field.
 All modules accept any number of leading batch dims and avoid in-place ops on their inputs
 so that :func:`torch.func.jvp` (used by the exact likelihood) works through them.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,15 @@ class TimeMLP(nn.Module):
         layer_norm: LayerNorm before each hidden activation.
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: int = 512, depth: int = 4,
-                 time_frequencies: int = 8, layer_norm: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int = 512,
+        depth: int = 4,
+        time_frequencies: int = 8,
+        layer_norm: bool = False,
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -147,8 +155,9 @@ class ComposedEncoding(nn.Module):
         return self.outer(self.inner(x))
 
 
-def encoding_for(manifold: RiemannianManifold, *, fourier_features: int = 0, fourier_scale: float = 8.0,
-                 **embed_options) -> nn.Module:
+def encoding_for(
+    manifold: RiemannianManifold, *, fourier_features: int = 0, fourier_scale: float = 8.0, **embed_options
+) -> nn.Module:
     """The default input encoding of a manifold's points (``.out_features`` features): the
     manifold's :meth:`~manifolds.base.RiemannianManifold.embed` with ``embed_options`` (e.g.
     ``harmonics=3`` on a torus, ``rotation="6d"`` on SO(3)), followed by a
@@ -180,8 +189,15 @@ class ProjectedVelocity(nn.Module):
             own embedding, for classifier-free guidance (train with ``label_dropout``).
     """
 
-    def __init__(self, manifold: RiemannianManifold, net: nn.Module, encoding: nn.Module | None = None,
-                 num_classes: int = 0, label_dim: int = 16, null_label: bool = False) -> None:
+    def __init__(
+        self,
+        manifold: RiemannianManifold,
+        net: nn.Module,
+        encoding: nn.Module | None = None,
+        num_classes: int = 0,
+        label_dim: int = 16,
+        null_label: bool = False,
+    ) -> None:
         super().__init__()
         self.manifold = manifold
         self.net = net
@@ -213,14 +229,27 @@ class ProjectedVelocity(nn.Module):
         try:
             return emb.expand(*batch_shape, emb.shape[-1])
         except RuntimeError:
-            raise ValueError(f"label of shape {tuple(label.shape)} does not broadcast to the batch shape "
-                             f"{tuple(batch_shape)}") from None
+            raise ValueError(
+                f"label of shape {tuple(label.shape)} does not broadcast to the batch shape {tuple(batch_shape)}"
+            ) from None
 
 
-def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4, *, time_frequencies: int = 8,
-                 layer_norm: bool = False, torus_harmonics: int = 1, rotation: str = "matrix",
-                 fourier_features: int = 0, fourier_scale: float = 8.0, num_classes: int = 0,
-                 label_dim: int = 16, null_label: bool = False, embed_options: dict | None = None) -> ProjectedVelocity:
+def velocity_mlp(
+    manifold: RiemannianManifold,
+    hidden: int = 512,
+    depth: int = 4,
+    *,
+    time_frequencies: int = 8,
+    layer_norm: bool = False,
+    torus_harmonics: int = 1,
+    rotation: str = "matrix",
+    fourier_features: int = 0,
+    fourier_scale: float = 8.0,
+    num_classes: int = 0,
+    label_dim: int = 16,
+    null_label: bool = False,
+    embed_options: dict | None = None,
+) -> ProjectedVelocity:
     """A :class:`TimeMLP` velocity field on ``manifold`` with the :func:`encoding_for` encoding
     (class-conditional when ``num_classes > 0``, see :class:`ProjectedVelocity`).
 
@@ -236,8 +265,9 @@ def velocity_mlp(manifold: RiemannianManifold, hidden: int = 512, depth: int = 4
     encoding = encoding_for(manifold, fourier_features=fourier_features, fourier_scale=fourier_scale, **options)
     in_features = encoding.out_features + (label_dim if num_classes else 0)
     net = TimeMLP(in_features, manifold.raw_tangent_size, hidden, depth, time_frequencies, layer_norm)
-    return ProjectedVelocity(manifold, net, encoding, num_classes=num_classes, label_dim=label_dim,
-                             null_label=null_label)
+    return ProjectedVelocity(
+        manifold, net, encoding, num_classes=num_classes, label_dim=label_dim, null_label=null_label
+    )
 
 
 class GuidedVelocity(GuidedModel):

@@ -10,6 +10,7 @@ One call draws the source points, the training times and the path sample, runs t
 It is what a training loop calls per step (``loss = objective(model, x1, generator=gen)``);
 :func:`gm.training_times` sets :math:`p(t)` and :mod:`gm.precision` picks the autocast dtype.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,9 +51,17 @@ class RFMObjective:
             loop over data checked once with ``manifold.check_point``.
     """
 
-    def __init__(self, manifold: RiemannianManifold, scheduler: ConvexScheduler | None = None, *, time_power: float = 1.0,
-                 data_noise: float = 0.0, autocast_dtype: torch.dtype | None = None, label_dropout: float = 0.0,
-                 validate: bool = True) -> None:
+    def __init__(
+        self,
+        manifold: RiemannianManifold,
+        scheduler: ConvexScheduler | None = None,
+        *,
+        time_power: float = 1.0,
+        data_noise: float = 0.0,
+        autocast_dtype: torch.dtype | None = None,
+        label_dropout: float = 0.0,
+        validate: bool = True,
+    ) -> None:
         if not (isinstance(time_power, (int, float)) and time_power > 0):
             raise ValueError(f"time_power must be a number > 0, got {time_power!r}")
         if not (isinstance(data_noise, (int, float)) and data_noise >= 0):
@@ -64,7 +73,11 @@ class RFMObjective:
         self.time_power = float(time_power)
         self.data_noise = float(data_noise)
         self.autocast_dtype = autocast_dtype
-        if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout <= 1:
+        if (
+            isinstance(label_dropout, bool)
+            or not isinstance(label_dropout, (int, float))
+            or not 0 <= label_dropout <= 1
+        ):
             raise ValueError(f"label_dropout must be a probability in [0, 1], got {label_dropout!r}")
         self.label_dropout = float(label_dropout)
 
@@ -76,8 +89,9 @@ class RFMObjective:
     def validate(self, value: bool) -> None:
         self.path.validate = bool(value)
 
-    def __call__(self, model: nn.Module, x1: Tensor, *, labels: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self, model: nn.Module, x1: Tensor, *, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """The mean loss of ``model`` on the data batch ``x1`` of shape ``(B, ..., *point_shape)``.
 
         Args:
@@ -101,11 +115,16 @@ class RFMObjective:
         s = self.path.sample(x0, x1, t)
         t_model = s.t if len(batch) == 1 else t
         if labels is not None and self.label_dropout:
-            labels = drop_labels(torch.as_tensor(labels, device=x1.device).expand(batch[0]), self.label_dropout,
-                                 generator)
-        with torch.autocast(device_type=x1.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            labels = drop_labels(
+                torch.as_tensor(labels, device=x1.device).expand(batch[0]), self.label_dropout, generator
+            )
+        with torch.autocast(
+            device_type=x1.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
             v = model(s.x_t, t_model) if labels is None else model(s.x_t, t_model, labels)
         if not isinstance(v, Tensor) or v.shape != s.dx_t.shape:
-            raise ValueError(f"model must return velocities of shape {tuple(s.dx_t.shape)}, got "
-                             f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
+            raise ValueError(
+                f"model must return velocities of shape {tuple(s.dx_t.shape)}, got "
+                f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}"
+            )
         return rfm_loss(m, v.to(x1.dtype), s)

@@ -1,7 +1,8 @@
 r"""Geodesic conditional probability paths on Riemannian manifolds (Chen & Lipman, 2024)."""
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -15,8 +16,11 @@ from manifolds.base import RiemannianManifold
 __all__ = ["GeodesicPath", "checked_points"]
 
 
-def checked_points(manifold: RiemannianManifold, points: Sequence[tuple[str, Tensor, bool]],
-                   then: Sequence[tuple[Tensor, Callable[[], str | None]]] = ()) -> list[Tensor]:
+def checked_points(
+    manifold: RiemannianManifold,
+    points: Sequence[tuple[str, Tensor, bool]],
+    then: Sequence[tuple[Tensor, Callable[[], str | None]]] = (),
+) -> list[Tensor]:
     """Value checks of point sets (and the further ``then`` checks) in one host read-back.
 
     Each entry of ``points`` is ``(name, x, is_data)``. Sources must lie on the manifold to their
@@ -54,12 +58,16 @@ class GeodesicPath(ProbPath):
         validate: check point and time values in :meth:`sample` (see there).
     """
 
-    def __init__(self, manifold: RiemannianManifold, scheduler: ConvexScheduler | None = None, *, validate: bool = True) -> None:
+    def __init__(
+        self, manifold: RiemannianManifold, scheduler: ConvexScheduler | None = None, *, validate: bool = True
+    ) -> None:
         if not isinstance(manifold, RiemannianManifold):
             raise ValueError(f"manifold must be an rdfm manifold, got {type(manifold).__name__}")
         if scheduler is not None and not isinstance(scheduler, ConvexScheduler):
-            raise ValueError(f"scheduler must be a gm.ConvexScheduler (kappa_t: a geodesic path needs alpha + sigma "
-                             f"= 1), got {scheduler!r}; affine Gaussian schedules go to rfm.AffinePath")
+            raise ValueError(
+                f"scheduler must be a gm.ConvexScheduler (kappa_t: a geodesic path needs alpha + sigma "
+                f"= 1), got {scheduler!r}; affine Gaussian schedules go to rfm.AffinePath"
+            )
         self.manifold = manifold
         self.scheduler = scheduler if scheduler is not None else LinearScheduler()
         self.validate = bool(validate)
@@ -101,8 +109,9 @@ class GeodesicPath(ProbPath):
         if self.validate:
             given = given.to(dtype=t.dtype, device=t.device) if isinstance(given, Tensor) else t
             sources = [] if x0 is None else [("x0", x0, False)]
-            checked = checked_points(m, [*sources, ("x1", x1, True)],
-                                     then=[(time_out_of_range(given), lambda: describe_time_range(given))])
+            checked = checked_points(
+                m, [*sources, ("x1", x1, True)], then=[(time_out_of_range(given), lambda: describe_time_range(given))]
+            )
             x0, x1 = (checked[0] if x0 is not None else None), checked[-1]
         if x0 is None:
             x0 = m.random_base(*batch, dtype=x1.dtype, device=x1.device)
@@ -110,4 +119,3 @@ class GeodesicPath(ProbPath):
         x_t, velocity = m.geodesic_between(x0, x1, sched.kappa)
         dx_t = sched.d_kappa.reshape(batch + (1,) * m.ndim) * velocity
         return PathSample(t=t, x0=x0, x1=x1, x_t=x_t, dx_t=dx_t)
-

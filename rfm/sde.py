@@ -11,9 +11,10 @@ noise cancel in the Fokker-Planck equation); the score comes from the velocity i
 :func:`gm.simulate`'s loop, on any time grid that stops short of where :math:`\sigma_t = 0`
 (the score is undefined there): the last step lands on ``t = 1`` without evaluating it.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -46,8 +47,10 @@ class AffineSDEProcess(Process):
 
     def step(self, x: Tensor, t: Tensor, h: Tensor, model_output: Tensor) -> Tensor:
         if not isinstance(model_output, Tensor) or model_output.shape != x.shape:
-            raise ValueError(f"the velocity must be a tensor of the points' shape {tuple(x.shape)}, got "
-                             f"{getattr(model_output, 'shape', type(model_output).__name__)}")
+            raise ValueError(
+                f"the velocity must be a tensor of the points' shape {tuple(x.shape)}, got "
+                f"{getattr(model_output, 'shape', type(model_output).__name__)}"
+            )
         g = torch.as_tensor(self.diffusion(t), dtype=x.dtype, device=x.device)
         if not bool(torch.isfinite(g).all()) or bool((g < 0).any()):
             raise ValueError(f"diffusion(t) must be finite and >= 0, got {g} at t = {float(t):.6g}")
@@ -74,8 +77,16 @@ class SDESolver:
             raise ValueError(f"velocity must be callable, got {type(velocity).__name__}")
         self.path, self.velocity = path, velocity
 
-    def sample(self, x0: Tensor, diffusion: Diffusion, *, time_grid: Tensor | tuple = (0.0, 1.0), steps: int | None = 100,
-               generator: torch.Generator | None = None, return_intermediates: bool = False) -> Tensor:
+    def sample(
+        self,
+        x0: Tensor,
+        diffusion: Diffusion,
+        *,
+        time_grid: Tensor | tuple = (0.0, 1.0),
+        steps: int | None = 100,
+        generator: torch.Generator | None = None,
+        return_intermediates: bool = False,
+    ) -> Tensor:
         """Euler-Maruyama from ``x0`` (source draws, e.g. ``path.sample_source``) along the grid.
 
         Raises:
@@ -87,5 +98,11 @@ class SDESolver:
         grid = torch.as_tensor(time_grid, dtype=x0.dtype)
         if grid.dim() != 1 or len(grid) < 2 or not bool((grid.diff() > 0).all()):
             raise ValueError(f"time_grid must be increasing (the SDE runs forward), got {grid.tolist()}")
-        return simulate(AffineSDEProcess(self.path, diffusion, generator), self.velocity, x0, grid, steps,
-                        return_intermediates=return_intermediates)
+        return simulate(
+            AffineSDEProcess(self.path, diffusion, generator),
+            self.velocity,
+            x0,
+            grid,
+            steps,
+            return_intermediates=return_intermediates,
+        )

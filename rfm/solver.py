@@ -15,17 +15,27 @@ integrated backwards from :math:`x_1`. The Riemannian divergence is
 ambient Jacobian, computed with one batched forward-mode JVP over all basis vectors
 (``"exact"``) or over random tangent probes (``"hutchinson"``).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gm.checks import (broadcast_time, check_callable, check_floating, check_generator, check_positive_int,
-                       check_same_dtype, describe_time_range, time_out_of_range)
+from gm.checks import (
+    broadcast_time,
+    check_callable,
+    check_floating,
+    check_generator,
+    check_positive_int,
+    check_same_dtype,
+    describe_time_range,
+    time_out_of_range,
+)
 from gm.process import Process
 from gm.simulate import compiled_advance, make_time_grid, simulate
 from manifolds.base import RiemannianManifold
@@ -102,11 +112,13 @@ def _guarded(velocity: Velocity, name: str) -> Velocity:
                 raise ValueError(
                     f"velocity(x, t) failed on points of dtype {x.dtype} ({name}'s dtype) with a dtype error "
                     f"({error}); the points and the model the velocity calls must share a dtype: cast the points "
-                    f"({name}.to(...)) or the model (model.to({x.dtype}))") from error
+                    f"({name}.to(...)) or the model (model.to({x.dtype}))"
+                ) from error
             raise ValueError(
                 f"velocity(x, t) failed on points of dtype {x.dtype} ({name}'s dtype)"
                 + f" with a model whose parameters are {params} ({error}); the points and the model must "
-                f"share a dtype: cast the points ({name}.to({params})) or the model (model.to({x.dtype}))") from error
+                f"share a dtype: cast the points ({name}.to({params})) or the model (model.to({x.dtype}))"
+            ) from error
 
     return call
 
@@ -117,14 +129,17 @@ def _check_finite_flow(out: Tensor, times: Tensor, stacked: bool, batch_dims: in
         return
     final = out[-1] if stacked else out
     per_sample = ~torch.isfinite(final.reshape(*final.shape[:batch_dims], -1)).all(-1)
-    message = (f"the flow produced non-finite points: {int(per_sample.sum())} of {per_sample.numel()} samples are "
-               f"NaN/inf at t={float(times[-1]):.6g}")
+    message = (
+        f"the flow produced non-finite points: {int(per_sample.sum())} of {per_sample.numel()} samples are "
+        f"NaN/inf at t={float(times[-1]):.6g}"
+    )
     if stacked:
         finite_at = torch.isfinite(out.reshape(out.shape[0], -1)).all(-1)
         first = int((~finite_at).nonzero()[0, 0])
         message += f" (first at t={float(times[first]):.6g})"
-    raise ValueError(message + "; the velocity returned NaN/inf or the solve diverged: check the model, or take "
-                     "smaller steps")
+    raise ValueError(
+        message + "; the velocity returned NaN/inf or the solve diverged: check the model, or take smaller steps"
+    )
 
 
 def _weighted_sum(terms: list[Tensor], weights: list[float]) -> Tensor:
@@ -173,19 +188,24 @@ class ManifoldFlowProcess(Process):
         rate = None
         if extra is not None:
             if not isinstance(out, (tuple, list)) or len(out) != 2:
-                raise ValueError("with a (points, extra) state the model must return a pair (velocity, rate), got "
-                                 + _describe(out))
+                raise ValueError(
+                    "with a (points, extra) state the model must return a pair (velocity, rate), got " + _describe(out)
+                )
             out, rate = out
             if not isinstance(rate, Tensor) or not torch.is_floating_point(rate) or rate.shape != extra.shape:
-                raise ValueError(f"the model's rate must be a floating-point tensor of the extra state's shape "
-                                 f"{tuple(extra.shape)}, got {_describe(rate)}")
+                raise ValueError(
+                    f"the model's rate must be a floating-point tensor of the extra state's shape "
+                    f"{tuple(extra.shape)}, got {_describe(rate)}"
+                )
             if rate.dtype != extra.dtype:
                 rate = rate.to(extra.dtype)
         if not isinstance(out, Tensor) or not torch.is_floating_point(out):
             raise ValueError(f"the velocity must be a floating-point tensor, got {_describe(out)}")
         if out.shape != points.shape:
-            raise ValueError(f"the velocity has shape {tuple(out.shape)} but the points have shape "
-                             f"{tuple(points.shape)}: return one tangent vector per point")
+            raise ValueError(
+                f"the velocity has shape {tuple(out.shape)} but the points have shape "
+                f"{tuple(points.shape)}: return one tangent vector per point"
+            )
         if out.dtype != points.dtype:
             out = out.to(points.dtype)
         return out, rate
@@ -288,14 +308,17 @@ def riemannian_divergence(
         check_same_dtype(x, "x", probes, "probes")
         expected = (*batch, m.dim)
         if probes.dim() != len(expected) + 1 or tuple(probes.shape[1:]) != expected or probes.shape[0] < 1:
-            raise ValueError(f"probes must have shape (n_probes, *batch, dim) = (n, {', '.join(map(str, expected))}) "
-                             f"with n >= 1, got {tuple(probes.shape)}")
+            raise ValueError(
+                f"probes must have shape (n_probes, *batch, dim) = (n, {', '.join(map(str, expected))}) "
+                f"with n >= 1, got {tuple(probes.shape)}"
+            )
     checked_points(m, [("x", x, False)], then=[(time_out_of_range(t), lambda: describe_time_range(t))])
     return _divergence(m, _guarded(velocity, "x"), x, t, probes)
 
 
-def _divergence(m: RiemannianManifold, velocity: Velocity, x: Tensor, t: Tensor, probes: Tensor | None
-                ) -> tuple[Tensor, Tensor]:
+def _divergence(
+    m: RiemannianManifold, velocity: Velocity, x: Tensor, t: Tensor, probes: Tensor | None
+) -> tuple[Tensor, Tensor]:
     """:func:`riemannian_divergence` without its argument checks (the solver's inner loop)."""
     basis = m.tangent_basis(x)  # (*batch, dim, *point_shape)
     basis = torch.movedim(basis, -m.ndim - 1, 0)  # (dim, *batch, *point_shape)
@@ -320,8 +343,10 @@ def _divergence(m: RiemannianManifold, velocity: Velocity, x: Tensor, t: Tensor,
     def field(z: Tensor) -> Tensor:
         v = velocity(z, t_rep)
         if not isinstance(v, Tensor) or not torch.is_floating_point(v) or v.shape != z.shape:
-            raise ValueError(f"the velocity must be a floating-point tensor of the points' shape {tuple(z.shape)}, "
-                             f"got {_describe(v)}")
+            raise ValueError(
+                f"the velocity must be a floating-point tensor of the points' shape {tuple(z.shape)}, "
+                f"got {_describe(v)}"
+            )
         return m.proju(z, v if v.dtype == z.dtype else v.to(z.dtype))  # e.g. bfloat16 under autocast
 
     v_rep, jv = torch.func.jvp(field, (x_rep.contiguous(),), (tangents_in.contiguous(),))
@@ -367,9 +392,11 @@ class ODESolver:
             raise ValueError(f"manifold must be an rdfm manifold, got {type(self.manifold).__name__}")
         check_callable(self.velocity, "velocity")
         if self.path is not None and not callable(getattr(self.path, "source_log_prob", None)):
-            raise ValueError(f"path must be an rfm path with a source density (AffinePath, GeodesicPath: "
-                             f"source_log_prob(x0)), got {type(self.path).__name__}; pass log_p0=... to "
-                             "log_likelihood for a path of your own")
+            raise ValueError(
+                f"path must be an rfm path with a source density (AffinePath, GeodesicPath: "
+                f"source_log_prob(x0)), got {type(self.path).__name__}; pass log_p0=... to "
+                "log_likelihood for a path of your own"
+            )
         path_manifold = getattr(self.path, "manifold", None)
         if isinstance(path_manifold, RiemannianManifold) and repr(path_manifold) != repr(self.manifold):
             raise ValueError(f"path lives on {path_manifold!r} but the solver's manifold is {self.manifold!r}")
@@ -386,8 +413,10 @@ class ODESolver:
         batch shape (metadata only), in the points' dtype."""
         value = (self.source_log_prob if log_p0 is None else log_p0)(x0)
         if not isinstance(value, Tensor) or not torch.is_floating_point(value) or tuple(value.shape) != tuple(batch):
-            raise ValueError(f"log_p0(x0) must return a floating-point tensor of the batch shape {tuple(batch)}, got "
-                             + _describe(value))
+            raise ValueError(
+                f"log_p0(x0) must return a floating-point tensor of the batch shape {tuple(batch)}, got "
+                + _describe(value)
+            )
         return value.to(x0.dtype)
 
     def sample(
@@ -440,8 +469,14 @@ class ODESolver:
                 self._compiled[key] = compiled_advance(process, velocity, compile)
             advance = self._compiled[key]
         out = simulate(
-            process, velocity, x0, grid,
-            return_intermediates=return_intermediates, progress=progress, enable_grad=enable_grad, advance=advance,
+            process,
+            velocity,
+            x0,
+            grid,
+            return_intermediates=return_intermediates,
+            progress=progress,
+            enable_grad=enable_grad,
+            advance=advance,
         )
         if validate:
             _check_finite_flow(out, grid, return_intermediates, len(m.batch_shape(x0)))
@@ -531,7 +566,9 @@ class ODESolver:
         logp = self._source_density(log_p0, x0, batch) + integral
         if validate and not bool(torch.isfinite(logp).all() & torch.isfinite(x0).all()):
             bad = ~torch.isfinite(logp) | ~torch.isfinite(x0.reshape(*batch, -1)).all(-1)
-            raise ValueError(f"log_likelihood is not finite for {int(bad.sum())} of {bad.numel()} points: the velocity "
-                             "or its divergence returned NaN/inf, or the solve diverged; check the model, or take "
-                             "smaller steps")
+            raise ValueError(
+                f"log_likelihood is not finite for {int(bad.sum())} of {bad.numel()} points: the velocity "
+                "or its divergence returned NaN/inf, or the solve diverged; check the model, or take "
+                "smaller steps"
+            )
         return (logp, x0) if return_source else logp

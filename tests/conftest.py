@@ -70,5 +70,7 @@ def graph_breaks(fn, *args, **kwargs) -> list[str]:
     line each with the reason and the user frame: ``[]`` means ``fullgraph=True`` compiles it."""
     torch._dynamo.reset()
     explained = torch._dynamo.explain(fn)(*args, **kwargs)
-    return [f"{str(b.reason).splitlines()[0]} at {b.user_stack[-1] if b.user_stack else '?'}"
-            for b in explained.break_reasons]
+    return [
+        f"{str(b.reason).splitlines()[0]} at {b.user_stack[-1] if b.user_stack else '?'}"
+        for b in explained.break_reasons
+    ]

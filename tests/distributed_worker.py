@@ -9,6 +9,7 @@ Rank 0 writes ``DIR/result.pt`` (final and best parameters, steps, world size); 
 ``--kill-at`` rank 1 kills itself (SIGKILL, as a preempted job) at that step, with
 ``--raise-at`` it raises.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,18 @@ def val_fn(model: nn.Module) -> float:
 
 
 def config(steps: int, compile: bool = False) -> TrainConfig:
-    return TrainConfig(lr=1e-2, warmup_steps=3, max_steps=steps, eval_every=4, ema_decay=0.9, grad_clip=0.5,
-                       checkpoint_every_minutes=0.0, seed=7, progress=False, compile=compile)
+    return TrainConfig(
+        lr=1e-2,
+        warmup_steps=3,
+        max_steps=steps,
+        eval_every=4,
+        ema_decay=0.9,
+        grad_clip=0.5,
+        checkpoint_every_minutes=0.0,
+        seed=7,
+        progress=False,
+        compile=compile,
+    )
 
 
 def main() -> None:
@@ -65,8 +76,9 @@ def main() -> None:
     parser.add_argument("--raise-at", type=int, default=None)
     parser.add_argument("--checkpoint", action="store_true")
     parser.add_argument("--compile", action="store_true", help="TrainConfig(compile=True): DDP + torch.compile")
-    parser.add_argument("--rank1-disk", default=None,
-                        help="rank 1's folder for the checkpoint path (a node without rank 0's disk)")
+    parser.add_argument(
+        "--rank1-disk", default=None, help="rank 1's folder for the checkpoint path (a node without rank 0's disk)"
+    )
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     torch.set_num_threads(1)
@@ -83,11 +95,24 @@ def main() -> None:
     out = Path(args.out)
     model = make_model(dtype)
     folder = Path(args.rank1_disk) if args.rank1_disk and world().rank == 1 else out
-    result = train(model, loss_fn, config(args.steps, args.compile), val_fn=val_fn,
-                   checkpoint_path=folder / "checkpoint.pt" if args.checkpoint else None)
+    result = train(
+        model,
+        loss_fn,
+        config(args.steps, args.compile),
+        val_fn=val_fn,
+        checkpoint_path=folder / "checkpoint.pt" if args.checkpoint else None,
+    )
     if result.rank == 0:
-        torch.save({"final": result.final_state, "best": result.best_state, "steps": result.steps,
-                    "history": result.history, "world_size": result.world_size}, out / "result.pt")
+        torch.save(
+            {
+                "final": result.final_state,
+                "best": result.best_state,
+                "steps": result.steps,
+                "history": result.history,
+                "world_size": result.world_size,
+            },
+            out / "result.pt",
+        )
     finish()
 
 

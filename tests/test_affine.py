@@ -2,18 +2,37 @@
 snr inverses), AffinePath samples, prediction-type conversions against the exact posterior of
 a Gaussian mixture, whose score is checked by autograd of its density and whose velocity by
 the continuity equation."""
+
 import math
 
 import pytest
 import torch
 
-from gm import (CosineConvexScheduler, CosineScheduler, ExponentialRateScheduler, LinearScheduler,
-                LinearVPScheduler, PolynomialScheduler, Scheduler, VEScheduler, VPScheduler, scheduler_by_name)
-from rfm import PREDICTION_TYPES, AffinePath, GaussianMixture, GeodesicPath, marginal_fields, prediction_loss
+from gm import (
+    CosineConvexScheduler,
+    CosineScheduler,
+    ExponentialRateScheduler,
+    LinearScheduler,
+    LinearVPScheduler,
+    PolynomialScheduler,
+    Scheduler,
+    VEScheduler,
+    VPScheduler,
+    scheduler_by_name,
+)
 from manifolds import Euclidean
+from rfm import PREDICTION_TYPES, AffinePath, GaussianMixture, GeodesicPath, marginal_fields, prediction_loss
 
-ALL = [LinearScheduler(), PolynomialScheduler(2), CosineConvexScheduler(), ExponentialRateScheduler(3.0),
-       CosineScheduler(), VPScheduler(), LinearVPScheduler(), VEScheduler(0.05, 5.0)]
+ALL = [
+    LinearScheduler(),
+    PolynomialScheduler(2),
+    CosineConvexScheduler(),
+    ExponentialRateScheduler(3.0),
+    CosineScheduler(),
+    VPScheduler(),
+    LinearVPScheduler(),
+    VEScheduler(0.05, 5.0),
+]
 T = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
 
 
@@ -22,9 +41,9 @@ def test_closed_forms():
     pi = math.pi
     cases = {
         LinearScheduler(): (t, 1 - t),
-        PolynomialScheduler(3): (t ** 3, 1 - t ** 3),
+        PolynomialScheduler(3): (t**3, 1 - t**3),
         CosineScheduler(): (torch.sin(pi * t / 2), torch.cos(pi * t / 2)),
-        LinearVPScheduler(): (t, torch.sqrt(1 - t ** 2)),
+        LinearVPScheduler(): (t, torch.sqrt(1 - t**2)),
         VEScheduler(0.01, 50.0): (torch.ones_like(t), 50.0 * (0.01 / 50.0) ** t),
     }
     for sched, (alpha, sigma) in cases.items():
@@ -32,7 +51,7 @@ def test_closed_forms():
         torch.testing.assert_close(sched.sigma(t), sigma, rtol=1e-12, atol=1e-14)
     vp = VPScheduler(0.1, 20.0)
     s = 1 - t
-    alpha = torch.exp(-0.5 * (0.1 * s + 0.5 * 19.9 * s ** 2))
+    alpha = torch.exp(-0.5 * (0.1 * s + 0.5 * 19.9 * s**2))
     torch.testing.assert_close(vp.alpha(t), alpha, rtol=1e-12, atol=0)
     torch.testing.assert_close(vp.alpha(t) ** 2 + vp.sigma(t) ** 2, torch.ones_like(t), rtol=1e-12, atol=0)
     assert VEScheduler(0.01, 50.0).source_std == 50.0 and vp.source_std == 1.0
@@ -123,8 +142,9 @@ def test_affine_path_errors():
 
 def mixture() -> GaussianMixture:
     means = torch.tensor([[-2.0, 0.5], [1.5, 1.0], [0.0, -2.0]], dtype=torch.float64)
-    a = torch.tensor([[[0.5, 0.1], [0.1, 0.3]], [[0.2, -0.05], [-0.05, 0.4]], [[0.3, 0.0], [0.0, 0.1]]],
-                     dtype=torch.float64)
+    a = torch.tensor(
+        [[[0.5, 0.1], [0.1, 0.3]], [[0.2, -0.05], [-0.05, 0.4]], [[0.3, 0.0], [0.0, 0.1]]], dtype=torch.float64
+    )
     return GaussianMixture(means, a, torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64))
 
 
@@ -145,8 +165,9 @@ def test_conversions_against_the_exact_posterior(sched):
             torch.testing.assert_close(back, value, rtol=1e-8, atol=1e-8, msg=f"{source} -> {goal} -> {source}")
 
 
-@pytest.mark.parametrize("sched", [LinearScheduler(), CosineScheduler(), VPScheduler(), VEScheduler(0.05, 5.0)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "sched", [LinearScheduler(), CosineScheduler(), VPScheduler(), VEScheduler(0.05, 5.0)], ids=repr
+)
 def test_exact_score_and_velocity_oracles(sched):
     target = mixture()
     g = torch.Generator().manual_seed(2)
@@ -202,24 +223,29 @@ def test_schedule_change_samples_like_the_target_schedule(target_scheduler):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(32, 2, dtype=torch.float64, generator=g)
     for r in (0.1, 0.5, 0.9):
-        torch.testing.assert_close(changed(x, torch.tensor(r, dtype=torch.float64)),
-                                   exact(target_scheduler)(x, torch.tensor(r, dtype=torch.float64)),
-                                   rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(
+            changed(x, torch.tensor(r, dtype=torch.float64)),
+            exact(target_scheduler)(x, torch.tensor(r, dtype=torch.float64)),
+            rtol=1e-7,
+            atol=1e-7,
+        )
     # ... so from the same noise both end at the same samples, while the paths differ on the way
     end = 1 - 1e-4
     grid = torch.linspace(0, end, 2, dtype=torch.float64)
     x0 = torch.randn(64, 2, dtype=torch.float64, generator=g)
     m = Euclidean(2)
     via_change = ODESolver(m, changed).sample(x0, time_grid=grid, steps=400, method="rk4", return_intermediates=True)
-    own = ODESolver(m, exact(target_scheduler)).sample(x0, time_grid=grid, steps=400, method="rk4",
-                                                       return_intermediates=True)
+    own = ODESolver(m, exact(target_scheduler)).sample(
+        x0, time_grid=grid, steps=400, method="rk4", return_intermediates=True
+    )
     assert (via_change[-1] - own[-1]).abs().max() < 1e-5
     # and the target path is the trained one rescaled, x_B(r) = s_r x_A(t_r): the CondOT flow
     # from x0 / s_0 at t_0 to t_end ends at x_B(r_end) / s_end
     ends = torch.tensor([0.0, end], dtype=torch.float64)
     (t0, t_end), (s0, s_end) = changed.time_and_scale(ends)[:2]
-    condot_path = ODESolver(m, exact(condot)).sample(x0 / s0, time_grid=torch.stack([t0, t_end]), steps=400,
-                                                     method="rk4", return_intermediates=True)
+    condot_path = ODESolver(m, exact(condot)).sample(
+        x0 / s0, time_grid=torch.stack([t0, t_end]), steps=400, method="rk4", return_intermediates=True
+    )
     # (another time grid: rk4 error, amplified for the few points between two modes)
     assert (via_change[-1] - s_end * condot_path[-1]).abs().max() < 1e-3
     assert (via_change[-1] - s_end * condot_path[-1]).abs().median() < 1e-5
@@ -251,8 +277,13 @@ def test_every_conversion_at_the_ends_is_finite_or_raises_naming_t(sched, end):
 def test_vp_conversions_through_the_velocity_raise_at_t1(sched):
     path = AffinePath(sched)
     x, u = torch.randn(4, 2), torch.randn(4, 2)
-    for source, goal in (("velocity", "x1"), ("velocity", "x0"), ("x0", "velocity"), ("score", "velocity"),
-                         ("x1", "velocity")):
+    for source, goal in (
+        ("velocity", "x1"),
+        ("velocity", "x0"),
+        ("x0", "velocity"),
+        ("score", "velocity"),
+        ("x1", "velocity"),
+    ):
         with pytest.raises(ValueError, match=r"^t: converting"):
             path.convert(u, x, torch.ones(4), from_type=source, to_type=goal)
     # just before t = 1 they are finite

@@ -1,5 +1,6 @@
 """The backbone benchmark end to end on a small real dataset: training, sampling to PDB files,
 the metric rows and the record; plus the library pieces it composes."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,22 @@ def test_backbones_script_trains_samples_writes_pdbs_and_a_record(small_dataset,
     gemmi = pytest.importorskip("gemmi")
     from benchmarks.backbones import main
 
-    argv = ["--quick", "--steps", "4", "--dataset", str(small_dataset), "--out", str(tmp_path), "--threads", "1",
-            "--no-progress", "--samples-per-length", "2", "--seeds", "0"]
+    argv = [
+        "--quick",
+        "--steps",
+        "4",
+        "--dataset",
+        str(small_dataset),
+        "--out",
+        str(tmp_path),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--samples-per-length",
+        "2",
+        "--seeds",
+        "0",
+    ]
     assert main(argv) == 0
     record = json.loads((tmp_path / "seed0" / "results.json").read_text())
     assert record["benchmark"] == "backbones" and record["steps"] == 4

@@ -1,4 +1,5 @@
 """Tests of the shared benchmark infrastructure: splits, Earth data, results, tables, plots."""
+
 from __future__ import annotations
 
 import io
@@ -101,11 +102,11 @@ def test_split_bad_input(kwargs, match):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_latlon_to_xyz_known_points(dtype):
-    latlon = torch.tensor([[0.0, 0.0], [0.0, 90.0], [90.0, 17.0], [-90.0, 0.0], [0.0, 180.0], [45.0, -90.0]], dtype=dtype)
-    h = math.sqrt(0.5)
-    expected = torch.tensor(
-        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, -1], [-1, 0, 0], [0, -h, h]], dtype=dtype
+    latlon = torch.tensor(
+        [[0.0, 0.0], [0.0, 90.0], [90.0, 17.0], [-90.0, 0.0], [0.0, 180.0], [45.0, -90.0]], dtype=dtype
     )
+    h = math.sqrt(0.5)
+    expected = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, -1], [-1, 0, 0], [0, -h, h]], dtype=dtype)
     xyz = latlon_to_xyz(latlon)
     assert xyz.dtype == dtype
     torch.testing.assert_close(xyz, expected, atol=1e-6, rtol=0)
@@ -166,7 +167,7 @@ def test_load_earth_real_data(name):
     assert xyz.shape == (EXPECTED_ROWS[name], 3)
     torch.testing.assert_close(xyz.norm(dim=-1), torch.ones(len(xyz), dtype=torch.float64), atol=1e-12, rtol=0)
     # The first row equals the first data line of the file, converted by hand.
-    lines = [l for l in (EARTH_DIR / EARTH_FILES[name]).read_text().splitlines() if l and not l.startswith("#")]
+    lines = [s for s in (EARTH_DIR / EARTH_FILES[name]).read_text().splitlines() if s and not s.startswith("#")]
     first = lines[0] if lines[0][0] in "-0123456789" else lines[1]
     lat, lon = (math.radians(float(v)) for v in first.split(","))
     expected = [math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]
@@ -264,9 +265,7 @@ def test_download_network_failure_is_a_clean_error(tmp_path, monkeypatch, capsys
 
 
 def test_download_rejects_invalid_content(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"<html>Not Found</html>\n")
-    )
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"<html>Not Found</html>\n"))
     with pytest.raises(DownloadError, match="did not return a valid lat,lon file"):
         download_earth(tmp_path, names=["flood"])
     assert list(tmp_path.iterdir()) == []
@@ -278,17 +277,27 @@ def test_download_rejects_invalid_content(tmp_path, monkeypatch):
 
 def _record(**overrides):
     record = {
-        "benchmark": "earth", "dataset": "volcano", "seed": 0, "config": {"lr": 1e-3},
-        "budget_minutes": 15.0, "steps": 1000, "wall_time_s": 900.0, "val_nll": -5.0,
-        "test_nll": -5.1, "likelihood_solver": {"method": "rk4", "steps": 100},
-        "git_commit": None, "timestamp": "2025-01-01T00:00:00+00:00",
+        "benchmark": "earth",
+        "dataset": "volcano",
+        "seed": 0,
+        "config": {"lr": 1e-3},
+        "budget_minutes": 15.0,
+        "steps": 1000,
+        "wall_time_s": 900.0,
+        "val_nll": -5.0,
+        "test_nll": -5.1,
+        "likelihood_solver": {"method": "rk4", "steps": 100},
+        "git_commit": None,
+        "timestamp": "2025-01-01T00:00:00+00:00",
     }
     record.update(overrides)
     return record
 
 
 def test_write_and_load_results_round_trip(tmp_path):
-    record = _record(test_nll=np.float32(-5.25), steps=np.int64(7), config={"dtype": torch.float64, "x": torch.tensor(2.0)})
+    record = _record(
+        test_nll=np.float32(-5.25), steps=np.int64(7), config={"dtype": torch.float64, "x": torch.tensor(2.0)}
+    )
     path = write_results(tmp_path / "a" / "b" / "volcano_0.json", record)
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["volcano_0.json"]
     write_results(tmp_path / "c" / "fire_1.json", _record(dataset="fire", seed=1, method="other"))
@@ -375,7 +384,9 @@ def _synthetic_records():
     for seed, (model, truth) in enumerate([(0.5, 1.0), (0.7, 1.1)]):
         records.append(_record(benchmark="so3", dataset="M16", seed=seed, test_loglik=model, true_test_loglik=truth))
     records.append(
-        _record(benchmark="text", dataset="kjv", seed=0, masked_bpc=2.1234, ar_bpc=1.9, unigram_bpc=4.4, ratio=2.1234 / 1.9)
+        _record(
+            benchmark="text", dataset="kjv", seed=0, masked_bpc=2.1234, ar_bpc=1.9, unigram_bpc=4.4, ratio=2.1234 / 1.9
+        )
     )
     return records
 

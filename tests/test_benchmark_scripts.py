@@ -1,5 +1,6 @@
 """The SO(3) mixture's true density (normalisation, closed form) and tiny end-to-end runs of
 the benchmark scripts (a few seconds each) that must write valid results records."""
+
 import json
 import math
 from dataclasses import replace
@@ -26,8 +27,11 @@ def test_so3_mixture_density_is_normalised_and_matches_closed_form():
     one = so3.WrappedNormalMixture(torch.eye(3, dtype=torch.float64)[None], torch.tensor([0.3], dtype=torch.float64))
     w = torch.tensor([[0.2, -0.1, 0.4], [0.0, 0.0, 1e-6]], dtype=torch.float64)
     theta = w.norm(dim=-1)
-    expected = (-0.5 * theta**2 / 0.09 - 1.5 * math.log(2 * math.pi * 0.09)
-                + torch.log(theta**2 / (2 * (1 - torch.cos(theta))).clamp_min(1e-300)))
+    expected = (
+        -0.5 * theta**2 / 0.09
+        - 1.5 * math.log(2 * math.pi * 0.09)
+        + torch.log(theta**2 / (2 * (1 - torch.cos(theta))).clamp_min(1e-300))
+    )
     expected[1] = -0.5 * theta[1] ** 2 / 0.09 - 1.5 * math.log(2 * math.pi * 0.09)
     torch.testing.assert_close(one.log_prob(so3_exp(w)), expected, rtol=1e-9, atol=1e-9)
     # samples concentrate where the density is: mean log-density of samples beats Haar points
@@ -36,7 +40,9 @@ def test_so3_mixture_density_is_normalised_and_matches_closed_form():
 
 
 def test_so3_script_tiny_run(tmp_path):
-    cfg = so3.SO3Config(hidden=16, depth=1, batch=32, warmup_steps=2, eval_every_minutes=0.02, val_steps=2, test_steps=2)
+    cfg = so3.SO3Config(
+        hidden=16, depth=1, batch=32, warmup_steps=2, eval_every_minutes=0.02, val_steps=2, test_steps=2
+    )
     rec = so3.run(4, 0, 0.03, cfg, tmp_path, sizes=(300, 50, 50), progress=False)
     assert rec["benchmark"] == "so3" and rec["steps"] > 0
     assert math.isfinite(rec["test_loglik"]) and math.isfinite(rec["true_test_loglik"])
@@ -50,8 +56,9 @@ def test_so3_script_tiny_run(tmp_path):
 
 @pytest.mark.skipif(not earth_path("volcano").exists(), reason="Earth data not available (set RDFM_DATA_DIR)")
 def test_earth_script_tiny_run(tmp_path):
-    cfg = earth.EarthConfig(hidden=16, depth=1, batch=32, warmup_steps=2, eval_every_minutes=0.02, val_steps=2,
-                            test_steps=2)
+    cfg = earth.EarthConfig(
+        hidden=16, depth=1, batch=32, warmup_steps=2, eval_every_minutes=0.02, val_steps=2, test_steps=2
+    )
     rec = earth.run("volcano", 0, 0.03, cfg, tmp_path, progress=False, plot=True)
     assert math.isfinite(rec["test_nll"]) and rec["n_test"] == 82
     saved = json.loads((tmp_path / "volcano" / "seed0" / "results.json").read_text())
@@ -67,8 +74,21 @@ def test_earth_script_tiny_run(tmp_path):
 
 @pytest.mark.skipif(not earth_path("volcano").exists(), reason="Earth data not available (set RDFM_DATA_DIR)")
 def test_earth_main_logs_the_precision_choice_and_a_forced_float32_run(tmp_path, capsys):
-    argv = ["--quick", "--steps", "30", "--mixed-precision", "off", "--hidden", "8", "--depth", "1",
-            "--no-plot", "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "--quick",
+        "--steps",
+        "30",
+        "--mixed-precision",
+        "off",
+        "--hidden",
+        "8",
+        "--depth",
+        "1",
+        "--no-plot",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert earth.main(argv) == 0
     out = capsys.readouterr().out
     assert "[earth] mixed precision off -> float32 (float32 requested)" in out
@@ -92,9 +112,23 @@ def test_text_script_trains_only_the_requested_model(tmp_path, monkeypatch):
     from benchmarks.text_data import Corpus
 
     body = "in the beginning god created the heaven and the earth. " * 40
-    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
-    argv = ["--quick", "--minutes", "0.03", "--models", "masked", "--time-conditioning", "false", "--threads", "1",
-            "--no-progress", "--out", str(tmp_path)]
+    monkeypatch.setattr(
+        text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw")
+    )
+    argv = [
+        "--quick",
+        "--minutes",
+        "0.03",
+        "--models",
+        "masked",
+        "--time-conditioning",
+        "false",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert text.main(argv) == 0
     record = json.loads((tmp_path / "results_seed0.json").read_text())
     assert record["models"] == ["masked"] and record["config"]["time_conditioning"] is False
@@ -109,9 +143,25 @@ def test_text_script_scores_bpe_models_per_character(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RDFM_CACHE_DIR", str(tmp_path / "cache"))
     body = "in the beginning god created the heaven and the earth. " * 40
-    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
-    argv = ["--quick", "--minutes", "0.03", "--models", "ar", "--tokenizer", "bpe", "--bpe-vocab-size", "300",
-            "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    monkeypatch.setattr(
+        text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw")
+    )
+    argv = [
+        "--quick",
+        "--minutes",
+        "0.03",
+        "--models",
+        "ar",
+        "--tokenizer",
+        "bpe",
+        "--bpe-vocab-size",
+        "300",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert text.main(argv) == 0
     record = json.loads((tmp_path / "results_seed0.json").read_text())
     assert record["models"] == ["ar"] and "masked_bpc" not in record
@@ -132,9 +182,30 @@ def test_text_script_scores_bpe_models_per_character(tmp_path, monkeypatch):
 
 
 def test_so3_script_makes_exactly_the_steps_asked_for(tmp_path):
-    argv = ["--quick", "--steps", "7", "--components", "4", "--hidden", "8", "--depth", "1", "--batch", "16",
-            "--val-steps", "1", "--test-steps", "2", "--eval-every-minutes", "0.1", "--threads", "1", "--no-progress",
-            "--out", str(tmp_path)]
+    argv = [
+        "--quick",
+        "--steps",
+        "7",
+        "--components",
+        "4",
+        "--hidden",
+        "8",
+        "--depth",
+        "1",
+        "--batch",
+        "16",
+        "--val-steps",
+        "1",
+        "--test-steps",
+        "2",
+        "--eval-every-minutes",
+        "0.1",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert so3.main(argv) == 0
     record = json.loads((tmp_path / "M4" / "seed0" / "results.json").read_text())
     assert record["steps"] == 7 and record["budget_steps"] == 7
@@ -149,9 +220,31 @@ def test_text_script_makes_exactly_the_steps_asked_for_per_model(tmp_path, monke
     from benchmarks.text_data import Corpus
 
     body = "in the beginning god created the heaven and the earth. " * 40
-    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
-    argv = ["--quick", "--steps", "10", "--minutes", "5", "--width", "16", "--depth", "1", "--heads", "1",
-            "--eval-chunks", "8", "--sample-steps", "2", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    monkeypatch.setattr(
+        text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw")
+    )
+    argv = [
+        "--quick",
+        "--steps",
+        "10",
+        "--minutes",
+        "5",
+        "--width",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "1",
+        "--eval-chunks",
+        "8",
+        "--sample-steps",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert text.main(argv) == 0
     record = json.loads((tmp_path / "results_seed0.json").read_text())
     # the default models: ar, masked and block diffusion at b = 4, 8, 16, ten steps each
@@ -168,16 +261,41 @@ def _toy_corpus(monkeypatch):
     from benchmarks.text_data import Corpus
 
     body = "in the beginning god created the heaven and the earth. " * 40
-    monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw"))
+    monkeypatch.setattr(
+        text, "load_kjv", lambda: Corpus(train=body * 4, val=body, test=body, chars=" .abcdefghilnortvw")
+    )
 
 
 def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkeypatch, capsys):
     from benchmarks.cli import CommandLineError
 
     _toy_corpus(monkeypatch)
-    argv = ["--quick", "--steps", "3", "--models", "ar", "masked", "block4", "--width", "16", "--depth", "1",
-            "--heads", "1", "--eval-chunks", "8", "--n-samples", "2", "--sample-steps", "4", "--threads", "1",
-            "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "--quick",
+        "--steps",
+        "3",
+        "--models",
+        "ar",
+        "masked",
+        "block4",
+        "--width",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "1",
+        "--eval-chunks",
+        "8",
+        "--n-samples",
+        "2",
+        "--sample-steps",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert text.main(argv) == 0
     record = json.loads((tmp_path / "results_seed0.json").read_text())
     assert record["models"] == ["ar", "masked", "block4"]
@@ -186,20 +304,58 @@ def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkey
             assert entry["gen_ppl"] > 1 and 0 < entry["entropy"] <= math.log2(18)
     capsys.readouterr()
     for model in ("ar", "masked", "block4"):
-        assert text.main(["sample", "--out", str(tmp_path), "--model", model, "--prompt", "in the be", "--n", "2",
-                          "--length", "30", "--top-k", "3"]) == 0
+        assert (
+            text.main(
+                [
+                    "sample",
+                    "--out",
+                    str(tmp_path),
+                    "--model",
+                    model,
+                    "--prompt",
+                    "in the be",
+                    "--n",
+                    "2",
+                    "--length",
+                    "30",
+                    "--top-k",
+                    "3",
+                ]
+            )
+            == 0
+        )
         lines = capsys.readouterr().out.strip().splitlines()[1:]
         assert len(lines) == 2 and all(line.startswith("in the be") and len(line) == 30 for line in lines)
     for model in ("masked", "block4"):  # holes filled in place; a template shorter than a block multiple is padded
         template = "in the ___inning god"
-        assert text.main(["sample", "--out", str(tmp_path), "--model", model, "--template", template, "--n", "2",
-                          "--unmasking", "confidence"]) == 0
+        assert (
+            text.main(
+                [
+                    "sample",
+                    "--out",
+                    str(tmp_path),
+                    "--model",
+                    model,
+                    "--template",
+                    template,
+                    "--n",
+                    "2",
+                    "--unmasking",
+                    "confidence",
+                ]
+            )
+            == 0
+        )
         lines = capsys.readouterr().out.strip().splitlines()[1:]
         for line in lines:
             assert line.startswith("in the [") and line.endswith("]inning god") and line.count("[") == 3
-    bad = [(["--prompt", "a" * 70], "shorter than the context"), (["--prompt", "in the Z"], "does not know"),
-           (["--prompt", "in", "--top-p", "0"], "top_p"), (["--prompt", "in", "--top-k", "0"], "top_k"),
-           (["--template", "no hole here"], "no hole")]
+    bad = [
+        (["--prompt", "a" * 70], "shorter than the context"),
+        (["--prompt", "in the Z"], "does not know"),
+        (["--prompt", "in", "--top-p", "0"], "top_p"),
+        (["--prompt", "in", "--top-k", "0"], "top_k"),
+        (["--template", "no hole here"], "no hole"),
+    ]
     for extra, message in bad:
         with pytest.raises(CommandLineError, match=message):
             text.main(["sample", "--out", str(tmp_path), "--model", "masked", *extra])
@@ -209,9 +365,32 @@ def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkey
 
 def test_text_curve_snapshots_come_from_one_run(tmp_path, monkeypatch):
     _toy_corpus(monkeypatch)
-    argv = ["--quick", "--minutes", "0.06", "--curve", "0.03", "--models", "masked", "--width", "16", "--depth", "1",
-            "--heads", "1", "--eval-chunks", "8", "--n-samples", "2", "--sample-steps", "4", "--threads", "1",
-            "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "--quick",
+        "--minutes",
+        "0.06",
+        "--curve",
+        "0.03",
+        "--models",
+        "masked",
+        "--width",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "1",
+        "--eval-chunks",
+        "8",
+        "--n-samples",
+        "2",
+        "--sample-steps",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert text.main(argv) == 0
     curve = json.loads((tmp_path / "results_seed0.json").read_text())["results"]["masked"]["curve"]
     assert [c["minutes"] for c in curve] == [0.03, 0.06]

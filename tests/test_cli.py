@@ -1,6 +1,7 @@
 """``python -m benchmarks``: budgets of ``--minutes`` / ``--steps``, and the user's errors (an
 unusable device, missing data, a checkpoint made under other settings) reported as a short
 message with exit code 2 instead of a traceback."""
+
 import pytest
 import torch
 
@@ -14,8 +15,13 @@ def test_run_budget_minutes_only_uses_the_time_cadence():
     budget = run_budget(2.5, None, default_minutes=10.0, eval_every_minutes=0.5)
     assert budget == Budget(2.5, None, None, 0.5)
     assert budget.record_fields() == {"budget_minutes": 2.5} and budget.describe() == "2.5 min"
-    assert budget.train_fields() == {"max_minutes": 2.5, "max_steps": None, "eval_every": None,
-                                     "eval_every_minutes": 0.5, "compile": False}
+    assert budget.train_fields() == {
+        "max_minutes": 2.5,
+        "max_steps": None,
+        "eval_every": None,
+        "eval_every_minutes": 0.5,
+        "compile": False,
+    }
     assert as_budget(2.5, 0.5) == budget and as_budget(budget, 9.0) is budget
 
 
@@ -80,8 +86,28 @@ def test_other_errors_keep_their_traceback(monkeypatch):
 
 
 def _so3(tmp_path, *extra: str) -> list[str]:
-    return ["so3", "--quick", "--components", "4", "--hidden", "8", "--depth", "1", "--batch", "16",
-            "--val-steps", "1", "--test-steps", "2", "--threads", "1", "--no-progress", "--out", str(tmp_path), *extra]
+    return [
+        "so3",
+        "--quick",
+        "--components",
+        "4",
+        "--hidden",
+        "8",
+        "--depth",
+        "1",
+        "--batch",
+        "16",
+        "--val-steps",
+        "1",
+        "--test-steps",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+        *extra,
+    ]
 
 
 def test_refused_resume_names_each_difference_once_and_both_ways_out(tmp_path, capsys):
@@ -114,8 +140,17 @@ def test_resumed_run_says_from_which_step(tmp_path, capsys):
 
 
 def _record(budget: dict, seed: int = 0) -> dict:
-    return {"benchmark": "so3", "dataset": "M16", "seed": seed, "method": "rfm", "steps": 100,
-            "wall_time_s": 10.0, "test_loglik": 0.5, "true_test_loglik": 1.0, **budget}
+    return {
+        "benchmark": "so3",
+        "dataset": "M16",
+        "seed": seed,
+        "method": "rfm",
+        "steps": 100,
+        "wall_time_s": 10.0,
+        "test_loglik": 0.5,
+        "true_test_loglik": 1.0,
+        **budget,
+    }
 
 
 def test_table_shows_step_budgets_with_their_unit():
@@ -125,8 +160,9 @@ def test_table_shows_step_budgets_with_their_unit():
     steps = table.render_tables([_record({"budget_steps": 2000}), _record({"budget_steps": 2000}, seed=1)])
     assert "| method | dataset | seeds | budget |" in steps
     assert "| rfm | m16 | 0 1 | 2000 steps |" in steps and "Note: these records mix" not in steps
-    mixed = table.render_tables([_record({"budget_steps": 2000, "budget_minutes": 5.0}),
-                                 _record({"budget_minutes": 10.0}, seed=1)])
+    mixed = table.render_tables(
+        [_record({"budget_steps": 2000, "budget_minutes": 5.0}), _record({"budget_minutes": 10.0}, seed=1)]
+    )
     assert "| rfm | m16 | 0 1 | 2000 steps or 5 min, 10 min |" in mixed
     assert "Note: these records mix budgets: 2000 steps or 5 min, 10 min." in mixed
 
@@ -143,7 +179,6 @@ def test_compile_flag_reaches_the_train_config():
     for argv, want in (([], False), (["--compile"], True), (["--compile", "reduce-overhead"], "reduce-overhead")):
         args = parser.parse_args(argv)
         for steps in (None, 10):
-            budget = run_budget(args.minutes, steps, default_minutes=1.0, eval_every_minutes=0.5,
-                                compile=args.compile)
+            budget = run_budget(args.minutes, steps, default_minutes=1.0, eval_every_minutes=0.5, compile=args.compile)
             assert TrainConfig(**budget.train_fields()).compile == want
             assert budget.scaled(2).compile == want

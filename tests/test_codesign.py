@@ -2,6 +2,7 @@
 shares, the loss's parts when a component is given, the sampler's invariants (given components
 never change, one model call per step), and the sequence ELBO against the exact likelihood of a
 factorised posterior."""
+
 import math
 
 import pytest
@@ -63,8 +64,9 @@ def test_network_ignores_padding_and_rejects_bad_residue_ids():
     t = torch.tensor([0.4], dtype=torch.float64)
     out = net(x, t, residues, t, mask)
     pad_mask = torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], 1)
-    x_pad = torch.cat([x, SE3.from_rt(torch.eye(3, dtype=x.dtype).expand(1, 3, 3, 3),
-                                      torch.randn(1, 3, 3, dtype=x.dtype))], 1)
+    x_pad = torch.cat(
+        [x, SE3.from_rt(torch.eye(3, dtype=x.dtype).expand(1, 3, 3, 3), torch.randn(1, 3, 3, dtype=x.dtype))], 1
+    )
     padded = net(x_pad, t, torch.cat([residues, torch.tensor([[UNKNOWN_RESIDUE, 99, 4]])], 1), t, pad_mask)
     torch.testing.assert_close(padded.logits[:, :8], out.logits, atol=1e-10, rtol=0)
     torch.testing.assert_close(padded.frames[:, :8], out.frames, atol=1e-10, rtol=0)
@@ -159,7 +161,11 @@ def test_sampling_keeps_given_components_and_calls_the_model_once_per_step():
     model = CountingModel(logits)
     atoms = atoms + torch.tensor([5.0, -3.0, 2.0]) * mask[..., None, None]
     seen = []
-    model_with_check = lambda x, ts, r, tq, m, sc=None: (seen.append((x.clone(), ts.clone())), model(x, ts, r, tq, m))[1]  # noqa: E731
+
+    def model_with_check(x, ts, r, tq, m, sc=None):
+        seen.append((x.clone(), ts.clone()))
+        return model(x, ts, r, tq, m)
+
     out = flow.sample(model_with_check, mask, structure=atoms, steps=7, generator=torch.Generator().manual_seed(1))
     assert model.calls == 7
     torch.testing.assert_close(out.frames, frames_from_backbone(atoms, mask))
@@ -171,7 +177,11 @@ def test_sampling_keeps_given_components_and_calls_the_model_once_per_step():
     sequence[0, 4] = UNKNOWN_RESIDUE
     model = CountingModel(logits)
     times = []
-    model_with_times = lambda x, ts, r, tq, m, sc=None: (times.append((float(ts[0]), float(tq[0]))), model(x, ts, r, tq, m))[1]  # noqa: E731
+
+    def model_with_times(x, ts, r, tq, m, sc=None):
+        times.append((float(ts[0]), float(tq[0])))
+        return model(x, ts, r, tq, m)
+
     out = flow.sample(model_with_times, mask, sequence=sequence, steps=5)
     assert model.calls == 5 + 1  # one per step, and the final prediction of the frames
     # the clock for the structure, 1 for the given sequence; the final prediction just below
@@ -204,8 +214,14 @@ def test_sampling_with_the_exact_factorised_posterior_draws_its_marginal():
     q = torch.softmax(torch.randn(RESIDUE_TYPES, generator=torch.Generator().manual_seed(4), dtype=torch.float64), -1)
     atoms = helix(1, 10, dtype=torch.float32).expand(400, -1, -1, -1)
     mask = torch.ones(400, 10, dtype=torch.bool)
-    out = flow.sample(CountingModel(torch.log(q)), mask, structure=atoms, steps=10,
-                      generator=torch.Generator().manual_seed(5), dtype_categorical=torch.float64)
+    out = flow.sample(
+        CountingModel(torch.log(q)),
+        mask,
+        structure=atoms,
+        steps=10,
+        generator=torch.Generator().manual_seed(5),
+        dtype_categorical=torch.float64,
+    )
     counts = torch.bincount(out.residues.flatten(), minlength=RESIDUE_TYPES).double()
     assert stats.chisquare(counts.numpy(), (4000 * q).numpy()).pvalue > 1e-3
 
@@ -219,8 +235,14 @@ def test_sequence_elbo_of_a_factorised_posterior_is_its_exact_likelihood():
     residues[0, 0] = UNKNOWN_RESIDUE  # not counted
     mask = torch.ones(6, 10, dtype=torch.bool)
     mask[5, 8:] = False
-    est = flow.sequence_elbo(CountingModel(torch.log(q)), helix(6, 10, dtype=torch.float32), residues, mask,
-                             n_draws=300, generator=torch.Generator().manual_seed(8))
+    est = flow.sequence_elbo(
+        CountingModel(torch.log(q)),
+        helix(6, 10, dtype=torch.float32),
+        residues,
+        mask,
+        n_draws=300,
+        generator=torch.Generator().manual_seed(8),
+    )
     counted = mask & (residues >= 0)
     exact = float(-torch.log(q[residues[counted]]).mean())
     assert est.n_tokens == int(counted.sum()) == 57

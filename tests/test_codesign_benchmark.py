@@ -5,6 +5,7 @@ Oracles: residue counts of the one-letter sequences (collections.Counter) for fr
 recovery, perplexity and composition; scipy's jensenshannon and Rotation.align_vectors; the
 dihedrals an ideal chain was built with (proteins.frames.ideal_chain); numpy distance counts;
 the PDB files the script writes, read back with gemmi."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,33 @@ THESEUS = data_dir() / "proteins" / "theseus"
 needs_theseus = pytest.mark.skipif(not THESEUS.is_dir(), reason="needs proteins/theseus (set RDFM_DATA_DIR)")
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
-THREE = dict(zip(AMINO, ["ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU", "MET", "ASN", "PRO",
-                         "GLN", "ARG", "SER", "THR", "VAL", "TRP", "TYR"]))
+THREE = dict(
+    zip(
+        AMINO,
+        [
+            "ALA",
+            "CYS",
+            "ASP",
+            "GLU",
+            "PHE",
+            "GLY",
+            "HIS",
+            "ILE",
+            "LYS",
+            "LEU",
+            "MET",
+            "ASN",
+            "PRO",
+            "GLN",
+            "ARG",
+            "SER",
+            "THR",
+            "VAL",
+            "TRP",
+            "TYR",
+        ],
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +72,17 @@ def _window(dataset, name: str, max_length: int) -> tuple[str, torch.Tensor]:
     """The native sequence and atoms of the held-out crop named ``file:chain:residue number``,
     looked up in ``dataset`` by file name and chain id."""
     file, chain_id, number = name.rsplit(":", 2)
-    hits = [dataset[i] for i in range(len(dataset))
-            if Path(dataset[i].source).name == file and dataset[i].chain_id == chain_id]
+    hits = [
+        dataset[i]
+        for i in range(len(dataset))
+        if Path(dataset[i].source).name == file and dataset[i].chain_id == chain_id
+    ]
     assert len(hits) == 1, name
     chain = hits[0]
     offset = int(number) - chain.start
     length = min(len(chain), max_length)
     assert 0 <= offset <= len(chain) - length
-    return chain.sequence[offset:offset + length], chain.atoms[offset:offset + length]
+    return chain.sequence[offset : offset + length], chain.atoms[offset : offset + length]
 
 
 def _read_pdb(gemmi, path: Path) -> tuple[list[str], np.ndarray]:
@@ -80,8 +109,22 @@ def test_codesign_script_trains_evaluates_and_writes_named_pdbs_and_a_record(sma
     from benchmarks.codesign import main
     from proteins.data import StructureDataset
 
-    argv = ["--quick", "--steps", "4", "--dataset", str(small_dataset), "--out", str(tmp_path), "--threads", "1",
-            "--no-progress", "--eval-chains", "3", "--seeds", "0"]
+    argv = [
+        "--quick",
+        "--steps",
+        "4",
+        "--dataset",
+        str(small_dataset),
+        "--out",
+        str(tmp_path),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--eval-chains",
+        "3",
+        "--seeds",
+        "0",
+    ]
     assert main(argv) == 0
     record = json.loads((tmp_path / "seed0" / "results.json").read_text())
     assert record["benchmark"] == "codesign" and record["steps"] == 4 and record["seed"] == 0
@@ -158,10 +201,14 @@ def test_codesign_script_trains_evaluates_and_writes_named_pdbs_and_a_record(sma
     assert record["recovery_pooled"][purity] == pytest.approx(sum(hits) / len(hits), abs=1e-6)
     assert record["recovery"][purity][0] == pytest.approx(np.mean([np.mean(h) for h in designed_hits]), abs=1e-6)
     # the co-generated files hold the sequences whose composition the record reports
-    np.testing.assert_allclose([cogen["composition"][a] for a in AMINO],
-                               [cogen_letters.count(a) / len(cogen_letters) for a in AMINO], atol=1e-12)
+    np.testing.assert_allclose(
+        [cogen["composition"][a] for a in AMINO],
+        [cogen_letters.count(a) / len(cogen_letters) for a in AMINO],
+        atol=1e-12,
+    )
     assert cogen["composition_js"] == pytest.approx(
-        jensenshannon(np.array([cogen_letters.count(a) / len(cogen_letters) for a in AMINO]), real) ** 2, rel=1e-9)
+        jensenshannon(np.array([cogen_letters.count(a) / len(cogen_letters) for a in AMINO]), real) ** 2, rel=1e-9
+    )
     assert "Inverse folding (2 held-out chains" in record["table"]
 
 
@@ -181,8 +228,15 @@ def _tiny_dataset(sequences: list[str], seed: int = 0):
         psi = (130.0 + 30 * torch.randn(len(seq), generator=g, dtype=torch.float64)).deg2rad()
         atoms.append(ideal_chain(phi, psi) + 100.0 * len(atoms))
     offsets = np.cumsum([0] + [len(s) for s in sequences])
-    return StructureDataset(torch.cat(atoms).numpy(), offsets, sequences, [f"f{i}.pdb" for i in range(len(sequences))],
-                            ["A"] * len(sequences), np.arange(len(sequences)), starts=[10 * i for i in range(len(sequences))])
+    return StructureDataset(
+        torch.cat(atoms).numpy(),
+        offsets,
+        sequences,
+        [f"f{i}.pdb" for i in range(len(sequences))],
+        ["A"] * len(sequences),
+        np.arange(len(sequences)),
+        starts=[10 * i for i in range(len(sequences))],
+    )
 
 
 def test_propensity_log_odds_of_hand_counted_helix_and_strand_residues():
@@ -250,8 +304,9 @@ def test_structure_features_against_the_dihedrals_dssp_and_cb_counts_of_ideal_ch
     phi = (-65.0 + 20 * torch.randn(n, generator=g, dtype=torch.float64)).deg2rad()
     psi = (-40.0 + 20 * torch.randn(n, generator=g, dtype=torch.float64)).deg2rad()
     coil = ideal_chain(phi, psi)
-    helix = ideal_chain(torch.full((n,), -57.0, dtype=torch.float64).deg2rad(),
-                        torch.full((n,), -47.0, dtype=torch.float64).deg2rad())
+    helix = ideal_chain(
+        torch.full((n,), -57.0, dtype=torch.float64).deg2rad(), torch.full((n,), -47.0, dtype=torch.float64).deg2rad()
+    )
     atoms = torch.zeros(3, n, 4, 3, dtype=torch.float64)
     atoms[0], atoms[1], atoms[2, :short] = coil, helix, coil[:short]
     mask = torch.zeros(3, n, dtype=torch.bool)
@@ -279,8 +334,9 @@ def test_structure_features_against_the_dihedrals_dssp_and_cb_counts_of_ideal_ch
     assert (f[0, 0, 0:6] == 0).all() and (f[0, -1, 12:18] == 0).all()
     # and the same from backbone_dihedrals for the helix
     h_phi, h_psi, h_omega = backbone_dihedrals(helix[None, ..., :3, :])
-    trig = torch.cat([torch.sin(torch.stack([h_phi, h_psi, h_omega], -1)),
-                      torch.cos(torch.stack([h_phi, h_psi, h_omega], -1))], -1)[0].nan_to_num(0.0)
+    trig = torch.cat(
+        [torch.sin(torch.stack([h_phi, h_psi, h_omega], -1)), torch.cos(torch.stack([h_phi, h_psi, h_omega], -1))], -1
+    )[0].nan_to_num(0.0)
     torch.testing.assert_close(f[1, :, 6:12], trig)
 
     # DSSP one-hot (coil, helix, strand): one state per residue; the helix interior is helix
@@ -339,8 +395,8 @@ def test_held_out_crops_take_every_chain_once_when_fewer_exist_sorted_by_length(
         offset = int(number) - 10 * i
         assert chain_id == "A" and 0 <= offset <= len(sequences[i]) - length
         native = data[i].atoms
-        torch.testing.assert_close(held.atoms[k, :length], native[offset:offset + length])
-        letters = sequences[i][offset:offset + length]
+        torch.testing.assert_close(held.atoms[k, :length], native[offset : offset + length])
+        letters = sequences[i][offset : offset + length]
         assert held.residues[k, :length].tolist() == [AMINO.index(a) if a in AMINO else -1 for a in letters]
         assert (held.residues[k, length:] == -1).all() and (held.atoms[k, length:] == 0).all()
         assert held.mask[k, :length].all() and not held.mask[k, length:].any()
@@ -376,8 +432,12 @@ def test_ca_rmsd_matches_scipys_optimal_rotation():
         padded[:n][keep] = ref[keep]
         ref_mask = torch.zeros(n + 4, dtype=torch.bool)
         ref_mask[:n] = torch.from_numpy(keep)
-        got = ca_rmsd(torch.from_numpy(padded), torch.from_numpy(model), reference_mask=ref_mask,
-                      model_mask=torch.from_numpy(keep))
+        got = ca_rmsd(
+            torch.from_numpy(padded),
+            torch.from_numpy(model),
+            reference_mask=ref_mask,
+            model_mask=torch.from_numpy(keep),
+        )
         assert got == pytest.approx(_oracle_rmsd(ref[keep, 1], model[keep, 1]), rel=1e-9)
 
 

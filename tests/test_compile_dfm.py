@@ -2,14 +2,21 @@
 block-diffusion model, the masked-diffusion loss (validate=False) and one CTMC step compile with
 fullgraph=True and zero graph breaks; compiled runs equal eager ones; a sampling loop and a
 training step read nothing back per step."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import graph_breaks
 
-from dfm import (BlockDiffusionTransformer, CTMCSolver, GuidedPosterior, MaskedDiffusionLoss, MixtureJumpProcess,
-                 MixturePath)
+from dfm import (
+    BlockDiffusionTransformer,
+    CTMCSolver,
+    GuidedPosterior,
+    MaskedDiffusionLoss,
+    MixtureJumpProcess,
+    MixturePath,
+)
 from dfm.transformer import TokenTransformer
 from gm.simulate import simulate
 
@@ -23,8 +30,9 @@ def _transformers(dtype=torch.float32) -> dict[str, TokenTransformer]:
         # time and class conditioning (with the null label of classifier-free guidance), rotary
         "labels": TokenTransformer(V + 1, V, num_classes=3, null_label=True, **size).to(dtype),
         # no time input, learned positions, causal: padding masks and key/value caches
-        "causal": TokenTransformer(V + 1, V, time_conditioning=False, positions="learned", causal=True,
-                                   **size).to(dtype),
+        "causal": TokenTransformer(V + 1, V, time_conditioning=False, positions="learned", causal=True, **size).to(
+            dtype
+        ),
     }
 
 
@@ -47,8 +55,10 @@ def test_models_have_no_graph_breaks():
         "time + labels": (lambda x, s: models["labels"](x, s, label=labels), tokens, t),
         "time, float t": (lambda x: models["labels"](x, 0.25, label=1), tokens),
         "padding": (lambda x, p: causal(x, padding_mask=p), tokens, padding),
-        "attn_mask + position_ids": (lambda x: causal(x, attn_mask=torch.ones(L, L, dtype=torch.bool).tril(),
-                                                      position_ids=torch.arange(L)), tokens),
+        "attn_mask + position_ids": (
+            lambda x: causal(x, attn_mask=torch.ones(L, L, dtype=torch.bool).tril(), position_ids=torch.arange(L)),
+            tokens,
+        ),
         "past_kv": (lambda x: causal(x, past_kv=cache, return_kv=True), tokens),
     }
     torch.manual_seed(0)
@@ -69,17 +79,22 @@ def test_compiled_transformers_equal_eager_in_float64():
     torch.manual_seed(0)
     block = BlockDiffusionTransformer(V, block_size=2, width=16, depth=1, heads=2, max_len=L).double()
     x1 = torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(2))
-    cases = [(models["labels"], (tokens, t), {"label": labels}),
-             (models["causal"], (tokens,), {"padding_mask": padding}),
-             (block, (tokens, x1), {})]
+    cases = [
+        (models["labels"], (tokens, t), {"label": labels}),
+        (models["causal"], (tokens,), {"padding_mask": padding}),
+        (block, (tokens, x1), {}),
+    ]
     for model, args, kwargs in cases:
         compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
         outs, grads = [], []
         for fn in (model, compiled):
             out = fn(*args, **kwargs)
             outs.append(out)
-            grads.append(torch.autograd.grad(out.square().mean(), [p for p in model.parameters() if p.requires_grad],
-                                             allow_unused=True))
+            grads.append(
+                torch.autograd.grad(
+                    out.square().mean(), [p for p in model.parameters() if p.requires_grad], allow_unused=True
+                )
+            )
         torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
         for a, b in zip(grads[1], grads[0]):
             if a is not None or b is not None:
@@ -93,8 +108,11 @@ def test_masked_loss_compiles_and_equals_eager(block_size, weighting):
     path = MixturePath(V)
     loss_fn = MaskedDiffusionLoss(path, weighting=weighting, block_size=block_size, validate=False)
     torch.manual_seed(0)
-    model = (TokenTransformer(V + 1, V, width=16, depth=1, heads=2, max_len=L) if block_size is None else
-             BlockDiffusionTransformer(V, block_size, width=16, depth=1, heads=2, max_len=L)).double()
+    model = (
+        TokenTransformer(V + 1, V, width=16, depth=1, heads=2, max_len=L)
+        if block_size is None
+        else BlockDiffusionTransformer(V, block_size, width=16, depth=1, heads=2, max_len=L)
+    ).double()
     x1 = torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(3))
     assert graph_breaks(loss_fn, model, x1) == []
     compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
@@ -118,13 +136,17 @@ def test_ctmc_step_compiles_and_equals_the_dense_eager_step(monkeypatch):
     tokens = torch.randint(0, V, (B, L), generator=g)
     for options in (dict(unmasking="confidence"), dict(corrector=0.5)):
         assert graph_breaks(MixtureJumpProcess(mask, validate=False, **options).step, masked, t, h, logits) == []
-    cases = [(mask, masked, {}), (mask, masked, dict(unmasking="random_order", top_p=0.9, temperature=0.8)),
-             (uniform, tokens, dict(corrector=1.0, top_k=4))]
+    cases = [
+        (mask, masked, {}),
+        (mask, masked, dict(unmasking="random_order", top_p=0.9, temperature=0.8)),
+        (uniform, tokens, dict(corrector=1.0, top_k=4)),
+    ]
     for path, x, options in cases:
         process = MixtureJumpProcess(path, validate="end", **options)  # draws="auto": dense when compiled
         assert graph_breaks(process.step, x, t, h, logits) == [], options
-        compiled = torch.compile(MixtureJumpProcess(path, validate="end", **options).step, fullgraph=True,
-                                 backend="aot_eager")
+        compiled = torch.compile(
+            MixtureJumpProcess(path, validate="end", **options).step, fullgraph=True, backend="aot_eager"
+        )
         eager = MixtureJumpProcess(path, validate="end", draws="dense", **options)
         # equal draws need the same random ops: a compiled graph drops a draw it does not use (the
         # uniforms of "confidence" unmasking without a corrector), so that case is not compared
@@ -137,8 +159,11 @@ def test_ctmc_step_compiles_and_equals_the_dense_eager_step(monkeypatch):
 
     # the sampler's compile=True: one compiled step reused by every step (aot_eager here, inductor by default)
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, fullgraph=kw["fullgraph"],
-                                                                         dynamic=kw["dynamic"], backend="aot_eager"))
+    monkeypatch.setattr(
+        torch,
+        "compile",
+        lambda fn, **kw: real_compile(fn, fullgraph=kw["fullgraph"], dynamic=kw["dynamic"], backend="aot_eager"),
+    )
     torch.manual_seed(0)
     model = TokenTransformer(V + 1, V, width=16, depth=1, heads=2, max_len=L)
     x0 = mask.sample_source((B, L))
@@ -221,5 +246,6 @@ def test_inductor_compiled_transformer_equals_eager():
     model = TokenTransformer(V + 1, V, width=16, depth=1, heads=2, max_len=L).eval()
     tokens, t, _, _ = _inputs()
     with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model, fullgraph=True)(tokens, t), model(tokens, t),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            torch.compile(model, fullgraph=True)(tokens, t), model(tokens, t), rtol=1e-5, atol=1e-5
+        )

@@ -3,6 +3,7 @@ co-design networks, their training losses (validate=False) and one sampling step
 fullgraph=True and zero graph breaks; compiled runs equal eager ones; a training-loss call reads
 nothing back from the device and a sampling loop reads back a fixed number of values, whatever
 its number of steps. Tiny networks, aot_eager (inductor's C++ compilation is too slow here)."""
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,7 @@ SIZES = dict(node_dim=16, pair_dim=8, heads=2, head_dim=4, query_points=2, value
 
 def _mask(b=2, n=10):
     mask = torch.ones(b, n, dtype=torch.bool)
-    mask[1, n - 3:] = False  # padding in the second protein
+    mask[1, n - 3 :] = False  # padding in the second protein
     return mask
 
 
@@ -60,8 +61,12 @@ def test_losses_have_no_graph_breaks():
     assert graph_breaks(lambda x, m: flow.loss(net, x, m, self_condition=True, validate=False).total, x1, mask) == []
     codesign, cnet = CodesignFlow(), CodesignNetwork(blocks=1, **SIZES)
     # (its self-conditioned network call is traced in test_networks_have_no_graph_breaks)
-    assert graph_breaks(lambda x, r, m: codesign.loss(cnet, x, r, m, self_condition=False, validate=False).total,
-                        x1, residues, mask) == []
+    assert (
+        graph_breaks(
+            lambda x, r, m: codesign.loss(cnet, x, r, m, self_condition=False, validate=False).total, x1, residues, mask
+        )
+        == []
+    )
 
 
 def test_sampling_steps_have_no_graph_breaks():
@@ -75,8 +80,18 @@ def test_sampling_steps_have_no_graph_breaks():
     # one co-design step: frames on SE(3)^N and the residues' mask CTMC, one model call
     codesign, cnet = CodesignFlow(), CodesignNetwork(blocks=1, **SIZES).eval()
     joint, joint_model = codesign._sampling_process(
-        cnet, mask, structure_given=False, sequence_given=False, self_condition=True, dtype=torch.float32,
-        dtype_categorical=torch.float32, generator=None, temperature=1.0, unmasking="random", corrector=0.0)
+        cnet,
+        mask,
+        structure_given=False,
+        sequence_given=False,
+        self_condition=True,
+        dtype=torch.float32,
+        dtype_categorical=torch.float32,
+        generator=None,
+        temperature=1.0,
+        unmasking="random",
+        corrector=0.0,
+    )
     state = (x, torch.where(mask & (residues < 10), residues, 20))
     with torch.no_grad():
         joint_model.previous = cnet(x, t.expand(2), state[1], t.expand(2), mask)

@@ -1,6 +1,7 @@
 """torch.compile of the rfm family (issue #25): the velocity networks, the geodesic path, the
 training objective (validate=False) and one ODE step compile with fullgraph=True and zero graph
 breaks on every manifold, and compiled runs equal eager ones."""
+
 from __future__ import annotations
 
 import pytest
@@ -53,8 +54,9 @@ def test_compiled_rfm_equals_eager_in_float64(manifold):
     # one rk4 step
     step = ManifoldFlowProcess(manifold, "rk4").advance
     args = (x0, torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64), model)
-    torch.testing.assert_close(torch.compile(step, fullgraph=True, backend="aot_eager")(*args), step(*args),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.compile(step, fullgraph=True, backend="aot_eager")(*args), step(*args), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_inductor_compiled_sampling_equals_eager():

@@ -2,6 +2,7 @@
 batches) for the squared geodesic distance of every manifold; Sinkhorn's plan has uniform
 marginals; coupled pairs cost less than independent ones; and on Gaussian -> shifted Gaussian
 a flow trained with OT pairs is straighter and needs fewer Euler steps."""
+
 import itertools
 
 import pytest
@@ -98,10 +99,11 @@ def test_ot_coupling_trains_a_straighter_flow():
     report = {}
     for name, velocity in flows.items():
         with torch.no_grad():
-            path = ODESolver(m, velocity).sample(x0, steps=None, method="rk4", return_intermediates=True,
-                                                 time_grid=torch.linspace(0, 1, 65))
+            path = ODESolver(m, velocity).sample(
+                x0, steps=None, method="rk4", return_intermediates=True, time_grid=torch.linspace(0, 1, 65)
+            )
             speeds = torch.stack([velocity(path[k], torch.tensor(k / 64)) for k in range(65)])
-            kinetic = float((speeds ** 2).sum(-1).mean())  # E int |v|^2 dt on the grid
+            kinetic = float((speeds**2).sum(-1).mean())  # E int |v|^2 dt on the grid
             reference = path[-1]
             one_step = ODESolver(m, velocity).sample(x0, steps=1, method="euler")
         report[name] = (kinetic, float((one_step - reference).norm(dim=-1).mean()))

@@ -1,5 +1,6 @@
 """dfm: path marginals, losses against hand computations, the ELBO against the exact
 likelihood, and CTMC sampling with the exact posterior against the target (chi-square)."""
+
 import math
 
 import pytest
@@ -166,8 +167,14 @@ def test_sampling_from_a_later_start_time_and_float64_and_padding():
     pad[:, 0] = True
     x_half[:, 0] = 0
     out = CTMCSolver(path, exact_posterior(q, path)).sample(
-        x_half, time_grid=(0.5, 1.0), steps=8, dtype_categorical=torch.float64, padding_mask=pad, generator=g,
-        return_intermediates=True)
+        x_half,
+        time_grid=(0.5, 1.0),
+        steps=8,
+        dtype_categorical=torch.float64,
+        padding_mask=pad,
+        generator=g,
+        return_intermediates=True,
+    )
     assert out.shape == (9, 4000, L)
     assert bool((out[:, :, 0] == 0).all())
     final = out[-1]
@@ -204,7 +211,8 @@ def test_mask_fraction_follows_the_schedule(corrector, tol):
     path = MixturePath(V, "mask", sched)
     g = torch.Generator().manual_seed(14)
     traj = CTMCSolver(path, exact_posterior(q, path)).sample(
-        path.sample_source((3000, L)), steps=64, corrector=corrector, generator=g, return_intermediates=True)
+        path.sample_source((3000, L)), steps=64, corrector=corrector, generator=g, return_intermediates=True
+    )
     times = torch.linspace(0, 1, 65, dtype=torch.float64)
     n = 3000 * L
     for k in (8, 16, 32, 48, 60):

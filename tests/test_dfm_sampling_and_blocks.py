@@ -7,6 +7,7 @@ then be tight, or, for the mean-field block posterior, equal a known sum of cond
 entropies). The transformer checks compare the vectorised block-diffusion pass and the causal
 model against their cached, incremental forms in float64.
 """
+
 import itertools
 import math
 
@@ -15,8 +16,18 @@ import pytest
 import torch
 from scipy import stats
 
-from dfm import (BlockDiffusion, BlockDiffusionTransformer, CTMCSolver, MaskedDiffusionLoss, MixturePath,
-                 block_attention_mask, coupled_uniforms, filter_logits, mask_batch, mask_elbo)
+from dfm import (
+    BlockDiffusion,
+    BlockDiffusionTransformer,
+    CTMCSolver,
+    MaskedDiffusionLoss,
+    MixturePath,
+    block_attention_mask,
+    coupled_uniforms,
+    filter_logits,
+    mask_batch,
+    mask_elbo,
+)
 from dfm.loss import masked_nll_sum
 from dfm.transformer import TokenTransformer
 
@@ -42,7 +53,7 @@ def _one_thread():
 def random_joint(seed=2, scale=1.5):
     """A random distribution over V^L with full support and strong correlations."""
     g = torch.Generator().manual_seed(seed)
-    return torch.softmax(scale * torch.randn(V ** L, generator=g, dtype=torch.float64), 0)
+    return torch.softmax(scale * torch.randn(V**L, generator=g, dtype=torch.float64), 0)
 
 
 def seq_index(x):
@@ -205,8 +216,9 @@ def test_infilling_random_order_is_exact_any_order_sampling():
     assert float((cond - product).abs().sum()) / 2 > 0.1
 
     log = []
-    out = CTMCSolver(path, exact_posterior(p, log)).sample(x0, steps=L, unmasking="random_order", fixed=fixed,
-                                                            generator=torch.Generator().manual_seed(0))
+    out = CTMCSolver(path, exact_posterior(p, log)).sample(
+        x0, steps=L, unmasking="random_order", fixed=fixed, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(out[:, list(fixed_pos)], x0[:, list(fixed_pos)])
     assert not bool((out == M).any())
     # one reveal per step, at most one position left for the final step
@@ -224,8 +236,9 @@ def test_infilling_random_order_is_exact_any_order_sampling():
     assert chi2_pvalue(counts, product) < 1e-6
 
     # the exact CTMC ("random", many small steps) matches up to its O(1/steps) simultaneous reveals
-    out = CTMCSolver(path, exact_posterior(p)).sample(x0, steps=200, fixed=fixed,
-                                                       generator=torch.Generator().manual_seed(1))
+    out = CTMCSolver(path, exact_posterior(p)).sample(
+        x0, steps=200, fixed=fixed, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(out[:, list(fixed_pos)], x0[:, list(fixed_pos)])
     assert not bool((out == M).any())
     freq = _free_joint_counts(out, free) / n
@@ -242,9 +255,9 @@ def test_fixed_positions_survive_the_corrector():
     x0[:, 1] = 0
     x0[:, 3] = 2
     fixed = x0 != M
-    traj = CTMCSolver(path, exact_posterior(p)).sample(x0, steps=30, corrector=3.0, fixed=fixed,
-                                                        return_intermediates=True,
-                                                        generator=torch.Generator().manual_seed(53))
+    traj = CTMCSolver(path, exact_posterior(p)).sample(
+        x0, steps=30, corrector=3.0, fixed=fixed, return_intermediates=True, generator=torch.Generator().manual_seed(53)
+    )
     assert bool((traj[:, fixed] == x0[fixed]).all())
     assert not bool((traj[-1] == M).any())
     # the corrector did re-mask free tokens along the way (the free positions are not monotone)
@@ -307,16 +320,24 @@ def test_filter_logits_by_hand():
             assert (got[v] == row[v]) if hand[v] > 0 else (got[v] == inf)
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, None), (0.5, None, None), (2.0, 2, None),
-                                                     (1.0, None, 0.7), (1.3, 3, 0.9), (0.8, 1, None)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p",
+    [(1.0, None, None), (0.5, None, None), (2.0, 2, None), (1.0, None, 0.7), (1.3, 3, 0.9), (0.8, 1, None)],
+)
 def test_temperature_and_filtering_draws(temperature, top_k, top_p):
     vocab = 5
     logits = torch.tensor([1.5, 0.7, 0.2, -0.4, -1.0], dtype=torch.float64)
     path = MixturePath(vocab, "mask")
     n = 20000
     solver = CTMCSolver(path, lambda x, t: logits.expand(*x.shape, vocab))
-    out = solver.sample(torch.full((n, 1), vocab), steps=1, temperature=temperature, top_k=top_k, top_p=top_p,
-                        generator=torch.Generator().manual_seed(3))
+    out = solver.sample(
+        torch.full((n, 1), vocab),
+        steps=1,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=torch.Generator().manual_seed(3),
+    )
     counts = torch.bincount(out[:, 0], minlength=vocab + 1)
     assert int(counts[vocab]) == 0
     target = _hand_filtered_probs(logits.tolist(), temperature, top_k, top_p)
@@ -358,8 +379,9 @@ def test_sampler_argument_errors():
         solver.sample(x0, steps=2, block_size=2, return_intermediates=True)
     uniform = MixturePath(V, "uniform")
     with pytest.raises(ValueError, match="block_size"):
-        CTMCSolver(uniform, lambda x, t: torch.zeros(*x.shape, V)).sample(torch.zeros(2, L, dtype=torch.long),
-                                                                           steps=2, block_size=2)
+        CTMCSolver(uniform, lambda x, t: torch.zeros(*x.shape, V)).sample(
+            torch.zeros(2, L, dtype=torch.long), steps=2, block_size=2
+        )
     with pytest.raises(ValueError, match="unmasking"):
         solver.sample(x0, steps=2, unmasking="left_to_right")
 
@@ -381,11 +403,15 @@ def test_semi_autoregressive_blocks_follow_p_and_reveal_in_block_order(block):
     path = MixturePath(V, "mask")
     n = 20000
     log = []
-    out = CTMCSolver(path, exact_posterior(p, log)).sample(torch.full((n, L), M), steps=block, block_size=block,
-                                                            unmasking="random_order",
-                                                            generator=torch.Generator().manual_seed(4))
+    out = CTMCSolver(path, exact_posterior(p, log)).sample(
+        torch.full((n, L), M),
+        steps=block,
+        block_size=block,
+        unmasking="random_order",
+        generator=torch.Generator().manual_seed(4),
+    )
     assert not bool((out == M).any())
-    counts = torch.bincount(seq_index(out), minlength=V ** L)
+    counts = torch.bincount(seq_index(out), minlength=V**L)
     assert chi2_pvalue(counts.numpy(), p.numpy()) > 1e-3
     # negative control: the product of single-site marginals is rejected
     P = p.view(*[V] * L)
@@ -398,7 +424,7 @@ def test_semi_autoregressive_blocks_follow_p_and_reveal_in_block_order(block):
     times = _reveal_times(log, out)  # (n, L)
     starts = list(range(0, L, block))
     for k, s in enumerate(starts[:-1]):
-        this, nxt = times[:, s:s + block], times[:, s + block:s + 2 * block]
+        this, nxt = times[:, s : s + block], times[:, s + block : s + 2 * block]
         assert bool((this.max(1).values < nxt.min(1).values).all()), k
     # one position per call: the reveal times of a sequence are all different
     assert bool((times.sort(1).values.diff(dim=1) > 0).all())
@@ -408,7 +434,7 @@ def test_semi_autoregressive_blocks_follow_p_and_reveal_in_block_order(block):
         if not len(still):  # a step of a block with nothing left to reveal
             continue
         first_block = int(still.min()) // block * block  # the block of the first masked position
-        assert bool((x[:, first_block + block:] == M).all())
+        assert bool((x[:, first_block + block :] == M).all())
 
 
 def test_confidence_unmasking_reveals_the_most_confident_first():
@@ -427,16 +453,22 @@ def test_confidence_unmasking_reveals_the_most_confident_first():
         return logits.expand(*x.shape, vocab)
 
     n = 50
-    out = CTMCSolver(path, posterior).sample(torch.full((n, length), vocab), steps=length, unmasking="confidence",
-                                             generator=torch.Generator().manual_seed(5))
+    out = CTMCSolver(path, posterior).sample(
+        torch.full((n, length), vocab), steps=length, unmasking="confidence", generator=torch.Generator().manual_seed(5)
+    )
     seen = torch.stack([x != vocab for x in log] + [out != vocab])
     times = seen.double().argmax(0)
     expected_order = peak.argsort(descending=True)
     for row in times:
         assert torch.equal(row.argsort(), expected_order)
     log.clear()
-    out = CTMCSolver(path, posterior).sample(torch.full((n, length), vocab), steps=2, unmasking="confidence",
-                                             block_size=2, generator=torch.Generator().manual_seed(6))
+    out = CTMCSolver(path, posterior).sample(
+        torch.full((n, length), vocab),
+        steps=2,
+        unmasking="confidence",
+        block_size=2,
+        generator=torch.Generator().manual_seed(6),
+    )
     times = torch.stack([x != vocab for x in log] + [out != vocab]).double().argmax(0)
     for row in times:
         assert row.argsort().tolist() == [1, 0, 3, 2, 5, 4]
@@ -451,8 +483,9 @@ def test_count_estimator_draws_m_uniformly_and_subsets_uniformly(times):
     path = MixturePath(V, "mask")
     n_seq, group = 6000, 4
     x1 = torch.randint(0, V, (n_seq, 8), generator=torch.Generator().manual_seed(7))
-    b = mask_batch(x1, path, group_size=group, estimator="count", times=times,
-                   generator=torch.Generator().manual_seed(8))
+    b = mask_batch(
+        x1, path, group_size=group, estimator="count", times=times, generator=torch.Generator().manual_seed(8)
+    )
     masked = b.masked.view(n_seq, 2, group)
     m = masked.sum(-1)  # (n_seq, 2)
     assert int(m.min()) >= 1 and int(m.max()) <= group
@@ -460,8 +493,8 @@ def test_count_estimator_draws_m_uniformly_and_subsets_uniformly(times):
     assert chi2_pvalue(counts.numpy(), [1 / group] * group) > 1e-3
     # given m the set is uniform: P(S) = 1 / (n * C(n, |S|)) over all nonempty subsets
     code = (masked.long() * (2 ** torch.arange(group))).sum(-1).flatten()
-    subsets = torch.bincount(code, minlength=2 ** group)
-    probs = [0.0] + [1 / (group * math.comb(group, bin(s).count("1"))) for s in range(1, 2 ** group)]
+    subsets = torch.bincount(code, minlength=2**group)
+    probs = [0.0] + [1 / (group * math.comb(group, bin(s).count("1"))) for s in range(1, 2**group)]
     assert chi2_pvalue(subsets.numpy(), probs) > 1e-3
     # weights n/m where masked, 0 elsewhere; tokens masked exactly there; t = kappa = 1 - m/n
     w = b.weight.view(n_seq, 2, group)
@@ -483,19 +516,27 @@ def test_count_estimator_with_padding_and_clipped_range():
     assert not bool(b.masked[:, 3].any()) and bool((b.weight[:, 3] == 0).all())
     m = b.masked.sum(-1)
     assert chi2_pvalue(torch.bincount(m - 1, minlength=3).numpy(), [1 / 3] * 3) > 1e-3
-    torch.testing.assert_close(b.weight.double(), torch.where(b.masked, 3 / m[:, None].double(), torch.zeros(()).double()),
-                               rtol=1e-7, atol=0)
+    torch.testing.assert_close(
+        b.weight.double(), torch.where(b.masked, 3 / m[:, None].double(), torch.zeros(()).double()), rtol=1e-7, atol=0
+    )
 
     # clipped: m/n in [0.3, 0.8] -> m uniform on {3, ..., 8} for n = 10
     x10 = torch.randint(0, V, (n_seq, 10), generator=torch.Generator().manual_seed(11))
-    b = mask_batch(x10, path, estimator="count", mask_rate_range=(0.3, 0.8),
-                   generator=torch.Generator().manual_seed(12))
+    b = mask_batch(
+        x10, path, estimator="count", mask_rate_range=(0.3, 0.8), generator=torch.Generator().manual_seed(12)
+    )
     m = b.masked.sum(-1)
     assert int(m.min()) == 3 and int(m.max()) == 8
     assert chi2_pvalue(torch.bincount(m - 3, minlength=6).numpy(), [1 / 6] * 6) > 1e-3
     # time estimator: the rate 1 - t is uniform on (0.3, 0.8], weights 1 / rate
-    b = mask_batch(x10, path, estimator="time", mask_rate_range=(0.3, 0.8), times="uniform",
-                   generator=torch.Generator().manual_seed(13))
+    b = mask_batch(
+        x10,
+        path,
+        estimator="time",
+        mask_rate_range=(0.3, 0.8),
+        times="uniform",
+        generator=torch.Generator().manual_seed(13),
+    )
     rate = 1 - b.t[:, 0].double()
     assert float(rate.min()) > 0.3 - 1e-12 and float(rate.max()) <= 0.8 + 1e-12
     assert stats.kstest(rate.numpy(), stats.uniform(loc=0.3, scale=0.5).cdf).pvalue > 1e-3
@@ -550,8 +591,14 @@ def test_estimators_have_the_same_expectation_and_count_has_lower_variance():
         assert abs(mean - exact) < 4.5 * se, (estimator, mean, exact, se)
         results[estimator] = float(values.var())
         # and through mask_elbo (one model call per draw)
-        est = mask_elbo(lambda x_t, t: model(x_t), path, x.expand(8, L).clone(), n_draws=600, estimator=estimator,
-                        generator=torch.Generator().manual_seed(17))
+        est = mask_elbo(
+            lambda x_t, t: model(x_t),
+            path,
+            x.expand(8, L).clone(),
+            n_draws=600,
+            estimator=estimator,
+            generator=torch.Generator().manual_seed(17),
+        )
         se_nats = est.stderr_bits_per_token * math.log(2) * L
         assert abs(est.nats_per_token * L - exact) < 4.5 * se_nats, (estimator, est, exact)
     assert results["count"] < 0.7 * results["time"], results
@@ -571,8 +618,9 @@ def test_coupled_uniforms_are_marginally_uniform_and_coupled():
             if scheme in ("stratified", "low_discrepancy"):  # one draw per stratum [k/n, (k+1)/n)
                 assert torch.equal(strata, torch.arange(n).expand(reps, n))
             if scheme == "low_discrepancy":  # a shifted lattice
-                torch.testing.assert_close(u.sort(1).values.diff(dim=1), torch.full((reps, n - 1), 1 / n,
-                                                                                    dtype=torch.float64))
+                torch.testing.assert_close(
+                    u.sort(1).values.diff(dim=1), torch.full((reps, n - 1), 1 / n, dtype=torch.float64)
+                )
             if scheme == "antithetic":
                 pair = (u[:, :, None] + u[:, None, :] - 1).abs() < 1e-12
                 pair &= ~torch.eye(n, dtype=torch.bool)
@@ -604,6 +652,7 @@ def test_mask_elbo_is_tight_for_a_correlated_joint():
     target = -torch.log(p[seq_index(x1)])
     # the count estimator's exact expectation (enumeration over subsets) is -log p(x) per x
     for x, tgt in zip(x1, target):
+
         def nll(S, i, x=x):
             x_t = x.clone()
             x_t[list(S)] = M
@@ -612,15 +661,21 @@ def test_mask_elbo_is_tight_for_a_correlated_joint():
         assert subset_elbo(nll, L) == pytest.approx(float(tgt), abs=1e-10)
     total = float(target.sum())
     for estimator in ("count", "time"):
-        est = mask_elbo(posterior, path, x1, n_draws=400, estimator=estimator,
-                        generator=torch.Generator().manual_seed(20))
+        est = mask_elbo(
+            posterior, path, x1, n_draws=400, estimator=estimator, generator=torch.Generator().manual_seed(20)
+        )
         got = est.nats_per_token * est.n_tokens
         se = est.stderr_bits_per_token * math.log(2) * est.n_tokens
         assert abs(got - total) < 4.5 * se, (estimator, got, total, se)
         assert se < 0.1 * total
     # the uniform model: every masked token costs log V and the weights of a sequence sum to L
-    worse = mask_elbo(lambda x_t, t: torch.zeros(*x_t.shape, V, dtype=torch.float64), path, x1, n_draws=4,
-                      generator=torch.Generator().manual_seed(21))
+    worse = mask_elbo(
+        lambda x_t, t: torch.zeros(*x_t.shape, V, dtype=torch.float64),
+        path,
+        x1,
+        n_draws=4,
+        generator=torch.Generator().manual_seed(21),
+    )
     assert worse.nats_per_token == pytest.approx(math.log(V), rel=1e-7)  # exact up to float32 weights
 
 
@@ -642,11 +697,11 @@ class BlockOracle:
         visible = torch.full((len(x_block), L), -1, dtype=torch.long)
         visible[:, :start] = prefix
         if self.within:
-            visible[:, start:start + self.b] = torch.where(x_block == M, -1, x_block)
-        return self.lookup(visible)[:, start:start + self.b]
+            visible[:, start : start + self.b] = torch.where(x_block == M, -1, x_block)
+        return self.lookup(visible)[:, start : start + self.b]
 
     def __call__(self, x_t, x1):
-        return torch.cat([self._block(x1[:, :s], x_t[:, s:s + self.b], s) for s in range(0, L, self.b)], 1)
+        return torch.cat([self._block(x1[:, :s], x_t[:, s : s + self.b], s) for s in range(0, L, self.b)], 1)
 
     def block_logits(self, x_block, cache, start):
         prefix = torch.zeros(len(x_block), 0, dtype=torch.long) if cache is None else cache
@@ -733,15 +788,17 @@ def test_block_diffusion_sample_with_true_oracle_follows_the_conditional(block):
     x0 = torch.full((n, L), M)
     x0[:, 0] = prompt[0]
     bd = BlockDiffusion(MixturePath(V, "mask"), block)
-    out = bd.sample(BlockOracle(p, block, within=True), x0, unmasking="random_order",
-                    generator=torch.Generator().manual_seed(40))
+    out = bd.sample(
+        BlockOracle(p, block, within=True), x0, unmasking="random_order", generator=torch.Generator().manual_seed(40)
+    )
     assert bool((out[:, 0] == prompt[0]).all()) and not bool((out == M).any())
     cond, free = conditional_table(p, (0,), prompt)
     counts = _free_joint_counts(out, free)
     assert chi2_pvalue(counts.numpy(), cond.numpy()) > 1e-3
     # the mean-field oracle samples each block's tokens independently given the prefix: wrong
-    out_mf = bd.sample(BlockOracle(p, block, within=False), x0, unmasking="random_order",
-                       generator=torch.Generator().manual_seed(41))
+    out_mf = bd.sample(
+        BlockOracle(p, block, within=False), x0, unmasking="random_order", generator=torch.Generator().manual_seed(41)
+    )
     assert chi2_pvalue(_free_joint_counts(out_mf, free).numpy(), cond.numpy()) < 1e-6
 
 
@@ -758,9 +815,9 @@ def _small_block_model(vocab, block, seed=0):
 def _cached_logits(model, x_t, x1, block):
     cache, out = None, []
     for s in range(0, x1.shape[1], block):
-        out.append(model.block_logits(x_t[:, s:s + block], cache, s))
+        out.append(model.block_logits(x_t[:, s : s + block], cache, s))
         if s + block < x1.shape[1]:
-            cache = model.extend(x1[:, s:s + block], cache, s)
+            cache = model.extend(x1[:, s : s + block], cache, s)
     return torch.cat(out, 1)
 
 
@@ -775,7 +832,7 @@ def test_block_transformer_forward_equals_cached_block_logits(block):
         torch.testing.assert_close(model(x_t, x1), _cached_logits(model, x_t, x1, block), atol=1e-10, rtol=0)
         x_t = torch.where(torch.rand(x1.shape, generator=g) < 0.5, x1, torch.full_like(x1, vocab))
         torch.testing.assert_close(model(x_t, x1), _cached_logits(model, x_t, x1, block), atol=1e-10, rtol=0)
-    # the noisy x_t does matter (not a constant model)
+        # the noisy x_t does matter (not a constant model)
         assert float((model(x_t, x1) - model(torch.full_like(x1, vocab), x1)).abs().max()) > 1e-6
 
 
@@ -791,7 +848,7 @@ def test_block_transformer_is_block_causal():
             end = (k + 1) * block
             # clean tokens of block k and later, and noisy tokens of later blocks: no effect on blocks <= k
             x1_mod, xt_mod = x1.clone(), x_t.clone()
-            x1_mod[:, k * block:] = (x1[:, k * block:] + 1) % vocab
+            x1_mod[:, k * block :] = (x1[:, k * block :] + 1) % vocab
             xt_mod[:, end:] = (x_t[:, end:] + 1) % (vocab + 1)
             changed = model(xt_mod, x1_mod)
             torch.testing.assert_close(changed[:, :end], base[:, :end], atol=1e-12, rtol=0)
@@ -801,16 +858,18 @@ def test_block_transformer_is_block_causal():
                 x1_prev = x1.clone()
                 x1_prev[:, k * block - 1] = (x1[:, k * block - 1] + 1) % vocab
                 diff = (model(x_t, x1_prev) - base).abs()
-                assert float(diff[:, k * block:end].amax()) > 1e-6
-                torch.testing.assert_close(model(x_t, x1_prev)[:, :k * block], base[:, :k * block], atol=1e-12, rtol=0)
+                assert float(diff[:, k * block : end].amax()) > 1e-6
+                torch.testing.assert_close(
+                    model(x_t, x1_prev)[:, : k * block], base[:, : k * block], atol=1e-12, rtol=0
+                )
             # a noisy token of block k changes block k (and only blocks >= k... here: only block k)
             xt_own = x_t.clone()
             xt_own[:, k * block] = (x_t[:, k * block] + 1) % (vocab + 1)
             own = model(xt_own, x1)
             if block > 1:
-                assert float((own[:, k * block:end] - base[:, k * block:end]).abs().max()) > 1e-6
+                assert float((own[:, k * block : end] - base[:, k * block : end]).abs().max()) > 1e-6
             outside = torch.ones(length, dtype=torch.bool)
-            outside[k * block:end] = False
+            outside[k * block : end] = False
             torch.testing.assert_close(own[:, outside], base[:, outside], atol=1e-12, rtol=0)
 
 
@@ -820,8 +879,8 @@ def _ar_log_probs(model, x):
     cache, total = None, torch.zeros(len(x), dtype=torch.float64)
     for i in range(x.shape[1]):
         logits = model.block_logits(torch.full((len(x), 1), vocab), cache, i)[:, 0]
-        total += torch.log_softmax(logits, -1).gather(-1, x[:, i:i + 1])[:, 0]
-        cache = model.extend(x[:, i:i + 1], cache, i)
+        total += torch.log_softmax(logits, -1).gather(-1, x[:, i : i + 1])[:, 0]
+        cache = model.extend(x[:, i : i + 1], cache, i)
     return total
 
 
@@ -878,18 +937,34 @@ def test_block_diffusion_sample_keeps_the_prompt_and_unmasks_everything():
 def test_causal_transformer_incremental_decoding_matches_full_pass(positions):
     vocab, length = 7, 9
     torch.manual_seed(5)
-    net = TokenTransformer(vocab, vocab, width=16, depth=2, heads=2, max_len=16, causal=True,
-                           time_conditioning=False, positions=positions).double().eval()
+    net = (
+        TokenTransformer(
+            vocab,
+            vocab,
+            width=16,
+            depth=2,
+            heads=2,
+            max_len=16,
+            causal=True,
+            time_conditioning=False,
+            positions=positions,
+        )
+        .double()
+        .eval()
+    )
     tokens = torch.randint(0, vocab, (3, length), generator=torch.Generator().manual_seed(49))
     with torch.no_grad():
         full = net(tokens)
         for chunk in (1, 2, 4):
             cache, pieces = None, []
             for s in range(0, length, chunk):
-                logits, kv = net(tokens[:, s:s + chunk], past_kv=cache, return_kv=True)
+                logits, kv = net(tokens[:, s : s + chunk], past_kv=cache, return_kv=True)
                 pieces.append(logits)
-                cache = kv if cache is None else [(torch.cat([k0, k], 2), torch.cat([v0, v], 2))
-                                                  for (k0, v0), (k, v) in zip(cache, kv)]
+                cache = (
+                    kv
+                    if cache is None
+                    else [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(cache, kv)]
+                )
             torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-10, rtol=0)
         # causal: a later token does not change earlier logits
         changed = tokens.clone()
@@ -923,8 +998,9 @@ def test_masked_diffusion_loss_is_a_draw_of_the_elbo(estimator):
     b = mask_batch(x1, path, estimator=estimator, generator=torch.Generator().manual_seed(7))
     ce = -torch.log_softmax(model(b.x_t, b.t[:, 0]), -1).gather(-1, x1[..., None])[..., 0]
     per_seq = [float(ce[i][b.masked[i]].mean()) for i in range(len(x1)) if b.masked[i].any()]
-    assert float(mean_fn(model, x1, torch.Generator().manual_seed(7))) == pytest.approx(sum(per_seq) / len(per_seq),
-                                                                                          rel=1e-12)
+    assert float(mean_fn(model, x1, torch.Generator().manual_seed(7))) == pytest.approx(
+        sum(per_seq) / len(per_seq), rel=1e-12
+    )
 
 
 def test_masked_diffusion_loss_argument_errors():
@@ -957,22 +1033,33 @@ def test_count_weights_are_float64_exact():
     m = b.masked.sum(-1, keepdim=True).double()
     assert torch.equal(b.weight.double(), torch.where(b.masked, 3 / m, torch.zeros((), dtype=torch.float64)))
     # a uniform model: every masked token costs log V, the weights of a sequence sum to L: L log V exactly
-    est = mask_elbo(lambda x_t, t: torch.zeros(*x_t.shape, V, dtype=torch.float64), path, x1, n_draws=4,
-                    generator=torch.Generator().manual_seed(62))
+    est = mask_elbo(
+        lambda x_t, t: torch.zeros(*x_t.shape, V, dtype=torch.float64),
+        path,
+        x1,
+        n_draws=4,
+        generator=torch.Generator().manual_seed(62),
+    )
     assert est.nats_per_token == pytest.approx(math.log(V), abs=1e-13)
 
 
 @pytest.mark.parametrize("n", [4, 16])
 def test_count_estimator_clipped_range_stays_inside(n):
     path = MixturePath(V, "mask")
-    b = mask_batch(torch.zeros(2000, n, dtype=torch.long), path, estimator="count", mask_rate_range=(0.3, 0.8),
-                   generator=torch.Generator().manual_seed(63))
+    b = mask_batch(
+        torch.zeros(2000, n, dtype=torch.long),
+        path,
+        estimator="count",
+        mask_rate_range=(0.3, 0.8),
+        generator=torch.Generator().manual_seed(63),
+    )
     rate = b.masked.sum(-1).double() / n
     assert float(rate.min()) >= 0.3 and float(rate.max()) <= 0.8
 
 
 def test_block_sampling_refuses_mask_tokens_at_fixed_positions_of_fully_fixed_blocks():
     from dfm import BlockDiffusion, BlockDiffusionTransformer
+
     path = MixturePath(5, "mask")
     model = BlockDiffusionTransformer(5, 2, width=8, depth=1, heads=1, max_len=6)
     x0 = torch.tensor([[5, 5, 1, 5, 5, 5]])

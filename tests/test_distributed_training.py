@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes): the same parameters as one
 process over the same global batch, kill-and-resume, resuming across world sizes, a failing
 rank bringing the job down, and the per-rank helpers of gm.distributed."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,19 @@ def _run(command: list[str], timeout: float, retry_shutdown_abort: bool) -> subp
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 180, expect_success: bool = True) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                 str(WORKER), *args], timeout, expect_success)
+    return _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(WORKER),
+            *args,
+        ],
+        timeout,
+        expect_success,
+    )
 
 
 def single_process_reference(dtype: torch.dtype, steps: int, world_size: int = 2) -> dict:
@@ -59,8 +71,7 @@ def single_process_reference(dtype: torch.dtype, steps: int, world_size: int = 2
         return worker.loss_of(m, torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     result = train(model, loss_fn, worker.config(steps), val_fn=worker.val_fn)
-    return {"final": result.final_state, "best": result.best_state, "steps": result.steps,
-            "history": result.history}
+    return {"final": result.final_state, "best": result.best_state, "steps": result.steps, "history": result.history}
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -82,7 +93,9 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, dtyp
     # Not vacuous: training moved the parameters, and another batch split would not match.
     start = worker.make_model(getattr(torch, dtype)).state_dict()
     assert max_difference(got["final"], start) > 1e-2
-    assert max_difference(got["final"], single_process_reference(getattr(torch, dtype), 12, world_size=1)["final"]) > 1e-4
+    assert (
+        max_difference(got["final"], single_process_reference(getattr(torch, dtype), 12, world_size=1)["final"]) > 1e-4
+    )
 
 
 def test_compiled_two_processes_match_one_eager_process(tmp_path):
@@ -112,8 +125,9 @@ def test_a_killed_two_process_run_resumes_exactly_and_under_one_process(tmp_path
     shutil.copytree(killed, one_process)
 
     # rank 1 resumes on a "node" that cannot see the checkpoint: rank 0 sends it
-    resumed = torchrun(2, "--out", str(killed), "--steps", "12", "--checkpoint", "--rank1-disk",
-                       str(tmp_path / "empty"))
+    resumed = torchrun(
+        2, "--out", str(killed), "--steps", "12", "--checkpoint", "--rank1-disk", str(tmp_path / "empty")
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert not (tmp_path / "empty").exists()  # only rank 0 writes
     assert f"resuming from step {saved['step']}" in resumed.stderr
@@ -123,9 +137,14 @@ def test_a_killed_two_process_run_resumes_exactly_and_under_one_process(tmp_path
 
     # The 2-process checkpoint under 1 process: each step now draws the whole batch on one
     # rank, from a fresh stream seeded by (seed, rank, step); deterministic, not the same.
-    single = subprocess.run([sys.executable, str(WORKER), "--out", str(one_process), "--steps", "12",
-                             "--checkpoint"], capture_output=True, text=True, timeout=120, cwd=PROJECT,
-                            env={k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV})
+    single = subprocess.run(
+        [sys.executable, str(WORKER), "--out", str(one_process), "--steps", "12", "--checkpoint"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT,
+        env={k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV},
+    )
     assert single.returncode == 0, single.stderr
     assert "written by 2 process(es), this run has 1" in single.stderr
     alone = torch.load(one_process / "result.pt")
@@ -150,8 +169,9 @@ def test_rank_batch_size_and_seeds():
             rank_batch_size(bad, 1)
     # Rank 0 of a fresh run draws what a single process seeded with `seed` draws.
     assert rank_seed(5, 0) == 5
-    assert torch.equal(torch.rand(4, generator=rank_generator(5, 0)),
-                       torch.rand(4, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(
+        torch.rand(4, generator=rank_generator(5, 0)), torch.rand(4, generator=torch.Generator().manual_seed(5))
+    )
     seeds = {rank_seed(5, r) for r in range(8)} | {rank_seed(5, r, 100) for r in range(8)} | {rank_seed(6, 1)}
     assert len(seeds) == 17 and all(0 <= s < 2**63 for s in seeds)
 
@@ -184,13 +204,26 @@ def test_bad_timeout_setting(monkeypatch):
 
 
 def benchmark_under_torchrun(*args: str, expect_success: bool = True) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                  "-m", "benchmarks", *args], 300, expect_success)
+    return _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "benchmarks",
+            *args,
+        ],
+        300,
+        expect_success,
+    )
 
 
 def test_a_benchmark_script_runs_unchanged_under_torchrun(tmp_path):
-    run = benchmark_under_torchrun("so3", "--quick", "--steps", "20", "--components", "16", "--out", str(tmp_path),
-                                   "--no-progress")
+    run = benchmark_under_torchrun(
+        "so3", "--quick", "--steps", "20", "--components", "16", "--out", str(tmp_path), "--no-progress"
+    )
     assert run.returncode == 0, run.stderr
     # Rank 0 alone prints, evaluates and writes; both ranks trained the same 20 steps.
     assert run.stdout.count("[so3] M=16 seed 0: 20 steps") == 1
@@ -200,17 +233,46 @@ def test_a_benchmark_script_runs_unchanged_under_torchrun(tmp_path):
     saved = torch.load(tmp_path / "M16" / "seed0" / "checkpoint.pt", weights_only=False)
     assert saved["world_size"] == 2 and saved["step"] == 20
 
-    odd = benchmark_under_torchrun("so3", "--quick", "--steps", "2", "--components", "16", "--batch", "5",
-                                   "--out", str(tmp_path / "odd"), expect_success=False)
+    odd = benchmark_under_torchrun(
+        "so3",
+        "--quick",
+        "--steps",
+        "2",
+        "--components",
+        "16",
+        "--batch",
+        "5",
+        "--out",
+        str(tmp_path / "odd"),
+        expect_success=False,
+    )
     assert odd.returncode != 0
     assert "--batch 5 must be a multiple of the number of processes (2)" in odd.stderr
 
 
 def test_scaling_benchmark_quick(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-    run = subprocess.run([sys.executable, "-m", "benchmarks", "scaling", "--quick", "--models", "earth",
-                          "--modes", "strong", "weak", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "scaling",
+            "--quick",
+            "--models",
+            "earth",
+            "--modes",
+            "strong",
+            "weak",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=PROJECT,
+    )
     assert run.returncode == 0, run.stderr
     record = json.loads((tmp_path / "results.json").read_text())
     rows = {(r["mode"], r["processes"]): r for r in record["rows"]}
@@ -222,13 +284,18 @@ def test_scaling_benchmark_quick(tmp_path):
         assert row["efficiency"] == pytest.approx(row["samples_per_s"] / (n * base))
     assert "| earth | weak | 2 x 1 | 512 |" in run.stdout
 
-    bad = subprocess.run([sys.executable, "-m", "benchmarks", "scaling", "--processes", "3", "--models", "text"],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=PROJECT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "scaling", "--processes", "3", "--models", "text"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=PROJECT,
+    )
     assert bad.returncode == 2 and "does not split" in bad.stderr
 
 
-@pytest.mark.skipif(not kjv_path().exists(),
-                    reason="KJV text not available (set RDFM_DATA_DIR)")
+@pytest.mark.skipif(not kjv_path().exists(), reason="KJV text not available (set RDFM_DATA_DIR)")
 def test_the_text_benchmark_under_torchrun(tmp_path):
     # Both models' losses run on the DDP-wrapped transformer (which hides its attributes).
     run = benchmark_under_torchrun("text", "--quick", "--steps", "6", "--out", str(tmp_path), "--no-progress")

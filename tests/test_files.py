@@ -1,4 +1,5 @@
 """gm.files: the library's one atomic writer."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Tests for gm: schedulers against finite differences and closed forms, the simulate loop
 against exact solutions of linear ODEs, and the joint process."""
+
 import math
 
 import pytest
@@ -16,8 +17,13 @@ from gm import (
     simulate,
 )
 
-SCHEDULERS = [LinearScheduler(), PolynomialScheduler(2), PolynomialScheduler(0.5), CosineConvexScheduler(),
-              ExponentialRateScheduler(3.0)]
+SCHEDULERS = [
+    LinearScheduler(),
+    PolynomialScheduler(2),
+    PolynomialScheduler(0.5),
+    CosineConvexScheduler(),
+    ExponentialRateScheduler(3.0),
+]
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS, ids=repr)
@@ -49,8 +55,9 @@ def test_scheduler_closed_forms():
     assert LinearScheduler().rate(torch.tensor(1.0)).isinf()
     # float32 rate close to t = 1 keeps relative precision
     t32 = torch.tensor(1 - 2**-20, dtype=torch.float32)
-    torch.testing.assert_close(PolynomialScheduler(2).rate(t32), (2 * t32.double() / (1 - t32.double() ** 2)).float(),
-                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        PolynomialScheduler(2).rate(t32), (2 * t32.double() / (1 - t32.double() ** 2)).float(), rtol=1e-4, atol=0
+    )
 
 
 def test_scheduler_bad_arguments():
@@ -108,8 +115,14 @@ def test_simulate_time_is_tensor_on_state_dtype_and_no_grad_default():
 
 @pytest.mark.parametrize(
     "grid,steps,match",
-    [((0.0,), None, "at least 2"), ((0.0, 1.5), None, r"in \[0, 1\]"), ((0.0, 0.5, 0.2), None, "strictly"),
-     ((0.0, 0.5, 1.0), 4, "needs time_grid"), ((0.0, 1.0), 0, "positive integer"), ((0.0, float("nan")), None, "finite")],
+    [
+        ((0.0,), None, "at least 2"),
+        ((0.0, 1.5), None, r"in \[0, 1\]"),
+        ((0.0, 0.5, 0.2), None, "strictly"),
+        ((0.0, 0.5, 1.0), 4, "needs time_grid"),
+        ((0.0, 1.0), 0, "positive integer"),
+        ((0.0, float("nan")), None, "finite"),
+    ],
 )
 def test_time_grid_errors(grid, steps, match):
     with pytest.raises(ValueError, match=match):

@@ -2,6 +2,7 @@
 with a model trained with label dropout, tokens with an exact posterior) the fraction of
 samples a Bayes classifier assigns to the requested class rises with w, and w = 1 is the
 conditional model."""
+
 import math
 
 import pytest
@@ -22,7 +23,7 @@ def test_euclidean_exact_fields():
     means = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
     covs = torch.eye(2, dtype=torch.float64).expand(2, 2, 2) * 0.6
     mixture = GaussianMixture(means, covs)
-    classes = [GaussianMixture(means[c:c + 1], covs[c:c + 1]) for c in range(2)]
+    classes = [GaussianMixture(means[c : c + 1], covs[c : c + 1]) for c in range(2)]
     sched = LinearScheduler()
 
     def model(x, t, label):
@@ -34,16 +35,19 @@ def test_euclidean_exact_fields():
     x = torch.randn(5, 2, dtype=torch.float64)
     t = torch.tensor(0.4, dtype=torch.float64)
     torch.testing.assert_close(GuidedVelocity(model, 1, 1.0)(x, t), model(x, t, torch.ones(5, dtype=torch.long)))
-    torch.testing.assert_close(GuidedVelocity(model, 1, 2.5)(x, t),
-                               -1.5 * model(x, t, torch.full((5,), NULL_LABEL)) + 2.5 * model(x, t, torch.ones(5, dtype=torch.long)))
+    torch.testing.assert_close(
+        GuidedVelocity(model, 1, 2.5)(x, t),
+        -1.5 * model(x, t, torch.full((5,), NULL_LABEL)) + 2.5 * model(x, t, torch.ones(5, dtype=torch.long)),
+    )
     fractions = []
     for w in WEIGHTS:
         samples = ODESolver(Euclidean(2), GuidedVelocity(model, 1, w)).sample(x0, steps=64, method="rk4")
         log_post = torch.stack([c.log_prob(samples) for c in classes], -1)  # equal priors
         fractions.append(float((log_post.argmax(-1) == 1).double().mean()))
     assert fractions[0] == pytest.approx(0.5, abs=0.04)  # w = 0: the unconditional mixture
-    assert fractions[1] == pytest.approx(float(torch.distributions.Normal(0, math.sqrt(0.6)).cdf(torch.tensor(1.0))),
-                                         abs=0.03)  # w = 1: class 1's own share right of 0
+    assert fractions[1] == pytest.approx(
+        float(torch.distributions.Normal(0, math.sqrt(0.6)).cdf(torch.tensor(1.0))), abs=0.03
+    )  # w = 1: class 1's own share right of 0
     assert all(a < b for a, b in zip(fractions, fractions[1:])), fractions
 
 
@@ -93,13 +97,16 @@ def test_tokens_exact_posterior():
     fractions = []
     for w in WEIGHTS:
         solver = CTMCSolver(path, GuidedPosterior(model, 1, w))
-        x1 = solver.sample(x0, steps=length * 4, generator=torch.Generator().manual_seed(0),
-                           dtype_categorical=torch.float64)
+        x1 = solver.sample(
+            x0, steps=length * 4, generator=torch.Generator().manual_seed(0), dtype_categorical=torch.float64
+        )
         score = (torch.log(class_probs[1])[x1] - torch.log(class_probs[0])[x1]).sum(-1)
         fractions.append(float((score > 0).double().mean()))
     # w = 1: exactly the class-1 model; the Bayes accuracy of independent length-6 draws from it
     exact = torch.distributions.Categorical(probs=class_probs[1])
-    draws = exact.sample((200000, length), )
+    draws = exact.sample(
+        (200000, length),
+    )
     ref = float(((torch.log(class_probs[1])[draws] - torch.log(class_probs[0])[draws]).sum(-1) > 0).double().mean())
     assert fractions[1] == pytest.approx(ref, abs=0.03)
     assert fractions[0] == pytest.approx(0.5, abs=0.1)  # w = 0: the mixture (not symmetric: ~ half)
@@ -137,8 +144,17 @@ def test_token_transformer_trained_with_label_dropout():
     class_probs = torch.tensor([[0.55, 0.25, 0.15, 0.05], [0.10, 0.20, 0.30, 0.40]])
     path = MixturePath(vocab, "mask")
     torch.manual_seed(0)
-    model = TokenTransformer(vocab + 1, vocab, width=32, depth=2, heads=2, max_len=length, time_conditioning=False,
-                             num_classes=2, null_label=True)
+    model = TokenTransformer(
+        vocab + 1,
+        vocab,
+        width=32,
+        depth=2,
+        heads=2,
+        max_len=length,
+        time_conditioning=False,
+        num_classes=2,
+        null_label=True,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(300):
@@ -155,8 +171,9 @@ def test_token_transformer_trained_with_label_dropout():
     fractions = []
     with torch.no_grad():
         for w in WEIGHTS:
-            x1 = CTMCSolver(path, GuidedPosterior(model, 1, w)).sample(x0, steps=12,
-                                                                          generator=torch.Generator().manual_seed(1))
+            x1 = CTMCSolver(path, GuidedPosterior(model, 1, w)).sample(
+                x0, steps=12, generator=torch.Generator().manual_seed(1)
+            )
             score = (torch.log(class_probs[1])[x1] - torch.log(class_probs[0])[x1]).sum(-1)
             fractions.append(float((score > 0).float().mean()))
     assert 0.35 < fractions[0] < 0.65, fractions

@@ -1,5 +1,6 @@
 """Issue-level input strictness: every bad input named in a ValueError, in paths and schedulers
 as in solvers and losses (one test per defect a new user hit)."""
+
 import math
 
 import pytest
@@ -42,16 +43,23 @@ def test_geodesic_path_does_not_extrapolate(t_bad):
         GeodesicPath(m).sample(None, _points(m), t_bad)
 
 
-@pytest.mark.parametrize("m, off", [
-    (Sphere(2), lambda x: 1.01 * x),            # non-unit vectors
-    (SO3(), lambda x: 1.1 * x),                 # scaled rotations
-    (FlatTorus(2), lambda x: x.fill_(7.0)),     # an angle outside [0, 2 pi)
-    (SE3(), lambda x: x * 1.1),
-], ids=["sphere", "so3", "torus", "se3"])
+@pytest.mark.parametrize(
+    "m, off",
+    [
+        (Sphere(2), lambda x: 1.01 * x),  # non-unit vectors
+        (SO3(), lambda x: 1.1 * x),  # scaled rotations
+        (FlatTorus(2), lambda x: x.fill_(7.0)),  # an angle outside [0, 2 pi)
+        (SE3(), lambda x: x * 1.1),
+    ],
+    ids=["sphere", "so3", "torus", "se3"],
+)
 def test_geodesic_path_rejects_points_off_the_manifold_and_says_how_to_fix_it(m, off):
     x1 = off(_points(m).clone())
-    with pytest.raises(ValueError, match=r"^x1: \d+ of 8 points off the manifold; .*project it with "
-                                         r"`manifold\.projx\(x1\)`"):
+    with pytest.raises(
+        ValueError,
+        match=r"^x1: \d+ of 8 points off the manifold; .*project it with "
+        r"`manifold\.projx\(x1\)`",
+    ):
         GeodesicPath(m).sample(None, x1, torch.rand(8, dtype=torch.float64))
 
 
@@ -61,7 +69,7 @@ def test_float32_data_cast_to_float64_is_accepted_and_snapped_onto_the_manifold(
     x64 = x32.double()
     assert float(m.worst_violation(x64)) > 1e-10  # really off at float64 precision
     s = GeodesicPath(m).sample(None, x64, torch.rand(64, dtype=torch.float64))
-    m.check_point(s.x1)       # snapped: on the manifold to float64 precision
+    m.check_point(s.x1)  # snapped: on the manifold to float64 precision
     m.check_point(s.x_t)
     torch.testing.assert_close(s.x1, x64, atol=1e-6, rtol=0)  # by no more than the rounding
 
@@ -101,8 +109,11 @@ def test_validation_can_be_switched_off_for_checked_data():
         path.sample(None, x1, torch.rand(3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("sched", [LinearScheduler(), PolynomialScheduler(2), CosineConvexScheduler(),
-                                   ExponentialRateScheduler(3.0)], ids=repr)
+@pytest.mark.parametrize(
+    "sched",
+    [LinearScheduler(), PolynomialScheduler(2), CosineConvexScheduler(), ExponentialRateScheduler(3.0)],
+    ids=repr,
+)
 def test_schedulers_check_their_times(sched):
     for method in (sched.__call__, sched.kappa, sched.d_kappa, sched.rate):
         with pytest.raises(ValueError, match=r"t must lie in \[0, 1\], got values in \[1.5, 1.5\]"):
@@ -118,8 +129,9 @@ def test_schedulers_check_their_times(sched):
     high = float(sched.kappa(1.0))
     with pytest.raises(ValueError, match="kappa must lie in"):
         sched.inverse(torch.tensor([high + 0.1]))
-    torch.testing.assert_close(sched.inverse(sched.kappa(torch.tensor([0.0, 0.3, 1.0]))),
-                               torch.tensor([0.0, 0.3, 1.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        sched.inverse(sched.kappa(torch.tensor([0.0, 0.3, 1.0]))), torch.tensor([0.0, 0.3, 1.0]), atol=1e-5, rtol=0
+    )
     assert sched.kappa(torch.tensor(1.5), validate=False).shape == ()  # callers that checked may skip
 
 

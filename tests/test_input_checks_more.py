@@ -2,6 +2,7 @@
 the token transformer and the manifolds' public methods. One test per defect found: each bad
 input used to give a raw torch error, a silent NaN, a silent wrong shape or result; now it is a
 ValueError naming the argument and the problem."""
+
 import numpy as np
 import pytest
 import torch
@@ -82,7 +83,9 @@ def test_velocity_of_the_wrong_shape_or_type_is_named(stepping):
         ODESolver(m, lambda x, t: x[..., :2]).log_likelihood(x0, steps=2, stepping=stepping)
     # an augmented (points, extra) state needs a (velocity, rate) pair
     with pytest.raises(ValueError, match=r"must return a pair \(velocity, rate\)"):
-        simulate(ManifoldFlowProcess(m), lambda s, t: torch.zeros_like(s[0]), (x0, torch.zeros(4, dtype=x0.dtype)), steps=2)
+        simulate(
+            ManifoldFlowProcess(m), lambda s, t: torch.zeros_like(s[0]), (x0, torch.zeros(4, dtype=x0.dtype)), steps=2
+        )
 
 
 def test_ode_solver_arguments_and_options():
@@ -231,8 +234,13 @@ def test_generalized_kl_times_are_per_sample_and_checked():
     # (B, C, L) tokens with t of shape (B,): each sample's C sequences at its own time
     x1b, x_tb, logitsb = x1.reshape(2, 2, 6), x_t.reshape(2, 2, 6), logits.reshape(2, 2, 6, 5)
     tb = torch.tensor([0.2, 0.7])
-    per_seq = torch.stack([mixture_generalized_kl(logitsb[b, c][None], x1b[b, c][None], x_tb[b, c][None],
-                                                  tb[b:b + 1], path) for b in range(2) for c in range(2)])
+    per_seq = torch.stack(
+        [
+            mixture_generalized_kl(logitsb[b, c][None], x1b[b, c][None], x_tb[b, c][None], tb[b : b + 1], path)
+            for b in range(2)
+            for c in range(2)
+        ]
+    )
     torch.testing.assert_close(mixture_generalized_kl(logitsb, x1b, x_tb, tb, path), per_seq.mean())
 
 
@@ -249,7 +257,9 @@ def test_mask_elbo_options_and_nan_posteriors():
         mask_elbo(zeros, "mask", x1)
     with pytest.raises(ValueError, match="posterior must be callable"):
         mask_elbo(None, path, x1)
-    with pytest.raises(ValueError, match=r"posterior returned logits that are not a distribution .* [1-4] of 4 sequences"):
+    with pytest.raises(
+        ValueError, match=r"posterior returned logits that are not a distribution .* [1-4] of 4 sequences"
+    ):
         mask_elbo(lambda x, t: torch.full((*x.shape, 5), float("nan")), path, x1)  # was: an all-NaN estimate
 
 
@@ -321,7 +331,9 @@ def test_transformer_tokens_and_constructor_arguments():
     with pytest.raises(ValueError, match="padding_mask must be a bool tensor"):
         m(torch.zeros(1, 3, dtype=torch.long), 0.5, padding_mask=torch.zeros(1, 3, dtype=torch.long))
     for kwargs, name in (({"heads": 0}, "heads"), ({"depth": 0}, "depth"), ({"max_len": 0}, "max_len")):
-        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):  # was: ZeroDivisionError or accepted
+        with pytest.raises(
+            ValueError, match=f"{name} must be a positive integer"
+        ):  # was: ZeroDivisionError or accepted
             TokenTransformer(6, 5, **{"width": 16, "depth": 1, "heads": 2, **kwargs})
     with pytest.raises(ValueError, match="vocab_size must be a positive integer, got 0"):
         TokenTransformer(0, 5, width=16, depth=1, heads=2)

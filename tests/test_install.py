@@ -1,6 +1,7 @@
 """Packaging: the README example is the packaged demo code, the data and cache folder rules, and
 a non-editable install (a wheel in a fresh virtual environment) that runs the demo and a
 benchmark from an unrelated folder without writing into its own ``site-packages``."""
+
 from __future__ import annotations
 
 import json
@@ -18,16 +19,16 @@ from benchmarks import earth_data, paths, text_data
 from benchmarks.demo import EARTH_OUT, EARTH_STEPS, earth_argv, example_code
 from benchmarks.demo_example import EXAMPLE_CODE, EXAMPLE_STEPS
 from benchmarks.earth_data import earth_path, load_earth
-from benchmarks.paths import (cache_dir, data_dir, describe_data_dir, is_source_checkout, user_cache_dir,
-                              user_data_dir)
+from benchmarks.paths import cache_dir, data_dir, describe_data_dir, is_source_checkout, user_cache_dir, user_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_demo_block() -> str:
     """The python block after the README's ``<!-- demo`` marker."""
-    match = re.search(r"<!-- demo.*?-->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"),
-                      flags=re.S)
+    match = re.search(
+        r"<!-- demo.*?-->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S
+    )
     assert match is not None, "README.md has no python block after a '<!-- demo' marker"
     return match.group(1)
 
@@ -162,7 +163,9 @@ def test_missing_data_messages_say_where_and_how(fake_home, monkeypatch):
 _NOT_SOURCES = shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "dist", "runs", "logs", "*.pt")
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (
         f"{' '.join(map(str, command))} exited with {result.returncode}\n"
@@ -200,16 +203,32 @@ print(json.dumps({
 """
 
 
-@pytest.mark.skipif(not earth_path("volcano").is_file(),
-                    reason=f"Earth data not found at {earth_path('volcano')} ({describe_data_dir()}); "
-                           "set RDFM_DATA_DIR or run `python -m benchmarks download`")
+@pytest.mark.skipif(
+    not earth_path("volcano").is_file(),
+    reason=f"Earth data not found at {earth_path('volcano')} ({describe_data_dir()}); "
+    "set RDFM_DATA_DIR or run `python -m benchmarks download`",
+)
 def test_wheel_install_runs_from_another_folder(tmp_path):
     # 1. A wheel built by this interpreter's pip from a copy of the checkout.
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=_NOT_SOURCES)
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", str(wheels), str(source)], cwd=tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        cwd=tmp_path,
+    )
     (wheel,) = wheels.glob("rdfm-*.whl")
 
     # 2. A fresh environment with only the wheel installed (nothing downloaded). The dependencies
@@ -219,10 +238,15 @@ def test_wheel_install_runs_from_another_folder(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
     python = _venv_python(venv)
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-          str(wheel)], cwd=tmp_path)
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     cwd=tmp_path).stdout.strip())
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        cwd=tmp_path,
+    )
+    site = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path
+        ).stdout.strip()
+    )
     dev_paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     (site / "_rdfm_test_dependencies.pth").write_text("".join(f"{p}\n" for p in dev_paths), encoding="utf-8")
 
@@ -255,8 +279,24 @@ def test_wheel_install_runs_from_another_folder(tmp_path):
     assert (run_dir / "volcano_seed0.png").is_file()
 
     # One more benchmark (needs no data files), results under --out in the working folder.
-    _run([str(python), "-m", "benchmarks", "so3", "--quick", "--components", "16", "--steps", "20",
-          "--no-progress", "--out", "so3"], cwd=work, env=env)
+    _run(
+        [
+            str(python),
+            "-m",
+            "benchmarks",
+            "so3",
+            "--quick",
+            "--components",
+            "16",
+            "--steps",
+            "20",
+            "--no-progress",
+            "--out",
+            "so3",
+        ],
+        cwd=work,
+        env=env,
+    )
     assert json.loads((work / "so3" / "M16" / "seed0" / "results.json").read_text(encoding="utf-8"))["steps"] == 20
 
     assert _listing(site) == before, "running the installed package wrote into its site-packages"

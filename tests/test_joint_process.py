@@ -3,6 +3,7 @@ marginal velocity of the CondOT path) beside a mask CTMC over tokens (exact post
 product of categoricals). Each component's final marginal is checked against its target (moments
 / chi-square), fixed components against their given values, and the model calls and the times
 it sees against the clock. Plus the mask CTMC's temperature and confidence (purity) unmasking."""
+
 import math
 
 import pytest
@@ -14,9 +15,9 @@ from gm import JointProcess, Process, simulate
 from manifolds import Euclidean
 from rfm.solver import ManifoldFlowProcess
 
-MU, SIGMA = 2.0, 0.5      # flow target N(MU, SIGMA^2) from N(0, 1)
-V, L = 4, 3               # tokens: vocabulary and positions
-N = 4000                  # samples
+MU, SIGMA = 2.0, 0.5  # flow target N(MU, SIGMA^2) from N(0, 1)
+V, L = 4, 3  # tokens: vocabulary and positions
+N = 4000  # samples
 Q = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]], dtype=torch.float64)
 
 
@@ -48,8 +49,13 @@ class Recorder:
 
 def joint(times=None, generator=None):
     path = MixturePath(V, "mask")
-    return JointProcess([ManifoldFlowProcess(Euclidean(1), "euler"),
-                         MixtureJumpProcess(path, generator=generator, dtype_categorical=torch.float64)], times=times)
+    return JointProcess(
+        [
+            ManifoldFlowProcess(Euclidean(1), "euler"),
+            MixtureJumpProcess(path, generator=generator, dtype_categorical=torch.float64),
+        ],
+        times=times,
+    )
 
 
 def initial(seed=0):
@@ -86,8 +92,9 @@ def test_fixed_structure_like_component_never_changes_and_the_other_is_generated
     (x0, tok0), g = initial(1)
     data = MU + SIGMA * torch.randn(N, 1, dtype=torch.float64, generator=g)
     model = Recorder()
-    traj = simulate(joint(times=(1.0, None), generator=g), model, (data.clone(), tok0), steps=50,
-                    return_intermediates=True)
+    traj = simulate(
+        joint(times=(1.0, None), generator=g), model, (data.clone(), tok0), steps=50, return_intermediates=True
+    )
     assert all(torch.equal(traj[0][k], data) for k in range(51))  # bit for bit, every step
     assert all(c[0] == 1.0 for c in model.calls) and len(model.calls) == 50
     assert_token_marginals(traj[1][-1])
@@ -135,11 +142,19 @@ def test_component_steps_follow_the_time_map_and_bad_maps_raise():
     assert [s[1] for s in slow.steps] == pytest.approx([1 / 16, 3 / 16, 5 / 16, 7 / 16])
     assert float(out[0]) == pytest.approx(1.0) and float(out[1]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"times\[0\] runs against the clock"):
-        simulate(JointProcess([CountingStep(), CountingStep()], times=(lambda s: 1 - s, None)),
-                 lambda x, t: (None, None), (torch.zeros(()), torch.zeros(())), steps=2)
+        simulate(
+            JointProcess([CountingStep(), CountingStep()], times=(lambda s: 1 - s, None)),
+            lambda x, t: (None, None),
+            (torch.zeros(()), torch.zeros(())),
+            steps=2,
+        )
     with pytest.raises(ValueError, match=r"times\[1\] mapped the clock .* outside \[0, 1\]"):
-        simulate(JointProcess([CountingStep(), CountingStep()], times=(None, lambda s: 2 * s + 0.5)),
-                 lambda x, t: (None, None), (torch.zeros(()), torch.zeros(())), steps=2)
+        simulate(
+            JointProcess([CountingStep(), CountingStep()], times=(None, lambda s: 2 * s + 0.5)),
+            lambda x, t: (None, None),
+            (torch.zeros(()), torch.zeros(())),
+            steps=2,
+        )
     with pytest.raises(ValueError, match=r"times must have one entry per component \(2\), got 3"):
         JointProcess([CountingStep(), CountingStep()], times=(None, None, None))
     with pytest.raises(ValueError, match=r"times\[0\] must be None \(the clock\), a fixed time in \[0, 1\]"):
@@ -159,8 +174,9 @@ def test_temperature_draws_from_the_tempered_posterior():
     solver = CTMCSolver(path, lambda x, t: logits.expand(x.shape + (V,)))
     g = torch.Generator().manual_seed(0)
     for temperature in (0.5, 2.0):
-        out = solver.sample(torch.full((20000, 1), V), steps=3, temperature=temperature, generator=g,
-                            dtype_categorical=torch.float64)
+        out = solver.sample(
+            torch.full((20000, 1), V), steps=3, temperature=temperature, generator=g, dtype_categorical=torch.float64
+        )
         expected = torch.softmax(logits / temperature, -1) * 20000
         counts = torch.bincount(out[:, 0], minlength=V).double()
         assert stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
@@ -179,9 +195,11 @@ def test_confidence_unmasking_reveals_the_scheduled_count_at_the_most_confident_
     t, h = torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
     random = MixtureJumpProcess(path, generator=torch.Generator().manual_seed(5)).step(x, t, h, logits)
     confident = MixtureJumpProcess(path, generator=torch.Generator().manual_seed(5), unmasking="confidence").step(
-        x, t, h, logits)
+        x, t, h, logits
+    )
     in_order = MixtureJumpProcess(path, generator=torch.Generator().manual_seed(5), unmasking="random_order").step(
-        x, t, h, logits)
+        x, t, h, logits
+    )
     revealed_random, revealed = (random < V).sum(-1), (confident < V).sum(-1)
     assert abs(float(revealed_random.double().mean()) - length * 0.3) < 0.1  # Binomial(6, 0.3)
     # the scheduled count, the same in every sequence: 6 - round(6 * 0.7) = 2
@@ -207,8 +225,8 @@ def test_confidence_unmasking_leaves_padding_and_revealed_tokens_alone():
     pad = torch.tensor([[False, False, False, False, True]])
     logits = torch.log(torch.tensor([0.97, 0.01, 0.01, 0.01], dtype=torch.float64)).expand(1, 5, V)
     for seed in range(20):
-        out = MixtureJumpProcess(path, padding_mask=pad, unmasking="confidence",
-                                 generator=torch.Generator().manual_seed(seed)).step(x, torch.tensor(0.0),
-                                                                                     torch.tensor(0.5), logits)
+        out = MixtureJumpProcess(
+            path, padding_mask=pad, unmasking="confidence", generator=torch.Generator().manual_seed(seed)
+        ).step(x, torch.tensor(0.0), torch.tensor(0.5), logits)
         assert int(out[0, 1]) == 2 and int(out[0, 4]) == V
     assert math.isfinite(float(logits.sum()))

@@ -1,6 +1,7 @@
 """The source density of exact likelihoods (issue #28): ODESolver.log_likelihood adds the
 log-density of the source the flow starts from (a path's source, or log_p0), never a silent
 N(0, I) where the path starts elsewhere."""
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,21 @@ def exact_velocity(scheduler):
 
 def log_normal(x: torch.Tensor, mean: torch.Tensor, variance: float | torch.Tensor) -> torch.Tensor:
     """log N(x; mean, variance I) in 2-D, written out (the oracle)."""
-    return -0.5 * ((x - mean) ** 2).sum(-1) / variance - torch.log(2 * math.pi * torch.as_tensor(variance,
-                                                                                                   dtype=x.dtype))
+    return -0.5 * ((x - mean) ** 2).sum(-1) / variance - torch.log(
+        2 * math.pi * torch.as_tensor(variance, dtype=x.dtype)
+    )
 
 
-@pytest.mark.parametrize("scheduler, end", [(VEScheduler(0.01, 5.0), 1.0), (VPScheduler(), 1.0 - 1e-4),
-                                            (LinearVPScheduler(), 1.0 - 1e-4), (CosineScheduler(), 1.0)], ids=repr)
+@pytest.mark.parametrize(
+    "scheduler, end",
+    [
+        (VEScheduler(0.01, 5.0), 1.0),
+        (VPScheduler(), 1.0 - 1e-4),
+        (LinearVPScheduler(), 1.0 - 1e-4),
+        (CosineScheduler(), 1.0),
+    ],
+    ids=repr,
+)
 def test_the_exact_field_from_the_exact_t0_marginal_gives_the_exact_density(scheduler, end):
     """Exact Gaussian marginal field started from the path's exact t = 0 marginal: the
     likelihood at t = end is log N(x; alpha m, (alpha^2 v + sigma^2) I) (sigma_min^2 at t = 1
@@ -41,13 +51,13 @@ def test_the_exact_field_from_the_exact_t0_marginal_gives_the_exact_density(sche
     x = MEAN + torch.randn(6, 2, dtype=torch.float64, generator=g) * 1.5
     x[0] = MEAN  # the mode
     zero, s = scheduler(torch.tensor(0.0, dtype=torch.float64)), scheduler(torch.tensor(end, dtype=torch.float64))
-    log_p0 = lambda x0: log_normal(x0, zero.alpha * MEAN, zero.alpha ** 2 * VARIANCE + zero.sigma ** 2)  # noqa: E731
+    log_p0 = lambda x0: log_normal(x0, zero.alpha * MEAN, zero.alpha**2 * VARIANCE + zero.sigma**2)  # noqa: E731
     solver = ODESolver(Euclidean(2), exact_velocity(scheduler), path=AffinePath(scheduler))
     got = solver.log_likelihood(x, steps=128, time_grid=(end, 0.0), log_p0=log_p0)
-    want = log_normal(x, s.alpha * MEAN, s.alpha ** 2 * VARIANCE + s.sigma ** 2)
+    want = log_normal(x, s.alpha * MEAN, s.alpha**2 * VARIANCE + s.sigma**2)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
     if isinstance(scheduler, VEScheduler):
-        torch.testing.assert_close(want, log_normal(x, MEAN, VARIANCE + 0.01 ** 2))
+        torch.testing.assert_close(want, log_normal(x, MEAN, VARIANCE + 0.01**2))
 
 
 def test_ve_likelihood_defaults_to_the_paths_source_not_the_standard_normal():
@@ -59,12 +69,16 @@ def test_ve_likelihood_defaults_to_the_paths_source_not_the_standard_normal():
     x = torch.tensor([[1.0, -0.5], [1.4, 0.2], [-1.5, 1.0]], dtype=torch.float64)
     with_path = ODESolver(Euclidean(2), exact_velocity(ve), path=path)
     ll, x0 = with_path.log_likelihood(x, steps=64, return_source=True)
-    torch.testing.assert_close(ll - with_path.log_likelihood(x, steps=64, log_p0=lambda z: torch.zeros(len(z),
-                                                                                                     dtype=z.dtype)),
-                               log_normal(x0, torch.zeros(2, dtype=torch.float64), 25.0))
+    torch.testing.assert_close(
+        ll - with_path.log_likelihood(x, steps=64, log_p0=lambda z: torch.zeros(len(z), dtype=z.dtype)),
+        log_normal(x0, torch.zeros(2, dtype=torch.float64), 25.0),
+    )
     without = ODESolver(Euclidean(2), exact_velocity(ve)).log_likelihood(x, steps=64)
-    torch.testing.assert_close(without - ll, log_normal(x0, torch.zeros(2, dtype=torch.float64), 1.0)
-                               - log_normal(x0, torch.zeros(2, dtype=torch.float64), 25.0))
+    torch.testing.assert_close(
+        without - ll,
+        log_normal(x0, torch.zeros(2, dtype=torch.float64), 1.0)
+        - log_normal(x0, torch.zeros(2, dtype=torch.float64), 25.0),
+    )
     assert (without - ll).abs().min() > 0.5  # the two sources differ by nats here
     exact = with_path.log_likelihood(x, steps=64, log_p0=lambda z: log_normal(z, MEAN, VARIANCE + 25.0))
     torch.testing.assert_close(exact, log_normal(x, MEAN, VARIANCE + 1e-4), rtol=1e-5, atol=1e-5)

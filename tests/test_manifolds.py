@@ -1,5 +1,6 @@
 """Geometry tests: algebraic identities (hypothesis), hard points, float32 accuracy against
 float64, geomstats as an oracle, exact Haar sampling, geoopt optimisation."""
+
 import math
 
 import geoopt
@@ -233,7 +234,9 @@ def test_so3_matches_geomstats(geomstats):
     torch.testing.assert_close(m.dist(x, y), gsm.metric.dist(x, y).to(torch.float64), rtol=1e-9, atol=1e-9)
     # geomstats' bi-invariant metric on matrices uses the same 1/2 tr(A^T B) normalisation
     u = m.logmap(x, y)
-    torch.testing.assert_close(m.inner(x, u, u), gsm.metric.inner_product(u, u, x).to(torch.float64), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        m.inner(x, u, u), gsm.metric.inner_product(u, u, x).to(torch.float64), rtol=1e-9, atol=1e-9
+    )
     torch.testing.assert_close(u, gsm.metric.log(y, x).to(torch.float64), rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(m.expmap(x, u), gsm.metric.exp(u, x).to(torch.float64), rtol=1e-9, atol=1e-9)
 
@@ -274,7 +277,9 @@ def test_so3_volume_matches_base_logprob():
     """Integrate the exp-map volume factor 2(1 - cos|w|)/|w|^2 over the ball of radius pi:
     the total must be exp(-base_logprob) = 8 pi^2."""
     a = torch.linspace(0, math.pi, 200001, dtype=torch.float64)
-    integrand = 4 * math.pi * a**2 * torch.where(a > 0, 2 * (1 - torch.cos(a)) / a.clamp_min(1e-300) ** 2, torch.ones_like(a))
+    integrand = (
+        4 * math.pi * a**2 * torch.where(a > 0, 2 * (1 - torch.cos(a)) / a.clamp_min(1e-300) ** 2, torch.ones_like(a))
+    )
     volume = torch.trapezoid(integrand, a)
     lp = SO3().base_logprob(torch.eye(3, dtype=torch.float64))
     torch.testing.assert_close(-lp, torch.log(volume), rtol=1e-10, atol=1e-10)
@@ -291,14 +296,20 @@ def test_sphere_uniform_and_logprob():
 
 def test_base_logprobs_closed_forms():
     x = torch.zeros(2, 3, dtype=torch.float64)
-    torch.testing.assert_close(Euclidean(3).base_logprob(x), torch.full((2,), -1.5 * math.log(2 * math.pi), dtype=torch.float64))
-    torch.testing.assert_close(FlatTorus(3).base_logprob(x), torch.full((2,), -3 * math.log(2 * math.pi), dtype=torch.float64))
+    torch.testing.assert_close(
+        Euclidean(3).base_logprob(x), torch.full((2,), -1.5 * math.log(2 * math.pi), dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        FlatTorus(3).base_logprob(x), torch.full((2,), -3 * math.log(2 * math.pi), dtype=torch.float64)
+    )
     se3 = SE3()
     p = se3.from_rt(torch.eye(3, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
     expected = -math.log(8 * math.pi**2) - 0.5 - 1.5 * math.log(2 * math.pi)
     assert float(se3.base_logprob(p)) == pytest.approx(expected, abs=1e-12)
     prod = Product(Sphere(2), FlatTorus(1))
-    assert float(prod.base_logprob(prod.random_base())) == pytest.approx(-math.log(4 * math.pi) - math.log(2 * math.pi), abs=1e-6)
+    assert float(prod.base_logprob(prod.random_base())) == pytest.approx(
+        -math.log(4 * math.pi) - math.log(2 * math.pi), abs=1e-6
+    )
 
 
 def test_torus_base_uniform():
@@ -344,7 +355,9 @@ def test_polar_projection_and_gradients():
     m.check_point(p)
     # nearest rotation: no rotation sampled nearby is closer in Frobenius norm
     cand = p[:, None] @ so3_exp(0.05 * torch.randn(4, 200, 3, generator=gen, dtype=torch.float64))
-    assert bool((((cand - noisy[:, None]) ** 2).sum((-1, -2)) >= ((p - noisy) ** 2).sum((-1, -2))[:, None] - 1e-12).all())
+    assert bool(
+        (((cand - noisy[:, None]) ** 2).sum((-1, -2)) >= ((p - noisy) ** 2).sum((-1, -2))[:, None] - 1e-12).all()
+    )
     torch.testing.assert_close(m.projx(r), r)
     # gradients match finite differences, also at an exact rotation (repeated singular values)
     assert torch.autograd.gradcheck(lambda a: m.projx(a), (noisy.clone().requires_grad_(True),))
@@ -368,8 +381,11 @@ def test_check_point_errors(name):
         m.check_point(bad)
     if name != "euclidean3":
         off = x.clone() + 0.1
-        with pytest.raises(ValueError, match=r"^start: 3 of 3 points off the manifold; point is off .*"
-                                             r"project it with `manifold.projx\(start\)`"):
+        with pytest.raises(
+            ValueError,
+            match=r"^start: 3 of 3 points off the manifold; point is off .*"
+            r"project it with `manifold.projx\(start\)`",
+        ):
             m.check_point(off if name != "torus3" else x - 7.0, "start")
     with pytest.raises(ValueError, match="floating-point"):
         m.check_point(x.long())
@@ -429,7 +445,9 @@ def test_closed_form_geodesic_matches_jvp_of_expmap_and_basis_is_orthonormal(nam
     assert basis.shape == (3, 2, m.dim, *m.point_shape)
     xb = x.unsqueeze(-m.ndim - 1)
     gram = m.inner(xb.unsqueeze(-m.ndim - 1), basis.unsqueeze(-m.ndim - 1), basis.unsqueeze(-m.ndim - 2))
-    torch.testing.assert_close(gram, torch.eye(m.dim, dtype=torch.float64).expand(3, 2, m.dim, m.dim), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        gram, torch.eye(m.dim, dtype=torch.float64).expand(3, 2, m.dim, m.dim), atol=1e-12, rtol=0
+    )
     for i in range(m.dim):
         m.check_vector(x, basis[..., i, :, :] if m.ndim == 2 else basis[..., i, :], "basis", atol=1e-12)
 
@@ -502,8 +520,11 @@ def test_off_manifold_error_recognises_float32_data_cast_to_float64():
     x64 = x32.double()
     err = float(s2.point_violation(x64).max())
     assert 1e-9 < err < 1e-6  # float32 rounding, far above float64's tolerance
-    with pytest.raises(ValueError, match=r"x1: \d+ of 100 points off the manifold; point is off Sphere\(2\) by "
-                                         r".*float64.*projx\(x1\).*float32 rounding"):
+    with pytest.raises(
+        ValueError,
+        match=r"x1: \d+ of 100 points off the manifold; point is off Sphere\(2\) by "
+        r".*float64.*projx\(x1\).*float32 rounding",
+    ):
         s2.check_point(x64, "x1")
     s2.check_point(s2.projx(x64), "x1")  # the fix the message gives works
     with pytest.raises(ValueError) as info:

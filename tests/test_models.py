@@ -1,5 +1,6 @@
 """rfm.models: tangent outputs on every manifold, seam continuity on the torus, forward-mode
 differentiability (the exact likelihood needs it), time broadcasting."""
+
 import math
 
 import pytest
@@ -16,8 +17,12 @@ def test_velocity_is_tangent_with_batch_dims_and_time_forms(m):
     torch.manual_seed(0)
     v = velocity_mlp(m, hidden=32, depth=3).double()
     x = m.random_base(4, 5, dtype=torch.float64)
-    for t in (0.3, torch.tensor(0.3, dtype=torch.float64), torch.full((4, 5), 0.3, dtype=torch.float64),
-              torch.full((4,), 0.3, dtype=torch.float64)):  # per-sample times: a prefix of the batch shape
+    for t in (
+        0.3,
+        torch.tensor(0.3, dtype=torch.float64),
+        torch.full((4, 5), 0.3, dtype=torch.float64),
+        torch.full((4,), 0.3, dtype=torch.float64),
+    ):  # per-sample times: a prefix of the batch shape
         out = v(x, t)
         assert out.shape == x.shape
         m.check_vector(x, out, "velocity", atol=1e-12)
@@ -57,8 +62,17 @@ def test_time_embedding_values():
     emb = TimeEmbedding(2, max_frequency=10.0)
     t = torch.tensor([0.25])
     out = emb(t)
-    expected = torch.tensor([[0.25, math.sin(2 * math.pi * 0.25), math.sin(2 * math.pi * 10 * 0.25),
-                              math.cos(2 * math.pi * 0.25), math.cos(2 * math.pi * 10 * 0.25)]])
+    expected = torch.tensor(
+        [
+            [
+                0.25,
+                math.sin(2 * math.pi * 0.25),
+                math.sin(2 * math.pi * 10 * 0.25),
+                math.cos(2 * math.pi * 0.25),
+                math.cos(2 * math.pi * 10 * 0.25),
+            ]
+        ]
+    )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
@@ -191,7 +205,9 @@ def _make_circle():
             return torch.ones(*x.shape[:-1], 1, 1, dtype=x.dtype, device=x.device)
 
         def random_base(self, *batch_shape, dtype=None, device=None, generator=None):
-            return 2 * math.pi * torch.rand(*batch_shape, 1, dtype=self._dtype(dtype), device=device, generator=generator)
+            return (
+                2 * math.pi * torch.rand(*batch_shape, 1, dtype=self._dtype(dtype), device=device, generator=generator)
+            )
 
         def base_logprob(self, x):
             return torch.full(x.shape[:-1], -math.log(2 * math.pi), dtype=x.dtype, device=x.device)

@@ -9,6 +9,7 @@ folders (three lactate dehydrogenase files: two sequence clusters, five backbone
 bytes of a fake download and their sha256, and hand-written files with no usable chain. Every
 test sets ``RDFM_CACHE_DIR`` to a temporary folder and never touches the network.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,14 @@ EXTRA = "1a5z_A"
 # 1.56 A): below the backbone set's 40 residues, above the dihedral set's 10, so the dihedral
 # tests use a file without any protein instead.
 _OFFSETS = (("N", -1.125, 0.5, 0.25), ("CA", 0.0, 0.0, 0.0), ("C", 1.25, 0.625, -0.375), ("O", 1.5, 1.75, -0.5))
-SHORT_CHAIN = "".join(f"ATOM  {4 * i + k + 1:5d}  {atom:<3s} ALA A{i + 1:4d}    {3.8 * i + x:8.3f}{y:8.3f}{z:8.3f}"
-                      "  1.00 20.00\n" for i in range(12) for k, (atom, x, y, z) in enumerate(_OFFSETS)) + "END\n"
+SHORT_CHAIN = (
+    "".join(
+        f"ATOM  {4 * i + k + 1:5d}  {atom:<3s} ALA A{i + 1:4d}    {3.8 * i + x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00\n"
+        for i in range(12)
+        for k, (atom, x, y, z) in enumerate(_OFFSETS)
+    )
+    + "END\n"
+)
 NO_PROTEIN = "HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00 20.00\nEND\n"
 
 
@@ -132,8 +139,10 @@ def test_backbones_out_file_is_rebuilt_when_its_recorded_key_differs(tmp_path, c
     assert code == 0 and f"built {target}" in out and len(StructureDataset.load(target)) == 5
     key = json.loads(Path(f"{target}.key").read_text())
     assert key["files"] == 3 and key["dataset"] == [target.stat().st_size, target.stat().st_mtime_ns]
-    assert f"cached (3 files unchanged): {target}" in dispatch(["data", "backbones", "--from", first, "--out", target],
-                                                               capsys)[1]
+    assert (
+        f"cached (3 files unchanged): {target}"
+        in dispatch(["data", "backbones", "--from", first, "--out", target], capsys)[1]
+    )
     # Other folders into the same file: their key differs, so it is rebuilt (and back again).
     assert "built" in dispatch(["data", "backbones", "--from", second, "--out", target], capsys)[1]
     assert len(StructureDataset.load(target)) == 1
@@ -269,8 +278,13 @@ def test_data_commands_report_unusable_or_missing_folders_in_one_line(tmp_path, 
     bad.mkdir()
     (bad / "short.pdb").write_text(SHORT_CHAIN)
     code, _, err = dispatch(["data", "backbones", "--from", bad], capsys)
-    assert_one_line_error(code, err, f"--from {bad}: no structure among 1 files has a backbone segment of >= 40",
-                          "bad/short.pdb: longest backbone segment has 12 residues", "give folders of")
+    assert_one_line_error(
+        code,
+        err,
+        f"--from {bad}: no structure among 1 files has a backbone segment of >= 40",
+        "bad/short.pdb: longest backbone segment has 12 residues",
+        "give folders of",
+    )
     code, _, err = dispatch(["data", "backbones", "--from", tmp_path / "nowhere"], capsys)
     assert_one_line_error(code, err, f"--from {tmp_path / 'nowhere'}: not a folder (no such folder)")
     code, _, err = dispatch(["data", "backbones", "--from", bad / "short.pdb"], capsys)
@@ -283,8 +297,9 @@ def test_data_commands_report_unusable_or_missing_folders_in_one_line(tmp_path, 
     assert_one_line_error(code, err, f"--out {tmp_path}: is a folder")
     (bad / "short.pdb").write_text(NO_PROTEIN)
     code, _, err = dispatch(["data", "proteins", "--from", bad], capsys)
-    assert_one_line_error(code, err, f"--from {bad}: no structure among 1 files has a peptide-bonded segment",
-                          "bad/short.pdb")
+    assert_one_line_error(
+        code, err, f"--from {bad}: no structure among 1 files has a peptide-bonded segment", "bad/short.pdb"
+    )
     code, _, err = dispatch(["data", "proteins", "--from", tmp_path / "nowhere"], capsys)
     assert_one_line_error(code, err, "not a folder")
     assert not cache.exists() or not list(cache.iterdir())
@@ -293,11 +308,28 @@ def test_data_commands_report_unusable_or_missing_folders_in_one_line(tmp_path, 
 @needs_theseus
 @pytest.mark.parametrize("command", ["backbones", "codesign"])
 def test_too_few_clusters_is_one_line_that_says_what_to_do(command, two_cluster_set, tmp_path, cache, capsys):
-    argv = [command, "--dataset", two_cluster_set, "--quick", "--steps", "1", "--out", tmp_path / "run",
-            "--threads", "1", "--no-progress"]
+    argv = [
+        command,
+        "--dataset",
+        two_cluster_set,
+        "--quick",
+        "--steps",
+        "1",
+        "--out",
+        tmp_path / "run",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     code, _, err = dispatch(argv, capsys)
-    assert_one_line_error(code, err, f"--dataset {two_cluster_set}: split needs at least 3 sequence clusters",
-                          "has 2", "more protein families", "--split chain")
+    assert_one_line_error(
+        code,
+        err,
+        f"--dataset {two_cluster_set}: split needs at least 3 sequence clusters",
+        "has 2",
+        "more protein families",
+        "--split chain",
+    )
     code, _, err = dispatch([command, "--dataset", tmp_path / "missing.npz", "--quick"], capsys)
     assert_one_line_error(code, err, "missing.npz: no such file")
     (tmp_path / "notes.npz").write_text("not a dataset")
@@ -310,8 +342,22 @@ def test_too_few_clusters_is_one_line_that_says_what_to_do(command, two_cluster_
 @pytest.mark.parametrize("command", ["backbones", "codesign"])
 def test_split_chain_trains_on_a_single_family(command, two_cluster_set, tmp_path, cache, capsys):
     run = tmp_path / "run"
-    argv = [command, "--dataset", two_cluster_set, "--split", "chain", "--quick", "--steps", "1", "--train-only",
-            "--out", run, "--threads", "1", "--no-progress"]
+    argv = [
+        command,
+        "--dataset",
+        two_cluster_set,
+        "--split",
+        "chain",
+        "--quick",
+        "--steps",
+        "1",
+        "--train-only",
+        "--out",
+        run,
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     code, out, err = dispatch(argv, capsys)
     assert code == 0, err
     # The split is a training setting of the checkpoint (a resume under another split is refused).
@@ -328,8 +374,12 @@ def test_structure_dataset_split_by_chain(two_cluster_set):
         data.split(seed=0)
     with pytest.raises(ValueError, match="by must be 'cluster' or 'chain'"):
         data.split(seed=0, by="family")
-    keys = {(s, c, n) for s, c, n in zip(data.sources, [data[i].chain_id for i in range(len(data))],
-                                         [data[i].start for i in range(len(data))])}
+    keys = {
+        (s, c, n)
+        for s, c, n in zip(
+            data.sources, [data[i].chain_id for i in range(len(data))], [data[i].start for i in range(len(data))]
+        )
+    }
     seen = set()
     for seed in range(4):
         parts = data.split(seed=seed, by="chain")
@@ -349,8 +399,14 @@ def test_split_leaves_no_split_empty_with_few_groups_and_keeps_greedy_results():
 
     def dataset(lengths, clusters) -> StructureDataset:
         n, total = len(lengths), int(sum(lengths))
-        return StructureDataset(np.zeros((total, 4, 3)), np.concatenate([[0], np.cumsum(lengths)]),
-                                ["A" * int(k) for k in lengths], [f"f{i}.pdb" for i in range(n)], ["A"] * n, clusters)
+        return StructureDataset(
+            np.zeros((total, 4, 3)),
+            np.concatenate([[0], np.cumsum(lengths)]),
+            ["A" * int(k) for k in lengths],
+            [f"f{i}.pdb" for i in range(n)],
+            ["A"] * n,
+            clusters,
+        )
 
     # Five equal chains: filling the split furthest below its target puts four in training and
     # the fifth in validation, whatever the order; the test split still gets one.
@@ -396,8 +452,10 @@ def test_build_reports_name_the_files_without_usable_chains(tmp_path, cache, cap
     report = build_from_folders([folder], tmp_path / "x.npz")
     assert report.files_without_chains == 4
     assert report.unusable_files == tuple(f"mixed/{n}_short.pdb" for n in "abcd")
-    assert ("5 structure files (4 without usable chains: mixed/a_short.pdb, mixed/b_short.pdb, mixed/c_short.pdb "
-            "and 1 more)") in report.summary()
+    assert (
+        "5 structure files (4 without usable chains: mixed/a_short.pdb, mixed/b_short.pdb, mixed/c_short.pdb "
+        "and 1 more)"
+    ) in report.summary()
     code, out, _ = dispatch(["data", "backbones", "--from", folder], capsys)
     assert code == 0 and "4 without usable chains: mixed/a_short.pdb" in out
     for name in ("a", "b"):

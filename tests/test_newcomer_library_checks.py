@@ -1,4 +1,5 @@
 """Clear errors a new user met as tracebacks or silence (issue #28, item 8, library side)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,6 +22,7 @@ def test_a_closure_over_a_float32_network_on_float64_points_gets_a_value_error()
         solver.sample(x, steps=2)
     with pytest.raises(ValueError, match=r"failed on points of dtype torch.float64 \(x1's dtype\) with a dtype error"):
         solver.log_likelihood(x, steps=2)
+
     # a bound method of a module names the parameters' dtype, like the module itself
     class Field(nn.Module):
         def __init__(self):
@@ -39,8 +41,11 @@ def test_a_closure_over_a_float32_network_on_float64_points_gets_a_value_error()
 def test_sinkhorn_without_pot_says_how_to_install_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ot" else real(name, *a))
-    with pytest.raises(ImportError, match=r'OTCoupling\(method="sinkhorn"\) needs POT, which is not installed: '
-                                          r'pip install "rdfm\[ot\]"'):
+    with pytest.raises(
+        ImportError,
+        match=r'OTCoupling\(method="sinkhorn"\) needs POT, which is not installed: '
+        r'pip install "rdfm\[ot\]"',
+    ):
         OTCoupling(Euclidean(2), method="sinkhorn")
     OTCoupling(Euclidean(2))  # exact: scipy is there
 

@@ -12,6 +12,7 @@ lines that fail with the wrong message.
   takes ``--seed``; ``text sample --template`` without holes names the ``--hole`` character.
 
 Timing is never asserted: the tests check the settings a quick run picks and what it prints."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,15 @@ def _ideal_dataset(n_chains: int, length: int = 30, seed: int = 0):
         atoms.append(ideal_chain(phi, psi) + 100.0 * k)
         sequences.append("".join(AMINO_ACIDS[int(i)] for i in torch.randint(20, (length,), generator=g)))
     offsets = np.cumsum([0] + [len(s) for s in sequences])
-    return StructureDataset(torch.cat(atoms).numpy(), offsets, sequences, [f"f{i}.pdb" for i in range(n_chains)],
-                            ["A"] * n_chains, np.arange(n_chains), starts=[1] * n_chains)
+    return StructureDataset(
+        torch.cat(atoms).numpy(),
+        offsets,
+        sequences,
+        [f"f{i}.pdb" for i in range(n_chains)],
+        ["A"] * n_chains,
+        np.arange(n_chains),
+        starts=[1] * n_chains,
+    )
 
 
 def _toy_corpus(monkeypatch) -> None:
@@ -111,14 +119,32 @@ def test_codesign_quick_run_says_what_each_evaluation_phase_does(small_structure
     arrays["cluster"] = np.arange(len(arrays["cluster"]))
     dataset = tmp_path / "one_cluster_per_chain.npz"
     np.savez(dataset, **arrays)
-    argv = ["--quick", "--steps", "2", "--dataset", str(dataset), "--out", str(tmp_path / "run"), "--threads", "1",
-            "--eval-chains", "2", "--baseline-chains", "3"]
+    argv = [
+        "--quick",
+        "--steps",
+        "2",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(tmp_path / "run"),
+        "--threads",
+        "1",
+        "--eval-chains",
+        "2",
+        "--baseline-chains",
+        "3",
+    ]
     assert codesign.main(argv) == 0
     err = capsys.readouterr().err
-    for phase in ("inverse folding, model, CTMC (T = 1): sampling 2 proteins", "folding: sampling 2 proteins",
-                  "co-generation: sampling 2 proteins", "feature MLP baseline: structure features of 3 training",
-                  "feature MLP baseline: training on", "folding: TM-scores",
-                  "co-generation: secondary structure, backbone statistics and all-against-all TM-align of the 2"):
+    for phase in (
+        "inverse folding, model, CTMC (T = 1): sampling 2 proteins",
+        "folding: sampling 2 proteins",
+        "co-generation: sampling 2 proteins",
+        "feature MLP baseline: structure features of 3 training",
+        "feature MLP baseline: training on",
+        "folding: TM-scores",
+        "co-generation: secondary structure, backbone statistics and all-against-all TM-align of the 2",
+    ):
         assert f"[codesign] {phase}" in err, phase
     record = json.loads((tmp_path / "run" / "seed0" / "results.json").read_text())
     assert record["config"]["baseline_chains"] == 3 and record["config"]["baseline_epochs"] == 5
@@ -131,9 +157,32 @@ def test_codesign_quick_run_says_what_each_evaluation_phase_does(small_structure
 
 def test_text_quick_shares_one_budget_among_the_models_and_announces_evaluation(tmp_path, monkeypatch, capsys):
     _toy_corpus(monkeypatch)
-    argv = ["--quick", "--steps", "2", "--minutes", "5", "--models", "ar", "masked", "--width", "16", "--depth", "1",
-            "--heads", "1", "--eval-chunks", "8", "--n-samples", "2", "--sample-steps", "4", "--threads", "1",
-            "--out", str(tmp_path)]
+    argv = [
+        "--quick",
+        "--steps",
+        "2",
+        "--minutes",
+        "5",
+        "--models",
+        "ar",
+        "masked",
+        "--width",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "1",
+        "--eval-chunks",
+        "8",
+        "--n-samples",
+        "2",
+        "--sample-steps",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert text.main(argv) == 0
     record = json.loads((tmp_path / "results_seed0.json").read_text())
     # --quick caps each model's minutes at its share of the quick budget
@@ -212,8 +261,9 @@ def _untrained_checkpoint(out: Path) -> Path:
     torch.manual_seed(0)
     path = out / "seed0" / "checkpoint.pt"
     path.parent.mkdir(parents=True)
-    torch.save({"run_config": asdict(codesign.QUICK), "best_state": codesign.network(codesign.QUICK).state_dict()},
-               path)
+    torch.save(
+        {"run_config": asdict(codesign.QUICK), "best_state": codesign.network(codesign.QUICK).state_dict()}, path
+    )
     return path
 
 
@@ -224,8 +274,11 @@ def test_codesign_design_takes_a_sampling_seed(tmp_path, capsys):
 
     _untrained_checkpoint(tmp_path)
     chain = _ideal_dataset(1, length=44)
-    pdb = write_pdb(tmp_path / "input.pdb", torch.as_tensor(chain[0].atoms, dtype=torch.float32),
-                    residue_names=[THREE_LETTER_CODES["ACDEFGHIKLMNPQRSTVWY".index(a)] for a in chain.sequences[0]])
+    pdb = write_pdb(
+        tmp_path / "input.pdb",
+        torch.as_tensor(chain[0].atoms, dtype=torch.float32),
+        residue_names=[THREE_LETTER_CODES["ACDEFGHIKLMNPQRSTVWY".index(a)] for a in chain.sequences[0]],
+    )
 
     def design(*extra: str) -> list[str]:
         argv = ["--design", str(pdb), "--out", str(tmp_path), "--samples", "3", "--sample-steps", "4", *extra]
@@ -264,8 +317,9 @@ def test_text_template_without_holes_names_the_hole_character(tmp_path, capsys):
     from dfm import MixturePath, infill_template
 
     for extra, hole in (([], "_"), (["--hole", "#"], "#")):
-        code = benchmarks_main(["text", "sample", "--out", str(tmp_path), "--model", "masked",
-                                "--template", "no hole here", *extra])
+        code = benchmarks_main(
+            ["text", "sample", "--out", str(tmp_path), "--model", "masked", "--template", "no hole here", *extra]
+        )
         assert code == 2
         assert capsys.readouterr().err == f"error: --template has no holes ({hole!r} characters) to fill\n"
     with pytest.raises(CommandLineError, match="--hole must be one character"):

@@ -1,5 +1,6 @@
 """The library's RFM training objective (rfm.RFMObjective) and training-time sampling
 (gm.training_times)."""
+
 import pytest
 import torch
 from scipy import stats

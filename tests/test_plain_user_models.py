@@ -1,6 +1,7 @@
 """The most common user model, ``nn.Sequential`` over ``torch.cat([x, t.expand(B, 1)], -1)``,
 which only accepts ``(B, D)`` points and a 0-dim time, works with every solver method and with
 the exact and the Hutchinson likelihood (the divergence folds its replicas into the batch)."""
+
 import math
 
 import pytest
@@ -16,7 +17,9 @@ class PlainModel(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 32, linear: bool = False) -> None:
         super().__init__()
-        layers = [nn.Linear(dim + 1, dim)] if linear else [nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, dim)]
+        layers = (
+            [nn.Linear(dim + 1, dim)] if linear else [nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, dim)]
+        )
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -53,8 +56,9 @@ def test_plain_model_samples_and_likelihoods_match_a_batch_agnostic_model(manifo
     ll_ref = ODESolver(manifold, reference).log_likelihood(got, steps=10, method=method)
     assert ll.shape == (6,) and torch.isfinite(ll).all()
     torch.testing.assert_close(ll, ll_ref, rtol=0, atol=1e-10)
-    probes = ODESolver(manifold, plain).log_likelihood(got, steps=10, method=method, divergence="hutchinson",
-                                                       n_probes=3, generator=torch.Generator().manual_seed(0))
+    probes = ODESolver(manifold, plain).log_likelihood(
+        got, steps=10, method=method, divergence="hutchinson", n_probes=3, generator=torch.Generator().manual_seed(0)
+    )
     assert probes.shape == (6,) and torch.isfinite(probes).all()
 
 
@@ -67,6 +71,6 @@ def test_plain_linear_model_likelihood_against_the_closed_form():
     solver = ODESolver(Euclidean(3), plain)
     x1 = torch.randn(5, 3, dtype=torch.float64)
     x0 = solver.sample(x1, time_grid=torch.tensor([1.0, 0.0], dtype=torch.float64), steps=200, method="rk4")
-    log_normal = -0.5 * (x0 ** 2).sum(-1) - 1.5 * math.log(2 * math.pi)
+    log_normal = -0.5 * (x0**2).sum(-1) - 1.5 * math.log(2 * math.pi)
     ll = solver.log_likelihood(x1, steps=200, method="rk4")
     torch.testing.assert_close(ll, log_normal - trace, rtol=0, atol=1e-8)

@@ -1,5 +1,6 @@
 """gm.precision: bfloat16 autocast only where the hardware runs it natively (the issue's AVX2
 machine trained 8x slower under a bf16 default)."""
+
 import os
 import platform
 import subprocess
@@ -80,7 +81,13 @@ def test_a_process_with_torch_capped_at_avx2_chooses_float32():
     # the real detection, in a fresh process whose torch kernels are capped below AVX512
     code = "from gm import resolve_precision; print(resolve_precision('auto').name)"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "float32"

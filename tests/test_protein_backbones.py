@@ -1,5 +1,6 @@
 """proteins.frames, proteins.network and proteins.flow: ideal geometry, exact round trips,
 equivariance, padding invariance, centring and the per-protein time rule."""
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,22 @@ import torch
 
 from manifolds import SE3
 from proteins.flow import BackboneFlow, centre_translations
-from proteins.frames import (IDEAL, backbone_atoms, backbone_dihedrals, beta_carbons, dihedral, frames_from_backbone,
-                             ideal_chain)
+from proteins.frames import (
+    IDEAL,
+    backbone_atoms,
+    backbone_dihedrals,
+    beta_carbons,
+    dihedral,
+    frames_from_backbone,
+    ideal_chain,
+)
 from proteins.network import BackboneNetwork, quaternion_to_rotation
 
-THESEUS = Path(os.environ.get("RDFM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) \
-    / "proteins" / "theseus"
+THESEUS = (
+    Path(os.environ.get("RDFM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    / "proteins"
+    / "theseus"
+)
 
 
 def _random_dihedrals(shape, seed=0, dtype=torch.float64):
@@ -34,8 +45,10 @@ def _angle_diff(a, b):
 
 def test_dihedral_against_a_constructed_geometry():
     for theta in (-2.5, -0.7, 0.0, 0.7, 3.0):
-        p = [torch.tensor(v, dtype=torch.float64) for v in
-             ([1.0, 0, 0], [0, 0, 0], [0, 0, 1.5], [2 * math.cos(theta), 2 * math.sin(theta), 1.5])]
+        p = [
+            torch.tensor(v, dtype=torch.float64)
+            for v in ([1.0, 0, 0], [0, 0, 0], [0, 0, 1.5], [2 * math.cos(theta), 2 * math.sin(theta), 1.5])
+        ]
         assert float(dihedral(*p)) == pytest.approx(theta)
 
 
@@ -106,13 +119,15 @@ def test_real_chain_round_trip_o_and_cb_and_dihedrals():
     for res in st[0][0]:
         if all(res.find_atom(a, "*") for a in ("N", "CA", "C", "O")):
             cb = res.find_atom("CB", "*")  # glycine has none
-            rows.append([res.find_atom(a, "*").pos.tolist() for a in ("N", "CA", "C", "O")]
-                        + [cb.pos.tolist() if cb else [math.nan] * 3])
+            rows.append(
+                [res.find_atom(a, "*").pos.tolist() for a in ("N", "CA", "C", "O")]
+                + [cb.pos.tolist() if cb else [math.nan] * 3]
+            )
     x = torch.tensor(rows, dtype=torch.float64)
     gaps = torch.nonzero((x[1:, 1] - x[:-1, 1]).norm(dim=-1) > 4.2)[:, 0].tolist()
     bounds = list(zip([0] + [g + 1 for g in gaps], gaps + [len(x) - 1]))
     start, end = max(bounds, key=lambda b: b[1] - b[0])  # the longest unbroken stretch
-    x = x[start:end + 1]
+    x = x[start : end + 1]
     assert len(x) >= 40
     back = backbone_atoms(frames_from_backbone(x[:, :4]))
     err = (back - x[:, :4]).norm(dim=-1)
@@ -160,8 +175,9 @@ def _network(seed=0):
 def test_quaternion_to_rotation_is_a_rotation_and_matches_axis_angle():
     q = torch.tensor([math.cos(0.3), 0.0, 0.0, math.sin(0.3)], dtype=torch.float64) * 2.5  # unnormalised
     r = quaternion_to_rotation(q)
-    expected = torch.tensor([[math.cos(0.6), -math.sin(0.6), 0], [math.sin(0.6), math.cos(0.6), 0], [0, 0, 1]],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [[math.cos(0.6), -math.sin(0.6), 0], [math.sin(0.6), math.cos(0.6), 0], [0, 0, 1]], dtype=torch.float64
+    )
     torch.testing.assert_close(r, expected)
 
 
@@ -205,10 +221,12 @@ def test_pair_layers_equal_their_concatenated_inputs_times_the_weights():
         for p in net.parameters():
             p.normal_(0, 0.3)
     seen: dict[str, object] = {}
-    hooks = [net.pair_embed[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("embed", a[0])),
-             net.blocks[0].register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[1])),
-             net.blocks[0].node_to_pair.register_forward_hook(lambda m, a, out: seen.__setitem__("p", out)),
-             net.blocks[0].pair_update[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("update", a[0]))]
+    hooks = [
+        net.pair_embed[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("embed", a[0])),
+        net.blocks[0].register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[1])),
+        net.blocks[0].node_to_pair.register_forward_hook(lambda m, a, out: seen.__setitem__("p", out)),
+        net.blocks[0].pair_update[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("update", a[0])),
+    ]
     x, sc = _frames(2, 9, seed=7), _frames(2, 9, seed=8)
     mask = torch.ones(2, 9, dtype=torch.bool)
     net(x, torch.tensor([0.3, 0.8], dtype=torch.float64), mask, sc)
@@ -217,8 +235,9 @@ def test_pair_layers_equal_their_concatenated_inputs_times_the_weights():
     k = net.max_relative_position
     index = torch.arange(9)
     one_hot = torch.nn.functional.one_hot((index[None] - index[:, None]).clamp(-k, k) + k, 2 * k + 1)
-    inputs = torch.cat([one_hot.double()[None].expand(2, 9, 9, -1), net._distance_features(x),
-                        net._distance_features(sc)], -1)
+    inputs = torch.cat(
+        [one_hot.double()[None].expand(2, 9, 9, -1), net._distance_features(x), net._distance_features(sc)], -1
+    )
     torch.testing.assert_close(seen["embed"], net.pair_embed[0](inputs), rtol=0, atol=1e-12)
     z, p = seen["z"], seen["p"]
     cat = torch.cat([z, p[:, :, None].expand(-1, -1, 9, -1), p[:, None].expand(-1, 9, -1, -1)], -1)
@@ -340,8 +359,9 @@ def test_sample_lengths_groups_equal_lengths_within_the_budget_and_keeps_the_ord
         return net(x, t, mask, sc)
 
     lengths = [7, 5, 7, 7, 5, 9]
-    out = flow.sample_lengths(model, lengths, steps=3, squared_residues=2 * 49,
-                              generator=torch.Generator().manual_seed(0))
+    out = flow.sample_lengths(
+        model, lengths, steps=3, squared_residues=2 * 49, generator=torch.Generator().manual_seed(0)
+    )
     assert [tuple(x.shape) for x in out] == [(n, 4, 4) for n in lengths]
     # one shape per batch, no padding: 5s together (98 // 25 = 3 >= 2), 7s in batches of 2 and 1
     assert sorted(set(shapes)) == [(1, 7), (1, 9), (2, 5), (2, 7)]

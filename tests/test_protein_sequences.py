@@ -4,22 +4,55 @@ sequence side of StructureDataset (sample_sequence_crops, residue_types, subset,
 Oracles: the one-letter alphabet and three-letter names written out here; sample_crops for the
 same generator seed; crops located in their chains by their CA coordinates (every CA of the tiny
 dataset is unique), whose sequence window is then looked up letter by letter."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from proteins.data import (AMINO_ACIDS, THREE_LETTER_CODES, UNKNOWN_RESIDUE, StructureDataset, decode_residues,
-                           encode_sequence)
+from proteins.data import (
+    AMINO_ACIDS,
+    THREE_LETTER_CODES,
+    UNKNOWN_RESIDUE,
+    StructureDataset,
+    decode_residues,
+    encode_sequence,
+)
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
-THREE = ["ALA", "CYS", "ASP", "GLU", "PHE", "GLY", "HIS", "ILE", "LYS", "LEU", "MET", "ASN", "PRO", "GLN", "ARG",
-         "SER", "THR", "VAL", "TRP", "TYR"]
+THREE = [
+    "ALA",
+    "CYS",
+    "ASP",
+    "GLU",
+    "PHE",
+    "GLY",
+    "HIS",
+    "ILE",
+    "LYS",
+    "LEU",
+    "MET",
+    "ASN",
+    "PRO",
+    "GLN",
+    "ARG",
+    "SER",
+    "THR",
+    "VAL",
+    "TRP",
+    "TYR",
+]
 INDEX = {a: i for i, a in enumerate(AMINO)}
 
-SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQXLEERLGLIEVQ", "GSHMWE", "ACDEFGHIKLMNPQRSTVWYXXACDEFGHIKLMNPQRSTVWYAAGG",
-             "PPGWYQ" * 9, "VLSEGEWQLVLHVWAKVEAD", "XCDX" * 4]
+SEQUENCES = [
+    "MKTAYIAKQRQISFVKSHFSRQXLEERLGLIEVQ",
+    "GSHMWE",
+    "ACDEFGHIKLMNPQRSTVWYXXACDEFGHIKLMNPQRSTVWYAAGG",
+    "PPGWYQ" * 9,
+    "VLSEGEWQLVLHVWAKVEAD",
+    "XCDX" * 4,
+]
 CLUSTERS = [0, 1, 2, 3, 4, 4]
 
 
@@ -34,19 +67,29 @@ def tiny_dataset() -> StructureDataset:
     atoms = np.zeros((offsets[-1], 4, 3), dtype=np.float32)
     for c, length in enumerate(lengths):
         r = np.arange(length, dtype=np.float32)
-        atoms[offsets[c]:offsets[c + 1], :, 0] = 1000.0 * c + r[:, None]
-        atoms[offsets[c]:offsets[c + 1], :, 1] = np.arange(4, dtype=np.float32)[None]
-        atoms[offsets[c]:offsets[c + 1], :, 2] = c
+        atoms[offsets[c] : offsets[c + 1], :, 0] = 1000.0 * c + r[:, None]
+        atoms[offsets[c] : offsets[c + 1], :, 1] = np.arange(4, dtype=np.float32)[None]
+        atoms[offsets[c] : offsets[c + 1], :, 2] = c
     atoms[offsets[0] + 3, 3] = np.nan
-    atoms[offsets[3] + 10:offsets[3] + 14, 3] = np.nan
-    return StructureDataset(atoms, offsets, SEQUENCES, [f"s{c}.pdb" for c in range(len(SEQUENCES))],
-                            list("ABCDEF"), CLUSTERS, starts=[1, 5, -2, 1, 1, 30])
+    atoms[offsets[3] + 10 : offsets[3] + 14, 3] = np.nan
+    return StructureDataset(
+        atoms,
+        offsets,
+        SEQUENCES,
+        [f"s{c}.pdb" for c in range(len(SEQUENCES))],
+        list("ABCDEF"),
+        CLUSTERS,
+        starts=[1, 5, -2, 1, 1, 30],
+    )
 
 
 def locate(dataset: StructureDataset, ca: torch.Tensor) -> tuple[int, int]:
     """(chain index in ``dataset``, residue index) of the residue whose CA is ``ca``."""
-    hits = [(i, int(r)) for i in range(len(dataset))
-            for r in torch.nonzero((dataset[i].atoms[:, 1] == ca).all(-1)).flatten()]
+    hits = [
+        (i, int(r))
+        for i in range(len(dataset))
+        for r in torch.nonzero((dataset[i].atoms[:, 1] == ca).all(-1)).flatten()
+    ]
     assert len(hits) == 1, ca
     return hits[0]
 
@@ -89,8 +132,18 @@ def test_encode_rejects_non_strings_and_non_letters(bad):
         encode_sequence(bad)
 
 
-@pytest.mark.parametrize("bad", [torch.tensor([0, 20]), torch.tensor([-2, 3]), torch.tensor([[0, 1], [2, 3]]),
-                                 torch.tensor(3), torch.tensor([0.0, 1.0]), [0, 1], np.array([0, 1])])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.tensor([0, 20]),
+        torch.tensor([-2, 3]),
+        torch.tensor([[0, 1], [2, 3]]),
+        torch.tensor(3),
+        torch.tensor([0.0, 1.0]),
+        [0, 1],
+        np.array([0, 1]),
+    ],
+)
 def test_decode_rejects_out_of_range_values_and_bad_shapes_or_types(bad):
     with pytest.raises(ValueError, match="residues must be"):
         decode_residues(bad)
@@ -115,8 +168,9 @@ def test_sequence_crops_are_the_crops_of_sample_crops_with_their_sequence_window
     data = tiny_dataset()
     for seed, (lo, hi) in ((0, (4, 12)), (1, (10, 40)), (2, (1, 60))):
         atoms, mask = data.sample_crops(64, torch.Generator().manual_seed(seed), min_length=lo, max_length=hi)
-        s_atoms, residues, s_mask = data.sample_sequence_crops(64, torch.Generator().manual_seed(seed),
-                                                               min_length=lo, max_length=hi)
+        s_atoms, residues, s_mask = data.sample_sequence_crops(
+            64, torch.Generator().manual_seed(seed), min_length=lo, max_length=hi
+        )
         assert torch.equal(s_mask, mask)
         assert torch.equal(torch.isnan(s_atoms), torch.isnan(atoms))
         assert torch.equal(torch.nan_to_num(s_atoms, nan=-7.0), torch.nan_to_num(atoms, nan=-7.0))
@@ -127,15 +181,16 @@ def test_sequence_crops_are_the_crops_of_sample_crops_with_their_sequence_window
             chain, start = locate(data, s_atoms[b, 0, 1])
             chains.add(chain)
             assert start + k <= len(SEQUENCES[chain])
-            torch.testing.assert_close(s_atoms[b, :k], data[chain].atoms[start:start + k], equal_nan=True)
-            assert residues[b, :k].tolist() == letters_to_types(SEQUENCES[chain][start:start + k])
+            torch.testing.assert_close(s_atoms[b, :k], data[chain].atoms[start : start + k], equal_nan=True)
+            assert residues[b, :k].tolist() == letters_to_types(SEQUENCES[chain][start : start + k])
             assert (residues[b, k:] == UNKNOWN_RESIDUE).all() and (s_atoms[b, k:] == 0).all()
         assert len(chains) >= 5  # the draws cover the chains
     # NaN O atoms are carried into the crops (chain 3 has four)
     seen_nan = False
     for seed in range(20):
-        atoms, _, mask = data.sample_sequence_crops(8, torch.Generator().manual_seed(seed), min_length=40,
-                                                    max_length=60)
+        atoms, _, mask = data.sample_sequence_crops(
+            8, torch.Generator().manual_seed(seed), min_length=40, max_length=60
+        )
         seen_nan |= bool(torch.isnan(atoms[mask]).any())
     assert seen_nan
     with pytest.raises(ValueError, match="max_length"):
@@ -154,7 +209,7 @@ def test_subset_and_split_keep_residue_types_aligned_with_their_chains():
     for b in range(len(mask)):
         k = int(mask[b].sum())
         chain, start = locate(sub, atoms[b, 0, 1])
-        assert residues[b, :k].tolist() == letters_to_types(sub.sequences[chain][start:start + k])
+        assert residues[b, :k].tolist() == letters_to_types(sub.sequences[chain][start : start + k])
     # a subset of a subset, and negative indices
     subsub = sub.subset([-1, 0])
     assert [decode_residues(subsub.residue_types(k)) for k in range(2)] == [SEQUENCES[5], SEQUENCES[3]]

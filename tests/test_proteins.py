@@ -1,4 +1,5 @@
 """Protein dihedral dataset builder and the von Mises mixture anchor."""
+
 import math
 
 import numpy as np
@@ -36,7 +37,10 @@ def _pdb(residues, breaks=()):
         base = np.array([3.8 * i + shift, 0.0, 0.0])
         for atom, off in (("N", (0.0, 0.0, 0.0)), ("CA", (1.2, 0.9, 0.3)), ("C", (2.4, 0.2, -0.4))):
             x, y, z = base + np.array(off)
-            lines.append(f"ATOM  {serial:5d}  {atom:<3s} {name} A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           {atom[0]}")
+            coordinates = f"{x:8.3f}{y:8.3f}{z:8.3f}"
+            lines.append(
+                f"ATOM  {serial:5d}  {atom:<3s} {name} A{i + 1:4d}    {coordinates}  1.00  0.00           {atom[0]}"
+            )
             serial += 1
     return "\n".join(lines + ["END"]) + "\n"
 
@@ -53,9 +57,17 @@ def test_segments_breaks_classes_and_dedup(tmp_path):
     assert cls.tolist() == [1, 3, 2, 0, 3, 2, 1, 0, 0, 0]
     (tmp_path / "x.pdb").write_text(_pdb(seq))
     (tmp_path / "y.pdb").write_text(_pdb(seq))  # duplicate sequence
-    (tmp_path / "z.pdb").write_text("HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00  0.00           O\nEND\n")
+    (tmp_path / "z.pdb").write_text(
+        "HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00  0.00           O\nEND\n"
+    )
     report = pd.build_dihedral_dataset(iter_folder_structures(tmp_path, pd.DIHEDRAL_FILE_PATTERN), tmp_path / "out.npz")
-    assert (report.files, report.unparsed, report.segments_kept, report.segments_duplicate, report.residues) == (3, 1, 1, 1, 10)
+    assert (report.files, report.unparsed, report.segments_kept, report.segments_duplicate, report.residues) == (
+        3,
+        1,
+        1,
+        1,
+        10,
+    )
     data = np.load(tmp_path / "out.npz")
     assert bool(((data["phi"] >= 0) & (data["phi"] < 2 * np.pi)).all())
     assert data["backbone"].shape == (12, 3, 3)
@@ -77,7 +89,9 @@ def test_vonmises_single_component_matches_scipy_and_is_normalised():
 
 def test_em_recovers_a_synthetic_mixture_and_selects_k():
     rng = np.random.default_rng(0)
-    truth = VonMisesMixture(np.array([0.4, 0.6]), np.array([[1.0, 5.0], [4.0, 2.0]]), np.array([[6.0, 10.0], [15.0, 4.0]]))
+    truth = VonMisesMixture(
+        np.array([0.4, 0.6]), np.array([[1.0, 5.0], [4.0, 2.0]]), np.array([[6.0, 10.0], [15.0, 4.0]])
+    )
     x = truth.sample(6000, rng)
     fit = fit_vonmises_mixture(x, 2, seed=1)
     order = np.argsort(fit.weights)
@@ -103,15 +117,15 @@ def test_joint_class_conditional_run_writes_a_record_per_class(tmp_path, monkeyp
     import json
 
     from benchmarks import proteins
-
     from benchmarks.cli import Budget
 
     monkeypatch.setattr(proteins, "load_dihedrals", fake_dihedrals)
     cfg = dataclasses.replace(proteins.QUICK, eval_every_minutes=0.01)
     # a step budget, not minutes: the result must not depend on how loaded the machine is
     budget = Budget(max_minutes=None, max_steps=150, eval_every=50, eval_every_minutes=None)
-    records = proteins.run_joint(["general", "glycine"], 0, budget, cfg, tmp_path, progress=False, plot=False,
-                                 vonmises_ks=(1, 2))
+    records = proteins.run_joint(
+        ["general", "glycine"], 0, budget, cfg, tmp_path, progress=False, plot=False, vonmises_ks=(1, 2)
+    )
     assert [r["method"] for r in records] == ["vonmises", "rfm", "vonmises", "rfm"]
     for cls in ("general", "glycine"):
         rec = json.loads((tmp_path / cls / "seed0" / "results.json").read_text())
@@ -130,9 +144,30 @@ def test_proteins_script_makes_exactly_the_steps_asked_for(tmp_path, monkeypatch
     from benchmarks import proteins
 
     monkeypatch.setattr(proteins, "load_dihedrals", fake_dihedrals)
-    argv = ["--quick", "--steps", "6", "--classes", "general", "glycine", "--hidden", "8", "--depth", "1",
-            "--batch", "16", "--val-steps", "1", "--test-steps", "2", "--threads", "1", "--no-progress", "--no-plot",
-            "--out", str(tmp_path)] + (["--joint"] if joint else [])
+    argv = [
+        "--quick",
+        "--steps",
+        "6",
+        "--classes",
+        "general",
+        "glycine",
+        "--hidden",
+        "8",
+        "--depth",
+        "1",
+        "--batch",
+        "16",
+        "--val-steps",
+        "1",
+        "--test-steps",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-plot",
+        "--out",
+        str(tmp_path),
+    ] + (["--joint"] if joint else [])
     assert proteins.main(argv) == 0
     for cls in ("general", "glycine"):
         rec = json.loads((tmp_path / cls / "seed0" / "results.json").read_text())

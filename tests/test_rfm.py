@@ -1,5 +1,6 @@
 """rfm: geodesic paths vs finite differences, the loss vs hand computation, solver order of
 convergence, and exact likelihoods against analytic densities on R^d, S^2, the torus and SO(3)."""
+
 import math
 
 import pytest
@@ -26,7 +27,10 @@ def ambient_fd(m, path, x0, x1, t, eps=1e-5):
     if isinstance(m, FlatTorus):
         return m.logmap(xm, xp) / (2 * eps)
     if isinstance(m, Product):
-        parts = [ambient_fd(c, GeodesicPath(c, path.scheduler), a, b, t, eps) for c, a, b in zip(m.manifolds, m.split(x0), m.split(x1))]
+        parts = [
+            ambient_fd(c, GeodesicPath(c, path.scheduler), a, b, t, eps)
+            for c, a, b in zip(m.manifolds, m.split(x0), m.split(x1))
+        ]
         return m.join(parts)
     return (xp - xm) / (2 * eps)
 
@@ -207,12 +211,14 @@ def test_likelihood_torus_sine_field_analytic_and_hutchinson_unbiased():
     x0 = 2 * torch.atan(t1 * math.exp(-1.0))
     exact = -2 * math.log(2 * math.pi) + torch.log(torch.sin(x0) / torch.sin(x1[:, 0]))
     torch.testing.assert_close(lp, exact, atol=1e-6, rtol=0)
-    est = ODESolver(m, field).log_likelihood(x1, steps=40, divergence="hutchinson", n_probes=1,
-                                             generator=torch.Generator().manual_seed(0))
+    est = ODESolver(m, field).log_likelihood(
+        x1, steps=40, divergence="hutchinson", n_probes=1, generator=torch.Generator().manual_seed(0)
+    )
     # Rademacher probes get the diagonal exactly; the shear term -sin(x) z0 z1 averages out
     # as 1/sqrt(n_probes) (|error| <~ 1/16 here).
-    many = ODESolver(m, field).log_likelihood(x1, steps=40, divergence="hutchinson", n_probes=256,
-                                              generator=torch.Generator().manual_seed(1))
+    many = ODESolver(m, field).log_likelihood(
+        x1, steps=40, divergence="hutchinson", n_probes=256, generator=torch.Generator().manual_seed(1)
+    )
     assert float((many - exact).abs().max()) < 0.25
     assert float((many - exact).abs().mean()) < float((est - exact).abs().mean())
     assert torch.isfinite(est).all()
@@ -224,8 +230,14 @@ def test_hutchinson_unbiased_on_sphere_with_nonsymmetric_jacobian():
     a = torch.tensor([[0.3, 1.0, -0.4], [0.2, -0.5, 0.7], [0.9, 0.1, 0.2]], dtype=torch.float64)
     field = lambda x, t: m.proju(x, x @ a.T)  # noqa: E731
     exact = ODESolver(m, field).log_likelihood(x1, steps=20)
-    ests = torch.stack([ODESolver(m, field).log_likelihood(x1, steps=20, divergence="hutchinson", n_probes=1,
-                                                           generator=torch.Generator().manual_seed(k)) for k in range(40)])
+    ests = torch.stack(
+        [
+            ODESolver(m, field).log_likelihood(
+                x1, steps=20, divergence="hutchinson", n_probes=1, generator=torch.Generator().manual_seed(k)
+            )
+            for k in range(40)
+        ]
+    )
     assert float((ests.std(0) ** 2).mean()) > 1e-6  # genuinely stochastic
     err = (ests.mean(0) - exact).abs() / (ests.std(0) / math.sqrt(40) + 1e-12)
     assert float(err.mean()) < 2.0, float(err.mean())
@@ -296,6 +308,9 @@ def test_data_end_grid_resolves_a_flow_onto_a_narrow_gaussian():
     exact = torch.distributions.Normal(mu, s).log_prob(x1[:, 0])
     solver = ODESolver(m, velocity)
     uniform_err = (solver.log_likelihood(x1, steps=48) - exact).abs().max()
-    warped_err = (solver.log_likelihood(x1, steps=None, time_grid=data_end_time_grid(48, 3.0, backward=True))
-                  - exact).abs().max()
+    warped_err = (
+        (solver.log_likelihood(x1, steps=None, time_grid=data_end_time_grid(48, 3.0, backward=True)) - exact)
+        .abs()
+        .max()
+    )
     assert warped_err < 1e-3 < uniform_err

@@ -1,6 +1,7 @@
 """The SDE sampler of affine Gaussian paths: with the exact velocity of a Gaussian target, every
 diffusion g gives samples whose mean and covariance at t = 1 (and at t = 1/2) are the path's
 marginals, within Monte-Carlo and Euler-Maruyama error."""
+
 import pytest
 import torch
 
@@ -21,17 +22,26 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def test_sde_samples_have_the_path_marginals(scheduler, g_name):
     target = GaussianMixture(MEAN[None], COV[None])
     path = AffinePath(scheduler)
-    diffusion = {"ode": lambda t: 0.0, "linear": lambda t: 0.8 * (1 - t),
-                 "sigma": lambda t: scheduler.sigma(t, validate=False)}[g_name]
+    diffusion = {
+        "ode": lambda t: 0.0,
+        "linear": lambda t: 0.8 * (1 - t),
+        "sigma": lambda t: scheduler.sigma(t, validate=False),
+    }[g_name]
     solver = SDESolver(path, lambda x, t: marginal_fields(target, scheduler, x, t).velocity)
     g = torch.Generator().manual_seed(0)
     n = 4000
     x0 = path.sample_source((n, 2), generator=g, dtype=torch.float64)
-    states = solver.sample(x0, diffusion, steps=None, generator=g, return_intermediates=True,
-                           time_grid=torch.linspace(0, 1, 201, dtype=torch.float64))
+    states = solver.sample(
+        x0,
+        diffusion,
+        steps=None,
+        generator=g,
+        return_intermediates=True,
+        time_grid=torch.linspace(0, 1, 201, dtype=torch.float64),
+    )
     for t, x in ((0.5, states[100]), (1.0, states[200])):
         alpha, sigma = float(scheduler.alpha(torch.tensor(t))), float(scheduler.sigma(torch.tensor(t)))
-        mean, cov = alpha * MEAN, alpha ** 2 * COV + sigma ** 2 * torch.eye(2, dtype=torch.float64)
+        mean, cov = alpha * MEAN, alpha**2 * COV + sigma**2 * torch.eye(2, dtype=torch.float64)
         got_mean, got_cov = moments(x)
         mc = (cov.diagonal() / n).sqrt()
         assert ((got_mean - mean).abs() < 5 * mc + 0.01).all(), (t, got_mean, mean)

@@ -1,4 +1,5 @@
 """The training-step table of `python -m benchmarks speed` (smoke test: structure, not timing)."""
+
 import pytest
 import torch
 

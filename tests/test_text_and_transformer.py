@@ -1,10 +1,19 @@
 """Text corpus parsing/splitting/tokenisation and the reference transformer's structure
 (causality, padding, rotary relative positions, time conditioning)."""
+
 import pytest
 import torch
 
-from benchmarks.text_data import (Corpus, eval_chunks, kjv_path, load_kjv, parse_kjv, random_crops, tokenize_corpus,
-                                  train_bpe)
+from benchmarks.text_data import (
+    Corpus,
+    eval_chunks,
+    kjv_path,
+    load_kjv,
+    parse_kjv,
+    random_crops,
+    tokenize_corpus,
+    train_bpe,
+)
 from dfm.transformer import TokenTransformer, apply_rotary
 
 SNIPPET = """
@@ -28,9 +37,11 @@ and all the host of them.
 def test_parse_kjv_strips_headings_and_numbers_and_joins_lines():
     chapters = parse_kjv(SNIPPET)
     assert chapters == [
-        ["In the beginning God created the heaven and the earth.",
-         "And the earth was without form, and void; and darkness was upon the face of the deep. "
-         "And the Spirit of God moved upon the face of the waters."],
+        [
+            "In the beginning God created the heaven and the earth.",
+            "And the earth was without form, and void; and darkness was upon the face of the deep. "
+            "And the Spirit of God moved upon the face of the waters.",
+        ],
         ["Thus the heavens and the earth were finished, and all the host of them."],
         ["And the speech pleased the Lord."],
     ]
@@ -38,7 +49,9 @@ def test_parse_kjv_strips_headings_and_numbers_and_joins_lines():
         parse_kjv("\nGenesis 1\n\nstray text\n")
 
 
-@pytest.mark.skipif(not kjv_path().exists(), reason="KJV text not available (set RDFM_DATA_DIR to a folder with text/kjv.txt)")
+@pytest.mark.skipif(
+    not kjv_path().exists(), reason="KJV text not available (set RDFM_DATA_DIR to a folder with text/kjv.txt)"
+)
 def test_real_corpus_split_is_deterministic_and_disjoint():
     a, b = load_kjv(), load_kjv()
     assert a.train == b.train and a.test == b.test
@@ -97,8 +110,9 @@ def test_token_streams_count_characters_exactly(kind, tmp_path, monkeypatch):
 
 def small(causal=False, time=True, positions="rotary"):
     torch.manual_seed(0)
-    m = TokenTransformer(11, 10, width=32, depth=2, heads=4, max_len=16, causal=causal, time_conditioning=time,
-                         positions=positions).double()
+    m = TokenTransformer(
+        11, 10, width=32, depth=2, heads=4, max_len=16, causal=causal, time_conditioning=time, positions=positions
+    ).double()
     if time:  # adaLN-Zero starts t-independent: give the modulation weights some values
         for block in m.blocks:
             torch.nn.init.normal_(block.modulation.weight, std=0.05)
@@ -159,10 +173,12 @@ def test_rotary_table_matches_the_closed_form_inside_and_past_it():
     c32, s32 = rope(positions, torch.float32)
     assert c32.dtype == s32.dtype == torch.float32
     torch.manual_seed(0)
-    short = TokenTransformer(11, 10, width=16, depth=1, heads=2, max_len=8, causal=True,
-                             time_conditioning=False).double()
-    long = TokenTransformer(11, 10, width=16, depth=1, heads=2, max_len=64, causal=True,
-                            time_conditioning=False).double()
+    short = TokenTransformer(
+        11, 10, width=16, depth=1, heads=2, max_len=8, causal=True, time_conditioning=False
+    ).double()
+    long = TokenTransformer(
+        11, 10, width=16, depth=1, heads=2, max_len=64, causal=True, time_conditioning=False
+    ).double()
     long.load_state_dict(short.state_dict())
     x = torch.randint(0, 11, (2, 20))
     torch.testing.assert_close(short(x), long(x), rtol=1e-12, atol=1e-12)

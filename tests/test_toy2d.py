@@ -1,6 +1,7 @@
 """The toy2d benchmark: its data generators, its energy distance (against scipy in 1-D), and
 the quick run end to end (every configuration evaluated, the flow_matching comparison, the
 record and the plot written)."""
+
 import json
 
 import pytest
@@ -26,7 +27,10 @@ def test_checkerboard_and_moons():
 
 def test_energy_distance_matches_scipy_in_one_dimension():
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(300, 1, generator=g, dtype=torch.float64), torch.randn(200, 1, generator=g, dtype=torch.float64) + 0.5
+    x, y = (
+        torch.randn(300, 1, generator=g, dtype=torch.float64),
+        torch.randn(200, 1, generator=g, dtype=torch.float64) + 0.5,
+    )
     assert toy2d.energy_distance(x, y) == pytest.approx(scipy_energy_distance(x[:, 0], y[:, 0]) ** 2, rel=1e-9)
     assert toy2d.energy_distance(x, x) == pytest.approx(0.0, abs=1e-12)
 

@@ -1,5 +1,6 @@
 """gm.training: the schedule, EMA arithmetic, atomic checkpoints, exact resume, refused
 resumes and progress output."""
+
 import io
 import math
 import re
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from gm import training
-from gm.training import UNSET, EMA, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
+from gm.training import EMA, UNSET, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
 
 
 def regression_problem():
@@ -59,8 +60,12 @@ def test_ema_matches_hand_computation():
 def test_training_reduces_loss_and_selects_best_on_validation():
     model, loss_fn, val_fn = regression_problem()
     before = val_fn(model)
-    res = train(model, loss_fn, TrainConfig(lr=0.05, max_steps=300, warmup_steps=10, eval_every=50, ema_decay=0.9,
-                                           progress=False), val_fn=val_fn)
+    res = train(
+        model,
+        loss_fn,
+        TrainConfig(lr=0.05, max_steps=300, warmup_steps=10, eval_every=50, ema_decay=0.9, progress=False),
+        val_fn=val_fn,
+    )
     assert res.steps == 300 and res.best_val < 1e-3 * before
     assert [h["step"] for h in res.history] == [50, 100, 150, 200, 250, 300]
     assert res.best_val == min(h["val"] for h in res.history)
@@ -93,8 +98,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def test_resume_after_a_crash_reproduces_an_uninterrupted_run(tmp_path):
     model_a, loss_fn, val_fn = regression_problem()
-    cfg = TrainConfig(lr=0.02, warmup_steps=5, eval_every=20, progress=False, seed=3, max_steps=60,
-                      checkpoint_every_minutes=0.0)
+    cfg = TrainConfig(
+        lr=0.02, warmup_steps=5, eval_every=20, progress=False, seed=3, max_steps=60, checkpoint_every_minutes=0.0
+    )
     full = train(model_a, loss_fn, cfg, val_fn=val_fn)
 
     def crashing_loss(m, step, gen):
@@ -133,12 +139,22 @@ def test_resume_with_changed_settings_names_them_and_budget_may_grow(tmp_path):
     ck = tmp_path / "run.pt"
     train(model, loss_fn, cfg, checkpoint_path=ck, run_config={"hidden": 7, "scale": 16.0})
     with pytest.raises(ValueError, match=r"run.pt was made with other settings \(lr: checkpoint 0.02, now 0.01\)"):
-        train(regression_problem()[0], loss_fn, replace(cfg, lr=0.01), checkpoint_path=ck,
-              run_config={"hidden": 7, "scale": 16.0})
+        train(
+            regression_problem()[0],
+            loss_fn,
+            replace(cfg, lr=0.01),
+            checkpoint_path=ck,
+            run_config={"hidden": 7, "scale": 16.0},
+        )
     with pytest.raises(ValueError, match="scale: checkpoint 16.0, now 8.0"):
         train(regression_problem()[0], loss_fn, cfg, checkpoint_path=ck, run_config={"hidden": 7, "scale": 8.0})
-    longer = train(regression_problem()[0], loss_fn, replace(cfg, max_steps=5, eval_every=2), checkpoint_path=ck,
-                   run_config={"hidden": 7, "scale": 16.0})
+    longer = train(
+        regression_problem()[0],
+        loss_fn,
+        replace(cfg, max_steps=5, eval_every=2),
+        checkpoint_path=ck,
+        run_config={"hidden": 7, "scale": 16.0},
+    )
     assert longer.steps == 5 and longer.resumed_elapsed_s > 0
 
 
@@ -150,15 +166,25 @@ def test_refused_resume_lists_each_difference_once(tmp_path):
     settings = {"hidden": 7, "lr": 0.02, "warmup_steps": 1}
     train(model, loss_fn, cfg, checkpoint_path=ck, run_config=settings)
     with pytest.raises(CheckpointMismatchError) as refused:
-        train(regression_problem()[0], loss_fn, replace(cfg, lr=0.01, seed=4), checkpoint_path=ck,
-              run_config={**settings, "lr": 0.01, "dataset": "new"})
+        train(
+            regression_problem()[0],
+            loss_fn,
+            replace(cfg, lr=0.01, seed=4),
+            checkpoint_path=ck,
+            run_config={**settings, "lr": 0.01, "dataset": "new"},
+        )
     error = refused.value
     assert isinstance(error, ValueError) and error.checkpoint_path == ck
     assert error.differences == [("dataset", UNSET, "new"), ("lr", 0.02, 0.01), ("seed", 0, 4)]
     assert str(error).count("lr: checkpoint") == 1 and "dataset: checkpoint <unset>, now 'new'" in str(error)
     # progress settings, like the budget, may change on resuming
-    resumed = train(regression_problem()[0], loss_fn, replace(cfg, progress_every_s=1.0, progress_bar=False),
-                    checkpoint_path=ck, run_config=settings)
+    resumed = train(
+        regression_problem()[0],
+        loss_fn,
+        replace(cfg, progress_every_s=1.0, progress_bar=False),
+        checkpoint_path=ck,
+        run_config=settings,
+    )
     assert resumed.steps == 3
 
 
@@ -183,8 +209,12 @@ def test_progress_in_a_log_is_plain_lines(capsys):
     lines = err.splitlines()
     assert lines[0] == "train: starting, budget 4 steps"
     assert [line.split(",")[0] for line in lines[1:]] == [
-        "train: step 1/4 (25.0%)", "train: step 2/4 (50.0%)", "train: step 3/4 (75.0%)", "train: step 4/4 (100.0%)",
-        "train: done"]
+        "train: step 1/4 (25.0%)",
+        "train: step 2/4 (50.0%)",
+        "train: step 3/4 (75.0%)",
+        "train: step 4/4 (100.0%)",
+        "train: done",
+    ]
     assert lines[1].startswith("train: step 1/4 (25.0%), ") and " it/s, loss " in lines[1]
     assert re.search(r", best val -, \d\d:\d\d elapsed$", lines[1])  # no validation yet
     assert "best val " in lines[3] and "best val -" not in lines[3]  # validated at step 2
@@ -223,8 +253,17 @@ def test_train_returns_the_model_holding_the_selected_ema_weights(tmp_path):
     from its checkpoint continues from the raw weights and optimiser exactly."""
     model, loss_fn, val_fn = regression_problem()
     # a constant learning rate after warmup (min_lr_ratio=1): 40 steps extended to 60 are 60 steps
-    cfg = TrainConfig(lr=0.05, warmup_steps=5, eval_every=10, progress=False, seed=1, max_steps=40,
-                      checkpoint_every_minutes=0.0, ema_decay=0.9, min_lr_ratio=1.0)
+    cfg = TrainConfig(
+        lr=0.05,
+        warmup_steps=5,
+        eval_every=10,
+        progress=False,
+        seed=1,
+        max_steps=40,
+        checkpoint_every_minutes=0.0,
+        ema_decay=0.9,
+        min_lr_ratio=1.0,
+    )
     ck = tmp_path / "run.pt"
     first = train(model, loss_fn, cfg, val_fn=val_fn, checkpoint_path=ck)
     assert first.best_state.keys() == {"weight", "bias"}
@@ -251,8 +290,9 @@ def test_progress_names_the_validation_value(capsys):
     (two estimates of the same quantity): val_name says which one the trainer reports, and it
     may change on resume (display only)."""
     model, loss_fn, val_fn = regression_problem()
-    cfg = TrainConfig(lr=0.02, warmup_steps=1, max_steps=2, eval_every=1, progress_every_s=0.0,
-                      val_name="val NLL (16 rk4 steps)")
+    cfg = TrainConfig(
+        lr=0.02, warmup_steps=1, max_steps=2, eval_every=1, progress_every_s=0.0, val_name="val NLL (16 rk4 steps)"
+    )
     train(model, loss_fn, cfg, val_fn=val_fn)
     last = capsys.readouterr().err.splitlines()[-1]
     assert re.search(r", best val NLL \(16 rk4 steps\) \d+\.\d{4}, \d\d:\d\d elapsed$", last), last
@@ -346,6 +386,10 @@ def test_tf32_switches_are_set_inside_and_restored_after():
     # a CPU run leaves them alone
     model, loss_fn, val_fn = regression_problem()
     seen = []
-    train(model, loss_fn, TrainConfig(max_steps=2, progress=False, tf32=True),
-          val_fn=lambda m: seen.append(torch.backends.cuda.matmul.allow_tf32) or val_fn(m))
+    train(
+        model,
+        loss_fn,
+        TrainConfig(max_steps=2, progress=False, tf32=True),
+        val_fn=lambda m: seen.append(torch.backends.cuda.matmul.allow_tf32) or val_fn(m),
+    )
     assert seen == [before[0]]

@@ -1,6 +1,7 @@
 """The trainer's metrics file (gm.training_metrics): rows against hand-computed losses, gradient
 norms and learning rates, validation rows, resumption, torn files, the plot, and the W&B and
 TensorBoard sinks."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,16 @@ def scalar_problem():
 
 def test_every_row_is_the_step_loss_norm_and_lr(tmp_path):
     model, loss_fn, seen = scalar_problem()
-    cfg = TrainConfig(lr=0.05, warmup_steps=3, max_steps=12, grad_clip=None, log_every_s=0.0, progress=False,
-                      eval_every=4)
-    result = train(model, loss_fn, cfg, val_fn=lambda m: float((m.weight.detach() - 3.0).abs().sum()),
-                   checkpoint_path=tmp_path / "run.pt")
+    cfg = TrainConfig(
+        lr=0.05, warmup_steps=3, max_steps=12, grad_clip=None, log_every_s=0.0, progress=False, eval_every=4
+    )
+    result = train(
+        model,
+        loss_fn,
+        cfg,
+        val_fn=lambda m: float((m.weight.detach() - 3.0).abs().sum()),
+        checkpoint_path=tmp_path / "run.pt",
+    )
     rows = read_metrics(tmp_path / "run.metrics.jsonl")
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert [r["step"] for r in train_rows] == list(range(1, 13)) and all(r["steps"] == 1 for r in train_rows)
@@ -68,8 +75,8 @@ def test_rows_average_the_steps_between_them(tmp_path, monkeypatch):
     assert sum(r["steps"] for r in rows) == 20 and len(rows) > 2 and rows[-1]["step"] == 20
     first = 0
     for row in rows:
-        losses = [(w - 3.0) ** 2 for _, w in seen[first:row["step"]]]
-        norms = [abs(2 * (w - 3.0)) for _, w in seen[first:row["step"]]]  # before clipping
+        losses = [(w - 3.0) ** 2 for _, w in seen[first : row["step"]]]
+        norms = [abs(2 * (w - 3.0)) for _, w in seen[first : row["step"]]]  # before clipping
         assert row["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
         assert row["grad_norm"] == pytest.approx(sum(norms) / len(norms), rel=1e-6)
         first = row["step"]
@@ -129,16 +136,24 @@ def test_metrics_cost_no_read_back_in_a_step(host_reads, monkeypatch, tmp_path):
 
 def test_wandb_gets_the_same_scalars(tmp_path, monkeypatch):
     logged, calls = [], []
-    run = types.SimpleNamespace(log=lambda scalars, step: logged.append((step, scalars)),
-                                finish=lambda: calls.append("finish"))
+    run = types.SimpleNamespace(
+        log=lambda scalars, step: logged.append((step, scalars)), finish=lambda: calls.append("finish")
+    )
     fake = types.ModuleType("wandb")
     fake.init = lambda **kwargs: calls.append(("init", kwargs)) or run
     monkeypatch.setitem(sys.modules, "wandb", fake)
     model, loss_fn, seen = scalar_problem()
-    cfg = TrainConfig(lr=0.05, warmup_steps=1, max_steps=4, log_every_s=0.0, progress=False, eval_every=2,
-                      wandb_project="rdfm-test", loss_plot=False)
-    train(model, loss_fn, cfg, val_fn=lambda m: 1.5, metrics_path=tmp_path / "m.jsonl",
-          run_config={"model": "scalar"})
+    cfg = TrainConfig(
+        lr=0.05,
+        warmup_steps=1,
+        max_steps=4,
+        log_every_s=0.0,
+        progress=False,
+        eval_every=2,
+        wandb_project="rdfm-test",
+        loss_plot=False,
+    )
+    train(model, loss_fn, cfg, val_fn=lambda m: 1.5, metrics_path=tmp_path / "m.jsonl", run_config={"model": "scalar"})
     name, kwargs = calls[0]
     assert name == "init" and kwargs["project"] == "rdfm-test" and kwargs["resume"] == "allow"
     assert kwargs["config"]["model"] == "scalar" and kwargs["config"]["lr"] == 0.05  # run_config + TrainConfig
