@@ -5,15 +5,9 @@ These are the datasets of Mathieu & Nickel (2020), De Bortoli et al. (2022, RSGM
 ``oxcsml/riemannian-score-sde`` (folder ``data/``). Each file holds one event per row as
 ``latitude,longitude`` in degrees, after ``#`` comment lines and an optional header line.
 
-Points are returned as unit vectors in R^3 with the geographic convention
-
-.. math::
-
-    x = \cos(\mathrm{lat}) \cos(\mathrm{lon}), \quad
-    y = \cos(\mathrm{lat}) \sin(\mathrm{lon}), \quad
-    z = \sin(\mathrm{lat}),
-
-so the north pole is ``+z`` and (lat, lon) = (0, 0) is ``+x``.
+Points are returned as unit vectors in R^3 with the geographic convention of
+:mod:`rfm.geospatial` (north pole ``+z``; (lat, lon) = (0, 0) is ``+x``), which also reads
+your own ``lat,lon`` files (:func:`rfm.geospatial.load_latlon`).
 
 Files are read from ``benchmarks.paths.data_dir() / "earth"``: ``$RDFM_DATA_DIR/earth`` if that
 variable is set, else ``../shared/data/earth`` beside a source checkout, else the user data folder
@@ -25,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import urllib.error
 import urllib.request
@@ -36,6 +29,12 @@ import torch
 
 from benchmarks.paths import data_dir, describe_data_dir
 from gm.files import atomic_write
+from rfm.geospatial import (  # noqa: F401  (the conversions live in the library; re-exported here)
+    latlon_array_to_points,
+    latlon_to_xyz,
+    parse_latlon_text,
+    xyz_to_latlon,
+)
 
 #: dataset name -> file name.
 EARTH_FILES: dict[str, str] = {
@@ -66,9 +65,6 @@ def _how_to_get() -> str:
     )
 
 
-_HEADER_FIELD = re.compile(r"[A-Za-z_][A-Za-z_ ]*")
-
-
 def earth_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """Folder holding the Earth files: ``root`` if given, else ``data_dir() / "earth"``."""
     return Path(root).expanduser() if root is not None else data_dir() / "earth"
@@ -83,48 +79,6 @@ def _file_name(name: str) -> str:
 def earth_path(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Path of dataset ``name``'s file (which may not exist)."""
     return earth_dir(root) / _file_name(name)
-
-
-def parse_latlon_text(text: str, source: str = "<text>") -> np.ndarray:
-    """Parse ``lat,lon`` rows in degrees after ``#`` comments and an optional header line.
-
-    Args:
-        text: file contents.
-        source: name used in error messages.
-
-    Returns:
-        ``(n, 2)`` float64 array of (latitude, longitude) in degrees.
-
-    Raises:
-        ValueError: if a row is malformed or a coordinate is out of range
-            (latitude outside [-90, 90], longitude outside [-180, 360]).
-    """
-    rows: list[tuple[float, float]] = []
-    header_allowed = True
-    for line_number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = [field.strip() for field in line.split(",")]
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            lat, lon = float(fields[0]), float(fields[1])
-        except ValueError:
-            if header_allowed and all(_HEADER_FIELD.fullmatch(field) for field in fields):
-                header_allowed = False  # e.g. "lat,long" or "LATITUDE,LONGITUDE"
-                continue
-            raise ValueError(f"{source}: line {line_number} is not 'latitude,longitude': {raw!r}") from None
-        header_allowed = False
-        rows.append((lat, lon))
-    latlon = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-    if not np.isfinite(latlon).all():
-        raise ValueError(f"{source}: non-finite coordinates")
-    if (np.abs(latlon[:, 0]) > 90.0).any():
-        raise ValueError(f"{source}: latitude outside [-90, 90] degrees")
-    if ((latlon[:, 1] < -180.0) | (latlon[:, 1] > 360.0)).any():
-        raise ValueError(f"{source}: longitude outside [-180, 360] degrees")
-    return latlon
 
 
 def _missing_message(name: str, path: Path, root_given: bool) -> str:
@@ -147,49 +101,6 @@ def load_earth_latlon(name: str, root: str | os.PathLike[str] | None = None) -> 
     return parse_latlon_text(path.read_text(encoding="utf-8"), source=str(path))
 
 
-def latlon_to_xyz(latlon: torch.Tensor, degrees: bool = True) -> torch.Tensor:
-    """Map (latitude, longitude) to unit vectors: ``(cos lat cos lon, cos lat sin lon, sin lat)``.
-
-    Args:
-        latlon: ``(..., 2)`` tensor of (latitude, longitude).
-        degrees: whether the angles are in degrees (else radians).
-
-    Returns:
-        ``(..., 3)`` tensor of unit vectors, same dtype and device.
-    """
-    if not isinstance(latlon, torch.Tensor):
-        raise ValueError(f"latlon must be a torch.Tensor, got {type(latlon).__name__}")
-    if latlon.shape[-1:] != (2,):
-        raise ValueError(f"latlon must have shape (..., 2), got {tuple(latlon.shape)}")
-    if degrees:
-        latlon = torch.deg2rad(latlon)
-    lat, lon = latlon.unbind(-1)
-    cos_lat = torch.cos(lat)
-    return torch.stack((cos_lat * torch.cos(lon), cos_lat * torch.sin(lon), torch.sin(lat)), dim=-1)
-
-
-def xyz_to_latlon(xyz: torch.Tensor, degrees: bool = True) -> torch.Tensor:
-    """Inverse of :func:`latlon_to_xyz`: latitude in [-90, 90], longitude in (-180, 180].
-
-    ``lat = atan2(z, sqrt(x^2 + y^2))`` (accurate near the poles, unlike ``asin(z)``) and
-    ``lon = atan2(y, x)``. Inputs need not be exactly unit length: only the direction matters.
-
-    Args:
-        xyz: ``(..., 3)`` tensor of nonzero vectors.
-        degrees: return degrees (else radians).
-
-    Returns:
-        ``(..., 2)`` tensor of (latitude, longitude), same dtype and device.
-    """
-    if not isinstance(xyz, torch.Tensor):
-        raise ValueError(f"xyz must be a torch.Tensor, got {type(xyz).__name__}")
-    if xyz.shape[-1:] != (3,):
-        raise ValueError(f"xyz must have shape (..., 3), got {tuple(xyz.shape)}")
-    x, y, z = xyz.unbind(-1)
-    latlon = torch.stack((torch.atan2(z, torch.hypot(x, y)), torch.atan2(y, x)), dim=-1)
-    return torch.rad2deg(latlon) if degrees else latlon
-
-
 def load_earth(
     name: str,
     root: str | os.PathLike[str] | None = None,
@@ -210,11 +121,7 @@ def load_earth(
         FileNotFoundError: naming the missing file, where it was looked for and how to get it.
         ValueError: on an unknown ``name``, a non-floating ``dtype`` or a malformed file.
     """
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
-    xyz = latlon_to_xyz(torch.from_numpy(load_earth_latlon(name, root))).to(dtype)
-    return xyz / xyz.norm(dim=-1, keepdim=True)
+    return latlon_array_to_points(load_earth_latlon(name, root), dtype)
 
 
 class DownloadError(RuntimeError):

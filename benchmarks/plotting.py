@@ -22,7 +22,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.earth_data import latlon_to_xyz, xyz_to_latlon
+from rfm.geospatial import latlon_to_xyz, xyz_to_latlon
 
 LogDensityFn = Callable[[torch.Tensor], torch.Tensor]
 
