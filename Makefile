@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rdfm-installed
 
-.PHONY: install demo test lint format speed gpu-check clean
+.PHONY: install demo test lint typecheck format speed gpu-check clean
 
 install: $(STAMP)
 
@@ -22,12 +22,16 @@ demo: $(STAMP)
 	$(PY) -m benchmarks demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term
 
 # ruff's linter and formatter, configured in pyproject.toml (CI runs this before the tests)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# mypy on the library packages (configured in pyproject.toml; CI runs this before the tests)
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

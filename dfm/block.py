@@ -268,8 +268,10 @@ class BlockDiffusion:
         for name in ("block_size", "padding_mask", "return_intermediates", "time_grid", "compile"):
             if name in sampler:
                 raise ValueError(f"{name} is not an option of block-diffusion sampling")
+        mask_id = self.path.mask_id
+        assert mask_id is not None  # a mask-source path (checked by MaskedDiffusionLoss in __init__)
         if fixed is None:
-            fixed = x0 != self.path.mask_id
+            fixed = x0 != mask_id
         elif (
             not isinstance(fixed, Tensor)
             or fixed.shape != x0.shape
@@ -277,7 +279,7 @@ class BlockDiffusion:
             or fixed.device != x0.device
         ):
             raise ValueError(f"fixed must be a bool tensor of shape {tuple(x0.shape)} on x0's device ({x0.device})")
-        if bool((fixed & (x0 == self.path.mask_id)).any()):
+        if bool((fixed & (x0 == mask_id)).any()):
             raise ValueError("x0 must hold data tokens at the fixed positions, found mask tokens there")
         steps = b if steps is None else steps
         x, cache = x0.long().clone(), None

@@ -41,9 +41,10 @@ __all__ = [
 _MAX_RATE = 1e4
 
 
-def _check_path(path: object) -> None:
+def _check_path(path: object) -> MixturePath:
     if not isinstance(path, MixturePath):
         raise ValueError(f"path must be a dfm.MixturePath, got {type(path).__name__}")
+    return path
 
 
 def _check_token_tensor(x: object, name: str) -> None:
@@ -205,7 +206,7 @@ class ELBOEstimate:
 
 
 def _check_mask_path(path: object, caller: str) -> None:
-    _check_path(path)
+    path = _check_path(path)
     if path.kind != "mask":
         raise ValueError(f"{caller} needs a MixturePath with source='mask'")
     kappa_end = float(path.scheduler.kappa(torch.ones((), dtype=torch.float64)))

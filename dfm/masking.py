@@ -203,5 +203,6 @@ def mask_batch(
         weight[..., None].expand_as(counted),
         torch.zeros((), dtype=torch.float64, device=where),
     ).view(batch, length)
+    assert path.mask_id is not None  # a mask-source path (checked above)
     x_t = torch.where(masked, torch.full_like(x1, path.mask_id), x1)
     return MaskedBatch(x_t=x_t, masked=masked, weight=weights.to(x1.device), t=t.to(x1.device), group_size=group)

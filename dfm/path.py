@@ -88,8 +88,8 @@ class MixturePath(ProbPath):
             low, high = (
                 float(self.scheduler.kappa(torch.tensor(v, dtype=torch.float64), validate=False)) for v in (0.0, 1.0)
             )
-            self._kappa_ends = (self.scheduler, (low, high))
-        return self._kappa_ends[1]
+            cached = self._kappa_ends = (self.scheduler, (low, high))
+        return cached[1]
 
     @property
     def mask_id(self) -> int | None:
@@ -107,6 +107,7 @@ class MixturePath(ProbPath):
             return None
         if self.kind == "uniform":
             return torch.full((self.vocab_size,), 1.0 / self.vocab_size, device=device, dtype=dtype)
+        assert self.source_probs is not None  # set for the custom source
         return self.source_probs.to(device=device, dtype=dtype)
 
     def sample_source(
@@ -118,6 +119,7 @@ class MixturePath(ProbPath):
             return torch.full(shape, self.vocab_size, dtype=torch.long, device=device)
         if self.kind == "uniform":
             return torch.randint(0, self.vocab_size, shape, device=device, generator=generator)
+        assert self.source_probs is not None  # set for the custom source
         probs = self.source_probs.to(device)
         if probs.dim() == 1:
             n = max(1, int(torch.tensor(shape).prod()))

@@ -74,6 +74,7 @@ def infill_template(template: Tensor, path: MixturePath, batch: int = 1) -> tupl
         raise ValueError("template has no hole (id -1): nothing to generate")
     given = torch.where(holes, torch.zeros_like(template), template)
     path.check_tokens(given, "template", allow_mask=False)
+    assert path.mask_id is not None  # a mask-source path (_check_mask_path)
     x0 = torch.where(holes, torch.full_like(template, path.mask_id), template)
     batch = _check_batch(batch)
     return x0.expand(batch, -1).clone(), (~holes).expand(batch, -1).clone()

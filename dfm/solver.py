@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -82,6 +83,10 @@ def _describe_rows(tally: Tensor, first_t: Tensor | None = None) -> str:
     )
 
 
+@overload
+def _pick(last: bool | Tensor, on_last: Tensor, otherwise: Tensor) -> Tensor: ...
+@overload
+def _pick(last: bool | Tensor, on_last: Tensor | float, otherwise: Tensor | float) -> Tensor | float: ...
 def _pick(last: bool | Tensor, on_last: Tensor | float, otherwise: Tensor | float) -> Tensor | float:
     """``on_last`` on the last step, else ``otherwise``: a Python choice when ``last`` is known on
     the host, a ``torch.where`` when it is a 0-dim device tensor (no read-back)."""
@@ -273,9 +278,11 @@ class MixtureJumpProcess(Process):
         device) to the run's (``validate="end"``), on the device."""
         if self._tally is None:
             self._open(tally.device)
+        run_tally, first_bad = self._tally, self._first_bad
+        assert run_tally is not None and first_bad is not None  # both set by _open
         bad_now = tally[:3].sum() > 0
-        self._first_bad = torch.where(torch.isnan(self._first_bad) & bad_now, t, self._first_bad)
-        self._tally = self._tally + tally
+        self._first_bad = torch.where(torch.isnan(first_bad) & bad_now, t, first_bad)
+        self._tally = run_tally + tally
 
     def finalize(self, x: Tensor, t: Tensor) -> Tensor:
         """End of a run: with ``validate="end"``, read the run's tally of bad logit rows back
@@ -343,6 +350,7 @@ class MixtureJumpProcess(Process):
         if path.kind == "mask":
             new, tally = self._unmask(x, logits, u, active, last, beta, kappa, sched.kappa(end, validate=False), dense)
             if p_noise is not None:
+                assert path.mask_id is not None  # a mask-source path
                 masked = (x == path.mask_id) & active
                 new = torch.where(~masked & active & (u < p_noise), path.mask_id, new)
         else:
@@ -410,6 +418,7 @@ class MixtureJumpProcess(Process):
         # the last step is an exact draw from p_{1|t}: leave x_t with probability 1 - p(x_t)
         fwd = _pick(last, 1.0 - p_stay, h * (1 + beta) * lam * (1.0 - p_stay))
         p0 = path.source_distribution(device=x.device, dtype=torch.float64)
+        assert p0 is not None  # _jump serves the uniform and custom sources, never the mask one
         if p_noise is not None:
             p0_x = (
                 p0.expand(x.shape + (path.vocab_size,)).gather(-1, x_in[..., None]).squeeze(-1)

@@ -9,6 +9,7 @@ autoregressive baseline. Attention uses ``F.scaled_dot_product_attention``.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,10 @@ class _RotaryCache(nn.Module):
     element of the rotated ``(B, heads, L, head_dim)`` queries and keys rather than once per
     position: the compiled text step was 1.3x slower than eager on a CPU. A gather is cheap to
     recompute."""
+
+    inv_freq: Tensor
+    cos_table: Tensor
+    sin_table: Tensor
 
     def __init__(self, head_dim: int, base: float = 10000.0, table_len: int = 1024) -> None:
         super().__init__()
@@ -350,9 +355,11 @@ class TokenTransformer(nn.Module):
         if self.pos is not None:
             h = h + self.pos(position_ids)
         if rows is not None:
+            assert self.label_embedding is not None  # rows are only computed when it exists
             h = h + self.label_embedding(rows)[:, None, :]
         cond = None
         if self.time_mlp is not None:
+            assert isinstance(t, Tensor)  # broadcast_time above
             cond = self.time_mlp(self._time_features(t.reshape(-1)))
         if padding_mask is not None:
             keep = ~padding_mask.reshape(-1, length)
@@ -379,8 +386,9 @@ class TokenTransformer(nn.Module):
         pair per layer for ``rows`` sequences)."""
         if not isinstance(past_kv, (list, tuple)) or len(past_kv) != len(self.blocks):
             raise ValueError(f"past_kv must be a list of {len(self.blocks)} (keys, values) pairs, one per layer")
-        head_dim = self.embed.weight.shape[1] // self.blocks[0].heads
-        expected = (rows, self.blocks[0].heads)
+        heads = cast(_Block, self.blocks[0]).heads
+        head_dim = self.embed.weight.shape[1] // heads
+        expected = (rows, heads)
         sizes = set()
         for pair in past_kv:
             if (

@@ -19,8 +19,9 @@ from torch import Tensor
 
 __all__ = ["Process", "JointProcess", "Model"]
 
-# A model maps (state, t) to whatever the process's ``step`` consumes.
-Model = Callable[[Any, Tensor], Any]
+# A model maps (state, t) to whatever the process's ``step`` consumes (a JointProcess passes the
+# tuple of its components' times as t).
+Model = Callable[..., Any]
 # A component's time in a JointProcess: the clock (None), fixed (a number) or a map of the clock.
 TimeSpec = None | float | Callable[[Tensor], Tensor]
 
@@ -159,7 +160,8 @@ class JointProcess(Process):
 
     def _times_and_steps(self, t: Tensor, h: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]:
         """Each component's time at ``t`` and its step to ``t + h`` (``None``: not stepped)."""
-        times, steps = [], []
+        times: list[Tensor] = []
+        steps: list[Tensor | None] = []
         for i, spec in enumerate(self.times):
             start = self.component_time(i, t)
             times.append(start)

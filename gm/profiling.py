@@ -79,7 +79,7 @@ def count_host_reads(cuda: bool | None = None) -> Iterator[HostReads]:
         warnings.simplefilter("always")
         for name, original in originals.items():
             setattr(torch.Tensor, name, patched(name, original))
-        previous_mode = torch.cuda.get_sync_debug_mode() if cuda else None
+        previous_mode = torch.cuda.get_sync_debug_mode() if cuda else 0
         if cuda:
             torch.cuda.set_sync_debug_mode("warn")
         try:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
 import torch
@@ -339,7 +339,7 @@ class _BarProgress(_Progress):
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar from start() on
 
     def message(self, text: str) -> None:
         if self.bar is None:
@@ -420,7 +420,7 @@ def _progress_reporter(config: TrainConfig, main: bool = True) -> _Progress:
 # Buffers are synchronised once, when DDP wraps the model, not before every forward: a loss that
 # calls the model a rank-dependent number of times (self-conditioning drawn per rank) would
 # otherwise mismatch the collectives. Recent torch renamed the option.
-_NO_BUFFER_SYNC_IN_FORWARD = (
+_NO_BUFFER_SYNC_IN_FORWARD: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     else {"broadcast_buffers": False}
@@ -473,19 +473,20 @@ class _LossMonitor:
 
     def record(self, loss: Tensor, step: int) -> None:
         value = loss.detach().float()
-        if self.running is None:
+        if self.running is None or self.first_bad is None or self.bad_value is None:
             self.running = value.clone()
-            self.first_bad = torch.full((), -1, dtype=torch.int64, device=value.device)
-            self.bad_value = torch.zeros((), dtype=torch.float32, device=value.device)
+            first_bad = torch.full((), -1, dtype=torch.int64, device=value.device)
+            bad_value = torch.zeros((), dtype=torch.float32, device=value.device)
         else:
             self.running.lerp_(value, 0.02)
-        new = ~torch.isfinite(value) & (self.first_bad < 0)
-        self.first_bad = torch.where(new, torch.full_like(self.first_bad, step), self.first_bad)
-        self.bad_value = torch.where(new, value, self.bad_value)
+            first_bad, bad_value = self.first_bad, self.bad_value
+        new = ~torch.isfinite(value) & (first_bad < 0)
+        self.first_bad = torch.where(new, torch.full_like(first_bad, step), first_bad)
+        self.bad_value = torch.where(new, value, bad_value)
 
     def read(self) -> float | None:
         """The running loss; a ``FloatingPointError`` naming the step if a loss was not finite."""
-        if self.running is None:
+        if self.running is None or self.first_bad is None or self.bad_value is None:
             return None
         running, first_bad, bad_value = torch.stack(
             [self.running.double(), self.first_bad.double(), self.bad_value.double()]
@@ -543,7 +544,8 @@ def _compiled(model: nn.Module, setting: bool | str, *, fullgraph: bool) -> nn.M
     """``model`` itself, or compiled as ``TrainConfig.compile`` says."""
     if setting is False:
         return model
-    return torch.compile(model, fullgraph=fullgraph, mode=None if setting is True else setting)
+    # an OptimizedModule: called like the model, sharing its parameters
+    return cast(nn.Module, torch.compile(model, fullgraph=fullgraph, mode=None if setting is True else setting))
 
 
 @contextlib.contextmanager
@@ -711,6 +713,7 @@ def train(
             # entry per field, and the caller's own record of it wins.
             changed.update(_config_mismatch(ck.get("run_config"), dict(run_config)))
         if changed:
+            assert checkpoint_path is not None  # ck was read from it
             raise CheckpointMismatchError(
                 checkpoint_path, [(k, saved, now) for k, (saved, now) in sorted(changed.items())]
             )
@@ -752,6 +755,7 @@ def train(
     stepped = _compiled(wrapped, config.compile, fullgraph=not world.distributed)
 
     def snapshot(generators: list, torch_rngs: list, cuda_rngs: list | None, elapsed: float) -> dict:
+        assert ema is not None  # rank 0's
         return {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -778,11 +782,13 @@ def train(
         cuda_rngs = _gather(world, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
         clock = time.perf_counter() - start
         if world.is_main:
+            assert checkpoint_path is not None  # checkpoint() runs only with one
             save_checkpoint(checkpoint_path, snapshot(generators, torch_rngs, cuda_rngs, clock))
         return clock
 
     def validate() -> None:
         nonlocal best_val, best_step, best_state
+        assert ema is not None and val_fn is not None  # rank 0 validates, given a val_fn
         model.eval()
         with ema.apply_to(model), _tensor_float32(False):
             val = float(val_fn(model))
@@ -914,6 +920,7 @@ def train(
         if val_fn is not None and (not history or history[-1]["step"] != step):
             validate()
         if best_state is None:
+            assert ema is not None  # rank 0's
             best_state = copy.deepcopy(ema.shadow)
     elapsed = time.perf_counter() - start
     reporter.close(step, elapsed, budget_fraction(step, elapsed), running, best_val)

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import Tensor
@@ -82,8 +82,9 @@ class MetricsLog:
         self.steps = 0
         self.last_elapsed: float | None = None
         self.excluded_s = 0.0  # validation and checkpoint time since the last row
-        self.tensorboard = None
-        self.wandb = None
+        self.tensorboard: Any = None
+        self.wandb: Any = None
+        self.file: TextIO | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if resume_step is None:
@@ -125,7 +126,7 @@ class MetricsLog:
 
     def row(self, step: int, elapsed: float, lr: float) -> None:
         """Write the means since the last row (nothing if no step was recorded)."""
-        if self.steps == 0:
+        if self.steps == 0 or self.loss_sum is None:
             return
         sums = [self.loss_sum.double()]
         if self.norm_sum is not None:

@@ -83,7 +83,8 @@ class RiemannianManifold(geoopt.Manifold):
         forms; this default differentiates ``expmap`` in ``s`` with a forward-mode JVP.
         """
         s = self._expand_time(s, x)
-        return torch.func.jvp(lambda s_: self.expmap(x, s_ * u), (s,), (torch.ones_like(s),))
+        out = torch.func.jvp(lambda s_: self.expmap(x, s_ * u), (s,), (torch.ones_like(s),))
+        return out[0], out[1]  # (primal, tangent): no auxiliary output
 
     def geodesic_between(self, x: Tensor, y: Tensor, s: Tensor | float) -> tuple[Tensor, Tensor]:
         r"""Point and velocity at ``s`` of the minimising geodesic from ``x`` (at s = 0) to ``y``

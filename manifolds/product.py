@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import torch
 from torch import Tensor
@@ -33,64 +35,62 @@ class Product(RiemannianManifold):
         self.point_shape = (sum(self.sizes),)
         self.dim = sum(m.dim for m in manifolds)
         super().__init__()
-        self.manifolds = torch.nn.ModuleList(manifolds)
+        self.manifolds = torch.nn.ModuleList(manifolds)  # registered: .to() and state_dict reach the factors
+        self._factors: tuple[RiemannianManifold, ...] = tuple(manifolds)  # the same objects, typed
+        self.embedding_options = tuple(sorted({name for m in manifolds for name in m.embedding_options}))
 
     def extra_repr(self) -> str:
-        return ", ".join(repr(m) for m in self.manifolds)
+        return ", ".join(repr(m) for m in self._factors)
 
     def split(self, x: Tensor) -> list[Tensor]:
         """Component points (or tangent vectors) in their own shapes."""
         if x.shape[-1] != self.point_shape[0]:
             raise ValueError(f"x must have trailing dim {self.point_shape[0]} for {self!r}, got {tuple(x.shape)}")
         parts = torch.split(x, self.sizes, dim=-1)
-        return [p.reshape(*p.shape[:-1], *m.point_shape) for p, m in zip(parts, self.manifolds)]
+        return [p.reshape(*p.shape[:-1], *m.point_shape) for p, m in zip(parts, self._factors)]
 
     def join(self, parts: list[Tensor]) -> Tensor:
         """Inverse of :meth:`split`."""
-        if len(parts) != len(self.manifolds):
-            raise ValueError(f"parts must have {len(self.manifolds)} components, got {len(parts)}")
-        flat = [p.reshape(*p.shape[: p.dim() - m.ndim], -1) for p, m in zip(parts, self.manifolds)]
+        if len(parts) != len(self._factors):
+            raise ValueError(f"parts must have {len(self._factors)} components, got {len(parts)}")
+        flat = [p.reshape(*p.shape[: p.dim() - m.ndim], -1) for p, m in zip(parts, self._factors)]
         batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
         return torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1)
-
-    @property
-    def embedding_options(self) -> tuple[str, ...]:
-        return tuple(sorted({name for m in self.manifolds for name in m.embedding_options}))
 
     def _component_options(self, m: RiemannianManifold, options: dict) -> dict:
         return {k: v for k, v in options.items() if k in m.embedding_options}
 
     def embedding_size(self, **options) -> int:
         self._check_embedding_options(options)
-        return sum(m.embedding_size(**self._component_options(m, options)) for m in self.manifolds)
+        return sum(m.embedding_size(**self._component_options(m, options)) for m in self._factors)
 
     def embed(self, x: Tensor, **options) -> Tensor:
         """The components' embeddings side by side; each option goes to the components that take
         it (``harmonics`` to tori, ``rotation`` to SO(3)/SE(3) factors)."""
         self._check_embedding_options(options)
         return torch.cat(
-            [m.embed(p, **self._component_options(m, options)) for m, p in zip(self.manifolds, self.split(x))], dim=-1
+            [m.embed(p, **self._component_options(m, options)) for m, p in zip(self._factors, self.split(x))], dim=-1
         )
 
     @property
     def raw_tangent_size(self) -> int:
-        return sum(m.raw_tangent_size for m in self.manifolds)
+        return sum(m.raw_tangent_size for m in self._factors)
 
     def raw_to_tangent(self, x: Tensor, raw: Tensor) -> Tensor:
         if raw.shape[-1] != self.raw_tangent_size:
             raise ValueError(
                 f"raw must have trailing size {self.raw_tangent_size} for {self!r}, got shape {tuple(raw.shape)}"
             )
-        parts = torch.split(raw, [m.raw_tangent_size for m in self.manifolds], dim=-1)
-        return self.join([m.raw_to_tangent(p, r) for m, p, r in zip(self.manifolds, self.split(x), parts)])
+        parts = torch.split(raw, [m.raw_tangent_size for m in self._factors], dim=-1)
+        return self.join([m.raw_to_tangent(p, r) for m, p, r in zip(self._factors, self.split(x), parts)])
 
     def _map(self, fn: str, *tensors: Tensor) -> Tensor:
         split = [self.split(t) for t in tensors]
-        return self.join([getattr(m, fn)(*args) for m, *args in zip(self.manifolds, *split)])
+        return self.join([getattr(m, fn)(*args) for m, *args in zip(self._factors, *split)])
 
     def _sum(self, fn: str, *tensors: Tensor, **kw) -> Tensor:
         split = [self.split(t) for t in tensors]
-        return sum(getattr(m, fn)(*args, **kw) for m, *args in zip(self.manifolds, *split))
+        return sum(getattr(m, fn)(*args, **kw) for m, *args in zip(self._factors, *split))
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         return self._map("expmap", x, u)
@@ -118,28 +118,28 @@ class Product(RiemannianManifold):
         v = u if v is None else v
         parts = [
             m.component_inner(xi, ui, vi).expand_as(ui)
-            for m, xi, ui, vi in zip(self.manifolds, self.split(x), self.split(u), self.split(v))
+            for m, xi, ui, vi in zip(self._factors, self.split(x), self.split(u), self.split(v))
         ]
         return self.join(parts)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
-        sq = sum(m.dist(a, b) ** 2 for m, a, b in zip(self.manifolds, self.split(x), self.split(y)))
-        d = safe_sqrt(sq)
+        sq = [m.dist(a, b) ** 2 for m, a, b in zip(self._factors, self.split(x), self.split(y))]
+        d = safe_sqrt(functools.reduce(operator.add, sq))
         return d[..., None] if keepdim else d
 
     def geodesic(self, x: Tensor, u: Tensor, s) -> tuple[Tensor, Tensor]:
-        pairs = [m.geodesic(a, b, s) for m, a, b in zip(self.manifolds, self.split(x), self.split(u))]
+        pairs = [m.geodesic(a, b, s) for m, a, b in zip(self._factors, self.split(x), self.split(u))]
         return self.join([p for p, _ in pairs]), self.join([v for _, v in pairs])
 
     def geodesic_between(self, x: Tensor, y: Tensor, s) -> tuple[Tensor, Tensor]:
-        pairs = [m.geodesic_between(a, b, s) for m, a, b in zip(self.manifolds, self.split(x), self.split(y))]
+        pairs = [m.geodesic_between(a, b, s) for m, a, b in zip(self._factors, self.split(x), self.split(y))]
         return self.join([p for p, _ in pairs]), self.join([v for _, v in pairs])
 
     def tangent_basis(self, x: Tensor) -> Tensor:
         """Block basis: each component's basis, zero in the other components."""
         blocks = []
         offset = 0
-        for m, xi, size in zip(self.manifolds, self.split(x), self.sizes):
+        for m, xi, size in zip(self._factors, self.split(x), self.sizes):
             b = m.tangent_basis(xi)
             b = b.reshape(*b.shape[: b.dim() - m.ndim], size)
             pad = (offset, self.point_shape[0] - offset - size)
@@ -150,16 +150,16 @@ class Product(RiemannianManifold):
     def random_base(self, *batch_shape, dtype=None, device=None, generator=None) -> Tensor:
         batch_shape, dtype = self._base_args(batch_shape, dtype, generator)
         return self.join(
-            [m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator) for m in self.manifolds]
+            [m.random_base(*batch_shape, dtype=dtype, device=device, generator=generator) for m in self._factors]
         )
 
     def base_logprob(self, x: Tensor) -> Tensor:
         return self._sum("base_logprob", x)
 
     def _distance_from_manifold(self, x: Tensor) -> Tensor:
-        errs = [m._distance_from_manifold(p) for m, p in zip(self.manifolds, self.split(x))]
+        errs = [m._distance_from_manifold(p) for m, p in zip(self._factors, self.split(x))]
         return torch.stack(errs, -1).amax(-1)
 
     def _distance_from_tangent(self, x: Tensor, u: Tensor) -> Tensor:
-        errs = [m._distance_from_tangent(a, b) for m, a, b in zip(self.manifolds, self.split(x), self.split(u))]
+        errs = [m._distance_from_tangent(a, b) for m, a, b in zip(self._factors, self.split(x), self.split(u))]
         return torch.stack(errs, -1).amax(-1)

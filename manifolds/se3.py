@@ -62,10 +62,14 @@ class SE3(RiemannianManifold):
 
     embedding_options = ("rotation", "translation_scale")
 
-    def embedding_size(self, *, rotation: str = "matrix", translation_scale: float = 1.0) -> int:
+    def embedding_size(  # type: ignore[override]  # this manifold's own named options (base: **options)
+        self, *, rotation: str = "matrix", translation_scale: float = 1.0
+    ) -> int:
         return self.so3.embedding_size(rotation=rotation) + 3
 
-    def embed(self, x: Tensor, *, rotation: str = "matrix", translation_scale: float = 1.0) -> Tensor:
+    def embed(  # type: ignore[override]  # this manifold's own named options (base: **options)
+        self, x: Tensor, *, rotation: str = "matrix", translation_scale: float = 1.0
+    ) -> Tensor:
         """The rotation's features (:meth:`SO3.embed`) and the translation times
         ``translation_scale`` (e.g. 1/10 for coordinates in Angstrom)."""
         r, t = self.to_rt(x)

@@ -222,10 +222,10 @@ class SO3(RiemannianManifold):
 
     embedding_options = ("rotation",)
 
-    def embedding_size(self, *, rotation: str = "matrix") -> int:
+    def embedding_size(self, *, rotation: str = "matrix") -> int:  # type: ignore[override]  # this manifold's own named options (base: **options)
         return 9 if _rotation_representation(rotation) == "matrix" else 6
 
-    def embed(self, x: Tensor, *, rotation: str = "matrix") -> Tensor:
+    def embed(self, x: Tensor, *, rotation: str = "matrix") -> Tensor:  # type: ignore[override]  # this manifold's own named options (base: **options)
         """Rotation features: the 9 matrix entries (``rotation="matrix"``) or the continuous
         6-D representation of its first two columns (``"6d"``, Zhou et al. 2019)."""
         if _rotation_representation(rotation) == "6d":

@@ -93,11 +93,11 @@ class FlatTorus(RiemannianManifold):
 
     embedding_options = ("harmonics",)
 
-    def embedding_size(self, *, harmonics: int = 1) -> int:
+    def embedding_size(self, *, harmonics: int = 1) -> int:  # type: ignore[override]  # this manifold's own named options (base: **options)
         self._check_harmonics(harmonics)
         return 2 * self.dim * harmonics
 
-    def embed(self, x: Tensor, *, harmonics: int = 1) -> Tensor:
+    def embed(self, x: Tensor, *, harmonics: int = 1) -> Tensor:  # type: ignore[override]  # this manifold's own named options (base: **options)
         r"""Fourier features :math:`[\cos kx, \sin kx]_{k=1..K}` of every angle (``K = harmonics``):
         continuous across the :math:`0 / 2\pi` seam, where the angles themselves jump."""
         self._check_harmonics(harmonics)

@@ -311,13 +311,14 @@ class CodesignFlow:
                     f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
                 )
             if checks is not None:
-                checks.add(
-                    time_out_of_range(value),
-                    lambda name=name, value=value: (
+
+                def explain(name: str = name, value: Tensor = value) -> str:
+                    return (
                         f"{name} must be times in [0, 1], got values in "
                         f"[{float(value.min()):.4g}, {float(value.max()):.4g}]"
-                    ),
-                )
+                    )
+
+                checks.add(time_out_of_range(value), explain)
         return t[0], t[1]
 
     def objective(

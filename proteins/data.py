@@ -49,6 +49,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -270,6 +271,8 @@ def _content_length(response) -> int | None:
     """The response's Content-Length in bytes, or None where the server sent none (or junk)."""
     headers = getattr(response, "headers", None)
     value = headers.get("Content-Length") if headers is not None else None
+    if value is None:
+        return None
     try:
         size = int(value)
     except (TypeError, ValueError):
@@ -303,7 +306,9 @@ class _DownloadProgress:
             return
         now = time.monotonic()
         quarter = 4 * self.done // self.total if self.total else 0
-        if now - self.last >= self.every_s or (quarter > self.quarter and self.done < self.total):
+        if now - self.last >= self.every_s or (
+            self.total is not None and quarter > self.quarter and self.done < self.total
+        ):
             self.quarter, self.last = max(quarter, self.quarter), now
             of = f" of {_format_size(self.total)} ({100 * self.done // self.total}%)" if self.total else ""
             print(f"downloading {self.name}: {_format_size(self.done)}{of}", file=self.stream, flush=True)
@@ -381,7 +386,9 @@ def iter_archive_structures(archive: str | Path, members: str = STRUCTURE_FILE_P
         with tarfile.open(archive) as tar:
             for member in tar:
                 if member.isfile() and pattern.search(member.name):
-                    yield member.name, _decompress(member.name, tar.extractfile(member).read(), strict=False)
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # None only for members that are not regular files
+                    yield member.name, _decompress(member.name, extracted.read(), strict=False)
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
@@ -955,7 +962,7 @@ def build_structure_dataset(
         identity=float(identity),
         identity_definition=IDENTITY_DEFINITION,
         cluster_rule="single linkage; segments of one chain of one file share a cluster",
-        gemmi=gemmi.__version__,
+        gemmi=cast(Any, gemmi).__version__,  # gemmi's stubs omit __version__
         biotite=biotite.__version__,
     )
     arrays = dict(
@@ -1005,17 +1012,18 @@ def build_from_folders(
     Raises:
         ValueError: if a folder does not exist, or as :func:`build_structure_dataset`.
     """
-    folders = [Path(folder) for folder in folders]
-    for folder in folders:  # fail before reading anything
-        if not folder.is_dir():
-            raise ValueError(f"folder {folder}: not a folder")
-    structures = (item for folder in folders for item in iter_folder_structures(folder))
+    paths = [Path(folder) for folder in folders]
+    for path in paths:  # fail before reading anything
+        if not path.is_dir():
+            raise ValueError(f"folder {path}: not a folder")
+    structures = (item for path in paths for item in iter_folder_structures(path))
     return build_structure_dataset(structures, out, min_length=min_length, max_ca_gap=max_ca_gap, identity=identity)
 
 
 def _write_npz_atomically(out: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:  # a file object: numpy would append ".npz" to a path
-        np.savez_compressed(handle, **arrays)
+        # cast: numpy's stubs would read a key named allow_pickle as that flag (no key is)
+        np.savez_compressed(handle, **cast(dict[str, Any], arrays))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1082,7 +1090,7 @@ def bucket_edges(
     lows = [min_length] + [max(a + 1, min_length) for a in values[:-1]]
     highs = [min(b, max_length) for b in values]
     kept = [(lo, hi, b) for lo, hi, b in zip(lows, highs, values) if lo <= hi]
-    return tuple(torch.tensor(column) for column in zip(*kept))
+    return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple(torch.tensor(column) for column in zip(*kept)))
 
 
 class StructureDataset:
@@ -1350,6 +1358,7 @@ class StructureDataset:
             # Orders that needed the rule only count when no order managed without it.
             if (best_forced and not forced) or (forced == best_forced and error < best_error):
                 best, best_error, best_forced = assign, error, forced
+        assert best is not None  # trials >= 1, and the first order is always kept
         chain_split = best[inverse]
         return tuple(self.subset(np.flatnonzero(chain_split == s)) for s in range(3))  # type: ignore[return-value]
 

@@ -80,14 +80,14 @@ def backbone_segments(name: str, text: str) -> list[tuple[str, np.ndarray]]:
 def segment_dihedrals(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """phi, psi, omega (radians, (-pi, pi]) of the interior residues 1..n-2 of a segment (n, 3, 3),
     by :func:`proteins.frames.backbone_dihedrals` (IUPAC sign)."""
-    angles = backbone_dihedrals(torch.from_numpy(np.asarray(coords, dtype=np.float64)))
-    return tuple(a[1:-1].numpy() for a in angles)
+    phi, psi, omega = backbone_dihedrals(torch.from_numpy(np.asarray(coords, dtype=np.float64)))
+    return phi[1:-1].numpy(), psi[1:-1].numpy(), omega[1:-1].numpy()
 
 
 def residue_classes(names: list[str]) -> np.ndarray:
     """Class index (general 0, glycine 1, proline 2, prepro 3) of residues 1..n-2 of a segment."""
-    names = np.asarray(names)
-    middle, following = names[1:-1], names[2:]
+    array = np.asarray(names)
+    middle, following = array[1:-1], array[2:]
     cls = np.zeros(len(middle), dtype=np.int64)
     cls[following == "PRO"] = 3
     cls[middle == "PRO"] = 2  # a proline before a proline is a proline

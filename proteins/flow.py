@@ -48,7 +48,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -487,6 +487,7 @@ class BackboneFlow:
         check_positive_int(steps, "steps")
         x0 = self.base(mask, generator=generator, dtype=dtype)
         process = _FrameSampler(self, mask, self_condition)
+        advance: Callable[[Any, Tensor, Tensor], Any]
         if compile is False:
 
             def advance(state: Any, t: Tensor, h: Tensor) -> Any:
@@ -605,9 +606,10 @@ class BackboneFlow:
             x1_hat = model(flat, times, full, None)
             return self.velocity(flat, x1_hat, times, full, rotation_scheduler=sched).reshape(x.shape)
 
-        return ODESolver(manifold, velocity).log_likelihood(
+        log_p = ODESolver(manifold, velocity).log_likelihood(
             x1, steps=steps, method=method, divergence=divergence, n_probes=n_probes, generator=generator, log_p0=log_p0
         )
+        return cast(Tensor, log_p)  # one tensor: return_source is off
 
 
 class _FrameSampler(Process):

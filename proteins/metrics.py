@@ -62,6 +62,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -222,6 +223,14 @@ def secondary_structure(atoms: Tensor, mask: Tensor | None = None) -> Tensor:
     for b in range(len(backbone)):  # pydssp has no mask: one call per structure on its real residues
         codes[b, real[b]] = _dssp_codes(backbone[b, real[b]])
     return torch.from_numpy(codes)
+
+
+@overload
+def ss_fractions(codes: Tensor, per_structure: Literal[False] = False) -> dict[str, float]: ...
+@overload
+def ss_fractions(codes: Tensor, per_structure: Literal[True]) -> dict[str, Tensor]: ...
+@overload
+def ss_fractions(codes: Tensor, per_structure: bool = False) -> dict[str, float] | dict[str, Tensor]: ...
 
 
 def ss_fractions(codes: Tensor, per_structure: bool = False) -> dict[str, float] | dict[str, Tensor]:
@@ -773,7 +782,7 @@ def _pair_scores(ref: np.ndarray, model: np.ndarray, aligned: bool, both: bool) 
         homolog = _homolog_alignment(ref, model, n)
         if homolog is not None:
             alignments.append(homolog[:2])
-        unique = {}
+        unique: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
         for i, j in alignments:  # threading and biotite often agree: refine each alignment once
             unique.setdefault((i.tobytes(), j.tobytes()), (i, j))
         alignments = list(unique.values())
@@ -911,15 +920,15 @@ def ca_rmsd(
 # many pairs: optional process pool
 
 
-_SHARED: object = None  # data every task reads (e.g. the references), sent once per worker
+_SHARED: list[np.ndarray] | None = None  # data every task reads (e.g. the references), sent once per worker
 
 
-def _set_shared(shared: object) -> None:
+def _set_shared(shared: list[np.ndarray] | None) -> None:
     global _SHARED
     _SHARED = shared
 
 
-def _run_tasks(function, tasks: list, workers: int, shared: object = None) -> list:
+def _run_tasks(function, tasks: list, workers: int, shared: list[np.ndarray] | None = None) -> list:
     if workers <= 1 or len(tasks) < 2:
         _set_shared(shared)
         try:
@@ -941,6 +950,7 @@ def _check_workers(workers: int) -> int:
 
 def _pair_task(args) -> tuple[float, float]:
     i, j, aligned = args
+    assert _SHARED is not None  # set by _run_tasks
     return _pair_scores(_SHARED[i], _SHARED[j], aligned, both=True)
 
 
@@ -976,6 +986,7 @@ def pairwise_tm(structures, mask=None, *, aligned: bool = False, workers: int = 
 
 def _max_task(args) -> tuple[float, int]:
     query, candidates = args
+    assert _SHARED is not None  # set by _run_tasks
     best, arg = -1.0, -1
     for r in candidates:
         score = _pair_scores(query, _SHARED[r], False, both=False)[0]

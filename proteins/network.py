@@ -26,7 +26,7 @@ inside the flows' loops and while ``torch.compile`` traces), so they compile wit
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from einops import rearrange
@@ -206,7 +206,7 @@ class _Block(nn.Module):
         # pair_update's first layer on [z_ij, p_i, p_j] written as W_z z_ij + (W_i p)_i + (W_j p)_j:
         # the same function and parameters without the (B, N, N, 2 node + pair) concatenation
         # (N^2 rows times pair_dim columns instead of 2 node_dim + pair_dim)
-        first = self.pair_update[0]
+        first = cast(nn.Linear, self.pair_update[0])  # Sequential's indexing is typed as any Module
         w_z, w_i, w_j = first.weight.split([z.shape[-1], p.shape[-1], p.shape[-1]], dim=1)
         hidden = F.linear(z, w_z, first.bias) + F.linear(p, w_i)[:, :, None, :] + F.linear(p, w_j)[:, None, :, :]
         z = self.pair_norm(z + self.pair_update[1:](hidden))
@@ -357,7 +357,7 @@ class BackboneNetwork(nn.Module):
         # pair_embed's first layer on [one_hot(offset_ij), distances_ij]: a one-hot row times W is
         # a column of W, looked up once per (i, j) and shared by the batch, instead of a
         # (B, N, N, 2 max_relative_position + 1) one-hot product (same function and parameters)
-        first = self.pair_embed[0]
+        first = cast(nn.Linear, self.pair_embed[0])  # Sequential's indexing is typed as any Module
         classes = 2 * self.max_relative_position + 1
         w_relative, w_rest = first.weight.split([classes, first.in_features - classes], dim=1)
         hidden = (

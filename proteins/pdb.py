@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -58,7 +59,8 @@ def backbone_structure(
     st = gemmi.Structure()
     if title:
         st.info["_struct.title"] = title
-    model = gemmi.Model("1")
+    # "1": the model's name for gemmi 0.6 (a str), its number for 0.7 (whose stubs want an int)
+    model = gemmi.Model(cast(Any, "1"))
     chain = gemmi.Chain(chain_id)
     values = coords.tolist()
     for i, (name, residue_atoms) in enumerate(zip(names, values)):

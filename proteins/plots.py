@@ -118,6 +118,7 @@ def plot_ramachandran_pair(
         ax.set_yticks(range(-180, 181, 90))
         ax.set_aspect("equal")
     axes[0].set_ylabel(r"$\psi$ (deg)")
+    assert mesh is not None  # two panels were drawn
     figure.colorbar(mesh, ax=list(axes), label="fraction of residues", shrink=0.9)
     figure.suptitle(
         f"{title + ': ' if title else ''}Jensen-Shannon divergence {js:.3f} nats ({js_bins}x{js_bins} cells)"
@@ -180,7 +181,8 @@ def plot_rg_vs_length(
         ax.scatter(lengths + jitter, rg, s=14, alpha=0.6, marker=markers[k % len(markers)], label=name, linewidths=0)
         all_lengths.append(lengths)
     if reference in sets:
-        a = fit_rg_prefactor(*sets[reference], exponent=exponent)
+        reference_lengths, reference_rg = sets[reference]  # a pair: checked above
+        a = fit_rg_prefactor(reference_lengths, reference_rg, exponent=exponent)
         span = np.concatenate(all_lengths)
         grid = np.linspace(max(1.0, span.min() * 0.9), span.max() * 1.1, 200)
         ax.plot(grid, a * grid**exponent, "k--", lw=1.2, label=rf"{reference} fit $R_g = {a:.2f}\,L^{{{exponent:g}}}$")
@@ -388,18 +390,18 @@ def write_benchmark_plots(
         if picks:
             length = max(batches[b][0].shape[1] for b, _ in picks)
             atoms = torch.full((len(picks), length, 3), math.nan, dtype=torch.float64)
-            codes = torch.full((len(picks), length), -1, dtype=torch.long)
+            trace_codes = torch.full((len(picks), length), -1, dtype=torch.long)
             mask = torch.zeros(len(picks), length, dtype=torch.bool)
             for k, (b, i) in enumerate(picks):
                 batch_atoms, batch_mask = batches[b]
                 n = batch_atoms.shape[1]
                 atoms[k, :n] = batch_atoms[i, :, 1].detach().cpu().double()
-                codes[k, :n] = codes_by_row[model][b][i]
+                trace_codes[k, :n] = codes_by_row[model][b][i]
                 mask[k, :n] = True if batch_mask is None else batch_mask[i].cpu()
             paths.append(
                 plot_ca_traces(
                     atoms,
-                    codes,
+                    trace_codes,
                     out_dir / "ca_traces.png",
                     mask=mask,
                     count=len(picks),

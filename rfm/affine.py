@@ -197,12 +197,13 @@ class AffinePath(ProbPath):
         if self.validate:
             self._check_conversion(s, from_type, to_type)
         x1_hat, x0_hat = self._endpoints(prediction, x_t, s, from_type, to_type)
-        if to_type == "x1":
-            return x1_hat
         if to_type == "x0":
             return x0_hat
         if to_type == "score":
             return -x0_hat / s.sigma
+        assert x1_hat is not None  # _endpoints computes it for "x1" and "velocity"
+        if to_type == "x1":
+            return x1_hat
         return s.d_alpha * x1_hat + s.d_sigma * x0_hat
 
     def _check_conversion(self, s, from_type: str, to_type: str) -> None:
@@ -244,9 +245,7 @@ class AffinePath(ProbPath):
             )
 
     @staticmethod
-    def _endpoints(
-        prediction: Tensor, x: Tensor, s, from_type: str, to_type: str
-    ) -> tuple[Tensor | None, Tensor | None]:
+    def _endpoints(prediction: Tensor, x: Tensor, s, from_type: str, to_type: str) -> tuple[Tensor | None, Tensor]:
         """``(x1_hat, x0_hat)`` implied by the prediction (only those ``to_type`` needs)."""
         if from_type == "velocity":
             denominator = s.sigma * s.d_alpha - s.alpha * s.d_sigma
@@ -288,6 +287,8 @@ def prediction_loss(
     if prediction.shape != sample.x_t.shape:
         raise ValueError(f"prediction must have x_t's shape {tuple(sample.x_t.shape)}, got {tuple(prediction.shape)}")
     if prediction_type == "velocity":
+        if sample.dx_t is None:
+            raise ValueError("sample has no velocity target dx_t (not a sample of an AffinePath)")
         target = sample.dx_t
     elif prediction_type == "x1":
         target = sample.x1

@@ -71,6 +71,7 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws ``(n, d)``."""
+        assert self.weights is not None  # filled in by __post_init__
         component = torch.multinomial(self.weights.double().cpu(), n, replacement=True, generator=generator)
         noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=self.means.dtype)
         chol = torch.linalg.cholesky(self.covariances).cpu()
@@ -78,6 +79,7 @@ class GaussianMixture:
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density at ``x`` ``(*batch, d)``."""
+        assert self.weights is not None  # filled in by __post_init__
         return _mixture_log_prob(x, self.means, self.covariances, self.weights)
 
 
@@ -110,6 +112,7 @@ def marginal_fields(target: GaussianMixture, scheduler: Scheduler, x: Tensor, t:
     per-sample times whose shape is a prefix of ``batch``)."""
     if not isinstance(target, GaussianMixture):
         raise ValueError(f"target must be a GaussianMixture, got {type(target).__name__}")
+    assert target.weights is not None  # filled in by GaussianMixture.__post_init__
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     s = scheduler(t.reshape(t.shape + (1,) * (x.dim() - 1 - t.dim())), validate=True)
     alpha, sigma = s.alpha[..., None, None], s.sigma[..., None, None]  # against (K, d) and (K, d, d)

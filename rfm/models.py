@@ -8,6 +8,7 @@ so that :func:`torch.func.jvp` (used by the exact likelihood) works through them
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,8 @@ def _time_like(t: Tensor | float, batch_shape: torch.Size, ref: Tensor) -> Tenso
 class TimeEmbedding(nn.Module):
     r"""Sinusoidal features :math:`[\sin(2\pi f_k t), \cos(2\pi f_k t)]` of :math:`t \in [0, 1]`
     with geometrically spaced frequencies :math:`f_k \in [1, f_{max}]`, plus :math:`t` itself."""
+
+    freqs: Tensor
 
     def __init__(self, n_frequencies: int = 8, max_frequency: float = 64.0) -> None:
         super().__init__()
@@ -125,6 +128,8 @@ class FourierEncoding(nn.Module):
         seed: seed of :math:`B`.
     """
 
+    B: Tensor
+
     def __init__(self, n: int, n_features: int = 64, scale: float = 8.0, seed: int = 0) -> None:
         super().__init__()
         if n_features < 1:
@@ -149,7 +154,7 @@ class ComposedEncoding(nn.Module):
     def __init__(self, inner: nn.Module, outer: nn.Module) -> None:
         super().__init__()
         self.inner, self.outer = inner, outer
-        self.out_features = outer.out_features
+        self.out_features = cast(int, outer.out_features)  # an encoding's feature count
 
     def forward(self, x: Tensor) -> Tensor:
         return self.outer(self.inner(x))
@@ -157,7 +162,7 @@ class ComposedEncoding(nn.Module):
 
 def encoding_for(
     manifold: RiemannianManifold, *, fourier_features: int = 0, fourier_scale: float = 8.0, **embed_options
-) -> nn.Module:
+) -> ManifoldEncoding | ComposedEncoding:
     """The default input encoding of a manifold's points (``.out_features`` features): the
     manifold's :meth:`~manifolds.base.RiemannianManifold.embed` with ``embed_options`` (e.g.
     ``harmonics=3`` on a torus, ``rotation="6d"`` on SO(3)), followed by a
@@ -224,6 +229,7 @@ class ProjectedVelocity(nn.Module):
         return self.manifold.raw_to_tangent(x, raw)
 
     def _label_features(self, label: Tensor | None, batch_shape: torch.Size) -> Tensor:
+        assert self.label_embedding is not None  # called only for a class-conditional model
         label = label_rows(label, self.num_classes, self.null_label, self.label_embedding.weight.device)
         emb = self.label_embedding(label)
         try:

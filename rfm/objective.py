@@ -113,6 +113,7 @@ class RFMObjective:
             x1 = m.expmap(x1, m.proju(x1, self.data_noise * eps))
         t = training_times(batch[0], power=self.time_power, dtype=x1.dtype, device=x1.device, generator=generator)
         s = self.path.sample(x0, x1, t)
+        assert s.dx_t is not None  # GeodesicPath.sample sets the velocity target
         t_model = s.t if len(batch) == 1 else t
         if labels is not None and self.label_dropout:
             labels = drop_labels(

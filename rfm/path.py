@@ -3,6 +3,7 @@ r"""Geodesic conditional probability paths on Riemannian manifolds (Chen & Lipma
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -32,7 +33,7 @@ def checked_points(
     for name, x, is_data in points:
         tol = max(point_tolerance(x.dtype), point_tolerance(torch.float32)) if is_data else point_tolerance(x.dtype)
         err = manifold.worst_violation(x)
-        checks.add(err - tol, lambda x=x, name=name, tol=tol: manifold.check_point(x, name, atol=tol))
+        checks.add(err - tol, partial(manifold.check_point, x, name, atol=tol))
         worst.append(err)
     for excess, explain in then:
         checks.add(excess, explain)

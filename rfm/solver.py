@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,7 @@ def _check_points(m: RiemannianManifold, x: Tensor, name: str, *, validate: bool
     """Type, shape and dtype of points (no host read-back); with ``validate`` also their values
     (finite, on the manifold; ``data`` within float32 rounding, then projected: see
     :func:`rfm.path.checked_points`) with one read-back."""
-    m._check_args(**{name: x})
+    m._check_args(shape=True, **{name: x})
     return checked_points(m, [(name, x, data)])[0] if validate else x
 
 
@@ -152,6 +152,7 @@ def _weighted_sum(terms: list[Tensor], weights: list[float]) -> Tensor:
             total = term if w == 1.0 else w * term
         else:
             total = torch.add(total, term, alpha=w)
+    assert total is not None  # every row and weight vector of _TABLEAUS has a nonzero weight
     return total
 
 
@@ -349,7 +350,8 @@ def _divergence(
             )
         return m.proju(z, v if v.dtype == z.dtype else v.to(z.dtype))  # e.g. bfloat16 under autocast
 
-    v_rep, jv = torch.func.jvp(field, (x_rep.contiguous(),), (tangents_in.contiguous(),))
+    # without has_aux, jvp returns the pair (output, jvp_out)
+    v_rep, jv = cast("tuple[Tensor, Tensor]", torch.func.jvp(field, (x_rep.contiguous(),), (tangents_in.contiguous(),)))
     x_rep, v_rep, jv = (u.reshape(k, *x.shape) for u in (x_rep, v_rep, jv))
     terms = m.inner(x_rep, tangents, jv)
     div = terms.sum(0) if probes is None else terms.mean(0)
