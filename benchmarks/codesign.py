@@ -57,6 +57,7 @@ from gm.training import TrainConfig, train
 from proteins.codesign import CodesignFlow
 from proteins.data import AMINO_ACIDS, THREE_LETTER_CODES, StructureDataset
 from proteins.flow import BackboneFlow
+from proteins.metrics import js_divergence
 from proteins.network import CodesignNetwork
 
 
@@ -448,17 +449,6 @@ def _mean_ci(values) -> tuple[float, float]:
     return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
-def _js(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon divergence (nats) of two distributions."""
-    m = 0.5 * (p + q)
-
-    def kl(a: np.ndarray) -> float:
-        nz = a > 0
-        return float((a[nz] * np.log(a[nz] / m[nz])).sum())
-
-    return 0.5 * kl(p) + 0.5 * kl(q)
-
-
 def propensity_log_odds(
     residues: torch.Tensor, ss: torch.Tensor, mask: torch.Tensor, *, pseudo: float = 1.0
 ) -> np.ndarray:
@@ -637,8 +627,8 @@ def evaluate(
         "folded": evaluation.distribution_distances(folded, held.mask, held.atoms, held.mask),
     }
     cogen = {
-        "composition_js": _js(cogen_comp, real_comp),
-        "composition_js_train_vs_test": _js(train_comp, real_comp),
+        "composition_js": js_divergence(cogen_comp, real_comp),
+        "composition_js_train_vs_test": js_divergence(train_comp, real_comp),
         "composition": dict(zip(AMINO_ACIDS, cogen_comp.tolist())),
         "real_composition": dict(zip(AMINO_ACIDS, real_comp.tolist())),
         "helix_strand_log_odds": dict(zip(AMINO_ACIDS, cogen_lo.tolist())),

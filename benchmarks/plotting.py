@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gm.files import save_figure
 from rfm.geospatial import latlon_to_xyz, xyz_to_latlon
 
 LogDensityFn = Callable[[torch.Tensor], torch.Tensor]
@@ -102,11 +102,7 @@ def _grid_dtype_device(
 
 
 def _save(figure: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=dpi)
-    return path
+    return save_figure(figure, path, dpi=dpi)
 
 
 def _map_frame(axes, label: str) -> None:

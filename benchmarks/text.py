@@ -52,6 +52,7 @@ from dfm import (
 from dfm.solver import check_filtering, check_temperature
 from dfm.transformer import TokenTransformer, append_kv
 from gm.distributed import is_main_process
+from gm.files import save_figure
 from gm.training import TrainConfig, save_checkpoint, train
 
 
@@ -768,8 +769,7 @@ def _plot_curve(results: dict, path: Path, ar: dict | None) -> Path:
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

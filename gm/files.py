@@ -11,8 +11,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "save_figure"]
 
 
 @contextlib.contextmanager
@@ -38,6 +39,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left if the block raised before the replace
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+    """Save a matplotlib ``Figure`` as ``path`` (the format from its suffix: png, pdf, svg ...)
+    atomically, drawn on an Agg canvas: no pyplot state and no display are needed, so library
+    plots never switch a notebook's backend. Parent folders are created.
+
+    Raises:
+        ValueError: if ``path`` has no suffix to take the format from.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    if not path.suffix:
+        raise ValueError(f"path {path} needs a suffix naming the image format (e.g. .png)")
+    FigureCanvasAgg(figure)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, format=path.suffix[1:])
+    return path
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import torch
 from torch import Tensor
 
-from gm.files import atomic_write
+from gm.files import atomic_write, save_figure
 
 __all__ = ["read_metrics", "plot_metrics", "metrics_path_for"]
 
@@ -195,13 +195,11 @@ def plot_metrics(path: str | os.PathLike, out: str | os.PathLike | None = None, 
     val_rows = [r for r in rows if r.get("kind") == "val" and r.get("val") is not None]
     if not train_rows:
         raise ValueError(f"path {path} has no training rows to plot")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a user's backend and figures are left alone
 
     out = Path(out) if out is not None else Path(path).with_suffix(".png")
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
+    fig = Figure(figsize=(7, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     steps = [r["step"] for r in train_rows]
     top.plot(steps, [r["loss"] for r in train_rows], lw=1.2, label="training loss (mean per row)")
     if val_rows:
@@ -220,7 +218,4 @@ def plot_metrics(path: str | os.PathLike, out: str | os.PathLike | None = None, 
     bottom.grid(alpha=0.3)
     fig.suptitle(title or Path(path).name)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)

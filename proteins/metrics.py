@@ -84,6 +84,7 @@ __all__ = [
     "phi_psi",
     "ramachandran_histogram",
     "ramachandran_js",
+    "js_divergence",
     "ca_distances_at_separation",
     "ca_distance_wasserstein",
     "tm_d0",
@@ -446,6 +447,32 @@ def ramachandran_histogram(angles: Tensor | np.ndarray, bins: int = 36) -> np.nd
     return hist / total if total > 0 else hist
 
 
+def js_divergence(p: np.ndarray | Tensor, q: np.ndarray | Tensor) -> float:
+    r"""Jensen--Shannon divergence of two discrete distributions, in nats:
+    :math:`\tfrac12 \mathrm{KL}(P \| M) + \tfrac12 \mathrm{KL}(Q \| M)`, :math:`M = (P + Q)/2`,
+    in :math:`[0, \ln 2]` (scipy's ``jensenshannon`` is its square root). ``p`` and ``q`` are
+    non-negative weights of the same shape (any number of dims), each normalised here.
+
+    Raises:
+        ValueError: for different shapes, negative or non-finite weights, or an all-zero input.
+    """
+    a = np.asarray(p.detach().cpu() if isinstance(p, Tensor) else p, dtype=np.float64)
+    b = np.asarray(q.detach().cpu() if isinstance(q, Tensor) else q, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"p and q must have the same shape, got {a.shape} and {b.shape}")
+    for name, r in (("p", a), ("q", b)):
+        if not np.isfinite(r).all() or (r < 0).any() or r.sum() <= 0:
+            raise ValueError(f"{name} must be finite non-negative weights with a positive sum")
+    a, b = a / a.sum(), b / b.sum()
+    m = 0.5 * (a + b)
+
+    def kl_to_m(r: np.ndarray) -> float:
+        nz = r > 0  # 0 log 0 = 0; m > 0 wherever r > 0
+        return float(np.sum(r[nz] * np.log(r[nz] / m[nz])))
+
+    return max(0.5 * kl_to_m(a) + 0.5 * kl_to_m(b), 0.0)
+
+
 def ramachandran_js(phi_psi_a: Tensor | np.ndarray, phi_psi_b: Tensor | np.ndarray, bins: int = 36) -> float:
     r"""Jensen--Shannon divergence between the (phi, psi) histograms of two sets, in nats.
 
@@ -465,13 +492,7 @@ def ramachandran_js(phi_psi_a: Tensor | np.ndarray, phi_psi_b: Tensor | np.ndarr
     q = ramachandran_histogram(phi_psi_b, bins)
     if p.sum() == 0 or q.sum() == 0:
         raise ValueError("phi_psi_a and phi_psi_b must each contain at least one (phi, psi) pair")
-    m = 0.5 * (p + q)
-
-    def kl_to_m(r: np.ndarray) -> float:
-        nz = r > 0  # 0 log 0 = 0; m > 0 wherever r > 0
-        return float(np.sum(r[nz] * np.log(r[nz] / m[nz])))
-
-    return max(0.5 * kl_to_m(p) + 0.5 * kl_to_m(q), 0.0)
+    return js_divergence(p, q)
 
 
 def _separation_distances(atoms: Tensor, mask: Tensor | None, k: int, name: str, mask_name: str) -> Tensor:

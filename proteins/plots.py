@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from gm.files import save_figure
 from proteins.metrics import (
     SS_COIL,
     SS_HELIX,
@@ -66,11 +66,7 @@ def _numpy(x, name: str, dtype=np.float64) -> np.ndarray:
 
 
 def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=dpi)
-    return path
+    return save_figure(figure, path, dpi=dpi)
 
 
 def plot_ramachandran_pair(

@@ -264,7 +264,7 @@ def test_propensity_log_odds_of_hand_counted_helix_and_strand_residues():
 
 def test_js_divergence_matches_scipy_in_nats():
     """scipy's jensenshannon is the square root of the divergence (natural log by default)."""
-    from benchmarks.codesign import _js
+    from proteins.metrics import js_divergence as _js
 
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -277,6 +277,10 @@ def test_js_divergence_matches_scipy_in_nats():
     p = np.array([0.5, 0.5, 0.0, 0.0])
     assert _js(p, p) == 0.0
     assert _js(p, p[::-1].copy()) == pytest.approx(math.log(2))  # disjoint supports
+    assert _js(3 * p, p) == 0.0  # weights are normalised
+    for bad, message in ((np.ones(3), "same shape"), (-p, "non-negative"), (0 * p, "positive sum")):
+        with pytest.raises(ValueError, match=message):
+            _js(bad, p)
 
 
 def test_recovery_counts_known_real_residues_only():

@@ -33,3 +33,22 @@ def test_two_writers_get_different_temporaries(tmp_path):
 def test_atomic_write_rejects_other_data(tmp_path):
     with pytest.raises(ValueError, match="data must be str or bytes"):
         atomic_write(tmp_path / "x", 3)
+
+
+def test_save_figure_writes_the_suffixs_format_without_pyplot(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from gm.files import save_figure
+
+    backend = matplotlib.get_backend()
+    figure = Figure(figsize=(2, 2))
+    figure.subplots().plot([0, 1], [1, 0])
+    png = save_figure(figure, tmp_path / "plots" / "a.png", dpi=50)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert save_figure(figure, tmp_path / "a.pdf").read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["a.png"]  # no temporaries left
+    assert matplotlib.get_backend() == backend
+    with pytest.raises(ValueError, match="needs a suffix"):
+        save_figure(figure, tmp_path / "noext")

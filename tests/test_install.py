@@ -300,3 +300,9 @@ def test_wheel_install_runs_from_another_folder(tmp_path):
     assert json.loads((work / "so3" / "M16" / "seed0" / "results.json").read_text(encoding="utf-8"))["steps"] == 20
 
     assert _listing(site) == before, "running the installed package wrote into its site-packages"
+
+
+# Not traced for coverage (pytest-cov): compiling runs torch's Python compiler stack, which the
+# tracer slows down several times, and subprocess runs are not measured anyway; the eager code
+# these tests exercise is covered by the other tests.
+pytestmark = pytest.mark.no_cover
