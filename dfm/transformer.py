@@ -47,6 +47,10 @@ def append_kv(
     return [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(past, new)]
 
 
+#: Rows of the rotary cos/sin tables (positions beyond are computed; see ``_RotaryCache``).
+ROTARY_TABLE_ROWS = 8192
+
+
 class _RotaryCache(nn.Module):
     """Rotary angles' cosines and sines ``(L, head_dim / 2)`` for integer positions ``(L,)``.
 
@@ -55,9 +59,10 @@ class _RotaryCache(nn.Module):
     pointwise ops in the backward instead of saving them, and the float64 cos/sin then ran once per
     element of the rotated ``(B, heads, L, head_dim)`` queries and keys rather than once per
     position: the compiled text step was 1.3x slower than eager on a CPU. A gather is cheap to
-    recompute."""
+    recompute. The table holds at most :data:`ROTARY_TABLE_ROWS` rows, whatever ``max_len``.
+    The frequencies of computed angles are rebuilt in float64 each call, so a model cast to
+    bf16 or fp16 still rotates far positions by the right angles."""
 
-    inv_freq: Tensor
     cos_table: Tensor
     sin_table: Tensor
 
@@ -65,18 +70,21 @@ class _RotaryCache(nn.Module):
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"rotary embeddings need an even head dim, got {head_dim}")
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        angles = torch.arange(table_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        self.head_dim, self.base = head_dim, float(base)
+        angles = torch.arange(min(table_len, ROTARY_TABLE_ROWS), dtype=torch.float64)[:, None] * self._inv_freq()
         self.register_buffer("cos_table", torch.cos(angles), persistent=False)
         self.register_buffer("sin_table", torch.sin(angles), persistent=False)
 
+    def _inv_freq(self, device: torch.device | None = None) -> Tensor:
+        steps = torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device)
+        return (self.base ** (-steps / self.head_dim))[None, :]
+
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         rows = self.cos_table.shape[0]
-        inside = (positions < rows)[:, None]
+        inside = ((positions >= 0) & (positions < rows))[:, None]
         index = positions.clamp(0, rows - 1)
-        # positions past the table (a where, not a branch: no host read of the ids)
-        angles = positions.to(torch.float64)[:, None] * self.inv_freq.to(torch.float64)[None, :]
+        # negative positions and those past the table (a where, not a branch: no host read of the ids)
+        angles = positions.to(torch.float64)[:, None] * self._inv_freq(positions.device)
         table_dtype = self.cos_table.dtype
         cos = torch.where(inside, self.cos_table[index], torch.cos(angles).to(table_dtype))
         sin = torch.where(inside, self.sin_table[index], torch.sin(angles).to(table_dtype))

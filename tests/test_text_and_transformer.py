@@ -164,7 +164,7 @@ def test_rotary_table_matches_the_closed_form_inside_and_past_it():
     from dfm.transformer import _RotaryCache
 
     rope = _RotaryCache(8, table_len=16)
-    positions = torch.tensor([0, 5, 15, 16, 17, 40, 3])
+    positions = torch.tensor([0, 5, 15, 16, 17, 40, 3, -3, -20])
     cos, sin = rope(positions, torch.float64)
     freq = 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
     angles = positions.double()[:, None] * freq
@@ -172,6 +172,10 @@ def test_rotary_table_matches_the_closed_form_inside_and_past_it():
     torch.testing.assert_close(sin, torch.sin(angles), rtol=0, atol=1e-15)
     c32, s32 = rope(positions, torch.float32)
     assert c32.dtype == s32.dtype == torch.float32
+    # a model cast to bf16 keeps the angles past its table (frequencies rebuilt in float64): only
+    # the bf16 rounding of cos remains (a bf16 frequency put 0.4 into cos at position 1000)
+    c16, _ = rope.to(torch.bfloat16)(torch.tensor([1000]), torch.float64)
+    torch.testing.assert_close(c16, torch.cos(1000 * freq)[None], rtol=0, atol=8e-3)  # bf16 rounding only
     torch.manual_seed(0)
     short = TokenTransformer(
         11, 10, width=16, depth=1, heads=2, max_len=8, causal=True, time_conditioning=False
