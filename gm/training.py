@@ -516,6 +516,14 @@ def _check_metric_settings(config: TrainConfig) -> None:
         raise ValueError(f"config.log_every_s must be a finite number of seconds >= 0, got {value!r}")
     if config.wandb_project is not None and (not isinstance(config.wandb_project, str) or not config.wandb_project):
         raise ValueError(f"config.wandb_project must be a non-empty project name or None, got {config.wandb_project!r}")
+    if config.wandb_project is not None:
+        try:  # on every rank and before any file is touched
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"config.wandb_project={config.wandb_project!r} needs the wandb package "
+                "(pip install wandb; WANDB_MODE=offline logs without an account)"
+            ) from None
 
 
 # How often (seconds) a single-process run reads its loss back: the running loss shown and the
@@ -830,104 +838,112 @@ def train(
                 run_config={**asdict(config), **dict(run_config or {})} if config.wandb_project else None,
                 val_name=config.val_name,
             )
-    reporter = _progress_reporter(config, world.is_main)
-    if resumed:
-        reporter.message(f"train: {checkpoint_path}: resuming from step {step} ({elapsed / 60:.1f} minutes done)")
-        if resumed_from_size != world.size:
+    try:
+        reporter = _progress_reporter(config, world.is_main)
+        if resumed:
+            reporter.message(f"train: {checkpoint_path}: resuming from step {step} ({elapsed / 60:.1f} minutes done)")
+            if resumed_from_size != world.size:
+                reporter.message(
+                    f"train: the checkpoint was written by {resumed_from_size} process(es), this run has "
+                    f"{world.size}: each rank's share of the batch changes and the ranks draw from fresh "
+                    "random streams"
+                )
+        if world.distributed:
             reporter.message(
-                f"train: the checkpoint was written by {resumed_from_size} process(es), this run has "
-                f"{world.size}: each rank's share of the batch changes and the ranks draw from fresh "
-                "random streams"
+                f"train: data-parallel over {world.size} processes ({dist.get_backend(world.group)}, {device.type})"
             )
-    if world.distributed:
-        reporter.message(
-            f"train: data-parallel over {world.size} processes ({dist.get_backend(world.group)}, {device.type})"
-        )
-    reporter.start(step, elapsed)
-    start = time.perf_counter() - elapsed
-    last_eval, last_ckpt, last_read, last_row, running = elapsed, elapsed, elapsed, elapsed, None
-    monitor = _LossMonitor()
-    if metrics is not None:
-        metrics.start(elapsed)
-    model.train()
-    # `elapsed` is rank 0's clock as agreed at the last step: the schedule and the stop use it,
-    # so all ranks take the same steps. Rank 0 decides validation and checkpoints on its own clock.
-    while not done():
-        progress = budget_fraction(step, elapsed)
-        for group in opt.param_groups:
-            group["lr"] = config.lr * lr_factor(step, progress, config.warmup_steps, config.min_lr_ratio)
-        loss = loss_fn(stepped, step, generator)
-        if world.distributed:
-            # the agreement below reads every rank's loss back anyway: check it at once
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (rank {world.rank})")
-        else:
-            monitor.record(loss, step)  # on the device: no read-back in the step
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = None  # before clipping; measured only where it is clipped or logged
-        if config.grad_clip is not None:
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        elif metrics is not None:
-            grad_norm = _gradient_norm(model)
-        opt.step()
-        if ema is not None:
-            ema.update(model)
-        step += 1
-        now = time.perf_counter() - start
-        validate_now = val_fn is not None and bool(
-            (config.eval_every and step % config.eval_every == 0)
-            or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes)
-        )
-        checkpoint_now = checkpoint_path is not None and now - last_ckpt >= 60 * config.checkpoint_every_minutes
-        if world.distributed:
-            loss_value, elapsed, validate_now, checkpoint_now = agree(
-                float(loss.detach()), now, validate_now, checkpoint_now
+        reporter.start(step, elapsed)
+        start = time.perf_counter() - elapsed
+        last_eval, last_ckpt, last_read, last_row, running = elapsed, elapsed, elapsed, elapsed, None
+        monitor = _LossMonitor()
+        if metrics is not None:
+            metrics.start(elapsed)
+        model.train()
+        # `elapsed` is rank 0's clock as agreed at the last step: the schedule and the stop use it,
+        # so all ranks take the same steps. Rank 0 decides validation and checkpoints on its own clock.
+        while not done():
+            progress = budget_fraction(step, elapsed)
+            for group in opt.param_groups:
+                group["lr"] = config.lr * lr_factor(step, progress, config.warmup_steps, config.min_lr_ratio)
+            loss = loss_fn(stepped, step, generator)
+            if world.distributed:
+                # the agreement below reads every rank's loss back anyway: check it at once
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (rank {world.rank})")
+            else:
+                monitor.record(loss, step)  # on the device: no read-back in the step
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = None  # before clipping; measured only where it is clipped or logged
+            if config.grad_clip is not None:
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            elif metrics is not None:
+                grad_norm = _gradient_norm(model)
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            now = time.perf_counter() - start
+            validate_now = val_fn is not None and bool(
+                (config.eval_every and step % config.eval_every == 0)
+                or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes)
             )
-            running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
-            if metrics is not None:
-                metrics.record(loss_value, grad_norm)
-        else:
-            elapsed = now
-            if metrics is not None:
-                metrics.record(loss, grad_norm)
-            # Read the loss back only now and then, and always before validating or writing a
-            # checkpoint: a non-finite loss stops the run there, naming its step, and the
-            # checkpoint on disk is still the last one written before it.
-            if validate_now or checkpoint_now or now - last_read >= _LOSS_READ_EVERY_S:
-                running, last_read = monitor.read(), now
-        reporter.update(step, elapsed, budget_fraction(step, elapsed), running, best_val)
-        if metrics is not None and now - last_row >= config.log_every_s:
-            metrics.row(step, now, opt.param_groups[0]["lr"])
-            last_row = now
-        if validate_now and world.is_main:
-            validate()
-            last_eval = time.perf_counter() - start
-            if metrics is not None:
-                metrics.exclude(last_eval - now)
-        if checkpoint_now:
-            before = time.perf_counter() - start
-            last_ckpt = checkpoint()
-            if metrics is not None:
-                metrics.exclude(last_ckpt - before)
+            checkpoint_now = checkpoint_path is not None and now - last_ckpt >= 60 * config.checkpoint_every_minutes
+            if world.distributed:
+                loss_value, elapsed, validate_now, checkpoint_now = agree(
+                    float(loss.detach()), now, validate_now, checkpoint_now
+                )
+                running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+                if metrics is not None:
+                    metrics.record(loss_value, grad_norm)
+            else:
+                elapsed = now
+                if metrics is not None:
+                    metrics.record(loss, grad_norm)
+                # Read the loss back only now and then, and always before validating or writing a
+                # checkpoint: a non-finite loss stops the run there, naming its step, and the
+                # checkpoint on disk is still the last one written before it.
+                if validate_now or checkpoint_now or now - last_read >= _LOSS_READ_EVERY_S:
+                    running, last_read = monitor.read(), now
+            reporter.update(step, elapsed, budget_fraction(step, elapsed), running, best_val)
+            if metrics is not None and now - last_row >= config.log_every_s:
+                metrics.row(step, now, opt.param_groups[0]["lr"])
+                last_row = now
+            if validate_now and world.is_main:
+                validate()
+                last_eval = time.perf_counter() - start
+                if metrics is not None:
+                    metrics.exclude(last_eval - now)
+            if checkpoint_now:
+                if metrics is not None:  # a checkpoint is a row boundary: a resume keeps every row before it
+                    metrics.row(step, now, opt.param_groups[0]["lr"])
+                    last_row = now
+                before = time.perf_counter() - start
+                last_ckpt = checkpoint()
+                if metrics is not None:
+                    metrics.exclude(time.perf_counter() - start - before)
+            if not world.distributed:
+                elapsed = time.perf_counter() - start  # validation and checkpoint time count at once
         if not world.distributed:
-            elapsed = time.perf_counter() - start  # validation and checkpoint time count at once
-    if not world.distributed:
-        running = monitor.read() if monitor.running is not None else running
+            running = monitor.read() if monitor.running is not None else running
+        if metrics is not None:
+            metrics.row(step, time.perf_counter() - start, opt.param_groups[0]["lr"])
+        if world.is_main:
+            if val_fn is not None and (not history or history[-1]["step"] != step):
+                validate()
+            if best_state is None:
+                assert ema is not None  # rank 0's
+                best_state = copy.deepcopy(ema.shadow)
+        elapsed = time.perf_counter() - start
+        reporter.close(step, elapsed, budget_fraction(step, elapsed), running, best_val)
+        if checkpoint_path is not None:
+            checkpoint()
+    finally:
+        # closed however the run ends (a non-finite loss, an interrupt): the file, TensorBoard's
+        # writer and a W&B run are flushed and finished, so a notebook's next run starts clean
+        if metrics is not None:
+            metrics.close(failed=sys.exc_info()[0] is not None)
     if metrics is not None:
-        metrics.row(step, time.perf_counter() - start, opt.param_groups[0]["lr"])
-    if world.is_main:
-        if val_fn is not None and (not history or history[-1]["step"] != step):
-            validate()
-        if best_state is None:
-            assert ema is not None  # rank 0's
-            best_state = copy.deepcopy(ema.shadow)
-    elapsed = time.perf_counter() - start
-    reporter.close(step, elapsed, budget_fraction(step, elapsed), running, best_val)
-    if checkpoint_path is not None:
-        checkpoint()
-    if metrics is not None:
-        metrics.close()
         if config.loss_plot and metrics.path is not None and metrics.path.stat().st_size:
             _plot_run(metrics.path, reporter)
     if world.distributed:

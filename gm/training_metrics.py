@@ -170,7 +170,8 @@ class MetricsLog:
         if self.wandb is not None:
             self.wandb.log(scalars, step=row["step"])
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Flush and close every sink (idempotent); ``failed`` marks a W&B run as crashed."""
         if self.file is not None:
             self.file.close()
             self.file = None
@@ -178,7 +179,7 @@ class MetricsLog:
             self.tensorboard.close()
             self.tensorboard = None
         if self.wandb is not None:
-            self.wandb.finish()
+            self.wandb.finish(exit_code=1 if failed else 0)
             self.wandb = None
 
 

@@ -137,7 +137,8 @@ def test_metrics_cost_no_read_back_in_a_step(host_reads, monkeypatch, tmp_path):
 def test_wandb_gets_the_same_scalars(tmp_path, monkeypatch):
     logged, calls = [], []
     run = types.SimpleNamespace(
-        log=lambda scalars, step: logged.append((step, scalars)), finish=lambda: calls.append("finish")
+        log=lambda scalars, step: logged.append((step, scalars)),
+        finish=lambda exit_code=0: calls.append(("finish", exit_code)),
     )
     fake = types.ModuleType("wandb")
     fake.init = lambda **kwargs: calls.append(("init", kwargs)) or run
@@ -157,7 +158,7 @@ def test_wandb_gets_the_same_scalars(tmp_path, monkeypatch):
     name, kwargs = calls[0]
     assert name == "init" and kwargs["project"] == "rdfm-test" and kwargs["resume"] == "allow"
     assert kwargs["config"]["model"] == "scalar" and kwargs["config"]["lr"] == 0.05  # run_config + TrainConfig
-    assert calls[-1] == "finish"
+    assert calls[-1] == ("finish", 0)
     train_logs = [(s, d) for s, d in logged if "train/loss" in d]
     assert [s for s, _ in train_logs] == [1, 2, 3, 4]
     assert train_logs[0][1]["train/loss"] == pytest.approx((seen[0][1] - 3.0) ** 2)
@@ -189,3 +190,43 @@ def test_bad_metric_settings_are_value_errors():
     for field, value in (("log_every_s", -1.0), ("log_every_s", float("nan")), ("wandb_project", "")):
         with pytest.raises(ValueError, match=field):
             train(model, loss_fn, TrainConfig(max_steps=1, progress=False, **{field: value}))
+
+
+def test_a_failing_run_closes_its_sinks_and_marks_the_wandb_run(tmp_path, monkeypatch):
+    calls = []
+    run = types.SimpleNamespace(log=lambda scalars, step: None, finish=lambda exit_code=0: calls.append(exit_code))
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: run
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    model, loss_fn, _ = scalar_problem()
+
+    def nan_at_three(m, step, generator):
+        loss = loss_fn(m, step, generator)
+        return loss * float("nan") if step == 3 else loss
+
+    cfg = TrainConfig(max_steps=10, warmup_steps=1, progress=False, log_every_s=0.0, wandb_project="p")
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        train(model, nan_at_three, cfg, metrics_path=tmp_path / "m.jsonl")
+    assert calls == [1]  # finished, as crashed
+    rows = read_metrics(tmp_path / "m.jsonl")  # the file shows the divergence: NaN is written as null
+    assert rows[3]["step"] == 4 and rows[3]["loss"] is None and rows[2]["loss"] is not None
+
+
+def test_checkpoints_are_row_boundaries_and_not_step_time(tmp_path, monkeypatch):
+    """A row is written before every checkpoint (a resume keeps every row up to it), and the
+    time spent writing checkpoints is not counted in step_ms (a 0.4 s write, steps of < 1 ms)."""
+    import time
+
+    original = training.save_checkpoint
+
+    def slow_save(path, state):
+        time.sleep(0.4)
+        original(path, state)
+
+    monkeypatch.setattr(training, "save_checkpoint", slow_save)
+    model, loss_fn, _ = scalar_problem()
+    cfg = TrainConfig(max_steps=3, warmup_steps=1, progress=False, log_every_s=1e9, checkpoint_every_minutes=0.0)
+    train(model, loss_fn, cfg, checkpoint_path=tmp_path / "run.pt")
+    rows = read_metrics(tmp_path / "run.metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert max(r["step_ms"] for r in rows) < 200
