@@ -46,7 +46,8 @@ checks stay).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -516,7 +517,7 @@ class BackboneFlow:
     def sample_lengths(
         self,
         model: FrameModel,
-        lengths: Sequence[int],
+        lengths: Iterable[int],
         *,
         device: torch.device | str = "cpu",
         squared_residues: int = 400_000,
@@ -536,18 +537,29 @@ class BackboneFlow:
         ``generator`` (on ``device``), so a call is reproducible from its seed. The other
         arguments are :meth:`sample`'s.
         """
-        if isinstance(lengths, (str, bytes)) or not isinstance(lengths, Sequence) or not lengths:
+        if isinstance(lengths, (str, bytes, Tensor)) or not isinstance(lengths, Iterable):
             raise ValueError(f"lengths must be a non-empty sequence of positive integers, got {lengths!r}")
-        for value in lengths:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        given = list(lengths)
+        if not given:
+            raise ValueError("lengths must be a non-empty sequence of positive integers, got an empty one")
+        for value in given:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"lengths must hold positive integers, got {value!r}")
+        lengths = [int(value) for value in given]  # numpy integers too
         check_positive_int(squared_residues, "squared_residues")
         out: list[Tensor | None] = [None] * len(lengths)
+        batches = []
         for length in sorted(set(lengths)):
             where = [k for k, value in enumerate(lengths) if value == length]
             per_batch = max(1, squared_residues // length**2)
-            for first in range(0, len(where), per_batch):
-                chunk = where[first : first + per_batch]
+            batches += [(length, where[first : first + per_batch]) for first in range(0, len(where), per_batch)]
+        # A compiled step is one graph per batch shape (two with self-conditioning), all of one
+        # code object: raise dynamo's recompile limit to the shapes of this call, which would
+        # otherwise stop a fullgraph compile with an error after 8.
+        shapes = len({(length, len(chunk)) for length, chunk in batches})
+        limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
+        with torch._dynamo.config.patch(recompile_limit=limit) if compile is not False else contextlib.nullcontext():
+            for length, chunk in batches:
                 mask = torch.ones(len(chunk), length, dtype=torch.bool, device=device)
                 frames = self.sample(
                     model,
@@ -560,7 +572,7 @@ class BackboneFlow:
                 )
                 for k, protein in zip(chunk, frames.unbind(0)):
                     out[k] = protein
-        return out  # type: ignore[return-value]
+        return cast(list[Tensor], out)
 
     def log_likelihood(
         self,

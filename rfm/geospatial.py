@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["latlon_to_xyz", "xyz_to_latlon", "parse_latlon_text", "load_latlon"]
+__all__ = ["latlon_to_xyz", "xyz_to_latlon", "parse_latlon_text", "load_latlon", "latlon_array_to_points"]
 
 _HEADER_FIELD = re.compile(r"[A-Za-z_][A-Za-z_ ]*")
 

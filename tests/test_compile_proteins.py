@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from conftest import graph_breaks
@@ -126,6 +127,20 @@ def test_compiled_network_and_loss_equal_eager_in_float64():
     for a, b in zip(comp_grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert all(isinstance(getattr(eager, name), torch.Tensor) for name in ("translation", "rotation", "auxiliary"))
+
+
+def test_compiled_sample_lengths_passes_dynamo_recompile_limit(monkeypatch):
+    """Many lengths are many batch shapes of one compiled step: sample_lengths raises dynamo's
+    recompile limit for the call (fullgraph would otherwise stop with an error past it)."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = BackboneNetwork(node_dim=8, pair_dim=8, blocks=1, heads=2, head_dim=4).eval()
+    lengths = np.array([3, 4, 5, 4])  # numpy integers are lengths too
+    out = BackboneFlow().sample_lengths(net, lengths, steps=2, compile=True, generator=torch.Generator().manual_seed(1))
+    assert [tuple(x.shape) for x in out] == [(3, 4, 4), (4, 4, 4), (5, 4, 4), (4, 4, 4)]
+    assert torch._dynamo.config.recompile_limit == 2  # restored
 
 
 def test_compiled_sampling_equals_eager(monkeypatch):
