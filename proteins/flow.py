@@ -556,9 +556,12 @@ class BackboneFlow:
         # A compiled step is one graph per batch shape (two with self-conditioning), all of one
         # code object: raise dynamo's recompile limit to the shapes of this call, which would
         # otherwise stop a fullgraph compile with an error after 8.
-        shapes = len({(length, len(chunk)) for length, chunk in batches})
-        limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
-        with torch._dynamo.config.patch(recompile_limit=limit) if compile is not False else contextlib.nullcontext():
+        limits: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if compile is not False:
+            shapes = len({(length, len(chunk)) for length, chunk in batches})
+            limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
+            limits = torch._dynamo.config.patch(recompile_limit=limit)
+        with limits:
             for length, chunk in batches:
                 mask = torch.ones(len(chunk), length, dtype=torch.bool, device=device)
                 frames = self.sample(

@@ -133,14 +133,17 @@ def test_compiled_sample_lengths_passes_dynamo_recompile_limit(monkeypatch):
     """Many lengths are many batch shapes of one compiled step: sample_lengths raises dynamo's
     recompile limit for the call (fullgraph would otherwise stop with an error past it)."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     torch._dynamo.reset()
     torch.manual_seed(0)
     net = BackboneNetwork(node_dim=8, pair_dim=8, blocks=1, heads=2, head_dim=4).eval()
     lengths = np.array([3, 4, 5, 4])  # numpy integers are lengths too
-    out = BackboneFlow().sample_lengths(net, lengths, steps=2, compile=True, generator=torch.Generator().manual_seed(1))
+    with torch._dynamo.config.patch(recompile_limit=2):
+        out = BackboneFlow().sample_lengths(
+            net, lengths, steps=2, compile=True, generator=torch.Generator().manual_seed(1)
+        )
+        assert torch._dynamo.config.recompile_limit == 2  # restored after the call
     assert [tuple(x.shape) for x in out] == [(3, 4, 4), (4, 4, 4), (5, 4, 4), (4, 4, 4)]
-    assert torch._dynamo.config.recompile_limit == 2  # restored
+    torch._dynamo.reset()
 
 
 def test_compiled_sampling_equals_eager(monkeypatch):
