@@ -101,10 +101,6 @@ def _grid_dtype_device(
     return dtype or torch.get_default_dtype(), torch.device(device or "cpu")
 
 
-def _save(figure: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
-    return save_figure(figure, path, dpi=dpi)
-
-
 def _map_frame(axes, label: str) -> None:
     axes.set_title(label)
     axes.grid(True, alpha=0.3)
@@ -175,7 +171,7 @@ def plot_earth(
         _map_frame(axes, "model log-density")
     if title:
         figure.suptitle(title)
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def wrap_to_pi(angles: np.ndarray) -> np.ndarray:
@@ -262,7 +258,7 @@ def plot_ramachandran(
         frame(axes, "model log-density")
     if title:
         figure.suptitle(title)
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi=dpi)
 
 
 __all__ = ["evaluate_log_density", "plot_earth", "plot_ramachandran", "wrap_to_pi"]
@@ -288,4 +284,4 @@ def plot_toy2d(data, samples: dict, path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)

@@ -46,14 +46,7 @@ from proteins.sources import (
     iter_folder_structures,
     name_some,
 )
-from proteins.structures import (  # noqa: F401  (_read_chain_residues, _segments: for the tests)
-    BackboneChain,
-    _backbone_chains,
-    _check_filters,
-    _read_chain_residues,
-    _segments,
-    read_backbone_chains,
-)
+from proteins.structures import BackboneChain, _backbone_chains, _check_filters, read_backbone_chains
 
 __all__ = [
     "BACKBONE_ATOMS",

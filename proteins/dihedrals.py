@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proteins.data import ArchiveSource, _read_chain_residues, _segments, _write_npz_atomically, name_some
+from proteins.data import _write_npz_atomically
 from proteins.frames import backbone_dihedrals
+from proteins.sources import ArchiveSource, name_some
+from proteins.structures import _read_chain_residues, _segments
 
 #: Ramachandran residue classes, in the order of the ``residue_class`` codes.
 CLASSES = ("general", "glycine", "proline", "prepro")

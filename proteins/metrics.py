@@ -81,15 +81,7 @@ from proteins.secondary_structure import (
     ss_fractions,
 )
 from proteins.structure_sets import diversity, max_tm_to, novelty, pairwise_tm
-from proteins.tm_score import (  # noqa: F401  (_kabsch, _threading_*: for the tests)
-    _kabsch,
-    _threading_bounds,
-    _threading_pairs,
-    backbone_atom_array,
-    ca_rmsd,
-    tm_d0,
-    tm_score,
-)
+from proteins.tm_score import backbone_atom_array, ca_rmsd, tm_d0, tm_score
 
 __all__ = [
     "SS_PAD",

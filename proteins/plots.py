@@ -65,10 +65,6 @@ def _numpy(x, name: str, dtype=np.float64) -> np.ndarray:
         raise ValueError(f"{name} must be array-like of {np.dtype(dtype).name}: {err}") from None
 
 
-def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
-    return save_figure(figure, path, dpi=dpi)
-
-
 def plot_ramachandran_pair(
     samples: torch.Tensor | np.ndarray,
     real: torch.Tensor | np.ndarray,
@@ -119,7 +115,7 @@ def plot_ramachandran_pair(
     figure.suptitle(
         f"{title + ': ' if title else ''}Jensen-Shannon divergence {js:.3f} nats ({js_bins}x{js_bins} cells)"
     )
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def fit_rg_prefactor(
@@ -188,7 +184,7 @@ def plot_rg_vs_length(
     if title:
         ax.set_title(title)
     figure.tight_layout()
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def plot_ss_composition(
@@ -227,7 +223,7 @@ def plot_ss_composition(
     if title:
         ax.set_title(title, pad=22)
     figure.tight_layout()
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def plot_ca_traces(
@@ -294,7 +290,7 @@ def plot_ca_traces(
         frameon=False,
         fontsize=8,
     )
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def _patch(colour: str, label: str):

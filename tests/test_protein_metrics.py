@@ -11,6 +11,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import special_ortho_group
 
 from proteins import metrics as M
+from proteins import tm_score as tm_search
 from proteins.frames import IDEAL, ideal_chain
 
 HELIX = (-57.0, -47.0)
@@ -208,11 +209,11 @@ def test_threading_bounds_match_brute_force_superpositions():
     rng = np.random.default_rng(1)
     x = np.cumsum(rng.normal(size=(30, 3)) * 2.2, 0)
     y = np.cumsum(rng.normal(size=(41, 3)) * 2.2, 0)
-    bound, shifts = M._threading_bounds(x, y[None], np.ones((1, 41), dtype=bool), 30, 5)
+    bound, shifts = tm_search._threading_bounds(x, y[None], np.ones((1, 41), dtype=bool), 30, 5)
     d0 = M.tm_d0(30)
     for k in (0, 9, 29, 40, 55, len(shifts) - 5):
-        i, j = M._threading_pairs(30, 41, int(shifts[k]))
-        rot, t = M._kabsch(x[i], y[j], np.ones(len(i)))
+        i, j = tm_search._threading_pairs(30, 41, int(shifts[k]))
+        rot, t = tm_search._kabsch(x[i], y[j], np.ones(len(i)))
         msd = ((y[j] @ rot.T + t - x[i]) ** 2).sum(-1).mean()
         expected = (len(i) / 30) / (1 + msd / d0**2) if len(i) >= 5 else 0.0
         assert bound[0, k] == pytest.approx(expected, rel=1e-7, abs=1e-12)
