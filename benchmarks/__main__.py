@@ -6,10 +6,9 @@ settings) are reported as a short message on stderr with exit code 2, not as a t
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
-from benchmarks.cli import CommandLineError
+from gm.cli import run_reporting_errors
 
 # name -> (module, one-line description). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,28 +34,6 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _refused_resume_message(error: ValueError) -> str | None:
-    """The message for ``gm.training.CheckpointMismatchError``, or ``None`` for another error.
-
-    ``gm.training`` is looked up, not imported: if no command has imported it, it cannot have
-    raised, and commands such as ``table`` then start without importing torch."""
-    training = sys.modules.get("gm.training")
-    if training is None or not isinstance(error, training.CheckpointMismatchError):
-        return None
-    lines = [f"error: {error.checkpoint_path} was made with other settings:"]
-    lines += [f"  {name}: checkpoint {saved!r}, now {now!r}" for name, saved, now in error.differences]
-    lines.append("rerun with --restart to start afresh, or pick a new --out to keep both runs")
-    return "\n".join(lines)
-
-
-def _leave_process_group() -> None:
-    """Under torchrun, on success: wait until every rank is done (rank 0 evaluates after the
-    others finish training), then take the process group down (``gm.distributed.finish``). A
-    rank that fails just exits, and torchrun stops the others."""
-    if "gm.distributed" in sys.modules:
-        sys.modules["gm.distributed"].finish()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (2 for the user's errors, see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -67,29 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if os.environ.get("RANK", "0") != "0":
-        # A data-parallel run under torchrun: rank 0 prints the run's output, the other ranks
-        # only their errors (stderr).
-        sys.stdout = open(os.devnull, "w")
     module = importlib.import_module(COMMANDS[name][0])
     if name == "download":
         rest = ["earth", "--download", *rest]
-    try:
-        code = int(module.main(rest) or 0)
-        _leave_process_group()
-        return code
-    except CommandLineError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except FileNotFoundError as error:
-        # The data loaders' messages say which file is missing, where they looked and how to
-        # get it; a traceback would bury that.
-        print(f"error: {error}", file=sys.stderr)
-    except ValueError as error:
-        message = _refused_resume_message(error)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-    return 2
+    return run_reporting_errors(lambda: module.main(rest))
 
 
 if __name__ == "__main__":

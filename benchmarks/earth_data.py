@@ -9,9 +9,9 @@ Points are returned as unit vectors in R^3 with the geographic convention of
 :mod:`rfm.geospatial` (north pole ``+z``; (lat, lon) = (0, 0) is ``+x``), which also reads
 your own ``lat,lon`` files (:func:`rfm.geospatial.load_latlon`).
 
-Files are read from ``benchmarks.paths.data_dir() / "earth"``: ``$RDFM_DATA_DIR/earth`` if that
+Files are read from ``gm.paths.data_dir() / "earth"``: ``$RDFM_DATA_DIR/earth`` if that
 variable is set, else ``../shared/data/earth`` beside a source checkout, else the user data folder
-(``~/.local/share/rdfm/earth`` on Linux; see :mod:`benchmarks.paths`). ``python -m benchmarks
+(``~/.local/share/rdfm/earth`` on Linux; see :mod:`gm.paths`). ``python -m benchmarks
 download`` (or ``python -m benchmarks data earth --download``) fetches the same public files there.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.paths import data_dir, describe_data_dir
 from gm.files import atomic_write
+from gm.paths import data_dir, describe_data_dir
 from rfm.geospatial import (  # noqa: F401  (the conversions live in the library; re-exported here)
     latlon_array_to_points,
     latlon_to_xyz,

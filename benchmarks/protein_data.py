@@ -10,10 +10,10 @@
     cut at CA-CA gaps > 4.2 A, deduplicated, clustered at 50 % sequence identity), cached as
     ``backbones.npz``: built from those three sdists, pdb2pqr 3.8.0 (tests/data), the dockstring
     0.3.4 wheel (58 drug-target proteins) and the Theseus example structures in the data folder
-    (``<data>/proteins/theseus``, see :func:`benchmarks.paths.data_dir`), or from your own folders.
+    (``<data>/proteins/theseus``, see :func:`gm.paths.data_dir`), or from your own folders.
     ``--out FILE`` writes the set to FILE instead of the cache folder.
 
-Both files live in :func:`benchmarks.paths.cache_dir` (``$RDFM_CACHE_DIR``, else the user cache
+Both files live in :func:`gm.paths.cache_dir` (``$RDFM_CACHE_DIR``, else the user cache
 folder such as ``~/.cache/rdfm``); the downloaded archives are kept beside them in
 ``protein_sources/``. A build from ``--from`` folders is cached under a name derived from the
 folders' paths. Every build records, in ``<dataset>.key`` beside the dataset, a key of what it
@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.cli import CommandLineError
-from benchmarks.paths import cache_dir, data_dir, describe_data_dir
+from gm.cli import CommandLineError
 from gm.files import atomic_write
+from gm.paths import cache_dir, data_dir, describe_data_dir
 from proteins import data as structure_data
 from proteins import dihedrals
 from proteins.data import ArchiveSource

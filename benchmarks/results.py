@@ -49,8 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.paths import PROJECT_ROOT
 from gm.files import atomic_write
+from gm.paths import PROJECT_ROOT
 
 BENCHMARKS: tuple[str, ...] = ("earth", "proteins", "backbones", "codesign", "so3", "text", "scaling", "toy2d")
 DEFAULT_METHOD = "rfm"

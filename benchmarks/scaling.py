@@ -4,7 +4,7 @@ transformer, batch 32 windows of 128 characters) at 1, 2, ... processes under ``
 
     python -m benchmarks scaling --processes 1 2 --threads 1
 
-Each measurement is its own ``torchrun --standalone`` job running ``gm.training.train`` for
+Each measurement is its own ``torchrun --standalone`` job running ``gm.train.train`` for
 ``--warmup`` + ``--steps`` steps; the rate is timed over the last ``--steps`` (after the
 process group, the first steps' allocations and DDP's bucket rebuild). Two ways to add
 processes:
@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.cli import CommandLineError, check_device
+from gm.cli import CommandLineError, check_device
 
 MODELS = ("earth", "text")
 MODES = ("strong", "weak")
@@ -96,8 +96,8 @@ def worker(args: argparse.Namespace) -> None:
     """One measurement, inside torchrun: train, time the last ``args.steps`` steps on rank 0."""
     import torch
 
-    from gm.distributed import finish, init_world, local_device, rank_batch_size
-    from gm.training import TrainConfig, train
+    from gm.train import TrainConfig, train
+    from gm.train.distributed import finish, init_world, local_device, rank_batch_size
 
     torch.set_num_threads(args.threads)
     device = local_device(args.device)
@@ -145,7 +145,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(model: str, mode: str, processes: int, args: argparse.Namespace) -> dict:
     """Launch one torchrun job and read back its measurement."""
-    from gm.distributed import TORCHRUN_VARIABLES
+    from gm.train.distributed import TORCHRUN_VARIABLES
 
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES}
     env["OMP_NUM_THREADS"] = str(args.threads)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (
+from benchmarks.results import new_record, write_results
+from gm.cli import (
     Budget,
     add_config_overrides,
     add_run_arguments,
@@ -36,11 +37,10 @@ from benchmarks.cli import (
     run_budget,
     training_settings,
 )
-from benchmarks.likelihood import log_likelihood, solver_settings
-from benchmarks.objective import dataset_rfm_loss
-from benchmarks.results import new_record, write_results
-from gm.training import TrainConfig, train
+from gm.train import TrainConfig, train
 from manifolds import SO3, so3_exp, so3_log
+from rfm.dataset_objective import dataset_rfm_loss
+from rfm.likelihood import log_likelihood, solver_settings
 from rfm.models import velocity_mlp
 
 RSGM = {16: 0.89, 32: 0.20, 64: -0.49}  # published test log-likelihoods (higher is better)
@@ -113,7 +113,7 @@ def run(
     restart: bool = False,
 ) -> dict:
     """Train and evaluate RFM on one mixture of ``n_components`` wrapped normals (drawn from
-    ``seed``) for ``budget`` (a :class:`~benchmarks.cli.Budget` or minutes); writes and returns
+    ``seed``) for ``budget`` (a :class:`~gm.cli.Budget` or minutes); writes and returns
     the results record."""
     start = time.perf_counter()
     budget = as_budget(budget, cfg.eval_every_minutes)

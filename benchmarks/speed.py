@@ -226,7 +226,7 @@ def main(argv: list[str]) -> int:
         help="where to write the JSON results (--json is the same option)",
     )
     args = parser.parse_args(argv)
-    from benchmarks.cli import CommandLineError, check_device
+    from gm.cli import CommandLineError, check_device
 
     check_device(args.device)
     if args.models:

@@ -6,7 +6,7 @@ the time of one optimisation step at three levels, eager and compiled, with the 
   text) against a fixed target, backward and AdamW: the arithmetic floor.
 - ``library``: the library's loss on a data batch (path draws, times, the model, the loss
   weights: ``RFMObjective``, ``MaskedDiffusionLoss``, ``BackboneFlow.loss``), backward, AdamW.
-- ``train``: a step of ``gm.training.train`` with that loss (clipping, the lr schedule, EMA and
+- ``train``: a step of ``gm.train.train`` with that loss (clipping, the lr schedule, EMA and
   the progress bookkeeping on top), measured between consecutive loss calls.
 
 Compiled rows compile the network (``torch.compile``, ``fullgraph=True``: the trainer's
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from gm.profiling import count_host_reads, count_kernels
-from gm.training import TrainConfig, train
+from gm.train import TrainConfig, train
 
 __all__ = ["STEP_MODELS", "training_step_rows"]
 
@@ -158,7 +158,7 @@ def _optimiser_step(model: nn.Module, loss_of: Callable[[nn.Module], torch.Tenso
 
 
 def _train_step_ms(model: nn.Module, library, device: torch.device, compile: bool, warmup: int, repeats: int) -> float:
-    """Median time between consecutive loss calls of ``gm.training.train`` after ``warmup``
+    """Median time between consecutive loss calls of ``gm.train.train`` after ``warmup``
     steps (each call waits for the previous step on CUDA, so the interval is one whole step)."""
     stamps: list[float] = []
 

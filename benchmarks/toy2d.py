@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import CommandLineError
 from benchmarks.speed import TimeMLP, _timeit_pair
 from gm import CosineScheduler, LinearScheduler, VPScheduler
-from gm.training import EMA, TrainConfig, lr_factor, train
+from gm.cli import CommandLineError
+from gm.train import EMA, TrainConfig, lr_factor, train
 from manifolds import Euclidean
 from rfm import AffinePath, IndependentCoupling, ODESolver, OTCoupling, SDESolver, prediction_loss
 

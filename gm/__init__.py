@@ -13,19 +13,27 @@ simulation loop that both continuous and discrete samplers run on:
   components from one model call, each on its own clock: shared, fixed or mapped).
 - :mod:`gm.simulate`: ``simulate(process, model, x_init, time_grid, steps, ...)``.
 - :mod:`gm.times`: ``training_times`` (uniform, power-law towards t = 1, stratified).
-- :mod:`gm.precision`: ``resolve_precision("auto" | "bf16" | "off", device)``: bfloat16
-  autocast only where the hardware runs it natively.
 - :mod:`gm.checks`: the shared input checks (one host read-back per call).
 - :mod:`gm.guidance`: classifier-free guidance shared by flows and jump processes
   (``NULL_LABEL``, ``drop_labels``, ``guided_velocity``, ``guided_log_probs``).
-- :mod:`gm.training`: ``train(model, loss_fn, TrainConfig(...))``, the one trainer of every
-  model (EMA, validation and model selection, atomic resumable checkpoints, progress), data-
-  parallel under ``torchrun``.
-- :mod:`gm.distributed`: ranks, per-rank batch shares and random streams, one GPU per rank.
+- :mod:`gm.train`: ``train(model, loss_fn, TrainConfig(...))``, the one trainer of every
+  model, with the code it runs on, a module per concept: ``loop`` (``train``), ``config``
+  (``TrainConfig``, ``TrainResult``, the lr schedule), ``ema``, ``checkpoint`` (atomic,
+  resumable, refused under other settings), ``progress``, ``step`` (compile, TF32, no host
+  read-back per step), ``snapshots`` (EMA weights at several budgets of one run), ``metrics``
+  (the metrics file, TensorBoard, W&B, the loss plot),
+  ``distributed`` (data-parallel under ``torchrun``: ranks, per-rank batch shares and random
+  streams, one GPU per rank) and ``precision`` (``resolve_precision("auto" | "bf16" | "off",
+  device)``: bfloat16 autocast only where the hardware runs it natively). The old paths
+  ``gm.training``, ``gm.distributed``, ``gm.precision`` and ``gm.training_metrics`` re-export
+  their names.
+- :mod:`gm.files`: atomic file writes (checkpoints, datasets, results, figures).
+- :mod:`gm.phase_log`: rate-limited progress lines for the long phases of an evaluation.
+- :mod:`gm.profiling`: diagnostics of host read-backs and kernels in training and sampling loops.
+- :mod:`gm.paths`: where rdfm reads data and writes caches; :mod:`gm.cli`: the ``rdfm`` command.
 """
 
 from gm.path import PathSample, ProbPath
-from gm.precision import PrecisionChoice, native_bfloat16, resolve_precision
 from gm.process import JointProcess, Process
 from gm.schedulers import (
     ConvexScheduler,
@@ -43,6 +51,7 @@ from gm.schedulers import (
 )
 from gm.simulate import compiled_advance, data_end_time_grid, make_time_grid, simulate
 from gm.times import training_times
+from gm.train.precision import PrecisionChoice, native_bfloat16, resolve_precision
 
 __all__ = [
     "data_end_time_grid",

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write", "save_figure"]
+__all__ = ["atomic_path", "atomic_savez", "atomic_write", "save_figure"]
 
 
 @contextlib.contextmanager
@@ -74,4 +74,14 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
+    return Path(path)
+
+
+def atomic_savez(path: str | os.PathLike[str], arrays: dict[str, Any]) -> Path:
+    """``numpy.savez_compressed`` of ``arrays`` to ``path`` through :func:`atomic_path` (the file
+    keeps exactly its name: numpy would append ``.npz`` to a path without that suffix)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return Path(path)

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 # geomstats picks its backend at import time; the oracle tests use the pytorch one.
 os.environ.setdefault("GEOMSTATS_BACKEND", "pytorch")
@@ -18,7 +19,7 @@ def small_structure_set(tmp_path_factory):
     """A small real structure dataset (.npz): ten cytochromes, two trypsins and two
     dehydrogenases from the data folder's proteins/theseus, so three families (three clusters at
     least) and chains long enough for 40-residue crops. Skips without that data."""
-    from benchmarks.paths import data_dir
+    from gm.paths import data_dir
     from proteins.data import build_structure_dataset, iter_folder_structures
 
     theseus = data_dir() / "proteins" / "theseus"
@@ -74,3 +75,36 @@ def graph_breaks(fn, *args, **kwargs) -> list[str]:
         f"{str(b.reason).splitlines()[0]} at {b.user_stack[-1] if b.user_stack else '?'}"
         for b in explained.break_reasons
     ]
+
+
+# ------------------------------------------------------------------------------------------------
+# structure-model commands (tests/test_protein_commands.py, tests/test_install.py)
+
+# a tiny network and crops that fit the 44-residue chains; --steps 2 keeps each run to seconds
+TINY_STRUCTURE_RUN = [
+    "--node-dim", "16", "--pair-dim", "8", "--blocks", "1", "--heads", "2", "--head-dim", "4",
+    "--batch", "2", "--min-crop", "40", "--max-crop", "44", "--val-crops", "2", "--warmup-steps", "1",
+    "--steps", "2", "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+def write_ideal_pdbs(folder: Path, count: int = 8, length: int = 44) -> list[Path]:
+    """``count`` PDB files of ideal chains with random, distinct sequences (one cluster each)."""
+    from proteins.frames import ideal_chain
+    from proteins.pdb import write_pdb
+    from proteins.residues import AMINO_ACIDS, THREE_LETTER_CODES
+
+    g = torch.Generator().manual_seed(0)
+    paths = []
+    for k in range(count):
+        phi = (-60.0 + 20 * torch.randn(length, generator=g, dtype=torch.float64)).deg2rad()
+        psi = (-45.0 + 20 * torch.randn(length, generator=g, dtype=torch.float64)).deg2rad()
+        residues = torch.randint(20, (length,), generator=g)
+        paths.append(
+            write_pdb(
+                folder / f"chain{k}.pdb",
+                ideal_chain(phi, psi).float(),
+                residue_names=[THREE_LETTER_CODES[AMINO_ACIDS.index(AMINO_ACIDS[int(r)])] for r in residues],
+            )
+        )
+    return paths

@@ -1,6 +1,6 @@
 """A training run for the data-parallel tests, launched by ``torchrun`` (or run as one plain
 process): a small deterministic regression problem whose batch each rank draws from its own
-generator (``gm.distributed.rank_batch_size`` of the global batch).
+generator (``gm.train.distributed.rank_batch_size`` of the global batch).
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_worker.py \
         --out DIR [--dtype float64] [--steps K] [--kill-at STEP] [--raise-at STEP]
@@ -23,8 +23,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gm.distributed import finish, rank_batch_size, world  # noqa: E402
-from gm.training import TrainConfig, train  # noqa: E402
+from gm.train import TrainConfig, train  # noqa: E402
+from gm.train.distributed import finish, rank_batch_size, world  # noqa: E402
 
 GLOBAL_BATCH = 8
 W_TRUE = torch.tensor([[1.5, -2.0, 0.5]])

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks import __main__ as cli_main
 from benchmarks import table
-from benchmarks.cli import Budget, CommandLineError, as_budget, run_budget
+from gm.cli import Budget, CommandLineError, as_budget, run_budget
 
 
 def test_run_budget_minutes_only_uses_the_time_cadence():
@@ -171,8 +171,8 @@ def test_compile_flag_reaches_the_train_config():
     """--compile [MODE] on every benchmark becomes TrainConfig(compile=...) through the budget."""
     import argparse
 
-    from benchmarks.cli import add_run_arguments, run_budget
-    from gm.training import TrainConfig
+    from gm.cli import add_run_arguments, run_budget
+    from gm.train import TrainConfig
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser, minutes=1.0, out="runs/x")

@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes): the same parameters as one
 process over the same global batch, kill-and-resume, resuming across world sizes, a failing
-rank bringing the job down, and the per-rank helpers of gm.distributed."""
+rank bringing the job down, and the per-rank helpers of gm.train.distributed."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from benchmarks.text_data import kjv_path
-from gm import distributed
-from gm.distributed import rank_batch_size, rank_generator, rank_seed
-from gm.training import train
+from gm.train import distributed, train
+from gm.train.distributed import rank_batch_size, rank_generator, rank_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
@@ -29,7 +28,7 @@ TORCHRUN_ENV = distributed.TORCHRUN_VARIABLES
 
 
 # A gloo worker thread outliving its group into interpreter shutdown aborts the process
-# (pytorch/pytorch#190489); gm.distributed.finish and the trainer release the group and the DDP
+# (pytorch/pytorch#190489); gm.train.distributed.finish and the trainer release the group and the DDP
 # wrapper first, but the teardown race is torch's. A run that should succeed and died of exactly
 # that at exit is run once more, so the tests check rdfm's behaviour, not that race.
 SHUTDOWN_ABORT = "terminate called without an active exception"

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.paths import data_dir
+from gm.paths import data_dir
 
 THESEUS = data_dir() / "proteins" / "theseus"
 needs_theseus = pytest.mark.skipif(not (THESEUS / "ldh").is_dir(), reason="needs proteins/theseus (set RDFM_DATA_DIR)")

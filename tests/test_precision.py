@@ -1,5 +1,5 @@
-"""gm.precision: bfloat16 autocast only where the hardware runs it natively (the issue's AVX2
-machine trained 8x slower under a bf16 default)."""
+"""gm.train.precision (old path gm.precision): bfloat16 autocast only where the hardware runs it
+natively (the issue's AVX2 machine trained 8x slower under a bf16 default)."""
 
 import os
 import platform
@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from gm import precision
-from gm.precision import native_bfloat16, resolve_precision
+from gm.train import precision
+from gm.train.precision import native_bfloat16, resolve_precision
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ def test_joint_class_conditional_run_writes_a_record_per_class(tmp_path, monkeyp
     import json
 
     from benchmarks import proteins
-    from benchmarks.cli import Budget
+    from gm.cli import Budget
 
     monkeypatch.setattr(proteins, "load_dihedrals", fake_dihedrals)
     cfg = dataclasses.replace(proteins.QUICK, eval_every_minutes=0.01)

@@ -1,5 +1,5 @@
-"""gm.training: the schedule, EMA arithmetic, atomic checkpoints, exact resume, refused
-resumes and progress output."""
+"""gm.train (the trainer; gm.training is its old path): the schedule, EMA arithmetic, atomic
+checkpoints, exact resume, refused resumes and progress output."""
 
 import io
 import math
@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from gm import training
-from gm.training import EMA, UNSET, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
+from gm.train import EMA, UNSET, CheckpointMismatchError, TrainConfig, lr_factor, save_checkpoint, train
+from gm.train import loop as training_loop
+from gm.train.step import _tensor_float32
 
 
 def regression_problem():
@@ -88,7 +89,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
             fh.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(training.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"a": 2})
     monkeypatch.undo()
@@ -301,7 +302,7 @@ def test_progress_names_the_validation_value(capsys):
 def test_a_training_step_reads_nothing_back(host_reads, monkeypatch):
     """Issue #25: the step (loss, backward, clipping, AdamW, EMA, progress) makes no host read;
     the loss comes back at progress/validation/checkpoint time only."""
-    monkeypatch.setattr(training, "_LOSS_READ_EVERY_S", 1e9)
+    monkeypatch.setattr(training_loop, "_LOSS_READ_EVERY_S", 1e9)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1))
     x, y = torch.randn(64, 3), torch.randn(64, 1)
@@ -362,11 +363,11 @@ def test_compiled_training_equals_eager_training():
         cfg = TrainConfig(max_steps=20, warmup_steps=2, progress=False, compile=setting is not False)
         if setting == "aot_eager":  # the trainer's torch.compile with a test backend
             original = torch.compile
-            training.torch.compile = lambda m, **kw: original(m, backend="aot_eager", fullgraph=kw["fullgraph"])
+            torch.compile = lambda m, **kw: original(m, backend="aot_eager", fullgraph=kw["fullgraph"])
             try:
                 results[setting] = train(model, loss64, cfg)
             finally:
-                training.torch.compile = original
+                torch.compile = original
         else:
             results[setting] = train(model, loss64, cfg)
     for k, v in results[False].final_state.items():
@@ -377,9 +378,9 @@ def test_compiled_training_equals_eager_training():
 
 def test_tf32_switches_are_set_inside_and_restored_after():
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    with training._tensor_float32(True):
+    with _tensor_float32(True):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-        with training._tensor_float32(False):  # validation inside a TF32 run
+        with _tensor_float32(False):  # validation inside a TF32 run
             assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
         assert torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
@@ -393,3 +394,25 @@ def test_tf32_switches_are_set_inside_and_restored_after():
         val_fn=lambda m: seen.append(torch.backends.cuda.matmul.allow_tf32) or val_fn(m),
     )
     assert seen == [before[0]]
+
+
+def test_the_old_module_paths_re_export_the_trainer():
+    """gm.training, gm.distributed, gm.precision and gm.training_metrics, the paths before gm.train,
+    hand out the same objects; gm.training imports gm.distributed, which gm.cli looks up."""
+    import gm.distributed
+    import gm.precision
+    import gm.training
+    import gm.training_metrics
+    from gm import train as package
+    from gm.train import distributed, metrics, precision, progress
+
+    for name in gm.training.__all__:
+        assert getattr(gm.training, name) is getattr(package, name), name
+    assert gm.training.is_interactive is progress.is_interactive
+    for old, new in ((gm.distributed, distributed), (gm.precision, precision), (gm.training_metrics, metrics)):
+        assert set(old.__all__) == set(new.__all__)
+        for name in old.__all__:
+            assert getattr(old, name) is getattr(new, name), name
+    assert gm.distributed.rank_seed is distributed.rank_seed
+    assert gm.training_metrics.MetricsLog is metrics.MetricsLog
+    assert sys.modules["gm.distributed"] is gm.distributed

@@ -1,4 +1,4 @@
-"""The trainer's metrics file (gm.training_metrics): rows against hand-computed losses, gradient
+"""The trainer's metrics file (gm.train.metrics): rows against hand-computed losses, gradient
 norms and learning rates, validation rows, resumption, torn files, the plot, and the W&B and
 TensorBoard sinks."""
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from gm import training
-from gm.training import TrainConfig, lr_factor, train
-from gm.training_metrics import metrics_path_for, plot_metrics, read_metrics
+from gm.train import TrainConfig, lr_factor, train
+from gm.train import loop as training_loop
+from gm.train.metrics import metrics_path_for, plot_metrics, read_metrics
 
 
 def scalar_problem():
@@ -68,7 +68,7 @@ def test_rows_average_the_steps_between_them(tmp_path, monkeypatch):
     model, loss_fn, seen = scalar_problem()
     clock = iter(range(10_000))
     # the trainer's clock advances one "second" per reading
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(training_loop, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
     cfg = TrainConfig(lr=0.05, warmup_steps=1, max_steps=20, grad_clip=0.5, log_every_s=6.0, progress=False)
     train(model, loss_fn, cfg, metrics_path=tmp_path / "m.jsonl")
     rows = read_metrics(tmp_path / "m.jsonl")
@@ -122,7 +122,7 @@ def test_no_file_without_a_checkpoint_or_a_path(tmp_path, monkeypatch):
 def test_metrics_cost_no_read_back_in_a_step(host_reads, monkeypatch, tmp_path):
     """Rows read the device sums back only when written: with rows rarer than the run, the
     whole run makes two reads (the final loss and the final row)."""
-    monkeypatch.setattr(training, "_LOSS_READ_EVERY_S", 1e9)
+    monkeypatch.setattr(training_loop, "_LOSS_READ_EVERY_S", 1e9)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1))
     x, y = torch.randn(64, 3), torch.randn(64, 1)
@@ -217,13 +217,13 @@ def test_checkpoints_are_row_boundaries_and_not_step_time(tmp_path, monkeypatch)
     time spent writing checkpoints is not counted in step_ms (a 0.4 s write, steps of < 1 ms)."""
     import time
 
-    original = training.save_checkpoint
+    original = training_loop.save_checkpoint
 
     def slow_save(path, state):
         time.sleep(0.4)
         original(path, state)
 
-    monkeypatch.setattr(training, "save_checkpoint", slow_save)
+    monkeypatch.setattr(training_loop, "save_checkpoint", slow_save)
     model, loss_fn, _ = scalar_problem()
     cfg = TrainConfig(max_steps=3, warmup_steps=1, progress=False, log_every_s=1e9, checkpoint_every_minutes=0.0)
     train(model, loss_fn, cfg, checkpoint_path=tmp_path / "run.pt")
