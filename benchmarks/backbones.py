@@ -20,12 +20,13 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (
+from benchmarks.results import new_record, write_results
+from gm.cli import (
     Budget,
     CommandLineError,
     add_config_overrides,
@@ -37,32 +38,12 @@ from benchmarks.cli import (
     run_budget,
     training_settings,
 )
-from benchmarks.results import new_record, write_results
-from gm.training import TrainConfig, train
-from proteins.data import StructureDataset, bucket_edges
+from proteins import training
+from proteins.commands import add_crop_arguments
+from proteins.data import StructureDataset
 from proteins.flow import BackboneFlow
-from proteins.network import BackboneNetwork
-
-
-@dataclass
-class BackboneConfig:
-    node_dim: int = 96
-    pair_dim: int = 48
-    blocks: int = 4
-    heads: int = 8
-    head_dim: int = 12
-    batch: int = 4
-    min_crop: int = 64
-    max_crop: int = 128
-    lr: float = 5e-4
-    ema_decay: float = 0.999
-    warmup_steps: int = 200
-    eval_every_minutes: float = 5.0
-    val_crops: int = 24  # validation crops (fixed) for model selection
-    samples_per_length: int = 24  # generated backbones per evaluation length
-    sample_steps: int = 100
-    rotation_rate: float = 10.0
-
+from proteins.frames import with_ideal_oxygens
+from proteins.training import BackboneConfig, backbone_flow, backbone_network
 
 QUICK = BackboneConfig(
     node_dim=32,
@@ -84,74 +65,30 @@ EVAL_LENGTHS = (64, 96, 128)
 QUICK_LENGTHS = (40,)
 
 
-def network(cfg: BackboneConfig) -> BackboneNetwork:
-    return BackboneNetwork(
-        node_dim=cfg.node_dim, pair_dim=cfg.pair_dim, blocks=cfg.blocks, heads=cfg.heads, head_dim=cfg.head_dim
-    )
-
-
 #: ``--split`` choices: :meth:`proteins.data.StructureDataset.split`'s ``by``.
-SPLITS = ("cluster", "chain")
+SPLITS = training.SPLITS
 
 
 def load_splits(
     seed: int, dataset: Path | None = None, split: str = "cluster"
 ) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
-    """The train / validation / test split of ``dataset`` (an npz of
-    :func:`proteins.data.build_structure_dataset`; default: the cached set of ``python -m
-    benchmarks data backbones``, built if missing), by sequence cluster or, with ``split="chain"``,
-    by chain (:meth:`proteins.data.StructureDataset.split`).
-
-    Raises:
-        CommandLineError: if the dataset is not a structure dataset or cannot be split so (too
-            few clusters: the message says to add families or to pass ``--split chain``).
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    """The train / validation / test split of ``dataset`` (default: the cached set of ``python -m
+    benchmarks data backbones``, built if missing): :func:`proteins.training.load_splits`, its
+    problems as one line (:class:`gm.cli.CommandLineError`)."""
     label = "--dataset"
     if dataset is not None and not Path(dataset).is_file():
         raise CommandLineError(
             f"--dataset {dataset}: no such file; build one with python -m benchmarks data backbones "
-            "--from DIR ... --out FILE"
+            "--from DIR ... --out FILE (or rdfm dataset build DIR -o FILE)"
         )
     if dataset is None:
         from benchmarks.protein_data import ensure_backbones
 
         dataset, label = ensure_backbones(), "the backbone set"
-    where = f"{label} {dataset}"
     try:
-        data = StructureDataset.load(dataset)
-    except ValueError as error:  # not a structure dataset: one line, not a traceback (the message names the file)
+        return training.load_splits(dataset, seed, split)
+    except ValueError as error:  # not a structure dataset, too few clusters: one line, not a traceback
         raise CommandLineError(f"{label} {error}") from None
-    clusters = len(torch.unique(data.clusters))
-    if split == "cluster" and clusters < 3:
-        raise CommandLineError(
-            f"{where}: split needs at least 3 sequence clusters (train, validation and test each get whole "
-            f"clusters of >= 50% identity), this dataset has {clusters}: build it from more protein families "
-            "(python -m benchmarks data backbones --from DIR ... --out FILE), or pass --split chain to split the "
-            "chains of a single family at random (similar sequences then land in train and test)"
-        )
-    try:
-        return data.split(seed=seed, by=split)
-    except ValueError as error:  # e.g. fewer than 3 chains
-        raise CommandLineError(f"{where}: {error}") from None
-
-
-def validation_loss(flow: BackboneFlow, val: StructureDataset, cfg: BackboneConfig, device: str):
-    """``val_fn(model)``: the loss on fixed validation crops at fixed, evenly spread times,
-    without self-conditioning (deterministic given the seeds)."""
-    g = torch.Generator().manual_seed(12345)
-    atoms, mask = val.sample_crops(cfg.val_crops, g, min_length=cfg.min_crop, max_length=cfg.max_crop)
-    atoms, mask = atoms.to(device), mask.to(device)
-    x1 = flow.frames_from_atoms(atoms, mask)
-    t = (torch.arange(cfg.val_crops, dtype=torch.float32, device=device) + 0.5) / cfg.val_crops
-
-    def val_fn(model: torch.nn.Module) -> float:
-        with torch.no_grad():
-            noise = torch.Generator(device=device).manual_seed(6789)
-            return float(flow.loss(model, x1, mask, t=t, self_condition=False, generator=noise).total)
-
-    return val_fn
 
 
 def train_model(
@@ -170,40 +107,23 @@ def train_model(
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
     train_set, val_set, test_set = load_splits(seed, dataset, split)
-    flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
-    torch.manual_seed(seed)
-    model = network(cfg).to(device)
-    loss_fn = flow.objective(
-        train_set,
-        batch_size=rank_batch(cfg.batch),
-        min_length=cfg.min_crop,
-        max_length=cfg.max_crop,
-        device=device,
-        buckets=buckets,
+    settings = training_settings(
+        cfg, dataset=str(dataset) if dataset else "default", **split_setting(split), **bucket_setting(buckets)
     )
-    tc = TrainConfig(
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        ema_decay=cfg.ema_decay,
+    model, res = training.train_structure_model(
+        cfg,
+        train_set,
+        val_set,
+        out / f"seed{seed}" / "checkpoint.pt",
         seed=seed,
+        device=device,
+        batch_size=rank_batch(cfg.batch),
+        buckets=buckets,
+        settings=settings,
+        resume=not restart,
         progress=progress,
-        checkpoint_every_minutes=2.0,
         **budget.train_fields(),
     )
-    res = train(
-        model,
-        loss_fn,
-        tc,
-        val_fn=validation_loss(flow, val_set, cfg, device),
-        checkpoint_path=out / f"seed{seed}" / "checkpoint.pt",
-        run_config=training_settings(
-            cfg, dataset=str(dataset) if dataset else "default", **split_setting(split), **bucket_setting(buckets)
-        ),
-        resume=not restart,
-    )
-    if res.rank == 0:  # the other ranks of a data-parallel run hold no EMA weights
-        model.load_state_dict(res.best_state, strict=False)
-    model.eval()
     return model, res, (train_set, val_set, test_set)
 
 
@@ -211,28 +131,6 @@ def split_setting(split: str) -> dict[str, str]:
     """The split as a checkpoint setting: recorded only when not the default, so checkpoints made
     before ``--split`` existed (cluster splits) still resume."""
     return {} if split == "cluster" else {"split": split}
-
-
-def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--split`` and ``--crop-buckets``, shared by the structure models' commands (backbones,
-    codesign)."""
-    parser.add_argument(
-        "--split",
-        choices=SPLITS,
-        default="cluster",
-        help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
-        "random, for a dataset of a single family (leaks sequence similarity between the splits)",
-    )
-    parser.add_argument(
-        "--crop-buckets",
-        nargs="+",
-        type=int,
-        default=None,
-        metavar="L",
-        help="pad each training batch to one of these lengths (e.g. 64 96 128, the largest at least "
-        "the longest crop): few static shapes, so --compile's graphs (and CUDA graphs) are "
-        "reused; default: pad to the batch's longest crop",
-    )
 
 
 def bucket_setting(buckets: tuple[int, ...] | None) -> dict[str, list[int]]:
@@ -244,19 +142,10 @@ def bucket_setting(buckets: tuple[int, ...] | None) -> dict[str, list[int]]:
 def check_buckets(buckets: list[int] | None, cfg) -> tuple[int, ...] | None:
     """``--crop-buckets`` checked against the crop range by the library's own check
     (:func:`proteins.data.bucket_edges`), as one line and exit 2 if wrong."""
-    if buckets is None:
-        return None
     try:
-        bucket_edges(tuple(buckets), cfg.min_crop, cfg.max_crop)
+        return training.check_buckets(buckets, cfg)
     except ValueError as error:
         raise CommandLineError(f"--crop-buckets: {error} (max_crop={cfg.max_crop})") from None
-    return tuple(buckets)
-
-
-def _rotation_scheduler(cfg: BackboneConfig):
-    from gm.schedulers import ExponentialRateScheduler
-
-    return ExponentialRateScheduler(cfg.rotation_rate)
 
 
 def _pad(sets: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,20 +154,6 @@ def _pad(sets: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, t
     atoms = torch.cat([torch.nn.functional.pad(a, (0, 0, 0, 0, 0, longest - a.shape[1])) for a, _ in sets])
     mask = torch.cat([torch.nn.functional.pad(m, (0, longest - m.shape[1])) for _, m in sets])
     return atoms, mask
-
-
-def _with_ideal_o(atoms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Real crops whose file lacked some O atoms get the ideal O placed from the frames (pydssp
-    needs every O); the fraction of such residues is tiny."""
-    from proteins.frames import backbone_atoms, frames_from_backbone
-
-    missing = torch.isnan(atoms[..., 3, :]).any(-1) & mask
-    if not bool(missing.any()):
-        return atoms
-    ideal = backbone_atoms(frames_from_backbone(atoms, mask), mask)
-    out = atoms.clone()
-    out[..., 3, :] = torch.where(missing[..., None], ideal[..., 3, :], atoms[..., 3, :])
-    return out
 
 
 def generate(
@@ -323,9 +198,9 @@ def evaluate(
     from proteins.pdb import write_pdb
 
     train_set, _, test_set = splits
-    flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
+    flow = backbone_flow(cfg)
     torch.manual_seed(seed + 1)
-    untrained = network(cfg).to(device).eval()
+    untrained = backbone_network(cfg).to(device).eval()
     count = cfg.samples_per_length
     sets: dict[str, list] = {row: [] for row in ROWS}
     start = time.perf_counter()
@@ -333,7 +208,7 @@ def evaluate(
     for i, length in enumerate(lengths):
         real = test_set.crops_of_length(length, 2 * count, torch.Generator().manual_seed(seed * 1000 + length))
         full = torch.ones(real.shape[:2], dtype=torch.bool)
-        sets["real (held out)"].append((_with_ideal_o(real, full), full))
+        sets["real (held out)"].append((with_ideal_oxygens(real, full), full))
         t0 = time.perf_counter()
         samples = generate(model, flow, length, count, cfg, seed * 1000 + i, device)
         sample_seconds += time.perf_counter() - t0
@@ -526,9 +401,9 @@ def main(argv: list[str]) -> int:
 def speed(cfg: BackboneConfig, device: str, lengths=(64, 128, 256), batch: int = 4) -> int:
     """Training step (batch ``batch``) and sampling (per protein, ``cfg.sample_steps`` steps)
     times at each length, with the process's peak memory (CPU: max RSS; CUDA: allocator peak)."""
-    flow = BackboneFlow(rotation_scheduler=_rotation_scheduler(cfg))
+    flow = backbone_flow(cfg)
     torch.manual_seed(0)
-    model = network(cfg).to(device)
+    model = backbone_network(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     from proteins.frames import ideal_chain
 

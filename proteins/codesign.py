@@ -57,9 +57,9 @@ from proteins.flow import (
     _scale_translations,
     _to_device,
     centre_translations,
-    check_mask,
 )
 from proteins.frames import frames_from_backbone
+from proteins.inputs import check_mask
 from proteins.network import CodesignPrediction
 from rfm.solver import ManifoldFlowProcess
 
@@ -255,7 +255,7 @@ class CodesignFlow:
                 f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}"
             )
         checks = Checks() if value_checks_on(validate) else None
-        check_mask(mask, tuple(x1.shape[:2]), validate=validate, checks=checks)
+        check_mask(mask, tuple(x1.shape[:2]), nonempty=True, validate=validate, checks=checks)
         self._check_residues(residues, mask, "residues", allow_mask=False, validate=validate, checks=checks)
         batch, dtype = x1.shape[0], x1.dtype
         if t is not None:
@@ -416,7 +416,7 @@ class CodesignFlow:
                 f"mask must be a bool tensor of shape (B, N), got "
                 f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
             )
-        check_mask(mask, tuple(mask.shape))
+        check_mask(mask, tuple(mask.shape), nonempty=True)
         check_generator(generator, device=mask.device)
         if structure is not None and sequence is not None:
             raise ValueError("structure and sequence are both given: nothing is left to generate")
@@ -537,7 +537,7 @@ class CodesignFlow:
             residues: residue types ``(B, N)``; mask: bool ``(B, N)``.
             n_draws: time draws per protein.
         """
-        check_mask(mask, tuple(residues.shape) if isinstance(residues, Tensor) else ())
+        check_mask(mask, tuple(residues.shape) if isinstance(residues, Tensor) else (), nonempty=True)
         self._check_residues(residues, mask, "residues", allow_mask=False)
         frames = self.backbone.frames_from_atoms(structure, mask)
         one = torch.ones(mask.shape[0], dtype=frames.dtype, device=mask.device)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proteins.data import _write_npz_atomically
+from gm.files import atomic_savez
 from proteins.frames import backbone_dihedrals
 from proteins.sources import ArchiveSource, name_some
 from proteins.structures import _read_chain_residues, _segments
@@ -166,7 +166,7 @@ def build_dihedral_dataset(structures: Iterable[tuple[str, str]], out: str | Pat
         return np.mod(np.concatenate(parts), 2 * np.pi)
 
     cls = np.concatenate(classes)
-    _write_npz_atomically(
+    atomic_savez(
         Path(out),
         dict(
             phi=wrap(phis),

@@ -69,6 +69,7 @@ from gm.simulate import compiled_advance
 from manifolds.se3 import SE3
 from manifolds.so3 import SO3, so3_log
 from proteins.frames import backbone_atoms, frames_from_backbone, ideal_ncac
+from proteins.inputs import check_mask
 from proteins.manifold import CentredFrames
 from rfm.path import GeodesicPath
 from rfm.solver import ManifoldFlowProcess, ODESolver
@@ -80,30 +81,6 @@ NM_PER_ANGSTROM = 0.1
 
 #: ``model(x_t, t, mask, self_condition) -> predicted clean frames``
 FrameModel = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
-
-
-def check_mask(
-    mask: Tensor, batch: tuple[int, ...], name: str = "mask", *, validate: bool = True, checks: Checks | None = None
-) -> Tensor:
-    """A bool residue mask of shape ``batch`` with at least one real residue per protein.
-
-    The type and shape are always checked; the value check (no all-False row) reads the mask back
-    once, is added to ``checks`` instead when given (read back later with the others), and is
-    skipped with ``validate=False`` and where :func:`gm.checks.value_checks_on` says so (inside
-    the library's loops, while ``torch.compile`` traces)."""
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(
-            f"{name} must be a bool tensor (True: real residue), got "
-            f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}"
-        )
-    if tuple(mask.shape) != tuple(batch):
-        raise ValueError(f"{name} must have shape (B, N) = {tuple(batch)}, got {tuple(mask.shape)}")
-    if mask.numel() and value_checks_on(validate):
-        own = Checks() if checks is None else checks
-        own.add((~mask.any(-1)).any(), lambda: f"{name} has a protein with no real residue (a row of all False)")
-        if checks is None:
-            own.run()
-    return mask
 
 
 def _check_times(t: object, batch: int, name: str, checks: Checks | None) -> Tensor:
@@ -237,10 +214,14 @@ class BackboneFlow:
     def frames_from_atoms(atoms: Tensor, mask: Tensor, *, validate: bool = True) -> Tensor:
         """Centred frames (nm) ``(B, N, 4, 4)`` of backbone atoms ``(B, N, A >= 3, 3)`` in Angstrom.
         ``validate``: check the mask's rows and the residues' N, CA, C (one host read-back; see
-        :func:`check_mask` and :func:`proteins.frames.frames_from_backbone`)."""
+        :func:`proteins.inputs.check_mask` and :func:`proteins.frames.frames_from_backbone`)."""
         checks = Checks() if value_checks_on(validate) else None
         check_mask(
-            mask, tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (), "mask", validate=validate, checks=checks
+            mask,
+            tuple(atoms.shape[:-2]) if isinstance(atoms, Tensor) else (),
+            nonempty=True,
+            validate=validate,
+            checks=checks,
         )
         frames = frames_from_backbone(atoms, mask, validate=checks is not None, checks=checks)
         if checks is not None:
@@ -269,7 +250,7 @@ class BackboneFlow:
                 f"mask must be a bool tensor of shape (B, N), got "
                 f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
             )
-        check_mask(mask, tuple(mask.shape), validate=validate)
+        check_mask(mask, tuple(mask.shape), nonempty=True, validate=validate)
         check_generator(generator, device=mask.device)
         rot = SO3().random_base(*mask.shape, dtype=dtype, device=mask.device, generator=generator)
         trans = self.translation_std * torch.randn(*mask.shape, 3, dtype=dtype, device=mask.device, generator=generator)
@@ -325,7 +306,7 @@ class BackboneFlow:
                 f"{tuple(x1.shape) if isinstance(x1, Tensor) else type(x1).__name__}"
             )
         checks = Checks() if value_checks_on(validate) else None
-        check_mask(mask, tuple(x1.shape[:2]), validate=validate, checks=checks)
+        check_mask(mask, tuple(x1.shape[:2]), nonempty=True, validate=validate, checks=checks)
         batch, dtype = x1.shape[0], x1.dtype
         if t is not None:
             t = _check_times(t, batch, "t", checks)
@@ -397,7 +378,7 @@ class BackboneFlow:
         device: torch.device | str = "cpu",
         buckets: tuple[int, ...] | None = None,
     ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
-        """A ``loss_fn(model, step, generator)`` for :func:`gm.training.train`: random crops of
+        """A ``loss_fn(model, step, generator)`` for :func:`gm.train.train`: random crops of
         ``dataset`` (``sample_crops(batch, generator, min_length, max_length) -> (atoms, mask)``).
         ``buckets`` (e.g. ``(64, 96, 128)``): one padded length per batch (see
         :meth:`proteins.data.StructureDataset.sample_crops`), so the shapes a compiled model

@@ -29,6 +29,7 @@ from torch import Tensor
 from gm.checks import Checks
 from manifolds._math import point_tolerance
 from manifolds.se3 import SE3
+from proteins.inputs import check_atoms, check_mask
 
 __all__ = [
     "IDEAL",
@@ -38,6 +39,7 @@ __all__ = [
     "ideal_frame_atoms",
     "ideal_ncac",
     "backbone_atoms",
+    "with_ideal_oxygens",
     "beta_carbons",
     "backbone_dihedrals",
     "ideal_chain",
@@ -61,32 +63,6 @@ class IDEAL:
     C_N_CA_CB = math.radians(-122.6)
     #: consecutive CA-CA distance with a trans peptide (omega = pi) and the bonds above
     CA_CA = 3.80
-
-
-def _check_atoms(atoms: Tensor, name: str, min_atoms: int = 3) -> None:
-    if not isinstance(atoms, Tensor) or not torch.is_floating_point(atoms):
-        raise ValueError(
-            f"{name} must be a floating-point tensor, got "
-            f"{type(atoms).__name__ if not isinstance(atoms, Tensor) else atoms.dtype}"
-        )
-    if atoms.dim() < 3 or atoms.shape[-1] != 3 or atoms.shape[-2] < min_atoms:
-        raise ValueError(
-            f"{name} must have shape (..., L, A, 3) with A >= {min_atoms} atoms per residue "
-            f"(N, CA, C[, O]), got {tuple(atoms.shape)}"
-        )
-
-
-def _check_mask(mask: Tensor | None, shape: tuple[int, ...], name: str = "mask") -> Tensor | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(
-            f"{name} must be a bool tensor of shape {shape}, got "
-            f"{type(mask).__name__ if not isinstance(mask, Tensor) else mask.dtype}"
-        )
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} (one entry per residue), got {tuple(mask.shape)}")
-    return mask
 
 
 def dihedral(p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor) -> Tensor:
@@ -134,8 +110,8 @@ def frames_from_backbone(
         ValueError: naming ``atoms`` or ``mask``, for wrong shapes or dtypes, non-finite N/CA/C of
             real residues, and degenerate residues (with the first one's index).
     """
-    _check_atoms(atoms, "atoms")
-    mask = _check_mask(mask, atoms.shape[:-2])
+    check_atoms(atoms)
+    mask = None if mask is None else check_mask(mask, atoms.shape[:-2])
     n, ca, c = atoms[..., 0, :], atoms[..., 1, :], atoms[..., 2, :]
     u1, u2 = c - ca, n - ca
     len1 = torch.linalg.vector_norm(u1, dim=-1, keepdim=True)
@@ -249,7 +225,7 @@ def backbone_atoms(
             f"frames must be a floating-point tensor of shape (..., L, 4, 4), got "
             f"{tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__}"
         )
-    mask = _check_mask(mask, frames.shape[:-2])
+    mask = None if mask is None else check_mask(mask, frames.shape[:-2])
     if validate:
         _check_rigid(frames, mask)
     n, ca, c = ideal_ncac(frames).unbind(-2)
@@ -282,10 +258,27 @@ def backbone_atoms(
     return atoms
 
 
+def with_ideal_oxygens(atoms: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Backbone atoms ``(..., L, 4, 3)`` whose missing carbonyl O (NaN, as structure files without
+    O atoms are read) is replaced by the ideal O of :func:`backbone_atoms` from the residue's
+    frames; present atoms are kept as they are. Secondary-structure tools (DSSP) need every O.
+
+    Args:
+        atoms: N, CA, C, O in Angstrom; N, CA and C must be present for the residues of ``mask``.
+        mask: bool ``(..., L)``, the real residues (default all).
+    """
+    check_atoms(atoms, min_atoms=4)
+    mask = torch.ones(atoms.shape[:-2], dtype=torch.bool, device=atoms.device) if mask is None else mask
+    missing = torch.isnan(atoms[..., 3, :]).any(-1) & mask
+    ideal = backbone_atoms(frames_from_backbone(atoms, mask), mask)
+    oxygen = torch.where(missing[..., None], ideal[..., 3, :], atoms[..., 3, :])
+    return torch.cat([atoms[..., :3, :], oxygen[..., None, :]], dim=-2)
+
+
 def beta_carbons(atoms: Tensor) -> Tensor:
     """Ideal CB ``(..., L, 3)`` of L-amino acids from N, CA, C (``(..., L, A >= 3, 3)``), e.g. for
     glycine-free visualisation or CB-distance features."""
-    _check_atoms(atoms, "atoms")
+    check_atoms(atoms)
     n, ca, c = atoms[..., 0, :], atoms[..., 1, :], atoms[..., 2, :]
     return place_atom(c, n, ca, IDEAL.CA_CB, IDEAL.N_CA_CB, IDEAL.C_N_CA_CB)
 
@@ -296,8 +289,8 @@ def backbone_dihedrals(atoms: Tensor, mask: Tensor | None = None) -> tuple[Tenso
     phi is NaN at the first residue (and wherever the previous residue is masked out); psi and
     omega are NaN at the last residue (and wherever the next one is masked out).
     """
-    _check_atoms(atoms, "atoms")
-    mask = _check_mask(mask, atoms.shape[:-2])
+    check_atoms(atoms)
+    mask = None if mask is None else check_mask(mask, atoms.shape[:-2])
     n, ca, c = atoms[..., 0, :], atoms[..., 1, :], atoms[..., 2, :]
     nan = torch.full(atoms.shape[:-3] + (1,), math.nan, dtype=atoms.dtype, device=atoms.device)
     phi = torch.cat([nan, dihedral(c[..., :-1, :], n[..., 1:, :], ca[..., 1:, :], c[..., 1:, :])], dim=-1)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from proteins._metric_inputs import _ca, _prepare
+from proteins.inputs import ca_coordinates, structure_batch
 
 __all__ = [
     "ca_bond_lengths",
@@ -42,7 +42,7 @@ def ca_bond_lengths(atoms: Tensor, mask: Tensor | None = None) -> tuple[Tensor, 
         ``(distances, valid)``: ``(B, L - 1)`` distances |CA_{i+1} - CA_i| (Angstrom) and the
         bool mask of pairs whose residues are both real. ``distances[valid]`` flattens them.
     """
-    ca, mask = _ca(atoms, mask)
+    ca, mask = ca_coordinates(atoms, mask)
     dist = torch.linalg.vector_norm(ca[:, 1:] - ca[:, :-1], dim=-1)
     return dist, mask[:, 1:] & mask[:, :-1]
 
@@ -92,7 +92,7 @@ def clash_counts(
     """
     if not isinstance(min_separation, int) or min_separation < 1:
         raise ValueError(f"min_separation must be an int >= 1, got {min_separation!r}")
-    ca, mask = _ca(atoms, mask)
+    ca, mask = ca_coordinates(atoms, mask)
     length = ca.shape[1]
     index = torch.arange(length, device=ca.device)
     eligible = (index[None, :] - index[:, None]) >= min_separation  # upper triangle, i < j
@@ -134,7 +134,7 @@ def radius_of_gyration(atoms: Tensor, mask: Tensor | None = None) -> Tensor:
     Returns:
         ``(B,)`` tensor (Angstrom) in atoms' dtype; NaN for a structure without real residues.
     """
-    ca, mask = _ca(atoms, mask)
+    ca, mask = ca_coordinates(atoms, mask)
     weight = mask.to(ca.dtype)[..., None]
     n = weight.sum(1)
     centre = (ca * weight).sum(1) / n
@@ -161,7 +161,7 @@ def phi_psi(atoms: Tensor, mask: Tensor | None = None) -> Tensor:
     """
     from proteins.frames import backbone_dihedrals
 
-    atoms, mask = _prepare(atoms, mask, "atoms", "mask", 3, slice(0, 3))
+    atoms, mask = structure_batch(atoms, mask, min_atoms=3, finite_atoms=slice(0, 3))
     clean = torch.where(mask[..., None, None], atoms[:, :, :3], torch.zeros_like(atoms[:, :, :3]))
     phi, psi, _ = backbone_dihedrals(clean, mask)
     keep = torch.isfinite(phi) & torch.isfinite(psi)
@@ -254,7 +254,7 @@ def ramachandran_js(phi_psi_a: Tensor | np.ndarray, phi_psi_b: Tensor | np.ndarr
 def _separation_distances(atoms: Tensor, mask: Tensor | None, k: int, name: str, mask_name: str) -> Tensor:
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
-    ca, mask = _ca(atoms, mask, name, mask_name)
+    ca, mask = ca_coordinates(atoms, mask, name, mask_name)
     if k >= ca.shape[1]:
         return ca.new_zeros(0)
     dist = torch.linalg.vector_norm(ca[:, k:] - ca[:, :-k], dim=-1)

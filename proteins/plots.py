@@ -18,7 +18,7 @@ are created) and returns it as a :class:`pathlib.Path`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +75,13 @@ def plot_ramachandran_pair(
     labels: tuple[str, str] = ("samples", "real"),
     title: str | None = None,
     dpi: int = 150,
+    log_density: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    model_angle_start: float = 0.0,
+    grid_size: int = 60,
 ) -> Path:
-    """Side-by-side 2-D (phi, psi) histograms in degrees, on a shared logarithmic colour scale.
+    """Side-by-side 2-D (phi, psi) histograms in degrees, on a shared logarithmic colour scale,
+    and optionally a third panel with a model's log-density on a ``grid_size`` x ``grid_size``
+    grid of cell centres.
 
     Args:
         samples, real: ``(n, 2)`` (phi, psi) in radians, e.g. from
@@ -87,7 +92,12 @@ def plot_ramachandran_pair(
             benchmark's setting, :func:`proteins.metrics.ramachandran_js`).
         labels: panel titles.
         title: figure title (the JS divergence is appended).
+        log_density: ``(k, 2)`` angles (float64, radians) -> ``(k,)`` log-densities, e.g. the
+            exact likelihood of a flow on :class:`manifolds.FlatTorus`; the grid points are
+            wrapped into the model's range ``[model_angle_start, model_angle_start + 2 pi)``.
     """
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be >= 2, got {grid_size}")
     hists = [ramachandran_histogram(a, bins) for a in (samples, real)]
     counts = [len(_numpy(a, "angles")) for a in (samples, real)]
     js = ramachandran_js(samples, real, js_bins) if min(counts) > 0 else math.nan
@@ -95,8 +105,10 @@ def plot_ramachandran_pair(
     low = min(float(p.min()) for p in positive) if positive else 1e-6
     high = max(float(p.max()) for p in positive) if positive else 1.0
     norm = LogNorm(vmin=low, vmax=max(high, low * 1.0001))
-    figure = Figure(figsize=(10.5, 4.6))
-    axes = figure.subplots(1, 2, sharey=True)
+    panels = 2 if log_density is None else 3
+    figure = Figure(figsize=(10.5 if panels == 2 else 15.0, 4.6))
+    all_axes = figure.subplots(1, panels, sharey=True)
+    axes = all_axes[:2]
     edges = np.linspace(-180.0, 180.0, bins + 1)
     mesh = None
     for ax, hist, label, n in zip(axes, hists, labels, counts):
@@ -112,6 +124,20 @@ def plot_ramachandran_pair(
     axes[0].set_ylabel(r"$\psi$ (deg)")
     assert mesh is not None  # two panels were drawn
     figure.colorbar(mesh, ax=list(axes), label="fraction of residues", shrink=0.9)
+    if log_density is not None:
+        from rfm.geospatial_plots import evaluate_log_density, log_density_mesh
+
+        grid_edges = np.linspace(-math.pi, math.pi, grid_size + 1)
+        centres = 0.5 * (grid_edges[:-1] + grid_edges[1:])
+        phi, psi = np.meshgrid(centres, centres, indexing="xy")  # rows: psi, columns: phi
+        grid = np.stack((phi, psi), axis=-1).reshape(-1, 2)
+        wrapped = np.mod(grid - model_angle_start, 2 * math.pi) + model_angle_start
+        values = evaluate_log_density(log_density, torch.from_numpy(wrapped)).reshape(phi.shape)
+        density_axes = all_axes[2]
+        log_density_mesh(figure, density_axes, np.degrees(grid_edges), np.degrees(grid_edges), values, shrink=0.9)
+        density_axes.set_title("model log-density")
+        density_axes.set_xlabel(r"$\phi$ (deg)")
+        density_axes.set_aspect("equal")
     figure.suptitle(
         f"{title + ': ' if title else ''}Jensen-Shannon divergence {js:.3f} nats ({js_bins}x{js_bins} cells)"
     )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from proteins._metric_inputs import _prepare
+from proteins.inputs import structure_batch
 
 __all__ = ["SS_PAD", "SS_COIL", "SS_HELIX", "SS_STRAND", "SS_NAMES", "secondary_structure", "ss_fractions"]
 
@@ -64,7 +64,7 @@ def secondary_structure(atoms: Tensor, mask: Tensor | None = None) -> Tensor:
         ValueError: naming ``atoms`` or ``mask`` for wrong shapes or dtypes and for non-finite
             coordinates of real residues.
     """
-    atoms, mask = _prepare(atoms, mask, "atoms", "mask", 3, slice(0, 4))
+    atoms, mask = structure_batch(atoms, mask, min_atoms=3, finite_atoms=slice(0, 4))
     if atoms.shape[2] == 3:
         from proteins.frames import backbone_atoms, frames_from_backbone
 

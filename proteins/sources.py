@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gm.files import atomic_path
-from gm.training import is_interactive
+from gm.train import is_interactive
 
 __all__ = [
     "STRUCTURE_FILE_PATTERN",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.paths import data_dir
+from gm.paths import data_dir
 
 THESEUS = data_dir() / "proteins" / "theseus"
 needs_theseus = pytest.mark.skipif(not THESEUS.is_dir(), reason="needs proteins/theseus (set RDFM_DATA_DIR)")

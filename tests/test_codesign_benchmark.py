@@ -20,7 +20,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.spatial.transform import Rotation
 from scipy.stats import special_ortho_group
 
-from benchmarks.paths import data_dir
+from gm.paths import data_dir
 
 THESEUS = data_dir() / "proteins" / "theseus"
 needs_theseus = pytest.mark.skipif(not THESEUS.is_dir(), reason="needs proteins/theseus (set RDFM_DATA_DIR)")
@@ -242,7 +242,7 @@ def _tiny_dataset(sequences: list[str], seed: int = 0):
 def test_propensity_log_odds_of_hand_counted_helix_and_strand_residues():
     """log P(type | helix) / P(type | strand) from counts done by hand, pseudo-count 1 and 0.5;
     coil, unknown and padded residues do not count."""
-    from benchmarks.codesign import propensity_log_odds
+    from proteins.design_evaluation import propensity_log_odds
 
     # A A C | X(unknown, helix) | G(coil) | D E (strand) | A (strand, padding)
     residues = torch.tensor([[0, 0, 1, -1, 5, 2, 3, 0]])
@@ -285,7 +285,7 @@ def test_js_divergence_matches_scipy_in_nats():
 
 def test_recovery_counts_known_real_residues_only():
     """Hand-counted matches over real residues of known type, per protein."""
-    from benchmarks.codesign import _recovery
+    from proteins.design_evaluation import sequence_recovery as _recovery
 
     native = torch.tensor([[0, 1, 2, -1, 4, 0], [3, 3, -1, 7, 0, 0], [-1, -1, 0, 0, 0, 0]])
     designed = torch.tensor([[0, 1, 5, -1, 4, 0], [3, 9, 2, 7, 0, 0], [1, 2, 0, 0, 0, 0]])
@@ -300,7 +300,7 @@ def test_structure_features_against_the_dihedrals_dssp_and_cb_counts_of_ideal_ch
     """Ideal chains built from known phi / psi (trans omega): the window's sin/cos are those
     angles (0 where undefined or beyond the chain), an ideal helix is DSSP helix inside, and the
     neighbour counts are numpy counts of CB pairs; padding is zero and changes nothing."""
-    from benchmarks.codesign import structure_features
+    from proteins.design_evaluation import structure_features
     from proteins.frames import backbone_dihedrals, beta_carbons, ideal_chain
 
     g = torch.Generator().manual_seed(3)
@@ -365,7 +365,7 @@ def test_structure_features_against_the_dihedrals_dssp_and_cb_counts_of_ideal_ch
 
 def test_residue_frequencies_are_letter_counts():
     """Frequencies of the standard letters of every chain (X not counted), float64, sum 1."""
-    from benchmarks.codesign import residue_frequencies
+    from proteins.design_evaluation import residue_frequencies
 
     sequences = ["AAACDXW", "WWYYAX", "GHIKLMNPQRSTV" * 2]
     data = _tiny_dataset(sequences)
@@ -382,7 +382,7 @@ def test_residue_frequencies_are_letter_counts():
 def test_held_out_crops_take_every_chain_once_when_fewer_exist_sorted_by_length():
     """Asked for more chains than there are: all of them, each a window of its chain (found by
     its CA coordinates), residues that window's letters, padding -1 / zero / masked."""
-    from benchmarks.codesign import held_out_crops
+    from proteins.design_evaluation import held_out_crops
 
     sequences = ["ACDEFGHIKLMNPQRSTVWYACDEFGHIKLMNPQRSTVWY", "MKV", "WYWYXWYWYWYWYWYWYWYWYWYW"]
     data = _tiny_dataset(sequences, seed=1)

@@ -8,8 +8,9 @@ lines that fail with the wrong message.
   min: two and a half minutes for the five defaults), announces its evaluation phases, and the
   snapshots' clock starts with the trainer's (its set-up is not training time);
 - quick runs use one thread unless ``--threads`` says otherwise;
-- ``codesign --generate --length -5`` says the length must be positive; ``codesign --design``
-  takes ``--seed``; ``text sample --template`` without holes names the ``--hole`` character.
+- ``codesign --design / --fold / --generate`` point to the user commands (``rdfm design`` ...,
+  tested in tests/test_protein_commands.py); ``text sample --template`` without holes names the
+  ``--hole`` character.
 
 Timing is never asserted: the tests check the settings a quick run picks and what it prints."""
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import json
 import types
-from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ import torch
 
 from benchmarks import codesign, text
 from benchmarks.__main__ import main as benchmarks_main
-from benchmarks.cli import CommandLineError
 from benchmarks.text_data import Corpus
+from gm.cli import CommandLineError
+from proteins import training
 
 
 def _ideal_dataset(n_chains: int, length: int = 30, seed: int = 0):
@@ -71,19 +71,21 @@ def test_codesign_quick_trains_the_baseline_on_a_small_subset_for_few_epochs():
     assert full.baseline_chains == 0 and full.baseline_epochs == 30
     assert 0 < quick.baseline_chains <= 64 and quick.baseline_epochs <= 5
     # evaluation-only settings: a checkpoint resumes across them
-    assert {"baseline_chains", "baseline_epochs"} <= set(codesign._EVALUATION_ONLY)
+    assert {"baseline_chains", "baseline_epochs"} <= training.EVALUATION_FIELDS
 
 
 def test_feature_classifier_uses_a_random_subset_of_chains_and_reports_progress(monkeypatch, capsys):
     train, val = _ideal_dataset(12), _ideal_dataset(3, seed=1)
     seen = []
-    table = codesign._residue_table
+    from proteins import design_evaluation
+
+    table = design_evaluation.structure_feature_table
 
     def recording_table(dataset, max_length, chains=None):
         seen.append((dataset, chains))
         return table(dataset, max_length, chains)
 
-    monkeypatch.setattr(codesign, "_residue_table", recording_table)
+    monkeypatch.setattr(design_evaluation, "structure_feature_table", recording_table)
     mlp = codesign.train_feature_classifier(train, val, seed=3, max_length=48, epochs=2, chains=4, progress=True)
     assert isinstance(mlp, torch.nn.Module)
     (train_seen, subset), (val_seen, val_chains) = seen
@@ -198,10 +200,12 @@ def test_text_quick_shares_one_budget_among_the_models_and_announces_evaluation(
 
 
 def test_text_snapshot_marks_count_from_the_first_training_step(tmp_path, monkeypatch):
+    from gm.train import snapshots as snapshots_module
+
     clock = [100.0]
-    monkeypatch.setattr(text, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(snapshots_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     model = torch.nn.Linear(2, 2)
-    snaps = text.Snapshots(tmp_path / "s.pt", [0.01], prior_s=0.0)  # a mark at 0.6 s
+    snaps = snapshots_module.BudgetSnapshots(tmp_path / "s.pt", [0.01], prior_s=0.0)  # a mark at 0.6 s
     clock[0] = 105.0  # 5 s of set-up (optimiser, checkpoint) before the first step
     snaps.begin()
     clock[0] = 105.5
@@ -219,12 +223,12 @@ def test_quick_runs_use_one_thread_unless_told(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     # each command stops (at a check made after the threads are set) before any work
-    with pytest.raises(CommandLineError, match="--seed is the sampling seed"):
-        codesign.main(["--quick", "--seed", "1", "--out", str(tmp_path)])
-    with pytest.raises(CommandLineError, match="--seed is the sampling seed"):
-        codesign.main(["--quick", "--seed", "1", "--threads", "2", "--out", str(tmp_path)])
-    with pytest.raises(CommandLineError, match="--seed is the sampling seed"):
-        codesign.main(["--seed", "1", "--out", str(tmp_path)])  # not quick: torch's default
+    with pytest.raises(CommandLineError, match="moved to the user command"):
+        codesign.main(["--quick", "--generate", "--out", str(tmp_path)])
+    with pytest.raises(CommandLineError, match="moved to the user command"):
+        codesign.main(["--quick", "--generate", "--threads", "2", "--out", str(tmp_path)])
+    with pytest.raises(CommandLineError, match="moved to the user command"):
+        codesign.main(["--generate", "--out", str(tmp_path)])  # not quick: torch's default
     tiny = "a b\n" * 30
     monkeypatch.setattr(text, "load_kjv", lambda: Corpus(train=tiny, val="ab\n", test="ab\n", chars="\n ab"))
     for extra in ([], ["--threads", "2"]):
@@ -247,62 +251,13 @@ def test_text_encode_is_the_character_table_lookup():
 # 8. command-line errors and options
 
 
-def test_codesign_generate_with_a_negative_length_says_it_must_be_positive(tmp_path, capsys):
-    for length in ("-5", "0"):
-        code = benchmarks_main(["codesign", "--generate", "--length", length, "--out", str(tmp_path)])
+def test_codesign_benchmark_points_its_old_sampling_options_to_the_user_commands(tmp_path, capsys):
+    # design / fold / generate are user commands now (tests/test_protein_commands.py)
+    for option, value in (("--design", "x.pdb"), ("--fold", "MKV"), ("--generate", None)):
+        argv = ["codesign", option, *([value] if value else []), "--out", str(tmp_path)]
+        assert benchmarks_main(argv) == 2
         err = capsys.readouterr().err
-        assert code == 2 and err == f"error: --length must be a positive number of residues, got {length}\n"
-    assert benchmarks_main(["codesign", "--generate", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "error: --generate needs --length L (residues per protein)\n"
-
-
-def _untrained_checkpoint(out: Path) -> Path:
-    """A checkpoint of this script's format (settings + weights) for a quick-sized network."""
-    torch.manual_seed(0)
-    path = out / "seed0" / "checkpoint.pt"
-    path.parent.mkdir(parents=True)
-    torch.save(
-        {"run_config": asdict(codesign.QUICK), "best_state": codesign.network(codesign.QUICK).state_dict()}, path
-    )
-    return path
-
-
-def test_codesign_design_takes_a_sampling_seed(tmp_path, capsys):
-    pytest.importorskip("gemmi")
-    from proteins.data import THREE_LETTER_CODES
-    from proteins.pdb import write_pdb
-
-    _untrained_checkpoint(tmp_path)
-    chain = _ideal_dataset(1, length=44)
-    pdb = write_pdb(
-        tmp_path / "input.pdb",
-        torch.as_tensor(chain[0].atoms, dtype=torch.float32),
-        residue_names=[THREE_LETTER_CODES["ACDEFGHIKLMNPQRSTVWY".index(a)] for a in chain.sequences[0]],
-    )
-
-    def design(*extra: str) -> list[str]:
-        argv = ["--design", str(pdb), "--out", str(tmp_path), "--samples", "3", "--sample-steps", "4", *extra]
-        assert codesign.main(argv) == 0
-        lines = capsys.readouterr().out.splitlines()
-        return [line.split()[2] for line in lines if line.startswith("sample ")]
-
-    first = design("--seed", "5")
-    assert len(first) == 3 and all(len(s) == 44 for s in first)
-    assert design("--seed", "5") == first  # reproducible; the checkpoint is still seed 0's
-    assert design("--seed", "6") != first
-    assert design() == design("--seed", "0")  # default: the first of --seeds, as before
-    with pytest.raises(CommandLineError, match="--seed must be between 0"):
-        design("--seed", "-1")
-
-
-def test_codesign_fold_says_which_letters_become_unknown(tmp_path, capsys):
-    _untrained_checkpoint(tmp_path)
-    argv = ["--fold", "MKUVLAOB", "--out", str(tmp_path), "--samples", "1", "--sample-steps", "2"]
-    assert codesign.main(argv) == 0
-    err = capsys.readouterr().err
-    assert "--fold: B, O, U are not standard amino acids: folded as unknown (X) residues" in err
-    assert codesign.main([*argv[:1], "MKVLA", *argv[2:]]) == 0
-    assert "not standard" not in capsys.readouterr().err
+        assert err.startswith(f"error: {option} moved to the user command: rdfm {option[2:]} ") and err.count("\n") == 1
 
 
 def test_text_sample_of_a_run_without_snapshots_is_a_one_line_error(tmp_path, capsys):

@@ -483,7 +483,7 @@ def test_backbone_log_likelihood_of_a_contracting_flow_matches_the_closed_form()
 def test_flow_rejects_bad_masks_and_shapes():
     flow = BackboneFlow()
     atoms = ideal_chain(*_random_dihedrals((2, 6), seed=12))
-    with pytest.raises(ValueError, match=r"mask must have shape \(B, N\) = \(2, 6\)"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 6\) \(one entry per residue\)"):
         flow.frames_from_atoms(atoms, torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask has a protein with no real residue"):
         flow.base(torch.zeros(2, 6, dtype=torch.bool))
@@ -494,3 +494,31 @@ def test_flow_rejects_bad_masks_and_shapes():
         flow.loss(lambda *a: x1, x1[..., :3, :], torch.ones(2, 6, dtype=torch.bool))
     with pytest.raises(ValueError, match="steps must be"):
         flow.sample(lambda *a: x1, torch.ones(2, 6, dtype=torch.bool), steps=0)
+
+
+def test_with_ideal_oxygens_fills_only_the_missing_carbonyls():
+    from proteins.frames import backbone_atoms, frames_from_backbone, ideal_chain, with_ideal_oxygens
+
+    g = torch.Generator().manual_seed(0)
+    atoms = ideal_chain(
+        torch.randn(2, 12, generator=g, dtype=torch.float64), torch.randn(2, 12, generator=g, dtype=torch.float64)
+    )
+    atoms[..., 3, :] += 0.05  # real files' O differ from the ideal one
+    missing = torch.zeros(2, 12, dtype=torch.bool)
+    missing[0, 3] = missing[1, 11] = True
+    holed = atoms.clone()
+    holed[..., 3, :] = torch.where(missing[..., None], torch.nan, atoms[..., 3, :])
+    filled = with_ideal_oxygens(holed)
+    ideal = backbone_atoms(frames_from_backbone(holed))
+    assert filled.shape == atoms.shape and torch.isfinite(filled).all()
+    assert torch.equal(filled[..., :3, :], atoms[..., :3, :])
+    assert torch.equal(filled[~missing], atoms[~missing])  # present O kept exactly
+    assert torch.allclose(filled[missing][:, 3], ideal[missing][:, 3])
+    # the ideal O sits 1.23 A from its C (the oracle: the bond length of the ideal geometry)
+    assert torch.allclose(
+        (filled[missing][:, 3] - filled[missing][:, 2]).norm(dim=-1),
+        torch.tensor(1.231, dtype=torch.float64),
+        atol=1e-3,
+    )
+    with pytest.raises(ValueError, match="atoms"):
+        with_ideal_oxygens(atoms[..., :3, :])

@@ -345,3 +345,25 @@ def test_benchmark_plots_write_pngs(tmp_path):
     assert plots.fit_rg_prefactor(lengths, 2.2 * lengths**0.4) == pytest.approx(2.2)
     with pytest.raises(ValueError, match="rows"):
         plots.plot_ss_composition({"model": {"helix": 0.5}}, tmp_path / "bad.png")
+
+
+def test_ramachandran_pair_draws_a_log_density_on_the_model_range(tmp_path):
+    from proteins import plots
+
+    g = torch.Generator().manual_seed(0)
+    angles = (torch.rand(200, 2, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
+    seen = []
+
+    def log_density(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return torch.full((len(x),), -math.log(4 * math.pi**2), dtype=x.dtype)  # uniform on the torus
+
+    path = plots.plot_ramachandran_pair(angles, angles, tmp_path / "r.png", log_density=log_density, grid_size=8)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    grid = torch.cat(seen)
+    # every cell centre once, wrapped into the model's range [0, 2 pi) (FlatTorus' convention)
+    assert grid.shape == (64, 2) and grid.min() >= 0 and grid.max() < 2 * math.pi
+    centres = sorted({round(float(v), 6) for v in grid[:, 0]})
+    assert len(centres) == 8 and centres[0] == pytest.approx(math.pi / 8)
+    with pytest.raises(ValueError, match="grid_size"):
+        plots.plot_ramachandran_pair(angles, angles, tmp_path / "x.png", log_density=log_density, grid_size=1)

@@ -1,0 +1,369 @@
+"""Training and loading the structure models: the backbone generator (:class:`BackboneFlow` with
+:class:`BackboneNetwork`) and the sequence co-design model (:class:`CodesignFlow` with
+:class:`CodesignNetwork`), on a structure dataset split by sequence cluster.
+
+One recipe for both, used by ``rdfm backbones train``, ``rdfm codesign train`` and the
+benchmarks: random crops of ``min_crop..max_crop`` residues (optionally padded to a few bucket
+lengths, for compiled steps), the shared trainer :func:`gm.train.train` (EMA, resumable atomic
+checkpoints, metrics file and loss plot), and model selection on a validation loss at fixed crops,
+times and noise (deterministic, so that two validations differ only by the weights).
+
+A checkpoint records the run's settings (``run_config``: every field of the config but those
+that only change an evaluation), so :func:`load_backbone_model` / :func:`load_codesign_model`
+rebuild the network it was trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gm.schedulers import ExponentialRateScheduler
+from gm.train import TrainConfig, TrainResult, load_trained_weights, train
+from proteins.codesign import CodesignFlow
+from proteins.data import StructureDataset, bucket_edges
+from proteins.flow import BackboneFlow
+from proteins.network import BackboneNetwork, CodesignNetwork
+
+#: How a dataset may be split: whole sequence clusters (50% identity) per split, or chains at random.
+SPLITS = ("cluster", "chain")
+
+
+@dataclass
+class StructureModelConfig:
+    """What the backbone and the co-design model share: the IPA trunk's sizes, the crops and the
+    optimisation, model selection and sampling."""
+
+    node_dim: int = 96
+    pair_dim: int = 48
+    blocks: int = 4
+    heads: int = 8
+    head_dim: int = 12
+    batch: int = 4
+    min_crop: int = 64
+    max_crop: int = 128
+    lr: float = 5e-4
+    ema_decay: float = 0.999
+    warmup_steps: int = 200
+    eval_every_minutes: float = 5.0
+    val_crops: int = 24  # validation crops (fixed) for model selection
+    sample_steps: int = 100
+    rotation_rate: float = 10.0  # exponential rate of the rotation schedule (FrameFlow / FoldFlow)
+
+
+@dataclass
+class BackboneConfig(StructureModelConfig):
+    """The backbone model, its training and its sampling (defaults: the benchmark's CPU model)."""
+
+    samples_per_length: int = 24  # generated backbones per evaluation length
+
+
+@dataclass
+class CodesignConfig(StructureModelConfig):
+    """The co-design model (structure and sequence), its training and evaluation."""
+
+    sequence_weight: float = 1.0
+    inverse_folding_prob: float = 0.25
+    folding_prob: float = 0.25
+    eval_chains: int = 32  # held-out chains evaluated
+    eval_max_length: int = 128  # their crops' length cap
+    elbo_draws: int = 4  # time draws per chain for the inverse-folding ELBO
+    eval_batch: int = 8  # proteins per sampling batch
+    # The feature-MLP inverse-folding baseline: trained on a random subset of this many training
+    # chains (0: all of them) for this many epochs.
+    baseline_chains: int = 0
+    baseline_epochs: int = 30
+
+
+#: Config fields that only say how a model is evaluated or sampled: a checkpoint resumes, and
+#: loads, whatever their values.
+EVALUATION_FIELDS = frozenset(
+    {
+        "eval_every_minutes",
+        "samples_per_length",
+        "sample_steps",
+        "rotation_rate",
+        "eval_chains",
+        "eval_max_length",
+        "elbo_draws",
+        "eval_batch",
+        "baseline_chains",
+        "baseline_epochs",
+    }
+)
+
+
+def run_settings(config: StructureModelConfig, **extra: Any) -> dict[str, Any]:
+    """The settings a checkpoint of ``config``'s run records and a resume must match: every field
+    but :data:`EVALUATION_FIELDS`, plus ``extra`` (e.g. the dataset and split)."""
+    return {**{k: v for k, v in asdict(config).items() if k not in EVALUATION_FIELDS}, **extra}
+
+
+def backbone_network(config: StructureModelConfig) -> BackboneNetwork:
+    """The IPA frame network of ``config``'s sizes."""
+    return BackboneNetwork(
+        node_dim=config.node_dim,
+        pair_dim=config.pair_dim,
+        blocks=config.blocks,
+        heads=config.heads,
+        head_dim=config.head_dim,
+    )
+
+
+def codesign_network(config: CodesignConfig) -> CodesignNetwork:
+    """The co-design network (IPA trunk with sequence input and residue-type head) of ``config``'s sizes."""
+    return CodesignNetwork(
+        node_dim=config.node_dim,
+        pair_dim=config.pair_dim,
+        blocks=config.blocks,
+        heads=config.heads,
+        head_dim=config.head_dim,
+    )
+
+
+def backbone_flow(config: StructureModelConfig) -> BackboneFlow:
+    """SE(3)^N flow matching with the exponential rotation schedule of rate ``config.rotation_rate``."""
+    return BackboneFlow(rotation_scheduler=ExponentialRateScheduler(config.rotation_rate))
+
+
+def codesign_flow(config: CodesignConfig) -> CodesignFlow:
+    """The joint structure and sequence flow of ``config`` (weights and task probabilities)."""
+    return CodesignFlow(
+        backbone_flow(config),
+        sequence_weight=config.sequence_weight,
+        inverse_folding_prob=config.inverse_folding_prob,
+        folding_prob=config.folding_prob,
+    )
+
+
+def load_splits(
+    dataset: str | Path, seed: int, split: str = "cluster"
+) -> tuple[StructureDataset, StructureDataset, StructureDataset]:
+    """The train / validation / test split of the structure dataset ``dataset`` (an ``.npz`` of
+    :func:`proteins.data.build_structure_dataset`, e.g. from ``rdfm dataset build``) by the
+    seed: whole sequence clusters per split (``"cluster"``), or chains at random (``"chain"``:
+    for a single protein family; similar sequences then land in train and test).
+
+    Raises:
+        FileNotFoundError: if ``dataset`` is not a file.
+        ValueError: if it is not a structure dataset or cannot be split so (a cluster split needs
+            at least 3 clusters; the message says what to do).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(dataset)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such structure dataset; build one with rdfm dataset build DIR -o FILE")
+    data = StructureDataset.load(path)
+    clusters = len(torch.unique(data.clusters))
+    if split == "cluster" and clusters < 3:
+        raise ValueError(
+            f"{path}: split needs at least 3 sequence clusters (train, validation and test each get whole "
+            f"clusters of >= 50% identity), this dataset has {clusters}: build it from more protein families, "
+            "or split by chain (--split chain) to split the chains of a single family at random (similar "
+            "sequences then land in train and test)"
+        )
+    try:
+        return data.split(seed=seed, by=split)
+    except ValueError as error:  # e.g. fewer than 3 chains
+        raise ValueError(f"{path}: {error}") from None
+
+
+def check_buckets(buckets: tuple[int, ...] | list[int] | None, config: StructureModelConfig) -> tuple[int, ...] | None:
+    """Crop bucket lengths checked against the config's crop range (:func:`proteins.data.bucket_edges`)."""
+    if buckets is None:
+        return None
+    bucket_edges(tuple(buckets), config.min_crop, config.max_crop)
+    return tuple(buckets)
+
+
+def _validation_times(count: int, device: torch.device | str) -> torch.Tensor:
+    """``count`` evenly spread times in (0, 1): the same for every validation of a run."""
+    return (torch.arange(count, dtype=torch.float32, device=device) + 0.5) / count
+
+
+def backbone_validation_loss(
+    flow: BackboneFlow, val: StructureDataset, config: StructureModelConfig, device: torch.device | str
+) -> Callable[[torch.nn.Module], float]:
+    """``val_fn(model)``: the loss on fixed validation crops at fixed, evenly spread times,
+    without self-conditioning (deterministic given the seeds)."""
+    g = torch.Generator().manual_seed(12345)
+    atoms, mask = val.sample_crops(config.val_crops, g, min_length=config.min_crop, max_length=config.max_crop)
+    atoms, mask = atoms.to(device), mask.to(device)
+    x1 = flow.frames_from_atoms(atoms, mask)
+    t = _validation_times(config.val_crops, device)
+
+    def val_fn(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            noise = torch.Generator(device=device).manual_seed(6789)
+            return float(flow.loss(model, x1, mask, t=t, self_condition=False, generator=noise).total)
+
+    return val_fn
+
+
+def codesign_validation_loss(
+    flow: CodesignFlow, val: StructureDataset, config: CodesignConfig, device: torch.device | str
+) -> Callable[[torch.nn.Module], float]:
+    """``val_fn(model)``: the joint loss on fixed validation crops at fixed, evenly spread times
+    (structure and sequence times in opposite orders, neither given), no self-conditioning."""
+    g = torch.Generator().manual_seed(12345)
+    atoms, residues, mask = val.sample_sequence_crops(
+        config.val_crops, g, min_length=config.min_crop, max_length=config.max_crop
+    )
+    atoms, residues, mask = atoms.to(device), residues.to(device), mask.to(device)
+    x1 = flow.backbone.frames_from_atoms(atoms, mask)
+    t = _validation_times(config.val_crops, device)
+
+    def val_fn(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            noise = torch.Generator(device=device).manual_seed(6789)
+            loss = flow.loss(model, x1, residues, mask, t=(t, t.flip(0)), self_condition=False, generator=noise)
+            return float(loss.total)
+
+    return val_fn
+
+
+def train_structure_model(
+    config: StructureModelConfig,
+    train_set: StructureDataset,
+    val_set: StructureDataset,
+    checkpoint_path: str | Path,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+    buckets: tuple[int, ...] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    **budget: Any,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """Train the backbone model (a :class:`BackboneConfig`) or the co-design model (a
+    :class:`CodesignConfig`) on ``train_set``, selecting the EMA weights of the lowest
+    validation loss on ``val_set``.
+
+    Args:
+        checkpoint_path: the run's checkpoint (resumed if it exists and ``resume``; its metrics
+            file ``.metrics.jsonl`` and loss plot are written beside it).
+        batch_size: proteins per step in this process (default ``config.batch``; under torchrun
+            pass this rank's share, :func:`gm.train.distributed.rank_batch_size`).
+        buckets: pad each batch to one of these lengths (few static shapes for compiled steps).
+        settings: what the checkpoint records and a resume must match (default:
+            :func:`run_settings` of ``config``).
+        budget: :class:`gm.train.TrainConfig` fields of the budget and cadence
+            (``max_minutes``, ``max_steps``, ``eval_every``, ``eval_every_minutes``, ``compile``,
+            ...); ``eval_every_minutes`` defaults to the config's.
+
+    Returns:
+        The model with the selected weights, in eval mode, and the :class:`gm.train.TrainResult`.
+    """
+    buckets = check_buckets(buckets, config)
+    torch.manual_seed(seed)
+    model: torch.nn.Module
+    if isinstance(config, CodesignConfig):
+        cflow = codesign_flow(config)
+        model = codesign_network(config).to(device)
+        objective = cflow.objective
+        val_fn = codesign_validation_loss(cflow, val_set, config, device)
+    else:
+        bflow = backbone_flow(config)
+        model = backbone_network(config).to(device)
+        objective = bflow.objective
+        val_fn = backbone_validation_loss(bflow, val_set, config, device)
+    loss_fn = objective(
+        train_set,
+        batch_size=config.batch if batch_size is None else batch_size,
+        min_length=config.min_crop,
+        max_length=config.max_crop,
+        device=device,
+        buckets=buckets,
+    )
+    budget.setdefault("eval_every_minutes", None if budget.get("eval_every") else config.eval_every_minutes)
+    train_config = TrainConfig(
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        ema_decay=config.ema_decay,
+        seed=seed,
+        progress=progress,
+        checkpoint_every_minutes=2.0,
+        **budget,
+    )
+    result = train(
+        model,
+        loss_fn,
+        train_config,
+        val_fn=val_fn,
+        checkpoint_path=Path(checkpoint_path),
+        run_config=dict(run_settings(config) if settings is None else settings),
+        resume=resume,
+    )
+    model.eval()  # train() loaded the selected weights on every rank
+    return model, result
+
+
+def _config_from(kind: type, run_config: Mapping[str, Any]) -> Any:
+    names = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in run_config.items() if k in names})
+
+
+def load_backbone_model(
+    checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> tuple[BackboneNetwork, BackboneConfig]:
+    """The selected (best validation, EMA) backbone network of a training checkpoint, in eval mode
+    on ``device``, with the config it was trained under.
+
+    Raises:
+        FileNotFoundError: if ``checkpoint`` is not a file.
+        ValueError: if it is not a training checkpoint or holds another network (e.g. a co-design
+            model), naming the file.
+    """
+    weights = load_trained_weights(checkpoint)
+    config = _config_from(BackboneConfig, weights.run_config)
+    model = backbone_network(config)
+    _load(model, weights.state, checkpoint, "backbone network")
+    return model.to(device).eval(), config
+
+
+def load_codesign_model(
+    checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> tuple[CodesignNetwork, CodesignConfig]:
+    """The selected co-design network of a training checkpoint (see :func:`load_backbone_model`)."""
+    weights = load_trained_weights(checkpoint)
+    config = _config_from(CodesignConfig, weights.run_config)
+    model = codesign_network(config)
+    _load(model, weights.state, checkpoint, "co-design network")
+    return model.to(device).eval(), config
+
+
+def _load(model: torch.nn.Module, state: dict, checkpoint: str | Path, what: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # another network's weights
+        raise ValueError(
+            f"{checkpoint} does not hold a {what} of its recorded settings: {str(error).splitlines()[0]}"
+        ) from None
+
+
+__all__ = [
+    "SPLITS",
+    "StructureModelConfig",
+    "BackboneConfig",
+    "CodesignConfig",
+    "EVALUATION_FIELDS",
+    "run_settings",
+    "backbone_network",
+    "codesign_network",
+    "backbone_flow",
+    "codesign_flow",
+    "load_splits",
+    "check_buckets",
+    "backbone_validation_loss",
+    "codesign_validation_loss",
+    "train_structure_model",
+    "load_backbone_model",
+    "load_codesign_model",
+]

@@ -1,0 +1,164 @@
+"""The protein user commands end to end (``rdfm dataset build``, ``backbones train/sample``,
+``codesign train``, ``design``, ``fold``, ``generate``) on PDB files of ideal chains, through
+``gm.cli.main`` as the console script runs them, and their one-line errors (exit code 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_STRUCTURE_RUN as TINY
+from conftest import write_ideal_pdbs as _write_pdbs
+
+from gm.cli import main
+
+pytest.importorskip("gemmi")
+pytest.importorskip("biotite")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A dataset built by ``rdfm dataset build`` and a backbone and a co-design run trained on it."""
+    root = tmp_path_factory.mktemp("protein_commands")
+    pdbs = _write_pdbs(root / "pdbs")
+    data = root / "structures.npz"
+    assert main(["dataset", "build", str(root / "pdbs"), "-o", str(data)]) == 0
+    assert main(["backbones", "train", "--data", str(data), "--out", str(root / "bb"), *TINY]) == 0
+    assert main(["codesign", "train", "--data", str(data), "--out", str(root / "cd"), *TINY]) == 0
+    return {
+        "root": root,
+        "pdbs": pdbs,
+        "data": data,
+        "bb": root / "bb" / "checkpoint.pt",
+        "cd": root / "cd" / "checkpoint.pt",
+    }
+
+
+def _one_line_error(capsys, code: int) -> str:
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_help_lists_the_protein_commands(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("dataset", "backbones", "codesign", "design", "fold", "generate"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["backbones", "sample", "--help"])
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_dataset_build_writes_a_clustered_dataset(runs, capsys):
+    from proteins.data import StructureDataset
+
+    data = StructureDataset.load(runs["data"])
+    assert len(data) == 8 and len(torch.unique(data.clusters)) == 8
+    assert main(["dataset", "build", str(runs["pdbs"][0]), "-o", str(runs["root"] / "x.npz")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_training_writes_a_checkpoint_metrics_and_resumes(runs, capsys):
+    from gm.train import load_trained_weights
+
+    weights = load_trained_weights(runs["bb"])
+    assert weights.steps == 2 and weights.run_config["node_dim"] == 16 and weights.run_config["split"] == "cluster"
+    assert (runs["root"] / "bb" / "checkpoint.metrics.jsonl").is_file()
+    # the same command again resumes: a larger budget continues from step 2
+    argv = ["backbones", "train", "--data", str(runs["data"]), "--out", str(runs["root"] / "bb"), *TINY]
+    assert main([*argv, "--steps", "3"]) == 0
+    assert load_trained_weights(runs["bb"]).steps == 3
+    assert "3 steps" in capsys.readouterr().out
+    # other settings are refused with the differences listed (exit 2)
+    assert main([*argv, "--steps", "4", "--node-dim", "24"]) == 2
+    assert "node_dim" in capsys.readouterr().err
+
+
+def test_backbones_sample_writes_pdbs_of_each_length_reproducibly(runs, tmp_path, capsys):
+    from proteins.structures import read_backbone_chains
+
+    argv = ["backbones", "sample", "--checkpoint", str(runs["bb"]), "--lengths", "12", "15", "--n", "2"]
+    assert main([*argv, "--steps", "3", "--out", str(tmp_path / "a")]) == 0
+    files = sorted(p.name for p in (tmp_path / "a").glob("*.pdb"))
+    assert files == ["length12_000.pdb", "length12_001.pdb", "length15_000.pdb", "length15_001.pdb"]
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    chains = read_backbone_chains(
+        tmp_path / "a" / "length15_001.pdb", min_length=1, max_ca_gap=1e9
+    )  # untrained: long gaps
+    assert len(chains) == 1 and len(chains[0].sequence) == 15
+    assert main([*argv, "--steps", "3", "--out", str(tmp_path / "b")]) == 0
+    for name in files:
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    assert main([*argv, "--steps", "3", "--seed", "1", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / files[0]).read_text() != (tmp_path / "a" / files[0]).read_text()
+
+
+def test_design_writes_sequences_onto_the_input_backbone(runs, tmp_path, capsys):
+    pdb = runs["pdbs"][0]
+    argv = ["design", str(pdb), "--checkpoint", str(runs["cd"]), "--n", "3", "--steps", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "native" in out and out.count("recovery") == 3
+    lines = (tmp_path / "chain0_A.fasta").read_text().splitlines()
+    assert [line.split()[0] for line in lines[::2]] == [">chain0_A_000", ">chain0_A_001", ">chain0_A_002"]
+    sequences = lines[1::2]
+    assert all(len(s) == 44 and s.isalpha() for s in sequences)
+    # the designed PDB keeps the input's own CA coordinates and carries the designed residues
+    from proteins.structures import read_backbone_chains
+
+    native = read_backbone_chains(pdb)[0]
+    designed = read_backbone_chains(tmp_path / "chain0_A_000.pdb")[0]
+    assert torch.allclose(torch.as_tensor(designed.atoms[:, 1]), torch.as_tensor(native.atoms[:, 1]), atol=1e-3)
+    assert designed.sequence == sequences[0]
+
+
+def test_fold_takes_a_sequence_or_a_fasta_file_and_names_nonstandard_letters(runs, tmp_path, capsys):
+    common = ["--checkpoint", str(runs["cd"]), "--n", "1", "--steps", "2", "--out", str(tmp_path)]
+    assert main(["fold", "MKUVLAOBKLLA", *common]) == 0
+    captured = capsys.readouterr()
+    assert "B, O, U are not standard amino acids: folded as unknown (X) residues" in captured.err
+    assert (tmp_path / "len12_000.pdb").is_file()
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">first protein\nMKVLA\nAGGK\n>second\nMKTAYIAKQR\n")
+    assert main(["fold", str(fasta), *common]) == 0
+    assert (tmp_path / "first_000.pdb").is_file() and (tmp_path / "second_000.pdb").is_file()
+    assert "not standard" not in capsys.readouterr().err
+
+
+def test_generate_writes_proteins_of_each_length(runs, tmp_path, capsys):
+    argv = ["generate", "--length", "10", "14", "--n", "2", "--checkpoint", str(runs["cd"]), "--steps", "2"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.pdb")) == [
+        "len10_000.pdb",
+        "len10_001.pdb",
+        "len14_000.pdb",
+        "len14_001.pdb",
+    ]
+    assert (tmp_path / "len14.fasta").read_text().count(">") == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--length", "0", "--checkpoint", "x.pt"], "--length must be positive"),
+        (["generate", "--length", "5", "--checkpoint", "missing.pt"], "--checkpoint missing.pt: no such file"),
+        (["backbones", "sample", "--checkpoint", "x.pt", "--lengths", "10", "--n", "0", "--out", "o"], "--n must"),
+        (["fold", "MK1", "--checkpoint", "x.pt"], "not a one-letter sequence"),
+        (["design", "missing.pdb", "--checkpoint", "x.pt"], "structure missing.pdb: no such file"),
+        (["backbones", "train", "--data", "missing.npz", "--out", "o", "--steps", "1"], "no such structure dataset"),
+        (["generate", "--length", "5", "--checkpoint", "x.pt", "--temperature", "0"], "--temperature must be"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = _one_line_error(capsys, main(argv))
+    assert message in err
+
+
+def test_a_checkpoint_of_the_other_model_is_named_as_such(runs, capsys, tmp_path):
+    code = main(["generate", "--length", "8", "--checkpoint", str(runs["bb"]), "--out", str(tmp_path)])
+    assert "does not hold a co-design network" in _one_line_error(capsys, code)
+    code = main(["backbones", "sample", "--checkpoint", str(runs["data"]), "--lengths", "8", "--out", str(tmp_path)])
+    assert f"checkpoint {runs['data']}" in _one_line_error(capsys, code)
