@@ -11,6 +11,10 @@ the AR model of the same run and the samples' unigram entropy.
 ``--ablation`` trains masked models with the variance-reduction options of
 :mod:`dfm.masking` at an equal step budget. ``python -m benchmarks text sample`` loads a
 trained model and completes a ``--prompt`` or fills a ``--template`` with holes.
+
+The models, their training and sampling are the library's (:mod:`dfm.text_model`,
+:mod:`dfm.text_generation`, :mod:`dfm.autoregressive`, the budget marks of
+:mod:`gm.train.snapshots`; ``rdfm text`` runs them on a user's file); this script measures them.
 """
 
 from __future__ import annotations
@@ -20,13 +24,28 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from benchmarks.cli import (
+from benchmarks.results import new_record, write_results
+from benchmarks.text_data import eval_chunks, load_kjv, load_text_corpus, tokenize_corpus
+from dfm import BlockDiffusion, CTMCSolver, MixturePath, mask_elbo
+from dfm.autoregressive import (
+    ar_bpc,
+    ar_logits,
+    ar_nll,
+    ar_sample,
+    generative_perplexity,
+    sample_entropy_bits,
+    unigram_bpc,
+)
+from dfm.commands import add_sampling_arguments, check_sampling_request, print_samples
+from dfm.corpus import Vocabulary
+from dfm.text_generation import TextModel
+from dfm.text_model import TextConfig, build, check_model, masked_objective, train_text_model
+from gm.cli import (
     CommandLineError,
     add_config_overrides,
     add_run_arguments,
@@ -36,60 +55,24 @@ from benchmarks.cli import (
     run_budget,
     training_settings,
 )
-from benchmarks.results import new_record, write_results
-from benchmarks.text_data import eval_chunks, load_kjv, load_text_corpus, random_crops, tokenize_corpus
-from dfm import (
-    BlockDiffusion,
-    BlockDiffusionTransformer,
-    CTMCSolver,
-    MaskedDiffusionLoss,
-    MixturePath,
-    filter_logits,
-    infill_template,
-    mask_elbo,
-    prompt_template,
-)
-from dfm.solver import check_filtering, check_temperature
-from dfm.transformer import TokenTransformer, append_kv
-from gm.distributed import is_main_process
 from gm.files import save_figure
-from gm.training import TrainConfig, save_checkpoint, train
+from gm.train import save_checkpoint
+from gm.train.distributed import is_main_process
+from gm.train.snapshots import BudgetSnapshots, checkpoint_elapsed_s
 
-
-@dataclass
-class TextConfig:
-    length: int = 128
-    width: int = 128
-    depth: int = 4
-    heads: int = 4
-    batch: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    # Constant learning rate after warmup (1.0; the cosine decay to the budget: e.g. 0.01): the
-    # EMA weights at any time of a run are then those of a run with that budget (the curve).
-    min_lr_ratio: float = 1.0
-    ema_decay: float = 0.995
-    eval_chunks: int = 256  # test windows of `length` characters (256 x 128 = 32k chars)
-    elbo_draws: int = 8  # draws per window for the masked and block ELBOs
-    sample_steps: int = 128  # masked model: CTMC steps; block models: steps per block = b
-    n_samples: int = 64
-    # The masked model's adaLN time input. Off: with the mask source, p(x1^i | x_t) does not depend
-    # on t given x_t (which tokens are masked is independent of the data), so t only costs time.
-    # 10-minute runs (seed 0, 1 thread): with t 2.697 bpc (1161 steps), without 2.585 (1445 steps).
-    time_conditioning: bool = False
-    # The masked and block objective (dfm.MaskedDiffusionLoss): "elbo" weights (the reported bound)
-    # or each window's "mean" CE; the ELBO estimator ("count": exactly m ~ U{1..L} masked, weight
-    # L/m; "time": rate r ~ U(0,1], weight 1/r), the batch's coupling of the draws, the training
-    # masking-rate range (the reported ELBO always uses the full range).
-    # Defaults: the best of the --ablation table (README): exact count, stratified, rates in [0.2, 0.8].
-    masked_loss: str = "elbo"
-    estimator: str = "count"
-    times: str = "stratified"
-    mask_rate_min: float = 0.2
-    mask_rate_max: float = 0.8
-    tokenizer: str = "char"  # "char" or "bpe" (byte-level, trained on the training split)
-    bpe_vocab_size: int = 1024
-
+# main, and the library's text model, AR baseline and measures this script is built on
+__all__ = [
+    "main",
+    "model_kind",
+    "TextConfig",
+    "build",
+    "ar_logits",
+    "ar_nll",
+    "ar_bpc",
+    "ar_sample",
+    "sample_entropy_bits",
+    "unigram_bpc",
+]
 
 QUICK = TextConfig(
     length=64,
@@ -123,16 +106,23 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
+def _library_name(name: str) -> str:
+    """The library's model name: an ablation variant ``masked-<variant>`` is a ``masked`` model."""
+    return "masked" if name.startswith("masked-") and name[len("masked-") :] in ABLATIONS else name
+
+
 def model_kind(name: str) -> tuple[str, int | None]:
-    """``("ar", None)``, ``("masked", None)`` or ``("block", b)`` for ``"blockB"``."""
-    if name in ("ar", "masked") or (name.startswith("masked-") and name[len("masked-") :] in ABLATIONS):
-        return ("ar" if name == "ar" else "masked"), None
-    if name.startswith("block") and name[5:].isdigit() and int(name[5:]) > 0:
-        return "block", int(name[5:])
-    raise CommandLineError(
-        f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block "
-        "size dividing the length)"
-    )
+    """``("ar", None)``, ``("masked", None)`` or ``("block", b)`` for ``"blockB"``
+    (:func:`dfm.text_model.model_kind`, plus the ablation variants ``masked-<variant>``)."""
+    from dfm.text_model import model_kind as library_kind
+
+    try:
+        return library_kind(_library_name(name))
+    except ValueError:
+        raise CommandLineError(
+            f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block size "
+            "dividing the length)"
+        ) from None
 
 
 def _note(enabled: bool, text: str) -> None:
@@ -140,186 +130,6 @@ def _note(enabled: bool, text: str) -> None:
     an evaluation phase of several seconds is doing, so that no part of a run is silent."""
     if enabled:
         print(f"[text] {text}", file=sys.stderr, flush=True)
-
-
-def unigram_bpc(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab: int, n_chars: int | None = None) -> float:
-    """Bits per character of the add-one-smoothed unigram of the training tokens on ``test_ids``
-    (``n_chars``: characters they encode, default one per token)."""
-    counts = torch.bincount(train_ids, minlength=vocab).double() + 1.0
-    logp = torch.log(counts / counts.sum())
-    n_chars = test_ids.numel() if n_chars is None else n_chars
-    return float(-logp[test_ids].sum() / n_chars / math.log(2))
-
-
-def build(cfg: TextConfig, vocab: int, causal: bool = False, block_size: int | None = None) -> torch.nn.Module:
-    """AR (``causal``: ids 0..V-1 plus BOS V), masked (ids plus mask V) or block-diffusion model."""
-    if block_size is not None:
-        return BlockDiffusionTransformer(
-            vocab, block_size, width=cfg.width, depth=cfg.depth, heads=cfg.heads, max_len=cfg.length
-        )
-    return TokenTransformer(
-        vocab + 1,
-        vocab,
-        width=cfg.width,
-        depth=cfg.depth,
-        heads=cfg.heads,
-        max_len=cfg.length,
-        causal=causal,
-        time_conditioning=cfg.time_conditioning and not causal,
-    )
-
-
-def ar_logits(model: TokenTransformer, x: torch.Tensor, bos: int | None = None) -> torch.Tensor:
-    """Next-token logits for every position of x (position 0 is predicted from BOS, the last
-    input id unless ``bos`` is given: a DistributedDataParallel-wrapped model in training does
-    not expose the transformer's attributes)."""
-    bos = torch.full_like(x[..., :1], model.vocab_size - 1 if bos is None else bos)
-    return model(torch.cat([bos, x[..., :-1]], dim=-1))
-
-
-@torch.no_grad()
-def ar_nll(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Exact negative log-likelihood in nats of every window of ``chunks`` ``(N, L)``, shape ``(N,)``."""
-    out = []
-    for i in range(0, len(chunks), batch):
-        x = chunks[i : i + batch]
-        out.append(F.cross_entropy(ar_logits(model, x).transpose(1, 2).double(), x, reduction="none").sum(-1))
-    return torch.cat(out)
-
-
-def ar_bpc(model: TokenTransformer, chunks: torch.Tensor, batch: int = 64, n_chars: int | None = None) -> float:
-    """Exact bits per character of ``chunks`` (``n_chars``: characters they encode, default one
-    per token)."""
-    total = float(ar_nll(model, chunks, batch).sum())
-    return total / (chunks.numel() if n_chars is None else n_chars) / math.log(2)
-
-
-@torch.no_grad()
-def ar_sample(
-    model: TokenTransformer,
-    n: int,
-    length: int,
-    generator: torch.Generator,
-    prompt: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> torch.Tensor:
-    """``n`` sequences of ``length`` tokens drawn left to right with a key/value cache (on the
-    generator's device), continuing ``prompt`` (1-D ids) if given; float64 draws from the
-    tempered, filtered next-token distribution."""
-    check_filtering(top_k, top_p)
-    check_temperature(temperature)
-    device = generator.device
-    x = (
-        torch.empty(n, 0, dtype=torch.long, device=device)
-        if prompt is None
-        else prompt.to(device).long().expand(n, -1).clone()
-    )
-    if x.shape[1] >= length:
-        raise ValueError(f"prompt has {x.shape[1]} tokens: it must be shorter than the context length {length}")
-    bos = torch.full((n, 1), model.vocab_size - 1, dtype=torch.long, device=device)
-    logits, cache = model(torch.cat([bos, x], dim=-1), return_kv=True)
-    while True:
-        row = filter_logits(logits[:, -1].double() / temperature, top_k, top_p)
-        nxt = torch.multinomial(torch.softmax(row, -1), 1, generator=generator)
-        x = torch.cat([x, nxt], dim=-1)
-        if x.shape[1] == length:
-            return x
-        logits, kv = model(nxt, past_kv=cache, return_kv=True)
-        cache = append_kv(cache, kv)
-
-
-def sample_entropy_bits(samples: torch.Tensor) -> float:
-    """Mean over samples of the entropy (bits) of each sample's own token histogram: low values
-    flag repetitive, degenerate text."""
-    total = 0.0
-    for row in samples:
-        p = torch.bincount(row).double()
-        p = p[p > 0] / row.numel()
-        total += float(-(p * torch.log2(p)).sum())
-    return total / len(samples)
-
-
-def _masked_objective(cfg: TextConfig, path: MixturePath, block_size: int | None) -> MaskedDiffusionLoss:
-    if cfg.masked_loss not in ("elbo", "mean"):
-        raise CommandLineError(f"--masked-loss must be 'elbo' or 'mean', got {cfg.masked_loss!r}")
-    try:
-        return MaskedDiffusionLoss(
-            path,
-            estimator=cfg.estimator,
-            times=cfg.times,
-            weighting=cfg.masked_loss,
-            mask_rate_range=(cfg.mask_rate_min, cfg.mask_rate_max),
-            block_size=block_size,
-        )
-    except ValueError as err:
-        raise CommandLineError(str(err)) from None
-
-
-class Snapshots:
-    """The EMA weights at budget marks (minutes) of one run, taken at the trainer's frequent
-    validations: for each mark the last state at or before it (up to ``slack_s`` or 2% of the
-    mark after it, whichever is less: the final validation follows the last step). Every take
-    is written to ``path`` at once (atomically; states on the CPU, one copy shared by the marks
-    it stands for), the marks not yet passed flagged provisional, so an interrupted run loses
-    no snapshot: on resume a provisional state whose mark has passed is kept as final. Without
-    marks (a step budget) it keeps the state at the last validation, the end of the run, under
-    the key ``"final"``."""
-
-    def __init__(self, path: Path, marks: list[float], prior_s: float, slack_s: float = 3.0) -> None:
-        self.path, self.marks, self.slack = path, sorted(marks), slack_s
-        stored: dict = torch.load(path, weights_only=False, map_location="cpu") if path.exists() else {}
-        self.saved: dict = {}
-        self.pending: dict = {}
-        for key, entry in stored.items():
-            passed = key == "final" or prior_s > self._deadline(key)
-            if entry.pop("provisional", False) and not passed:
-                self.pending[key] = entry
-            else:
-                self.saved[key] = entry
-        self.prior_s = prior_s
-        self.start = time.perf_counter() - prior_s
-        self.begun = False
-        self.step = 0
-
-    def begin(self) -> None:
-        """Start the marks' clock at the trainer's first step in this process (as the trainer
-        starts its own), once: its set-up (the optimiser, a checkpoint to resume) takes seconds,
-        a large share of a quick run's budget, and is not training time."""
-        if not self.begun:
-            self.start, self.begun = time.perf_counter() - self.prior_s, True
-
-    def _deadline(self, mark: float) -> float:
-        return 60 * mark + min(self.slack, 1.2 * mark)
-
-    def take(self, model: torch.nn.Module) -> None:
-        now = time.perf_counter() - self.start
-        state = None
-        for key in self.marks or ["final"]:
-            if key in self.saved:
-                continue
-            if key == "final" or now <= self._deadline(key):
-                if state is None:
-                    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                self.pending[key] = {
-                    "minutes": None if key == "final" else key,
-                    "step": self.step,
-                    "elapsed_s": now,
-                    "state": state,
-                }
-            elif key in self.pending:
-                self.saved[key] = self.pending.pop(key)
-        self._write()
-
-    def _write(self) -> None:
-        save_checkpoint(self.path, {**self.saved, **{k: {**v, "provisional": True} for k, v in self.pending.items()}})
-
-    def finish(self) -> dict:
-        self.saved.update(self.pending)
-        self.pending = {}
-        self._write()
-        return self.saved
 
 
 def main(argv: list[str]) -> int:
@@ -383,9 +193,17 @@ def main(argv: list[str]) -> int:
     cfg = apply_config_overrides(cfg, args)
     progress = not args.no_progress
     kinds = {name: model_kind(name) for name in names}
-    for name, (_, b) in kinds.items():
-        if b is not None and cfg.length % b:
-            raise CommandLineError(f"model {name}: block size {b} does not divide the context length {cfg.length}")
+
+    def run_config(name: str) -> TextConfig:
+        return replace(cfg, **ABLATIONS[name[len("masked-") :]]) if name.startswith("masked-") else cfg
+
+    for name, (kind, block) in kinds.items():
+        try:
+            check_model(_library_name(name), cfg)
+            if kind != "ar":
+                masked_objective(run_config(name), MixturePath(2, "mask"), block)
+        except ValueError as error:
+            raise CommandLineError(str(error)) from None
     main_minutes = default_minutes if args.minutes is None else args.minutes
     record_budget = run_budget(
         main_minutes if args.steps is None else args.minutes,
@@ -410,28 +228,22 @@ def main(argv: list[str]) -> int:
     streams = tokenize_corpus(corpus, cfg.tokenizer, cfg.bpe_vocab_size)
     vocab, train_ids = streams.vocab_size, streams.train
     test_chunks = eval_chunks(streams.test, cfg.length, cfg.eval_chunks)
-    val_chunks = eval_chunks(streams.val, cfg.length, max(8, cfg.eval_chunks // 4))
-    if len(test_chunks) == 0 or len(val_chunks) == 0 or len(train_ids) <= cfg.length:
+    if len(test_chunks) == 0 or len(streams.val) < cfg.length or len(train_ids) <= cfg.length:
         raise CommandLineError(
             f"the corpus is too small for windows of {cfg.length} tokens (train {len(train_ids)}, "
             f"val {len(streams.val)}, test {len(streams.test)} tokens)"
         )
     test_chars = streams.n_chars(test_chunks)
     device = torch.device(args.device)
-    test_on_device, val_on_device = test_chunks.to(device), val_chunks.to(device)
-    quick_val = val_on_device[:8]
+    test_on_device = test_chunks.to(device)
     path = MixturePath(vocab, "mask")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     batch = rank_batch(cfg.batch)  # this process's share (all of it unless under torchrun)
     meta = dict(config=asdict(cfg), vocab_size=vocab, corpus=args.corpus, chars=getattr(corpus, "chars", None))
 
-    def run_config(name: str) -> TextConfig:
-        return replace(cfg, **ABLATIONS[name[len("masked-") :]]) if name.startswith("masked-") else cfg
-
     # ---- training: one run per model, EMA snapshots at the budget marks -------------------------
     for name in names:
-        kind, block = kinds[name]
         mcfg = run_config(name)
         curve_here = args.curve if args.curve_models is None or name in args.curve_models else []
         marks = sorted({main_minutes, *curve_here}) if args.steps is None else []
@@ -447,76 +259,27 @@ def main(argv: list[str]) -> int:
         )
         if args.skip_training:
             continue
-        torch.manual_seed(args.seed)
-        model = build(mcfg, vocab, causal=kind == "ar", block_size=block).to(device)
-        if kind == "ar":
-
-            def model_loss(m, gen):
-                x = random_crops(train_ids, batch, mcfg.length, gen).to(device)
-                return F.cross_entropy(ar_logits(m, x, bos=vocab).flatten(0, 1), x.flatten())
-
-            def quick_score(m):
-                return float(ar_nll(m, quick_val).mean())
-        else:
-            objective = _masked_objective(mcfg, path, block)
-
-            def model_loss(m, gen, objective=objective):
-                # the masking draws are made on the CPU generator (reproducible on any device)
-                return objective(m, random_crops(train_ids, batch, mcfg.length, gen).to(device), gen)
-
-            def quick_score(m, block=block):
-                g = torch.Generator().manual_seed(1)
-                if block is None:
-                    return mask_elbo(m, path, quick_val, generator=g).nats_per_token
-                return BlockDiffusion(path, block).elbo(m, quick_val, generator=g).nats_per_token
-
-        def loss_fn(m, step, gen, model_loss=model_loss):
-            snapshots.begin()
-            snapshots.step = step + 1
-            return model_loss(m, gen)
-
         ckpt = out / f"{name}_seed{args.seed}.pt"
-        prior = (
-            float(torch.load(ckpt, weights_only=False).get("elapsed", 0.0))
-            if ckpt.exists() and not args.restart
-            else 0.0
-        )
         snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
         if args.restart and is_main_process():
             snap_path.unlink(missing_ok=True)
-        snapshots = Snapshots(snap_path, marks, prior)
-
-        def val_fn(m, quick_score=quick_score):
-            snapshots.take(m)
-            return quick_score(m)
-
-        tc = TrainConfig(
-            lr=mcfg.lr,
-            warmup_steps=mcfg.warmup_steps,
-            ema_decay=mcfg.ema_decay,
-            min_lr_ratio=mcfg.min_lr_ratio,
-            checkpoint_every_minutes=1.0,
-            seed=args.seed,
-            progress=not args.no_progress,
-            weight_decay=0.01,
-            **budget.train_fields(),
-        )
-        print(
-            f"[text] training {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) for "
-            f"{budget.describe()}" + (f", snapshots at {marks} min" if len(marks) > 1 else "")
-        )
-        res = train(
-            model,
-            loss_fn,
-            tc,
-            val_fn=val_fn,
+        snapshots = BudgetSnapshots(snap_path, marks, checkpoint_elapsed_s(ckpt, restart=args.restart))
+        _, res = train_text_model(
+            _library_name(name),
+            mcfg,
+            streams,
+            budget.train_fields(),
             checkpoint_path=ckpt,
+            seed=args.seed,
+            device=device,
             resume=not args.restart,
+            progress=progress,
             run_config=training_settings(mcfg, model=name, corpus=args.corpus),
+            batch=batch,
+            snapshots=snapshots,
         )
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
-        snapshots.finish()
         meta_path = out / f"{name}_seed{args.seed}_meta.pt"
         save_checkpoint(meta_path, {**meta, "config": asdict(mcfg), "model": name, "steps": res.steps})
     if args.skip_evaluation or not is_main_process():
@@ -583,7 +346,7 @@ def main(argv: list[str]) -> int:
     real = test_chunks[: cfg.n_samples]
     reference = dict(entropy=sample_entropy_bits(real))
     if judge is not None:
-        reference["gen_ppl"] = math.exp(float(ar_nll(judge, real.to(device)).sum()) / real.numel())
+        reference["gen_ppl"] = generative_perplexity(judge, real)
     for name, r in results.items():
         if args.ablation is not None:
             break
@@ -643,7 +406,7 @@ def main(argv: list[str]) -> int:
                 texts=[streams.decode(s) for s in tokens[:3].cpu()],
             )
             if judge is not None:
-                entry["gen_ppl"] = math.exp(float(ar_nll(judge, tokens).sum()) / tokens.numel())
+                entry["gen_ppl"] = generative_perplexity(judge, tokens)
             r["samples"].append(entry)
         del r["model"]
     for r in results.values():
@@ -781,25 +544,9 @@ def sample_main(argv: list[str]) -> int:
     parser.add_argument("--model", default="masked", help="ar, masked or blockB")
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (which checkpoint)")
     parser.add_argument("--budget", type=float, default=None, help="which snapshot (minutes; default the largest)")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--prompt", help="text to continue")
-    group.add_argument("--template", help="text with holes (--hole characters) to fill in place")
-    parser.add_argument("--hole", default="_", help="the hole character of --template (one character = one token)")
-    parser.add_argument("--n", type=int, default=3, help="samples")
-    parser.add_argument("--length", type=int, default=None, help="total length with the prompt (default: the context)")
-    parser.add_argument("--steps", type=int, default=None, help="CTMC steps (block models: per block)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--unmasking", default="random", help="random, random_order or confidence")
-    parser.add_argument("--block-size", type=int, default=None, help="masked model: semi-autoregressive blocks")
-    parser.add_argument("--sample-seed", type=int, default=0)
+    add_sampling_arguments(parser, seed_flag="--sample-seed")
     args = parser.parse_args(argv)
-    if len(args.hole) != 1:
-        raise CommandLineError(f"--hole must be one character, got {args.hole!r}")
-    # named here in the command line's terms: the library's own error speaks of hole ids (-1)
-    if args.template is not None and args.hole not in args.template:
-        raise CommandLineError(f"--template has no holes ({args.hole!r} characters) to fill")
+    check_sampling_request(args)
     out = Path(args.out)
     meta_path = out / f"{args.model}_seed{args.seed}_meta.pt"
     snap_path = out / f"{args.model}_seed{args.seed}_snapshots.pt"
@@ -820,81 +567,13 @@ def sample_main(argv: list[str]) -> int:
     cfg = TextConfig(**meta["config"])
     if cfg.tokenizer != "char":
         raise CommandLineError("sample mode supports character models (--tokenizer char)")
-    corpus = load_text_corpus(meta["corpus"]) if meta["corpus"] else load_kjv()
-    table = {c: i for i, c in enumerate(corpus.chars)}
-    vocab = len(corpus.chars)
-    kind, block = model_kind(args.model)
-    model = build(cfg, vocab, causal=kind == "ar", block_size=block)
-    model.load_state_dict(snaps[key]["state"])
-    model.eval()
-    length = cfg.length if args.length is None else args.length
-    path = MixturePath(vocab, "mask")
-    text = args.prompt if args.prompt is not None else args.template
-    unknown = sorted({c for c in text if c not in table and not (args.template is not None and c == args.hole)})
-    if unknown:
-        raise CommandLineError(
-            f"{'--prompt' if args.prompt is not None else '--template'} has characters the model "
-            f"does not know: {unknown!r}"
-        )
-    gen = torch.Generator().manual_seed(args.sample_seed)
-    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    # the character table (recorded with the model; older runs: the corpus's)
+    chars = meta.get("chars") or (load_text_corpus(meta["corpus"]) if meta["corpus"] else load_kjv()).chars
     try:
-        # a block model generates whole blocks: pad to a multiple of b with positions to generate
-        # (later blocks never influence earlier ones) and cut the result back
-        padded = lambda n: n if block is None else -(-n // block) * block  # noqa: E731
-        if args.prompt is not None:
-            if length > cfg.length or padded(length) > cfg.length:
-                raise ValueError(f"--length must be at most the context length {cfg.length}, got {length}")
-            ids = torch.tensor([table[c] for c in args.prompt], dtype=torch.long)
-            if kind == "ar":
-                tokens = ar_sample(model, args.n, length, gen, prompt=ids, **options)
-                fixed = torch.zeros_like(tokens, dtype=torch.bool)
-                fixed[:, : len(ids)] = True
-            else:
-                x0, fixed = prompt_template(ids, length, path, args.n)
-        else:
-            if kind == "ar":
-                raise ValueError("--template needs a masked or block model: the AR model only continues a prompt")
-            if padded(len(text)) > cfg.length:
-                raise ValueError(f"--template has {len(text)} characters, more than the context length {cfg.length}")
-            ids = torch.tensor([-1 if c == args.hole else table[c] for c in text], dtype=torch.long)
-            x0, fixed = infill_template(ids, path, args.n)
-        if kind != "ar":
-            size = x0.shape[-1]
-            extra = padded(size) - size
-            x0 = torch.cat([x0, torch.full((args.n, extra), path.mask_id, dtype=torch.long)], dim=-1)
-            fixed = torch.cat([fixed, torch.zeros(args.n, extra, dtype=torch.bool)], dim=-1)
-        if kind == "masked":
-            tokens = CTMCSolver(path, model).sample(
-                x0,
-                steps=args.steps or x0.shape[-1],
-                generator=gen,
-                fixed=fixed,
-                unmasking=args.unmasking,
-                block_size=args.block_size,
-                **options,
-            )
-        elif kind == "block":
-            tokens = BlockDiffusion(path, block).sample(
-                model, x0, steps=args.steps, generator=gen, fixed=fixed, unmasking=args.unmasking, **options
-            )
-        if kind != "ar":
-            tokens, fixed = tokens[:, :size], fixed[:, :size]
+        model = TextModel.from_state(
+            _library_name(args.model), cfg, Vocabulary(chars=chars), snaps[key]["state"], snaps[key]["step"]
+        )
     except ValueError as err:
         raise CommandLineError(str(err)) from None
-    print(
-        f"[text sample] {args.model} ({snaps[key]['step']} steps), "
-        + ", ".join(
-            f"{k}={v}"
-            for k, v in {**options, **({} if kind == "ar" else {"unmasking": args.unmasking})}.items()
-            if v is not None
-        )
-    )
-    for row, given in zip(tokens, fixed):
-        chars = [corpus.chars[int(i)] for i in row]
-        # generated characters in brackets where the template had holes
-        shown = (
-            "".join(c if g else f"[{c}]" for c, g in zip(chars, given.tolist())) if args.template else "".join(chars)
-        )
-        print(shown.replace("\n", " | "))
+    print_samples(model, args)
     return 0

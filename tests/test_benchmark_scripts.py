@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from benchmarks import earth, so3, text
-from benchmarks.cli import CommandLineError
 from benchmarks.earth_data import earth_path
 from benchmarks.results import load_results
 from benchmarks.text_data import kjv_path
+from gm.cli import CommandLineError
 from manifolds import SO3, so3_exp
 
 
@@ -267,7 +267,7 @@ def _toy_corpus(monkeypatch):
 
 
 def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkeypatch, capsys):
-    from benchmarks.cli import CommandLineError
+    from gm.cli import CommandLineError
 
     _toy_corpus(monkeypatch)
     argv = [
@@ -324,7 +324,7 @@ def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkey
             )
             == 0
         )
-        lines = capsys.readouterr().out.strip().splitlines()[1:]
+        lines = capsys.readouterr().out.strip().splitlines()  # the settings line goes to stderr
         assert len(lines) == 2 and all(line.startswith("in the be") and len(line) == 30 for line in lines)
     for model in ("masked", "block4"):  # holes filled in place; a template shorter than a block multiple is padded
         template = "in the ___inning god"
@@ -346,14 +346,14 @@ def test_text_sample_mode_completes_prompts_and_fills_templates(tmp_path, monkey
             )
             == 0
         )
-        lines = capsys.readouterr().out.strip().splitlines()[1:]
+        lines = capsys.readouterr().out.strip().splitlines()  # the settings line goes to stderr
         for line in lines:
             assert line.startswith("in the [") and line.endswith("]inning god") and line.count("[") == 3
     bad = [
         (["--prompt", "a" * 70], "shorter than the context"),
         (["--prompt", "in the Z"], "does not know"),
-        (["--prompt", "in", "--top-p", "0"], "top_p"),
-        (["--prompt", "in", "--top-k", "0"], "top_k"),
+        (["--prompt", "in", "--top-p", "0"], "--top-p must be"),  # named as the option
+        (["--prompt", "in", "--top-k", "0"], "--top-k must be"),
         (["--template", "no hole here"], "no hole"),
     ]
     for extra, message in bad:
@@ -421,10 +421,12 @@ def test_user_corpus_is_split_by_lines(tmp_path):
 def test_text_snapshots_survive_an_interruption_after_their_mark(tmp_path):
     # a provisional state (written at every take) whose mark has passed when the run resumes is kept
     model = torch.nn.Linear(2, 2)
-    snaps = text.Snapshots(tmp_path / "s.pt", [0.5, 1.0], prior_s=0.0)
+    from gm.train.snapshots import BudgetSnapshots
+
+    snaps = BudgetSnapshots(tmp_path / "s.pt", [0.5, 1.0], prior_s=0.0)
     snaps.step = 7
     snaps.take(model)  # now < both deadlines: provisional for both, on disk already
-    resumed = text.Snapshots(tmp_path / "s.pt", [0.5, 1.0], prior_s=40.0)  # past 0.5 min, before 1.0 min
+    resumed = BudgetSnapshots(tmp_path / "s.pt", [0.5, 1.0], prior_s=40.0)  # past 0.5 min, before 1.0 min
     assert set(resumed.saved) == {0.5} and set(resumed.pending) == {1.0}
     assert resumed.saved[0.5]["step"] == 7 and "provisional" not in resumed.saved[0.5]
     assert all(v.device.type == "cpu" for v in resumed.saved[0.5]["state"].values())

@@ -4,16 +4,8 @@
 import pytest
 import torch
 
-from benchmarks.text_data import (
-    Corpus,
-    eval_chunks,
-    kjv_path,
-    load_kjv,
-    parse_kjv,
-    random_crops,
-    tokenize_corpus,
-    train_bpe,
-)
+from benchmarks.text_data import kjv_path, load_kjv, parse_kjv
+from dfm.corpus import Corpus, eval_chunks, random_crops, tokenize_corpus, train_bpe
 from dfm.transformer import TokenTransformer, apply_rotary
 
 SNIPPET = """
@@ -85,7 +77,7 @@ def test_bpe_roundtrip(tmp_path, monkeypatch):
     enc = tok.encode("And there was light.")
     assert tok.decode(enc.ids) == "And there was light."
     assert len(enc.ids) < len("And there was light.")
-    assert any(p.name.startswith("kjv_bpe_300") for p in tmp_path.iterdir())
+    assert any(p.name.startswith("bpe_300_") for p in tmp_path.iterdir())
     # another training text never reuses the cached merges
     other = train_bpe(Corpus(train="zebra quartz " * 200, val="", test="", chars=""), vocab_size=300)
     assert other.get_vocab() != tok.get_vocab()
