@@ -2,8 +2,10 @@
 
 Protocol (Chen & Lipman 2024): random 80/10/10 split seeded per run, model selection on the
 validation NLL of the EMA weights, TEST NLL (nats per event, exact likelihood) reported as
-mean +- std over seeds, beside the published anchors. Each run writes a results JSON, a
-resumable checkpoint and a Mollweide plot (data, samples, model log-density).
+mean +- std over seeds, beside the published anchors. The fit is the library's
+(:func:`rfm.sphere_density.fit_sphere_density`, also behind ``rdfm earth fit``); this script
+measures it: datasets, seeds, per-dataset settings, anchors and tables. Each run writes a
+results JSON, a resumable checkpoint and a Mollweide plot (data, samples, model log-density).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (
+from benchmarks.earth_data import load_earth
+from benchmarks.results import new_record, write_results
+from gm import resolve_precision
+from gm.cli import (
     Budget,
     CommandLineError,
     add_config_overrides,
@@ -26,18 +31,8 @@ from benchmarks.cli import (
     check_device,
     rank_batch,
     run_budget,
-    training_settings,
 )
-from benchmarks.earth_data import load_earth
-from benchmarks.likelihood import log_likelihood, solver_settings
-from benchmarks.objective import dataset_rfm_loss
-from benchmarks.results import new_record, write_results
-from benchmarks.splits import split_indices
-from gm.precision import resolve_precision
-from gm.training import TrainConfig, train
-from manifolds import Sphere
-from rfm import ODESolver
-from rfm.models import velocity_mlp
+from rfm.sphere_density import SphereDensityConfig, fit_sphere_density
 
 DATASETS = ("volcano", "earthquake", "flood", "fire")
 # Published test NLL (lower is better), Chen & Lipman 2024, Table 2.
@@ -50,36 +45,20 @@ ANCHORS = {
 
 
 @dataclass
-class EarthConfig:
-    # Chosen for CPU budgets of minutes. 3-minute volcano runs (seed 0, 1 thread): raw
-    # coordinates 256x4 lr 1e-3: test NLL -1.16; + 64 Fourier features (scale 8 / 16): -2.42 /
-    # -2.70; 128 features, scale 32: -2.84; same with lr 2e-3: -3.27. The paper's 512x6
-    # network on raw coordinates needs far more steps than a CPU gives in 15 minutes.
-    # Batch 512 over 256 (15-minute runs): validation NLL better on all four datasets
-    # (volcano -5.95 vs -5.59, earthquake -0.17 vs -0.07, flood 0.44 vs 0.51, fire -1.09 vs
-    # -1.00); 1024 on flood: validation 0.49.
-    hidden: int = 256
-    depth: int = 4
-    batch: int = 512
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    warmup_steps: int = 200
-    eval_every_minutes: float = 1.0
-    val_steps: int = 16  # rk4 steps of the validation likelihood (model selection)
-    test_steps: int = 128  # rk4 steps of the reported likelihoods
-    grid_power: float = 2.0  # likelihood time grid t_k = 1 - (1 - k/N)^p (gm.data_end_time_grid)
-    time_frequencies: int = 8
-    fourier_features: int = 128  # random Fourier features of the point (0: raw coordinates)
+class EarthConfig(SphereDensityConfig):
+    """The library's settings (:class:`rfm.sphere_density.SphereDensityConfig`), with the Fourier
+    scale and the training-time power chosen per dataset by default.
+
+    Batch 512 over 256 (15-minute runs): validation NLL better on all four datasets (volcano
+    -5.95 vs -5.59, earthquake -0.17 vs -0.07, flood 0.44 vs 0.51, fire -1.09 vs -1.00); 1024 on
+    flood: validation 0.49. The paper's 512x6 network on raw coordinates needs far more steps
+    than a CPU gives in 15 minutes. bfloat16 ("auto"): with AVX512-BF16 a step takes 7 ms
+    instead of 12 (fire seed 0: 62k steps, test -1.107 vs -1.102 in float32); emulated on an
+    AVX2-only CPU it takes 95 ms, 8x slower than float32, so "auto" leaves it off there.
+    """
+
     fourier_scale: float = 0.0  # std of the Fourier frequencies; 0: the per-dataset FOURIER_SCALE
-    # bfloat16 autocast of the network in training (likelihoods stay float32): "auto" uses it only
-    # where the CPU/GPU runs bfloat16 natively (gm.precision): with AVX512-BF16 a step takes 7 ms
-    # instead of 12 (fire seed 0: 62k steps, test -1.107 vs -1.102 in float32); emulated on an
-    # AVX2-only CPU it takes 95 ms, 8x slower than float32. "bf16" / "off" force it.
-    mixed_precision: str = "auto"
-    # training times t = u^(1/a), density a t^(a-1) (benchmarks.objective); 0: the per-dataset
-    # TIME_POWER.
-    time_power: float = 0.0
+    time_power: float = 0.0  # training-time power a; 0: the per-dataset TIME_POWER
 
 
 # Chosen on validation NLL of 15-minute runs (seed 0, 1 thread), scale 8 / 16 / 32 / 64:
@@ -105,103 +84,51 @@ def run(
     progress: bool = True,
     plot: bool = True,
     restart: bool = False,
-) -> dict:
+) -> dict | None:
     """Train and evaluate one (dataset, seed) run for ``budget`` (a :class:`Budget` or minutes);
-    returns the results record."""
+    returns the results record (``None`` on the ranks other than 0 of a data-parallel run)."""
     start = time.perf_counter()
     budget = as_budget(budget, cfg.eval_every_minutes)
-    precision = resolve_precision(cfg.mixed_precision, device)
-    sphere = Sphere(2)
-    data = load_earth(dataset, dtype=torch.float32).to(device)
-    train_idx, val_idx, test_idx = split_indices(len(data), seed)
-    x_train, x_val, x_test = data[train_idx], data[val_idx], data[test_idx]
+    rank_batch(cfg.batch)  # a batch the processes cannot share is the user's error, reported as such
+    data = load_earth(dataset, dtype=torch.float32)
     if not cfg.fourier_scale:
         cfg = replace(cfg, fourier_scale=FOURIER_SCALE.get(dataset, 16.0))
     if not cfg.time_power:
         cfg = replace(cfg, time_power=TIME_POWER.get(dataset, 2.0))
-    torch.manual_seed(seed)
-    model = velocity_mlp(
-        sphere,
-        hidden=cfg.hidden,
-        depth=cfg.depth,
-        time_frequencies=cfg.time_frequencies,
-        fourier_features=cfg.fourier_features,
-        fourier_scale=cfg.fourier_scale,
-    ).to(device)
-    loss_fn = dataset_rfm_loss(
-        sphere,
-        x_train,
-        rank_batch(cfg.batch),
-        device,
-        autocast_dtype=precision.autocast_dtype,
-        time_power=cfg.time_power,
-    )
-
-    def nll(m, x, steps, validate=True):
-        return float(-log_likelihood(sphere, m, x, steps, cfg.grid_power, validate=validate).mean())
-
     run_dir = out / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = TrainConfig(
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps,
-        ema_decay=cfg.ema_decay,
-        checkpoint_every_minutes=1.0,
+    fit = fit_sphere_density(
+        data,
+        cfg,
         seed=seed,
-        progress=progress,
-        val_name=f"val NLL ({cfg.val_steps} rk4 steps)",
+        device=device,
         **budget.train_fields(),
-    )
-    result = train(
-        model,
-        loss_fn,
-        train_cfg,
-        val_fn=lambda m: nll(m, x_val, cfg.val_steps, validate=False),
         checkpoint_path=run_dir / "checkpoint.pt",
-        run_config=training_settings(cfg, dataset=dataset, precision=precision.name),
         resume=not restart,
+        run_settings={"dataset": dataset},
+        progress=progress,
     )
-    if result.rank != 0:
+    if fit.rank != 0:
         return None  # data-parallel run: rank 0 evaluates and writes
-    model.load_state_dict(result.best_state, strict=False)
-    model.eval()
-    val_nll = nll(model, x_val, cfg.test_steps)
-    test_nll = nll(model, x_test, cfg.test_steps)
     if plot:
-        from benchmarks.plotting import plot_earth
-
-        with torch.no_grad():
-            samples = ODESolver(sphere, model).sample(
-                sphere.random_base(2000, generator=torch.Generator().manual_seed(seed)).to(device),
-                steps=64,
-                method="rk4",
-            )
-        plot_earth(
-            data.cpu(),
-            samples.cpu(),
-            lambda x: log_likelihood(sphere, model, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
-            run_dir / f"{dataset}_seed{seed}.png",
-            title=f"{dataset} (seed {seed}): test NLL {test_nll:.3f}",
-            n_lat=45,
-        )
+        fit.plot(run_dir / f"{dataset}_seed{seed}.png", title=f"{dataset} (seed {seed}): test NLL {fit.test_nll:.3f}")
     record = new_record(
         "earth",
         dataset,
         seed,
         config=asdict(cfg),
         **budget.record_fields(),
-        steps=result.steps,
-        precision=precision.name,
-        precision_reason=precision.reason,
-        wall_time_s=time.perf_counter() - start + result.resumed_elapsed_s,
-        val_nll=val_nll,
-        test_nll=test_nll,
-        likelihood_solver=solver_settings(cfg.test_steps, cfg.grid_power),
-        best_step=result.best_step,
-        n_train=len(x_train),
-        n_val=len(x_val),
-        n_test=len(x_test),
+        steps=fit.steps,
+        precision=fit.precision.name,
+        precision_reason=fit.precision.reason,
+        wall_time_s=time.perf_counter() - start + fit.train_result.resumed_elapsed_s,
+        val_nll=fit.val_nll,
+        test_nll=fit.test_nll,
+        likelihood_solver=fit.likelihood_solver(),
+        best_step=fit.best_step,
+        n_train=fit.n_train,
+        n_val=fit.n_val,
+        n_test=fit.n_test,
     )
     write_results(run_dir / "results.json", record)
     return record

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import (
+from benchmarks.protein_data import CLASSES, load_dihedrals
+from benchmarks.results import new_record, write_results
+from benchmarks.vonmises import select_vonmises_mixture
+from gm.cli import (
     Budget,
     add_config_overrides,
     add_run_arguments,
@@ -25,17 +28,14 @@ from benchmarks.cli import (
     run_budget,
     training_settings,
 )
-from benchmarks.likelihood import log_likelihood, solver_settings
-from benchmarks.objective import dataset_rfm_loss
-from benchmarks.protein_data import CLASSES, load_dihedrals
-from benchmarks.results import new_record, write_results
-from benchmarks.splits import split_indices
-from benchmarks.vonmises import select_vonmises_mixture
-from gm.distributed import is_main_process
-from gm.training import TrainConfig, train
+from gm.train import TrainConfig, train
+from gm.train.distributed import is_main_process
 from manifolds import FlatTorus
 from rfm import ODESolver
+from rfm.dataset_objective import dataset_rfm_loss
+from rfm.likelihood import log_likelihood, solver_settings
 from rfm.models import velocity_mlp
+from rfm.splits import split_indices
 
 
 @dataclass
@@ -87,19 +87,26 @@ def fit_anchor(residue_class: str, seed: int, out: Path, vonmises_ks=(1, 2, 4, 8
 def _plot(
     residue_class: str, seed: int, data, velocity, cfg: TorusConfig, path: Path, title: str, device: str = "cpu"
 ) -> None:
-    from benchmarks.plotting import plot_ramachandran
+    """(phi, psi) histograms of model samples beside the class's residues and the model's exact
+    log-density (proteins.plots)."""
+    from proteins.plots import plot_ramachandran_pair
 
     torus = FlatTorus(2)
     with torch.no_grad():
         x0 = torus.random_base(3000, generator=torch.Generator().manual_seed(seed)).to(device)
         samples = ODESolver(torus, velocity).sample(x0, steps=64, method="rk4").cpu()
-    plot_ramachandran(
-        data,
+    dtype = next(iter(velocity.parameters())).dtype if isinstance(velocity, torch.nn.Module) else torch.float32
+
+    def log_density(x: torch.Tensor) -> torch.Tensor:
+        return log_likelihood(torus, velocity, x.to(device, dtype), cfg.test_steps // 2, cfg.grid_power).cpu()
+
+    plot_ramachandran_pair(
         samples,
-        lambda x: log_likelihood(torus, velocity, x.to(device), cfg.test_steps // 2, cfg.grid_power).cpu(),
+        data,
         path,
+        labels=("RFM samples", f"{residue_class} residues"),
         title=title,
-        grid_size=60,
+        log_density=log_density,
     )
 
 
@@ -116,7 +123,7 @@ def run(
     restart: bool = False,
 ) -> list[dict]:
     """The von Mises anchor and one RFM run on ``residue_class`` for ``budget`` (a
-    :class:`~benchmarks.cli.Budget` or minutes); writes and returns both records."""
+    :class:`~gm.cli.Budget` or minutes); writes and returns both records."""
     start = time.perf_counter()
     budget = as_budget(budget, cfg.eval_every_minutes)
     torus = FlatTorus(2)
@@ -200,7 +207,7 @@ def run_joint(
 ) -> list[dict]:
     """One class-conditional flow for all ``classes`` (a learned class embedding), trained on
     the union of their training splits for the per-class ``budget`` (a
-    :class:`~benchmarks.cli.Budget` or minutes) x the number of classes, i.e. the same total
+    :class:`~gm.cli.Budget` or minutes) x the number of classes, i.e. the same total
     budget as per-class runs. The small classes (about 1-2k residues) borrow strength
     from General's 29k. Model selection: mean validation NLL over the classes. Each class's
     record is written to ``out/<class>/seed<seed>/results.json`` as usual."""

@@ -8,7 +8,7 @@ One call draws the source points, the training times and the path sample, runs t
         \big\| v_\theta(x_t, t) - \dot x_t \big\|^2_{g_{x_t}}.
 
 It is what a training loop calls per step (``loss = objective(model, x1, generator=gen)``);
-:func:`gm.training_times` sets :math:`p(t)` and :mod:`gm.precision` picks the autocast dtype.
+:func:`gm.training_times` sets :math:`p(t)` and :mod:`gm.train.precision` picks the autocast dtype.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class RFMObjective:
         data_noise: jitter each data point by :math:`\exp_x(\mathrm{proj}_x(s\,\epsilon))`,
             :math:`\epsilon \sim \mathcal N(0, I)`, a smoothing regulariser for small data sets.
         autocast_dtype: run the model's forward pass under ``torch.autocast`` in this dtype
-            (e.g. ``torch.bfloat16``; see :func:`gm.precision.resolve_precision`); the path, the
+            (e.g. ``torch.bfloat16``; see :func:`gm.train.precision.resolve_precision`); the path, the
             target and the loss stay in ``x1``'s dtype.
         label_dropout: with ``labels``, replace each by the null label with this probability
             (classifier-free guidance training; the model needs ``null_label=True``).

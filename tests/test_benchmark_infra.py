@@ -25,9 +25,9 @@ from benchmarks.earth_data import (
     parse_latlon_text,
     xyz_to_latlon,
 )
-from benchmarks.paths import data_dir
 from benchmarks.results import load_results, new_record, validate_record, write_results
-from benchmarks.splits import split_indices, split_sizes
+from gm.paths import data_dir
+from rfm.splits import split_indices, split_sizes
 
 EARTH_DIR = data_dir() / "earth"
 HAVE_EARTH = all((EARTH_DIR / f).is_file() for f in EARTH_FILES.values())
@@ -438,7 +438,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_earth_writes_png_and_evaluates_the_grid(tmp_path):
-    from benchmarks.plotting import plot_earth
+    from rfm.geospatial_plots import plot_earth
 
     generator = torch.Generator().manual_seed(0)
     data = torch.nn.functional.normalize(torch.randn(300, 3, generator=generator, dtype=torch.float64), dim=-1)
@@ -468,38 +468,11 @@ def test_plot_earth_writes_png_and_evaluates_the_grid(tmp_path):
         plot_earth(data, samples, lambda p: torch.zeros(1), tmp_path / "bad.png", n_lat=4)
 
 
-def test_plot_ramachandran_writes_png_and_uses_the_model_range(tmp_path):
-    from benchmarks.plotting import plot_ramachandran, wrap_to_pi
-
-    generator = torch.Generator().manual_seed(1)
-    angles = torch.rand(400, 2, generator=generator) * 2 * math.pi  # torus convention [0, 2 pi)
-    seen = []
-
-    def density(points):
-        seen.append(points)
-        return torch.cos(points[:, 0]) + torch.cos(points[:, 1]) - 2 * math.log(2 * math.pi * 1.266)
-
-    path = plot_ramachandran(angles, angles.numpy(), density, tmp_path / "rama.png", "test", grid_size=16)
-    assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
-    grid = torch.cat(seen)
-    assert grid.shape == (256, 2) and grid.dtype == torch.float32
-    assert grid.min() >= 0 and grid.max() < 2 * math.pi  # handed over in [0, 2 pi)
-    seen.clear()
-    plot_ramachandran(angles, angles, density, tmp_path / "rama2.png", grid_size=16, model_angle_start=-math.pi)
-    grid = torch.cat(seen)
-    assert grid.min() >= -math.pi and grid.max() < math.pi
-    np.testing.assert_allclose(
-        wrap_to_pi(np.array([0.0, math.pi, 3 * math.pi / 2, 2 * math.pi - 1e-9, -math.pi])),
-        [0.0, -math.pi, -math.pi / 2, -1e-9, -math.pi],
-        atol=1e-12,
-    )
-
-
 def test_config_overrides_replace_only_given_fields():
     import argparse
     from dataclasses import dataclass
 
-    from benchmarks.cli import add_config_overrides, apply_config_overrides
+    from gm.cli import add_config_overrides, apply_config_overrides
 
     @dataclass
     class Cfg:
@@ -536,8 +509,8 @@ def test_proteins_table_pairs_methods_by_seed():
 
 
 def test_dataset_rfm_loss_rejects_bad_settings_and_data():
-    from benchmarks.objective import dataset_rfm_loss
     from manifolds import Sphere
+    from rfm.dataset_objective import dataset_rfm_loss
 
     points = Sphere(2).random_base(3)
     with pytest.raises(ValueError, match="batch must be >= 1"):
@@ -551,9 +524,9 @@ def test_dataset_rfm_loss_rejects_bad_settings_and_data():
 
 
 def test_dataset_rfm_loss_is_the_library_objective_on_a_random_batch():
-    from benchmarks.objective import dataset_rfm_loss
     from manifolds import Sphere
     from rfm import RFMObjective
+    from rfm.dataset_objective import dataset_rfm_loss
     from rfm.models import velocity_mlp
 
     sphere = Sphere(2)

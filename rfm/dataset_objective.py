@@ -1,5 +1,13 @@
-"""The training objective every RFM benchmark script uses: :class:`rfm.RFMObjective` on a
-random batch of a dataset held in memory."""
+r"""The Riemannian flow matching loss of a dataset held in memory, as a training step's loss:
+each call draws a random batch of the data (with replacement) and returns
+:class:`rfm.RFMObjective` on it,
+
+.. math::
+    \mathcal L(\theta) = \mathbb E_{t,\, x_0 \sim p_0,\, x_1 \sim \mathrm{data}}
+        \big\| v_\theta(x_t, t) - \dot x_t \big\|^2_{g_{x_t}},
+
+in the form :func:`gm.train.train` takes (``loss_fn(model, step, generator)``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,8 @@ from torch import nn
 
 from manifolds.base import RiemannianManifold
 from rfm.objective import RFMObjective
+
+__all__ = ["dataset_rfm_loss"]
 
 
 def dataset_rfm_loss(
@@ -23,7 +33,7 @@ def dataset_rfm_loss(
     autocast_dtype: torch.dtype | None = None,
     time_power: float = 1.0,
 ) -> Callable[[nn.Module, int, torch.Generator], torch.Tensor]:
-    """``loss_fn(model, step, generator)`` for :func:`gm.training.train`: draws ``batch`` training
+    """``loss_fn(model, step, generator)`` for :func:`gm.train.train`: draws ``batch`` training
     points (with replacement, on the CPU ``generator``) and returns the :class:`rfm.RFMObjective`
     (``time_power``, ``data_noise``, ``autocast_dtype``) of ``model`` on them (``model(x_t, t,
     labels)`` when ``labels`` of the training points are given).
