@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rdfm-installed
 
-.PHONY: install demo test lint typecheck format speed gpu-check clean
+.PHONY: install demo test lint typecheck format docs speed gpu-check clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,bench,proteins]"
+	$(PY) -m pip install -q -e ".[dev,bench,proteins,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# the documentation site (mkdocs.yml, docs/) into site/; strict: a broken link, reference or
+# docstring warning fails (CI runs this). The API and command-line pages are generated from the code.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -46,4 +51,4 @@ gpu-check:
 	bash tools/gpu-check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

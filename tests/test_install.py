@@ -11,15 +11,18 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import TINY_STRUCTURE_RUN, write_ideal_pdbs
 
-from benchmarks import earth_data, paths, text_data
+from benchmarks import earth_data, text_data
 from benchmarks.demo import EARTH_OUT, EARTH_STEPS, earth_argv, example_code
 from benchmarks.demo_example import EXAMPLE_CODE, EXAMPLE_STEPS
 from benchmarks.earth_data import earth_path, load_earth
-from benchmarks.paths import cache_dir, data_dir, describe_data_dir, is_source_checkout, user_cache_dir, user_data_dir
+from gm import paths
+from gm.paths import cache_dir, data_dir, describe_data_dir, is_source_checkout, user_cache_dir, user_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,7 +194,8 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
 _PROBE = """
 import importlib.metadata, json, sys
 import benchmarks, dfm, gm, manifolds, rfm, tqdm
-from benchmarks.paths import cache_dir, data_dir, is_source_checkout
+from gm import paths
+from gm.paths import cache_dir, data_dir, is_source_checkout
 print(json.dumps({
     "modules": {m.__name__: m.__file__ for m in (benchmarks, dfm, gm, manifolds, rfm)},
     "dist": str(importlib.metadata.distribution("rdfm").locate_file("")),
@@ -203,12 +207,18 @@ print(json.dumps({
 """
 
 
-@pytest.mark.skipif(
-    not earth_path("volcano").is_file(),
-    reason=f"Earth data not found at {earth_path('volcano')} ({describe_data_dir()}); "
-    "set RDFM_DATA_DIR or run `python -m benchmarks download`",
-)
-def test_wheel_install_runs_from_another_folder(tmp_path):
+@dataclass
+class _Installed:
+    """A wheel of the checkout installed into a fresh environment (see :func:`installed`)."""
+
+    python: Path
+    site: Path
+    venv: Path
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> _Installed:
+    tmp_path = tmp_path_factory.mktemp("wheel")
     # 1. A wheel built by this interpreter's pip from a copy of the checkout.
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=_NOT_SOURCES)
@@ -250,12 +260,28 @@ def test_wheel_install_runs_from_another_folder(tmp_path):
     dev_paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     (site / "_rdfm_test_dependencies.pth").write_text("".join(f"{p}\n" for p in dev_paths), encoding="utf-8")
 
-    # 3. Run from an unrelated folder, with a fresh cache and the data the other tests use. One
-    #    thread per process: on a busy machine more threads only contend for the same cores.
-    work, cache = tmp_path / "work", tmp_path / "cache"
-    work.mkdir()
+    return _Installed(python, site, venv)
+
+
+def _fresh_env(cache: Path) -> dict[str, str]:
+    """The environment of a run from an unrelated folder: a fresh cache, the data the other tests
+    use, one thread per process (on a busy machine more threads only contend for the cores)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
     env.update(RDFM_CACHE_DIR=str(cache), RDFM_DATA_DIR=str(data_dir()), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+@pytest.mark.skipif(
+    not earth_path("volcano").is_file(),
+    reason=f"Earth data not found at {earth_path('volcano')} ({describe_data_dir()}); "
+    "set RDFM_DATA_DIR or run `python -m benchmarks download`",
+)
+def test_wheel_install_runs_from_another_folder(installed, tmp_path):
+    python, site = installed.python, installed.site
+    # 3. Run from an unrelated folder, with a fresh cache and the data the other tests use.
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    env = _fresh_env(cache)
     before = _listing(site)
 
     probe = json.loads(_run([str(python), "-c", _PROBE], cwd=work, env=env).stdout)
@@ -300,6 +326,46 @@ def test_wheel_install_runs_from_another_folder(tmp_path):
     assert json.loads((work / "so3" / "M16" / "seed0" / "results.json").read_text(encoding="utf-8"))["steps"] == 20
 
     assert _listing(site) == before, "running the installed package wrote into its site-packages"
+
+
+def test_the_rdfm_command_runs_from_the_installed_package(installed, tmp_path):
+    """No data files needed: structure files and a corpus are written here."""
+    before = _listing(installed.site)
+    work, env = tmp_path / "work", _fresh_env(tmp_path / "cache")
+    work.mkdir()
+    # The user command of the installed package (its console script), in a fresh folder: one
+    # protein workflow end to end (structure files -> dataset -> training -> PDB samples).
+    rdfm = str(installed.venv / ("Scripts/rdfm.exe" if os.name == "nt" else "bin/rdfm"))
+    listing = _run([rdfm, "--help"], cwd=work, env=env).stdout
+    for command in ("dataset", "backbones", "codesign", "design", "fold", "generate", "text", "earth"):
+        assert command in listing
+    users = tmp_path / "user"
+    write_ideal_pdbs(users / "pdbs")
+    _run([rdfm, "dataset", "build", "pdbs", "-o", "structures.npz"], cwd=users, env=env)
+    _run(
+        [rdfm, "backbones", "train", "--data", "structures.npz", "--out", "bb", *TINY_STRUCTURE_RUN], cwd=users, env=env
+    )
+    sampled = _run(
+        [rdfm, "backbones", "sample", "--checkpoint", "bb/checkpoint.pt", "--lengths", "20", "--n", "2", "--steps", "3"]
+        + ["--out", "samples"],
+        cwd=users,
+        env=env,
+    )
+    assert sampled.stdout.count(".pdb") == 2 and len(list((users / "samples").glob("length20_*.pdb"))) == 2
+    # and one text workflow: a user's corpus -> a masked model -> a completed prompt
+    corpus = " ".join(["in the beginning god created the heaven and the earth"] * 2)
+    (users / "book.txt").write_text("\n".join([corpus] * 60) + "\n", encoding="utf-8")
+    tiny_text = ["--length", "32", "--width", "16", "--depth", "1", "--heads", "1", "--batch", "4"]
+    _run([rdfm, "text", "train", "--corpus", "book.txt", "--out", "text", "--steps", "3", "--no-progress", *tiny_text],
+         cwd=users, env=env)  # fmt: skip
+    completed = _run([rdfm, "text", "sample", "--run", "text", "--prompt", "in the", "--n", "2"], cwd=users, env=env)
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("in the") for line in lines), completed.stdout
+    failed = subprocess.run([rdfm, "generate", "--length", "0", "--checkpoint", "x.pt"], cwd=users, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert failed.returncode == 2 and failed.stderr == "error: --length must be positive, got 0\n"
+
+    assert _listing(installed.site) == before, "running the installed package wrote into its site-packages"
 
 
 # Not traced for coverage (pytest-cov): compiling runs torch's Python compiler stack, which the
