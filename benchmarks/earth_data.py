@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gm.files import atomic_write
+from gm.download import DownloadError, download
 from gm.paths import data_dir, describe_data_dir
 from rfm.geospatial import (  # noqa: F401  (the conversions live in the library; re-exported here)
     latlon_array_to_points,
@@ -124,10 +122,6 @@ def load_earth(
     return latlon_array_to_points(load_earth_latlon(name, root), dtype)
 
 
-class DownloadError(RuntimeError):
-    """A dataset file could not be fetched or was not a valid Earth data file."""
-
-
 def download_earth(
     dest: str | os.PathLike[str] | None = None,
     names: list[str] | None = None,
@@ -169,30 +163,26 @@ def download_earth(
         if path.is_file() and not force:
             continue
         url = DOWNLOAD_BASE_URL + EARTH_FILES[name]
+
+        def check(tmp: Path, url: str = url, name: str = name) -> None:
+            try:
+                latlon = parse_latlon_text(tmp.read_bytes().decode("utf-8"), source=url)
+            except (UnicodeDecodeError, ValueError) as error:
+                raise ValueError(f"did not return a valid lat,lon file: {error}") from error
+            if len(latlon) != EXPECTED_ROWS[name]:
+                print(
+                    f"warning: {url} has {len(latlon)} rows, the published file has {EXPECTED_ROWS[name]}",
+                    file=sys.stderr,
+                )
+
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                payload = response.read()
-        except (urllib.error.URLError, OSError) as error:  # HTTPError and timeouts included
-            reason = getattr(error, "reason", None) or error
+            download(url, path, timeout=timeout, check=check)
+        except DownloadError as error:
+            if error.kind != "network":
+                raise
             raise DownloadError(
-                f"could not download {url}: {reason}.\n"
-                f"Check the network connection, or fetch the file by other means and save it as "
+                f"{error}.\nCheck the network connection, or fetch the file by other means and save it as "
                 f"{path} (or put the four files in $RDFM_DATA_DIR/earth/)."
-            ) from error
-        try:
-            latlon = parse_latlon_text(payload.decode("utf-8"), source=url)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise DownloadError(f"{url} did not return a valid lat,lon file: {error}") from error
-        if len(latlon) != EXPECTED_ROWS[name]:
-            print(
-                f"warning: {url} has {len(latlon)} rows, the published file has {EXPECTED_ROWS[name]}",
-                file=sys.stderr,
-            )
-        try:
-            atomic_write(path, payload)
-        except OSError as error:
-            raise DownloadError(
-                f"cannot write {path}: {error}. Pass --dest DIR or set RDFM_DATA_DIR to a writable folder."
             ) from error
     return paths
 

