@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -56,6 +55,7 @@ from gm.cli import (
     training_settings,
 )
 from gm.files import save_figure
+from gm.phase_log import PhaseLog
 from gm.train import save_checkpoint
 from gm.train.distributed import is_main_process
 from gm.train.snapshots import BudgetSnapshots, checkpoint_elapsed_s
@@ -123,13 +123,6 @@ def model_kind(name: str) -> tuple[str, int | None]:
             f"unknown model {name!r}: use ar, masked, masked-<ablation variant> or blockB (B a block size "
             "dividing the length)"
         ) from None
-
-
-def _note(enabled: bool, text: str) -> None:
-    """A progress line on stderr, in the trainer's plain-line style (off with --no-progress): what
-    an evaluation phase of several seconds is doing, so that no part of a run is silent."""
-    if enabled:
-        print(f"[text] {text}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -313,6 +306,7 @@ def main(argv: list[str]) -> int:
         return est.bits_per_char, est.stderr_bits_per_char
 
     main_key = "final" if args.steps is not None else main_minutes
+    log = PhaseLog("text", progress)  # the evaluation's phases, so that no part of a run is silent
     evaluated = [n for n in names if (out / f"{n}_seed{args.seed}_snapshots.pt").exists()]
     results: dict[str, dict] = {}
     for name in evaluated:
@@ -321,7 +315,7 @@ def main(argv: list[str]) -> int:
             print(f"[text] {name}: no snapshot at the main budget ({main_key}) in {out}; skipped")
             continue
         model, snap = loaded
-        _note(progress, f"{name}: test bits per character on {len(test_chunks)} windows of {cfg.length} tokens")
+        log.start(f"{name}: test bits per character on {len(test_chunks)} windows of {cfg.length} tokens")
         bpc, stderr = test_bpc(name, model)
         curve = []
         snaps = torch.load(out / f"{name}_seed{args.seed}_snapshots.pt", weights_only=False, map_location="cpu")
@@ -330,7 +324,7 @@ def main(argv: list[str]) -> int:
                 curve.append(dict(minutes=key, steps=snap["step"], elapsed_s=snap["elapsed_s"], bpc=bpc, stderr=stderr))
                 continue
             other, osnap = load(name, key)
-            _note(progress, f"{name}: test bits per character of the {key:g}-minute snapshot")
+            log.start(f"{name}: test bits per character of the {key:g}-minute snapshot")
             b_, s_ = test_bpc(name, other)
             curve.append(dict(minutes=key, steps=osnap["step"], elapsed_s=osnap["elapsed_s"], bpc=b_, stderr=s_))
         results[name] = dict(
@@ -398,7 +392,7 @@ def main(argv: list[str]) -> int:
             )
         r["samples"] = []
         for sampler, draw in runs:
-            _note(progress, f"{name}: sampling {n} sequences of {cfg.length} tokens ({sampler})")
+            log.start(f"{name}: sampling {n} sequences of {cfg.length} tokens ({sampler})")
             tokens = draw()
             entry = dict(
                 sampler=sampler,
