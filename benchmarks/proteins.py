@@ -28,7 +28,7 @@ from gm.cli import (
     run_budget,
     training_settings,
 )
-from gm.train import TrainConfig, train
+from gm.train import train
 from gm.train.distributed import is_main_process
 from manifolds import FlatTorus
 from rfm import ODESolver
@@ -138,15 +138,12 @@ def run(
     def nll(m, x, steps, validate=True):
         return float(-log_likelihood(torus, m, x, steps, cfg.grid_power, validate=validate).mean())
 
-    tc = TrainConfig(
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        ema_decay=cfg.ema_decay,
+    tc = budget.train_config(
+        cfg,
         seed=seed,
         progress=progress,
         checkpoint_every_minutes=1.0,
         val_name=f"val NLL ({cfg.val_steps} rk4 steps, {cfg.selection_points} points)",
-        **budget.train_fields(),
     )
     res = train(
         model,
@@ -159,7 +156,6 @@ def run(
     )
     if res.rank != 0:
         return []  # data-parallel run: rank 0 evaluates and writes
-    model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_nll = nll(model, x_test, cfg.test_steps)
     val_nll = nll(model, x_val, cfg.test_steps)
@@ -241,15 +237,12 @@ def run_joint(
             for i, c in enumerate(classes)
         ) / len(classes)
 
-    tc = TrainConfig(
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        ema_decay=cfg.ema_decay,
+    tc = joint.train_config(
+        cfg,
         seed=seed,
         progress=progress,
         checkpoint_every_minutes=1.0,
         val_name=f"mean val NLL ({cfg.val_steps} rk4 steps, {cfg.selection_points} points per class)",
-        **joint.train_fields(),
     )
     res = train(
         model,
@@ -262,7 +255,6 @@ def run_joint(
     )
     if res.rank != 0:
         return []
-    model.load_state_dict(res.best_state, strict=False)
     model.eval()
     records = []
     for i, cls in enumerate(classes):

@@ -37,7 +37,7 @@ from gm.cli import (
     run_budget,
     training_settings,
 )
-from gm.train import TrainConfig, train
+from gm.train import train
 from manifolds import SO3, so3_exp, so3_log
 from rfm.dataset_objective import dataset_rfm_loss
 from rfm.likelihood import log_likelihood, solver_settings
@@ -134,15 +134,12 @@ def run(
         return float(log_likelihood(so3, m, so3.projx(x), steps, cfg.grid_power, validate=validate).mean())
 
     run_dir = out / f"M{n_components}" / f"seed{seed}"
-    tc = TrainConfig(
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        ema_decay=cfg.ema_decay,
+    tc = budget.train_config(
+        cfg,
         seed=seed,
         progress=progress,
         checkpoint_every_minutes=1.0,
         val_name=f"val NLL ({cfg.val_steps} rk4 steps, {cfg.selection_points} points)",
-        **budget.train_fields(),
     )
     res = train(
         model,
@@ -155,7 +152,6 @@ def run(
     )
     if res.rank != 0:
         return None  # data-parallel run: rank 0 evaluates and writes
-    model.load_state_dict(res.best_state, strict=False)
     model.eval()
     test_ll = loglik(model, x_test, cfg.test_steps)
     val_ll = loglik(model, x_val, cfg.test_steps)

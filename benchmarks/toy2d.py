@@ -115,7 +115,6 @@ def train_model(dataset: str, scheduler, coupling: str, cfg: Toy2DConfig, seed: 
         return prediction_loss(path, m(s.x_t, t), s, "velocity")
 
     result = train(model, loss_fn, train_config(cfg, seed, progress))
-    model.load_state_dict(result.best_state, strict=False)
     return model.eval(), result
 
 

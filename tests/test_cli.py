@@ -182,3 +182,22 @@ def test_compile_flag_reaches_the_train_config():
             budget = run_budget(args.minutes, steps, default_minutes=1.0, eval_every_minutes=0.5, compile=args.compile)
             assert TrainConfig(**budget.train_fields()).compile == want
             assert budget.scaled(2).compile == want
+
+
+def test_budget_train_config_takes_the_optimisation_settings_of_a_config():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Config:
+        lr: float = 3e-3
+        warmup_steps: int = 7
+        ema_decay: float = 0.99
+        eval_every_minutes: float = 9.0  # the budget's cadence wins
+        seed: int = 5  # a config's seed is not the run's
+        hidden: int = 64  # not a trainer setting
+
+    budget = run_budget(None, 100, default_minutes=10.0, eval_every_minutes=1.0, compile="default")
+    tc = budget.train_config(Config(), seed=2, progress=False, val_name="val NLL")
+    assert (tc.lr, tc.warmup_steps, tc.ema_decay) == (3e-3, 7, 0.99)
+    assert (tc.max_steps, tc.max_minutes, tc.eval_every, tc.eval_every_minutes) == (100, None, 10, None)
+    assert tc.seed == 2 and tc.progress is False and tc.val_name == "val NLL" and tc.compile is True
