@@ -36,10 +36,9 @@ from gm.cli import (
     check_device,
     rank_batch,
     run_budget,
-    training_settings,
 )
 from proteins import training
-from proteins.commands import add_crop_arguments
+from proteins.commands import add_crop_arguments, add_preset_argument
 from proteins.data import StructureDataset
 from proteins.flow import BackboneFlow
 from proteins.frames import with_ideal_oxygens
@@ -107,7 +106,7 @@ def train_model(
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
     train_set, val_set, test_set = load_splits(seed, dataset, split)
-    settings = training_settings(
+    settings = training.run_settings(
         cfg, dataset=str(dataset) if dataset else "default", **split_setting(split), **bucket_setting(buckets)
     )
     model, res = training.train_structure_model(
@@ -327,6 +326,7 @@ def main(argv: list[str]) -> int:
         help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
         "set of `python -m benchmarks data backbones`)",
     )
+    add_preset_argument(parser)
     add_crop_arguments(parser)
     parser.add_argument(
         "--speed", action="store_true", help="time a training step and sampling at N = 64, 128, 256 (no training run)"
@@ -344,6 +344,8 @@ def main(argv: list[str]) -> int:
         cfg, default_minutes, lengths = QUICK, 0.3, QUICK_LENGTHS
         if args.minutes is not None:
             args.minutes = min(args.minutes, 0.3)
+    if args.preset is not None:  # the network sizes; --node-dim etc. override them
+        cfg = training.apply_preset(cfg, args.preset)
     cfg = apply_config_overrides(cfg, args)
     lengths = tuple(args.lengths) if args.lengths else lengths
     if args.speed:

@@ -53,6 +53,7 @@ from gm.cli import (
 )
 from gm.phase_log import PhaseLog
 from proteins import training
+from proteins.commands import add_preset_argument
 from proteins.data import AMINO_ACIDS, THREE_LETTER_CODES
 from proteins.design_evaluation import (
     batch_slices,
@@ -456,6 +457,7 @@ def main(argv: list[str]) -> int:
         help="a structure dataset .npz (proteins.data.build_structure_dataset; default: the cached "
         "set of `python -m benchmarks data backbones`)",
     )
+    add_preset_argument(parser)
     add_crop_arguments(parser)
     add_run_arguments(parser, minutes=60.0, out="runs/codesign")
     add_config_overrides(parser, CodesignConfig())
@@ -472,6 +474,8 @@ def main(argv: list[str]) -> int:
         cfg, default_minutes = QUICK, 0.3
         if args.minutes is not None:
             args.minutes = min(args.minutes, 0.3)
+    if args.preset is not None:  # the network sizes; --node-dim etc. override them
+        cfg = training.apply_preset(cfg, args.preset)
     cfg = apply_config_overrides(cfg, args)
     for option in ("design", "fold", "generate"):
         if getattr(args, option) is not None:

@@ -136,9 +136,24 @@ def _add_training_arguments(parser: argparse.ArgumentParser, config: object) -> 
         "--data", type=Path, required=True, metavar="FILE", help="a structure dataset (rdfm dataset build)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the split's and the training's seed (default 0)")
+    add_preset_argument(parser)
     add_crop_arguments(parser)
     add_run_arguments(parser, minutes=DEFAULT_MINUTES, out=None)
     add_config_overrides(parser, config)
+
+
+def add_preset_argument(parser: argparse.ArgumentParser) -> None:
+    """``--preset``: the network sizes of :data:`proteins.training.PRESETS` (before ``--<field>``
+    overrides)."""
+    from proteins.training import PRESETS
+
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="network sizes: small (the CPU model: node 96, pair 48, 4 IPA blocks) or frameflow (node 256, "
+        "pair 128, 6 blocks with a node transformer after each IPA: a GPU model); --node-dim etc. override it",
+    )
 
 
 def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
@@ -237,11 +252,13 @@ def run_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: Any, label: str) -> int:
-    from proteins.training import check_buckets, load_splits, run_settings, train_structure_model
+    from proteins.training import apply_preset, check_buckets, load_splits, run_settings, train_structure_model
 
     check_device(args.device)
     _set_threads(args.threads)
     _check_seed(args.seed)
+    if args.preset is not None:
+        config = apply_preset(config, args.preset)
     config = apply_config_overrides(config, args)
     budget = run_budget(
         args.minutes,

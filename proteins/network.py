@@ -13,9 +13,14 @@ Layers (AlphaFold2 supplement, Jumper et al. 2021; FrameFlow, Yim et al. 2023):
 - pair features: the clipped relative sequence position (one-hot, :math:`|i - j| \le 32`), radial
   basis functions of CA distances of :math:`x_t`, and of the self-conditioning prediction (zeros
   without one);
-- blocks of Invariant Point Attention (Algorithm 22), a node transition, a backbone update
+- blocks of Invariant Point Attention (Algorithm 22), optionally a node-wise transformer over
+  the residues (FrameFlow: after each IPA, its input the node features plus a projection of the
+  initial node embedding; its output added back), a node transition, a backbone update
   (Algorithm 23: a quaternion ``(1, b, c, d)`` and a translation in the residue's frame,
-  composed on the right) and a pair update from the new node features.
+  composed on the right) and a pair (edge) transition from the new node features.
+
+The node transformer sees only invariant node features (attention without points or pair
+bias), so equivariance and padding invariance hold with it as without it.
 
 Both networks read nothing back to the host in their forward pass (no data-dependent Python
 branches; :class:`CodesignNetwork`'s residue-type check is its one host read-back, skipped
@@ -29,18 +34,19 @@ import math
 from typing import NamedTuple, cast
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gm.checks import Checks, index_out_of_range, value_checks_on
 from manifolds.se3 import SE3
+from proteins.attention import InvariantPointAttention, NodeTransformerLayer
 
 __all__ = [
     "BackboneNetwork",
     "CodesignNetwork",
     "CodesignPrediction",
     "InvariantPointAttention",
+    "NodeTransformerLayer",
     "quaternion_to_rotation",
 ]
 
@@ -82,87 +88,10 @@ def quaternion_to_rotation(q: Tensor) -> Tensor:
     ).reshape(*q.shape[:-1], 3, 3)
 
 
-class InvariantPointAttention(nn.Module):
-    r"""Invariant Point Attention (AlphaFold2 supplement, Algorithm 22).
-
-    For each head, the attention logit of residue ``i`` to ``j`` combines the scalar query-key
-    product, a bias from the pair features and the squared distance between query points of
-    ``i`` and key points of ``j`` placed by their frames in the global frame:
-
-    .. math::
-        a_{ij} = \mathrm{softmax}_j\Big(w_L\big(\tfrac{1}{\sqrt{c}} q_i^\top k_j + b_{ij}
-                 - \tfrac{\gamma w_C}{2}\textstyle\sum_p \|T_i \vec q_{ip} - T_j \vec k_{jp}\|^2\big)\Big),
-
-    with :math:`w_L = \sqrt{1/3}`, :math:`w_C = \sqrt{2 / (9 P_q)}` and a learned softplus
-    weight :math:`\gamma` per head. Outputs: attended values, attended value points brought back
-    into ``i``'s frame (and their norms), and attended pair features — all invariant.
-    """
-
-    def __init__(
-        self,
-        node_dim: int,
-        pair_dim: int,
-        heads: int = 8,
-        head_dim: int = 16,
-        query_points: int = 4,
-        value_points: int = 8,
-    ) -> None:
-        super().__init__()
-        self.heads, self.head_dim, self.query_points, self.value_points = heads, head_dim, query_points, value_points
-        self.to_qkv = nn.Linear(node_dim, 3 * heads * head_dim, bias=False)
-        self.to_qk_points = nn.Linear(node_dim, 2 * heads * query_points * 3)
-        self.to_v_points = nn.Linear(node_dim, heads * value_points * 3)
-        self.to_bias = nn.Linear(pair_dim, heads, bias=False)
-        # softplus(0.541) = 1: every head starts with unit point weight
-        self.point_weight = nn.Parameter(torch.full((heads,), 0.541324854612918))
-        out_features = heads * (head_dim + value_points * 4 + pair_dim)
-        self.to_out = nn.Linear(out_features, node_dim)
-
-    def forward(self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor) -> Tensor:
-        h = self.heads
-        q, k, v = rearrange(self.to_qkv(s), "b n (three h c) -> three b h n c", three=3, h=h)
-        qk_points = rearrange(self.to_qk_points(s), "b n (two h p x) -> two b n h p x", two=2, h=h, x=3)
-        v_points = rearrange(self.to_v_points(s), "b n (h p x) -> b n h p x", h=h, x=3)
-
-        def to_global(p: Tensor) -> Tensor:  # (b, n, h, p, 3) local -> global
-            return torch.einsum("bnij,bnhpj->bnhpi", rot, p) + trans[:, :, None, None, :]
-
-        q_pts, k_pts, v_pts = to_global(qk_points[0]), to_global(qk_points[1]), to_global(v_points)
-        w_l, w_c = math.sqrt(1 / 3), math.sqrt(2 / (9 * self.query_points))
-        scalar = torch.einsum("bhic,bhjc->bhij", q, k) / math.sqrt(self.head_dim)
-        bias = rearrange(self.to_bias(z), "b i j h -> b h i j")
-        q_flat = rearrange(q_pts, "b n h p x -> b h n (p x)")
-        k_flat = rearrange(k_pts, "b n h p x -> b h n (p x)")
-        sq_dist = (
-            q_flat.pow(2).sum(-1)[..., :, None]
-            + k_flat.pow(2).sum(-1)[..., None, :]
-            - 2 * torch.einsum("bhic,bhjc->bhij", q_flat, k_flat)
-        )
-        gamma = nn.functional.softplus(self.point_weight)[None, :, None, None]
-        logits = w_l * (scalar + bias - 0.5 * w_c * gamma * sq_dist)
-        logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
-        attn = torch.softmax(logits, dim=-1)
-
-        out_scalar = rearrange(torch.einsum("bhij,bhjc->bhic", attn, v), "b h n c -> b n (h c)")
-        out_points = torch.einsum("bhij,bjhpx->bihpx", attn, v_pts) - trans[:, :, None, None, :]
-        out_points = torch.einsum("bnji,bnhpj->bnhpi", rot, out_points)  # R^T: back into i's frame
-        norms = torch.sqrt(out_points.pow(2).sum(-1) + 1e-8)
-        out_pair = rearrange(torch.einsum("bhij,bijc->bihc", attn, z), "b n h c -> b n (h c)")
-        features = torch.cat(
-            [
-                out_scalar,
-                rearrange(out_points, "b n h p x -> b n (h p x)"),
-                rearrange(norms, "b n h p -> b n (h p)"),
-                out_pair,
-            ],
-            dim=-1,
-        )
-        return self.to_out(features)
-
-
 class _Block(nn.Module):
-    """IPA, transition, frame update, then (unless ``update_pair`` is false: the last block,
-    whose pair features nothing reads) the pair update from the new node features."""
+    """IPA, the node transformer (``transformer_layers`` > 0), transition, frame update, then
+    (unless ``update_pair`` is false: the last block, whose pair features nothing reads) the pair
+    update from the new node features."""
 
     def __init__(
         self,
@@ -173,11 +102,21 @@ class _Block(nn.Module):
         query_points: int,
         value_points: int,
         update_pair: bool = True,
+        transformer_layers: int = 0,
+        transformer_heads: int = 4,
     ) -> None:
         super().__init__()
         self.update_pair = update_pair
         self.ipa = InvariantPointAttention(node_dim, pair_dim, heads, head_dim, query_points, value_points)
         self.ipa_norm = nn.LayerNorm(node_dim)
+        if transformer_layers:
+            # the transformer's input: the node features plus a projection of the initial node
+            # embedding (a skip past the IPA stack); its output is projected and added back
+            self.transformer_skip = nn.Linear(node_dim, node_dim, bias=False)
+            self.transformer = nn.ModuleList(
+                NodeTransformerLayer(node_dim, transformer_heads) for _ in range(transformer_layers)
+            )
+            self.transformer_out = nn.Linear(node_dim, node_dim)
         self.transition = nn.Sequential(nn.Linear(node_dim, 2 * node_dim), nn.ReLU(), nn.Linear(2 * node_dim, node_dim))
         self.transition_norm = nn.LayerNorm(node_dim)
         self.frame_update = nn.Linear(node_dim, 6)
@@ -191,10 +130,15 @@ class _Block(nn.Module):
             self.node_to_pair = nn.Linear(node_dim, node_dim)
 
     def forward(
-        self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor
+        self, s: Tensor, z: Tensor, rot: Tensor, trans: Tensor, mask: Tensor, s_initial: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         real = mask[..., None].to(s.dtype)
         s = self.ipa_norm(s + self.ipa(s, z, rot, trans, mask)) * real
+        if hasattr(self, "transformer"):
+            hidden = s + self.transformer_skip(s_initial)
+            for layer in self.transformer:
+                hidden = layer(hidden, mask)
+            s = (s + self.transformer_out(hidden)) * real
         s = self.transition_norm(s + self.transition(s)) * real
         update = self.frame_update(s) * real
         delta_rot = quaternion_to_rotation(torch.cat([torch.ones_like(update[..., :1]), update[..., :3]], dim=-1))
@@ -220,6 +164,8 @@ class BackboneNetwork(nn.Module):
         node_dim, pair_dim: widths of the node and pair features.
         blocks: number of IPA blocks (each with its own weights).
         heads, head_dim, query_points, value_points: IPA sizes.
+        transformer_layers, transformer_heads: the node transformer after each IPA (0 layers:
+            none, the ``small`` preset; FrameFlow: 2 layers of 4 heads).
         max_relative_position: relative sequence offsets beyond it share one bin.
         distance_bins, max_distance: radial basis of CA distances (nanometres).
         self_condition: accept a previous prediction as input (FrameFlow's self-conditioning).
@@ -245,9 +191,12 @@ class BackboneNetwork(nn.Module):
         max_distance: float = 2.0,
         self_condition: bool = True,
         extra_node_features: int = 0,
+        transformer_layers: int = 0,
+        transformer_heads: int = 4,
     ) -> None:
         super().__init__()
         for name, value in (
+            ("transformer_heads", transformer_heads),
             ("node_dim", node_dim),
             ("pair_dim", pair_dim),
             ("blocks", blocks),
@@ -262,8 +211,11 @@ class BackboneNetwork(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if node_dim % 2:
             raise ValueError(f"node_dim must be even (sinusoidal embeddings come in sin/cos pairs), got {node_dim}")
-        if isinstance(extra_node_features, bool) or not isinstance(extra_node_features, int) or extra_node_features < 0:
-            raise ValueError(f"extra_node_features must be an integer >= 0, got {extra_node_features!r}")
+        for name, value in (("extra_node_features", extra_node_features), ("transformer_layers", transformer_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if transformer_layers and node_dim % transformer_heads:
+            raise ValueError(f"node_dim ({node_dim}) must be a multiple of transformer_heads ({transformer_heads})")
         if not max_distance > 0:
             raise ValueError(f"max_distance must be positive (nanometres), got {max_distance!r}")
         self.node_dim, self.max_relative_position = node_dim, max_relative_position
@@ -280,7 +232,17 @@ class BackboneNetwork(nn.Module):
             nn.Linear(pair_in, pair_dim), nn.ReLU(), nn.Linear(pair_dim, pair_dim), nn.LayerNorm(pair_dim)
         )
         self.blocks = nn.ModuleList(
-            _Block(node_dim, pair_dim, heads, head_dim, query_points, value_points, update_pair=i < blocks - 1)
+            _Block(
+                node_dim,
+                pair_dim,
+                heads,
+                head_dim,
+                query_points,
+                value_points,
+                update_pair=i < blocks - 1,
+                transformer_layers=transformer_layers,
+                transformer_heads=transformer_heads,
+            )
             for i in range(blocks)
         )
 
@@ -365,8 +327,9 @@ class BackboneNetwork(nn.Module):
         )
         z = self.pair_embed[1:](hidden)
         rot, trans = x_t[..., :3, :3], x_t[..., :3, 3]
+        s_initial = s
         for block in self.blocks:
-            s, z, rot, trans = block(s, z, rot, trans, mask)
+            s, z, rot, trans = block(s, z, rot, trans, mask, s_initial)
         eye = torch.eye(3, dtype=dtype, device=x_t.device)
         rot = torch.where(mask[..., None, None], rot, eye)
         trans = trans * mask[..., None].to(dtype)
@@ -394,8 +357,8 @@ class CodesignNetwork(nn.Module):
 
     Args:
         node_dim, pair_dim, blocks, heads, head_dim, query_points, value_points,
-            max_relative_position, distance_bins, max_distance, self_condition: as
-            :class:`BackboneNetwork`.
+            max_relative_position, distance_bins, max_distance, self_condition,
+            transformer_layers, transformer_heads: as :class:`BackboneNetwork` (the trunk).
         residue_types: number of residue types (20).
 
     Call ``network(x_t, t_structure, residues_t, t_sequence, mask, self_condition=None)`` with
@@ -419,6 +382,8 @@ class CodesignNetwork(nn.Module):
         max_distance: float = 2.0,
         self_condition: bool = True,
         residue_types: int = 20,
+        transformer_layers: int = 0,
+        transformer_heads: int = 4,
     ) -> None:
         super().__init__()
         if isinstance(residue_types, bool) or not isinstance(residue_types, int) or residue_types < 2:
@@ -440,6 +405,8 @@ class CodesignNetwork(nn.Module):
             max_distance,
             self_condition,
             extra_node_features=extra,
+            transformer_layers=transformer_layers,
+            transformer_heads=transformer_heads,
         )
         self.residue_embed = nn.Embedding(residue_types + 1, node_dim)
         self.sequence_head = nn.Sequential(

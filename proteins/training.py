@@ -16,7 +16,7 @@ rebuild the network it was trained with.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,10 @@ class StructureModelConfig:
     blocks: int = 4
     heads: int = 8
     head_dim: int = 12
+    query_points: int = 4
+    value_points: int = 8
+    transformer_layers: int = 0  # the node transformer after each IPA (0: none)
+    transformer_heads: int = 4
     batch: int = 4
     min_crop: int = 64
     max_crop: int = 128
@@ -97,32 +101,77 @@ EVALUATION_FIELDS = frozenset(
 )
 
 
+#: Network presets (:func:`apply_preset`): ``small``, the CPU model of the benchmarks (node 96,
+#: pair 48, 4 IPA blocks, no node transformer), and ``frameflow``, the trunk of FrameFlow (Yim et
+#: al. 2023): node 256, pair 128, 6 blocks of IPA with 8 heads, 8 query and 12 value points,
+#: each followed by a 2-layer, 4-head node transformer, the edge transition and the AF2
+#: backbone update. (The per-head IPA width is not fixed by the paper's text; 32 = 256 / 8.)
+PRESETS: dict[str, dict[str, int]] = {
+    "small": {
+        "node_dim": 96,
+        "pair_dim": 48,
+        "blocks": 4,
+        "heads": 8,
+        "head_dim": 12,
+        "query_points": 4,
+        "value_points": 8,
+        "transformer_layers": 0,
+        "transformer_heads": 4,
+    },
+    "frameflow": {
+        "node_dim": 256,
+        "pair_dim": 128,
+        "blocks": 6,
+        "heads": 8,
+        "head_dim": 32,
+        "query_points": 8,
+        "value_points": 12,
+        "transformer_layers": 2,
+        "transformer_heads": 4,
+    },
+}
+
+# Architecture fields added after checkpoints were first written: recorded only when they differ
+# from these values (the networks of the earlier checkpoints), so those checkpoints still resume
+# and load.
+_LEGACY_ARCHITECTURE = {"query_points": 4, "value_points": 8, "transformer_layers": 0, "transformer_heads": 4}
+
+
+def apply_preset(config: StructureModelConfig, preset: str) -> StructureModelConfig:
+    """``config`` with the network sizes of the preset ``preset`` (a key of :data:`PRESETS`).
+
+    Raises:
+        ValueError: for an unknown preset, naming the known ones.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return replace(config, **PRESETS[preset])
+
+
 def run_settings(config: StructureModelConfig, **extra: Any) -> dict[str, Any]:
     """The settings a checkpoint of ``config``'s run records and a resume must match: every field
-    but :data:`EVALUATION_FIELDS`, plus ``extra`` (e.g. the dataset and split)."""
-    return {**{k: v for k, v in asdict(config).items() if k not in EVALUATION_FIELDS}, **extra}
+    but :data:`EVALUATION_FIELDS` (and the later architecture fields at their earlier values),
+    plus ``extra`` (e.g. the dataset and split)."""
+    settings = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in EVALUATION_FIELDS and not (k in _LEGACY_ARCHITECTURE and v == _LEGACY_ARCHITECTURE[k])
+    }
+    return {**settings, **extra}
+
+
+def _trunk_sizes(config: StructureModelConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in PRESETS["small"]}
 
 
 def backbone_network(config: StructureModelConfig) -> BackboneNetwork:
     """The IPA frame network of ``config``'s sizes."""
-    return BackboneNetwork(
-        node_dim=config.node_dim,
-        pair_dim=config.pair_dim,
-        blocks=config.blocks,
-        heads=config.heads,
-        head_dim=config.head_dim,
-    )
+    return BackboneNetwork(**_trunk_sizes(config))
 
 
 def codesign_network(config: CodesignConfig) -> CodesignNetwork:
-    """The co-design network (IPA trunk with sequence input and residue-type head) of ``config``'s sizes."""
-    return CodesignNetwork(
-        node_dim=config.node_dim,
-        pair_dim=config.pair_dim,
-        blocks=config.blocks,
-        heads=config.heads,
-        head_dim=config.head_dim,
-    )
+    """The co-design network (the same trunk, sequence input and residue-type head) of ``config``'s sizes."""
+    return CodesignNetwork(**_trunk_sizes(config))
 
 
 def backbone_flow(config: StructureModelConfig) -> BackboneFlow:
@@ -351,6 +400,8 @@ def _load(model: torch.nn.Module, state: dict, checkpoint: str | Path, what: str
 __all__ = [
     "SPLITS",
     "StructureModelConfig",
+    "PRESETS",
+    "apply_preset",
     "BackboneConfig",
     "CodesignConfig",
     "EVALUATION_FIELDS",

@@ -35,8 +35,11 @@ def random_rigid(dtype=torch.float64, seed=3):
     return quaternion_to_rotation(q), torch.randn(3, generator=g, dtype=dtype)
 
 
-def test_network_frames_are_equivariant_and_logits_invariant():
-    net = small_network().double()
+@pytest.mark.parametrize("preset", [None, "small", "frameflow"])
+def test_network_frames_are_equivariant_and_logits_invariant(preset):
+    from proteins.training import PRESETS
+
+    net = small_network().double() if preset is None else CodesignNetwork(**PRESETS[preset]).double()
     flow = CodesignFlow()
     mask = torch.ones(2, 10, dtype=torch.bool)
     x = flow.backbone.frames_from_atoms(helix(2, 10), mask)
@@ -54,8 +57,11 @@ def test_network_frames_are_equivariant_and_logits_invariant():
     assert float((other.logits - out.logits).detach().abs().max()) > 1e-4
 
 
-def test_network_ignores_padding_and_rejects_bad_residue_ids():
-    net = small_network().double()
+@pytest.mark.parametrize("preset", [None, "frameflow"])
+def test_network_ignores_padding_and_rejects_bad_residue_ids(preset):
+    from proteins.training import PRESETS
+
+    net = small_network().double() if preset is None else CodesignNetwork(**PRESETS[preset]).double()
     flow = CodesignFlow()
     atoms = helix(1, 8)
     mask = torch.ones(1, 8, dtype=torch.bool)

@@ -40,6 +40,9 @@ def test_networks_have_no_graph_breaks():
     # each traced once without and once with the self-conditioning input
     net = BackboneNetwork(blocks=2, **SIZES)  # two blocks: the first updates the pair features
     assert graph_breaks(lambda x, t, m: (net(x, t, m), net(x, t, m, x)), x, t, mask) == []
+    # the frameflow preset's node transformer (scaled_dot_product_attention with a key mask)
+    net = BackboneNetwork(blocks=1, transformer_layers=2, transformer_heads=2, **SIZES)
+    assert graph_breaks(lambda x, t, m: net(x, t, m, x), x, t, mask) == []
     codesign = CodesignNetwork(blocks=1, **SIZES)  # the trunk with two blocks is traced above
     ids = residues.masked_fill(residues == 3, 20)  # some masked residues
 

@@ -164,12 +164,19 @@ def _frames(b, n, seed, dtype=torch.float64):
     return SE3.from_rt(rot, torch.randn(b, n, 3, dtype=dtype, generator=g))
 
 
-def _network(seed=0):
+def _network(seed=0, preset=None):
+    """A tiny network, or (``preset``) the full-size network of a preset of proteins.training."""
+    from proteins.training import PRESETS
+
     torch.manual_seed(seed)
-    net = BackboneNetwork(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8).double()
+    sizes = dict(node_dim=32, pair_dim=16, blocks=2, heads=4, head_dim=8) if preset is None else PRESETS[preset]
+    net = BackboneNetwork(**sizes).double()
     for block in net.blocks:  # the frame updates start at zero: make them do something
         torch.nn.init.normal_(block.frame_update.weight, std=0.2)
     return net
+
+
+PRESET_CASES = [None, "small", "frameflow"]
 
 
 def test_quaternion_to_rotation_is_a_rotation_and_matches_axis_angle():
@@ -181,8 +188,9 @@ def test_quaternion_to_rotation_is_a_rotation_and_matches_axis_angle():
     torch.testing.assert_close(r, expected)
 
 
-def test_network_is_se3_equivariant_in_float64():
-    net = _network()
+@pytest.mark.parametrize("preset", PRESET_CASES)
+def test_network_is_se3_equivariant_in_float64(preset):
+    net = _network(preset=preset)
     x = _frames(2, 12, seed=1)
     t = torch.tensor([0.2, 0.9], dtype=torch.float64)
     mask = torch.ones(2, 12, dtype=torch.bool)
@@ -194,10 +202,17 @@ def test_network_is_se3_equivariant_in_float64():
     err = ((g @ out - out_g) * mask[..., None, None]).abs().max()
     assert float(err) < 1e-6
     assert float((out - x).abs().max()) > 1e-2  # not trivially the identity map
+    if preset == "frameflow":  # the node transformer is in the path: removing it changes the output
+        assert all(hasattr(block, "transformer") and len(block.transformer) == 2 for block in net.blocks)
+        for block in net.blocks:
+            torch.nn.init.zeros_(block.transformer_out.weight)
+            torch.nn.init.zeros_(block.transformer_out.bias)
+        assert float((net(x, t, mask, sc) - out).abs().max()) > 1e-6
 
 
-def test_network_padding_does_not_change_real_residues():
-    net = _network()
+@pytest.mark.parametrize("preset", PRESET_CASES)
+def test_network_padding_does_not_change_real_residues(preset):
+    net = _network(preset=preset)
     x = _frames(2, 10, seed=4)
     t = torch.tensor([0.5, 0.5], dtype=torch.float64)
     mask = torch.ones(2, 10, dtype=torch.bool)

@@ -162,3 +162,25 @@ def test_a_checkpoint_of_the_other_model_is_named_as_such(runs, capsys, tmp_path
     assert "does not hold a co-design network" in _one_line_error(capsys, code)
     code = main(["backbones", "sample", "--checkpoint", str(runs["data"]), "--lengths", "8", "--out", str(tmp_path)])
     assert f"checkpoint {runs['data']}" in _one_line_error(capsys, code)
+
+
+def test_presets_set_the_network_and_old_checkpoints_keep_their_settings(runs, tmp_path):
+    from gm.train import load_trained_weights
+    from proteins.training import PRESETS, BackboneConfig, apply_preset, load_backbone_model, run_settings
+
+    # the small preset is the default network; its later architecture fields are not recorded,
+    # so checkpoints written before they existed resume under the same settings
+    assert apply_preset(BackboneConfig(), "small") == BackboneConfig()
+    assert not {"query_points", "value_points", "transformer_layers"} & set(run_settings(BackboneConfig()))
+    frameflow = apply_preset(BackboneConfig(), "frameflow")
+    assert run_settings(frameflow)["transformer_layers"] == 2 and frameflow.node_dim == 256
+    with pytest.raises(ValueError, match=r"preset must be one of \['frameflow', 'small'\]"):
+        apply_preset(BackboneConfig(), "huge")
+    # --preset, then --<field> overrides (a shrunken frameflow network: its transformer stays)
+    small = ["--node-dim", "16", "--pair-dim", "8", "--blocks", "1", "--heads", "2", "--head-dim", "4"]
+    argv = ["backbones", "train", "--data", str(runs["data"]), "--out", str(tmp_path), *TINY, "--preset", "frameflow"]
+    assert main([*argv, *small, "--transformer-heads", "2"]) == 0
+    settings = load_trained_weights(tmp_path / "checkpoint.pt").run_config
+    assert settings["transformer_layers"] == PRESETS["frameflow"]["transformer_layers"] and settings["node_dim"] == 16
+    model, config = load_backbone_model(tmp_path / "checkpoint.pt")
+    assert config.transformer_layers == 2 and len(model.blocks[0].transformer) == 2
