@@ -330,23 +330,33 @@ class CodesignFlow:
         max_length: int = 128,
         device: torch.device | str = "cpu",
         buckets: tuple[int, ...] | None = None,
+        squared_residues: int | None = None,
     ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
         """A ``loss_fn(model, step, generator)`` for the shared trainer: random crops of
         ``dataset`` with their sequences (``sample_sequence_crops(batch, generator, min_length,
         max_length) -> (atoms, residues, mask)``, e.g. :class:`proteins.data.StructureDataset`).
         As :meth:`BackboneFlow.objective`: crops drawn, turned into frames and checked on the
-        host, the device step reads nothing back; ``buckets``: one padded length per batch."""
+        host, the device step reads nothing back; ``buckets``: one padded length per batch;
+        ``squared_residues``: batches of one length sized by that budget, at most ``batch_size``
+        (``dataset.length_batch``)."""
         check_positive_int(batch_size, "batch_size")
+        if squared_residues is not None:
+            check_positive_int(squared_residues, "squared_residues")
         on_cpu = torch.device(device).type == "cpu"
 
         def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
-            atoms, residues, mask = dataset.sample_sequence_crops(
-                batch_size,
-                generator,
-                min_length=min_length,
-                max_length=max_length,
-                **({} if buckets is None else {"buckets": buckets}),
-            )
+            if squared_residues is not None:
+                atoms, residues, mask = dataset.length_batch(
+                    squared_residues, generator, min_length, max_length, max_batch=batch_size, lengths=buckets
+                )
+            else:
+                atoms, residues, mask = dataset.sample_sequence_crops(
+                    batch_size,
+                    generator,
+                    min_length=min_length,
+                    max_length=max_length,
+                    **({} if buckets is None else {"buckets": buckets}),
+                )
             # on the host: these checks need no device sync
             x1 = self.backbone.frames_from_atoms(atoms, mask)
             self._check_residues(residues, mask, "residues", allow_mask=False)

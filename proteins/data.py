@@ -522,6 +522,10 @@ class StructureDataset:
         Raises:
             ValueError: for ``length`` or ``count`` < 1, or if no chain has ``length`` residues.
         """
+        return self._atoms[self._length_index(length, count, generator)]
+
+    def _length_index(self, length: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Rows ``(count, length)`` of the crops of :meth:`crops_of_length`."""
         length = _check_int("length", length, 1)
         count = _check_int("count", count, 1)
         eligible = torch.nonzero(self._length >= length).flatten()
@@ -530,8 +534,51 @@ class StructureDataset:
         rounds = -(-count // len(eligible))
         chain = torch.cat([eligible[torch.randperm(len(eligible), generator=generator)] for _ in range(rounds)])[:count]
         start = self._random_starts(self._length[chain] - length + 1, generator)
-        index = self._begin[chain, None] + start[:, None] + torch.arange(length)
-        return self._atoms[index]
+        return self._begin[chain, None] + start[:, None] + torch.arange(length)
+
+    def length_batch(
+        self,
+        squared_residues: int,
+        generator: torch.Generator | None = None,
+        min_length: int = 64,
+        max_length: int = 128,
+        *,
+        max_batch: int = 80,
+        lengths: Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch of crops of one length, as many as a budget of squared residues holds
+        (FrameFlow's batching: proteins of one length per batch, about 400k squared residues, at
+        most 80): no padding, and the batch's cost, which grows as ``B L^2`` in the pair features,
+        is about the same at every length.
+
+        The length ``L`` is uniform on ``[min_length, max_length]`` capped at the longest chain
+        (or on the given ``lengths`` a chain reaches: few shapes, for compiled steps); the batch
+        holds ``clamp(squared_residues // L^2, 1, max_batch)`` crops of :meth:`crops_of_length`.
+
+        Returns:
+            ``atoms`` float32 (B, L, 4, 3), ``residues`` int64 (B, L) (as
+            :meth:`sample_sequence_crops`) and ``mask`` bool (B, L), all True.
+
+        Raises:
+            ValueError: for a budget, batch or length below 1, or ``lengths`` no chain reaches.
+        """
+        squared_residues = _check_int("squared_residues", squared_residues, 1)
+        max_batch = _check_int("max_batch", max_batch, 1)
+        longest = int(self._length.max())
+        if lengths is not None:
+            choices = [_check_int("lengths", int(length), 1) for length in lengths]
+            reachable = [length for length in choices if length <= longest]
+            if not reachable:
+                raise ValueError(f"lengths={list(choices)}: no chain is that long (longest: {longest} residues)")
+            length = reachable[int(torch.randint(len(reachable), (), generator=generator))]
+        else:
+            min_length = _check_int("min_length", min_length, 1)
+            max_length = _check_int("max_length", max_length, min_length)
+            high = min(max_length, longest)
+            length = int(torch.randint(min(min_length, high), high + 1, (), generator=generator))
+        count = max(1, min(max_batch, squared_residues // length**2))
+        index = self._length_index(length, count, generator)
+        return self._atoms[index], self._residues[index], torch.ones(count, length, dtype=torch.bool)
 
     @staticmethod
     def _random_starts(choices: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -377,6 +377,7 @@ class BackboneFlow:
         max_length: int = 128,
         device: torch.device | str = "cpu",
         buckets: tuple[int, ...] | None = None,
+        squared_residues: int | None = None,
     ) -> Callable[[nn.Module, int, torch.Generator], Tensor]:
         """A ``loss_fn(model, step, generator)`` for :func:`gm.train.train`: random crops of
         ``dataset`` (``sample_crops(batch, generator, min_length, max_length) -> (atoms, mask)``).
@@ -385,22 +386,34 @@ class BackboneFlow:
         sees are few and its graphs (CUDA graphs under ``mode="reduce-overhead"``) are reused;
         ``None`` pads each batch to its longest crop.
 
+        ``squared_residues`` (FrameFlow's batching, e.g. 400_000): each batch holds crops of one
+        length ``L``, ``clamp(squared_residues // L^2, 1, batch_size)`` of them
+        (:meth:`proteins.data.StructureDataset.length_batch`; with ``buckets``, ``L`` is one of
+        them): no padding, and about the same cost per step at every length.
+
         The crops are drawn, turned into frames and checked on the host, then copied to
         ``device``: the step on the device reads nothing back (``loss(validate=False)``). On the
         CPU the trainer's ``generator`` draws everything; on an accelerator the noise is drawn
         there by its default generator, and the self-conditioning decision on the host by
         ``generator``."""
         check_positive_int(batch_size, "batch_size")
+        if squared_residues is not None:
+            check_positive_int(squared_residues, "squared_residues")
         on_cpu = torch.device(device).type == "cpu"
 
         def loss_fn(model: nn.Module, step: int, generator: torch.Generator) -> Tensor:
-            atoms, mask = dataset.sample_crops(
-                batch_size,
-                generator,
-                min_length=min_length,
-                max_length=max_length,
-                **({} if buckets is None else {"buckets": buckets}),
-            )
+            if squared_residues is not None:
+                atoms, _, mask = dataset.length_batch(
+                    squared_residues, generator, min_length, max_length, max_batch=batch_size, lengths=buckets
+                )
+            else:
+                atoms, mask = dataset.sample_crops(
+                    batch_size,
+                    generator,
+                    min_length=min_length,
+                    max_length=max_length,
+                    **({} if buckets is None else {"buckets": buckets}),
+                )
             x1 = self.frames_from_atoms(atoms, mask)  # on the host: its checks need no device sync
             x1, mask = _to_device(x1, device), _to_device(mask, device)
             self_condition = None if on_cpu else _host_coin(self.self_condition_prob, generator)

@@ -47,7 +47,10 @@ class StructureModelConfig:
     value_points: int = 8
     transformer_layers: int = 0  # the node transformer after each IPA (0: none)
     transformer_heads: int = 4
-    batch: int = 4
+    batch: int = 4  # proteins per step (with squared_residues: the most per step)
+    # FrameFlow's batching (e.g. 400_000): each step's crops share one length L, as many as
+    # squared_residues // L^2 (at most batch); 0: a fixed batch of crops of mixed lengths, padded
+    squared_residues: int = 0
     min_crop: int = 64
     max_crop: int = 128
     lr: float = 5e-4
@@ -131,10 +134,16 @@ PRESETS: dict[str, dict[str, int]] = {
     },
 }
 
-# Architecture fields added after checkpoints were first written: recorded only when they differ
+# Architecture and batching fields added after checkpoints were first written: recorded only when they differ
 # from these values (the networks of the earlier checkpoints), so those checkpoints still resume
 # and load.
-_LEGACY_ARCHITECTURE = {"query_points": 4, "value_points": 8, "transformer_layers": 0, "transformer_heads": 4}
+_LEGACY_ARCHITECTURE = {
+    "query_points": 4,
+    "value_points": 8,
+    "transformer_layers": 0,
+    "transformer_heads": 4,
+    "squared_residues": 0,
+}
 
 
 def apply_preset(config: StructureModelConfig, preset: str) -> StructureModelConfig:
@@ -330,6 +339,7 @@ def train_structure_model(
         max_length=config.max_crop,
         device=device,
         buckets=buckets,
+        squared_residues=config.squared_residues or None,
     )
     budget.setdefault("eval_every_minutes", None if budget.get("eval_every") else config.eval_every_minutes)
     train_config = TrainConfig(

@@ -184,3 +184,28 @@ def test_presets_set_the_network_and_old_checkpoints_keep_their_settings(runs, t
     assert settings["transformer_layers"] == PRESETS["frameflow"]["transformer_layers"] and settings["node_dim"] == 16
     model, config = load_backbone_model(tmp_path / "checkpoint.pt")
     assert config.transformer_layers == 2 and len(model.blocks[0].transformer) == 2
+
+
+def test_objectives_train_on_length_batches_under_a_squared_residue_budget(runs):
+    from proteins import BackboneFlow, BackboneNetwork, CodesignFlow, CodesignNetwork
+    from proteins.data import StructureDataset
+
+    data = StructureDataset.load(runs["data"])
+    sizes = dict(node_dim=16, pair_dim=8, blocks=1, heads=2, head_dim=4)
+    for flow, network in ((BackboneFlow(), BackboneNetwork(**sizes)), (CodesignFlow(), CodesignNetwork(**sizes))):
+        shapes = []
+
+        def model(x_t, *args, network=network, shapes=shapes, **kwargs):
+            mask = next(a for a in args if isinstance(a, torch.Tensor) and a.dtype == torch.bool)
+            shapes.append((tuple(x_t.shape[:2]), bool(mask.all())))
+            return network(x_t, *args, **kwargs)
+
+        loss_fn = flow.objective(data, batch_size=3, min_length=12, max_length=40, squared_residues=2000)
+        g = torch.Generator().manual_seed(0)
+        losses = [loss_fn(model, step, g) for step in range(12)]
+        assert all(torch.isfinite(loss) for loss in losses)
+        for (batch, length), unpadded in shapes:
+            assert 12 <= length <= 40 and batch == max(1, min(3, 2000 // length**2)) and unpadded
+        assert len({length for (_, length), _ in shapes}) > 3  # one length per batch, varying between batches
+    with pytest.raises(ValueError, match="squared_residues"):
+        BackboneFlow().objective(data, batch_size=2, squared_residues=0)

@@ -536,3 +536,35 @@ def test_bucketed_crops_have_static_shapes_and_uniform_lengths(small_structure_s
     # without buckets: padded to the longest crop, as before
     atoms, mask = data.sample_crops(4, torch.Generator().manual_seed(2), 40, 63)
     assert atoms.shape[1] == int(mask.sum(1).max())
+
+
+def test_length_batches_hold_one_length_sized_by_the_squared_residue_budget():
+    lengths = [30, 45, 60, 80, 100]
+    data = encoded_dataset(lengths, list(range(5)))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    for _ in range(300):
+        atoms, residues, mask = data.length_batch(40_000, g, 40, 120, max_batch=8)
+        b, n = mask.shape
+        seen.append(n)
+        assert mask.all() and atoms.shape == (b, n, 4, 3) and residues.shape == (b, n)
+        assert b == max(1, min(8, 40_000 // n**2))  # the budget, capped at max_batch
+        rows = atoms[:, :, 0, 0].long()  # the encoded residue index of every crop residue
+        assert torch.equal(rows - rows[:, :1], torch.arange(n).expand(b, n))  # contiguous crops
+        chain = np.searchsorted(starts, rows[:, 0].numpy(), side="right") - 1
+        assert (rows[:, -1].numpy() < starts[chain + 1]).all()  # within one chain
+    # L uniform on [40, 100]: capped at the longest chain, every length drawn about equally often
+    counts = np.bincount(seen, minlength=101)[40:]
+    assert min(seen) >= 40 and max(seen) == 100 and (counts > 0).sum() > 50
+    # given lengths (few shapes for compiled steps): only those a chain reaches
+    shapes = {data.length_batch(40_000, g, lengths=(48, 64, 128))[2].shape[1] for _ in range(40)}
+    assert shapes == {48, 64}
+    # reproducible from the generator
+    a = data.length_batch(40_000, torch.Generator().manual_seed(3), 40, 120)
+    b = data.length_batch(40_000, torch.Generator().manual_seed(3), 40, 120)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="squared_residues"):
+        data.length_batch(0, g)
+    with pytest.raises(ValueError, match="no chain is that long"):
+        data.length_batch(40_000, g, lengths=(200,))
