@@ -20,7 +20,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from gm.cli import (
     rank_batch,
     run_budget,
 )
+from gm.train import BudgetSnapshots, checkpoint_elapsed_s
 from proteins import training
 from proteins.commands import add_crop_arguments, add_preset_argument
 from proteins.data import StructureDataset
@@ -102,6 +103,7 @@ def train_model(
     dataset: Path | None = None,
     split: str = "cluster",
     buckets: tuple[int, ...] | None = None,
+    snapshots=None,
 ):
     """Train one model; returns ``(model with the best EMA weights, TrainResult, splits)``."""
     budget = as_budget(budget, cfg.eval_every_minutes)
@@ -121,6 +123,7 @@ def train_model(
         settings=settings,
         resume=not restart,
         progress=progress,
+        snapshots=snapshots,
         **budget.train_fields(),
     )
     return model, res, (train_set, val_set, test_set)
@@ -329,6 +332,15 @@ def main(argv: list[str]) -> int:
     add_preset_argument(parser)
     add_crop_arguments(parser)
     parser.add_argument(
+        "--curve",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="F",
+        help="quality against compute from one run: keep the EMA weights at these fractions of the budget "
+        "(e.g. 0.25 0.5 1) and evaluate each (curve.png, the table's curve rows)",
+    )
+    parser.add_argument(
         "--speed", action="store_true", help="time a training step and sampling at N = 64, 128, 256 (no training run)"
     )
     add_run_arguments(parser, minutes=60.0, out="runs/backbones")
@@ -358,10 +370,17 @@ def main(argv: list[str]) -> int:
         compile=args.compile,
     )
     buckets = check_buckets(args.crop_buckets, cfg)
+    budget, marks, unit = curve_marks(budget, args.curve)
     out = Path(args.out)
     for seed in args.seeds:
         print(f"[backbones] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
+        snapshots = None
+        if marks:
+            prior = checkpoint_elapsed_s(out / f"seed{seed}" / "checkpoint.pt", restart=args.restart)
+            if args.restart:
+                (out / f"seed{seed}" / "snapshots.pt").unlink(missing_ok=True)
+            snapshots = BudgetSnapshots(out / f"seed{seed}" / "snapshots.pt", marks, prior, unit=unit)
         model, res, splits = train_model(
             seed,
             budget,
@@ -373,6 +392,7 @@ def main(argv: list[str]) -> int:
             dataset=args.dataset,
             split=args.split,
             buckets=buckets,
+            snapshots=snapshots,
         )
         if res.rank != 0:
             continue  # data-parallel run: rank 0 evaluates and writes
@@ -380,9 +400,15 @@ def main(argv: list[str]) -> int:
             f"[backbones] seed {seed}: {res.steps} steps, best validation loss {res.best_val:.3f} "
             f"(step {res.best_step})"
         )
+        saved = snapshots.finish() if snapshots is not None else None
         if args.train_only:
             continue
         record = evaluate(model, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device)
+        if saved is not None:
+            record["curve"] = evaluate_curve(
+                saved, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device
+            )
+            record["table"] += "\n\n" + _curve_table(record["curve"])
         record = new_record(
             "backbones",
             "structures",
@@ -398,6 +424,126 @@ def main(argv: list[str]) -> int:
         write_results(out / f"seed{seed}" / "results.json", record)
         print(record["table"])
     return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# quality against compute: the EMA weights at fractions of one run's budget, evaluated alike
+
+#: the floors of the benchmark as margins (>= 0: met), from a metrics row and the real row
+TARGETS = {
+    "ca_ca_within_0.1": ("CA-CA within 0.1 A >= 0.90", lambda v, real, floor: v - 0.90),
+    "clash_rate": ("clash rate <= 0.01", lambda v, real, floor: 0.01 - v),
+    "helix": ("helix within 0.10 of real", lambda v, real, floor: 0.10 - abs(v - real)),
+    "strand": ("strand within 0.10 of real", lambda v, real, floor: 0.10 - abs(v - real)),
+    "ramachandran_js": ("Rama JS <= 3 x floor", lambda v, real, floor: 3 * floor - v),
+}
+
+
+def curve_marks(budget: Budget, fractions: list[float] | None) -> tuple[Budget, list[float], str]:
+    """The budget marks of ``--curve`` (minutes, or steps under a step budget) and the budget
+    with a validation cadence that takes a snapshot at (or just before) each mark."""
+    if not fractions:
+        return budget, [], "minutes"
+    if any(not 0 < f <= 1 for f in fractions):
+        raise CommandLineError(f"--curve fractions must be in (0, 1], got {fractions}")
+    fractions = sorted(set(fractions))
+    if budget.max_steps is not None:
+        marks = sorted({max(1, round(f * budget.max_steps)) for f in fractions})
+        return replace(budget, eval_every=math.gcd(*marks)), [float(m) for m in marks], "steps"
+    assert budget.max_minutes is not None
+    marks = [f * budget.max_minutes for f in fractions]
+    every = min(budget.eval_every_minutes or math.inf, marks[0] / 2)
+    return replace(budget, eval_every_minutes=every), marks, "minutes"
+
+
+def evaluate_curve(
+    snapshots: dict, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed: int, device: str = "cpu"
+) -> dict:
+    """Every snapshot's samples (the same seeds and lengths as :func:`evaluate`) against the same
+    held-out crops: its structure statistics and distances, the residues seen (steps times the
+    mean real residues of a training batch), and where each floor is crossed (interpolated
+    log-linearly in residues between snapshots) or, if none is, the log-linear extrapolation of
+    its last two snapshots; plus ``curve.png``."""
+    from proteins import evaluation
+    from proteins.plots import plot_quality_curve
+
+    train_set, _, test_set = splits
+    flow = backbone_flow(cfg)
+    count = cfg.samples_per_length
+    real = []
+    for length in lengths:
+        crops = test_set.crops_of_length(length, 2 * count, torch.Generator().manual_seed(seed * 1000 + length))
+        full = torch.ones(crops.shape[:2], dtype=torch.bool)
+        real.append((with_ideal_oxygens(crops, full), full))
+    real_atoms, real_mask = _pad(real)
+    real_stats = evaluation.structure_statistics(real_atoms, real_mask)
+    floor = evaluation.noise_floor(real_atoms, real_mask, generator=torch.Generator().manual_seed(seed))
+    per_step = training.residues_per_step(cfg, train_set, seed=seed)
+    points = []
+    for key, entry in sorted(snapshots.items(), key=lambda item: item[1]["step"]):
+        model = backbone_network(cfg)
+        model.load_state_dict(entry["state"])
+        model = model.to(device).eval()
+        samples = [
+            generate(model, flow, length, count, cfg, seed * 1000 + i, device) for i, length in enumerate(lengths)
+        ]
+        atoms, mask = _pad([(a, torch.ones(a.shape[:2], dtype=torch.bool)) for a in samples])
+        stats = evaluation.structure_statistics(atoms, mask)
+        distances = evaluation.distribution_distances(atoms, mask, real_atoms, real_mask)
+        points.append(
+            {"mark": key, "step": entry["step"], "residues_seen": entry["step"] * per_step, **stats, **distances}
+        )
+    reference = {**real_stats, **floor}
+    crossings = {}
+    for metric, (label, margin) in TARGETS.items():
+        values = [margin(p[metric], real_stats.get(metric, 0.0), floor.get(metric, 0.0)) for p in points]
+        crossings[metric] = {"target": label, **_crossing([p["residues_seen"] for p in points], values)}
+    targets = {"ca_ca_within_0.1": 0.90, "clash_rate": 0.01, "ramachandran_js": 3 * floor["ramachandran_js"]}
+    try:
+        plot_quality_curve(points, reference, run_dir / "curve.png", targets=targets, title=f"backbones seed {seed}")
+    except ImportError as err:  # matplotlib missing: the numbers still count
+        print(f"[backbones] no curve plot ({err})")
+    return {"residues_per_step": per_step, "points": points, "real": reference, "crossings": crossings}
+
+
+def _crossing(residues: list[float], margins: list[float]) -> dict:
+    """Where a margin (>= 0: the target met) first reaches 0 along the curve: at a snapshot, between
+    two (log-linear interpolation in residues), or past the last (log-linear extrapolation of the
+    last two snapshots, if they approach it), else never on this evidence."""
+    for i, m in enumerate(margins):
+        if m >= 0:
+            if i == 0:
+                return {"met": True, "residues": residues[0], "how": "met at the first snapshot"}
+            x0, x1, m0 = math.log(residues[i - 1]), math.log(residues[i]), margins[i - 1]
+            return {"met": True, "residues": math.exp(x0 + (x1 - x0) * -m0 / (m - m0)), "how": "interpolated"}
+    if len(margins) >= 2 and margins[-1] > margins[-2] and residues[-1] > residues[-2]:
+        x0, x1 = math.log(residues[-2]), math.log(residues[-1])
+        slope = (margins[-1] - margins[-2]) / (x1 - x0)
+        return {"met": False, "residues": math.exp(x1 - margins[-1] / slope), "how": "extrapolated (last two)"}
+    return {"met": False, "residues": None, "how": "not approaching on this curve"}
+
+
+def _curve_table(curve: dict) -> str:
+    lines = [
+        "| snapshot | steps | residues seen | CA-CA within 0.1 A | clash | helix | strand | Rama JS | W CA(i,i+3) |",
+        "|---" * 9 + "|",
+    ]
+    for p in curve["points"]:
+        lines.append(
+            f"| {p['mark']:g} | {p['step']} | {p['residues_seen']:.3g} | {p['ca_ca_within_0.1']:.3f} | "
+            f"{p['clash_rate']:.4f} | {p['helix']:.2f} | {p['strand']:.2f} | {p['ramachandran_js']:.3f} | "
+            f"{p['w_ca_3']:.2f} |"
+        )
+    r = curve["real"]
+    lines.append(
+        f"| real (held out) | | | {r['ca_ca_within_0.1']:.3f} | {r['clash_rate']:.4f} | {r['helix']:.2f} | "
+        f"{r['strand']:.2f} | {r['ramachandran_js']:.3f} | {r['w_ca_3']:.2f} |"
+    )
+    lines.append("")
+    for c in curve["crossings"].values():
+        where = "—" if c["residues"] is None else f"{c['residues']:.3g} residues"
+        lines.append(f"- {c['target']}: {'met' if c['met'] else 'not met'}; {where} ({c['how']})")
+    return "\n".join(lines)
 
 
 def speed(cfg: BackboneConfig, device: str, lengths=(64, 128, 256), batch: int = 4) -> int:

@@ -48,6 +48,8 @@ __all__ = [
     "plot_ss_composition",
     "plot_ca_traces",
     "write_benchmark_plots",
+    "QUALITY_CURVE_METRICS",
+    "plot_quality_curve",
 ]
 
 #: colours of the three secondary-structure states (coil, helix, strand), PyMOL-like
@@ -327,6 +329,62 @@ def _patch(colour: str, label: str):
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+#: ``(key, label)`` of the metrics a quality-against-compute curve shows by default
+QUALITY_CURVE_METRICS: tuple[tuple[str, str], ...] = (
+    ("ca_ca_within_0.1", "CA-CA within 0.1 A of 3.80"),
+    ("clash_rate", "clash rate"),
+    ("helix", "helix fraction"),
+    ("strand", "strand fraction"),
+    ("ramachandran_js", "Ramachandran JS (nats)"),
+    ("w_ca_3", "W1 of CA(i, i+3) (A)"),
+)
+
+
+def plot_quality_curve(
+    curve: Sequence[Mapping[str, float]],
+    real: Mapping[str, float],
+    path: str | Path,
+    *,
+    metrics: Sequence[tuple[str, str]] = QUALITY_CURVE_METRICS,
+    targets: Mapping[str, float] | None = None,
+    title: str | None = None,
+    dpi: int = 150,
+) -> Path:
+    """Each metric of a model's samples against the residues seen in training (log axis): one
+    point per snapshot of the run, the held-out real value as a horizontal line (the floor a
+    perfect model reaches) and, where ``targets`` has the metric, the target as a dashed line.
+
+    Args:
+        curve: the snapshots in training order, each with ``residues_seen`` and the metrics.
+        real: the metrics of held-out real structures (distances: the half-vs-half floor).
+        metrics: ``(key, label)`` of the panels.
+    """
+    if not curve:
+        raise ValueError("curve must hold at least one point")
+    x = np.array([float(point["residues_seen"]) for point in curve])
+    if not (x > 0).all():
+        raise ValueError(f"residues_seen must be positive, got {x.tolist()}")
+    columns = 3
+    rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.3 * rows), layout="constrained")
+    axes_grid = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
+    for axes, (key, label) in zip(axes_grid, metrics):
+        axes.plot(x, [float(point[key]) for point in curve], "o-", color="#1f77b4", label="model")
+        if key in real:
+            axes.axhline(float(real[key]), color="#2ca02c", label="real (held out)")
+        if targets is not None and key in targets:
+            axes.axhline(float(targets[key]), color="#d62728", linestyle="--", label="target")
+        axes.set_xscale("log")
+        axes.set_xlabel("residues seen in training")
+        axes.set_title(label)
+    for axes in axes_grid[len(metrics) :]:
+        axes.set_visible(False)
+    axes_grid[0].legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def write_benchmark_plots(

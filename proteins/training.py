@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from gm.schedulers import ExponentialRateScheduler
-from gm.train import TrainConfig, TrainResult, load_trained_weights, train
+from gm.train import BudgetSnapshots, TrainConfig, TrainResult, load_trained_weights, train
 from proteins.codesign import CodesignFlow
 from proteins.data import StructureDataset, bucket_edges
 from proteins.flow import BackboneFlow
@@ -298,6 +298,7 @@ def train_structure_model(
     settings: Mapping[str, Any] | None = None,
     resume: bool = True,
     progress: bool = True,
+    snapshots: BudgetSnapshots | None = None,
     **budget: Any,
 ) -> tuple[torch.nn.Module, TrainResult]:
     """Train the backbone model (a :class:`BackboneConfig`) or the co-design model (a
@@ -312,6 +313,8 @@ def train_structure_model(
         buckets: pad each batch to one of these lengths (few static shapes for compiled steps).
         settings: what the checkpoint records and a resume must match (default:
             :func:`run_settings` of ``config``).
+        snapshots: keep the EMA weights at budget marks of the run (a quality-against-compute
+            curve from one run; :class:`gm.train.BudgetSnapshots`, taken at validations).
         budget: :class:`gm.train.TrainConfig` fields of the budget and cadence
             (``max_minutes``, ``max_steps``, ``eval_every``, ``eval_every_minutes``, ``compile``,
             ...); ``eval_every_minutes`` defaults to the config's.
@@ -341,6 +344,8 @@ def train_structure_model(
         buckets=buckets,
         squared_residues=config.squared_residues or None,
     )
+    if snapshots is not None:
+        loss_fn, val_fn = snapshots.wrap(loss_fn, val_fn)
     budget.setdefault("eval_every_minutes", None if budget.get("eval_every") else config.eval_every_minutes)
     train_config = TrainConfig(
         lr=config.lr,
@@ -362,6 +367,26 @@ def train_structure_model(
     )
     model.eval()  # train() loaded the selected weights on every rank
     return model, result
+
+
+def residues_per_step(
+    config: StructureModelConfig, train_set: StructureDataset, *, draws: int = 200, seed: int = 0
+) -> float:
+    """The mean number of real residues in one training batch of ``config`` on ``train_set``,
+    estimated from ``draws`` batches drawn as training draws them (fixed padded batches, or
+    length batches under ``squared_residues``): steps times this is the run's residues seen, the
+    compute axis of a quality-against-compute curve."""
+    g = torch.Generator().manual_seed(seed)
+    total = 0
+    for _ in range(draws):
+        if config.squared_residues:
+            _, _, mask = train_set.length_batch(
+                config.squared_residues, g, config.min_crop, config.max_crop, max_batch=config.batch
+            )
+        else:
+            _, mask = train_set.sample_crops(config.batch, g, config.min_crop, config.max_crop)
+        total += int(mask.sum())
+    return total / draws
 
 
 def _config_from(kind: type, run_config: Mapping[str, Any]) -> Any:
@@ -425,6 +450,7 @@ __all__ = [
     "backbone_validation_loss",
     "codesign_validation_loss",
     "train_structure_model",
+    "residues_per_step",
     "load_backbone_model",
     "load_codesign_model",
 ]

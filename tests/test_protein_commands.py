@@ -209,3 +209,27 @@ def test_objectives_train_on_length_batches_under_a_squared_residue_budget(runs)
         assert len({length for (_, length), _ in shapes}) > 3  # one length per batch, varying between batches
     with pytest.raises(ValueError, match="squared_residues"):
         BackboneFlow().objective(data, batch_size=2, squared_residues=0)
+
+
+def test_backbones_benchmark_curve_evaluates_snapshots_at_budget_fractions(runs, tmp_path, capsys):
+    pytest.importorskip("pydssp")
+    pytest.importorskip("matplotlib")
+    import json
+
+    from benchmarks.backbones import _crossing
+    from benchmarks.backbones import main as backbones_main
+
+    argv = ["--quick", "--dataset", str(runs["data"]), "--steps", "6", "--curve", "0.5", "1", "--no-progress"]
+    assert backbones_main([*argv, "--out", str(tmp_path), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "seed0" / "results.json").read_text())
+    points = record["curve"]["points"]
+    assert [p["step"] for p in points] == [3, 6] and [p["mark"] for p in points] == [3.0, 6.0]
+    per_step = record["curve"]["residues_per_step"]
+    assert 2 * 40 <= per_step <= 2 * 48 and points[1]["residues_seen"] == pytest.approx(6 * per_step)
+    assert set(record["curve"]["crossings"]) == {"ca_ca_within_0.1", "clash_rate", "helix", "strand", "ramachandran_js"}
+    assert (tmp_path / "seed0" / "curve.png").is_file() and "| real (held out) |" in capsys.readouterr().out
+    # crossings: at a snapshot, interpolated in log residues, extrapolated, or never
+    assert _crossing([10.0, 100.0], [0.1, 0.2]) == {"met": True, "residues": 10.0, "how": "met at the first snapshot"}
+    assert _crossing([10.0, 1000.0], [-1.0, 1.0])["residues"] == pytest.approx(100.0)
+    assert _crossing([10.0, 100.0], [-2.0, -1.0])["residues"] == pytest.approx(1000.0)
+    assert _crossing([10.0, 100.0], [-1.0, -2.0])["residues"] is None

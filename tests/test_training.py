@@ -416,3 +416,29 @@ def test_the_old_module_paths_re_export_the_trainer():
     assert gm.distributed.rank_seed is distributed.rank_seed
     assert gm.training_metrics.MetricsLog is metrics.MetricsLog
     assert sys.modules["gm.distributed"] is gm.distributed
+
+
+def test_budget_snapshots_at_step_marks_keep_the_last_state_at_or_before_each_mark(tmp_path):
+    from gm.train.snapshots import BudgetSnapshots
+
+    model = torch.nn.Linear(1, 1, bias=False)
+
+    def run(snapshots, steps):
+        loss_fn, val_fn = snapshots.wrap(lambda m, step, g: torch.zeros(()), lambda m: 0.0)
+        for step in steps:
+            loss_fn(model, step, None)
+            if (step + 1) % 2 == 0:  # a validation every 2 steps
+                with torch.no_grad():
+                    model.weight.fill_(step + 1)  # the state "is" its step count
+                val_fn(model)
+
+    path = tmp_path / "snapshots.pt"
+    run(BudgetSnapshots(path, [4, 8], prior_s=0.0, unit="steps"), range(6))  # interrupted after step 6
+    resumed = BudgetSnapshots(path, [4, 8], prior_s=0.0, unit="steps")
+    assert set(resumed.saved) == {4} and set(resumed.pending) == {8}  # 8's state so far (step 6) provisional
+    run(resumed, range(6, 10))
+    saved = resumed.finish()
+    assert {k: (v["step"], float(v["state"]["weight"])) for k, v in saved.items()} == {4: (4, 4.0), 8: (8, 8.0)}
+    assert saved[4]["minutes"] is None
+    with pytest.raises(ValueError, match="unit must be"):
+        BudgetSnapshots(path, [1], prior_s=0.0, unit="hours")

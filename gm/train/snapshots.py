@@ -59,9 +59,12 @@ class BudgetSnapshots:
 
     Args:
         path: the snapshot file (a ``torch.save`` of ``{mark: entry}``; read on resume).
-        marks: budgets in minutes (may be empty).
+        marks: budgets in minutes (may be empty), or in optimiser steps with ``unit="steps"``
+            (a step budget: the state of the last validation at or before each mark; validate
+            at the marks, e.g. every ``gcd`` of them, to take them exactly).
         prior_s: training seconds already done by a resumed run (:func:`checkpoint_elapsed_s`).
-        slack_s: how long after a mark a state still counts for it.
+        slack_s: how long after a mark (minutes) a state still counts for it.
+        unit: ``"minutes"`` or ``"steps"``.
 
     Attributes:
         step: the step count recorded with a snapshot; :meth:`wrap`'s ``loss_fn`` keeps it.
@@ -69,13 +72,24 @@ class BudgetSnapshots:
         pending: provisional snapshots of the marks not yet passed.
     """
 
-    def __init__(self, path: str | os.PathLike[str], marks: list[float], prior_s: float, slack_s: float = 3.0) -> None:
-        self.path, self.marks, self.slack = Path(path), sorted(marks), slack_s
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        marks: list[float],
+        prior_s: float,
+        slack_s: float = 3.0,
+        unit: str = "minutes",
+    ) -> None:
+        if unit not in ("minutes", "steps"):
+            raise ValueError(f"unit must be 'minutes' or 'steps', got {unit!r}")
+        self.path, self.marks, self.slack, self.unit = Path(path), sorted(marks), slack_s, unit
         stored: dict = torch.load(self.path, weights_only=False, map_location="cpu") if self.path.exists() else {}
         self.saved: dict[Any, dict] = {}
         self.pending: dict[Any, dict] = {}
         for key, entry in stored.items():
-            passed = key == FINAL or prior_s > self._deadline(key)
+            # a step mark has passed once a later state was taken (a resumed run decides at its
+            # next validation); a minute mark once the run's clock is past it
+            passed = key == FINAL or (unit == "minutes" and prior_s > self._deadline(key))
             if entry.pop("provisional", False) and not passed:
                 self.pending[key] = entry
             else:
@@ -93,22 +107,25 @@ class BudgetSnapshots:
             self.start, self.begun = time.perf_counter() - self.prior_s, True
 
     def _deadline(self, mark: float) -> float:
+        if self.unit == "steps":
+            return mark
         return 60 * mark + min(self.slack, 1.2 * mark)
 
     def take(self, model: nn.Module) -> None:
         """Store ``model``'s state (the EMA model given to ``val_fn``) for every mark it may
         stand for, and write the file."""
         now = time.perf_counter() - self.start
+        progress = self.step if self.unit == "steps" else now
         state = None
         keys: list[Any] = list(self.marks) or [FINAL]
         for key in keys:
             if key in self.saved:
                 continue
-            if key == FINAL or now <= self._deadline(key):
+            if key == FINAL or progress <= self._deadline(key):
                 if state is None:
                     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 self.pending[key] = {
-                    "minutes": None if key == FINAL else key,
+                    "minutes": None if key == FINAL or self.unit == "steps" else key,
                     "step": self.step,
                     "elapsed_s": now,
                     "state": state,
