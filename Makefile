@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rdfm-installed
 
-.PHONY: install demo test lint typecheck format docs speed gpu-check clean
+.PHONY: install demo test lint typecheck format docs speed gpu-check gpu-backbones clean
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ speed: $(STAMP)
 # python3, nothing installed; results under GPU_OUT (default runs/gpu-check).
 gpu-check:
 	bash tools/gpu-check.sh
+
+# The FrameFlow-preset backbone run on one GPU (tools/gpu-backbones.sh; ~10 minutes): training,
+# evaluation and the quality-against-compute curve, results under GPU_OUT.
+gpu-backbones:
+	bash tools/gpu-backbones.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache site

@@ -406,7 +406,7 @@ def main(argv: list[str]) -> int:
         record = evaluate(model, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device)
         if saved is not None:
             record["curve"] = evaluate_curve(
-                saved, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device
+                saved, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device, buckets=buckets
             )
             record["table"] += "\n\n" + _curve_table(record["curve"])
         record = new_record(
@@ -457,7 +457,15 @@ def curve_marks(budget: Budget, fractions: list[float] | None) -> tuple[Budget, 
 
 
 def evaluate_curve(
-    snapshots: dict, splits, cfg: BackboneConfig, lengths, run_dir: Path, *, seed: int, device: str = "cpu"
+    snapshots: dict,
+    splits,
+    cfg: BackboneConfig,
+    lengths,
+    run_dir: Path,
+    *,
+    seed: int,
+    device: str = "cpu",
+    buckets: tuple[int, ...] | None = None,
 ) -> dict:
     """Every snapshot's samples (the same seeds and lengths as :func:`evaluate`) against the same
     held-out crops: its structure statistics and distances, the residues seen (steps times the
@@ -478,7 +486,7 @@ def evaluate_curve(
     real_atoms, real_mask = _pad(real)
     real_stats = evaluation.structure_statistics(real_atoms, real_mask)
     floor = evaluation.noise_floor(real_atoms, real_mask, generator=torch.Generator().manual_seed(seed))
-    per_step = training.residues_per_step(cfg, train_set, seed=seed)
+    per_step = training.residues_per_step(cfg, train_set, buckets=buckets, seed=seed)
     points = []
     for key, entry in sorted(snapshots.items(), key=lambda item: item[1]["step"]):
         model = backbone_network(cfg)

@@ -370,21 +370,26 @@ def train_structure_model(
 
 
 def residues_per_step(
-    config: StructureModelConfig, train_set: StructureDataset, *, draws: int = 200, seed: int = 0
+    config: StructureModelConfig,
+    train_set: StructureDataset,
+    *,
+    buckets: tuple[int, ...] | None = None,
+    draws: int = 200,
+    seed: int = 0,
 ) -> float:
     """The mean number of real residues in one training batch of ``config`` on ``train_set``,
     estimated from ``draws`` batches drawn as training draws them (fixed padded batches, or
-    length batches under ``squared_residues``): steps times this is the run's residues seen, the
-    compute axis of a quality-against-compute curve."""
+    length batches under ``squared_residues``; ``buckets`` as the training's): steps times this is
+    the run's residues seen, the compute axis of a quality-against-compute curve."""
     g = torch.Generator().manual_seed(seed)
     total = 0
     for _ in range(draws):
         if config.squared_residues:
             _, _, mask = train_set.length_batch(
-                config.squared_residues, g, config.min_crop, config.max_crop, max_batch=config.batch
+                config.squared_residues, g, config.min_crop, config.max_crop, max_batch=config.batch, lengths=buckets
             )
         else:
-            _, mask = train_set.sample_crops(config.batch, g, config.min_crop, config.max_crop)
+            _, mask = train_set.sample_crops(config.batch, g, config.min_crop, config.max_crop, buckets=buckets)
         total += int(mask.sum())
     return total / draws
 
