@@ -34,10 +34,15 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_config_overrides(parser: argparse.ArgumentParser, config: Any) -> None:
+def add_config_overrides(
+    parser: argparse.ArgumentParser, config: Any, exclude: frozenset[str] | set[str] = frozenset()
+) -> None:
     """One option per field of the dataclass instance ``config`` (``hidden`` -> ``--hidden``),
-    typed like the field's default (booleans take true/false); unset options stay ``None``."""
+    but those in ``exclude``, typed like the field's default (booleans take true/false); unset
+    options stay ``None``."""
     for f in fields(config):
+        if f.name in exclude:
+            continue
         default = getattr(config, f.name)
         kind = _parse_bool if isinstance(default, bool) else type(default)
         parser.add_argument(

@@ -139,7 +139,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, config: object) -> 
     add_preset_argument(parser)
     add_crop_arguments(parser)
     add_run_arguments(parser, minutes=DEFAULT_MINUTES, out=None)
-    add_config_overrides(parser, config)
+    from proteins.training import EVALUATION_FIELDS
+
+    # a training command's options: the benchmarks' evaluation settings do not apply
+    add_config_overrides(parser, config, exclude=EVALUATION_FIELDS - {"eval_every_minutes"})
 
 
 def add_preset_argument(parser: argparse.ArgumentParser) -> None:
