@@ -359,6 +359,10 @@ def main(argv: list[str]) -> int:
     if args.preset is not None:  # the network sizes; --node-dim etc. override them
         cfg = training.apply_preset(cfg, args.preset)
     cfg = apply_config_overrides(cfg, args)
+    if args.curve and args.min_lr_ratio is None:
+        # a constant learning rate after warmup: the EMA weights at a fraction of the run are
+        # then those of a run of that budget (with the cosine decay they would not be)
+        cfg = replace(cfg, min_lr_ratio=1.0)
     lengths = tuple(args.lengths) if args.lengths else lengths
     if args.speed:
         return speed(cfg, args.device)

@@ -178,6 +178,10 @@ def download_earth(
         try:
             download(url, path, timeout=timeout, check=check)
         except DownloadError as error:
+            if error.kind == "write":
+                raise DownloadError(
+                    f"{error}. Pass --dest DIR or set RDFM_DATA_DIR to a writable folder.", "write"
+                ) from error
             if error.kind != "network":
                 raise
             raise DownloadError(

@@ -20,6 +20,7 @@ from gm.cli import (
     check_device,
     rank_batch,
     run_budget,
+    set_threads,
 )
 
 #: ``rdfm text train``'s default budget (minutes) and validations per run.
@@ -102,7 +103,6 @@ def register(subcommands: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """``rdfm text train``."""
-    import torch
 
     from dfm.text_model import TextConfig, TextRunError, train_text
 
@@ -118,8 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     batch = rank_batch(config.batch)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     try:
         result = train_text(
             args.corpus,

@@ -249,6 +249,17 @@ def check_device(device: str) -> None:
         torch.cuda.set_device(index)
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads``: ``torch.set_num_threads`` (None: torch's default), a one-line error below 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise CommandLineError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def rank_batch(batch: int) -> int:
     """This process's share of the global ``--batch`` (all of it unless under ``torchrun``):
     the batch size of a run does not depend on how many processes train it."""

@@ -29,8 +29,8 @@ _CHUNK = 1 << 20
 
 
 class DownloadError(RuntimeError):
-    """A file could not be fetched (``kind == "network"``), or what was fetched failed its check
-    (``"sha256"`` or ``"content"``)."""
+    """A file could not be fetched (``kind == "network"``) or written (``"write"``), or what was
+    fetched failed its check (``"sha256"`` or ``"content"``)."""
 
     def __init__(self, message: str, kind: str = "network") -> None:
         super().__init__(message)
@@ -96,6 +96,15 @@ class _Progress:
             self.bar.close()
 
 
+def _write(handle: Any, chunk: bytes, path: Path) -> None:
+    """Write a chunk, a failure (a full disk, a read-only folder) as a ``"write"`` DownloadError,
+    which the network handler lets through (it is not an OSError)."""
+    try:
+        handle.write(chunk)
+    except OSError as error:
+        raise DownloadError(f"cannot write {path}: {error}", "write") from error
+
+
 def download(
     url: str,
     path: str | os.PathLike[str],
@@ -136,28 +145,32 @@ def download(
         raise DownloadError(f"cannot create {path.parent}: {error}") from error
     with atomic_path(path) as tmp:  # renamed into place only if the block ends without raising
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                total = _content_length(response)
-                if progress:
-                    size = format_size(total) if total is not None else "size unknown"
-                    print(
-                        f"downloading {name}{f' from {origin}' if origin else ''} ({size})"
-                        + (f" for {purpose}" if purpose else ""),
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                meter = _Progress(name, total, enabled=progress)
-                try:
-                    with open(tmp, "wb") as handle:
+            handle = open(tmp, "wb")  # noqa: SIM115 - closed below, after the download
+        except OSError as error:
+            raise DownloadError(f"cannot write {path}: {error}", "write") from error
+        with handle:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    total = _content_length(response)
+                    if progress:
+                        size = format_size(total) if total is not None else "size unknown"
+                        print(
+                            f"downloading {name}{f' from {origin}' if origin else ''} ({size})"
+                            + (f" for {purpose}" if purpose else ""),
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    meter = _Progress(name, total, enabled=progress)
+                    try:
                         while chunk := response.read(_CHUNK):
                             digest.update(chunk)
-                            handle.write(chunk)
+                            _write(handle, chunk, path)
                             meter.update(len(chunk))
-                finally:
-                    meter.close()
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # HTTPError, timeouts
-            reason = getattr(error, "reason", None) or error
-            raise DownloadError(f"could not download {url}: {reason}") from error
+                    finally:
+                        meter.close()
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # HTTPError, timeouts
+                reason = getattr(error, "reason", None) or error
+                raise DownloadError(f"could not download {url}: {reason}") from error
         if sha256 is not None and digest.hexdigest() != sha256.lower():
             raise DownloadError(f"sha256 mismatch for {url}: the download is corrupt or was altered", "sha256")
         if check is not None:

@@ -28,6 +28,7 @@ from gm.cli import (
     check_device,
     rank_batch,
     run_budget,
+    set_threads,
 )
 
 # Defaults of the training commands: the budget when neither --minutes nor --steps is given.
@@ -162,9 +163,11 @@ def add_preset_argument(parser: argparse.ArgumentParser) -> None:
 def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
     """``--split`` and ``--crop-buckets``: how the structure models' training commands (and
     benchmarks) split a dataset and shape their batches."""
+    from proteins.training import SPLITS
+
     parser.add_argument(
         "--split",
-        choices=("cluster", "chain"),
+        choices=SPLITS,
         default="cluster",
         help="cluster (default): whole 50%%-identity sequence clusters per split; chain: chains at "
         "random, for a dataset of a single family (leaks sequence similarity between the splits)",
@@ -220,14 +223,6 @@ def _check_file(path: Path, option: str) -> None:
         raise CommandLineError(f"{option} {path}: no such file")
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        _positive(threads, "--threads")
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------
 # dataset
 
@@ -255,14 +250,25 @@ def run_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: Any, label: str) -> int:
-    from proteins.training import apply_preset, check_buckets, load_splits, run_settings, train_structure_model
+    from proteins.training import (
+        apply_preset,
+        check_buckets,
+        check_config,
+        load_splits,
+        run_settings,
+        train_structure_model,
+    )
 
     check_device(args.device)
-    _set_threads(args.threads)
+    set_threads(args.threads)
     _check_seed(args.seed)
     if args.preset is not None:
         config = apply_preset(config, args.preset)
     config = apply_config_overrides(config, args)
+    try:
+        check_config(config)
+    except ValueError as error:
+        raise CommandLineError(str(error)) from None
     budget = run_budget(
         args.minutes,
         args.steps,
@@ -453,11 +459,19 @@ def run_design(args: argparse.Namespace) -> int:
             chains = read_backbone_chains(path, min_length=1)
         except (ValueError, OSError) as error:
             raise CommandLineError(f"{path}: {error}") from None
-        chosen = [c for c in chains if args.chain is None or c.chain_id == args.chain]
-        if not chosen:
+        wanted = args.chain if args.chain is not None else (chains[0].chain_id if chains else None)
+        segments = [c for c in chains if c.chain_id == wanted]
+        if not segments:
             found = sorted({c.chain_id for c in chains})
             raise CommandLineError(f"{path}: no protein chain {args.chain!r} with a backbone (chains: {found})")
-        inputs.append((path, chosen[0]))
+        segment = max(segments, key=lambda c: len(c.sequence))
+        if len(segments) > 1:  # the reader cuts a chain where residues are missing (CA gaps)
+            print(
+                f"[design] {path.name} chain {wanted or '-'} has {len(segments)} segments (cut at missing "
+                f"residues); designing the longest, {len(segment.sequence)} residues from residue {segment.start}",
+                file=sys.stderr,
+            )
+        inputs.append((path, segment))
     model, config = _load_codesign(args)
     for path, chain in inputs:
         atoms = with_ideal_oxygens(torch.as_tensor(chain.atoms, dtype=torch.float32))
@@ -467,6 +481,15 @@ def run_design(args: argparse.Namespace) -> int:
         native = encode_sequence(chain.sequence)
         _write_proteins(args.out, label, "design", atoms.expand(args.n, -1, -1, -1), result.residues.cpu(), native)
     return 0
+
+
+def _is_file(name: str) -> bool:
+    """Whether ``name`` names a file (False for text that cannot be a path, e.g. a sequence
+    longer than the system's file-name limit)."""
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def read_sequences(text: str) -> list[tuple[str, str]]:
@@ -500,9 +523,8 @@ def run_fold(args: argparse.Namespace) -> int:
     from proteins.residues import AMINO_ACIDS, encode_sequence
 
     _check_codesign_use(args)
-    given = Path(args.sequence)
     try:
-        text = given.read_text() if given.is_file() else args.sequence
+        text = Path(args.sequence).read_text() if _is_file(args.sequence) else args.sequence
         records = read_sequences(text)
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise CommandLineError(f"{args.sequence}: {error}") from None

@@ -552,7 +552,8 @@ class StructureDataset:
         is about the same at every length.
 
         The length ``L`` is uniform on ``[min_length, max_length]`` capped at the longest chain
-        (or on the given ``lengths`` a chain reaches: few shapes, for compiled steps); the batch
+        (or on those of the given ``lengths`` in that range that a chain reaches: few shapes, for
+        compiled steps); the batch
         holds ``clamp(squared_residues // L^2, 1, max_batch)`` crops of :meth:`crops_of_length`.
 
         Returns:
@@ -565,15 +566,18 @@ class StructureDataset:
         squared_residues = _check_int("squared_residues", squared_residues, 1)
         max_batch = _check_int("max_batch", max_batch, 1)
         longest = int(self._length.max())
+        min_length = _check_int("min_length", min_length, 1)
+        max_length = _check_int("max_length", max_length, min_length)
         if lengths is not None:
             choices = [_check_int("lengths", int(length), 1) for length in lengths]
-            reachable = [length for length in choices if length <= longest]
+            usable = [length for length in choices if min_length <= length <= max_length]
+            if not usable:
+                raise ValueError(f"lengths={choices}: none is in the crop range [{min_length}, {max_length}]")
+            reachable = [length for length in usable if length <= longest]
             if not reachable:
-                raise ValueError(f"lengths={list(choices)}: no chain is that long (longest: {longest} residues)")
+                raise ValueError(f"lengths={usable}: no chain is that long (longest: {longest} residues)")
             length = reachable[int(torch.randint(len(reachable), (), generator=generator))]
         else:
-            min_length = _check_int("min_length", min_length, 1)
-            max_length = _check_int("max_length", max_length, min_length)
             high = min(max_length, longest)
             length = int(torch.randint(min(min_length, high), high + 1, (), generator=generator))
         count = max(1, min(max_batch, squared_residues // length**2))

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
+from gm import cli
 from gm.schedulers import ExponentialRateScheduler
-from gm.train import BudgetSnapshots, TrainConfig, TrainResult, load_trained_weights, train
+from gm.train import BudgetSnapshots, TrainConfig, TrainResult, load_trained_weights, train, world
 from proteins.codesign import CodesignFlow
 from proteins.data import StructureDataset, bucket_edges
 from proteins.flow import BackboneFlow
@@ -54,6 +55,9 @@ class StructureModelConfig:
     min_crop: int = 64
     max_crop: int = 128
     lr: float = 5e-4
+    # the learning rate's cosine decay ends at lr * min_lr_ratio (1: constant after warmup, so
+    # that the EMA weights at a fraction of the run are those of a run of that budget: --curve)
+    min_lr_ratio: float = 0.01
     ema_decay: float = 0.999
     warmup_steps: int = 200
     eval_every_minutes: float = 5.0
@@ -88,20 +92,14 @@ class CodesignConfig(StructureModelConfig):
 
 #: Config fields that only say how a model is evaluated or sampled: a checkpoint resumes, and
 #: loads, whatever their values.
-EVALUATION_FIELDS = frozenset(
-    {
-        "eval_every_minutes",
-        "samples_per_length",
-        "sample_steps",
-        "rotation_rate",
-        "eval_chains",
-        "eval_max_length",
-        "elbo_draws",
-        "eval_batch",
-        "baseline_chains",
-        "baseline_epochs",
-    }
-)
+#: (The benchmarks' list, :data:`gm.cli.EVALUATION_FIELDS`, plus the co-design evaluation's.)
+EVALUATION_FIELDS = cli.EVALUATION_FIELDS | {
+    "eval_chains",
+    "eval_max_length",
+    "eval_batch",
+    "baseline_chains",
+    "baseline_epochs",
+}
 
 
 #: Network presets (:func:`apply_preset`): ``small``, the CPU model of the benchmarks (node 96,
@@ -143,6 +141,7 @@ _LEGACY_ARCHITECTURE = {
     "transformer_layers": 0,
     "transformer_heads": 4,
     "squared_residues": 0,
+    "min_lr_ratio": 0.01,
 }
 
 
@@ -155,6 +154,25 @@ def apply_preset(config: StructureModelConfig, preset: str) -> StructureModelCon
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     return replace(config, **PRESETS[preset])
+
+
+def check_config(config: StructureModelConfig) -> None:
+    """Raise a ValueError naming the field for settings no run can use: a network that cannot be
+    built (e.g. an odd ``node_dim``), a crop range or budget below 1, rates out of range."""
+    backbone_network(config)  # the network's own checks name the field
+    for name in ("batch", "min_crop", "val_crops", "warmup_steps"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if config.max_crop < config.min_crop:
+        raise ValueError(f"max_crop ({config.max_crop}) must be at least min_crop ({config.min_crop})")
+    if config.squared_residues < 0:
+        raise ValueError(f"squared_residues must be >= 0 (0: fixed batches), got {config.squared_residues}")
+    if not config.lr > 0 or not 0 <= config.min_lr_ratio <= 1 or not 0 <= config.ema_decay < 1:
+        raise ValueError(
+            f"lr must be > 0, min_lr_ratio in [0, 1] and ema_decay in [0, 1), got {config.lr}, "
+            f"{config.min_lr_ratio} and {config.ema_decay}"
+        )
 
 
 def run_settings(config: StructureModelConfig, **extra: Any) -> dict[str, Any]:
@@ -322,6 +340,7 @@ def train_structure_model(
     Returns:
         The model with the selected weights, in eval mode, and the :class:`gm.train.TrainResult`.
     """
+    check_config(config)
     buckets = check_buckets(buckets, config)
     torch.manual_seed(seed)
     model: torch.nn.Module
@@ -342,13 +361,15 @@ def train_structure_model(
         max_length=config.max_crop,
         device=device,
         buckets=buckets,
-        squared_residues=config.squared_residues or None,
+        # FrameFlow's budget is per step of the whole run: each process takes its share
+        squared_residues=max(1, config.squared_residues // world().size) if config.squared_residues else None,
     )
     if snapshots is not None:
         loss_fn, val_fn = snapshots.wrap(loss_fn, val_fn)
     budget.setdefault("eval_every_minutes", None if budget.get("eval_every") else config.eval_every_minutes)
     train_config = TrainConfig(
         lr=config.lr,
+        min_lr_ratio=config.min_lr_ratio,
         warmup_steps=config.warmup_steps,
         ema_decay=config.ema_decay,
         seed=seed,

@@ -29,6 +29,7 @@ from gm.cli import (
     check_device,
     rank_batch,
     run_budget,
+    set_threads,
 )
 
 DEFAULT_MINUTES = 5.0
@@ -78,7 +79,6 @@ def _fingerprint(points: Any) -> str:
 
 def run_fit(args: argparse.Namespace) -> int:
     """``rdfm earth fit``: fit, then write the plot and the results and print a summary."""
-    import torch
 
     from gm import resolve_precision
     from gm.files import atomic_write
@@ -101,8 +101,7 @@ def run_fit(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     rank_batch(config.batch)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out) if args.out else Path("runs") / source.stem
     print(f"[earth] {source}: {len(points)} points; training for {budget.describe()} -> {out}", flush=True)
     fit = fit_sphere_density(

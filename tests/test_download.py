@@ -59,3 +59,16 @@ def test_a_failed_check_or_network_leaves_nothing(tmp_path, monkeypatch):
 
 def test_format_size_uses_decimal_units():
     assert [format_size(n) for n in (999, 1000, 2_500_096, 3 * 10**9)] == ["999 B", "1.0 kB", "2.5 MB", "3.0 GB"]
+
+
+def test_a_write_failure_is_not_reported_as_a_network_failure(tmp_path, monkeypatch):
+    _serve(monkeypatch, b"data")
+
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: Full())
+    with pytest.raises(DownloadError, match="cannot write .*No space left") as info:
+        download("https://h/f.bin", tmp_path / "f.bin")
+    assert info.value.kind == "write"

@@ -149,6 +149,13 @@ def test_generate_writes_proteins_of_each_length(runs, tmp_path, capsys):
         (["design", "missing.pdb", "--checkpoint", "x.pt"], "structure missing.pdb: no such file"),
         (["backbones", "train", "--data", "missing.npz", "--out", "o", "--steps", "1"], "no such structure dataset"),
         (["generate", "--length", "5", "--checkpoint", "x.pt", "--temperature", "0"], "--temperature must be"),
+        # settings are checked before any data is read (the dataset here does not exist)
+        (["backbones", "train", "--data", "x.npz", "--out", "o", "--node-dim", "33"], "node_dim must be even"),
+        (["codesign", "train", "--data", "x.npz", "--out", "o", "--squared-residues", "-5"], "squared_residues"),
+        (["backbones", "train", "--data", "x.npz", "--out", "o", "--min-crop", "200"], "max_crop (128) must be"),
+        (["backbones", "train", "--data", "x.npz", "--out", "o", "--threads", "0"], "--threads must be at least 1"),
+        # a sequence longer than a file name can be is still a sequence
+        (["fold", "M" * 300, "--checkpoint", "x.pt"], "--checkpoint x.pt: no such file"),
     ],
 )
 def test_bad_requests_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
@@ -233,3 +240,17 @@ def test_backbones_benchmark_curve_evaluates_snapshots_at_budget_fractions(runs,
     assert _crossing([10.0, 1000.0], [-1.0, 1.0])["residues"] == pytest.approx(100.0)
     assert _crossing([10.0, 100.0], [-2.0, -1.0])["residues"] == pytest.approx(1000.0)
     assert _crossing([10.0, 100.0], [-1.0, -2.0])["residues"] is None
+
+
+def test_design_of_a_chain_cut_at_missing_residues_designs_the_longest_segment(runs, tmp_path, capsys):
+    from proteins.frames import ideal_chain
+    from proteins.pdb import write_pdb
+
+    atoms = ideal_chain(torch.full((50,), -1.05), torch.full((50,), -0.8)).float()
+    atoms[30:] += torch.tensor([30.0, 0.0, 0.0])  # a chain break after residue 30: two segments
+    pdb = write_pdb(tmp_path / "broken.pdb", atoms)
+    argv = ["design", str(pdb), "--checkpoint", str(runs["cd"]), "--n", "1", "--steps", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "has 2 segments (cut at missing residues); designing the longest, 30 residues from residue 1" in captured.err
+    assert len((tmp_path / "broken_A.fasta").read_text().splitlines()[1]) == 30

@@ -557,8 +557,8 @@ def test_length_batches_hold_one_length_sized_by_the_squared_residue_budget():
     # L uniform on [40, 100]: capped at the longest chain, every length drawn about equally often
     counts = np.bincount(seen, minlength=101)[40:]
     assert min(seen) >= 40 and max(seen) == 100 and (counts > 0).sum() > 50
-    # given lengths (few shapes for compiled steps): only those a chain reaches
-    shapes = {data.length_batch(40_000, g, lengths=(48, 64, 128))[2].shape[1] for _ in range(40)}
+    # given lengths (few shapes for compiled steps): only those in the crop range that a chain reaches
+    shapes = {data.length_batch(40_000, g, 40, 128, lengths=(32, 48, 64, 128))[2].shape[1] for _ in range(40)}
     assert shapes == {48, 64}
     # reproducible from the generator
     a = data.length_batch(40_000, torch.Generator().manual_seed(3), 40, 120)
@@ -567,4 +567,6 @@ def test_length_batches_hold_one_length_sized_by_the_squared_residue_budget():
     with pytest.raises(ValueError, match="squared_residues"):
         data.length_batch(0, g)
     with pytest.raises(ValueError, match="no chain is that long"):
-        data.length_batch(40_000, g, lengths=(200,))
+        data.length_batch(40_000, g, 40, 250, lengths=(200,))
+    with pytest.raises(ValueError, match=r"none is in the crop range \[40, 120\]"):
+        data.length_batch(40_000, g, 40, 120, lengths=(32, 128))

@@ -442,3 +442,18 @@ def test_budget_snapshots_at_step_marks_keep_the_last_state_at_or_before_each_ma
     assert saved[4]["minutes"] is None
     with pytest.raises(ValueError, match="unit must be"):
         BudgetSnapshots(path, [1], prior_s=0.0, unit="hours")
+
+
+def test_budget_snapshots_final_state_follows_a_resumed_or_extended_run(tmp_path):
+    from gm.train.snapshots import BudgetSnapshots
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    path = tmp_path / "snapshots.pt"
+    for weight, step in ((1.0, 10), (2.0, 20)):  # a step-budget run, then the same run extended
+        snapshots = BudgetSnapshots(path, [], prior_s=0.0)
+        snapshots.step = step
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        snapshots.take(model)
+        saved = snapshots.finish()
+        assert saved["final"]["step"] == step and float(saved["final"]["state"]["weight"]) == weight

@@ -89,7 +89,8 @@ class BudgetSnapshots:
         for key, entry in stored.items():
             # a step mark has passed once a later state was taken (a resumed run decides at its
             # next validation); a minute mark once the run's clock is past it
-            passed = key == FINAL or (unit == "minutes" and prior_s > self._deadline(key))
+            # (the final state is never passed: a resumed or extended run takes it again)
+            passed = key != FINAL and unit == "minutes" and prior_s > self._deadline(key)
             if entry.pop("provisional", False) and not passed:
                 self.pending[key] = entry
             else:
@@ -119,7 +120,7 @@ class BudgetSnapshots:
         state = None
         keys: list[Any] = list(self.marks) or [FINAL]
         for key in keys:
-            if key in self.saved:
+            if key in self.saved and key != FINAL:
                 continue
             if key == FINAL or progress <= self._deadline(key):
                 if state is None:
