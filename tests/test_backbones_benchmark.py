@@ -60,8 +60,14 @@ def test_backbones_script_trains_samples_writes_pdbs_and_a_record(small_dataset,
     assert [a.name for a in st[0][0][0]] == ["N", "CA", "C", "O"]
     for figure in ("ramachandran_model", "ramachandran_random_walk", "rg_vs_length", "ss_composition", "ca_traces"):
         assert (tmp_path / "seed0" / f"{figure}.png").stat().st_size > 1000
-    # resuming a finished run evaluates again without training
-    assert main(argv) == 0
+    # resuming a finished run evaluates again without training (with ProteinMPNN's proxy, if installed)
+    from proteins.mpnn import mpnn_available
+
+    assert main(argv + (["--mpnn", "1"] if mpnn_available() else [])) == 0
+    if mpnn_available():
+        record = json.loads((tmp_path / "seed0" / "results.json").read_text())
+        assert set(record["mpnn"]) == set(stats) and "ProteinMPNN v_48_020 score" in record["table"]
+        assert record["mpnn"]["real (held out)"]["composition_entropy_bits"] > 3.0  # real backbones: varied designs
 
 
 def test_random_walk_baseline_is_ideal_and_seeded():

@@ -125,9 +125,14 @@ def test_codesign_script_trains_evaluates_and_writes_named_pdbs_and_a_record(sma
         "--seeds",
         "0",
     ]
-    assert main(argv) == 0
+    from proteins.mpnn import mpnn_available
+
+    assert main(argv + (["--mpnn"] if mpnn_available() else [])) == 0
     record = json.loads((tmp_path / "seed0" / "results.json").read_text())
     assert record["benchmark"] == "codesign" and record["steps"] == 4 and record["seed"] == 0
+    if mpnn_available():  # the anchor row: recovery well above chance on real chains
+        assert record["recovery"]["ProteinMPNN v_48_020 (T = 0.1)"][0] > 0.2
+        assert "may include these held-out chains" in record["table"]
     assert record["config"]["eval_chains"] == 3 and record["max_length"] == 48  # the override and QUICK's cap
 
     train, _, test = StructureDataset.load(small_dataset).split(seed=0)
@@ -141,11 +146,13 @@ def test_codesign_script_trains_evaluates_and_writes_named_pdbs_and_a_record(sma
 
     # every recovery row in [0, 1]; every perplexity above 1
     labels = {"model, CTMC (T = 1)", "model, purity (T = 0.1)", "model, one-shot argmax", "feature MLP"}
+    labels |= {"ProteinMPNN v_48_020 (T = 0.1)"} if mpnn_available() else set()
     most = [label for label in record["recovery"] if label.startswith("most frequent (")]
     assert len(most) == 1 and set(record["recovery"]) == labels | set(most) == set(record["recovery_pooled"])
     for label, (mean, _) in record["recovery"].items():
         assert 0.0 <= mean <= 1.0 and 0.0 <= record["recovery_pooled"][label] <= 1.0, label
-    assert set(record["perplexity"]) == {"model, CTMC (T = 1)", "feature MLP", most[0]}
+    mpnn_rows = {"ProteinMPNN v_48_020 (T = 0.1)"} if mpnn_available() else set()
+    assert set(record["perplexity"]) == {"model, CTMC (T = 1)", "feature MLP", most[0]} | mpnn_rows
     for label, (ppl, _) in record["perplexity"].items():
         assert ppl > 1.0 and math.isfinite(ppl), label
 
