@@ -494,7 +494,8 @@ TARGETS = {
 
 def curve_marks(budget: Budget, fractions: list[float] | None) -> tuple[Budget, list[float], str]:
     """The budget marks of ``--curve`` (minutes, or steps under a step budget) and the budget
-    with a validation cadence that takes a snapshot at (or just before) each mark."""
+    that validates, and so takes a snapshot, at each mark (minutes: ``eval_at_minutes``, at the
+    first step past the mark; steps: every ``gcd`` of the marks)."""
     if not fractions:
         return budget, [], "minutes"
     if any(not 0 < f <= 1 for f in fractions):
@@ -505,8 +506,8 @@ def curve_marks(budget: Budget, fractions: list[float] | None) -> tuple[Budget, 
         return replace(budget, eval_every=math.gcd(*marks)), [float(m) for m in marks], "steps"
     assert budget.max_minutes is not None
     marks = [f * budget.max_minutes for f in fractions]
-    every = min(budget.eval_every_minutes or math.inf, marks[0] / 2)
-    return replace(budget, eval_every_minutes=every), marks, "minutes"
+    # the trainer validates at the first step past each mark, whatever its cadence
+    return replace(budget, eval_at_minutes=tuple(marks)), marks, "minutes"
 
 
 def evaluate_curve(

@@ -250,6 +250,7 @@ def main(argv: list[str]) -> int:
             evaluations=5,
             compile=args.compile,
         )
+        budget = replace(budget, eval_at_minutes=tuple(marks))  # a snapshot exactly at each mark
         if args.skip_training:
             continue
         ckpt = out / f"{name}_seed{args.seed}.pt"

@@ -145,6 +145,7 @@ class Budget:
     eval_every: int | None
     eval_every_minutes: float | None
     compile: bool | str = False  # TrainConfig.compile (--compile)
+    eval_at_minutes: tuple[float, ...] = ()  # TrainConfig.eval_at_minutes (e.g. --curve's marks)
 
     def train_fields(self) -> dict[str, Any]:
         """The budget, validation cadence and compile setting as keyword arguments of ``TrainConfig``."""
@@ -153,6 +154,7 @@ class Budget:
             "max_steps": self.max_steps,
             "eval_every": self.eval_every,
             "eval_every_minutes": self.eval_every_minutes,
+            "eval_at_minutes": self.eval_at_minutes,
             "compile": self.compile,
         }
 
@@ -192,6 +194,7 @@ class Budget:
             None if self.eval_every is None else self.eval_every * factor,
             self.eval_every_minutes,
             self.compile,
+            tuple(m * factor for m in self.eval_at_minutes),
         )
 
 

@@ -229,6 +229,7 @@ def fit_sphere_density(
     max_minutes: float | None = None,
     eval_every: int | None = None,
     eval_every_minutes: float | None = None,
+    eval_at_minutes: tuple[float, ...] = (),
     compile: bool | str = False,
     checkpoint_path: str | os.PathLike[str] | None = None,
     resume: bool = True,
@@ -241,7 +242,8 @@ def fit_sphere_density(
     ``seed`` draws the split (:func:`rfm.splits.split_indices`), initialises the network (torch's
     global RNG is seeded with it) and seeds the trainer. Training stops after ``max_steps`` or
     ``max_minutes``, whichever comes first; validation runs every ``eval_every`` steps if given,
-    else every ``eval_every_minutes`` (default ``config.eval_every_minutes``), and at the end.
+    else every ``eval_every_minutes`` (default ``config.eval_every_minutes``), at the minute
+    marks ``eval_at_minutes`` and at the end.
 
     With ``checkpoint_path`` the run is saved there (with its metrics and loss plot beside it,
     see :func:`gm.train.train`) and, with ``resume``, continues from it. The checkpoint
@@ -306,6 +308,7 @@ def fit_sphere_density(
         max_steps=max_steps,
         eval_every=eval_every,
         eval_every_minutes=eval_every_minutes,
+        eval_at_minutes=eval_at_minutes,
         compile=compile,
     )
     extra = dict(run_settings or {})

@@ -193,6 +193,31 @@ def test_presets_set_the_network_and_old_checkpoints_keep_their_settings(runs, t
     assert config.transformer_layers == 2 and len(model.blocks[0].transformer) == 2
 
 
+def test_time_power_reaches_the_flow_and_is_recorded_only_when_changed():
+    from dataclasses import replace
+
+    from proteins.training import (
+        BackboneConfig,
+        CodesignConfig,
+        backbone_flow,
+        check_config,
+        codesign_flow,
+        run_settings,
+    )
+
+    assert "time_power" not in run_settings(BackboneConfig())  # earlier checkpoints keep resuming
+    config = replace(BackboneConfig(), time_power=2.0)
+    assert run_settings(config)["time_power"] == 2.0
+    flow = backbone_flow(config)
+    assert flow.time_power == 2.0
+    assert codesign_flow(replace(CodesignConfig(), time_power=2.0)).backbone.time_power == 2.0
+    # density 2t on [0.01, 1]: the mean is about 2/3 (uniform: about 1/2)
+    t = flow.training_times(20000, generator=torch.Generator().manual_seed(0))
+    assert abs(float(t.mean()) - (0.01 + 0.99 * 2 / 3)) < 0.01 and float(t.min()) >= 0.01
+    with pytest.raises(ValueError, match="time_power must be a positive number"):
+        check_config(replace(BackboneConfig(), time_power=0.0))
+
+
 def test_objectives_train_on_length_batches_under_a_squared_residue_budget(runs):
     from proteins import BackboneFlow, BackboneNetwork, CodesignFlow, CodesignNetwork
     from proteins.data import StructureDataset

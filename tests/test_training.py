@@ -418,6 +418,33 @@ def test_the_old_module_paths_re_export_the_trainer():
     assert sys.modules["gm.distributed"] is gm.distributed
 
 
+def test_validation_runs_at_the_first_step_past_each_minute_mark(monkeypatch):
+    """eval_at_minutes: a validation at the first step past each mark, on top of (here: without)
+    a cadence, and at the end. Clock: one fake second per step."""
+    import types
+
+    clock = [0.0]
+    monkeypatch.setattr(training_loop, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    model = nn.Linear(1, 1)
+    validated: list[int] = []
+    steps = [0]
+
+    def loss_fn(m, step, g):
+        clock[0] += 1.0
+        steps[0] = step + 1
+        return m(torch.ones(1, 1)).pow(2).sum()
+
+    def val_fn(m):
+        validated.append(steps[0])
+        return 0.0
+
+    config = TrainConfig(max_minutes=1.0, eval_at_minutes=(0.25, 0.5), warmup_steps=1, progress=False)
+    train(model, loss_fn, config, val_fn=val_fn)
+    assert validated[:2] == [15, 30] and validated[-1] >= 59 and len(validated) == 3
+    with pytest.raises(ValueError, match="eval_at_minutes must be a sequence of minutes > 0"):
+        train(model, loss_fn, replace(config, eval_at_minutes=(0.0,)), val_fn=val_fn)
+
+
 def test_budget_snapshots_at_step_marks_keep_the_last_state_at_or_before_each_mark(tmp_path):
     from gm.train.snapshots import BudgetSnapshots
 

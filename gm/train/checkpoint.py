@@ -80,6 +80,7 @@ _RESUMABLE_FIELDS = (
     "max_minutes",
     "eval_every",
     "eval_every_minutes",
+    "eval_at_minutes",
     "checkpoint_every_minutes",
     "progress",
     "progress_bar",

@@ -61,6 +61,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     eval_every: int | None = None
     eval_every_minutes: float | None = None
+    # also validate at the first step past each of these elapsed minutes (budget marks: the EMA
+    # snapshots of a quality-against-compute curve, gm.train.BudgetSnapshots)
+    eval_at_minutes: tuple[float, ...] = ()
     checkpoint_every_minutes: float = 2.0
     seed: int = 0
     progress: bool = True
@@ -106,6 +109,14 @@ def describe_budget(max_steps: int | None, max_minutes: float | None) -> str:
     if max_minutes is not None:
         parts.append(f"{max_minutes:g} min")
     return " or ".join(parts)
+
+
+def _check_eval_marks(config: TrainConfig) -> None:
+    marks = config.eval_at_minutes
+    if not isinstance(marks, (tuple, list)) or not all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0 for m in marks
+    ):
+        raise ValueError(f"config.eval_at_minutes must be a sequence of minutes > 0, got {marks!r}")
 
 
 def _check_metric_settings(config: TrainConfig) -> None:

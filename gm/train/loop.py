@@ -31,7 +31,14 @@ from gm.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from gm.train.config import TrainConfig, TrainResult, _check_compile, _check_metric_settings, lr_factor
+from gm.train.config import (
+    TrainConfig,
+    TrainResult,
+    _check_compile,
+    _check_eval_marks,
+    _check_metric_settings,
+    lr_factor,
+)
 from gm.train.distributed import World, init_world, launched_by_torchrun, rank_seed
 from gm.train.ema import EMA
 from gm.train.metrics import MetricsLog, metrics_path_for, plot_metrics
@@ -145,7 +152,8 @@ def train(
     """Train ``model`` by minimising ``loss_fn(model, step, generator)`` (which draws its own batch).
 
     Validation (``val_fn(model) -> float``, lower is better) runs with the EMA weights every
-    ``eval_every`` steps / ``eval_every_minutes`` and at the end; the best EMA weights are kept
+    ``eval_every`` steps / ``eval_every_minutes``, at the marks ``eval_at_minutes`` and at the
+    end; the best EMA weights are kept
     in ``TrainResult.best_state`` (the final EMA weights without ``val_fn``).
 
     **When ``train`` returns, ``model`` holds these selected EMA weights** (``load_best=True``,
@@ -193,6 +201,7 @@ def train(
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("config must set max_steps or max_minutes")
     _check_compile(config.compile)
+    _check_eval_marks(config)
     _check_metric_settings(config)
     device = _model_device(model)
     world = init_world(device, process_group)
@@ -375,6 +384,8 @@ def train(
         reporter.start(step, elapsed)
         start = time.perf_counter() - elapsed
         last_eval, last_ckpt, last_read, last_row, running = elapsed, elapsed, elapsed, elapsed, None
+        # validation marks still ahead (a resumed run has passed some)
+        marks_s = sorted(60 * m for m in config.eval_at_minutes if 60 * m > elapsed)
         monitor = _LossMonitor()
         if metrics is not None:
             metrics.start(elapsed)
@@ -407,6 +418,7 @@ def train(
             validate_now = val_fn is not None and bool(
                 (config.eval_every and step % config.eval_every == 0)
                 or (config.eval_every_minutes and now - last_eval >= 60 * config.eval_every_minutes)
+                or (marks_s and now >= marks_s[0])
             )
             checkpoint_now = checkpoint_path is not None and now - last_ckpt >= 60 * config.checkpoint_every_minutes
             if world.distributed:
@@ -429,6 +441,8 @@ def train(
             if metrics is not None and now - last_row >= config.log_every_s:
                 metrics.row(step, now, opt.param_groups[0]["lr"])
                 last_row = now
+            while marks_s and elapsed >= marks_s[0]:  # `elapsed`: the same on every rank
+                marks_s.pop(0)
             if validate_now and world.is_main:
                 validate()
                 last_eval = time.perf_counter() - start
