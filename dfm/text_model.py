@@ -250,11 +250,8 @@ def train_text_model(
         run_loss, run_val = snapshots.wrap(loss_fn, val_fn)
     from gm.train import TrainConfig, describe_budget, train
 
-    train_config = TrainConfig(
-        lr=config.lr,
-        warmup_steps=config.warmup_steps,
-        ema_decay=config.ema_decay,
-        min_lr_ratio=config.min_lr_ratio,
+    train_config = TrainConfig.from_config(
+        config,
         checkpoint_every_minutes=1.0,
         seed=seed,
         progress=progress,

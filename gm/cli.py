@@ -159,17 +159,13 @@ class Budget:
         }
 
     def train_config(self, config: Any, **settings: Any) -> Any:
-        """The :class:`gm.train.TrainConfig` of a run under this budget: the optimisation settings
-        of the dataclass ``config`` (those of its fields that ``TrainConfig`` has: ``lr``,
-        ``warmup_steps``, ``ema_decay``, ``weight_decay``, ``min_lr_ratio``, ...), the budget
-        (:meth:`train_fields`) and ``settings`` (e.g. ``seed``, ``progress``), the last two taking
-        precedence."""
+        """The :class:`gm.train.TrainConfig` of a run under this budget
+        (:meth:`gm.train.TrainConfig.from_config`): the optimisation settings of the dataclass
+        ``config``, the budget (:meth:`train_fields`) and ``settings`` (e.g. ``seed``,
+        ``progress``), the last two taking precedence."""
         from gm.train import TrainConfig
 
-        names = {f.name for f in fields(TrainConfig)}
-        own = {**self.train_fields(), **settings}
-        shared = {k: v for k, v in asdict(config).items() if k in names and k not in own and k != "seed"}
-        return TrainConfig(**shared, **own)
+        return TrainConfig.from_config(config, **{**self.train_fields(), **settings})
 
     def record_fields(self) -> dict[str, Any]:
         """``budget_minutes`` / ``budget_steps`` for the results record (only those set)."""

@@ -374,16 +374,7 @@ def train_structure_model(
     if snapshots is not None:
         loss_fn, val_fn = snapshots.wrap(loss_fn, val_fn)
     budget.setdefault("eval_every_minutes", None if budget.get("eval_every") else config.eval_every_minutes)
-    train_config = TrainConfig(
-        lr=config.lr,
-        min_lr_ratio=config.min_lr_ratio,
-        warmup_steps=config.warmup_steps,
-        ema_decay=config.ema_decay,
-        seed=seed,
-        progress=progress,
-        checkpoint_every_minutes=2.0,
-        **budget,
-    )
+    train_config = TrainConfig.from_config(config, seed=seed, progress=progress, checkpoint_every_minutes=2.0, **budget)
     result = train(
         model,
         loss_fn,

@@ -295,11 +295,8 @@ def fit_sphere_density(
 
     if eval_every is None and eval_every_minutes is None:
         eval_every_minutes = config.eval_every_minutes
-    train_config = TrainConfig(
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        ema_decay=config.ema_decay,
+    train_config = TrainConfig.from_config(
+        config,
         checkpoint_every_minutes=1.0,
         seed=seed,
         progress=progress,

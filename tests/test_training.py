@@ -418,6 +418,27 @@ def test_the_old_module_paths_re_export_the_trainer():
     assert sys.modules["gm.distributed"] is gm.distributed
 
 
+def test_train_config_from_a_model_config_takes_shared_fields_and_lets_settings_win():
+    from dataclasses import dataclass
+
+    @dataclass
+    class ModelConfig:
+        lr: float = 3e-4
+        ema_decay: float = 0.99
+        eval_every_minutes: float = 5.0
+        seed: int = 7  # a model's seed is never the trainer's
+        width: int = 64  # not a training setting
+
+    config = TrainConfig.from_config(ModelConfig(), max_steps=10, eval_every_minutes=None, seed=1)
+    assert (config.lr, config.ema_decay, config.max_steps, config.seed) == (3e-4, 0.99, 10, 1)
+    assert config.eval_every_minutes is None  # an explicit None overrides the model's cadence
+    assert TrainConfig.from_config(ModelConfig(), max_steps=1).seed == TrainConfig().seed
+    with pytest.raises(ValueError, match="config must be a dataclass instance"):
+        TrainConfig.from_config({"lr": 1.0}, max_steps=1)
+    with pytest.raises(ValueError, match=r"settings has fields TrainConfig does not: \['widht'\]"):
+        TrainConfig.from_config(ModelConfig(), max_steps=1, widht=3)
+
+
 def test_validation_runs_at_the_first_step_past_each_minute_mark(monkeypatch):
     """eval_at_minutes: a validation at the first step past each mark, on top of (here: without)
     a cadence, and at the end. Clock: one fake second per step."""

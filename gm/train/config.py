@@ -5,7 +5,7 @@ cosine decay by steps or by the elapsed fraction of a wall-clock budget."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 __all__ = ["TrainConfig", "TrainResult", "lr_factor", "describe_budget"]
@@ -76,6 +76,30 @@ class TrainConfig:
     tensorboard: bool = True
     wandb_project: str | None = None
     loss_plot: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any, **settings: Any) -> TrainConfig:
+        """The training settings of a model's dataclass ``config``: those of its fields that
+        ``TrainConfig`` also has (``lr``, ``warmup_steps``, ``ema_decay``, ``min_lr_ratio``,
+        ``weight_decay``, ``eval_every_minutes``, ...; never ``seed``), then ``settings`` (the
+        budget, the seed, what the trainer of that model fixes), which take precedence, ``None``
+        included.
+
+        Raises:
+            ValueError: if ``config`` is not a dataclass instance.
+        """
+        if not is_dataclass(config) or isinstance(config, type):
+            raise ValueError(f"config must be a dataclass instance, got {type(config).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(settings) - names
+        if unknown:
+            raise ValueError(f"settings has fields TrainConfig does not: {sorted(unknown)}")
+        shared = {
+            f.name: getattr(config, f.name)
+            for f in fields(config)
+            if f.name in names and f.name not in settings and f.name != "seed"
+        }
+        return cls(**shared, **settings)
 
 
 @dataclass
