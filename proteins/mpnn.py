@@ -138,6 +138,7 @@ class ProteinMPNN:
         the others share one padded batch (padding is never nearer than a real residue). Each
         row's real residues come first, in chain order, and keep their positions as residue
         indices (a masked hole is a chain break)."""
+        mask = mask.cpu()  # rows and columns index CPU results
         lengths = mask.sum(-1)
         order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)  # real residues first
         k = int(self.network.features.top_k)
