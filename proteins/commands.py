@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,14 @@ def register(subcommands: Any) -> None:
     sample.add_argument("--n", type=int, default=8, help="backbones per length (default 8)")
     sample.add_argument("--out", type=Path, required=True, help="folder of the PDB files")
     _add_sampling_arguments(sample)
+    sample.add_argument(
+        "--rotation-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="exponential rate of the rotation schedule (default: the model's, 10 as in FrameFlow); lower rates "
+        "give fewer helices, more coil and strands (measured: docs/benchmarks/backbones.md)",
+    )
     sample.add_argument(
         "--compile", action="store_true", help="torch.compile the sampling step (pays for many or long proteins)"
     )
@@ -377,6 +386,7 @@ def run_backbones_sample(args: argparse.Namespace) -> int:
     _check_seed(args.seed)
     _positive(args.n, "--n")
     _positive(args.steps, "--steps")
+    _positive(args.rotation_rate, "--rotation-rate")
     for length in args.lengths:
         _positive(length, "--lengths")
     _check_file(args.checkpoint, "--checkpoint")
@@ -384,6 +394,8 @@ def run_backbones_sample(args: argparse.Namespace) -> int:
         model, config = load_backbone_model(args.checkpoint, args.device)
     except ValueError as error:
         raise CommandLineError(str(error)) from None
+    if args.rotation_rate is not None:
+        config = replace(config, rotation_rate=args.rotation_rate)
     flow = backbone_flow(config)
     lengths = [length for length in args.lengths for _ in range(args.n)]
     generator = torch.Generator(device=args.device).manual_seed(args.seed)

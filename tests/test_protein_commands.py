@@ -93,6 +93,9 @@ def test_backbones_sample_writes_pdbs_of_each_length_reproducibly(runs, tmp_path
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     assert main([*argv, "--steps", "3", "--seed", "1", "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / files[0]).read_text() != (tmp_path / "a" / files[0]).read_text()
+    # another rotation schedule, same seed: other backbones
+    assert main([*argv, "--steps", "3", "--rotation-rate", "2", "--out", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / files[0]).read_text() != (tmp_path / "a" / files[0]).read_text()
 
 
 def test_design_writes_sequences_onto_the_input_backbone(runs, tmp_path, capsys):
@@ -145,6 +148,10 @@ def test_generate_writes_proteins_of_each_length(runs, tmp_path, capsys):
         (["generate", "--length", "0", "--checkpoint", "x.pt"], "--length must be positive"),
         (["generate", "--length", "5", "--checkpoint", "missing.pt"], "--checkpoint missing.pt: no such file"),
         (["backbones", "sample", "--checkpoint", "x.pt", "--lengths", "10", "--n", "0", "--out", "o"], "--n must"),
+        (
+            ["backbones", "sample", "--checkpoint", "x.pt", "--lengths", "10", "--rotation-rate", "0", "--out", "o"],
+            "--rotation-rate must be positive",
+        ),
         (["fold", "MK1", "--checkpoint", "x.pt"], "not a one-letter sequence"),
         (["design", "missing.pdb", "--checkpoint", "x.pt"], "structure missing.pdb: no such file"),
         (["backbones", "train", "--data", "missing.npz", "--out", "o", "--steps", "1"], "no such structure dataset"),
