@@ -20,6 +20,7 @@ def test_run_budget_minutes_only_uses_the_time_cadence():
         "max_steps": None,
         "eval_every": None,
         "eval_every_minutes": 0.5,
+        "eval_at_minutes": (),
         "compile": False,
     }
     assert as_budget(2.5, 0.5) == budget and as_budget(budget, 9.0) is budget
