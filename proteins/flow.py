@@ -29,7 +29,9 @@ and :meth:`BackboneFlow.sample` convert from and to Angstrom.
   averaged over real residues (translations in nm; rotations as rotation vectors, whose
   difference divided by :math:`\nu_t` is the error of the conditional rotation velocity).
   The auxiliary term compares the ideal backbone atoms N, CA, C of :math:`\hat x_1` and
-  :math:`x_1`, and their pairwise distances below 0.6 nm.
+  :math:`x_1`, and their pairwise distances below 0.6 nm (FrameDiff's term; ``auxiliary_cutoff``
+  0: every pair, as FrameFlow). FrameFlow divides it by :math:`\nu_t^2` as the frame terms
+  (``auxiliary_time_scaled``); unscaled, it weighs little against them near the data.
 - Self-conditioning: with probability ``self_condition_prob`` a training step first predicts
   without it (no gradient) and feeds that prediction back; at sampling, each step gets the
   previous step's prediction. The training decision is drawn on the host (a CPU generator), never
@@ -167,6 +169,11 @@ class BackboneFlow:
         translation_weight, rotation_weight: loss weights :math:`w_x, w_r`.
         auxiliary_weight: weight :math:`w_a` of the atom and distance terms (0: off).
         auxiliary_min_time: :math:`t_a`, the auxiliary term applies for larger times only.
+        auxiliary_time_scaled: divide the auxiliary errors by :math:`\nu_t^2` as the frame
+            terms are (FrameFlow: its atoms are divided by :math:`\nu_t`); False: unscaled
+            (FrameDiff), so the auxiliary term weighs little against the frame terms near the data.
+        auxiliary_cutoff: the distance term covers the atom pairs closer than this (nm) in the
+            data (FrameDiff: 0.6); 0: every pair (FrameFlow).
         normaliser_clip: :math:`c` in :math:`\\nu_t = 1 - \\min(t, 1 - c)`.
         self_condition_prob: probability of a self-conditioned training step.
         time_power: training times with density :math:`a t^{a - 1}` (1: uniform).
@@ -179,6 +186,8 @@ class BackboneFlow:
     rotation_weight: float = 0.5
     auxiliary_weight: float = 0.25
     auxiliary_min_time: float = 0.25
+    auxiliary_time_scaled: bool = False
+    auxiliary_cutoff: float = 0.6
     normaliser_clip: float = 0.1
     self_condition_prob: float = 0.5
     time_power: float = 1.0
@@ -190,7 +199,7 @@ class BackboneFlow:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("translation_weight", "rotation_weight", "auxiliary_weight"):
+        for name in ("translation_weight", "rotation_weight", "auxiliary_weight", "auxiliary_cutoff"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -200,6 +209,8 @@ class BackboneFlow:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if not (isinstance(self.normaliser_clip, (int, float)) and 0 < self.normaliser_clip <= 1):
             raise ValueError(f"normaliser_clip must be in (0, 1], got {self.normaliser_clip!r}")
+        if not isinstance(self.auxiliary_time_scaled, bool):
+            raise ValueError(f"auxiliary_time_scaled must be a bool, got {self.auxiliary_time_scaled!r}")
         if not isinstance(self.rotation_scheduler, ConvexScheduler):
             raise ValueError(
                 f"rotation_scheduler must be a gm.ConvexScheduler, got {type(self.rotation_scheduler).__name__}"
@@ -346,26 +357,36 @@ class BackboneFlow:
         total = self.translation_weight * translation + self.rotation_weight * rotation
         auxiliary = torch.zeros((), dtype=dtype, device=x1.device)
         if self.auxiliary_weight > 0:
-            auxiliary = self._auxiliary(x1, x1_hat, mask, t > self.auxiliary_min_time)
+            weight = (t > self.auxiliary_min_time).to(dtype)
+            if self.auxiliary_time_scaled:
+                weight = weight / nu**2
+            auxiliary = self._auxiliary(x1, x1_hat, mask, weight, self.auxiliary_cutoff)
             total = total + self.auxiliary_weight * auxiliary
         # the terms stay on the device: reading them back here would stall every training step
         return BackboneLoss(total, translation.detach(), rotation.detach(), auxiliary.detach())
 
     @staticmethod
-    def _auxiliary(x1: Tensor, x1_hat: Tensor, mask: Tensor, active: Tensor) -> Tensor:
-        """Atom position and local pairwise-distance errors (nm^2) of the ideal N, CA, C atoms,
-        over the proteins where ``active`` ``(B,)``."""
+    def _auxiliary(x1: Tensor, x1_hat: Tensor, mask: Tensor, weight: Tensor, cutoff: float) -> Tensor:
+        """Atom position and pairwise-distance errors (nm^2) of the ideal N, CA, C atoms, each
+        protein's errors times its ``weight`` ``(B,)`` (0: left out), averaged over the atoms
+        (pairs) of the proteins with a positive weight; the distance term over the pairs closer
+        than ``cutoff`` (nm) in ``x1`` (0: every pair of distinct atoms)."""
 
         def atoms(frames: Tensor) -> Tensor:  # (B, N * 3, 3)
             return ideal_ncac(frames, length_scale=NM_PER_ANGSTROM).flatten(1, 2)
 
         a, a_hat = atoms(x1), atoms(x1_hat)
-        atom_mask = (mask & active[:, None]).repeat_interleave(3, dim=1).to(x1.dtype)
-        position = (((a - a_hat) ** 2).sum(-1) * atom_mask).sum() / atom_mask.sum().clamp_min(1)
+        atom_mask = (mask & (weight > 0)[:, None]).repeat_interleave(3, dim=1).to(x1.dtype)
+        per_protein = weight[:, None]
+        position = (((a - a_hat) ** 2).sum(-1) * atom_mask * per_protein).sum() / atom_mask.sum().clamp_min(1)
         d = torch.cdist(a, a)
         d_hat = torch.sqrt(((a_hat[:, :, None] - a_hat[:, None]) ** 2).sum(-1) + 1e-10)
-        pairs = atom_mask[:, :, None] * atom_mask[:, None, :] * (d < 0.6).to(x1.dtype)
-        distance = (((d - d_hat) ** 2) * pairs).sum() / pairs.sum().clamp_min(1)
+        pairs = atom_mask[:, :, None] * atom_mask[:, None, :]
+        if cutoff > 0:
+            pairs = pairs * (d < cutoff).to(x1.dtype)
+        else:  # every pair of distinct atoms
+            pairs = pairs * (1 - torch.eye(a.shape[1], dtype=x1.dtype, device=x1.device))
+        distance = (((d - d_hat) ** 2) * pairs * per_protein[:, :, None]).sum() / pairs.sum().clamp_min(1)
         return position + distance
 
     def objective(

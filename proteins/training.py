@@ -67,6 +67,13 @@ class StructureModelConfig:
     # training times with density a t^(a-1) on [0.01, 1] (1: uniform, FrameFlow's; > 1: more
     # steps near the data, where the fine geometry is learnt)
     time_power: float = 1.0
+    # the auxiliary atom and distance loss (proteins.flow.BackboneFlow): its weight, whether it is
+    # divided by nu_t^2 as the frame terms are, and the distance cutoff in nm (0: every pair).
+    # Defaults: FrameDiff's term; FrameFlow's: weight 0.5 (its 1 beside translation weight 2),
+    # time-scaled, every pair
+    auxiliary_weight: float = 0.25
+    auxiliary_time_scaled: bool = False
+    auxiliary_cutoff: float = 0.6
 
 
 @dataclass
@@ -146,6 +153,9 @@ _LEGACY_ARCHITECTURE = {
     "squared_residues": 0,
     "min_lr_ratio": 0.01,
     "time_power": 1.0,
+    "auxiliary_weight": 0.25,
+    "auxiliary_time_scaled": False,
+    "auxiliary_cutoff": 0.6,
 }
 
 
@@ -157,13 +167,15 @@ def apply_preset(config: StructureModelConfig, preset: str) -> StructureModelCon
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    return replace(config, **PRESETS[preset])
+    sizes: dict[str, Any] = dict(PRESETS[preset])
+    return replace(config, **sizes)
 
 
 def check_config(config: StructureModelConfig) -> None:
     """Raise a ValueError naming the field for settings no run can use: a network that cannot be
     built (e.g. an odd ``node_dim``), a crop range or budget below 1, rates out of range."""
     backbone_network(config)  # the network's own checks name the field
+    backbone_flow(config)  # and the flow's (rotation rate, auxiliary loss)
     for name in ("batch", "min_crop", "val_crops", "warmup_steps"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
@@ -208,9 +220,16 @@ def codesign_network(config: CodesignConfig) -> CodesignNetwork:
 
 
 def backbone_flow(config: StructureModelConfig) -> BackboneFlow:
-    """SE(3)^N flow matching with the exponential rotation schedule of rate ``config.rotation_rate``
-    and training times of density :math:`a t^{a-1}`, ``a = config.time_power``."""
-    return BackboneFlow(rotation_scheduler=ExponentialRateScheduler(config.rotation_rate), time_power=config.time_power)
+    """SE(3)^N flow matching with the exponential rotation schedule of rate ``config.rotation_rate``,
+    training times of density :math:`a t^{a-1}`, ``a = config.time_power``, and ``config``'s
+    auxiliary loss (weight, time scaling, distance cutoff)."""
+    return BackboneFlow(
+        rotation_scheduler=ExponentialRateScheduler(config.rotation_rate),
+        time_power=config.time_power,
+        auxiliary_weight=config.auxiliary_weight,
+        auxiliary_time_scaled=config.auxiliary_time_scaled,
+        auxiliary_cutoff=config.auxiliary_cutoff,
+    )
 
 
 def codesign_flow(config: CodesignConfig) -> CodesignFlow:

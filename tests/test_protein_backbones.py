@@ -314,6 +314,93 @@ def test_loss_is_zero_for_a_perfect_predictor_and_positive_otherwise():
     assert out.translation == pytest.approx(0.12, rel=1e-6)
 
 
+def _auxiliary_oracle(x1, x1_hat, mask, t, *, min_time, cutoff, time_scaled):
+    """The auxiliary term by explicit loops over proteins, atoms and atom pairs (nm^2)."""
+    flow = BackboneFlow()
+    a = flow.atoms_from_frames(x1, mask)[:, :, :3] * 0.1  # N, CA, C in nm
+    b = flow.atoms_from_frames(x1_hat, mask)[:, :, :3] * 0.1
+    pos_sum = pos_count = dist_sum = dist_count = 0.0
+    for k in range(x1.shape[0]):
+        if not float(t[k]) > min_time:
+            continue
+        weight = 1 / (1 - min(float(t[k]), 0.9)) ** 2 if time_scaled else 1.0
+        atoms = [(i, j) for i in range(x1.shape[1]) if mask[k, i] for j in range(3)]
+        for i, j in atoms:
+            pos_sum += weight * float(((a[k, i, j] - b[k, i, j]) ** 2).sum())
+            pos_count += 1
+        for i, j in atoms:
+            for m, n in atoms:
+                d = float((a[k, i, j] - a[k, m, n]).norm())
+                if (cutoff > 0 and d < cutoff) or (cutoff == 0 and (i, j) != (m, n)):
+                    d_hat = float((b[k, i, j] - b[k, m, n]).norm())
+                    dist_sum += weight * (d - d_hat) ** 2
+                    dist_count += 1
+    return pos_sum / max(pos_count, 1) + dist_sum / max(dist_count, 1)
+
+
+@pytest.mark.parametrize("time_scaled,cutoff", [(False, 0.6), (True, 0.6), (True, 0.0), (False, 0.0)])
+def test_auxiliary_loss_matches_explicit_loops(time_scaled, cutoff):
+    """FrameDiff's term (unscaled, pairs within 0.6 nm) and FrameFlow's (divided by nu_t^2, every
+    pair) against a loop over atoms and pairs; proteins at times <= t_a do not count."""
+    atoms = ideal_chain(*_random_dihedrals((3, 7), seed=21))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    flow = BackboneFlow(
+        translation_weight=0.0,
+        rotation_weight=0.0,
+        auxiliary_weight=1.0,
+        auxiliary_time_scaled=time_scaled,
+        auxiliary_cutoff=cutoff,
+    )
+    x1 = flow.frames_from_atoms(atoms, mask)
+    x1_hat = flow.frames_from_atoms(ideal_chain(*_random_dihedrals((3, 7), seed=22)), mask)
+    t = torch.tensor([0.6, 0.95, 0.1], dtype=torch.float64)  # the third is below t_a = 0.25
+    out = flow.prediction_loss(x1, x1, x1_hat, t, mask)
+    expected = _auxiliary_oracle(x1, x1_hat, mask, t, min_time=0.25, cutoff=cutoff, time_scaled=time_scaled)
+    assert float(out.auxiliary) == pytest.approx(expected, rel=1e-9)
+    assert float(out.total) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frameflow_auxiliary_is_the_framediff_term_over_nu_squared_for_one_time():
+    atoms = ideal_chain(*_random_dihedrals((2, 9), seed=23))
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    x1 = BackboneFlow.frames_from_atoms(atoms, mask)
+    x1_hat = BackboneFlow.frames_from_atoms(ideal_chain(*_random_dihedrals((2, 9), seed=24)), mask)
+    t = torch.full((2,), 0.8, dtype=torch.float64)
+    plain = BackboneFlow(auxiliary_cutoff=0.0).prediction_loss(x1, x1, x1_hat, t, mask).auxiliary
+    scaled = BackboneFlow(auxiliary_cutoff=0.0, auxiliary_time_scaled=True).prediction_loss(x1, x1, x1_hat, t, mask)
+    assert float(scaled.auxiliary) == pytest.approx(float(plain) / 0.2**2, rel=1e-9)
+    # a translated copy: no distance error, every atom off by the shift
+    shifted = x1.clone()
+    shifted[..., :3, 3] += torch.tensor([0.3, 0.0, 0.4], dtype=torch.float64)
+    out = BackboneFlow(auxiliary_cutoff=0.0, auxiliary_time_scaled=True).prediction_loss(x1, x1, shifted, t, mask)
+    assert float(out.auxiliary) == pytest.approx(0.25 / 0.2**2, rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auxiliary_gradient_is_finite_for_a_perfect_prediction(dtype):
+    """Every pair (cutoff 0) includes atoms of coinciding predictions: the distance's gradient at
+    zero error must stay finite."""
+    atoms = ideal_chain(*_random_dihedrals((2, 6), seed=25, dtype=dtype))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    x1 = BackboneFlow.frames_from_atoms(atoms, mask)
+    x1_hat = x1.clone().requires_grad_(True)
+    t = torch.full((2,), 0.99, dtype=dtype)
+    flow = BackboneFlow(auxiliary_cutoff=0.0, auxiliary_time_scaled=True, auxiliary_weight=1.0)
+    out = flow.prediction_loss(x1, x1, x1_hat, t, mask)
+    out.total.backward()
+    assert float(out.auxiliary) < 1e-6 and bool(torch.isfinite(x1_hat.grad).all())
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [({"auxiliary_cutoff": -0.1}, "auxiliary_cutoff"), ({"auxiliary_time_scaled": 1}, "auxiliary_time_scaled")],
+)
+def test_flow_rejects_bad_auxiliary_settings(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        BackboneFlow(**kwargs)
+
+
 def test_path_uses_one_time_per_protein():
     flow = BackboneFlow()
     atoms = ideal_chain(*_random_dihedrals((4, 4), seed=9))  # B == N: the ambiguous case

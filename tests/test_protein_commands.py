@@ -225,6 +225,32 @@ def test_time_power_reaches_the_flow_and_is_recorded_only_when_changed():
         check_config(replace(BackboneConfig(), time_power=0.0))
 
 
+def test_auxiliary_settings_reach_both_flows_and_are_recorded_only_when_changed():
+    from dataclasses import replace
+
+    from proteins.training import (
+        BackboneConfig,
+        CodesignConfig,
+        backbone_flow,
+        check_config,
+        codesign_flow,
+        run_settings,
+    )
+
+    names = ("auxiliary_weight", "auxiliary_time_scaled", "auxiliary_cutoff")
+    assert not set(names) & set(run_settings(BackboneConfig()))  # earlier checkpoints keep resuming
+    frameflow = {"auxiliary_weight": 0.5, "auxiliary_time_scaled": True, "auxiliary_cutoff": 0.0}
+    settings = run_settings(replace(BackboneConfig(), **frameflow))
+    assert {name: settings[name] for name in names} == frameflow
+    for flow in (
+        backbone_flow(replace(BackboneConfig(), **frameflow)),
+        codesign_flow(replace(CodesignConfig(), **frameflow)).backbone,
+    ):
+        assert (flow.auxiliary_weight, flow.auxiliary_time_scaled, flow.auxiliary_cutoff) == (0.5, True, 0.0)
+    with pytest.raises(ValueError, match="auxiliary_cutoff"):
+        check_config(replace(BackboneConfig(), auxiliary_cutoff=-1.0))
+
+
 def test_objectives_train_on_length_batches_under_a_squared_residue_budget(runs):
     from proteins import BackboneFlow, BackboneNetwork, CodesignFlow, CodesignNetwork
     from proteins.data import StructureDataset
