@@ -18,9 +18,13 @@ folder such as ``~/.cache/rdfm``); the downloaded archives are kept beside them 
 ``protein_sources/``. A build from ``--from`` folders is cached under a name derived from the
 folders' paths. Every build records, in ``<dataset>.key`` beside the dataset, a key of what it
 read: the relative names, sizes and modification times of the structure files under each folder
-(and the archives' names for the default sources). A dataset is reused only while that key still
-matches, so adding, removing or editing a file rebuilds it; ``--force`` rebuilds regardless. Each
-run says whether it ``built`` the dataset or found it ``cached (N files unchanged)``.
+(and the archives' names for the default sources), and a sha256 of their contents. A dataset is
+reused while that key still matches, so adding, removing or editing a file rebuilds it; when only
+the modification times changed (a re-provisioned or copied data folder), the contents are hashed
+and, if they are the same, the dataset is kept and its key brought up to date. ``--force``
+rebuilds regardless. Each run says whether it ``built`` the dataset or found it
+``cached (N files unchanged)``. A build holds a lock file (``<dataset>.lock``), so processes
+started together build the set once: the others wait for it and then reuse it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from gm.cli import CommandLineError
 from gm.files import atomic_write
@@ -100,10 +105,26 @@ class ContentKey:
     Attributes:
         digest: sha256 (hex) of the listing.
         files: structure files under the folders, plus the archives.
+        inputs: what :meth:`content_digest` hashes: the settings, then (name, path) of each
+            structure file (its folder's name and relative path; the file on disk).
     """
 
     digest: str
     files: int
+    inputs: tuple[str, tuple[tuple[str, Path], ...]] = ("", ())
+
+    def content_digest(self) -> str:
+        """sha256 (hex) of the settings and of every structure file's name and bytes: what the
+        listing's sizes and modification times stand for, read in full (22 MB of Theseus
+        examples: well under a second)."""
+        settings, files = self.inputs
+        digest = hashlib.sha256(settings.encode())
+        for name, path in files:
+            digest.update(f"\n{name}\n{path.stat().st_size}\n".encode())
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        return digest.hexdigest()
 
 
 def content_key(
@@ -116,9 +137,11 @@ def content_key(
     time (ns) of every structure file under it: the files
     :func:`proteins.data.iter_folder_structures` reads. File metadata only, so it is cheap for
     thousands of files; like ``make``, it misses an edit that keeps a file's size and restores
-    its modification time. The folder's name, not its full path, is keyed because the dataset
-    names its sources ``<folder name>/<relative path>``: a copy with the same files and times
-    gives the same dataset.
+    its modification time. When the metadata differ, :meth:`ContentKey.content_digest` (the
+    files' bytes) decides whether a cached set is still current, so new times on the same bytes
+    (a copied or re-provisioned folder) do not rebuild it. The folder's name, not its full path,
+    is keyed because the dataset names its sources ``<folder name>/<relative path>``: a copy with
+    the same files gives the same dataset.
 
     Args:
         kind: the builder and its settings (e.g. ``"backbones-v1"``).
@@ -129,22 +152,28 @@ def content_key(
     Raises:
         ValueError: if a folder is not a folder.
     """
-    listing, count = [], len(sources)
+    listing, count, inputs = [], len(sources), []
     for folder in folders:
         folder = Path(folder)
         files = []
         for path in structure_data.folder_structure_files(folder, pattern):
             stat = path.stat()
-            files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+            relative = path.relative_to(folder).as_posix()
+            files.append([relative, stat.st_size, stat.st_mtime_ns])
+            inputs.append((f"{folder.resolve().name}/{relative}", path))
         count += len(files)
         listing.append({"folder": folder.resolve().name, "files": files})
-    record = {
+    settings = {
         "kind": kind,
         "pattern": pattern,
-        "folders": listing,
         "sources": [[source.name, source.filename, source.members] for source in sources],
     }
-    return ContentKey(hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), count)
+    record = {**settings, "folders": listing}
+    return ContentKey(
+        hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(),
+        count,
+        (json.dumps(settings, sort_keys=True), tuple(inputs)),
+    )
 
 
 def _key_file(out: Path) -> Path:
@@ -156,27 +185,42 @@ def _is_current(out: Path, key: ContentKey) -> bool:
 
     The key file also records the dataset's size and modification time, so it stops vouching for
     the file once anything else (another build, a copy by hand) has replaced it, and a build
-    interrupted between writing the dataset and writing its key is rebuilt."""
+    interrupted between writing the dataset and writing its key is rebuilt. When the listing
+    differs but the key file has a content digest, the inputs are hashed: the same bytes under the
+    same names (only modification times changed) keep the dataset, and its key is rewritten."""
     try:
         record = json.loads(_key_file(out).read_text())
         stat = out.stat()
     except (OSError, ValueError):  # missing or unreadable: not current
         return False
-    return (
-        isinstance(record, dict)
-        and record.get("content_key") == key.digest
-        and record.get("dataset") == [stat.st_size, stat.st_mtime_ns]
-    )
+    if not (isinstance(record, dict) and record.get("dataset") == [stat.st_size, stat.st_mtime_ns]):
+        return False
+    if record.get("content_key") == key.digest:
+        return True
+    content = record.get("content_sha256")
+    if not isinstance(content, str) or content != key.content_digest():
+        return False
+    _write_key(out, key, content)
+    return True
 
 
-def _write_key(out: Path, key: ContentKey) -> None:
-    """Record ``key`` for the dataset ``out``, atomically (a temporary file renamed)."""
+def _write_key(out: Path, key: ContentKey, content: str | None = None) -> None:
+    """Record ``key`` (and the inputs' content digest, ``content`` if already computed) for the
+    dataset ``out``, atomically (a temporary file renamed)."""
     stat = out.stat()
-    path = _key_file(out)
-    atomic_write(
-        path,
-        json.dumps({"content_key": key.digest, "files": key.files, "dataset": [stat.st_size, stat.st_mtime_ns]}) + "\n",
-    )
+    record = {
+        "content_key": key.digest,
+        "content_sha256": content or key.content_digest(),
+        "files": key.files,
+        "dataset": [stat.st_size, stat.st_mtime_ns],
+    }
+    atomic_write(_key_file(out), json.dumps(record) + "\n")
+
+
+def _build_lock(out: Path) -> FileLock:
+    """The lock a build of ``out`` holds, so that concurrent processes build it once."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(out.with_name(out.name + ".lock")))
 
 
 def _reusable(out: Path, key: ContentKey, *, pinned_default: bool) -> bool:
@@ -219,26 +263,30 @@ def _ensure_dataset(force: bool, folder: Path | None, verbose: bool) -> _Ensured
     else:
         key = content_key("proteins", [], "", dihedrals.DIHEDRAL_SOURCES)
         out = cache_path()
-    if not force and _reusable(out, key, pinned_default=folder is None):
-        return _Ensured(out, False, key.files)
-    if folder is not None:
-        structures = structure_data.iter_folder_structures(folder, dihedrals.DIHEDRAL_FILE_PATTERN)
-    else:
-        archives = structure_data.fetch_sources(sources_dir(), dihedrals.DIHEDRAL_SOURCES, purpose="the dihedral set")
-        structures = itertools.chain.from_iterable(
-            structure_data.iter_archive_structures(path, source.members)
-            for path, source in zip(archives, dihedrals.DIHEDRAL_SOURCES)
-        )
-    report = dihedrals.build_dihedral_dataset(structures, out)
-    _write_key(out, key)
-    if verbose:
-        unusable = f": {structure_data.name_some(report.unusable_files)}" if report.unusable_files else ""
-        print(
-            f"[proteins] {report.files} structure files ({report.unparsed} without usable protein chains{unusable}), "
-            f"{report.segments_kept} segments kept, {report.segments_duplicate} duplicate-sequence segments dropped, "
-            f"{report.residues} residues with phi/psi: {report.per_class} -> {out}"
-        )
-    return _Ensured(out, True, key.files)
+    with _build_lock(out):  # a process started alongside waits, then reuses this build
+        if not force and _reusable(out, key, pinned_default=folder is None):
+            return _Ensured(out, False, key.files)
+        if folder is not None:
+            structures = structure_data.iter_folder_structures(folder, dihedrals.DIHEDRAL_FILE_PATTERN)
+        else:
+            archives = structure_data.fetch_sources(
+                sources_dir(), dihedrals.DIHEDRAL_SOURCES, purpose="the dihedral set"
+            )
+            structures = itertools.chain.from_iterable(
+                structure_data.iter_archive_structures(path, source.members)
+                for path, source in zip(archives, dihedrals.DIHEDRAL_SOURCES)
+            )
+        report = dihedrals.build_dihedral_dataset(structures, out)
+        _write_key(out, key)
+        if verbose:
+            unusable = f": {structure_data.name_some(report.unusable_files)}" if report.unusable_files else ""
+            print(
+                f"[proteins] {report.files} structure files "
+                f"({report.unparsed} without usable protein chains{unusable}), {report.segments_kept} segments kept, "
+                f"{report.segments_duplicate} duplicate-sequence segments dropped, "
+                f"{report.residues} residues with phi/psi: {report.per_class} -> {out}"
+            )
+        return _Ensured(out, True, key.files)
 
 
 def ensure_dataset(force: bool = False, folder: Path | None = None, verbose: bool = True) -> Path:
@@ -292,26 +340,27 @@ def _ensure_backbones(force: bool, folders: Sequence[Path] | None, verbose: bool
         key = content_key(kind, [theseus], structure_data.STRUCTURE_FILE_PATTERN, structure_data.STRUCTURE_SOURCES)
         target = backbones_path()
     out = target if out is None else _check_out(out)
-    if not force and _reusable(out, key, pinned_default=not folders and out == backbones_path()):
-        return _Ensured(out, False, key.files)
-    if folders:
-        structures = itertools.chain.from_iterable(structure_data.iter_folder_structures(f) for f in folders)
-    else:
-        archives = structure_data.fetch_sources(
-            sources_dir(), structure_data.STRUCTURE_SOURCES, purpose="the backbone set"
-        )
-        structures = itertools.chain(
-            itertools.chain.from_iterable(
-                structure_data.iter_archive_structures(path, source.members)
-                for path, source in zip(archives, structure_data.STRUCTURE_SOURCES)
-            ),
-            structure_data.iter_folder_structures(theseus),
-        )
-    report = structure_data.build_structure_dataset(structures, out)
-    _write_key(out, key)
-    if verbose:
-        print(f"[backbones] {report.summary()}")
-    return _Ensured(out, True, key.files)
+    with _build_lock(out):  # a process started alongside waits, then reuses this build
+        if not force and _reusable(out, key, pinned_default=not folders and out == backbones_path()):
+            return _Ensured(out, False, key.files)
+        if folders:
+            structures = itertools.chain.from_iterable(structure_data.iter_folder_structures(f) for f in folders)
+        else:
+            archives = structure_data.fetch_sources(
+                sources_dir(), structure_data.STRUCTURE_SOURCES, purpose="the backbone set"
+            )
+            structures = itertools.chain(
+                itertools.chain.from_iterable(
+                    structure_data.iter_archive_structures(path, source.members)
+                    for path, source in zip(archives, structure_data.STRUCTURE_SOURCES)
+                ),
+                structure_data.iter_folder_structures(theseus),
+            )
+        report = structure_data.build_structure_dataset(structures, out)
+        _write_key(out, key)
+        if verbose:
+            print(f"[backbones] {report.summary()}")
+        return _Ensured(out, True, key.files)
 
 
 def ensure_backbones(
@@ -320,8 +369,9 @@ def ensure_backbones(
     """The backbone structure set's file, built first if missing or out of date (or if ``force``).
 
     A set built from ``folders`` is rebuilt when their structure files change (names, sizes or
-    modification times; see :func:`content_key`), and so is the default set when the Theseus
-    folder changes. Load it with :meth:`proteins.data.StructureDataset.load`.
+    contents; see :func:`content_key`), and so is the default set when the Theseus folder
+    changes. Processes building the same set at once build it once (a lock file beside it).
+    Load it with :meth:`proteins.data.StructureDataset.load`.
 
     Args:
         force: rebuild even if cached.

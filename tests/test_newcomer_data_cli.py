@@ -115,9 +115,21 @@ def test_backbones_from_a_folder_are_rebuilt_when_its_files_change(tmp_path, cac
     assert code == 0 and f"[backbones] built {path}" in out and "chains=6" in out
     code, out, _ = dispatch(["data", "backbones", "--from", folder], capsys)
     assert "cached (4 files unchanged)" in out
-    # A file rewritten (new modification time), then one removed.
-    stat = (folder / f"{EXTRA}.pdb.gz").stat()
-    os.utime(folder / f"{EXTRA}.pdb.gz", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    # Only a new modification time (a copied or re-provisioned folder): the contents are hashed,
+    # found the same, and the set is kept, its key brought up to date.
+    extra = folder / f"{EXTRA}.pdb.gz"
+    stat = extra.stat()
+    os.utime(extra, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert "cached (4 files unchanged)" in dispatch(["data", "backbones", "--from", folder], capsys)[1]
+    key = json.loads(Path(f"{path}.key").read_text())
+    assert "cached (4 files unchanged)" in dispatch(["data", "backbones", "--from", folder], capsys)[1]
+    assert json.loads(Path(f"{path}.key").read_text()) == key  # the listing matches again: no rehash
+    # A file rewritten with other bytes of the same size (its time changes, so the contents are
+    # hashed and differ): rebuilt; then one removed.
+    data = bytearray(extra.read_bytes())
+    data[-1] ^= 1
+    extra.write_bytes(bytes(data))
+    os.utime(extra, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
     assert "built" in dispatch(["data", "backbones", "--from", folder], capsys)[1]
     (folder / f"{EXTRA}.pdb.gz").unlink()
     code, out, _ = dispatch(["data", "backbones", "--from", folder], capsys)
@@ -126,7 +138,38 @@ def test_backbones_from_a_folder_are_rebuilt_when_its_files_change(tmp_path, cac
     (folder / "notes.txt").write_text("not a structure")
     assert "cached (3 files unchanged)" in dispatch(["data", "backbones", "--from", folder], capsys)[1]
     assert "built" in dispatch(["data", "backbones", "--from", folder, "--force"], capsys)[1]
-    assert sorted(p.name for p in cache.iterdir()) == [path.name, path.name + ".key"]  # no temporary files left
+    # no temporary files left (the build's lock file stays, as pip's and others' do)
+    assert sorted(p.name for p in cache.iterdir()) == [path.name, path.name + ".key", path.name + ".lock"]
+
+
+@needs_theseus
+def test_processes_started_together_build_a_set_once(tmp_path, cache, monkeypatch):
+    """Two builds of one set at once: the second waits on the build's lock, then reuses it."""
+    import threading
+    import time
+
+    from benchmarks import protein_data
+    from proteins import data as structure_data
+
+    folder = copy_structures(tmp_path / "mine", FAMILY)
+    real_build, builds = structure_data.build_structure_dataset, []
+
+    def slow_build(*args, **kwargs):
+        builds.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other thread to reach the lock
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(structure_data, "build_structure_dataset", slow_build)
+    paths: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(protein_data.ensure_backbones(folders=[folder], verbose=False)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len(paths) == 2 and paths[0] == paths[1] and paths[0].is_file()
 
 
 @needs_theseus
@@ -155,7 +198,7 @@ def test_backbones_out_file_is_rebuilt_when_its_recorded_key_differs(tmp_path, c
     assert "built" in dispatch(["data", "backbones", "--from", first, "--out", target], capsys)[1]
     Path(f"{target}.key").write_text("{not json")
     assert "built" in dispatch(["data", "backbones", "--from", first, "--out", target], capsys)[1]
-    assert sorted(p.name for p in target.parent.iterdir()) == ["mine.npz", "mine.npz.key"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mine.npz", "mine.npz.key", "mine.npz.lock"]
     assert not cache.exists() or not list(cache.glob("backbones*"))  # --out writes nothing to the cache
 
 
@@ -326,7 +369,7 @@ def test_data_commands_report_unusable_or_missing_folders_in_one_line(tmp_path, 
     )
     code, _, err = dispatch(["data", "proteins", "--from", tmp_path / "nowhere"], capsys)
     assert_one_line_error(code, err, "not a folder")
-    assert not cache.exists() or not list(cache.iterdir())
+    assert not cache.exists() or not [p for p in cache.iterdir() if p.suffix != ".lock"]  # no dataset written
 
 
 @needs_theseus
