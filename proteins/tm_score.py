@@ -1,10 +1,12 @@
 """TM-score and CA RMSD of backbone pairs: the superposition search on a given correspondence
-and the alignment search without one (threadings and biotite's structural alignment); the
-definitions and heuristics are in :mod:`proteins.metrics`."""
+and the alignment search without one (TM-align through ``tmtools``; without it, threadings and
+biotite's structural alignment); the definitions and heuristics are in :mod:`proteins.metrics`."""
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -262,36 +264,67 @@ def _tm_of_distances(d: np.ndarray, norm_length: int) -> float:
     return float((1.0 / (1.0 + (d / tm_d0(norm_length)) ** 2)).sum() / norm_length)
 
 
+@functools.cache
+def _tm_align():
+    """``tmtools.tm_align`` (TM-align, Zhang & Skolnick 2005), or None when tmtools is missing
+    (then the alignment search falls back to :func:`_heuristic_scores`, with a warning once)."""
+    try:
+        from tmtools import tm_align
+    except ImportError:
+        warnings.warn(
+            "tmtools is not installed (pip install tmtools, or rdfm[proteins]): TM-scores without "
+            "correspondence fall back to rdfm's alignment heuristic, which agrees with TM-align on "
+            "similar chains but is lower on dissimilar ones (by up to about 0.2 at TM 0.2-0.4)",
+            stacklevel=3,
+        )
+        return None
+    return tm_align
+
+
 def _pair_scores(ref: np.ndarray, model: np.ndarray, aligned: bool, both: bool) -> tuple[float, float]:
     """(TM normalised by ref, TM normalised by model; the latter NaN unless ``both``) of two
-    chains given as ``(n, A, 3)`` backbones or ``(n, 3)`` CA traces; one set of alignment
-    candidates serves both normalisations."""
+    chains given as ``(n, A, 3)`` backbones or ``(n, 3)`` CA traces; one alignment search
+    serves both normalisations."""
     x, y = (ref[:, 1] if ref.ndim == 3 else ref), (model[:, 1] if model.ndim == 3 else model)
     n, m = len(x), len(y)
-    norms = (n, m) if both else (n,)
     if aligned:
         scores = [_tm_on_pairs(x, y, n, _MIN_SEED_ALIGNED)]
         if both:
             scores.append(scores[0] if m == n else _tm_on_pairs(x, y, m, _MIN_SEED_ALIGNED))
-    else:
-        alignments = _best_threadings(x, y, n, _THREADINGS)
-        homolog = _homolog_alignment(ref, model, n)
-        if homolog is not None:
-            alignments.append(homolog[:2])
-        unique: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
-        for i, j in alignments:  # threading and biotite often agree: refine each alignment once
-            unique.setdefault((i.tobytes(), j.tobytes()), (i, j))
-        alignments = list(unique.values())
-        scores = []
-        for length in norms:
-            if scores and length == norms[0]:  # equal lengths: same d0, same score
-                scores.append(scores[0])
-                continue
-            best = max((_tm_on_pairs(x[i], y[j], length, _MIN_SEED) for i, j in alignments), default=0.0)
-            if homolog is not None:  # biotite's own superposition, which the seeds may miss
-                i, j, moved = homolog
-                best = max(best, _tm_of_distances(np.linalg.norm(moved[j] - x[i], axis=-1), length))
-            scores.append(best)
+        return scores[0], scores[1] if both else math.nan
+    tm_align = _tm_align()
+    if tm_align is None:
+        return _heuristic_scores(ref, model, both)
+    # TM-align reads CA coordinates only; the sequences do not steer its alignment (any letters)
+    result = tm_align(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64), "A" * n, "A" * m)
+    return float(result.tm_norm_chain1), float(result.tm_norm_chain2) if both else math.nan
+
+
+def _heuristic_scores(ref: np.ndarray, model: np.ndarray, both: bool) -> tuple[float, float]:
+    """:func:`_pair_scores` without correspondence and without TM-align: the best of biotite's
+    structural-homolog alignment and the best gapless threadings, each refined by the
+    superposition search (see :mod:`proteins.metrics`)."""
+    x, y = (ref[:, 1] if ref.ndim == 3 else ref), (model[:, 1] if model.ndim == 3 else model)
+    n, m = len(x), len(y)
+    norms = (n, m) if both else (n,)
+    alignments = _best_threadings(x, y, n, _THREADINGS)
+    homolog = _homolog_alignment(ref, model, n)
+    if homolog is not None:
+        alignments.append(homolog[:2])
+    unique: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
+    for i, j in alignments:  # threading and biotite often agree: refine each alignment once
+        unique.setdefault((i.tobytes(), j.tobytes()), (i, j))
+    alignments = list(unique.values())
+    scores: list[float] = []
+    for length in norms:
+        if scores and length == norms[0]:  # equal lengths: same d0, same score
+            scores.append(scores[0])
+            continue
+        best = max((_tm_on_pairs(x[i], y[j], length, _MIN_SEED) for i, j in alignments), default=0.0)
+        if homolog is not None:  # biotite's own superposition, which the seeds may miss
+            i, j, moved = homolog
+            best = max(best, _tm_of_distances(np.linalg.norm(moved[j] - x[i], axis=-1), length))
+        scores.append(best)
     return scores[0], scores[1] if both else math.nan
 
 
