@@ -155,14 +155,15 @@ def content_key(
     listing, count, inputs = [], len(sources), []
     for folder in folders:
         folder = Path(folder)
+        name = folder.resolve().name
         files = []
         for path in structure_data.folder_structure_files(folder, pattern):
             stat = path.stat()
             relative = path.relative_to(folder).as_posix()
             files.append([relative, stat.st_size, stat.st_mtime_ns])
-            inputs.append((f"{folder.resolve().name}/{relative}", path))
+            inputs.append((f"{name}/{relative}", path))
         count += len(files)
-        listing.append({"folder": folder.resolve().name, "files": files})
+        listing.append({"folder": name, "files": files})
     settings = {
         "kind": kind,
         "pattern": pattern,

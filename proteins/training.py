@@ -175,7 +175,7 @@ def check_config(config: StructureModelConfig) -> None:
     """Raise a ValueError naming the field for settings no run can use: a network that cannot be
     built (e.g. an odd ``node_dim``), a crop range or budget below 1, rates out of range."""
     backbone_network(config)  # the network's own checks name the field
-    backbone_flow(config)  # and the flow's (rotation rate, auxiliary loss)
+    backbone_flow(config)  # and the flow's (rotation rate, time power, auxiliary loss)
     for name in ("batch", "min_crop", "val_crops", "warmup_steps"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
@@ -184,8 +184,6 @@ def check_config(config: StructureModelConfig) -> None:
         raise ValueError(f"max_crop ({config.max_crop}) must be at least min_crop ({config.min_crop})")
     if config.squared_residues < 0:
         raise ValueError(f"squared_residues must be >= 0 (0: fixed batches), got {config.squared_residues}")
-    if not (isinstance(config.time_power, (int, float)) and config.time_power > 0):
-        raise ValueError(f"time_power must be a positive number (1: uniform times), got {config.time_power!r}")
     if not config.lr > 0 or not 0 <= config.min_lr_ratio <= 1 or not 0 <= config.ema_decay < 1:
         raise ValueError(
             f"lr must be > 0, min_lr_ratio in [0, 1] and ema_decay in [0, 1), got {config.lr}, "
