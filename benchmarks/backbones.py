@@ -33,6 +33,7 @@ from gm.cli import (
     add_run_arguments,
     apply_config_overrides,
     as_budget,
+    budget_marks,
     check_device,
     rank_batch,
     run_budget,
@@ -413,7 +414,7 @@ def main(argv: list[str]) -> int:
         compile=args.compile,
     )
     buckets = check_buckets(args.crop_buckets, cfg)
-    budget, marks, unit = curve_marks(budget, args.curve)
+    budget, marks, unit = budget_marks(budget, args.curve, "--curve")
     out = Path(args.out)
     for seed in args.seeds:
         print(f"[backbones] seed {seed}: training for {budget.describe()}")
@@ -490,24 +491,6 @@ TARGETS = {
     "strand": ("strand within 0.10 of real", lambda v, real, floor: 0.10 - abs(v - real)),
     "ramachandran_js": ("Rama JS <= 3 x floor", lambda v, real, floor: 3 * floor - v),
 }
-
-
-def curve_marks(budget: Budget, fractions: list[float] | None) -> tuple[Budget, list[float], str]:
-    """The budget marks of ``--curve`` (minutes, or steps under a step budget) and the budget
-    that validates, and so takes a snapshot, at each mark (minutes: ``eval_at_minutes``, at the
-    first step past the mark; steps: every ``gcd`` of the marks)."""
-    if not fractions:
-        return budget, [], "minutes"
-    if any(not 0 < f <= 1 for f in fractions):
-        raise CommandLineError(f"--curve fractions must be in (0, 1], got {fractions}")
-    fractions = sorted(set(fractions))
-    if budget.max_steps is not None:
-        marks = sorted({max(1, round(f * budget.max_steps)) for f in fractions})
-        return replace(budget, eval_every=math.gcd(*marks)), [float(m) for m in marks], "steps"
-    assert budget.max_minutes is not None
-    marks = [f * budget.max_minutes for f in fractions]
-    # the trainer validates at the first step past each mark, whatever its cadence
-    return replace(budget, eval_at_minutes=tuple(marks)), marks, "minutes"
 
 
 def evaluate_curve(

@@ -227,6 +227,45 @@ def run_budget(
     return Budget(minutes, steps, max(1, math.ceil(steps / max(1, evaluations))), None, setting)
 
 
+def add_snapshots_argument(parser: argparse.ArgumentParser, option: str = "--snapshots") -> None:
+    """``--snapshots F [F ...]`` (or ``option``): keep the EMA weights at these fractions of the
+    training budget (:class:`gm.train.BudgetSnapshots`), the models of shorter runs from one run."""
+    parser.add_argument(
+        option,
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="keep the EMA weights at these fractions of the budget (e.g. 0.25 0.5 1) in snapshots.pt beside the "
+        "checkpoint: the models of shorter runs, from one run (a constant learning rate after warmup unless "
+        "--min-lr-ratio is given)",
+    )
+
+
+def budget_marks(budget: Budget, fractions: Sequence[float] | None, option: str) -> tuple[Budget, list[float], str]:
+    """The budget marks of ``--snapshots`` / ``--curve`` (``option``, named in errors): minutes of
+    a time budget, or optimiser steps of a step budget, and the budget that validates, and so
+    takes a snapshot, at each mark (minutes: ``eval_at_minutes``, at the first step past each
+    mark; steps: every ``gcd`` of the marks). Returns ``(budget, marks, unit)``, unit
+    ``"minutes"`` or ``"steps"`` (the ``unit`` of :class:`gm.train.BudgetSnapshots`).
+
+    Raises:
+        CommandLineError: for a fraction outside (0, 1].
+    """
+    if not fractions:
+        return budget, [], "minutes"
+    if any(not 0 < f <= 1 for f in fractions):
+        raise CommandLineError(f"{option} fractions must be in (0, 1], got {list(fractions)}")
+    fractions = sorted(set(fractions))
+    if budget.max_steps is not None:
+        steps = sorted({max(1, round(f * budget.max_steps)) for f in fractions})
+        return replace(budget, eval_every=math.gcd(*steps)), [float(m) for m in steps], "steps"
+    assert budget.max_minutes is not None
+    marks = [f * budget.max_minutes for f in fractions]
+    # the trainer validates at the first step past each mark, whatever its cadence
+    return replace(budget, eval_at_minutes=tuple(marks)), marks, "minutes"
+
+
 def check_device(device: str) -> None:
     """A :class:`CommandLineError` for ``--device cuda`` where torch sees no CUDA GPU (or, under
     ``torchrun``, fewer GPUs than local ranks). Under ``torchrun`` it makes this rank's GPU

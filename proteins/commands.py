@@ -24,8 +24,10 @@ from gm.cli import (
     CommandLineError,
     add_config_overrides,
     add_run_arguments,
+    add_snapshots_argument,
     add_subcommand,
     apply_config_overrides,
+    budget_marks,
     check_device,
     rank_batch,
     run_budget,
@@ -66,6 +68,8 @@ def register(subcommands: Any) -> None:
         help="train the backbone generator (SE(3)^N flow matching, IPA network) on a structure dataset",
         examples="  rdfm backbones train --data structures.npz --out runs/bb --minutes 30\n"
         "  rdfm backbones train --data structures.npz --out runs/bb --steps 20000 --device cuda --compile\n"
+        "  rdfm backbones train --data structures.npz --out runs/bb --preset frameflow --squared-residues 400000 "
+        "--batch 80 --snapshots 0.25 0.5 1 --device cuda\n"
         "  rdfm backbones train --data one_family.npz --split chain --out runs/fam --node-dim 128",
     )
     _add_training_arguments(train, BackboneConfig())
@@ -75,7 +79,8 @@ def register(subcommands: Any) -> None:
         run_backbones_sample,
         help="sample backbones of given lengths from a trained model, as PDB files",
         examples="  rdfm backbones sample --checkpoint runs/bb/checkpoint.pt --lengths 64 100 --n 8 --out samples/\n"
-        "  rdfm backbones sample --checkpoint runs/bb/checkpoint.pt --lengths 128 --n 100 --device cuda --compile",
+        "  rdfm backbones sample --checkpoint runs/bb/checkpoint.pt --lengths 128 --n 100 --device cuda --compile\n"
+        "  rdfm backbones sample --checkpoint runs/bb/checkpoint.pt --snapshot 15 --lengths 96 --out samples15/",
     )
     sample.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint of rdfm backbones train")
     sample.add_argument("--lengths", type=int, nargs="+", required=True, metavar="L", help="residues per backbone")
@@ -149,6 +154,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, config: object) -> 
     add_preset_argument(parser)
     add_crop_arguments(parser)
     add_run_arguments(parser, minutes=DEFAULT_MINUTES, out=None)
+    add_snapshots_argument(parser)
     from proteins.training import EVALUATION_FIELDS
 
     # a training command's options: the benchmarks' evaluation settings do not apply
@@ -227,6 +233,14 @@ def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--snapshot",
+        type=float,
+        default=None,
+        metavar="MARK",
+        help="use the EMA weights kept at this budget mark by `train --snapshots` (minutes, or steps under "
+        "--steps: the marks the training printed) instead of the selected model",
+    )
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's, 100)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same proteins (default 0)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -292,6 +306,8 @@ def run_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: Any, label: str) -> int:
+    from gm.train import BudgetSnapshots, checkpoint_elapsed_s, snapshots_path
+    from gm.train.snapshots import describe_mark
     from proteins.training import (
         apply_preset,
         check_buckets,
@@ -307,6 +323,10 @@ def _train(args: argparse.Namespace, config: Any, label: str) -> int:
     if args.preset is not None:
         config = apply_preset(config, args.preset)
     config = apply_config_overrides(config, args)
+    if args.snapshots and args.min_lr_ratio is None:
+        # a constant learning rate after warmup: the EMA weights at a fraction of the run are
+        # then those of a run of that budget (under the cosine decay they would not be)
+        config = replace(config, min_lr_ratio=1.0)
     try:
         check_config(config)
     except ValueError as error:
@@ -318,6 +338,7 @@ def _train(args: argparse.Namespace, config: Any, label: str) -> int:
         eval_every_minutes=config.eval_every_minutes,
         compile=args.compile,
     )
+    budget, marks, unit = budget_marks(budget, args.snapshots, "--snapshots")
     out = Path(args.out)
     if out.is_file():
         raise CommandLineError(f"--out {out}: is a file; give the run's folder")
@@ -336,6 +357,12 @@ def _train(args: argparse.Namespace, config: Any, label: str) -> int:
         flush=True,
     )
     checkpoint = out / "checkpoint.pt"
+    snapshots = None
+    if marks:
+        if args.restart:
+            snapshots_path(checkpoint).unlink(missing_ok=True)
+        prior = checkpoint_elapsed_s(checkpoint, restart=args.restart)
+        snapshots = BudgetSnapshots(snapshots_path(checkpoint), marks, prior, unit=unit)
     _, result = train_structure_model(
         config,
         train_set,
@@ -348,11 +375,16 @@ def _train(args: argparse.Namespace, config: Any, label: str) -> int:
         settings=settings,
         resume=not args.restart,
         progress=not args.no_progress,
+        snapshots=snapshots,
         **budget.train_fields(),
     )
     if result.rank == 0:
         best = "n/a" if result.best_val is None else f"{result.best_val:.4f} (step {result.best_step})"
         print(f"[{label}] {result.steps} steps, best validation loss {best} -> {checkpoint}")
+        if snapshots is not None:
+            saved = sorted(snapshots.finish().items(), key=lambda item: item[1]["step"])
+            held = ", ".join(describe_mark(key, entry) for key, entry in saved)
+            print(f"[{label}] snapshots {held} -> {snapshots.path} (sample one with --snapshot MARK)")
     return 0
 
 
@@ -391,8 +423,8 @@ def run_backbones_sample(args: argparse.Namespace) -> int:
         _positive(length, "--lengths")
     _check_file(args.checkpoint, "--checkpoint")
     try:
-        model, config = load_backbone_model(args.checkpoint, args.device)
-    except ValueError as error:
+        model, config = load_backbone_model(args.checkpoint, args.device, args.snapshot)
+    except (ValueError, FileNotFoundError) as error:  # FileNotFoundError: no snapshot file
         raise CommandLineError(str(error)) from None
     if args.rotation_rate is not None:
         config = replace(config, rotation_rate=args.rotation_rate)
@@ -434,8 +466,8 @@ def _load_codesign(args: argparse.Namespace) -> tuple[Any, Any]:
 
     _check_file(args.checkpoint, "--checkpoint")
     try:
-        model, config = load_codesign_model(args.checkpoint, args.device)
-    except ValueError as error:
+        model, config = load_codesign_model(args.checkpoint, args.device, args.snapshot)
+    except (ValueError, FileNotFoundError) as error:  # FileNotFoundError: no snapshot file
         raise CommandLineError(str(error)) from None
     return model, config
 

@@ -436,17 +436,19 @@ def _config_from(kind: type, run_config: Mapping[str, Any]) -> Any:
 
 
 def load_backbone_model(
-    checkpoint: str | Path, device: torch.device | str = "cpu"
+    checkpoint: str | Path, device: torch.device | str = "cpu", snapshot: float | str | None = None
 ) -> tuple[BackboneNetwork, BackboneConfig]:
     """The selected (best validation, EMA) backbone network of a training checkpoint, in eval mode
-    on ``device``, with the config it was trained under.
+    on ``device``, with the config it was trained under; with ``snapshot``, the EMA weights the
+    run kept at that budget mark instead (``--snapshots`` of the training command; see
+    :func:`gm.train.load_trained_weights`).
 
     Raises:
-        FileNotFoundError: if ``checkpoint`` is not a file.
+        FileNotFoundError: if ``checkpoint`` (or its snapshot file) is not a file.
         ValueError: if it is not a training checkpoint or holds another network (e.g. a co-design
-            model), naming the file.
+            model), naming the file, or has no snapshot at ``snapshot``.
     """
-    weights = load_trained_weights(checkpoint)
+    weights = load_trained_weights(checkpoint, snapshot)
     config = _config_from(BackboneConfig, weights.run_config)
     model = backbone_network(config)
     _load(model, weights.state, checkpoint, "backbone network")
@@ -454,10 +456,11 @@ def load_backbone_model(
 
 
 def load_codesign_model(
-    checkpoint: str | Path, device: torch.device | str = "cpu"
+    checkpoint: str | Path, device: torch.device | str = "cpu", snapshot: float | str | None = None
 ) -> tuple[CodesignNetwork, CodesignConfig]:
-    """The selected co-design network of a training checkpoint (see :func:`load_backbone_model`)."""
-    weights = load_trained_weights(checkpoint)
+    """The selected co-design network of a training checkpoint, or its snapshot at a budget mark
+    (see :func:`load_backbone_model`)."""
+    weights = load_trained_weights(checkpoint, snapshot)
     config = _config_from(CodesignConfig, weights.run_config)
     model = codesign_network(config)
     _load(model, weights.state, checkpoint, "co-design network")

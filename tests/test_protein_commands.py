@@ -98,6 +98,46 @@ def test_backbones_sample_writes_pdbs_of_each_length_reproducibly(runs, tmp_path
     assert (tmp_path / "d" / files[0]).read_text() != (tmp_path / "a" / files[0]).read_text()
 
 
+def test_training_snapshots_are_the_weights_of_shorter_runs_and_sample(runs, tmp_path, capsys):
+    from gm.train import load_snapshot, load_trained_weights
+
+    out = tmp_path / "snap"
+    argv = ["backbones", "train", "--data", str(runs["data"]), "--out", str(out), *TINY]
+    assert main([*argv, "--steps", "4", "--snapshots", "0.5", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "snapshots step 2, step 4 ->" in printed and "--snapshot MARK" in printed
+    assert load_trained_weights(out / "checkpoint.pt").run_config["min_lr_ratio"] == 1.0  # constant after warmup
+    half, full = (load_snapshot(out / "snapshots.pt", mark) for mark in (2, 4))
+    assert (half["step"], full["step"]) == (2, 4)
+    # the half-budget snapshot is the EMA of a 2-step run under the same constant learning rate
+    from gm.train import load_checkpoint
+
+    short = tmp_path / "short"
+    assert main([*argv[:5], str(short), *TINY, "--min-lr-ratio", "1"]) == 0
+    capsys.readouterr()
+    shadow = load_checkpoint(short / "checkpoint.pt")["ema"]["shadow"]
+    assert shadow and all(torch.allclose(value, half["state"][name]) for name, value in shadow.items())
+    assert not all(torch.allclose(value, full["state"][name]) for name, value in shadow.items())
+    # sampling a snapshot: other weights than the selected model's, so other backbones
+    sample = ["backbones", "sample", "--checkpoint", str(out / "checkpoint.pt"), "--lengths", "12", "--n", "1"]
+    assert main([*sample, "--steps", "2", "--out", str(tmp_path / "a")]) == 0
+    assert main([*sample, "--steps", "2", "--snapshot", "2", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    a, b = ((tmp_path / d / "length12_000.pdb").read_text() for d in "ab")
+    assert a != b
+    # a mark the run did not keep, a run without snapshots, a fraction out of range: one line each
+    assert "holds no snapshot at 3.0; it holds: step 2, step 4" in _one_line_error(
+        capsys, main([*sample, "--snapshot", "3", "--out", str(tmp_path / "c")])
+    )
+    no_snapshots = ["backbones", "sample", "--checkpoint", str(runs["bb"]), "--lengths", "12", "--snapshot", "2"]
+    assert "train with --snapshots" in _one_line_error(capsys, main([*no_snapshots, "--out", str(tmp_path / "d")]))
+    generate = ["generate", "--length", "10", "--checkpoint", str(runs["cd"]), "--snapshot", "2"]  # co-design too
+    assert "train with --snapshots" in _one_line_error(capsys, main([*generate, "--out", str(tmp_path / "e")]))
+    assert "--snapshots fractions must be in (0, 1]" in _one_line_error(
+        capsys, main([*argv, "--steps", "4", "--snapshots", "1.5"])
+    )
+
+
 def test_design_writes_sequences_onto_the_input_backbone(runs, tmp_path, capsys):
     pdb = runs["pdbs"][0]
     argv = ["design", str(pdb), "--checkpoint", str(runs["cd"]), "--n", "3", "--steps", "3", "--out", str(tmp_path)]

@@ -16,7 +16,8 @@ resumable checkpoints, progress, metrics), data-parallel under ``torchrun``.
 - :mod:`gm.train.metrics`: the metrics file of a run, TensorBoard, Weights & Biases, the loss
   plot (:func:`read_metrics`, :func:`plot_metrics`, :func:`metrics_path_for`).
 - :mod:`gm.train.snapshots`: :class:`BudgetSnapshots`, the EMA weights of one run at several
-  budgets (a compute curve from one run), through ``train``'s callbacks.
+  budgets (a compute curve from one run), through ``train``'s callbacks; :func:`load_snapshot`
+  and :func:`snapshots_path` read them back (``load_trained_weights(..., snapshot=mark)``).
 - :mod:`gm.train.distributed`: ranks, per-rank batch shares and random streams, one GPU per rank.
 - :mod:`gm.train.precision`: ``resolve_precision("auto" | "bf16" | "off", device)``: bfloat16
   autocast only where the hardware runs it natively.
@@ -52,7 +53,7 @@ from gm.train.loop import seed_everything, train
 from gm.train.metrics import metrics_path_for, plot_metrics, read_metrics
 from gm.train.precision import PRECISION_MODES, PrecisionChoice, native_bfloat16, resolve_precision
 from gm.train.progress import is_interactive
-from gm.train.snapshots import BudgetSnapshots, checkpoint_elapsed_s
+from gm.train.snapshots import BudgetSnapshots, checkpoint_elapsed_s, load_snapshot, snapshots_path
 
 __all__ = [
     # loop, config, ema, checkpoint, progress
@@ -72,6 +73,8 @@ __all__ = [
     "is_interactive",
     "BudgetSnapshots",
     "checkpoint_elapsed_s",
+    "load_snapshot",
+    "snapshots_path",
     # metrics
     "read_metrics",
     "plot_metrics",

@@ -49,13 +49,18 @@ class TrainedWeights:
     best_step: int | None
 
 
-def load_trained_weights(path: str | os.PathLike) -> TrainedWeights:
+def load_trained_weights(path: str | os.PathLike, snapshot: float | str | None = None) -> TrainedWeights:
     """The weights to use from the checkpoint ``path`` of :func:`gm.train.train` (on the CPU).
 
+    ``snapshot``: instead of the selected weights, the EMA weights the run kept at that budget
+    mark (:class:`gm.train.BudgetSnapshots`, in ``snapshots.pt`` beside the checkpoint; minutes,
+    or steps under a step budget); ``steps`` is then the snapshot's step.
+
     Raises:
-        FileNotFoundError: if ``path`` is not a file, naming it.
+        FileNotFoundError: if ``path`` (or, with ``snapshot``, the snapshot file) is not a file,
+            naming it.
         ValueError: if it is not a checkpoint of :func:`gm.train.train` (e.g. a results JSON or an
-            unrelated ``.pt`` file), naming it.
+            unrelated ``.pt`` file), naming it, or holds no snapshot at ``snapshot``.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,6 +73,12 @@ def load_trained_weights(path: str | os.PathLike) -> TrainedWeights:
         raise ValueError(f"checkpoint {path} is not a training checkpoint of gm.train.train (no EMA weights)")
     # The EMA (and the selected state, a copy of it) holds the floating-point tensors only; the
     # others (integer buffers) come from the model itself, so the result loads with strict=True.
+    if snapshot is not None:
+        from gm.train.snapshots import load_snapshot, snapshots_path
+
+        entry = load_snapshot(snapshots_path(path), snapshot)
+        state = {**ck["model"], **entry["state"]}
+        return TrainedWeights(state, dict(ck.get("run_config") or {}), int(entry["step"]), None)
     selected = ck["best_state"] if ck.get("best_state") is not None else ck["ema"]["shadow"]
     state = {**ck["model"], **selected}
     return TrainedWeights(state, dict(ck.get("run_config") or {}), int(ck["step"]), ck.get("best_step"))

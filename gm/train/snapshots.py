@@ -30,9 +30,43 @@ from torch import nn
 
 from gm.files import atomic_path
 
-__all__ = ["BudgetSnapshots", "checkpoint_elapsed_s"]
+__all__ = ["BudgetSnapshots", "checkpoint_elapsed_s", "snapshots_path", "load_snapshot", "describe_mark"]
 
 FINAL = "final"  # the key of the one snapshot kept without marks
+
+
+def snapshots_path(checkpoint_path: str | os.PathLike[str]) -> Path:
+    """Where a run keeps its snapshots: ``snapshots.pt`` beside its checkpoint."""
+    return Path(checkpoint_path).with_name("snapshots.pt")
+
+
+def describe_mark(key: Any, entry: dict) -> str:
+    """``"12.5 min (step 1900)"``, ``"step 400"`` or ``"final (step 7641)"``, for log lines."""
+    if key == FINAL:
+        return f"final (step {entry['step']})"
+    if entry.get("minutes") is None:
+        return f"step {entry['step']}" if entry["step"] == key else f"step mark {key:g} (step {entry['step']})"
+    return f"{key:g} min (step {entry['step']})"
+
+
+def load_snapshot(path: str | os.PathLike[str], mark: float | str) -> dict:
+    """The snapshot of ``mark`` (a budget mark: minutes, or steps under a step budget; or
+    ``"final"``) from the snapshot file ``path`` of :class:`BudgetSnapshots`: a dict with
+    ``"step"``, ``"minutes"``, ``"elapsed_s"`` and ``"state"`` (the EMA model's state dict).
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a file (the run kept no snapshots), naming it.
+        ValueError: if it holds no snapshot at ``mark``, listing the marks it holds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (train with --snapshots to keep snapshots)")
+    stored: dict = torch.load(path, weights_only=False, map_location="cpu")
+    for key, entry in stored.items():
+        if key == mark or (key != FINAL and not isinstance(mark, str) and abs(float(key) - float(mark)) < 1e-9):
+            return entry
+    held = ", ".join(describe_mark(k, e) for k, e in sorted(stored.items(), key=lambda item: item[1]["step"]))
+    raise ValueError(f"{path} holds no snapshot at {mark!r}; it holds: {held or 'none'}")
 
 
 def checkpoint_elapsed_s(checkpoint_path: str | os.PathLike[str], *, restart: bool = False) -> float:
