@@ -238,8 +238,8 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="MARK",
-        help="use the EMA weights kept at this budget mark by `train --snapshots` (minutes, or steps under "
-        "--steps: the marks the training printed) instead of the selected model",
+        help="use the EMA weights kept at this budget mark by `train --snapshots` (minutes, or optimiser steps "
+        "for a run trained under --steps: the marks the training printed) instead of the selected model",
     )
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's, 100)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same proteins (default 0)")
