@@ -552,20 +552,25 @@ def evaluate_curve(
 
 
 def _crossing(residues: list[float], margins: list[float]) -> dict:
-    """Where a margin (>= 0: the target met) first reaches 0 along the curve: at a snapshot, between
-    two (log-linear interpolation in residues), or past the last (log-linear extrapolation of the
-    last two snapshots, if they approach it), else never on this evidence."""
-    for i, m in enumerate(margins):
-        if m >= 0:
-            if i == 0:
-                return {"met": True, "residues": residues[0], "how": "met at the first snapshot"}
-            x0, x1, m0 = math.log(residues[i - 1]), math.log(residues[i]), margins[i - 1]
-            return {"met": True, "residues": math.exp(x0 + (x1 - x0) * -m0 / (m - m0)), "how": "interpolated"}
+    """Where a margin (>= 0: the target met) reaches 0 for good along the curve: met is met at the
+    last snapshot, from the first snapshot of the run of met snapshots that ends the curve (at a
+    snapshot, or between two by log-linear interpolation in residues). Not met at the last: the
+    log-linear extrapolation of the last two snapshots, if they approach it, else never on this
+    evidence (saying where an earlier snapshot met it, if one did: a target met and then lost)."""
+    unmet = [i for i, m in enumerate(margins) if m < 0]
+    if not unmet:
+        return {"met": True, "residues": residues[0], "how": "met at the first snapshot"}
+    i = unmet[-1] + 1  # the first snapshot of the final run of met ones
+    if i < len(margins):
+        x0, x1, m0, m1 = math.log(residues[i - 1]), math.log(residues[i]), margins[i - 1], margins[i]
+        return {"met": True, "residues": math.exp(x0 + (x1 - x0) * -m0 / (m1 - m0)), "how": "interpolated"}
+    earlier = [j for j, m in enumerate(margins) if m >= 0]
+    lost = f"; met at {residues[earlier[0]]:.3g} residues, lost by the last snapshot" if earlier else ""
     if len(margins) >= 2 and margins[-1] > margins[-2] and residues[-1] > residues[-2]:
         x0, x1 = math.log(residues[-2]), math.log(residues[-1])
         slope = (margins[-1] - margins[-2]) / (x1 - x0)
-        return {"met": False, "residues": math.exp(x1 - margins[-1] / slope), "how": "extrapolated (last two)"}
-    return {"met": False, "residues": None, "how": "not approaching on this curve"}
+        return {"met": False, "residues": math.exp(x1 - margins[-1] / slope), "how": "extrapolated (last two)" + lost}
+    return {"met": False, "residues": None, "how": "not approaching on this curve" + lost}
 
 
 def _curve_table(curve: dict) -> str:

@@ -338,6 +338,11 @@ def test_backbones_benchmark_curve_evaluates_snapshots_at_budget_fractions(runs,
     assert _crossing([10.0, 1000.0], [-1.0, 1.0])["residues"] == pytest.approx(100.0)
     assert _crossing([10.0, 100.0], [-2.0, -1.0])["residues"] == pytest.approx(1000.0)
     assert _crossing([10.0, 100.0], [-1.0, -2.0])["residues"] is None
+    # met means met at the last snapshot: a target met early and lost later is not met
+    lost = _crossing([10.0, 100.0, 1000.0], [0.1, -0.1, -0.2])
+    assert not lost["met"] and lost["residues"] is None and "met at 10 residues, lost by the last" in lost["how"]
+    again = _crossing([10.0, 100.0, 1000.0, 10000.0], [-1.0, 1.0, -1.0, 1.0])
+    assert again["met"] and again["residues"] == pytest.approx(3162.3, rel=1e-3)  # between the last two
 
 
 def test_design_of_a_chain_cut_at_missing_residues_designs_the_longest_segment(runs, tmp_path, capsys):
