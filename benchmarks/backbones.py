@@ -38,7 +38,7 @@ from gm.cli import (
     rank_batch,
     run_budget,
 )
-from gm.train import BudgetSnapshots, checkpoint_elapsed_s
+from gm.train import BudgetSnapshots
 from proteins import training
 from proteins.commands import add_crop_arguments, add_mpnn_argument, add_preset_argument, load_mpnn
 from proteins.data import StructureDataset
@@ -419,12 +419,8 @@ def main(argv: list[str]) -> int:
     for seed in args.seeds:
         print(f"[backbones] seed {seed}: training for {budget.describe()}")
         start = time.perf_counter()
-        snapshots = None
-        if marks:
-            prior = checkpoint_elapsed_s(out / f"seed{seed}" / "checkpoint.pt", restart=args.restart)
-            if args.restart:
-                (out / f"seed{seed}" / "snapshots.pt").unlink(missing_ok=True)
-            snapshots = BudgetSnapshots(out / f"seed{seed}" / "snapshots.pt", marks, prior, unit=unit)
+        checkpoint = out / f"seed{seed}" / "checkpoint.pt"
+        snapshots = BudgetSnapshots.for_run(checkpoint, marks, unit=unit, restart=args.restart) if marks else None
         model, res, splits = train_model(
             seed,
             budget,

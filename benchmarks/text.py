@@ -58,7 +58,7 @@ from gm.files import save_figure
 from gm.phase_log import PhaseLog
 from gm.train import save_checkpoint
 from gm.train.distributed import is_main_process
-from gm.train.snapshots import BudgetSnapshots, checkpoint_elapsed_s
+from gm.train.snapshots import BudgetSnapshots
 
 # main, and the library's text model, AR baseline and measures this script is built on
 __all__ = [
@@ -255,9 +255,7 @@ def main(argv: list[str]) -> int:
             continue
         ckpt = out / f"{name}_seed{args.seed}.pt"
         snap_path = out / f"{name}_seed{args.seed}_snapshots.pt"
-        if args.restart and is_main_process():
-            snap_path.unlink(missing_ok=True)
-        snapshots = BudgetSnapshots(snap_path, marks, checkpoint_elapsed_s(ckpt, restart=args.restart))
+        snapshots = BudgetSnapshots.for_run(ckpt, marks, restart=args.restart, path=snap_path)
         _, res = train_text_model(
             _library_name(name),
             mcfg,

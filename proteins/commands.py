@@ -306,8 +306,8 @@ def run_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: Any, label: str) -> int:
-    from gm.train import BudgetSnapshots, checkpoint_elapsed_s, snapshots_path
-    from gm.train.snapshots import describe_mark
+    from gm.train import BudgetSnapshots
+    from gm.train.snapshots import describe_snapshots
     from proteins.training import (
         apply_preset,
         check_buckets,
@@ -357,12 +357,7 @@ def _train(args: argparse.Namespace, config: Any, label: str) -> int:
         flush=True,
     )
     checkpoint = out / "checkpoint.pt"
-    snapshots = None
-    if marks:
-        if args.restart:
-            snapshots_path(checkpoint).unlink(missing_ok=True)
-        prior = checkpoint_elapsed_s(checkpoint, restart=args.restart)
-        snapshots = BudgetSnapshots(snapshots_path(checkpoint), marks, prior, unit=unit)
+    snapshots = BudgetSnapshots.for_run(checkpoint, marks, unit=unit, restart=args.restart) if marks else None
     _, result = train_structure_model(
         config,
         train_set,
@@ -382,8 +377,7 @@ def _train(args: argparse.Namespace, config: Any, label: str) -> int:
         best = "n/a" if result.best_val is None else f"{result.best_val:.4f} (step {result.best_step})"
         print(f"[{label}] {result.steps} steps, best validation loss {best} -> {checkpoint}")
         if snapshots is not None:
-            saved = sorted(snapshots.finish().items(), key=lambda item: item[1]["step"])
-            held = ", ".join(describe_mark(key, entry) for key, entry in saved)
+            held = describe_snapshots(snapshots.finish())
             print(f"[{label}] snapshots {held} -> {snapshots.path} (sample one with --snapshot MARK)")
     return 0
 

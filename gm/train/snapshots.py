@@ -30,7 +30,14 @@ from torch import nn
 
 from gm.files import atomic_path
 
-__all__ = ["BudgetSnapshots", "checkpoint_elapsed_s", "snapshots_path", "load_snapshot", "describe_mark"]
+__all__ = [
+    "BudgetSnapshots",
+    "checkpoint_elapsed_s",
+    "snapshots_path",
+    "load_snapshot",
+    "describe_mark",
+    "describe_snapshots",
+]
 
 FINAL = "final"  # the key of the one snapshot kept without marks
 
@@ -49,6 +56,13 @@ def describe_mark(key: Any, entry: dict) -> str:
     return f"{key:g} min (step {entry['step']})"
 
 
+def describe_snapshots(snapshots: dict) -> str:
+    """``{mark: entry}`` (a snapshot file, or :meth:`BudgetSnapshots.finish`) as one log line, in
+    step order: ``"12.5 min (step 1900), 25 min (step 3800)"``."""
+    ordered = sorted(snapshots.items(), key=lambda item: item[1]["step"])
+    return ", ".join(describe_mark(key, entry) for key, entry in ordered)
+
+
 def load_snapshot(path: str | os.PathLike[str], mark: float | str) -> dict:
     """The snapshot of ``mark`` (a budget mark: minutes, or steps under a step budget; or
     ``"final"``) from the snapshot file ``path`` of :class:`BudgetSnapshots`: a dict with
@@ -65,8 +79,7 @@ def load_snapshot(path: str | os.PathLike[str], mark: float | str) -> dict:
     for key, entry in stored.items():
         if key == mark or (key != FINAL and not isinstance(mark, str) and abs(float(key) - float(mark)) < 1e-9):
             return entry
-    held = ", ".join(describe_mark(k, e) for k, e in sorted(stored.items(), key=lambda item: item[1]["step"]))
-    raise ValueError(f"{path} holds no snapshot at {mark!r}; it holds: {held or 'none'}")
+    raise ValueError(f"{path} holds no snapshot at {mark!r}; it holds: {describe_snapshots(stored) or 'none'}")
 
 
 def checkpoint_elapsed_s(checkpoint_path: str | os.PathLike[str], *, restart: bool = False) -> float:
@@ -133,6 +146,26 @@ class BudgetSnapshots:
         self.start = time.perf_counter() - prior_s
         self.begun = False
         self.step = 0
+
+    @classmethod
+    def for_run(
+        cls,
+        checkpoint_path: str | os.PathLike[str],
+        marks: list[float],
+        *,
+        unit: str = "minutes",
+        restart: bool = False,
+        path: str | os.PathLike[str] | None = None,
+    ) -> BudgetSnapshots:
+        """The snapshots of the run of ``checkpoint_path``, in ``path`` (default
+        :func:`snapshots_path`): resumed with the seconds the checkpoint has already trained, or,
+        with ``restart``, started afresh (rank 0 removes the old file)."""
+        from gm.train.distributed import is_main_process
+
+        path = snapshots_path(checkpoint_path) if path is None else Path(path)
+        if restart and is_main_process():
+            path.unlink(missing_ok=True)
+        return cls(path, marks, checkpoint_elapsed_s(checkpoint_path, restart=restart), unit=unit)
 
     def begin(self) -> None:
         """Start the marks' clock at the trainer's first step in this process (as the trainer
